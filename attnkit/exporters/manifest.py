@@ -1,0 +1,191 @@
+"""manifest.json, artifact hashing and atomic writes of a whole export directory."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import ArtifactError, ExportError
+from ..spec import ExportSpec
+
+MANIFEST = "manifest.json"
+_VERSIONED = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy")
+
+
+def library_versions(packages: tuple[str, ...] = _VERSIONED) -> dict[str, str]:
+    """Installed versions, read from package metadata (imports nothing heavy)."""
+    out = {}
+    for pkg in packages:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def sha256_path(path: Path) -> str:
+    """sha256 of a file, or of a directory's relative paths and contents in sorted order."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        if path.is_dir():
+            h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def size_path(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@dataclass
+class ArtifactRecord:
+    """One exported artifact: where it is, what precision, its size and hash, its agreement."""
+
+    format: str  # keras | savedmodel | onnx | tensorrt
+    path: str  # relative to the export directory
+    precision: str
+    bytes: int = 0
+    sha256: str = ""
+    agreement: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, root: Path, fmt: str, rel: str, precision: str, **extra: Any) -> ArtifactRecord:
+        p = root / rel
+        return cls(fmt, rel, precision, size_path(p), sha256_path(p), extra=extra)
+
+
+@dataclass
+class Manifest:
+    """Everything an export directory holds, as written to ``manifest.json``."""
+
+    model: dict[str, Any]
+    spec: ExportSpec
+    artifacts: list[ArtifactRecord] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=library_versions)
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+    attnkit: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "attnkit": self.attnkit,
+            "created": self.created,
+            "model": self.model,
+            "spec": self.spec.to_dict(),
+            "artifacts": [asdict(a) for a in self.artifacts],
+            "versions": self.versions,
+        }
+
+    def write(self, root: Path) -> None:
+        (Path(root) / MANIFEST).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def artifact(self, fmt: str, precision: str | None = None) -> ArtifactRecord | None:
+        for a in self.artifacts:
+            if a.format == fmt and (precision is None or a.precision == precision):
+                return a
+        return None
+
+    @classmethod
+    def load(cls, root: str | Path) -> Manifest:
+        """Read ``DIR/manifest.json``.
+
+        Raises:
+            ArtifactError: DIR or its manifest is missing or unreadable.
+        """
+        path = Path(root) / MANIFEST
+        if not path.is_file():
+            raise ArtifactError(f"`{root}` has no {MANIFEST}; it is not an attnkit export directory.",
+                                flag="DIR", hint="Create one with: attnkit export MODEL --out DIR")
+        try:
+            d = json.loads(path.read_text())
+            return cls(model=d["model"], spec=ExportSpec.from_dict(d["spec"]),
+                       artifacts=[ArtifactRecord(**a) for a in d["artifacts"]],
+                       versions=d.get("versions", {}), created=d.get("created", ""), attnkit=d.get("attnkit", ""))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ArtifactError(f"`{path}` is not a valid manifest ({type(e).__name__}: {e}).", flag="DIR") from None
+
+    def check_integrity(self, root: str | Path) -> list[str]:
+        """One message per artifact that is missing or whose sha256 differs from the manifest."""
+        problems = []
+        for a in self.artifacts:
+            p = Path(root) / a.path
+            if not p.exists():
+                problems.append(f"{a.path}: missing")
+            elif (digest := sha256_path(p)) != a.sha256:
+                problems.append(f"{a.path}: sha256 {digest[:12]}… does not match the manifest's {a.sha256[:12]}…")
+        return problems
+
+    def require_integrity(self, root: str | Path) -> None:
+        """Raise ArtifactError naming every missing or tampered artifact."""
+        problems = self.check_integrity(root)
+        if problems:
+            raise ArtifactError(f"`{root}` does not match its manifest: {'; '.join(problems)}.", flag="DIR",
+                                hint="Re-export with: attnkit export MODEL --out DIR --force")
+
+
+def check_writable_out(out: Path, force: bool, flag: str = "--out") -> None:
+    """Refuse an existing non-empty ``out`` without ``force`` and an unwritable parent, before any work."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"`{out}` exists and is not a directory.", flag=flag, hint="Choose another path.")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ExportError(f"`{out}` exists and is not empty.", flag=flag,
+                          hint="Pass --force to replace it, or choose another --out.")
+    parent = out.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write under `{parent}` (permission denied).", flag=flag,
+                          hint="Choose a writable directory.")
+
+
+@contextlib.contextmanager
+def atomic_directory(out: str | Path, force: bool = False) -> Iterator[Path]:
+    """Yield a staging directory beside ``out``; on success swap it into place, else delete it.
+
+    An existing ``out`` is only replaced after the new one is complete (``force`` required), so a
+    failed or interrupted export leaves neither a half-written directory nor a damaged old one.
+    """
+    out = Path(out)
+    check_writable_out(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield staging
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / "x")
+            os.replace(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str, flag: str = "--out") -> None:
+    """Write a file through a temporary sibling and a rename, so readers never see half of it."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text if text.endswith("\n") else text + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ExportError(f"cannot write `{path}` ({e.strerror or e}).", flag=flag, hint="Choose a writable path.") from None

@@ -1,0 +1,95 @@
+"""ONNX export through ``tf2onnx.convert.from_function`` (``from_keras`` is broken on Keras 3).
+
+Two things tf2onnx does not do for Keras 3 models, written here:
+- Keras 3's exact GELU traces to the TF op ``Erfc``, which tf2onnx has no handler for; we register
+  one that emits ``1 - Erf(x)`` (``Erf`` is in every opset tf2onnx targets).
+- tf2onnx names dynamic dimensions ``unk__N``; we rename them to the spec's axis names (``batch``,
+  ``sequence``) so ONNX Runtime, TensorRT profiles and Triton see meaningful names.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..errors import AttnkitError, ExportError
+from ..spec import ExportSpec
+
+#: opsets tf2onnx 1.17 converts to (its OPSET_TO_IR_VERSION table) that onnxruntime also runs.
+MIN_OPSET = 13
+
+
+def supported_opsets() -> range:
+    from tf2onnx import constants
+
+    return range(MIN_OPSET, max(constants.OPSET_TO_IR_VERSION) + 1)
+
+
+def check_opset(opset: int) -> None:
+    """Raises AttnkitError naming ``--opset`` when tf2onnx cannot target ``opset``."""
+    valid = supported_opsets()
+    if opset not in valid:
+        raise AttnkitError(f"opset {opset} is not supported; tf2onnx converts to opsets {valid.start}-{valid.stop - 1}.",
+                           flag="--opset", hint="The default, 17, has LayerNormalization.")
+
+
+def _erfc_handler(ctx, node, name, args):
+    """erfc(x) = 1 - erf(x): rewrite the Erfc node as Erf followed by Sub(1, .)."""
+    import numpy as np
+    from tf2onnx import utils
+
+    node.type = "Erf"
+    node.domain = ""
+    np_dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.output[0]))
+    one = ctx.make_const(utils.make_name(f"{name}_one"), np.array(1, dtype=np_dtype))
+    sub = ctx.insert_new_node_on_output("Sub", node.output[0], name=utils.make_name(f"{name}_erfc"))
+    ctx.replace_inputs(sub, [one.output[0], node.output[0]])
+    ctx.copy_shape(node.output[0], sub.output[0])
+    ctx.set_dtype(sub.output[0], ctx.get_dtype(node.output[0]))
+
+
+def _name_dynamic_axes(model, spec: ExportSpec) -> None:
+    by_name = {t.name: t for t in spec.inputs + spec.outputs}
+    for value in list(model.graph.input) + list(model.graph.output):
+        t = by_name.get(value.name)
+        if t is None:
+            continue
+        for dim, axis, size in zip(value.type.tensor_type.shape.dim, t.axes, t.shape):
+            if size is None and axis:
+                dim.dim_param = axis
+
+
+def convert(fn, spec: ExportSpec, opset: int = 17):
+    """Convert a traced ``tf.function`` to an ONNX ModelProto with named I/O and dynamic axes.
+
+    Raises:
+        ExportError: tf2onnx failed or produced a graph with unconverted ops.
+    """
+    import onnx
+    import tf2onnx
+
+    check_opset(opset)
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    try:
+        model, _ = tf2onnx.convert.from_function(
+            fn, input_signature=fn.input_signature, opset=opset, custom_op_handlers={"Erfc": (_erfc_handler, [])}
+        )
+    except Exception as e:
+        raise ExportError(f"tf2onnx could not convert `{spec.name}`: {type(e).__name__}: {str(e)[:200]}") from None
+    unconverted = sorted({n.op_type for n in model.graph.node if n.domain not in ("", "ai.onnx", "com.microsoft")})
+    if unconverted:
+        raise ExportError(f"tf2onnx left TensorFlow ops it cannot convert in `{spec.name}`: {', '.join(unconverted)}.")
+    _name_dynamic_axes(model, spec)
+    model.producer_name = "attnkit (tf2onnx)"
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"the ONNX graph of `{spec.name}` fails onnx.checker: {str(e).splitlines()[0]}") from None
+    return model
+
+
+def export_onnx(fn, spec: ExportSpec, path: Path, opset: int = 17) -> None:
+    """Convert and save ``DIR/model.onnx``."""
+    import onnx
+
+    onnx.save(convert(fn, spec, opset), str(path))

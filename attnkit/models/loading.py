@@ -1,0 +1,138 @@
+"""Loading user models saved as ``.keras`` and deriving their ExportSpec from ``model.inputs``."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import zipfile
+from pathlib import Path
+
+from ..errors import ModelError
+from ..spec import ExportSpec, TensorSpec
+
+
+def import_modules(modules: tuple[str, ...] | list[str]) -> None:
+    """Import modules (dotted names or ``.py`` paths) so the custom layers they register load.
+
+    Raises:
+        ModelError: a module cannot be imported; names ``--import``.
+    """
+    for mod in modules:
+        try:
+            if mod.endswith(".py"):
+                path = Path(mod).resolve()
+                spec = importlib.util.spec_from_file_location(path.stem, path)
+                if spec is None or not path.is_file():
+                    raise FileNotFoundError(mod)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[path.stem] = module
+                spec.loader.exec_module(module)
+            else:
+                importlib.import_module(mod)
+        except Exception as e:  # any failure of user code is reported the same way
+            raise ModelError(
+                f"cannot import `{mod}` ({type(e).__name__}: {e}).",
+                flag="--import",
+                hint="Give an importable module name or the path of a .py file.",
+            ) from None
+
+
+def load_keras_file(path: str | Path, unsafe: bool = False):
+    """Load a ``.keras`` file with Keras ``safe_mode`` on unless ``unsafe``.
+
+    Raises:
+        ModelError: missing, not a Keras file, corrupt, needs ``--import`` or ``--unsafe``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"file `{path}` does not exist.", flag="MODEL", hint="Give a preset name or a .keras file.")
+    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
+        raise ModelError(
+            f"`{path}` is not a Keras file (a .keras zip archive written by model.save()).",
+            flag="MODEL",
+            hint="Save the model with model.save('model.keras').",
+        )
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=not unsafe)
+    except Exception as e:
+        text = str(e)
+        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        if "Could not locate" in text or "Unknown layer" in text or "not found" in text.lower() and "class" in text:
+            raise ModelError(
+                f"`{path}` uses a custom object Keras cannot find ({first[:160]}).",
+                flag="--import",
+                hint="Pass --import MODULE for the module that defines and registers it.",
+            ) from None
+        if "safe_mode" in text or "unsafe" in text.lower():
+            raise ModelError(
+                f"`{path}` needs unsafe deserialisation (e.g. a Lambda layer with Python code).",
+                flag="--unsafe",
+                hint="Pass --unsafe only if you trust the file.",
+            ) from None
+        raise ModelError(f"`{path}` could not be loaded; the file looks corrupt ({first[:160]}).", flag="MODEL") from None
+
+
+def _token_high(model) -> int:
+    """Exclusive upper bound for random token ids: the smallest Embedding vocabulary in the model."""
+    import keras
+
+    dims = [layer.input_dim for layer in model._flatten_layers() if isinstance(layer, keras.layers.Embedding)]
+    return min(dims) if dims else 100
+
+
+def output_names(model) -> list[str]:
+    """Names of a model's outputs: the keys of a dict output, else Keras's output names."""
+    struct = getattr(model, "_outputs_struct", None)
+    if isinstance(struct, dict):
+        return list(struct)
+    return list(model.output_names)
+
+
+def _axes(name: str, shape) -> tuple[str | None, ...]:
+    axes = []
+    for i, dim in enumerate(shape):
+        if i == 0:
+            axes.append("batch")
+        elif dim is None:
+            axes.append("sequence" if i == 1 else f"{name}_dim{i}")
+        else:
+            axes.append(None)
+    return tuple(axes)
+
+
+def spec_from_model(model, name: str) -> ExportSpec:
+    """ExportSpec from a functional model's inputs and outputs (names, dtypes, dynamic axes).
+
+    Raises:
+        ModelError: the model has no symbolic inputs (subclassed model never called).
+    """
+    try:
+        inputs = list(model.inputs)
+        outputs = list(model.outputs)
+    except (AttributeError, ValueError):
+        inputs = outputs = []
+    if not inputs or not outputs:
+        raise ModelError(
+            f"cannot read the inputs of model `{name}`: only functional or built models with "
+            "symbolic inputs can be exported.",
+            flag="MODEL",
+            hint="Wrap the model in keras.Model(inputs, outputs) before saving it.",
+        )
+    high = _token_high(model)
+    in_specs = []
+    for t in inputs:
+        shape = (None,) + tuple(t.shape[1:])
+        dtype = str(t.dtype)
+        role = "features"
+        if "int" in dtype or dtype == "bool":
+            role = "padding_mask" if "mask" in t.name or dtype == "bool" else "tokens"
+        in_specs.append(TensorSpec(t.name, dtype, shape, _axes(t.name, shape), role, high))
+    out_specs = []
+    for n, t in zip(output_names(model), outputs):
+        shape = (None,) + tuple(t.shape[1:])
+        dtype = "float32" if "float" in str(t.dtype) else str(t.dtype)
+        out_specs.append(TensorSpec(n, dtype, shape, _axes(n, shape)))
+    return ExportSpec(name=name, inputs=tuple(in_specs), outputs=tuple(out_specs))

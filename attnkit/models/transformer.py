@@ -1,0 +1,291 @@
+"""Transformer blocks and the encoder / decoder-LM / seq2seq model builders.
+
+Layers follow keras-hub's discipline: ``__init__`` stores config, ``build`` creates and names the
+sublayers with ``dtype=self.dtype_policy``, ``get_config`` serialises every argument so every layer
+round-trips through ``.keras``.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from .attention import MultiHeadAttention, additive_padding_mask, causal_mask
+
+ATTENTION_IMPLS = ("classic", "keras")
+ACTIVATIONS = ("relu", "gelu")
+
+
+def sinusoidal_table(max_length: int, d_model: int) -> np.ndarray:
+    """The original paper's positional encoding, shape (max_length, d_model), float32."""
+    pos = np.arange(max_length)[:, None]
+    i = np.arange(d_model)[None, :]
+    angles = pos / np.power(10000.0, (2 * (i // 2)) / d_model)
+    table = np.where(i % 2 == 0, np.sin(angles), np.cos(angles))
+    return table.astype("float32")
+
+
+@keras.saving.register_keras_serializable(package="attnkit")
+class TokenAndPositionEmbedding(keras.layers.Layer):
+    """Token embedding scaled by sqrt(d_model) plus a fixed sinusoidal positional encoding."""
+
+    def __init__(self, vocab_size: int, d_model: int, max_length: int, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.d_model, self.max_length = vocab_size, d_model, max_length
+
+    def build(self, input_shape):
+        self.token_embedding = keras.layers.Embedding(
+            self.vocab_size, self.d_model, name="token_embedding", dtype=self.dtype_policy
+        )
+        self.token_embedding.build(input_shape)
+        self.positions = sinusoidal_table(self.max_length, self.d_model)
+
+    def call(self, token_ids):
+        seq = ops.shape(token_ids)[1]
+        x = self.token_embedding(token_ids) * ops.cast(ops.sqrt(float(self.d_model)), self.compute_dtype)
+        pos = ops.cast(ops.convert_to_tensor(self.positions)[:seq], self.compute_dtype)
+        return x + pos[None, :, :]
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) + (self.d_model,)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "d_model": self.d_model,
+            "max_length": self.max_length,
+        }
+
+
+class _AttentionBlockBase(keras.layers.Layer):
+    """Shared config and sublayer factories of the encoder and decoder blocks."""
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        ffn_dim: int,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        norm_first: bool = False,
+        attention: str = "classic",
+        layer_norm_epsilon: float = 1e-6,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if attention not in ATTENTION_IMPLS:
+            raise ValueError(f"`attention` must be one of {ATTENTION_IMPLS}; got {attention!r}.")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"`activation` must be one of {ACTIVATIONS}; got {activation!r}.")
+        # Validates d_model % num_heads at construction time, whichever implementation is used.
+        MultiHeadAttention(d_model, num_heads)
+        self.d_model, self.num_heads, self.ffn_dim = d_model, num_heads, ffn_dim
+        self.activation, self.dropout, self.norm_first = activation, dropout, norm_first
+        self.attention, self.layer_norm_epsilon = attention, layer_norm_epsilon
+
+    def _attention_layer(self, name, shape):
+        if self.attention == "keras":
+            layer = keras.layers.MultiHeadAttention(
+                self.num_heads, self.d_model // self.num_heads, name=name, dtype=self.dtype_policy
+            )
+            layer.build(shape, shape)
+        else:
+            layer = MultiHeadAttention(self.d_model, self.num_heads, name=name, dtype=self.dtype_policy)
+            layer.build(shape)
+        return layer
+
+    def _attend(self, layer, query, memory, mask):
+        if self.attention == "keras":
+            # keras MHA wants a boolean keep-mask (batch, q, k); ours is additive (b|1, 1, q|1, k).
+            keep = ops.less(mask[:, 0, :, :], 0.5) if mask is not None else None
+            return layer(query, memory, attention_mask=keep)
+        return layer(query, memory, attention_mask=mask)
+
+    def _norm(self, name, shape):
+        layer = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name=name, dtype=self.dtype_policy)
+        layer.build(shape)
+        return layer
+
+    def _build_ffn(self, shape):
+        self.ffn_inner = keras.layers.Dense(
+            self.ffn_dim, activation=self.activation, name="ffn_inner", dtype=self.dtype_policy
+        )
+        self.ffn_inner.build(shape)
+        self.ffn_outer = keras.layers.Dense(self.d_model, name="ffn_outer", dtype=self.dtype_policy)
+        self.ffn_outer.build(tuple(shape[:-1]) + (self.ffn_dim,))
+        self.ffn_norm = self._norm("ffn_norm", shape)
+        self.drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+
+    def _residual(self, x, norm, fn, training):
+        """Post-LN: norm(x + f(x)) as in the original paper; pre-LN: x + f(norm(x))."""
+        if self.norm_first:
+            return x + self.drop(fn(norm(x)), training=training)
+        return norm(x + self.drop(fn(x), training=training))
+
+    def _ffn(self, x):
+        return self.ffn_outer(self.ffn_inner(x))
+
+    def compute_output_shape(self, x_shape, *args, **kwargs):
+        return x_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "d_model": self.d_model,
+            "num_heads": self.num_heads,
+            "ffn_dim": self.ffn_dim,
+            "activation": self.activation,
+            "dropout": self.dropout,
+            "norm_first": self.norm_first,
+            "attention": self.attention,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+        }
+
+
+@keras.saving.register_keras_serializable(package="attnkit")
+class TransformerEncoderBlock(_AttentionBlockBase):
+    """Self-attention + FFN, each with residual and LayerNorm (post-LN default, pre-LN option).
+
+    Call args:
+        x: (batch, seq, d_model). padding_mask: (batch, seq), 1 = token, 0 = padding.
+    """
+
+    def build(self, x_shape, padding_mask_shape=None):
+        self.self_attention = self._attention_layer("self_attention", x_shape)
+        self.attention_norm = self._norm("attention_norm", x_shape)
+        self._build_ffn(x_shape)
+
+    def call(self, x, padding_mask=None, training=None):
+        mask = additive_padding_mask(padding_mask) if padding_mask is not None else None
+        # Self attention block.
+        x = self._residual(
+            x, self.attention_norm, lambda h: self._attend(self.self_attention, h, h, mask), training
+        )
+        # Feed-forward block.
+        return self._residual(x, self.ffn_norm, self._ffn, training)
+
+
+@keras.saving.register_keras_serializable(package="attnkit")
+class TransformerDecoderBlock(_AttentionBlockBase):
+    """Causal self-attention, optional cross-attention to an encoder, FFN.
+
+    Args:
+        cross_attention: build the cross-attention sublayer (seq2seq); False for a decoder-only LM.
+
+    Call args:
+        x: (batch, q, d_model). decoder_padding_mask: (batch, q). encoder_output: (batch, k, d_model).
+        encoder_padding_mask: (batch, k).
+    """
+
+    def __init__(self, *args, cross_attention: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cross_attention = cross_attention
+
+    def build(self, x_shape, decoder_padding_mask_shape=None, encoder_output_shape=None, encoder_padding_mask_shape=None):
+        self.self_attention = self._attention_layer("self_attention", x_shape)
+        self.attention_norm = self._norm("attention_norm", x_shape)
+        if self.cross_attention:
+            self.cross_attention_layer = self._attention_layer("cross_attention", x_shape)
+            self.cross_attention_norm = self._norm("cross_attention_norm", x_shape)
+        self._build_ffn(x_shape)
+
+    def call(self, x, decoder_padding_mask=None, encoder_output=None, encoder_padding_mask=None, training=None):
+        mask = causal_mask(ops.shape(x)[1])
+        if decoder_padding_mask is not None:
+            mask = ops.maximum(mask, additive_padding_mask(decoder_padding_mask))
+        # Causal self attention block.
+        x = self._residual(
+            x, self.attention_norm, lambda h: self._attend(self.self_attention, h, h, mask), training
+        )
+        # Cross attention block.
+        if self.cross_attention:
+            if encoder_output is None:
+                raise ValueError("a decoder block built with cross_attention=True needs `encoder_output`.")
+            cross_mask = additive_padding_mask(encoder_padding_mask) if encoder_padding_mask is not None else None
+            x = self._residual(
+                x,
+                self.cross_attention_norm,
+                lambda h: self._attend(self.cross_attention_layer, h, encoder_output, cross_mask),
+                training,
+            )
+        # Feed-forward block.
+        return self._residual(x, self.ffn_norm, self._ffn, training)
+
+    def get_config(self):
+        return {**super().get_config(), "cross_attention": self.cross_attention}
+
+
+def _block_kwargs(cfg: dict) -> dict:
+    keys = ("d_model", "num_heads", "ffn_dim", "activation", "dropout", "norm_first", "attention")
+    return {k: cfg[k] for k in keys if k in cfg}
+
+
+def _token_inputs(prefix: str = ""):
+    ids = keras.Input((None,), dtype="int32", name=f"{prefix}token_ids")
+    mask = keras.Input((None,), dtype="int32", name=f"{prefix}padding_mask")
+    return ids, mask
+
+
+def _encoder_stack(cfg, ids, mask, prefix=""):
+    x = TokenAndPositionEmbedding(cfg["vocab_size"], cfg["d_model"], cfg["max_length"], name=f"{prefix}embedding")(ids)
+    for i in range(cfg["num_layers"]):
+        x = TransformerEncoderBlock(**_block_kwargs(cfg), name=f"{prefix}encoder_block_{i}")(x, padding_mask=mask)
+    if cfg.get("norm_first"):
+        x = keras.layers.LayerNormalization(epsilon=1e-6, name=f"{prefix}final_norm")(x)
+    return x
+
+
+def build_mha(cfg: dict, name: str = "mha") -> keras.Model:
+    """One attention layer on float features: x (batch, seq, d_model) -> output, same shape."""
+    x = keras.Input((None, cfg["d_model"]), name="x")
+    if cfg.get("attention", "classic") == "keras":
+        layer = keras.layers.MultiHeadAttention(cfg["num_heads"], cfg["d_model"] // cfg["num_heads"], name="attention")
+        y = layer(x, x)
+    else:
+        y = MultiHeadAttention(cfg["d_model"], cfg["num_heads"], name="attention")(x)
+    return keras.Model({"x": x}, {"output": y}, name=name)
+
+
+def build_encoder(cfg: dict, name: str = "encoder") -> keras.Model:
+    """Token ids + padding mask -> contextual hidden states (batch, seq, d_model)."""
+    ids, mask = _token_inputs()
+    x = _encoder_stack(cfg, ids, mask)
+    return keras.Model({"token_ids": ids, "padding_mask": mask}, {"hidden_states": x}, name=name)
+
+
+def _decoder_stack(cfg, ids, mask, memory=None, memory_mask=None, prefix=""):
+    x = TokenAndPositionEmbedding(cfg["vocab_size"], cfg["d_model"], cfg["max_length"], name=f"{prefix}embedding")(ids)
+    for i in range(cfg["num_layers"]):
+        block = TransformerDecoderBlock(
+            **_block_kwargs(cfg), cross_attention=memory is not None, name=f"{prefix}decoder_block_{i}"
+        )
+        x = block(x, decoder_padding_mask=mask, encoder_output=memory, encoder_padding_mask=memory_mask)
+    if cfg.get("norm_first"):
+        x = keras.layers.LayerNormalization(epsilon=1e-6, name=f"{prefix}final_norm")(x)
+    return keras.layers.Dense(cfg["vocab_size"], name="lm_head")(x)
+
+
+def build_decoder_lm(cfg: dict, name: str = "decoder") -> keras.Model:
+    """Causal language model: token ids + padding mask -> next-token logits (batch, seq, vocab)."""
+    ids, mask = _token_inputs()
+    logits = _decoder_stack(cfg, ids, mask)
+    return keras.Model({"token_ids": ids, "padding_mask": mask}, {"logits": logits}, name=name)
+
+
+def build_seq2seq(cfg: dict, name: str = "seq2seq") -> keras.Model:
+    """Encoder-decoder: source and target ids + masks -> target logits (batch, target seq, vocab)."""
+    enc_ids, enc_mask = _token_inputs("encoder_")
+    dec_ids, dec_mask = _token_inputs("decoder_")
+    enc_cfg = {**cfg, "num_layers": cfg["encoder_layers"]}
+    dec_cfg = {**cfg, "num_layers": cfg["decoder_layers"]}
+    memory = _encoder_stack(enc_cfg, enc_ids, enc_mask, prefix="encoder_")
+    logits = _decoder_stack(dec_cfg, dec_ids, dec_mask, memory, enc_mask, prefix="decoder_")
+    inputs = {
+        "encoder_token_ids": enc_ids,
+        "encoder_padding_mask": enc_mask,
+        "decoder_token_ids": dec_ids,
+        "decoder_padding_mask": dec_mask,
+    }
+    return keras.Model(inputs, {"logits": logits}, name=name)

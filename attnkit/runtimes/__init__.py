@@ -1,0 +1,1 @@
+"""Runtimes: one Runner per backend, shared by verify and bench (see base.py)."""

@@ -1,0 +1,157 @@
+"""The Runner protocol shared by verify and bench, the export-directory Source, and the registry.
+
+Runners follow Polygraphy's template methods: public ``load``/``infer``/``close`` check state and
+inputs, then call ``_load``/``_infer``/``_close``. Heavy work happens in ``load``, never in
+``__init__``, and heavy libraries are imported there too.
+"""
+
+from __future__ import annotations
+
+import warnings
+from abc import ABC, abstractmethod
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import BackendError
+from ..exporters.manifest import ArtifactRecord, Manifest
+from ..spec import ExportSpec
+
+
+class Source:
+    """An export directory as runners see it: manifest, spec, artifact paths, the Keras model."""
+
+    def __init__(self, root: str | Path, manifest: Manifest | None = None):
+        self.root = Path(root)
+        self.manifest = manifest or Manifest.load(self.root)
+
+    @property
+    def spec(self) -> ExportSpec:
+        return self.manifest.spec
+
+    def artifact(self, fmt: str, precision: str | None = None) -> ArtifactRecord:
+        """The manifest record of an artifact, or BackendError saying it was not exported."""
+        record = self.manifest.artifact(fmt, precision)
+        if record is None:
+            have = ", ".join(f"{a.format}/{a.precision}" for a in self.manifest.artifacts) or "nothing"
+            what = f"{fmt}/{precision}" if precision else fmt
+            raise BackendError(f"`{self.root}` has no {what} artifact (it has {have}).", flag="--backends",
+                               hint=f"Export it with: attnkit export MODEL --format {fmt} --out {self.root} --force")
+        return record
+
+    def path(self, fmt: str, precision: str | None = None) -> Path:
+        return self.root / self.artifact(fmt, precision).path
+
+    @cached_property
+    def keras_model(self):
+        """The float32 Keras model saved in the export (the reference), loaded once."""
+        from ..models.loading import import_modules, load_keras_file
+
+        import_modules(self.manifest.model.get("imports", []))
+        return load_keras_file(self.path("keras"), unsafe=bool(self.manifest.model.get("unsafe")))
+
+
+class Runner(ABC):
+    """One backend running one model. Use as ``with runner: runner.infer(feeds)``.
+
+    Class attributes:
+        name: registry key, e.g. ``onnxruntime``.
+        needs: artifact format the runner reads from the export directory.
+        precisions: precisions this backend can run.
+    """
+
+    name: ClassVar[str]
+    needs: ClassVar[str]
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+
+    def __init__(self, source: Source, precision: str = "fp32", threads: int | None = None):
+        if precision not in self.precisions:
+            raise BackendError(f"backend `{self.name}` cannot run {precision}; it runs {', '.join(self.precisions)}.",
+                               flag="--precision")
+        self.source = source
+        self.precision = precision
+        self.threads = threads
+        self.loaded = False
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this backend cannot run on this machine, or None when it can."""
+        return None
+
+    @property
+    def label(self) -> str:
+        return self.name if self.precision == "fp32" else f"{self.name}[{self.precision}]"
+
+    def load(self) -> Runner:
+        if not self.loaded:
+            reason = self.unavailable_reason()
+            if reason:
+                raise BackendError(f"backend `{self.name}` cannot run here: {reason}.")
+            self._load()
+            self.loaded = True
+        return self
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run once; returns host (numpy) arrays keyed by output name."""
+        if not self.loaded:
+            raise BackendError(f"runner `{self.label}` must be loaded before infer(); use `with runner:`.")
+        missing = set(self.source.spec.input_names) - set(feeds)
+        if missing:
+            raise BackendError(f"runner `{self.label}` is missing inputs {sorted(missing)}.")
+        return self._infer(feeds)
+
+    def close(self) -> None:
+        if self.loaded:
+            self._close()
+            self.loaded = False
+
+    def __enter__(self) -> Runner:
+        return self.load()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self):
+        if getattr(self, "loaded", False):
+            warnings.warn(f"runner `{self.label}` was loaded and never closed", ResourceWarning, stacklevel=1)
+
+    @abstractmethod
+    def _load(self) -> None: ...
+
+    @abstractmethod
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def _close(self) -> None:
+        """Release what ``_load`` acquired; by default drop references."""
+
+
+RUNNERS: dict[str, type[Runner]] = {}
+
+
+def register(cls: type[Runner]) -> type[Runner]:
+    """Class decorator adding a runner to the registry under ``cls.name``."""
+    RUNNERS[cls.name] = cls
+    return cls
+
+
+def _ensure_registered() -> None:
+    from . import keras_runner, onnxruntime, tf_runners  # noqa: F401  (registration side effect)
+
+
+def runner_names() -> list[str]:
+    _ensure_registered()
+    return list(RUNNERS)
+
+
+def get_runner(name: str) -> type[Runner]:
+    """Runner class by name.
+
+    Raises:
+        BackendError: unknown name; the message lists the valid ones.
+    """
+    _ensure_registered()
+    if name not in RUNNERS:
+        raise BackendError(f"`{name}` is not a backend. Valid backends: {', '.join(RUNNERS)}.", flag="--backends")
+    return RUNNERS[name]

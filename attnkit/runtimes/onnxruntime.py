@@ -1,0 +1,38 @@
+"""``onnxruntime``: ONNX Runtime's CPU execution provider on ``DIR/model.onnx``."""
+
+from __future__ import annotations
+
+from .base import Runner, register
+
+
+@register
+class OnnxRuntimeRunner(Runner):
+    name = "onnxruntime"
+    needs = "onnx"
+    providers = ("CPUExecutionProvider",)
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return "onnxruntime is not installed (pip install onnxruntime)"
+        missing = [p for p in cls.providers if p not in ort.get_available_providers()]
+        return f"onnxruntime has no {', '.join(missing)}" if missing else None
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        path = str(self.source.path("onnx", self.precision))
+        self.session = ort.InferenceSession(path, options, providers=list(self.providers))
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _infer(self, feeds):
+        return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+
+    def _close(self) -> None:
+        self.session = None

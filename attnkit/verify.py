@@ -1,0 +1,159 @@
+"""verify(DIR): every artifact, through the Runner layer, against the eager fp32 Keras model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .compare import DEFAULT_TOLERANCES, Agreement, Tolerance, compare_outputs
+from .errors import AttnkitError
+from .runtimes.base import Runner, Source, get_runner
+
+DEFAULT_SHAPES = ((2, 16), (3, 45))
+
+
+@dataclass
+class CheckResult:
+    """One backend at one shape: per-output agreement, or the error that stopped it."""
+
+    backend: str
+    precision: str
+    batch: int
+    seq: int
+    agreements: list[Agreement] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(a.passed for a in self.agreements)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "precision": self.precision, "batch": self.batch, "seq": self.seq,
+                "passed": self.passed, "error": self.error, "outputs": [a.to_dict() for a in self.agreements]}
+
+
+@dataclass
+class VerifyReport:
+    """All checks of one export directory. ``ok`` is True only if every check passed."""
+
+    root: str
+    model: str
+    seed: int
+    results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.results) and all(r.passed for r in self.results)
+
+    def summary(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Worst statistics per (backend, precision) over shapes and outputs: the manifest's agreement."""
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in self.results:
+            s = out.setdefault((r.backend, r.precision), {"max_abs": 0.0, "rel_l2": 0.0, "cosine": 1.0, "passed": True})
+            s["passed"] &= r.passed
+            for a in r.agreements:
+                s["max_abs"] = max(s["max_abs"], a.max_abs)
+                s["rel_l2"] = max(s["rel_l2"], a.rel_l2)
+                s["cosine"] = min(s["cosine"], a.cosine)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"root": self.root, "model": self.model, "seed": self.seed, "ok": self.ok,
+                "results": [r.to_dict() for r in self.results]}
+
+
+def default_backends(source: Source) -> list[tuple[str, str]]:
+    """(backend, precision) pairs that can run the artifacts of an export directory."""
+    pairs = []
+    for a in source.manifest.artifacts:
+        if a.format == "keras":
+            pairs.append(("tf-function", "fp32"))
+        elif a.format == "savedmodel":
+            pairs.append(("savedmodel", a.precision))
+        elif a.format == "onnx":
+            pairs.append(("onnxruntime", a.precision))
+    return pairs
+
+
+def resolve_tolerance(precision: str, atol: float | dict | None, rtol: float | dict | None) -> Tolerance:
+    """Default tolerance of a precision with ``--atol/--rtol`` overrides (a number or {precision: number})."""
+
+    def pick(v):
+        return v.get(precision, v.get("*")) if isinstance(v, dict) else v
+
+    return DEFAULT_TOLERANCES[precision].override(pick(atol), pick(rtol))
+
+
+def _check(runner: Runner, feeds_by_shape, reference, tolerance) -> list[CheckResult]:
+    results = []
+    try:
+        runner.load()
+    except Exception as e:  # a backend that fails to load is a failed check, not a crash
+        return [CheckResult(runner.name, runner.precision, b, s, error=f"{type(e).__name__}: {e}")
+                for (b, s) in feeds_by_shape]
+    try:
+        for (b, s), feeds in feeds_by_shape.items():
+            r = CheckResult(runner.name, runner.precision, b, s)
+            try:
+                r.agreements = compare_outputs(reference[(b, s)], runner.infer(feeds), tolerance)
+            except Exception as e:
+                r.error = f"{type(e).__name__}: {str(e)[:300]}"
+            results.append(r)
+    finally:
+        runner.close()
+    return results
+
+
+def verify(
+    root: str | Path,
+    *,
+    backends: list[str] | None = None,
+    atol: float | dict | None = None,
+    rtol: float | dict | None = None,
+    shapes: tuple[tuple[int, int], ...] = DEFAULT_SHAPES,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> VerifyReport:
+    """Check every artifact of an export directory against the eager fp32 Keras model.
+
+    Args:
+        root: export directory (has ``manifest.json``).
+        backends: backend names to check; default: one per artifact in the manifest.
+        atol, rtol: element-wise tolerance overrides, a number or ``{precision: number}``.
+        shapes: (batch, sequence) pairs; fresh seeded random inputs are drawn for each.
+        seed: base seed of the inputs.
+        progress: called with a short message before each backend.
+
+    Returns:
+        VerifyReport; ``report.ok`` is True only if every output of every backend passed.
+
+    Raises:
+        ArtifactError: no manifest, or an artifact is missing or its sha256 does not match.
+    """
+    source = Source(root)
+    source.manifest.require_integrity(root)
+    spec = source.spec
+    if spec.max_sequence:
+        shapes = tuple((b, min(s, spec.max_sequence)) for b, s in shapes)
+    pairs = default_backends(source)
+    if backends:
+        wanted = [get_runner(b) for b in backends]  # raises on unknown names
+        pairs = [(w.name, p) for w in wanted for (n, p) in pairs if n == w.name] or [(w.name, "fp32") for w in wanted]
+    feeds = {(b, s): spec.sample_feeds(b, s, seed + i) for i, (b, s) in enumerate(shapes)}
+    report = VerifyReport(str(root), spec.name, seed)
+    if progress:
+        progress("keras (eager fp32 reference)")
+    with get_runner("keras")(source) as reference_runner:
+        reference = {shape: reference_runner.infer(f) for shape, f in feeds.items()}
+    for name, precision in pairs:
+        if progress:
+            progress(f"{name} [{precision}]")
+        try:
+            runner = get_runner(name)(source, precision)
+        except AttnkitError as e:
+            report.results += [CheckResult(name, precision, b, s, error=str(e)) for (b, s) in shapes]
+            continue
+        report.results += _check(runner, feeds, reference, resolve_tolerance(precision, atol, rtol))
+    return report
