@@ -31,7 +31,7 @@ def export(*args, **kwargs):
 
 def verify(*args, **kwargs):
     """See :func:`attnkit.verify.verify`."""
-    from .verify import verify as _verify
+    from .verification import verify as _verify
 
     return _verify(*args, **kwargs)
 

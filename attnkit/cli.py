@@ -155,7 +155,7 @@ def verify(directory, backends, atol, rtol, seed, json_path):
     """Check every artifact in DIR against the eager fp32 Keras model; exit 0 only if all agree."""
     from .errors import AgreementError
     from .render import agreement_table
-    from .verify import verify as run_verify
+    from .verification import verify as run_verify
 
     report = run_verify(directory, backends=[b for b in backends.split(",") if b] or None,
                         atol=_tolerance_option(atol, "--atol"), rtol=_tolerance_option(rtol, "--rtol"),

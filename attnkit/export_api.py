@@ -11,7 +11,7 @@ from pathlib import Path
 from .errors import AgreementError, AttnkitError
 from .exporters.manifest import ArtifactRecord, Manifest, atomic_directory, check_writable_out
 from .tracing import canonical_precision
-from .verify import VerifyReport, verify
+from .verification import VerifyReport, verify
 
 FORMATS = ("savedmodel", "onnx")
 SAVEDMODEL_VERSION = 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from .verify import VerifyReport
+from .verification import VerifyReport
 
 
 def _si(n: float, unit: str = "") -> str:

@@ -148,9 +148,12 @@ def check_writable_out(out: Path, force: bool, flag: str = "--out") -> None:
     parent = out.resolve().parent
     while not parent.exists():
         parent = parent.parent
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ExportError(f"cannot write under `{parent}` (permission denied).", flag=flag,
-                          hint="Choose a writable directory.")
+    try:  # a real probe: os.access() says yes to root even where writes fail (/proc, read-only mounts)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise ExportError(f"cannot write under `{parent}` ({e.strerror or e}).", flag=flag,
+                          hint="Choose a writable directory.") from None
 
 
 @contextlib.contextmanager

@@ -9,7 +9,9 @@ Two things tf2onnx does not do for Keras 3 models, written here:
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from pathlib import Path
 
 from ..errors import AttnkitError, ExportError
@@ -59,6 +61,27 @@ def _name_dynamic_axes(model, spec: ExportSpec) -> None:
                 dim.dim_param = axis
 
 
+@contextlib.contextmanager
+def _env(**values: str):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _from_function(tf2onnx, fn, opset: int):
+    model, _ = tf2onnx.convert.from_function(
+        fn, input_signature=fn.input_signature, opset=opset, custom_op_handlers={"Erfc": (_erfc_handler, [])}
+    )
+    return model
+
+
 def convert(fn, spec: ExportSpec, opset: int = 17):
     """Convert a traced ``tf.function`` to an ONNX ModelProto with named I/O and dynamic axes.
 
@@ -71,9 +94,11 @@ def convert(fn, spec: ExportSpec, opset: int = 17):
     check_opset(opset)
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     try:
-        model, _ = tf2onnx.convert.from_function(
-            fn, input_signature=fn.input_signature, opset=opset, custom_op_handlers={"Erfc": (_erfc_handler, [])}
-        )
+        try:
+            with _env(TF2ONNX_CATCH_ERRORS="FALSE"):
+                model = _from_function(tf2onnx, fn, opset)
+        except Exception:
+            model = _from_function(tf2onnx, fn, opset)  # tf2onnx's default: skip a failing optimizer pass
     except Exception as e:
         raise ExportError(f"tf2onnx could not convert `{spec.name}`: {type(e).__name__}: {str(e)[:200]}") from None
     unconverted = sorted({n.op_type for n in model.graph.node if n.domain not in ("", "ai.onnx", "com.microsoft")})

@@ -22,8 +22,8 @@ def padding_mask_from_ids(token_ids, pad_id: int = 0):
 
 def padding_mask_from_lengths(lengths, max_length: int):
     """Keras-style padding mask (1 = token, 0 = padding) from valid lengths, shape (batch, max_length)."""
-    positions = ops.arange(max_length)[None, :]
-    return ops.cast(positions < ops.expand_dims(lengths, -1), "int32")
+    positions = ops.arange(max_length, dtype="int32")[None, :]
+    return ops.cast(positions < ops.expand_dims(ops.cast(lengths, "int32"), -1), "int32")
 
 
 def additive_padding_mask(padding_mask):

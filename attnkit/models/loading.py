@@ -8,7 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from ..errors import ModelError
+from ..errors import AttnkitError, ModelError
 from ..spec import ExportSpec, TensorSpec
 
 
@@ -58,6 +58,9 @@ def load_keras_file(path: str | Path, unsafe: bool = False):
     try:
         return keras.models.load_model(path, compile=False, safe_mode=not unsafe)
     except Exception as e:
+        cause = _attnkit_cause(e)
+        if cause is not None:  # our own layer refused its config (e.g. d_model % num_heads)
+            raise cause from None
         text = str(e)
         first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
         if "Could not locate" in text or "Unknown layer" in text or "not found" in text.lower() and "class" in text:
@@ -73,6 +76,17 @@ def load_keras_file(path: str | Path, unsafe: bool = False):
                 hint="Pass --unsafe only if you trust the file.",
             ) from None
         raise ModelError(f"`{path}` could not be loaded; the file looks corrupt ({first[:160]}).", flag="MODEL") from None
+
+
+def _attnkit_cause(error: BaseException) -> AttnkitError | None:
+    """The AttnkitError Keras wrapped while deserialising, if any (it re-raises as TypeError)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, AttnkitError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _token_high(model) -> int:

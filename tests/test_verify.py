@@ -1,0 +1,109 @@
+"""verify and compare_outputs: statistics, failures collected, integrity, JSON report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import attnkit
+from attnkit.compare import DEFAULT_TOLERANCES, Tolerance, compare_outputs
+from attnkit.errors import ArtifactError, BackendError
+from attnkit.verification import resolve_tolerance
+
+TIGHT = Tolerance(atol=1e-3, rtol=0.0, rel_l2=1e-2, min_cosine=0.999)
+
+
+def test_compare_statistics_on_known_arrays(rng):
+    ref = rng.standard_normal((4, 8)).astype("float32") + 3.0
+    got = ref.copy()
+    got[1, 2] += 0.01
+    (a,) = compare_outputs({"y": ref}, {"y": got}, TIGHT)
+    assert a.max_abs == pytest.approx(0.01, rel=1e-3)
+    assert a.required_atol == pytest.approx(0.01, rel=1e-3)
+    assert a.max_rel == pytest.approx(0.01 / abs(ref[1, 2]), rel=1e-3)
+    assert a.required_rtol == pytest.approx((0.01 - 1e-3) / abs(ref[1, 2]), rel=1e-3)
+    assert not a.passed and "max abs diff 0.01" in a.failures[0]
+    (b,) = compare_outputs({"y": ref}, {"y": got}, TIGHT.override(atol=0.02))
+    assert b.passed
+
+
+def test_compare_collects_every_failure(rng):
+    ref = {"a": rng.standard_normal((3, 3)), "b": rng.standard_normal((2,)), "c": rng.standard_normal((2, 2))}
+    got = {"a": -ref["a"], "b": np.array([np.nan, np.inf]), "c": np.zeros((3, 2))}
+    by = {x.output: x for x in compare_outputs(ref, got, TIGHT)}
+    assert by["a"].cosine == pytest.approx(-1.0) and len(by["a"].failures) == 3
+    assert (by["b"].nan, by["b"].inf) == (1, 1) and not by["b"].passed
+    assert "shape" in by["c"].failures[0]
+    (missing,) = compare_outputs({"z": np.ones(2)}, {}, TIGHT)
+    assert "missing" in missing.failures[0]
+
+
+def test_int8_tolerance_is_cosine_and_l2_only(rng):
+    ref = rng.standard_normal(1000)
+    got = ref + rng.standard_normal(1000) * 0.01  # 1 % noise: elementwise-off, direction kept
+    (a,) = compare_outputs({"y": ref}, {"y": got}, DEFAULT_TOLERANCES["int8"])
+    assert a.passed and a.cosine > 0.999
+
+
+def test_tolerance_overrides_per_precision():
+    assert resolve_tolerance("fp16", {"fp16": 0.5}, None).atol == 0.5
+    assert resolve_tolerance("fp32", {"fp16": 0.5}, None).atol == DEFAULT_TOLERANCES["fp32"].atol
+    assert resolve_tolerance("bf16", {"*": 0.3}, 0.2).rtol == 0.2
+
+
+def test_verify_passes_on_fresh_export_with_two_shapes(tiny_export, tmp_path):
+    report = attnkit.verify(tiny_export.out, seed=42)
+    assert report.ok
+    assert {(r.backend, r.precision) for r in report.results} == {
+        ("tf-function", "fp32"), ("savedmodel", "fp32"), ("onnxruntime", "fp32")}
+    assert len({(r.batch, r.seq) for r in report.results}) == 2
+    for r in report.results:
+        for a in r.agreements:
+            assert 0 < a.rel_l2 <= 1e-5  # non-zero: the graphs really are different computations
+    d = report.to_dict()
+    assert d["ok"] and d["results"][0]["outputs"][0]["output"] == "hidden_states"
+    json.dumps(d)
+
+
+def test_verify_detects_a_changed_function(tiny_export, tmp_path):
+    """Swap the ONNX for another model's: the manifest hash catches it; a re-hashed swap fails agreement."""
+    import onnx
+    from onnx import numpy_helper
+
+    out = tmp_path / "t"
+    shutil.copytree(tiny_export.out, out)
+    model = onnx.load(out / "model.onnx")
+    init = next(t for t in model.graph.initializer if tuple(t.dims) == (128, 512))  # an FFN kernel
+    arr = numpy_helper.to_array(init) * 1.05
+    init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    onnx.save(model, out / "model.onnx")
+    with pytest.raises(ArtifactError, match=r"model\.onnx: sha256"):
+        attnkit.verify(out)
+    # Same tampering, manifest updated to match: the numbers themselves must now fail.
+    from attnkit.exporters.manifest import Manifest, sha256_path
+
+    m = Manifest.load(out)
+    m.artifact("onnx").sha256 = sha256_path(out / "model.onnx")
+    m.write(out)
+    report = attnkit.verify(out)
+    assert not report.ok
+    bad = [r for r in report.results if not r.passed]
+    assert {r.backend for r in bad} == {"onnxruntime"}
+
+
+def test_verify_refuses_directory_without_manifest(tmp_path):
+    with pytest.raises(ArtifactError, match="no manifest.json"):
+        attnkit.verify(tmp_path)
+
+
+def test_verify_unknown_backend_lists_valid_ones(tiny_export):
+    with pytest.raises(BackendError, match="onnxruntime"):
+        attnkit.verify(tiny_export.out, backends=["tensorflow-lite"])
+
+
+def test_verify_xla_backend_on_request(tiny_export):
+    report = attnkit.verify(tiny_export.out, backends=["xla"])
+    assert [r.backend for r in report.results] == ["xla", "xla"] and report.ok
