@@ -44,7 +44,18 @@ def list_models(seq: int = 128) -> list[dict]:
     for p in PRESETS.values():
         c = p.config
         layers = c.get("num_layers") or (f"{c['encoder_layers']}+{c['decoder_layers']}" if "encoder_layers" in c else 1)
-        rows.append({"name": p.name, "family": p.family, "description": p.description, "layers": layers,
-                     "d_model": c["d_model"], "heads": c["num_heads"], "ffn": c.get("ffn_dim"),
-                     "params": p.params(), "flops_per_seq": p.flops(seq), "seq": seq})
+        rows.append(
+            {
+                "name": p.name,
+                "family": p.family,
+                "description": p.description,
+                "layers": layers,
+                "d_model": c["d_model"],
+                "heads": c["num_heads"],
+                "ffn": c.get("ffn_dim"),
+                "params": p.params(),
+                "flops_per_seq": p.flops(seq),
+                "seq": seq,
+            }
+        )
     return rows

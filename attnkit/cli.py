@@ -43,7 +43,9 @@ class AttnkitGroup(click.Group):
             if os.environ.get("ATTNKIT_DEBUG"):
                 traceback.print_exc()
             first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-            click.echo(f"Error: internal error {type(e).__name__}: {first} (set ATTNKIT_DEBUG=1 for the traceback)", err=True)
+            click.echo(
+                f"Error: internal error {type(e).__name__}: {first} (set ATTNKIT_DEBUG=1 for the traceback)", err=True
+            )
             code = 1
         if standalone_mode:
             sys.exit(code)
@@ -75,8 +77,11 @@ def _tolerance_option(values: tuple[str, ...], flag: str) -> dict[str, float] | 
         if value < 0:
             raise AttnkitError(f"`{v}` is negative; tolerances are >= 0.", flag=flag)
         if key in out and out[key] != value:
-            raise AttnkitError(f"conflicting values for {key if key != '*' else 'all precisions'}: "
-                               f"{out[key]:g} and {value:g}.", flag=flag, hint="Give each precision once.")
+            raise AttnkitError(
+                f"conflicting values for {key if key != '*' else 'all precisions'}: {out[key]:g} and {value:g}.",
+                flag=flag,
+                hint="Give each precision once.",
+            )
         out[key] = value
     return out or None
 
@@ -102,16 +107,27 @@ def models(seq: int, as_json: bool):
         _console().print(models_table(rows))
 
 
-_import_option = click.option("--import", "imports", multiple=True, metavar="MODULE",
-                              help="Module or .py file registering custom layers (repeatable).")
+_import_option = click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    metavar="MODULE",
+    help="Module or .py file registering custom layers (repeatable).",
+)
 
 
 @cli.command()
 @click.argument("model")
 @click.option("--out", type=click.Path(path_type=Path), help="Export directory [default: artifacts/<name>].")
-@click.option("--format", "formats", default="savedmodel,onnx", show_default=True, help="Comma list of: savedmodel, onnx.")
-@click.option("--precision", default="fp32", show_default=True,
-              help="Policy the SavedModel is traced under: fp32, bf16 (mixed_bfloat16), fp16 (mixed_float16).")
+@click.option(
+    "--format", "formats", default="savedmodel,onnx", show_default=True, help="Comma list of: savedmodel, onnx."
+)
+@click.option(
+    "--precision",
+    default="fp32",
+    show_default=True,
+    help="Policy the SavedModel is traced under: fp32, bf16 (mixed_bfloat16), fp16 (mixed_float16).",
+)
 @click.option("--opset", default=17, show_default=True, type=int, help="ONNX opset (tf2onnx supports 13-18).")
 @_import_option
 @click.option("--seed", default=0, show_default=True, type=int, help="Weight seed (presets) and input seed.")
@@ -120,12 +136,23 @@ _import_option = click.option("--import", "imports", multiple=True, metavar="MOD
 @click.option("--no-check", is_flag=True, help="Skip the agreement check after exporting.")
 def export(model, out, formats, precision, opset, imports, seed, force, unsafe, no_check):
     """Export MODEL (a preset name or a .keras file) and check the artifacts agree with it."""
-    from .export_api import export as run_export
     from .errors import AgreementError
+    from .export_api import export as run_export
 
     try:
-        result = run_export(model, out, formats=formats, precision=precision, opset=opset, imports=imports,
-                            seed=seed, force=force, unsafe=unsafe, check=not no_check, progress=_progress)
+        result = run_export(
+            model,
+            out,
+            formats=formats,
+            precision=precision,
+            opset=opset,
+            imports=imports,
+            seed=seed,
+            force=force,
+            unsafe=unsafe,
+            check=not no_check,
+            progress=_progress,
+        )
     except AgreementError as e:
         _print_report_of(e)
         raise
@@ -147,8 +174,12 @@ def _print_report_of(error) -> None:
 @cli.command()
 @click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
 @click.option("--backends", default="", help="Comma list of backends [default: one per artifact].")
-@click.option("--atol", multiple=True, metavar="[PREC=]X", help="Element-wise absolute tolerance, e.g. 1e-4 or fp16=1e-2.")
-@click.option("--rtol", multiple=True, metavar="[PREC=]X", help="Element-wise relative tolerance, e.g. 1e-3 or bf16=0.1.")
+@click.option(
+    "--atol", multiple=True, metavar="[PREC=]X", help="Element-wise absolute tolerance, e.g. 1e-4 or fp16=1e-2."
+)
+@click.option(
+    "--rtol", multiple=True, metavar="[PREC=]X", help="Element-wise relative tolerance, e.g. 1e-3 or bf16=0.1."
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random inputs.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the report as JSON to this file.")
 def verify(directory, backends, atol, rtol, seed, json_path):
@@ -157,9 +188,14 @@ def verify(directory, backends, atol, rtol, seed, json_path):
     from .render import agreement_table
     from .verification import verify as run_verify
 
-    report = run_verify(directory, backends=[b for b in backends.split(",") if b] or None,
-                        atol=_tolerance_option(atol, "--atol"), rtol=_tolerance_option(rtol, "--rtol"),
-                        seed=seed, progress=_progress)
+    report = run_verify(
+        directory,
+        backends=[b for b in backends.split(",") if b] or None,
+        atol=_tolerance_option(atol, "--atol"),
+        rtol=_tolerance_option(rtol, "--rtol"),
+        seed=seed,
+        progress=_progress,
+    )
     _console().print(agreement_table(report))
     if json_path:
         from .exporters.manifest import write_text_atomic

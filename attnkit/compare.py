@@ -88,7 +88,9 @@ def _stats(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> Agree
     excess = np.maximum(diff - (tol.atol if np.isfinite(tol.atol) else 0.0), 0.0)
     a.required_rtol = float((excess / np.maximum(mag, 1e-12)).max(initial=0.0))
     if np.isfinite(tol.atol) and not np.all(diff <= tol.atol + tol.rtol * mag):
-        a.failures.append(f"values not close enough, max abs diff {a.max_abs:.3g} (atol {tol.atol:g}, rtol {tol.rtol:g})")
+        a.failures.append(
+            f"values not close enough, max abs diff {a.max_abs:.3g} (atol {tol.atol:g}, rtol {tol.rtol:g})"
+        )
     if a.rel_l2 > tol.rel_l2:
         a.failures.append(f"relative L2 error {a.rel_l2:.3g} > {tol.rel_l2:g}")
     if a.cosine < tol.min_cosine:
@@ -96,7 +98,9 @@ def _stats(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> Agree
     return a
 
 
-def compare_outputs(reference: dict[str, np.ndarray], got: dict[str, np.ndarray], tolerance: Tolerance) -> list[Agreement]:
+def compare_outputs(
+    reference: dict[str, np.ndarray], got: dict[str, np.ndarray], tolerance: Tolerance
+) -> list[Agreement]:
     """Compare every reference output with the backend's; collects all failures, raises nothing.
 
     Args:

@@ -33,8 +33,16 @@ def cpu_flags() -> dict[str, bool]:
         if line.startswith("flags"):
             flags = set(line.split(":", 1)[1].split())
             break
-    wanted = {"avx2": "avx2", "avx512f": "avx512f", "avx512_bf16": "avx512_bf16", "avx512_vnni": "avx512_vnni",
-              "amx_bf16": "amx_bf16", "amx_int8": "amx_int8", "amx_tile": "amx_tile", "avx512_fp16": "avx512_fp16"}
+    wanted = {
+        "avx2": "avx2",
+        "avx512f": "avx512f",
+        "avx512_bf16": "avx512_bf16",
+        "avx512_vnni": "avx512_vnni",
+        "amx_bf16": "amx_bf16",
+        "amx_int8": "amx_int8",
+        "amx_tile": "amx_tile",
+        "avx512_fp16": "avx512_fp16",
+    }
     return {k: v in flags for k, v in wanted.items()}
 
 

@@ -30,8 +30,11 @@ def parse_formats(formats: str | list[str] | tuple[str, ...]) -> tuple[str, ...]
     items = [f.strip() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()]
     bad = [f for f in items if f not in FORMATS]
     if bad or not items:
-        raise AttnkitError(f"unknown format {', '.join(bad) or '(empty)'}. Valid formats: {', '.join(FORMATS)}.",
-                           flag="--format", hint="Give a comma-separated list, e.g. --format savedmodel,onnx.")
+        raise AttnkitError(
+            f"unknown format {', '.join(bad) or '(empty)'}. Valid formats: {', '.join(FORMATS)}.",
+            flag="--format",
+            hint="Give a comma-separated list, e.g. --format savedmodel,onnx.",
+        )
     return tuple(dict.fromkeys(items))
 
 
@@ -101,8 +104,10 @@ def export(
             _record_agreement(manifest, report)
             manifest.write(stage)
     if report is not None and not report.ok:
-        error = AgreementError(f"artifacts in `{out}` disagree with the eager model beyond tolerance; "
-                               f"see the table above or run: attnkit verify {out}")
+        error = AgreementError(
+            f"artifacts in `{out}` disagree with the eager model beyond tolerance; "
+            f"see the table above or run: attnkit verify {out}"
+        )
         error.report = report
         raise error
     return ExportResult(out, manifest, report)

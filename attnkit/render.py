@@ -16,19 +16,49 @@ def _si(n: float, unit: str = "") -> str:
 
 def models_table(rows: list[dict]) -> Table:
     t = Table(title="attnkit presets")
-    for col in ("name", "family", "layers", "d_model", "heads", "ffn", "params", f"FLOPs/seq (seq {rows[0]['seq']})", "description"):
+    for col in (
+        "name",
+        "family",
+        "layers",
+        "d_model",
+        "heads",
+        "ffn",
+        "params",
+        f"FLOPs/seq (seq {rows[0]['seq']})",
+        "description",
+    ):
         t.add_column(col, justify="right" if col in ("layers", "d_model", "heads", "ffn", "params") else "left")
     for r in rows:
-        t.add_row(r["name"], r["family"], str(r["layers"]), str(r["d_model"]), str(r["heads"]), str(r["ffn"] or "-"),
-                  _si(r["params"]), _si(r["flops_per_seq"], "FLOP"), r["description"])
+        t.add_row(
+            r["name"],
+            r["family"],
+            str(r["layers"]),
+            str(r["d_model"]),
+            str(r["heads"]),
+            str(r["ffn"] or "-"),
+            _si(r["params"]),
+            _si(r["flops_per_seq"], "FLOP"),
+            r["description"],
+        )
     return t
 
 
 def agreement_table(report: VerifyReport) -> Table:
     """One row per backend x shape x output: errors, cosine, required tolerance, verdict."""
     t = Table(title=f"agreement with eager fp32 Keras — {report.model} ({report.root})")
-    for col in ("backend", "precision", "shape", "output", "max abs", "max rel", "rel L2", "cosine", "NaN/Inf",
-                "needs atol", "result"):
+    for col in (
+        "backend",
+        "precision",
+        "shape",
+        "output",
+        "max abs",
+        "max rel",
+        "rel L2",
+        "cosine",
+        "NaN/Inf",
+        "needs atol",
+        "result",
+    ):
         t.add_column(col)
     for r in report.results:
         shape = f"{r.batch}x{r.seq}"
@@ -37,6 +67,17 @@ def agreement_table(report: VerifyReport) -> Table:
             continue
         for a in r.agreements:
             verdict = "[green]pass[/]" if a.passed else f"[red]FAIL[/] {'; '.join(a.failures)[:80]}"
-            t.add_row(r.backend, r.precision, shape, a.output, f"{a.max_abs:.2e}", f"{a.max_rel:.2e}",
-                      f"{a.rel_l2:.2e}", f"{a.cosine:.6f}", f"{a.nan}/{a.inf}", f"{a.required_atol:.1e}", verdict)
+            t.add_row(
+                r.backend,
+                r.precision,
+                shape,
+                a.output,
+                f"{a.max_abs:.2e}",
+                f"{a.max_rel:.2e}",
+                f"{a.rel_l2:.2e}",
+                f"{a.cosine:.6f}",
+                f"{a.nan}/{a.inf}",
+                f"{a.required_atol:.1e}",
+                verdict,
+            )
     return t

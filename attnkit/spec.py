@@ -62,9 +62,7 @@ class ShapeRange:
 
     def __post_init__(self) -> None:
         if not 1 <= self.min <= self.opt <= self.max:
-            raise AttnkitError(
-                f"a shape range needs 1 <= min <= opt <= max; got {self.min}:{self.opt}:{self.max}."
-            )
+            raise AttnkitError(f"a shape range needs 1 <= min <= opt <= max; got {self.min}:{self.opt}:{self.max}.")
 
     def as_list(self) -> list[int]:
         return [self.min, self.opt, self.max]

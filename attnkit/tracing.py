@@ -85,8 +85,12 @@ def call_model(model, spec: ExportSpec, feeds: dict[str, Any], training: bool = 
     from .models.loading import output_names
 
     args = {name: feeds[name] for name in spec.input_names}
-    result = model(args if len(args) > 1 or isinstance(getattr(model, "_inputs_struct", None), dict)
-                   else next(iter(args.values())), training=training)
+    result = model(
+        args
+        if len(args) > 1 or isinstance(getattr(model, "_inputs_struct", None), dict)
+        else next(iter(args.values())),
+        training=training,
+    )
     if not isinstance(result, dict):
         result = dict(zip(output_names(model), result if isinstance(result, (list, tuple)) else [result]))
     out = {}

@@ -30,8 +30,15 @@ class CheckResult:
         return self.error is None and all(a.passed for a in self.agreements)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "precision": self.precision, "batch": self.batch, "seq": self.seq,
-                "passed": self.passed, "error": self.error, "outputs": [a.to_dict() for a in self.agreements]}
+        return {
+            "backend": self.backend,
+            "precision": self.precision,
+            "batch": self.batch,
+            "seq": self.seq,
+            "passed": self.passed,
+            "error": self.error,
+            "outputs": [a.to_dict() for a in self.agreements],
+        }
 
 
 @dataclass
@@ -60,8 +67,13 @@ class VerifyReport:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"root": self.root, "model": self.model, "seed": self.seed, "ok": self.ok,
-                "results": [r.to_dict() for r in self.results]}
+        return {
+            "root": self.root,
+            "model": self.model,
+            "seed": self.seed,
+            "ok": self.ok,
+            "results": [r.to_dict() for r in self.results],
+        }
 
 
 def default_backends(source: Source) -> list[tuple[str, str]]:
@@ -91,8 +103,10 @@ def _check(runner: Runner, feeds_by_shape, reference, tolerance) -> list[CheckRe
     try:
         runner.load()
     except Exception as e:  # a backend that fails to load is a failed check, not a crash
-        return [CheckResult(runner.name, runner.precision, b, s, error=f"{type(e).__name__}: {e}")
-                for (b, s) in feeds_by_shape]
+        return [
+            CheckResult(runner.name, runner.precision, b, s, error=f"{type(e).__name__}: {e}")
+            for (b, s) in feeds_by_shape
+        ]
     try:
         for (b, s), feeds in feeds_by_shape.items():
             r = CheckResult(runner.name, runner.precision, b, s)

@@ -84,8 +84,13 @@ def test_bad_input_is_one_line(case, tmp_path, tiny_export):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("keep me")
     (tmp_path / "empty").mkdir()
-    subs = {"{txt}": tmp_path / "m.txt", "{corrupt}": _corrupt_keras(tmp_path), "{nonempty}": tmp_path / "full",
-            "{empty}": tmp_path / "empty", "{tiny}": tiny_export.out}
+    subs = {
+        "{txt}": tmp_path / "m.txt",
+        "{corrupt}": _corrupt_keras(tmp_path),
+        "{nonempty}": tmp_path / "full",
+        "{empty}": tmp_path / "empty",
+        "{tiny}": tiny_export.out,
+    }
     code, out = run(*[subs.get(a, a) for a in args])
     assert_one_line_error(code, out, *needles)
     assert (tmp_path / "full" / "x").read_text() == "keep me"  # nothing existing is lost
@@ -122,9 +127,11 @@ def test_tampered_artifact_is_reported(tiny_export, tmp_path):
 
 
 def test_python_m_and_help_do_not_import_heavy_libraries():
-    code = ("import sys, attnkit, attnkit.cli, attnkit.errors, attnkit.spec; "
-            "heavy = [m for m in ('tensorflow', 'onnxruntime', 'tf2onnx', 'keras', 'onnx') if m in sys.modules]; "
-            "print(heavy)")
+    code = (
+        "import sys, attnkit, attnkit.cli, attnkit.errors, attnkit.spec; "
+        "heavy = [m for m in ('tensorflow', 'onnxruntime', 'tf2onnx', 'keras', 'onnx') if m in sys.modules]; "
+        "print(heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}

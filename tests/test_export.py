@@ -73,10 +73,25 @@ def test_savedmodel_signature_and_saved_model_cli(tiny_export, tmp_path):
     cli = Path(sys.executable).parent / "saved_model_cli"
     np.save(tmp_path / "ids.npy", np.random.default_rng(0).integers(1, 1000, (2, 9)).astype("int32"))
     np.save(tmp_path / "mask.npy", np.ones((2, 9), "int32"))
-    run = subprocess.run([str(cli), "run", "--dir", str(tiny_export.out / "savedmodel/1"), "--tag_set", "serve",
-                          "--signature_def", "serving_default", "--inputs",
-                          f"token_ids={tmp_path / 'ids.npy'};padding_mask={tmp_path / 'mask.npy'}",
-                          "--outdir", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            str(cli),
+            "run",
+            "--dir",
+            str(tiny_export.out / "savedmodel/1"),
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--inputs",
+            f"token_ids={tmp_path / 'ids.npy'};padding_mask={tmp_path / 'mask.npy'}",
+            "--outdir",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert np.load(tmp_path / "o" / "hidden_states.npy").shape == (2, 9, 128)
 

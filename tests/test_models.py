@@ -55,7 +55,9 @@ def test_mha_shapes_weights_and_additive_mask(rng):
 def test_mask_helpers():
     ids = np.array([[5, 3, 0, 0], [1, 2, 3, 4]], "int32")
     np.testing.assert_array_equal(np.asarray(padding_mask_from_ids(ids)), [[1, 1, 0, 0], [1, 1, 1, 1]])
-    np.testing.assert_array_equal(np.asarray(padding_mask_from_lengths(np.array([2, 4]), 4)), [[1, 1, 0, 0], [1, 1, 1, 1]])
+    np.testing.assert_array_equal(
+        np.asarray(padding_mask_from_lengths(np.array([2, 4]), 4)), [[1, 1, 0, 0], [1, 1, 1, 1]]
+    )
     c = np.asarray(causal_mask(3))[0, 0]
     np.testing.assert_array_equal(c, [[0, 1, 1], [0, 0, 1], [0, 0, 0]])
 
@@ -163,10 +165,12 @@ def test_embedding_roundtrip(tmp_path, rng):
 def test_seq2seq_builder_runs_and_roundtrips(tmp_path, rng):
     cfg = {"vocab_size": 40, "max_length": 32, "encoder_layers": 1, "decoder_layers": 2, **SMALL, "activation": "relu"}
     model = build_seq2seq(cfg)
-    feeds = {"encoder_token_ids": rng.integers(1, 40, (2, 7)).astype("int32"),
-             "encoder_padding_mask": np.ones((2, 7), "int32"),
-             "decoder_token_ids": rng.integers(1, 40, (2, 5)).astype("int32"),
-             "decoder_padding_mask": np.ones((2, 5), "int32")}
+    feeds = {
+        "encoder_token_ids": rng.integers(1, 40, (2, 7)).astype("int32"),
+        "encoder_padding_mask": np.ones((2, 7), "int32"),
+        "decoder_token_ids": rng.integers(1, 40, (2, 5)).astype("int32"),
+        "decoder_padding_mask": np.ones((2, 5), "int32"),
+    }
     logits = np.asarray(model(feeds)["logits"])
     assert logits.shape == (2, 5, 40)
     model.save(tmp_path / "s.keras")

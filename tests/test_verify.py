@@ -58,7 +58,10 @@ def test_verify_passes_on_fresh_export_with_two_shapes(tiny_export, tmp_path):
     report = attnkit.verify(tiny_export.out, seed=42)
     assert report.ok
     assert {(r.backend, r.precision) for r in report.results} == {
-        ("tf-function", "fp32"), ("savedmodel", "fp32"), ("onnxruntime", "fp32")}
+        ("tf-function", "fp32"),
+        ("savedmodel", "fp32"),
+        ("onnxruntime", "fp32"),
+    }
     assert len({(r.batch, r.seq) for r in report.results}) == 2
     for r in report.results:
         for a in r.agreements:

@@ -108,13 +108,21 @@ class Manifest:
         """
         path = Path(root) / MANIFEST
         if not path.is_file():
-            raise ArtifactError(f"`{root}` has no {MANIFEST}; it is not an attnkit export directory.",
-                                flag="DIR", hint="Create one with: attnkit export MODEL --out DIR")
+            raise ArtifactError(
+                f"`{root}` has no {MANIFEST}; it is not an attnkit export directory.",
+                flag="DIR",
+                hint="Create one with: attnkit export MODEL --out DIR",
+            )
         try:
             d = json.loads(path.read_text())
-            return cls(model=d["model"], spec=ExportSpec.from_dict(d["spec"]),
-                       artifacts=[ArtifactRecord(**a) for a in d["artifacts"]],
-                       versions=d.get("versions", {}), created=d.get("created", ""), attnkit=d.get("attnkit", ""))
+            return cls(
+                model=d["model"],
+                spec=ExportSpec.from_dict(d["spec"]),
+                artifacts=[ArtifactRecord(**a) for a in d["artifacts"]],
+                versions=d.get("versions", {}),
+                created=d.get("created", ""),
+                attnkit=d.get("attnkit", ""),
+            )
         except (ValueError, KeyError, TypeError) as e:
             raise ArtifactError(f"`{path}` is not a valid manifest ({type(e).__name__}: {e}).", flag="DIR") from None
 
@@ -133,8 +141,11 @@ class Manifest:
         """Raise ArtifactError naming every missing or tampered artifact."""
         problems = self.check_integrity(root)
         if problems:
-            raise ArtifactError(f"`{root}` does not match its manifest: {'; '.join(problems)}.", flag="DIR",
-                                hint="Re-export with: attnkit export MODEL --out DIR --force")
+            raise ArtifactError(
+                f"`{root}` does not match its manifest: {'; '.join(problems)}.",
+                flag="DIR",
+                hint="Re-export with: attnkit export MODEL --out DIR --force",
+            )
 
 
 def check_writable_out(out: Path, force: bool, flag: str = "--out") -> None:
@@ -143,8 +154,9 @@ def check_writable_out(out: Path, force: bool, flag: str = "--out") -> None:
     if out.exists() and not out.is_dir():
         raise ExportError(f"`{out}` exists and is not a directory.", flag=flag, hint="Choose another path.")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise ExportError(f"`{out}` exists and is not empty.", flag=flag,
-                          hint="Pass --force to replace it, or choose another --out.")
+        raise ExportError(
+            f"`{out}` exists and is not empty.", flag=flag, hint="Pass --force to replace it, or choose another --out."
+        )
     parent = out.resolve().parent
     while not parent.exists():
         parent = parent.parent
@@ -152,8 +164,9 @@ def check_writable_out(out: Path, force: bool, flag: str = "--out") -> None:
         with tempfile.TemporaryFile(dir=parent):
             pass
     except OSError as e:
-        raise ExportError(f"cannot write under `{parent}` ({e.strerror or e}).", flag=flag,
-                          hint="Choose a writable directory.") from None
+        raise ExportError(
+            f"cannot write under `{parent}` ({e.strerror or e}).", flag=flag, hint="Choose a writable directory."
+        ) from None
 
 
 @contextlib.contextmanager
@@ -191,4 +204,6 @@ def write_text_atomic(path: str | Path, text: str, flag: str = "--out") -> None:
             fh.write(text if text.endswith("\n") else text + "\n")
         os.replace(tmp, path)
     except OSError as e:
-        raise ExportError(f"cannot write `{path}` ({e.strerror or e}).", flag=flag, hint="Choose a writable path.") from None
+        raise ExportError(
+            f"cannot write `{path}` ({e.strerror or e}).", flag=flag, hint="Choose a writable path."
+        ) from None

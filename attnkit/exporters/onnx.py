@@ -31,8 +31,11 @@ def check_opset(opset: int) -> None:
     """Raises AttnkitError naming ``--opset`` when tf2onnx cannot target ``opset``."""
     valid = supported_opsets()
     if opset not in valid:
-        raise AttnkitError(f"opset {opset} is not supported; tf2onnx converts to opsets {valid.start}-{valid.stop - 1}.",
-                           flag="--opset", hint="The default, 17, has LayerNormalization.")
+        raise AttnkitError(
+            f"opset {opset} is not supported; tf2onnx converts to opsets {valid.start}-{valid.stop - 1}.",
+            flag="--opset",
+            hint="The default, 17, has LayerNormalization.",
+        )
 
 
 def _erfc_handler(ctx, node, name, args):
@@ -75,6 +78,29 @@ def _env(**values: str):
                 os.environ[k] = v
 
 
+@contextlib.contextmanager
+def _fresh_node_protos():
+    """Patch tf2onnx's Node.update_proto to rebuild into a new NodeProto (see module docstring)."""
+    import onnx
+    from tf2onnx.graph import Node
+
+    original = Node.update_proto
+
+    def update_proto(self, external_tensor_storage=None):
+        old = self._op
+        fresh = onnx.NodeProto(name=old.name, op_type=old.op_type, domain=old.domain, doc_string=old.doc_string)
+        fresh.input.extend(old.input)
+        fresh.output.extend(old.output)
+        self._op = fresh
+        return original(self, external_tensor_storage)
+
+    Node.update_proto = update_proto
+    try:
+        yield
+    finally:
+        Node.update_proto = original
+
+
 def _from_function(tf2onnx, fn, opset: int):
     model, _ = tf2onnx.convert.from_function(
         fn, input_signature=fn.input_signature, opset=opset, custom_op_handlers={"Erfc": (_erfc_handler, [])}
@@ -95,7 +121,7 @@ def convert(fn, spec: ExportSpec, opset: int = 17):
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     try:
         try:
-            with _env(TF2ONNX_CATCH_ERRORS="FALSE"):
+            with _env(TF2ONNX_CATCH_ERRORS="FALSE"), _fresh_node_protos():
                 model = _from_function(tf2onnx, fn, opset)
         except Exception:
             model = _from_function(tf2onnx, fn, opset)  # tf2onnx's default: skip a failing optimizer pass

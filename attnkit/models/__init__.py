@@ -33,11 +33,22 @@ def resolve(model: str, seed: int = 0, imports: tuple[str, ...] = (), unsafe: bo
     if is_keras_path(model):
         keras_model = load_keras_file(model, unsafe=unsafe)
         name = Path(model).stem
-        info: dict[str, Any] = {"name": name, "source": "path", "path": str(Path(model).resolve()),
-                                "imports": list(imports), "config": {}}
+        info: dict[str, Any] = {
+            "name": name,
+            "source": "path",
+            "path": str(Path(model).resolve()),
+            "imports": list(imports),
+            "config": {},
+        }
         return keras_model, spec_from_model(keras_model, name), info
     preset = get_preset(model)
     keras_model = preset.build(seed)
-    info = {"name": preset.name, "source": "preset", "family": preset.family, "seed": seed,
-            "imports": list(imports), "config": dict(preset.config)}
+    info = {
+        "name": preset.name,
+        "source": "preset",
+        "family": preset.family,
+        "seed": seed,
+        "imports": list(imports),
+        "config": dict(preset.config),
+    }
     return keras_model, preset.spec(), info

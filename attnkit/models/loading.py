@@ -75,7 +75,9 @@ def load_keras_file(path: str | Path, unsafe: bool = False):
                 flag="--unsafe",
                 hint="Pass --unsafe only if you trust the file.",
             ) from None
-        raise ModelError(f"`{path}` could not be loaded; the file looks corrupt ({first[:160]}).", flag="MODEL") from None
+        raise ModelError(
+            f"`{path}` could not be loaded; the file looks corrupt ({first[:160]}).", flag="MODEL"
+        ) from None
 
 
 def _attnkit_cause(error: BaseException) -> AttnkitError | None:

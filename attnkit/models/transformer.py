@@ -160,9 +160,7 @@ class TransformerEncoderBlock(_AttentionBlockBase):
     def call(self, x, padding_mask=None, training=None):
         mask = additive_padding_mask(padding_mask) if padding_mask is not None else None
         # Self attention block.
-        x = self._residual(
-            x, self.attention_norm, lambda h: self._attend(self.self_attention, h, h, mask), training
-        )
+        x = self._residual(x, self.attention_norm, lambda h: self._attend(self.self_attention, h, h, mask), training)
         # Feed-forward block.
         return self._residual(x, self.ffn_norm, self._ffn, training)
 
@@ -183,7 +181,9 @@ class TransformerDecoderBlock(_AttentionBlockBase):
         super().__init__(*args, **kwargs)
         self.cross_attention = cross_attention
 
-    def build(self, x_shape, decoder_padding_mask_shape=None, encoder_output_shape=None, encoder_padding_mask_shape=None):
+    def build(
+        self, x_shape, decoder_padding_mask_shape=None, encoder_output_shape=None, encoder_padding_mask_shape=None
+    ):
         self.self_attention = self._attention_layer("self_attention", x_shape)
         self.attention_norm = self._norm("attention_norm", x_shape)
         if self.cross_attention:
@@ -196,9 +196,7 @@ class TransformerDecoderBlock(_AttentionBlockBase):
         if decoder_padding_mask is not None:
             mask = ops.maximum(mask, additive_padding_mask(decoder_padding_mask))
         # Causal self attention block.
-        x = self._residual(
-            x, self.attention_norm, lambda h: self._attend(self.self_attention, h, h, mask), training
-        )
+        x = self._residual(x, self.attention_norm, lambda h: self._attend(self.self_attention, h, h, mask), training)
         # Cross attention block.
         if self.cross_attention:
             if encoder_output is None:

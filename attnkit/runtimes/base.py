@@ -37,8 +37,11 @@ class Source:
         if record is None:
             have = ", ".join(f"{a.format}/{a.precision}" for a in self.manifest.artifacts) or "nothing"
             what = f"{fmt}/{precision}" if precision else fmt
-            raise BackendError(f"`{self.root}` has no {what} artifact (it has {have}).", flag="--backends",
-                               hint=f"Export it with: attnkit export MODEL --format {fmt} --out {self.root} --force")
+            raise BackendError(
+                f"`{self.root}` has no {what} artifact (it has {have}).",
+                flag="--backends",
+                hint=f"Export it with: attnkit export MODEL --format {fmt} --out {self.root} --force",
+            )
         return record
 
     def path(self, fmt: str, precision: str | None = None) -> Path:
@@ -68,8 +71,10 @@ class Runner(ABC):
 
     def __init__(self, source: Source, precision: str = "fp32", threads: int | None = None):
         if precision not in self.precisions:
-            raise BackendError(f"backend `{self.name}` cannot run {precision}; it runs {', '.join(self.precisions)}.",
-                               flag="--precision")
+            raise BackendError(
+                f"backend `{self.name}` cannot run {precision}; it runs {', '.join(self.precisions)}.",
+                flag="--precision",
+            )
         self.source = source
         self.precision = precision
         self.threads = threads
@@ -123,8 +128,8 @@ class Runner(ABC):
     @abstractmethod
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
-    def _close(self) -> None:
-        """Release what ``_load`` acquired; by default drop references."""
+    def _close(self) -> None:  # noqa: B027  (optional hook, not abstract)
+        """Release what ``_load`` acquired; by default nothing."""
 
 
 RUNNERS: dict[str, type[Runner]] = {}
