@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "export", "verify", "list_models"]
+__all__ = ["__version__", "export", "verify", "bench", "list_models"]
 
 
 def export(*args, **kwargs):
@@ -34,6 +34,13 @@ def verify(*args, **kwargs):
     from .verification import verify as _verify
 
     return _verify(*args, **kwargs)
+
+
+def bench(*args, **kwargs):
+    """See :func:`attnkit.benchmark.run.bench`."""
+    from .benchmark.run import bench as _bench
+
+    return _bench(*args, **kwargs)
 
 
 def list_models(seq: int = 128) -> list[dict]:

@@ -89,7 +89,14 @@ def _tolerance_option(values: tuple[str, ...], flag: str) -> dict[str, float] | 
 @click.group(cls=AttnkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="attnkit")
 def cli():
-    """Export, verify and benchmark Keras attention models (SavedModel, ONNX)."""
+    """Export, verify and benchmark Keras attention models (SavedModel, ONNX).
+
+    \b
+    attnkit models                       list the presets
+    attnkit export encoder-tiny          SavedModel + ONNX in artifacts/encoder-tiny, agreement checked
+    attnkit verify artifacts/encoder-tiny
+    attnkit bench encoder-tiny --out bench-results
+    """
 
 
 @cli.command()
@@ -188,6 +195,10 @@ def verify(directory, backends, atol, rtol, seed, json_path):
     from .render import agreement_table
     from .verification import verify as run_verify
 
+    if json_path:
+        from .exporters.manifest import check_writable_file
+
+        check_writable_file(json_path, "--json")
     report = run_verify(
         directory,
         backends=[b for b in backends.split(",") if b] or None,
@@ -204,6 +215,130 @@ def verify(directory, backends, atol, rtol, seed, json_path):
     if not report.ok:
         raise AgreementError(f"{sum(not r.passed for r in report.results)} check(s) failed in `{directory}`.")
     click.echo(f"all {len(report.results)} checks passed")
+
+
+@cli.command()
+@click.argument("target", metavar="MODEL_OR_DIR")
+@click.option("--backends", default="", help="Comma list [default: keras,tf-function,xla,savedmodel,onnxruntime].")
+@click.option("--batch-sizes", default="1,8,32", show_default=True, help="Comma list of batch sizes.")
+@click.option("--seq-lens", default="128", show_default=True, help="Comma list of sequence lengths.")
+@click.option(
+    "--precision",
+    "precisions",
+    default="fp32",
+    show_default=True,
+    help="Comma list of precisions (fp32, bf16, fp16) for backends that support them.",
+)
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for TensorFlow and ONNX Runtime.")
+@click.option("--warmup", default=1.0, show_default=True, type=float, help="Warm-up seconds per backend and shape.")
+@click.option("--min-iterations", default=10, show_default=True, type=int, help="Timed calls at least.")
+@click.option("--min-seconds", default=2.0, show_default=True, type=float, help="Timed seconds at least.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the inputs (and weights of presets).")
+@click.option("--no-baseline", is_flag=True, help="Do not measure eager Keras (no speedup column).")
+@_import_option
+@click.option("--out", type=click.Path(path_type=Path), help="Write results.json, results.csv, throughput.png here.")
+def bench(
+    target,
+    backends,
+    batch_sizes,
+    seq_lens,
+    precisions,
+    threads,
+    warmup,
+    min_iterations,
+    min_seconds,
+    seed,
+    no_baseline,
+    imports,
+    out,
+):
+    """Benchmark every backend against the eager Keras baseline, in one run.
+
+    MODEL_OR_DIR is a preset, a .keras file (both exported on the fly into a temporary directory)
+    or an export directory (used as is; a requested backend without its artifact is refused).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .benchmark import report as render
+    from .benchmark.harness import StoppingRule
+    from .benchmark.run import bench as run_bench
+    from .exporters.manifest import check_writable_out
+    from .tracing import canonical_precision
+
+    rule = StoppingRule(warmup, min_iterations, min_seconds)
+    precs = tuple(canonical_precision(p.strip()) for p in precisions.split(",") if p.strip()) or ("fp32",)
+    if out:
+        check_writable_out(out, force=True)
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=_console(stderr=True), transient=True) as bar:
+        task = bar.add_task("preparing", total=None)
+        report = run_bench(
+            target,
+            backends=[b.strip() for b in backends.split(",") if b.strip()] or None,
+            batch_sizes=batch_sizes,
+            seq_lens=seq_lens,
+            precisions=precs,
+            threads=threads,
+            rule=rule,
+            seed=seed,
+            baseline=not no_baseline,
+            imports=imports,
+            progress=lambda msg: bar.update(task, description=msg),
+            on_start=lambda total: bar.update(task, total=total),
+            on_measurement=lambda _m: bar.advance(task),
+        )
+    _console().print(render.table(report))
+    for warning in report.warnings():
+        click.echo(f"Warning: {warning}", err=True)
+    if out:
+        for path in render.write_all(report, out):
+            click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("model", metavar="MODEL")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default="attention.png", show_default=True, help="PNG file to write."
+)
+@click.option("--layer", default=0, show_default=True, type=int, help="Which attention layer (0 = first, -1 = last).")
+@click.option("--seq", default=32, show_default=True, type=click.IntRange(min=1), help="Sequence length of the input.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the input (and weights of presets).")
+@_import_option
+def attention(model, out, layer, seq, seed, imports):
+    """Per-head attention-weight heatmaps of one layer for one random input.
+
+    MODEL is a preset, a .keras file or an export directory.
+    """
+    from .attention_maps import capture, plot
+    from .exporters.manifest import check_writable_file
+
+    if out.suffix.lower() != ".png":
+        raise AttnkitError(f"`{out}` must end in .png.", flag="--out")
+    check_writable_file(out, "--out")
+    maps = attention_maps(model, layer=layer, seq=seq, seed=seed, imports=imports, capture=capture)
+    plot(maps, out, title=model)
+    click.echo(f"wrote {out}: {maps.weights.shape[0]} heads of {maps.layer}")
+
+
+def attention_maps(model: str, *, layer: int, seq: int, seed: int, imports: tuple[str, ...], capture):
+    from .exporters.manifest import MANIFEST
+    from .models import resolve
+    from .runtimes.base import Source
+
+    if (Path(model) / MANIFEST).is_file():
+        source = Source(model)
+        keras_model, spec = source.keras_model, source.spec
+    else:
+        keras_model, spec, _ = resolve(model, seed=seed, imports=imports)
+    if spec.max_sequence and seq > spec.max_sequence:
+        raise AttnkitError(f"{seq} exceeds the model's maximum position {spec.max_sequence}.", flag="--seq")
+    return capture(keras_model, spec, spec.sample_feeds(1, seq, seed), layer)
 
 
 def main() -> None:

@@ -157,7 +157,15 @@ def check_writable_out(out: Path, force: bool, flag: str = "--out") -> None:
         raise ExportError(
             f"`{out}` exists and is not empty.", flag=flag, hint="Pass --force to replace it, or choose another --out."
         )
-    parent = out.resolve().parent
+    check_writable_file(out, flag)
+
+
+def check_writable_file(path: Path, flag: str) -> None:
+    """Refuse a path whose nearest existing ancestor cannot be written, before any work starts."""
+    path = Path(path)
+    if path.is_dir() and path.suffix:
+        raise ExportError(f"`{path}` is a directory; a file path is expected.", flag=flag)
+    parent = path.resolve().parent
     while not parent.exists():
         parent = parent.parent
     try:  # a real probe: os.access() says yes to root even where writes fail (/proc, read-only mounts)

@@ -1,0 +1,63 @@
+"""Timing: warm-up, then per-call timing with ``perf_counter_ns`` until a stopping rule is met.
+
+The callable must return host memory (the Runner contract: numpy arrays), so each timed call
+includes materialising its result; nothing lazy is left to finish after the clock stops.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import AttnkitError
+from .stats import Latency
+
+
+@dataclass(frozen=True)
+class StoppingRule:
+    """Warm up for ``warmup_s`` seconds (at least one call), then time calls until *both*
+    ``min_iterations`` calls and ``min_seconds`` of timed calls are reached."""
+
+    warmup_s: float = 1.0
+    min_iterations: int = 10
+    min_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.min_seconds > 0:
+            raise AttnkitError(f"must be > 0; got {self.min_seconds}.", flag="--min-seconds")
+        if self.min_iterations < 1:
+            raise AttnkitError(f"must be >= 1; got {self.min_iterations}.", flag="--min-iterations")
+        if self.warmup_s < 0:
+            raise AttnkitError(f"must be >= 0; got {self.warmup_s}.", flag="--warmup")
+
+    def done(self, count: int, elapsed_ns: int) -> bool:
+        return count >= self.min_iterations and elapsed_ns >= self.min_seconds * 1e9
+
+
+def measure(call: Callable[[], Any], rule: StoppingRule, clock: Callable[[], int] = time.perf_counter_ns) -> Latency:
+    """Warm up, then time ``call`` until ``rule`` is met.
+
+    Args:
+        call: runs one inference and returns host arrays.
+        rule: warm-up and stopping rule.
+        clock: nanosecond clock (injectable for tests).
+
+    Returns:
+        Latency of the timed calls (warm-up calls excluded).
+    """
+    start = clock()
+    while True:  # warm-up: at least one call (first-call compilation, allocation, caches)
+        call()
+        if clock() - start >= rule.warmup_s * 1e9:
+            break
+    durations: list[int] = []
+    elapsed = 0
+    while not rule.done(len(durations), elapsed):
+        t0 = clock()
+        call()
+        t1 = clock()
+        durations.append(t1 - t0)
+        elapsed += t1 - t0
+    return Latency.from_ns(durations)

@@ -1,0 +1,94 @@
+"""Roofline figures: model FLOPs per call and the machine's measured matmul peak.
+
+FLOPs count matmuls only (2 per multiply-add). Presets use their analytic formula (the one
+``attnkit models`` prints); any other model is counted from its traced TensorFlow graph at the
+benchmark shape: MatMul, BatchMatMul and Einsum ops (what Dense, attention and EinsumDense lower
+to). The tests check the two agree on the presets.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..spec import ExportSpec
+
+
+def preset_flops(model_info: dict, seq: int) -> int | None:
+    """Analytic FLOPs per sequence for a preset export, None for other models."""
+    if model_info.get("source") != "preset":
+        return None
+    from ..models.presets import PRESETS
+
+    preset = PRESETS.get(model_info["name"])
+    return preset.flops(seq) if preset else None
+
+
+def _einsum_flops(equation: str, shapes: list[list[int]]) -> int | None:
+    inputs = equation.replace(" ", "").split("->")[0].split(",")
+    sizes: dict[str, int] = {}
+    for letters, shape in zip(inputs, shapes):
+        if "." in letters or len(letters) != len(shape):
+            return None
+        sizes.update(zip(letters, shape))
+    return 2 * int(np.prod(list(sizes.values()), dtype=np.int64))
+
+
+def graph_flops(model, spec: ExportSpec, batch: int, seq: int) -> int | None:
+    """Matmul FLOPs of one call at (batch, seq), counted on the traced graph; None if unknown."""
+    import tensorflow as tf
+
+    from ..tracing import call_model
+
+    sizes = spec.sizes(batch, seq)
+    signature = [tf.TensorSpec(t.concrete_shape(sizes), tf.as_dtype(t.dtype), name=t.name) for t in spec.inputs]
+    names = spec.input_names
+
+    @tf.function(input_signature=signature, autograph=False)
+    def fn(*tensors):
+        return call_model(model, spec, dict(zip(names, tensors)))
+
+    total = 0
+    for op in fn.get_concrete_function().graph.get_operations():
+        if op.type not in ("MatMul", "BatchMatMulV2", "BatchMatMulV3", "Einsum"):
+            continue
+        shapes = [t.shape.as_list() for t in op.inputs]
+        if any(d is None for s in shapes for d in s):
+            return None
+        if op.type == "Einsum":
+            flops = _einsum_flops(op.get_attr("equation").decode(), shapes)
+            if flops is None:
+                return None
+            total += flops
+            continue
+        a = shapes[0]
+        adj = op.get_attr("transpose_a" if op.type == "MatMul" else "adj_x")
+        k = a[-2] if adj else a[-1]
+        out = op.outputs[0].shape.as_list()
+        total += 2 * int(np.prod(out, dtype=np.int64)) * k
+    return total
+
+
+def calibrate_matmul(dtype: str = "float32", n: int = 2048, seconds: float = 1.0) -> dict:
+    """Measured matmul throughput of this machine: best GFLOP/s of repeated n x n tf.matmul.
+
+    Returns:
+        ``{"dtype", "n", "gflops", "calls"}``; ``gflops`` is None where the dtype is unsupported.
+    """
+    import tensorflow as tf
+
+    try:
+        a = tf.random.stateless_normal((n, n), seed=(1, 2), dtype=tf.float32)
+        b = tf.random.stateless_normal((n, n), seed=(3, 4), dtype=tf.float32)
+        a, b = tf.cast(a, dtype), tf.cast(b, dtype)
+        tf.matmul(a, b).numpy()  # warm-up (oneDNN primitive creation)
+    except (tf.errors.OpError, TypeError, ValueError) as e:
+        return {"dtype": dtype, "n": n, "gflops": None, "calls": 0, "error": str(e).splitlines()[0][:200]}
+    best, calls, start = float("inf"), 0, time.perf_counter()
+    while calls < 3 or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        tf.matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - t0)
+        calls += 1
+    return {"dtype": dtype, "n": n, "gflops": 2 * n**3 / best / 1e9, "calls": calls}

@@ -1,0 +1,350 @@
+"""bench(target): every backend x shape against the eager baseline in one run; returns data."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import AttnkitError
+from ..exporters.manifest import MANIFEST
+from ..runtimes.base import Source, get_runner, runner_names
+from .harness import StoppingRule, measure
+from .stats import Latency
+
+BASELINE = "keras"
+DEFAULT_BACKENDS = ("keras", "tf-function", "xla", "savedmodel", "onnxruntime")
+#: artifact format each backend needs when the target is exported on the fly
+_FORMAT_OF = {"savedmodel": "savedmodel", "onnxruntime": "onnx"}
+
+
+@dataclass
+class Measurement:
+    """One backend at one shape: latency and derived throughput, or why it did not run."""
+
+    backend: str
+    precision: str
+    batch: int
+    seq: int
+    latency: Latency | None = None
+    flops: int | None = None
+    speedup: float | None = None  # baseline mean latency / this mean latency, same shape, same run
+    pct_of_peak: float | None = None
+    skipped: str | None = None
+    error: str | None = None
+
+    @property
+    def seq_per_s(self) -> float | None:
+        return self.batch / (self.latency.mean / 1e3) if self.latency else None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return self.seq_per_s * self.seq if self.latency else None
+
+    @property
+    def gflops(self) -> float | None:
+        """Achieved GFLOP/s: FLOPs per call over the median latency."""
+        return self.flops / (self.latency.p50 / 1e3) / 1e9 if self.latency and self.flops else None
+
+    def to_dict(self, raw: bool = True) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "precision": self.precision,
+            "batch": self.batch,
+            "seq": self.seq,
+            "status": "error" if self.error else "skipped" if self.skipped else "ok",
+            "skipped": self.skipped,
+            "error": self.error,
+            "latency": self.latency.to_dict(raw) if self.latency else None,
+            "seq_per_s": self.seq_per_s,
+            "tokens_per_s": self.tokens_per_s,
+            "speedup": self.speedup,
+            "flops_per_call": self.flops,
+            "gflops": self.gflops,
+            "pct_of_peak": self.pct_of_peak,
+        }
+
+
+@dataclass
+class BenchReport:
+    model: str
+    config: dict[str, Any]
+    environment: dict[str, Any]
+    calibration: dict[str, dict]
+    measurements: list[Measurement] = field(default_factory=list)
+
+    def warnings(self) -> list[str]:
+        out = []
+        for m in self.measurements:
+            if m.latency and m.latency.noisy:
+                out.append(
+                    f"{m.backend}[{m.precision}] {m.batch}x{m.seq}: coefficient of variation "
+                    f"{m.latency.cv:.0%} > 10%; the machine was busy or the run too short (raise --min-seconds)"
+                )
+        return out
+
+    def to_dict(self, raw: bool = True) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "config": self.config,
+            "environment": self.environment,
+            "calibration": self.calibration,
+            "warnings": self.warnings(),
+            "measurements": [m.to_dict(raw) for m in self.measurements],
+        }
+
+
+def parse_int_list(text: str | list | tuple, flag: str) -> tuple[int, ...]:
+    """``"1,8,32"`` -> (1, 8, 32); refuses empty lists, zero, negatives and non-integers."""
+    items = [s.strip() for s in text.split(",")] if isinstance(text, str) else [str(v) for v in text]
+    values = []
+    for item in items:
+        try:
+            value = int(item)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise AttnkitError(f"`{item or '(empty)'}` is not a positive integer; give e.g. 1,8,32.", flag=flag)
+        values.append(value)
+    if not values:
+        raise AttnkitError("is empty; give e.g. 1,8,32.", flag=flag)
+    return tuple(dict.fromkeys(values))
+
+
+def _apply_threads(threads: int | None) -> dict:
+    """Pin TensorFlow's thread pools (must happen before TF runs an op) and report what holds."""
+    import tensorflow as tf
+
+    applied = {"requested": threads}
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError as e:  # TF already initialised in this process
+            applied["tensorflow_note"] = str(e)
+    applied["tensorflow_intra_op"] = tf.config.threading.get_intra_op_parallelism_threads() or "default (all cores)"
+    applied["tensorflow_inter_op"] = tf.config.threading.get_inter_op_parallelism_threads() or "default"
+    applied["onnxruntime_intra_op"] = threads or "default (all cores)"
+    return applied
+
+
+def _is_export_dir(target: str) -> bool:
+    return (Path(target) / MANIFEST).is_file()
+
+
+def _prepare_source(target, backends, imports, seed, progress) -> tuple[Source, Path | None]:
+    """An export directory as is (integrity checked), or a temporary export of a preset/.keras."""
+    if _is_export_dir(target):
+        source = Source(target)
+        source.manifest.require_integrity(target)
+        return source, None
+    if Path(target).is_dir():
+        raise AttnkitError(
+            f"`{target}` is a directory without {MANIFEST}.",
+            flag="MODEL_OR_DIR",
+            hint="Give a preset name, a .keras file or an attnkit export directory.",
+        )
+    from ..export_api import export
+
+    formats = tuple(dict.fromkeys(_FORMAT_OF[b] for b in backends if b in _FORMAT_OF)) or ("onnx",)
+    tmp = Path(tempfile.mkdtemp(prefix="attnkit-bench-"))
+    try:
+        progress(f"exporting {target} ({', '.join(formats)}) into a temporary directory")
+        export(target, tmp / "export", formats=formats, imports=imports, seed=seed, check=False, force=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Source(tmp / "export"), tmp
+
+
+def _flops_fn(source: Source) -> Callable[[int, int], int | None]:
+    from .roofline import graph_flops, preset_flops
+
+    cache: dict[tuple[int, int], int | None] = {}
+
+    def flops(batch: int, seq: int) -> int | None:
+        if (batch, seq) not in cache:
+            per_seq = preset_flops(source.manifest.model, seq)
+            cache[(batch, seq)] = (
+                per_seq * batch if per_seq else graph_flops(source.keras_model, source.spec, batch, seq)
+            )
+        return cache[(batch, seq)]
+
+    return flops
+
+
+def bench(
+    target: str,
+    *,
+    backends: list[str] | tuple[str, ...] | None = None,
+    batch_sizes: tuple[int, ...] | str = (1, 8, 32),
+    seq_lens: tuple[int, ...] | str = (128,),
+    precisions: tuple[str, ...] = ("fp32",),
+    threads: int | None = None,
+    rule: StoppingRule = StoppingRule(),
+    seed: int = 0,
+    baseline: bool = True,
+    imports: tuple[str, ...] = (),
+    calibrate: bool = True,
+    progress: Callable[[str], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_measurement: Callable[[Measurement], None] | None = None,
+) -> BenchReport:
+    """Benchmark every backend at every shape against the eager Keras baseline, in one run.
+
+    Args:
+        target: preset name, ``.keras`` file, or export directory. A preset or ``.keras`` file is
+            exported on the fly into a temporary directory (removed afterwards); an export
+            directory is used as is, and a backend whose artifact it lacks is refused.
+        backends: backend names (default: keras, tf-function, xla, savedmodel, onnxruntime).
+        batch_sizes, seq_lens: workload shapes (every combination).
+        precisions: precisions to run where a backend supports them; others are listed as skipped.
+        threads: intra-op threads for TensorFlow and ONNX Runtime (default: all cores).
+        rule: warm-up and stopping rule.
+        seed: seed of the inputs (one input set per shape, shared by all backends).
+        baseline: also measure eager Keras fp32 (needed for the speedup column).
+        calibrate: measure the fp32/bf16 matmul peak for the % of peak column.
+
+    Returns:
+        BenchReport (data); render it with :mod:`attnkit.benchmark.report`.
+    """
+    from . import environment
+    from .roofline import calibrate_matmul
+
+    say = progress or (lambda _m: None)
+    batch_sizes = parse_int_list(batch_sizes, "--batch-sizes")
+    seq_lens = parse_int_list(seq_lens, "--seq-lens")
+    names = list(dict.fromkeys(backends or DEFAULT_BACKENDS))
+    for name in names:
+        get_runner(name)  # unknown names -> one line listing the valid ones
+    if baseline and BASELINE not in names:
+        names.insert(0, BASELINE)
+    if not baseline and BASELINE in names and not backends:
+        names.remove(BASELINE)
+    threads_info = _apply_threads(threads)
+    source, tmp = _prepare_source(target, names, imports, seed, say)
+    try:
+        spec = source.spec
+        if spec.max_sequence and max(seq_lens) > spec.max_sequence:
+            raise AttnkitError(
+                f"{max(seq_lens)} exceeds the model's maximum position {spec.max_sequence}.",
+                flag="--seq-lens",
+                hint=f"Use lengths <= {spec.max_sequence}.",
+            )
+        if _is_export_dir(target):
+            names = _runnable_from_export(source, names, explicit=backends is not None)
+        calibration = {}
+        if calibrate:
+            say("calibrating matmul peak (fp32, bf16)")
+            calibration = {d: calibrate_matmul(d) for d in ("float32", "bfloat16")}
+        report = BenchReport(
+            model=spec.name,
+            config={
+                "target": str(target),
+                "backends": names,
+                "batch_sizes": list(batch_sizes),
+                "seq_lens": list(seq_lens),
+                "precisions": list(precisions),
+                "warmup_s": rule.warmup_s,
+                "min_iterations": rule.min_iterations,
+                "min_seconds": rule.min_seconds,
+                "seed": seed,
+                "baseline": BASELINE + "[fp32]",
+            },
+            environment=environment.collect(threads_info),
+            calibration=calibration,
+        )
+        shapes = [(b, s) for s in seq_lens for b in batch_sizes]
+        feeds = {(b, s): spec.sample_feeds(b, s, seed + i) for i, (b, s) in enumerate(shapes)}
+        flops = _flops_fn(source)
+        plan = [(n, p) for n in names for p in (("fp32",) if n == BASELINE else precisions)]
+        if on_start:
+            on_start(len(plan) * len(shapes))
+        for name, precision in plan:
+            for m in _run_backend(source, name, precision, threads, feeds, rule, say):
+                m.flops = flops(m.batch, m.seq) if m.latency else None
+                report.measurements.append(m)
+                if on_measurement:
+                    on_measurement(m)
+        _derive(report)
+        return report
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _runnable_from_export(source: Source, names: list[str], explicit: bool) -> list[str]:
+    """Backends whose artifact the export has; an explicitly requested missing one is refused."""
+    keep = []
+    for name in names:
+        needs = get_runner(name).needs
+        if source.manifest.artifact(needs) is not None:
+            keep.append(name)
+        elif explicit:
+            source.artifact(needs)  # raises BackendError naming the export command
+    return keep
+
+
+def _run_backend(source, name, precision, threads, feeds, rule, say) -> list[Measurement]:
+    cls = get_runner(name)
+    shapes = list(feeds)
+
+    def all_shapes(**kw) -> list[Measurement]:
+        return [Measurement(name, precision, b, s, **kw) for b, s in shapes]
+
+    reason = cls.unavailable_reason()
+    if reason:
+        return all_shapes(skipped=reason)
+    if precision not in cls.precisions:
+        return all_shapes(skipped=f"{name} runs {', '.join(cls.precisions)}, not {precision}")
+    if cls.needs != "keras" and source.manifest.artifact(cls.needs, precision) is None:
+        return all_shapes(skipped=f"no {cls.needs} artifact at {precision} in the export")
+    runner = cls(source, precision, threads=threads)
+    out = []
+    try:
+        say(f"loading {runner.label}")
+        runner.load()
+        for b, s in shapes:
+            say(f"measuring {runner.label} batch {b} seq {s}")
+            m = Measurement(name, precision, b, s)
+            try:
+                m.latency = measure(lambda f=feeds[(b, s)]: runner.infer(f), rule)
+            except Exception as e:  # one failing shape/backend must not lose the others
+                m.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            out.append(m)
+    except Exception as e:  # load failure: every remaining shape reports it
+        done = {(m.batch, m.seq) for m in out}
+        out += [
+            Measurement(name, precision, b, s, error=f"{type(e).__name__}: {str(e)[:200]}")
+            for b, s in shapes
+            if (b, s) not in done
+        ]
+    finally:
+        runner.close()
+    return out
+
+
+def _derive(report: BenchReport) -> None:
+    """Speedup vs the eager fp32 baseline of the same shape; % of the matmul peak of that precision."""
+    base = {
+        (m.batch, m.seq): m.latency.mean
+        for m in report.measurements
+        if m.backend == BASELINE and m.precision == "fp32" and m.latency
+    }
+    peaks = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float32"}
+    for m in report.measurements:
+        if not m.latency:
+            continue
+        if (m.batch, m.seq) in base:
+            m.speedup = base[(m.batch, m.seq)] / m.latency.mean
+        peak = report.calibration.get(peaks.get(m.precision, "float32"), {}).get("gflops")
+        if m.gflops and peak:
+            m.pct_of_peak = 100.0 * m.gflops / peak
+
+
+def available_backends() -> list[tuple[str, str | None]]:
+    """(name, reason it cannot run here or None) for every registered backend."""
+    return [(n, get_runner(n).unavailable_reason()) for n in runner_names()]

@@ -1,0 +1,257 @@
+"""Benchmark harness logic with tiny models: statistics, stopping rule, schema, plot, skips, flops."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import attnkit
+from attnkit.benchmark import report as render
+from attnkit.benchmark.harness import StoppingRule, measure
+from attnkit.benchmark.roofline import calibrate_matmul, graph_flops
+from attnkit.benchmark.run import Measurement, parse_int_list
+from attnkit.benchmark.stats import Latency
+from attnkit.cli import cli
+from attnkit.errors import AttnkitError
+from attnkit.models import get_preset
+from attnkit.runtimes import base
+
+FAST = StoppingRule(warmup_s=0.0, min_iterations=3, min_seconds=0.01)
+
+
+def test_latency_statistics_on_known_values():
+    lat = Latency.from_ns([1_000_000 * v for v in range(1, 101)])  # 1..100 ms
+    assert lat.count == 100 and lat.mean == pytest.approx(50.5) and lat.min == 1.0 and lat.max == 100.0
+    assert lat.p50 == pytest.approx(50.5) and lat.p90 == pytest.approx(90.1) and lat.p99 == pytest.approx(99.01)
+    assert lat.stdev == pytest.approx(np.std(np.arange(1, 101), ddof=1))
+    assert lat.cv == pytest.approx(lat.stdev / 50.5) and lat.noisy
+    steady = Latency.from_ns([10_000_000, 10_100_000, 9_900_000])
+    assert not steady.noisy and steady.cv < 0.02
+    d = steady.to_dict()
+    assert d["unit"] == "ms" and len(d["values"]) == 3 and "values" not in steady.to_dict(raw=False)
+
+
+class FakeClock:
+    """Each call() advances time by `step` ns; the clock itself costs nothing."""
+
+    def __init__(self, step):
+        self.t, self.step, self.calls = 0, step, 0
+
+    def __call__(self):
+        return self.t
+
+    def call(self):
+        self.calls += 1
+        self.t += self.step
+
+
+def test_stopping_rule_needs_both_minima():
+    clock = FakeClock(step=10_000_000)  # 10 ms per call
+    lat = measure(clock.call, StoppingRule(warmup_s=0.05, min_iterations=3, min_seconds=0.5), clock)
+    assert lat.count == 50  # time-bound: 0.5 s / 10 ms
+    assert clock.calls == 55  # 5 warm-up calls (50 ms), excluded from the statistics
+    clock = FakeClock(step=10_000_000)
+    lat = measure(clock.call, StoppingRule(warmup_s=0.0, min_iterations=80, min_seconds=0.1), clock)
+    assert lat.count == 80 and clock.calls == 81  # count-bound; at least one warm-up call
+    assert lat.mean == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs,flag",
+    [
+        ({"min_seconds": 0}, "--min-seconds"),
+        ({"min_seconds": -1}, "--min-seconds"),
+        ({"min_iterations": 0}, "--min-iterations"),
+        ({"warmup_s": -1}, "--warmup"),
+    ],
+)
+def test_stopping_rule_rejects_bad_values(kwargs, flag):
+    with pytest.raises(AttnkitError, match=flag):
+        StoppingRule(**kwargs)
+
+
+@pytest.mark.parametrize("text", ["", "0", "-4", "1.5", "8,x", ",,"])
+def test_int_lists_reject_bad_values(text):
+    with pytest.raises(AttnkitError, match="--batch-sizes"):
+        parse_int_list(text, "--batch-sizes")
+    assert parse_int_list("1, 8,8,32", "--batch-sizes") == (1, 8, 32)
+
+
+@pytest.fixture(scope="module")
+def small_report(tiny_export):
+    return attnkit.bench(
+        str(tiny_export.out),
+        backends=["keras", "onnxruntime", "tf-function"],
+        batch_sizes="1,4",
+        seq_lens="16",
+        rule=FAST,
+        calibrate=True,
+    )
+
+
+def test_bench_report_schema_and_derived_figures(small_report):
+    r = small_report
+    assert [(m.backend, m.batch) for m in r.measurements] == [
+        ("keras", 1),
+        ("keras", 4),
+        ("onnxruntime", 1),
+        ("onnxruntime", 4),
+        ("tf-function", 1),
+        ("tf-function", 4),
+    ]
+    flops = get_preset("encoder-tiny").flops(16)
+    for m in r.measurements:
+        assert m.latency.count >= 3
+        assert m.flops == flops * m.batch
+        assert m.seq_per_s == pytest.approx(m.batch / (m.latency.mean / 1e3))
+        assert m.tokens_per_s == pytest.approx(m.seq_per_s * 16)
+        assert m.gflops == pytest.approx(m.flops / (m.latency.p50 / 1e3) / 1e9)
+        assert m.pct_of_peak == pytest.approx(100 * m.gflops / r.calibration["float32"]["gflops"])
+    base = {m.batch: m.latency.mean for m in r.measurements if m.backend == "keras"}
+    for m in r.measurements:
+        assert m.speedup == pytest.approx(base[m.batch] / m.latency.mean)
+    assert r.calibration["float32"]["gflops"] > 1
+    env = r.environment
+    assert env["cores"] >= 1 and "avx512f" in env["cpu_flags"] and env["versions"]["onnxruntime"]
+    assert "tensorflow_intra_op" in env["threads"]
+
+
+def test_bench_outputs_json_csv_png(small_report, tmp_path):
+    paths = render.write_all(small_report, tmp_path)
+    data = json.loads(paths[0].read_text())
+    m = data["measurements"][0]
+    assert {"p50", "p90", "p99", "mean", "stdev", "min", "max", "values", "cv"} <= set(m["latency"])
+    assert {"speedup", "pct_of_peak", "seq_per_s", "tokens_per_s", "gflops"} <= set(m)
+    assert data["environment"]["cpu"] and data["calibration"]["float32"]["gflops"]
+    rows = list(csv.DictReader(io.StringIO(paths[1].read_text())))
+    assert len(rows) == 6 and rows[0]["backend"] == "keras" and float(rows[2]["speedup"]) > 0
+    png = paths[2].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_cv_warning():
+    noisy = Measurement("x", "fp32", 1, 16, latency=Latency.from_ns([1_000_000, 3_000_000, 1_000_000, 5_000_000]))
+    steady = Measurement("y", "fp32", 1, 16, latency=Latency.from_ns([1_000_000, 1_010_000, 990_000]))
+    rep = attnkit.benchmark.run.BenchReport("m", {}, {}, {}, [noisy, steady])
+    (warning,) = rep.warnings()
+    assert warning.startswith("x[fp32] 1x16") and "> 10%" in warning
+
+
+def test_unavailable_backend_is_listed_with_reason(tiny_export, monkeypatch):
+    class NoGPU(base.Runner):
+        name, needs = "fake-gpu", "onnx"
+
+        @classmethod
+        def unavailable_reason(cls):
+            return "needs an NVIDIA GPU; none found"
+
+        def _load(self):
+            raise AssertionError("must not be loaded")
+
+        def _infer(self, feeds):
+            raise AssertionError
+
+    base.runner_names()
+    monkeypatch.setitem(base.RUNNERS, "fake-gpu", NoGPU)
+    rep = attnkit.bench(
+        str(tiny_export.out), backends=["fake-gpu"], batch_sizes="2", seq_lens="16", rule=FAST, calibrate=False
+    )
+    skipped = [m for m in rep.measurements if m.backend == "fake-gpu"]
+    assert skipped and skipped[0].skipped == "needs an NVIDIA GPU; none found" and skipped[0].latency is None
+    assert "skipped" in json.dumps(rep.to_dict())
+
+
+def test_bench_a_preset_exports_on_the_fly():
+    rep = attnkit.bench("mha", backends=["onnxruntime"], batch_sizes="1", seq_lens="8", rule=FAST, calibrate=False)
+    assert [m.backend for m in rep.measurements] == ["keras", "onnxruntime"]
+    assert all(m.latency for m in rep.measurements)
+
+
+@pytest.mark.parametrize("name", ["mha", "encoder-tiny", "decoder-small"])
+def test_graph_flops_match_analytic_flops(name):
+    preset = get_preset(name)
+    assert graph_flops(preset.build(), preset.spec(), 2, 24) == preset.flops(24) * 2
+
+
+def test_matmul_calibration_reports_gflops():
+    r = calibrate_matmul("float32", n=256, seconds=0.05)
+    assert r["gflops"] > 0.1 and r["calls"] >= 3
+
+
+def run(*args):
+    result = CliRunner().invoke(cli, list(map(str, args)))
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(
+    "args,flag",
+    [
+        (["--backends", "tensorflow-lite"], "--backends"),
+        (["--batch-sizes", "0"], "--batch-sizes"),
+        (["--batch-sizes", ""], "--batch-sizes"),
+        (["--seq-lens", "8,abc"], "--seq-lens"),
+        (["--seq-lens", "4096"], "--seq-lens"),
+        (["--min-seconds", "0"], "--min-seconds"),
+        (["--out", "/proc/attnkit/bench"], "--out"),
+    ],
+    ids=["backend", "batch-zero", "batch-empty", "seq-nonint", "seq-too-long", "min-seconds", "out-unwritable"],
+)
+def test_bench_bad_input(tiny_export, args, flag):
+    code, out = run("bench", tiny_export.out, "--warmup", "0", "--min-seconds", "0.01", *args)  # last value wins
+    assert code != 0
+    errors = [ln for ln in out.splitlines() if ln.startswith("Error")]
+    assert len(errors) == 1 and flag in errors[0] and "Traceback" not in out
+
+
+def test_bench_refuses_tampered_export(tiny_export, tmp_path):
+    import shutil
+
+    out = tmp_path / "t"
+    shutil.copytree(tiny_export.out, out)
+    (out / "model.onnx").write_bytes(b"not onnx")
+    code, text = run("bench", out, "--backends", "onnxruntime")
+    assert code != 0 and "sha256" in text and "Traceback" not in text
+
+
+def test_bench_cli_table(tiny_export, tmp_path):
+    code, out = run(
+        "bench",
+        tiny_export.out,
+        "--backends",
+        "onnxruntime",
+        "--batch-sizes",
+        "2",
+        "--seq-lens",
+        "16",
+        "--warmup",
+        "0",
+        "--min-iterations",
+        "3",
+        "--min-seconds",
+        "0.01",
+        "--out",
+        tmp_path,
+    )
+    assert code == 0, out
+    assert "onnxruntime" in out and "speedup" in out and (tmp_path / "throughput.png").stat().st_size > 0
+
+
+def test_attention_heatmaps(tmp_path):
+    from attnkit.attention_maps import capture
+
+    preset = get_preset("decoder-small")
+    model, spec = preset.build(), preset.spec()
+    maps = capture(model, spec, spec.sample_feeds(1, 12, seed=3), layer_index=-1)
+    assert maps.weights.shape == (8, 12, 12) and maps.layer_index == 5 and maps.num_layers == 6
+    np.testing.assert_allclose(maps.weights.sum(-1), 1.0, rtol=1e-5)
+    assert np.triu(maps.weights, k=1).max() < 1e-6  # causal: nothing above the diagonal
+    code, out = run("attention", "encoder-tiny", "--out", tmp_path / "h.png", "--layer", "1", "--seq", "20")
+    assert code == 0, out
+    assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+    code, out = run("attention", "encoder-tiny", "--out", tmp_path / "h.png", "--layer", "7")
+    assert code != 0 and "--layer" in out and "2 attention layers" in out
