@@ -23,6 +23,13 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; fi; exit $$rc
 
+# The workloads of BENCHMARKS.md (minutes, not part of the tests). Results land in bench-results/.
+bench: install
+	$(VENV)/bin/attnkit bench encoder-tiny --batch-sizes 1,8,32 --seq-lens 128 --min-seconds 3 --out bench-results/w-tiny
+	$(VENV)/bin/attnkit bench encoder-base --batch-sizes 8 --seq-lens 128 --min-seconds 10 --out bench-results/w-base
+	$(PY) -m attnkit.benchmark.report bench-results/w-tiny/results.json > bench-results/w-tiny/results.md
+	$(PY) -m attnkit.benchmark.report bench-results/w-base/results.json > bench-results/w-base/results.md
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

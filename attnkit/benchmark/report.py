@@ -158,3 +158,38 @@ def write_all(report: BenchReport, out: Path) -> list[Path]:
     write_text_atomic(out / "results.csv", to_csv(report), flag="--out")
     plot_throughput(report, out / "throughput.png")
     return [out / "results.json", out / "results.csv", out / "throughput.png"]
+
+
+def to_markdown(data: dict) -> str:
+    """Markdown tables (environment, peak, results) from a results.json dict."""
+    env, cal = data["environment"], data["calibration"]
+    flags = ", ".join(k for k, v in env.get("cpu_flags", {}).items() if v) or "-"
+    versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items())
+    lines = [
+        f"Environment: {env.get('cpu')} ({env.get('cores')} cores, {env.get('memory_gib')} GiB), {env.get('os')}, "
+        f"Python {env.get('python')}; CPU flags: {flags}; {versions}; attnkit {env.get('attnkit')} "
+        f"@ {env.get('git_commit') or 'unknown commit'}; threads: {env.get('threads', {}).get('requested') or 'default'}.",
+        "",
+        "Matmul peak measured in the same run: "
+        + ", ".join(f"{k} {v['gflops']:.0f} GFLOP/s" for k, v in cal.items() if v.get("gflops")) + ".",
+        "",
+        "| backend | precision | batch | seq | mean ms | p50 ms | p99 ms | CV | seq/s | speedup vs eager | GFLOP/s | % of peak |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in data["measurements"]:
+        lat = m["latency"]
+        if not lat:
+            lines.append(f"| {m['backend']} | {m['precision']} | {m['batch']} | {m['seq']} | "
+                         f"{m['status']}: {m['skipped'] or m['error']} |  |  |  |  |  |  |  |")
+            continue
+        lines.append(
+            f"| {m['backend']} | {m['precision']} | {m['batch']} | {m['seq']} | {lat['mean']:.2f} | {lat['p50']:.2f} | "
+            f"{lat['p99']:.2f} | {lat['cv']:.1%} | {m['seq_per_s']:.1f} | {_f(m['speedup'], '.2f')}x | "
+            f"{_f(m['gflops'], '.1f')} | {_f(m['pct_of_peak'], '.0f')} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m attnkit.benchmark.report results.json  -> markdown on stdout
+    import sys
+
+    print(to_markdown(json.loads(Path(sys.argv[1]).read_text())))
