@@ -141,7 +141,9 @@ _import_option = click.option(
 @click.option("--force", is_flag=True, help="Replace an existing non-empty --out.")
 @click.option("--unsafe", is_flag=True, help="Allow unsafe Keras deserialisation (Lambda layers). Trusted files only.")
 @click.option("--no-check", is_flag=True, help="Skip the agreement check after exporting.")
-def export(model, out, formats, precision, opset, imports, seed, force, unsafe, no_check):
+@click.option("--no-fuse", is_flag=True, help="Keep tf2onnx's decomposed LayerNorms (no LayerNormalization fusion).")
+@click.option("--per-channel", is_flag=True, help="Per-channel int8 weight scales.")
+def export(model, out, formats, precision, opset, imports, seed, force, unsafe, no_check, no_fuse, per_channel):
     """Export MODEL (a preset name or a .keras file) and check the artifacts agree with it."""
     from .errors import AgreementError
     from .export_api import export as run_export
@@ -189,7 +191,8 @@ def _print_report_of(error) -> None:
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random inputs.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the report as JSON to this file.")
-def verify(directory, backends, atol, rtol, seed, json_path):
+@click.option("--locate", is_flag=True, help="Also find the first Keras layer whose ONNX counterpart diverges.")
+def verify(directory, backends, atol, rtol, seed, json_path, locate):
     """Check every artifact in DIR against the eager fp32 Keras model; exit 0 only if all agree."""
     from .errors import AgreementError
     from .render import agreement_table
@@ -208,10 +211,13 @@ def verify(directory, backends, atol, rtol, seed, json_path):
         progress=_progress,
     )
     _console().print(agreement_table(report))
+    data = report.to_dict()
+    if locate:
+        data["locate"] = _locate_all(directory, report, atol, rtol, seed)
     if json_path:
         from .exporters.manifest import write_text_atomic
 
-        write_text_atomic(json_path, json.dumps(report.to_dict(), indent=2), flag="--json")
+        write_text_atomic(json_path, json.dumps(data, indent=2), flag="--json")
     if not report.ok:
         raise AgreementError(f"{sum(not r.passed for r in report.results)} check(s) failed in `{directory}`.")
     click.echo(f"all {len(report.results)} checks passed")
@@ -339,6 +345,31 @@ def attention_maps(model: str, *, layer: int, seq: int, seed: int, imports: tupl
     if spec.max_sequence and seq > spec.max_sequence:
         raise AttnkitError(f"{seq} exceeds the model's maximum position {spec.max_sequence}.", flag="--seq")
     return capture(keras_model, spec, spec.sample_feeds(1, seq, seed), layer)
+
+
+def _locate_all(directory, report, atol, rtol, seed) -> list[dict]:
+    """Run --locate on every ONNX artifact; print the first diverging layer of each."""
+    from .errors import ArtifactError
+    from .exporters.manifest import Manifest
+    from .locate import locate
+    from .render import locate_table
+    from .verification import resolve_tolerance
+
+    precisions = [a.precision for a in Manifest.load(directory).artifacts if a.format == "onnx"]
+    if not precisions:
+        raise ArtifactError(
+            f"`{directory}` has no ONNX artifact; --locate compares Keras layers with ONNX tensors.",
+            flag="--locate",
+            hint="Export with --format onnx.",
+        )
+    out = []
+    for precision in precisions:
+        _progress(f"locating divergence in the {precision} ONNX graph")
+        tol = resolve_tolerance(precision, _tolerance_option(atol, "--atol"), _tolerance_option(rtol, "--rtol"))
+        result = locate(directory, precision, tol, seed=seed)
+        _console().print(locate_table(result))
+        out.append(result.to_dict())
+    return out
 
 
 def main() -> None:

@@ -14,6 +14,8 @@ from .tracing import canonical_precision
 from .verification import VerifyReport, verify
 
 FORMATS = ("savedmodel", "onnx")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+TF_PRECISIONS = ("fp32", "bf16", "fp16")
 SAVEDMODEL_VERSION = 1
 
 
@@ -38,6 +40,33 @@ def parse_formats(formats: str | list[str] | tuple[str, ...]) -> tuple[str, ...]
     return tuple(dict.fromkeys(items))
 
 
+def parse_precisions(precision: str | tuple[str, ...], fmts: tuple[str, ...]) -> tuple[str, ...]:
+    """``"fp32,fp16,int8"`` -> canonical names, checked against the formats that can hold them."""
+    from .exporters.precision import BF16_REASON
+
+    items = precision.split(",") if isinstance(precision, str) else list(precision)
+    precs = tuple(dict.fromkeys(canonical_precision(p.strip(), PRECISIONS) for p in items if p.strip())) or ("fp32",)
+    if "int8" in precs and "onnx" not in fmts:
+        raise AttnkitError(
+            "int8 is produced on the ONNX graph only.",
+            flag="--precision",
+            hint="Add onnx to --format, e.g. --format savedmodel,onnx.",
+        )
+    if "bf16" in precs and "savedmodel" not in fmts:
+        raise AttnkitError(
+            f"a bf16 ONNX graph is not produced: {BF16_REASON}.",
+            flag="--precision",
+            hint="Add savedmodel to --format for a bf16 SavedModel.",
+        )
+    return precs
+
+
+def savedmodel_dir(precision: str) -> str:
+    """``savedmodel/1`` for fp32, ``savedmodel_bf16/1`` etc. (each a TF Serving model base path)."""
+    base = "savedmodel" if precision == "fp32" else f"savedmodel_{precision}"
+    return f"{base}/{SAVEDMODEL_VERSION}"
+
+
 def export(
     model: str,
     out: str | Path | None = None,
@@ -50,6 +79,8 @@ def export(
     force: bool = False,
     unsafe: bool = False,
     check: bool = True,
+    fuse: bool = True,
+    per_channel: bool = False,
     atol: float | dict | None = None,
     rtol: float | dict | None = None,
     progress: Callable[[str], None] | None = None,
@@ -60,14 +91,18 @@ def export(
         model: preset name or ``.keras`` path.
         out: export directory; default ``artifacts/<name>``.
         formats: subset of ``savedmodel``, ``onnx``.
-        precision: policy the SavedModel is traced under (``fp32``, ``bf16``, ``fp16``); the ONNX
-            graph is always float32 (lower its precision on the ONNX graph instead).
+        precision: comma list of ``fp32``, ``bf16``, ``fp16``, ``int8``. A SavedModel is traced under
+            each TF policy listed (``savedmodel/1`` for fp32, ``savedmodel_<p>/1`` otherwise); the ONNX
+            graph is exported float32 (``model.onnx``) and lowered on the graph to
+            ``model.fp16.onnx`` / ``model.int8.onnx``.
         opset: ONNX opset.
         imports: modules registering custom layers of a ``.keras`` model.
         seed: weight seed (presets) and base seed of the check's random inputs.
         force: replace an existing non-empty ``out``.
         unsafe: allow unsafe Keras deserialisation.
         check: run :func:`attnkit.verify` on the artifacts before moving them into place.
+        fuse: fuse decomposed LayerNorms into opset-17 ``LayerNormalization`` in the ONNX graphs.
+        per_channel: per-channel int8 weight scales.
 
     Returns:
         ExportResult with the directory, manifest and agreement report.
@@ -80,7 +115,7 @@ def export(
     from .models import is_keras_path, resolve
 
     fmts = parse_formats(formats)
-    precision = canonical_precision(precision)
+    precisions = parse_precisions(precision, fmts)
     if "onnx" in fmts:
         check_opset(opset)
     name = Path(model).stem if is_keras_path(model) else model
@@ -94,7 +129,7 @@ def export(
     spec = dataclasses.replace(spec, opset=opset)
     manifest = Manifest(model=info, spec=spec)
     with atomic_directory(out, force) as stage:
-        _write_artifacts(stage, model, keras_model, spec, fmts, precision, manifest, say)
+        _write_artifacts(stage, model, keras_model, spec, fmts, precisions, manifest, say, fuse, per_channel)
         manifest.write(stage)
         report = None
         if check:
@@ -113,8 +148,18 @@ def export(
     return ExportResult(out, manifest, report)
 
 
-def _write_artifacts(stage: Path, model: str, keras_model, spec, fmts, precision, manifest: Manifest, say) -> None:
-    from .exporters.onnx import export_onnx
+def _write_artifacts(
+    stage: Path,
+    model: str,
+    keras_model,
+    spec,
+    fmts,
+    precisions,
+    manifest: Manifest,
+    say,
+    fuse: bool = True,
+    per_channel: bool = False,
+) -> None:
     from .exporters.savedmodel import export_savedmodel
     from .models import is_keras_path
     from .tracing import trace
@@ -126,14 +171,41 @@ def _write_artifacts(stage: Path, model: str, keras_model, spec, fmts, precision
         keras_model.save(stage / "model.keras")
     manifest.artifacts.append(ArtifactRecord.of(stage, "keras", "model.keras", "fp32"))
     if "savedmodel" in fmts:
-        say(f"exporting SavedModel ({precision})")
-        rel = f"savedmodel/{SAVEDMODEL_VERSION}"
-        export_savedmodel(trace(keras_model, spec, precision), stage / rel)
-        manifest.artifacts.append(ArtifactRecord.of(stage, "savedmodel", rel, precision, signature="serving_default"))
+        for precision in [p for p in precisions if p in TF_PRECISIONS] or ["fp32"]:
+            say(f"exporting SavedModel ({precision})")
+            rel = savedmodel_dir(precision)
+            export_savedmodel(trace(keras_model, spec, precision), stage / rel)
+            manifest.artifacts.append(
+                ArtifactRecord.of(stage, "savedmodel", rel, precision, signature="serving_default")
+            )
     if "onnx" in fmts:
-        say(f"exporting ONNX (opset {spec.opset})")
-        export_onnx(trace(keras_model, spec, "fp32"), spec, stage / "model.onnx", spec.opset)
-        manifest.artifacts.append(ArtifactRecord.of(stage, "onnx", "model.onnx", "fp32", opset=spec.opset))
+        _write_onnx(stage, keras_model, spec, precisions, manifest, say, fuse, per_channel)
+
+
+def _write_onnx(stage: Path, keras_model, spec, precisions, manifest: Manifest, say, fuse: bool, per_channel: bool):
+    import onnx
+
+    from .exporters.onnx import convert
+    from .exporters.passes import fuse_layernorm, op_counts
+    from .exporters.precision import lower, onnx_file
+    from .tracing import trace
+
+    say(f"exporting ONNX (opset {spec.opset})")
+    fp32 = convert(trace(keras_model, spec, "fp32"), spec, spec.opset)
+    passes = {"tf2onnx": op_counts(fp32)}
+    if fuse:
+        fp32, fused = fuse_layernorm(fp32)
+        passes["layernorm_fused"] = fused
+    for precision in ["fp32"] + [p for p in precisions if p in ("fp16", "int8")]:
+        say(f"writing {onnx_file(precision)}")
+        graph = lower(fp32, precision, per_channel) if precision != "fp32" else fp32
+        onnx.save(graph, stage / onnx_file(precision))
+        extra = {"opset": spec.opset, "ops": op_counts(graph), "runs_on": ["onnxruntime (CPU)"]}
+        if precision == "fp32":
+            extra["passes"] = passes
+        if precision == "int8":
+            extra["per_channel"] = per_channel
+        manifest.artifacts.append(ArtifactRecord.of(stage, "onnx", onnx_file(precision), precision, **extra))
 
 
 def _record_agreement(manifest: Manifest, report: VerifyReport) -> None:

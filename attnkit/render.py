@@ -81,3 +81,25 @@ def agreement_table(report: VerifyReport) -> Table:
                 verdict,
             )
     return t
+
+
+def locate_table(result) -> Table:
+    """The per-layer error curve of one ONNX graph; the first diverging layer highlighted."""
+    first = result.first
+    title = f"--locate {result.artifact}: first diverging layer " + (
+        f"[red]{first.layer}[/] (ONNX tensor {first.onnx_tensor})" if first else "[green]none[/]"
+    )
+    t = Table(title=title)
+    for col in ("layer", "ONNX tensor", "rel L2", "max abs", "cosine", ""):
+        t.add_column(col)
+    for e in result.curve:
+        mark = "[red]exceeds[/]" if e.exceeds else ("no counterpart" if e.onnx_tensor is None else "")
+        t.add_row(
+            e.layer,
+            (e.onnx_tensor or "-")[-60:],
+            "-" if e.rel_l2 is None else f"{e.rel_l2:.2e}",
+            "-" if e.max_abs is None else f"{e.max_abs:.2e}",
+            "-" if e.cosine is None else f"{e.cosine:.6f}",
+            mark,
+        )
+    return t

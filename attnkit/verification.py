@@ -9,7 +9,7 @@ from typing import Any
 
 from .compare import DEFAULT_TOLERANCES, Agreement, Tolerance, compare_outputs
 from .errors import AttnkitError
-from .runtimes.base import Runner, Source, get_runner
+from .runtimes.base import Runner, Source, get_runner, split_backend
 
 DEFAULT_SHAPES = ((2, 16), (3, 45))
 
@@ -153,8 +153,12 @@ def verify(
         shapes = tuple((b, min(s, spec.max_sequence)) for b, s in shapes)
     pairs = default_backends(source)
     if backends:
-        wanted = [get_runner(b) for b in backends]  # raises on unknown names
-        pairs = [(w.name, p) for w in wanted for (n, p) in pairs if n == w.name] or [(w.name, "fp32") for w in wanted]
+        selected = []
+        for name, precision in (split_backend(b) for b in backends):
+            get_runner(name)  # raises on unknown names, listing the valid ones
+            found = [(n, p) for n, p in pairs if n == name and precision in (None, p)]
+            selected += found or [(name, precision or "fp32")]
+        pairs = list(dict.fromkeys(selected))
     feeds = {(b, s): spec.sample_feeds(b, s, seed + i) for i, (b, s) in enumerate(shapes)}
     report = VerifyReport(str(root), spec.name, seed)
     if progress:

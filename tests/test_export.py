@@ -179,7 +179,7 @@ def test_failed_export_keeps_existing_directory(tiny_export, tmp_path, monkeypat
     def boom(*a, **k):
         raise RuntimeError("simulated crash in the middle of the export")
 
-    monkeypatch.setattr("attnkit.exporters.onnx.export_onnx", boom)
+    monkeypatch.setattr("attnkit.exporters.onnx.convert", boom)
     with pytest.raises(RuntimeError):
         attnkit.export("mha", out, force=True)
     assert sha256_path(out) == before

@@ -171,7 +171,8 @@ def to_markdown(data: dict) -> str:
         f"@ {env.get('git_commit') or 'unknown commit'}; threads: {env.get('threads', {}).get('requested') or 'default'}.",
         "",
         "Matmul peak measured in the same run: "
-        + ", ".join(f"{k} {v['gflops']:.0f} GFLOP/s" for k, v in cal.items() if v.get("gflops")) + ".",
+        + ", ".join(f"{k} {v['gflops']:.0f} GFLOP/s" for k, v in cal.items() if v.get("gflops"))
+        + ".",
         "",
         "| backend | precision | batch | seq | mean ms | p50 ms | p99 ms | CV | seq/s | speedup vs eager | GFLOP/s | % of peak |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -179,13 +180,16 @@ def to_markdown(data: dict) -> str:
     for m in data["measurements"]:
         lat = m["latency"]
         if not lat:
-            lines.append(f"| {m['backend']} | {m['precision']} | {m['batch']} | {m['seq']} | "
-                         f"{m['status']}: {m['skipped'] or m['error']} |  |  |  |  |  |  |  |")
+            lines.append(
+                f"| {m['backend']} | {m['precision']} | {m['batch']} | {m['seq']} | "
+                f"{m['status']}: {m['skipped'] or m['error']} |  |  |  |  |  |  |  |"
+            )
             continue
         lines.append(
             f"| {m['backend']} | {m['precision']} | {m['batch']} | {m['seq']} | {lat['mean']:.2f} | {lat['p50']:.2f} | "
             f"{lat['p99']:.2f} | {lat['cv']:.1%} | {m['seq_per_s']:.1f} | {_f(m['speedup'], '.2f')}x | "
-            f"{_f(m['gflops'], '.1f')} | {_f(m['pct_of_peak'], '.0f')} |")
+            f"{_f(m['gflops'], '.1f')} | {_f(m['pct_of_peak'], '.0f')} |"
+        )
     return "\n".join(lines) + "\n"
 
 

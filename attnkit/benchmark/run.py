@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import AttnkitError
+from ..errors import AttnkitError, BackendError
 from ..exporters.manifest import MANIFEST
-from ..runtimes.base import Source, get_runner, runner_names
+from ..runtimes.base import Source, backends_for, get_runner, runner_names, split_backend
 from .harness import StoppingRule, measure
 from .stats import Latency
 
@@ -135,7 +135,7 @@ def _is_export_dir(target: str) -> bool:
     return (Path(target) / MANIFEST).is_file()
 
 
-def _prepare_source(target, backends, imports, seed, progress) -> tuple[Source, Path | None]:
+def _prepare_source(target, plan, imports, seed, progress) -> tuple[Source, Path | None]:
     """An export directory as is (integrity checked), or a temporary export of a preset/.keras."""
     if _is_export_dir(target):
         source = Source(target)
@@ -149,11 +149,25 @@ def _prepare_source(target, backends, imports, seed, progress) -> tuple[Source, 
         )
     from ..export_api import export
 
-    formats = tuple(dict.fromkeys(_FORMAT_OF[b] for b in backends if b in _FORMAT_OF)) or ("onnx",)
+    formats = tuple(dict.fromkeys(_FORMAT_OF[b] for b, _ in plan if b in _FORMAT_OF)) or ("onnx",)
+    precisions = [
+        p
+        for b, p in plan
+        if b in _FORMAT_OF and (p != "bf16" or "savedmodel" in formats) and (p != "int8" or "onnx" in formats)
+    ]
     tmp = Path(tempfile.mkdtemp(prefix="attnkit-bench-"))
     try:
         progress(f"exporting {target} ({', '.join(formats)}) into a temporary directory")
-        export(target, tmp / "export", formats=formats, imports=imports, seed=seed, check=False, force=True)
+        export(
+            target,
+            tmp / "export",
+            formats=formats,
+            precision=",".join(dict.fromkeys(precisions)) or "fp32",
+            imports=imports,
+            seed=seed,
+            check=False,
+            force=True,
+        )
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -199,7 +213,8 @@ def bench(
         target: preset name, ``.keras`` file, or export directory. A preset or ``.keras`` file is
             exported on the fly into a temporary directory (removed afterwards); an export
             directory is used as is, and a backend whose artifact it lacks is refused.
-        backends: backend names (default: keras, tf-function, xla, savedmodel, onnxruntime).
+        backends: backend names, optionally with a precision suffix (``onnxruntime-int8``); default:
+            keras, tf-function, xla, savedmodel, onnxruntime.
         batch_sizes, seq_lens: workload shapes (every combination).
         precisions: precisions to run where a backend supports them; others are listed as skipped.
         threads: intra-op threads for TensorFlow and ONNX Runtime (default: all cores).
@@ -217,15 +232,9 @@ def bench(
     say = progress or (lambda _m: None)
     batch_sizes = parse_int_list(batch_sizes, "--batch-sizes")
     seq_lens = parse_int_list(seq_lens, "--seq-lens")
-    names = list(dict.fromkeys(backends or DEFAULT_BACKENDS))
-    for name in names:
-        get_runner(name)  # unknown names -> one line listing the valid ones
-    if baseline and BASELINE not in names:
-        names.insert(0, BASELINE)
-    if not baseline and BASELINE in names and not backends:
-        names.remove(BASELINE)
+    plan = _plan(backends, precisions, baseline)
     threads_info = _apply_threads(threads)
-    source, tmp = _prepare_source(target, names, imports, seed, say)
+    source, tmp = _prepare_source(target, plan, imports, seed, say)
     try:
         spec = source.spec
         if spec.max_sequence and max(seq_lens) > spec.max_sequence:
@@ -235,7 +244,7 @@ def bench(
                 hint=f"Use lengths <= {spec.max_sequence}.",
             )
         if _is_export_dir(target):
-            names = _runnable_from_export(source, names, explicit=backends is not None)
+            plan = _runnable_from_export(source, plan, explicit=backends is not None)
         calibration = {}
         if calibrate:
             say("calibrating matmul peak (fp32, bf16)")
@@ -244,7 +253,7 @@ def bench(
             model=spec.name,
             config={
                 "target": str(target),
-                "backends": names,
+                "backends": [f"{n}[{p}]" for n, p in plan],
                 "batch_sizes": list(batch_sizes),
                 "seq_lens": list(seq_lens),
                 "precisions": list(precisions),
@@ -260,7 +269,6 @@ def bench(
         shapes = [(b, s) for s in seq_lens for b in batch_sizes]
         feeds = {(b, s): spec.sample_feeds(b, s, seed + i) for i, (b, s) in enumerate(shapes)}
         flops = _flops_fn(source)
-        plan = [(n, p) for n in names for p in (("fp32",) if n == BASELINE else precisions)]
         if on_start:
             on_start(len(plan) * len(shapes))
         for name, precision in plan:
@@ -276,13 +284,36 @@ def bench(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _runnable_from_export(source: Source, names: list[str], explicit: bool) -> list[str]:
-    """Backends whose artifact the export has; an explicitly requested missing one is refused."""
+def _plan(backends, precisions, baseline: bool) -> list[tuple[str, str]]:
+    """(backend, precision) pairs to measure, baseline first.
+
+    ``onnxruntime-int8`` pins a precision; a plain name takes every ``precisions`` entry. A backend
+    the user named explicitly that can run none of its precisions is refused (with the backends
+    that can); in a larger matrix unsupported pairs are kept and reported as skipped.
+    """
+    requested = [split_backend(b) for b in (backends or DEFAULT_BACKENDS)]
+    plan = [(BASELINE, "fp32")] if baseline else []
+    for name, pinned in requested:
+        cls = get_runner(name)  # unknown names -> one line listing the valid ones
+        wanted = [pinned] if pinned else list(precisions)
+        if backends and not any(p in cls.precisions for p in wanted):
+            p = wanted[0]
+            raise BackendError(
+                f"backend `{name}` cannot run {', '.join(wanted)}; it runs {', '.join(cls.precisions)}. "
+                f"Backends that run {p}: {', '.join(backends_for(p)) or 'none here'}.",
+                flag="--precision",
+            )
+        plan += [(name, p) for p in wanted if (name, p) not in plan]
+    return plan
+
+
+def _runnable_from_export(source: Source, plan, explicit: bool) -> list[tuple[str, str]]:
+    """Pairs whose artifact format the export has; an explicitly requested missing one is refused."""
     keep = []
-    for name in names:
+    for name, precision in plan:
         needs = get_runner(name).needs
         if source.manifest.artifact(needs) is not None:
-            keep.append(name)
+            keep.append((name, precision))
         elif explicit:
             source.artifact(needs)  # raises BackendError naming the export command
     return keep

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from pathlib import Path
 
 from ..errors import AttnkitError, ExportError
 from ..spec import ExportSpec
@@ -137,10 +136,3 @@ def convert(fn, spec: ExportSpec, opset: int = 17):
     except onnx.checker.ValidationError as e:
         raise ExportError(f"the ONNX graph of `{spec.name}` fails onnx.checker: {str(e).splitlines()[0]}") from None
     return model
-
-
-def export_onnx(fn, spec: ExportSpec, path: Path, opset: int = 17) -> None:
-    """Convert and save ``DIR/model.onnx``."""
-    import onnx
-
-    onnx.save(convert(fn, spec, opset), str(path))

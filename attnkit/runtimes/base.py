@@ -150,6 +150,21 @@ def runner_names() -> list[str]:
     return list(RUNNERS)
 
 
+def backends_for(precision: str) -> list[str]:
+    """Registered backends that can run ``precision``."""
+    _ensure_registered()
+    return [n for n, cls in RUNNERS.items() if precision in cls.precisions]
+
+
+def split_backend(name: str) -> tuple[str, str | None]:
+    """``onnxruntime-int8`` -> (``onnxruntime``, ``int8``); a plain name -> (name, None)."""
+    _ensure_registered()
+    base, _, suffix = name.rpartition("-")
+    if base in RUNNERS and suffix in ("fp32", "bf16", "fp16", "int8"):
+        return base, suffix
+    return name, None
+
+
 def get_runner(name: str) -> type[Runner]:
     """Runner class by name.
 
@@ -157,6 +172,11 @@ def get_runner(name: str) -> type[Runner]:
         BackendError: unknown name; the message lists the valid ones.
     """
     _ensure_registered()
+    name = split_backend(name)[0]
     if name not in RUNNERS:
-        raise BackendError(f"`{name}` is not a backend. Valid backends: {', '.join(RUNNERS)}.", flag="--backends")
+        raise BackendError(
+            f"`{name}` is not a backend. Valid backends: {', '.join(RUNNERS)} "
+            "(optionally with a precision suffix, e.g. onnxruntime-int8).",
+            flag="--backends",
+        )
     return RUNNERS[name]

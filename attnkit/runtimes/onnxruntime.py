@@ -9,6 +9,7 @@ from .base import Runner, register
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
     needs = "onnx"
+    precisions = ("fp32", "fp16", "int8")
     providers = ("CPUExecutionProvider",)
 
     @classmethod

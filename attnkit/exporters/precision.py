@@ -1,0 +1,158 @@
+"""Precision lowering on the fp32 ONNX graph (never by exporting a mixed-policy TF graph).
+
+- fp16: onnxconverter-common's ``convert_float_to_float16`` with ``keep_io_types`` (fp32 inputs and
+  outputs) and an explicit block list, so LayerNorm, Softmax, reductions and the ops of a
+  decomposed LayerNorm stay fp32 islands.
+- int8: onnxruntime's ``quantize_dynamic``, int8 weights (per-tensor, or per-channel on request),
+  restricted to MatMuls with a constant weight: the projections and the FFN. The two
+  activation x activation MatMuls of attention (q kᵀ and weights·v), LayerNorm and Softmax stay
+  float: quantising attention scores dynamically costs accuracy for little speed at these sizes.
+- bf16: not produced. No runtime installed here runs a bf16 ONNX graph (onnxruntime's CPU provider
+  has no bf16 MatMul kernel), so nothing could verify it; bf16 on this machine is served by the
+  TensorFlow backends (mixed_bfloat16, AMX via oneDNN).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from ..errors import AttnkitError
+
+ONNX_PRECISIONS = ("fp32", "fp16", "int8")
+#: ops kept in fp32 inside the fp16 graph, on top of onnxconverter-common's default block list
+FP32_ISLANDS = (
+    "LayerNormalization",
+    "Softmax",
+    "ReduceMean",
+    "ReduceSum",
+    "GlobalAveragePool",
+    "Sqrt",
+    "Reciprocal",
+    "Pow",
+    "Exp",
+    "Log",
+)
+BF16_REASON = (
+    "no runtime installed here runs a bf16 ONNX graph (onnxruntime's CPU provider has no bf16 MatMul); "
+    "bf16 runs on the TensorFlow backends: keras, tf-function, xla, savedmodel"
+)
+
+
+def onnx_file(precision: str) -> str:
+    """File name of the ONNX artifact of a precision: model.onnx, model.fp16.onnx, model.int8.onnx."""
+    return "model.onnx" if precision == "fp32" else f"model.{precision}.onnx"
+
+
+def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """fp16 weights and activations, fp32 islands, fp32 inputs/outputs."""
+    import warnings
+
+    from onnxconverter_common import float16
+
+    block = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(FP32_ISLANDS))
+    with warnings.catch_warnings():
+        # The additive mask's -1e9 becomes -1e4 in fp16: still exp(-1e4) == 0 after the fp32 Softmax.
+        warnings.filterwarnings("ignore", message="the float32 number", category=UserWarning)
+        converted = float16.convert_float_to_float16(
+            model, keep_io_types=True, op_block_list=block, node_block_list=_casts_to_float(model)
+        )
+    _restore_float_outputs(model, converted)
+    return converted
+
+
+def _restore_float_outputs(original: onnx.ModelProto, model: onnx.ModelProto) -> None:
+    """Make every output that was fp32 fp32 again.
+
+    With ``keep_io_types`` the converter still declares an output fp16 when a blocked (fp32) node
+    produces it: it appends a Cast to fp16. That Cast is turned into a Cast to fp32 (a no-op on
+    the fp32 value), otherwise a Cast to fp32 is appended.
+    """
+    f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    was_float = {o.name for o in original.graph.output if o.type.tensor_type.elem_type == f32}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for out in model.graph.output:
+        if out.name not in was_float or out.type.tensor_type.elem_type != f16:
+            continue
+        node = producers.get(out.name)
+        if node is not None and node.op_type == "Cast":
+            for a in node.attribute:
+                if a.name == "to":
+                    a.i = f32
+        else:
+            inner = f"{out.name}/fp16"
+            for n in model.graph.node:
+                n.output[:] = [inner if o == out.name else o for o in n.output]
+                n.input[:] = [inner if i == out.name else i for i in n.input]
+            model.graph.node.append(
+                onnx.helper.make_node("Cast", [inner], [out.name], to=f32, name=f"{out.name}/to_fp32")
+            )
+        out.type.tensor_type.elem_type = f32
+
+
+def _casts_to_float(model: onnx.ModelProto) -> list[str]:
+    """Cast nodes turning a non-float tensor into float32 (our additive mask from int ids).
+
+    The converter retypes their outputs to fp16 without changing the ``to`` attribute, which
+    onnxruntime refuses to load; blocked by node name they stay fp32. (Blocking the op type
+    ``Cast`` instead makes the converter loop forever on the Casts it inserts itself.)
+    """
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "Cast"
+        and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in n.attribute)
+        and types.get(n.input[0]) not in floats
+    ]
+
+
+def weight_matmuls(model: onnx.ModelProto) -> list[str]:
+    """Names of MatMul nodes with a constant (initializer) operand."""
+    inits = {i.name for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and any(i in inits for i in n.input)]
+
+
+def to_int8(model: onnx.ModelProto, per_channel: bool = False) -> onnx.ModelProto:
+    """Dynamic int8 quantisation of the weight MatMuls (see module docstring)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        onnx.save(model, src)
+        # quantize_dynamic logs advice to run its pre-processing on the root logger; that pass
+        # (symbolic shape inference + ORT graph optimisation) is not applied here.
+        logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
+        quantize_dynamic(
+            src,
+            dst,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_quantize=weight_matmuls(model),
+            per_channel=per_channel,
+            weight_type=QuantType.QInt8,
+        )
+        return onnx.load(dst)
+
+
+def lower(model: onnx.ModelProto, precision: str, per_channel: bool = False) -> onnx.ModelProto:
+    """The fp32 ONNX model lowered to ``precision``.
+
+    Raises:
+        AttnkitError: bf16 (no runtime here) or an unknown precision.
+    """
+    if precision == "fp32":
+        return model
+    if precision == "fp16":
+        return to_fp16(model)
+    if precision == "int8":
+        return to_int8(model, per_channel)
+    if precision == "bf16":
+        raise AttnkitError(f"a bf16 ONNX graph is not produced: {BF16_REASON}.", flag="--precision")
+    raise AttnkitError(
+        f"`{precision}` is not an ONNX precision; valid: {', '.join(ONNX_PRECISIONS)}.", flag="--precision"
+    )

@@ -1,0 +1,179 @@
+"""Reduced precision: fp16/int8 ONNX, TF mixed policies, LayerNorm fusion, --locate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+import attnkit
+from attnkit.cli import cli
+from attnkit.errors import AttnkitError, BackendError
+from attnkit.exporters.passes import fuse_layernorm, op_counts
+
+LOWERED = "fp32,bf16,fp16,int8"
+
+
+@pytest.fixture(scope="module", params=["encoder-tiny", "mha", "decoder-small"])
+def lowered_export(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp("precision") / request.param
+    return attnkit.export(request.param, out, precision=LOWERED)
+
+
+def test_every_precision_passes_its_tolerance_at_two_shapes(lowered_export):
+    report = lowered_export.report
+    assert report.ok, [
+        (r.backend, r.precision, r.agreements[0].failures if r.agreements else r.error)
+        for r in report.results
+        if not r.passed
+    ]
+    checked = {(r.backend, r.precision) for r in report.results}
+    assert {("onnxruntime", p) for p in ("fp32", "fp16", "int8")} <= checked
+    assert {("savedmodel", p) for p in ("fp32", "bf16", "fp16")} <= checked
+    assert len({(r.batch, r.seq) for r in report.results}) == 2
+    summary = report.summary()
+    assert 1e-5 < summary[("onnxruntime", "fp16")]["rel_l2"] < 1e-2  # really fp16, and close
+    assert summary[("onnxruntime", "int8")]["cosine"] >= 0.999
+    for a in lowered_export.manifest.artifacts:
+        if a.format in ("onnx", "savedmodel"):
+            assert a.agreement and a.agreement["passed"], a
+
+
+def test_fp16_graph_keeps_fp32_islands(lowered_export):
+    model = onnx.load(lowered_export.out / "model.fp16.onnx")
+    types = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    islands = [n for n in model.graph.node if n.op_type in ("LayerNormalization", "Softmax")]
+    assert islands
+    for n in islands:
+        assert all(types.get(o, f32) == f32 for o in n.output), n.name
+    weights = [i for i in model.graph.initializer if len(i.dims) == 2]
+    assert weights and all(i.data_type == f16 for i in weights)
+    assert all(i.type.tensor_type.elem_type == f32 for i in model.graph.input if i.type.tensor_type.elem_type != 6)
+    assert model.graph.output[0].type.tensor_type.elem_type == f32  # keep_io_types
+
+
+def test_fp16_file_is_half_the_fp32_file(lowered_export):
+    fp32 = (lowered_export.out / "model.onnx").stat().st_size
+    fp16 = (lowered_export.out / "model.fp16.onnx").stat().st_size
+    assert fp16 / fp32 == pytest.approx(0.5, abs=0.05)
+
+
+def test_int8_graph_has_quantised_matmuls_and_float_attention(lowered_export):
+    model = onnx.load(lowered_export.out / "model.int8.onnx")
+    ops = op_counts(model)
+    assert ops["MatMulInteger"] + ops["DynamicQuantizeMatMul"] > 0
+    assert ops["MatMul"] >= 2  # q kᵀ and weights·v stay float
+    assert any(i.data_type == onnx.TensorProto.INT8 for i in model.graph.initializer)
+    if lowered_export.manifest.spec.name != "mha":
+        assert ops["LayerNormalization"] > 0
+
+
+def test_layernorm_fusion_counts_and_agreement(tiny_export):
+    model = onnx.load(tiny_export.out / "model.onnx")  # already fused by export
+    assert op_counts(model)["LayerNormalization"] == 4 and op_counts(model)["GlobalAveragePool"] == 0
+    record = tiny_export.manifest.artifact("onnx", "fp32")
+    assert record.extra["passes"]["layernorm_fused"] == 4
+    assert record.extra["passes"]["tf2onnx"]["GlobalAveragePool"] == 8  # mean + variance per LayerNorm
+
+
+def test_fusion_is_exact_on_the_raw_graph(tmp_path):
+    import onnxruntime as ort
+
+    result = attnkit.export("encoder-tiny", tmp_path / "raw", formats="onnx", fuse=False)
+    raw = onnx.load(result.out / "model.onnx")
+    assert op_counts(raw)["LayerNormalization"] == 0
+    fused, n = fuse_layernorm(raw)
+    assert n == 4
+    onnx.checker.check_model(fused, full_check=True)
+    feeds = result.manifest.spec.sample_feeds(3, 21, seed=4)
+    a = ort.InferenceSession(raw.SerializeToString()).run(None, feeds)[0]
+    b = ort.InferenceSession(fused.SerializeToString()).run(None, feeds)[0]
+    np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def _perturb(path, layer_scope: str, scale: float = 1.5):
+    model = onnx.load(path)
+    inits = {i.name: i for i in model.graph.initializer}
+    node = next(
+        n
+        for n in model.graph.node
+        if layer_scope in n.name and n.op_type == "MatMul" and any(i in inits for i in n.input)
+    )
+    init = inits[next(i for i in node.input if i in inits)]
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * scale, init.name))
+    onnx.save(model, path)
+
+
+@pytest.mark.parametrize(
+    "scope,expected",
+    [
+        ("encoder_block_1_1/ffn_inner", "encoder_block_1/ffn_inner"),
+        ("encoder_block_0_1/self_attention_1/wv", "encoder_block_0/self_attention/wv"),
+    ],
+)
+def test_locate_names_the_perturbed_layer(tiny_export, tmp_path, scope, expected):
+    from attnkit.compare import DEFAULT_TOLERANCES
+    from attnkit.exporters.manifest import Manifest, sha256_path
+    from attnkit.locate import locate
+
+    out = tmp_path / "p"
+    shutil.copytree(tiny_export.out, out)
+    _perturb(out / "model.onnx", scope)
+    m = Manifest.load(out)
+    m.artifact("onnx").sha256 = sha256_path(out / "model.onnx")
+    m.write(out)
+    clean = locate(tiny_export.out, "fp32", DEFAULT_TOLERANCES["fp32"])
+    assert clean.first is None and sum(e.onnx_tensor is not None for e in clean.curve) > 10
+    report = locate(out, "fp32", DEFAULT_TOLERANCES["fp32"])
+    assert report.first.layer == expected
+    before = report.curve[: report.curve.index(report.first)]
+    assert before and all(not e.exceeds for e in before)
+    code = CliRunner().invoke(cli, ["verify", str(out), "--locate", "--json", str(tmp_path / "r.json")])
+    assert code.exit_code == 1 and expected in code.output
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["locate"][0]["first_diverging"]["layer"] == expected and len(data["locate"][0]["curve"]) > 10
+
+
+def test_locate_without_onnx_is_refused(tmp_path):
+    out = attnkit.export("mha", tmp_path / "sm", formats="savedmodel").out
+    result = CliRunner().invoke(cli, ["verify", str(out), "--locate"])
+    assert result.exit_code != 0 and "--locate" in result.output and "Traceback" not in result.output
+
+
+def test_precision_a_backend_cannot_run_is_refused(tiny_export):
+    with pytest.raises(BackendError, match="keras, tf-function, xla, savedmodel"):
+        attnkit.bench(
+            str(tiny_export.out), backends=["onnxruntime-bf16"], batch_sizes="1", seq_lens="8", calibrate=False
+        )
+    with pytest.raises(AttnkitError, match="--precision.*bf16"):
+        attnkit.export("mha", "/tmp/never-written", formats="onnx", precision="bf16")
+    with pytest.raises(AttnkitError, match="--precision.*int8"):
+        attnkit.export("mha", "/tmp/never-written", formats="savedmodel", precision="int8")
+
+
+def test_tf_backends_run_mixed_precision_from_the_same_weights(tiny_export):
+    report = attnkit.verify(tiny_export.out, backends=["tf-function-bf16", "xla-fp16", "keras-bf16"])
+    assert report.ok and {(r.backend, r.precision) for r in report.results} == {
+        ("tf-function", "bf16"),
+        ("xla", "fp16"),
+        ("keras", "bf16"),
+    }
+    assert all(r.agreements[0].rel_l2 > 1e-4 for r in report.results)
+
+
+def test_cli_bad_tolerance_conflict_and_precision(tiny_export):
+    r = CliRunner().invoke(cli, ["verify", str(tiny_export.out), "--atol", "fp16=1e-2", "--atol", "fp16=5e-2"])
+    assert r.exit_code != 0 and "--atol" in r.output and "conflicting" in r.output
+    r = CliRunner().invoke(cli, ["bench", str(tiny_export.out), "--backends", "onnxruntime", "--precision", "bf16"])
+    assert r.exit_code != 0 and "cannot run bf16" in r.output and "tf-function" in r.output
+
+
+def test_per_channel_option(tmp_path):
+    result = attnkit.export("encoder-tiny", tmp_path / "pc", formats="onnx", precision="int8", per_channel=True)
+    assert result.manifest.artifact("onnx", "int8").extra["per_channel"] is True and result.report.ok
