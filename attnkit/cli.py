@@ -143,8 +143,35 @@ _import_option = click.option(
 @click.option("--no-check", is_flag=True, help="Skip the agreement check after exporting.")
 @click.option("--no-fuse", is_flag=True, help="Keep tf2onnx's decomposed LayerNorms (no LayerNormalization fusion).")
 @click.option("--per-channel", is_flag=True, help="Per-channel int8 weight scales.")
-def export(model, out, formats, precision, opset, imports, seed, force, unsafe, no_check, no_fuse, per_channel):
-    """Export MODEL (a preset name or a .keras file) and check the artifacts agree with it."""
+@click.option(
+    "--trt-target", help="GPU architecture of the TensorRT plan, e.g. sm89 (TensorRT-RTX) [default: local GPU]."
+)
+@click.option("--batch", multiple=True, metavar="MIN:OPT:MAX", help="Batch range of a TensorRT profile (repeatable).")
+@click.option("--seq", multiple=True, metavar="MIN:OPT:MAX", help="Sequence range of a TensorRT profile (repeatable).")
+@click.option("--trt-cache", type=click.Path(path_type=Path), help="Timing-cache file reused across builds.")
+def export(
+    model,
+    out,
+    formats,
+    precision,
+    opset,
+    imports,
+    seed,
+    force,
+    unsafe,
+    no_check,
+    no_fuse,
+    per_channel,
+    trt_target,
+    batch,
+    seq,
+    trt_cache,
+):
+    """Export MODEL (a preset name or a .keras file) and check the artifacts agree with it.
+
+    MODEL may also be an export directory with --format tensorrt: plans are then built from its ONNX
+    graphs and added to it in place.
+    """
     from .errors import AgreementError
     from .export_api import export as run_export
 
@@ -160,6 +187,12 @@ def export(model, out, formats, precision, opset, imports, seed, force, unsafe, 
             force=force,
             unsafe=unsafe,
             check=not no_check,
+            fuse=not no_fuse,
+            per_channel=per_channel,
+            trt_target=trt_target,
+            batch=batch,
+            seq=seq,
+            trt_cache=trt_cache,
             progress=_progress,
         )
     except AgreementError as e:
@@ -219,8 +252,11 @@ def verify(directory, backends, atol, rtol, seed, json_path, locate):
 
         write_text_atomic(json_path, json.dumps(data, indent=2), flag="--json")
     if not report.ok:
-        raise AgreementError(f"{sum(not r.passed for r in report.results)} check(s) failed in `{directory}`.")
-    click.echo(f"all {len(report.results)} checks passed")
+        raise AgreementError(f"{sum(r.failed for r in report.results)} check(s) failed in `{directory}`.")
+    skipped = sum(r.skipped is not None for r in report.results)
+    click.echo(
+        f"all {len(report.results) - skipped} checks passed" + (f", {skipped} skipped (see table)" if skipped else "")
+    )
 
 
 @cli.command()
@@ -370,6 +406,53 @@ def _locate_all(directory, report, atol, rtol, seed) -> list[dict]:
         _console().print(locate_table(result))
         out.append(result.to_dict())
     return out
+
+
+@cli.command()
+@click.argument("plan", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the sidecar as JSON.")
+def inspect(plan, as_json):
+    """Show what a TensorRT PLAN holds: flavour, target, profiles, I/O and its engine layers."""
+    from .errors import ArtifactError
+    from .render import plan_tables
+
+    sidecar_path = plan.with_name(plan.name + ".json")
+    if not plan.is_file() or not sidecar_path.is_file():
+        raise ArtifactError(
+            f"`{plan}` is not a plan written by attnkit (needs the plan and {sidecar_path.name}).",
+            flag="PLAN",
+            hint="Build one with: attnkit export MODEL --format tensorrt",
+        )
+    sidecar = json.loads(sidecar_path.read_text())
+    import hashlib
+
+    digest = hashlib.sha256(plan.read_bytes()).hexdigest()
+    if digest != sidecar.get("sha256"):
+        raise ArtifactError(
+            f"`{plan}` has sha256 {digest[:12]}… but its sidecar records {sidecar.get('sha256', '')[:12]}….",
+            flag="PLAN",
+            hint="Rebuild the plan.",
+        )
+    if as_json:
+        click.echo(json.dumps(sidecar, indent=2))
+        return
+    for table in plan_tables(sidecar):
+        _console().print(table)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def env(as_json):
+    """What this machine can run: every backend and precision, available or why not."""
+    from .env import report
+    from .render import env_tables
+
+    data = report()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for table in env_tables(data):
+        _console().print(table)
 
 
 def main() -> None:

@@ -56,3 +56,81 @@ def cpu_model() -> str:
     import platform
 
     return platform.processor() or "unknown"
+
+
+def gpu_info() -> list[dict]:
+    """Name and compute capability of each NVIDIA GPU (nvidia-smi), empty without one."""
+    smi = shutil.which("nvidia-smi")
+    if gpu_unavailable_reason() or not smi:
+        return []
+    out = subprocess.run(
+        [smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+    )
+    return [
+        {"name": n.strip(), "compute_capability": c.strip()}
+        for n, c in (line.split(",", 1) for line in out.stdout.strip().splitlines() if "," in line)
+    ]
+
+
+def report() -> dict:
+    """Every backend x precision with availability and reason, plus the machine and library facts."""
+    from importlib import metadata
+
+    from .exporters.tensorrt import detect
+    from .runtimes.base import RUNNERS, runner_names
+
+    libraries: dict = {}
+    try:
+        import tensorflow as tf
+
+        libraries["tensorflow"] = tf.__version__
+        libraries["tensorflow GPUs"] = [d.name for d in tf.config.list_physical_devices("GPU")] or "none"
+        libraries["XLA (jit_compile)"] = "available on CPU" if tf.test.is_built_with_xla() else "not built in"
+    except ImportError:
+        libraries["tensorflow"] = "not installed"
+    try:
+        import onnxruntime as ort
+
+        libraries["onnxruntime"] = f"{ort.__version__}, providers: {', '.join(ort.get_available_providers())}"
+    except ImportError:
+        libraries["onnxruntime"] = "not installed"
+    flavour = detect()
+    libraries["TensorRT"] = (
+        f"{flavour.name} {flavour.version}; strongly typed: {flavour.strongly_typed}; "
+        f"FP16 builder flag: {flavour.fp16_flag}; targets: {', '.join(flavour.aot_targets) or 'local GPU'}"
+        if flavour
+        else "not installed (pip install 'attnkit[tensorrt-rtx]')"
+    )
+    try:
+        libraries["cuda-python"] = metadata.version("cuda-python")
+    except metadata.PackageNotFoundError:
+        libraries["cuda-python"] = "not installed"
+    flags = cpu_flags()
+    machine = {
+        "cpu": cpu_model(),
+        "cores": __import__("os").cpu_count(),
+        "speed flags": ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in flags.items()),
+        "gpu": gpu_info() or gpu_unavailable_reason(),
+    }
+    backends = []
+    for name in runner_names():
+        cls = RUNNERS[name]
+        reason = cls.unavailable_reason()
+        for precision in cls.precisions:
+            note = reason
+            if not note and precision == "bf16" and not flags.get("avx512_bf16") and not flags.get("amx_bf16"):
+                note = "runs, but this CPU has no bf16 instructions (emulated, slow)"
+            if (
+                not note
+                and precision == "fp16"
+                and cls.__name__.startswith(("TF", "XLA", "Keras", "SavedModel"))
+                and not flags.get("avx512_fp16")
+            ):
+                note = "runs, but this CPU has no fp16 arithmetic (emulated, slow)"
+            backends.append({"backend": name, "precision": precision, "available": reason is None, "reason": note})
+    return {
+        "machine": machine,
+        "libraries": libraries,
+        "backends": backends,
+        "tensorrt": flavour.describe() if flavour else None,
+    }

@@ -13,7 +13,8 @@ from .exporters.manifest import ArtifactRecord, Manifest, atomic_directory, chec
 from .tracing import canonical_precision
 from .verification import VerifyReport, verify
 
-FORMATS = ("savedmodel", "onnx")
+FORMATS = ("savedmodel", "onnx", "tensorrt")
+DEFAULT_FORMATS = ("savedmodel", "onnx")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 TF_PRECISIONS = ("fp32", "bf16", "fp16")
 SAVEDMODEL_VERSION = 1
@@ -71,7 +72,7 @@ def export(
     model: str,
     out: str | Path | None = None,
     *,
-    formats: str | tuple[str, ...] = FORMATS,
+    formats: str | tuple[str, ...] = DEFAULT_FORMATS,
     precision: str = "fp32",
     opset: int = 17,
     imports: tuple[str, ...] = (),
@@ -81,6 +82,10 @@ def export(
     check: bool = True,
     fuse: bool = True,
     per_channel: bool = False,
+    trt_target: str | None = None,
+    batch: tuple[str, ...] = (),
+    seq: tuple[str, ...] = (),
+    trt_cache: str | Path | None = None,
     atol: float | dict | None = None,
     rtol: float | dict | None = None,
     progress: Callable[[str], None] | None = None,
@@ -103,6 +108,9 @@ def export(
         check: run :func:`attnkit.verify` on the artifacts before moving them into place.
         fuse: fuse decomposed LayerNorms into opset-17 ``LayerNormalization`` in the ONNX graphs.
         per_channel: per-channel int8 weight scales.
+        trt_target: GPU architecture a TensorRT plan is built for (``sm89``...); default: the local GPU.
+        batch, seq: ``MIN:OPT:MAX`` ranges, one TensorRT optimisation profile per pair.
+        trt_cache: timing-cache file reused across builds (default ``DIR/trt_timing.cache``).
 
     Returns:
         ExportResult with the directory, manifest and agreement report.
@@ -115,7 +123,21 @@ def export(
     from .models import is_keras_path, resolve
 
     fmts = parse_formats(formats)
+    if "tensorrt" in fmts and "onnx" not in fmts:
+        fmts = fmts + ("onnx",)  # plans are built from the ONNX graphs
     precisions = parse_precisions(precision, fmts)
+    if (Path(model) / "manifest.json").is_file():
+        return add_tensorrt(
+            model,
+            precisions,
+            trt_target=trt_target,
+            batch=batch,
+            seq=seq,
+            trt_cache=trt_cache,
+            formats=fmts,
+            progress=progress,
+        )
+    trt = _tensorrt_plan(fmts, trt_target)
     if "onnx" in fmts:
         check_opset(opset)
     name = Path(model).stem if is_keras_path(model) else model
@@ -127,9 +149,15 @@ def export(
     keras_model, spec, info = resolve(model, seed=seed, imports=imports, unsafe=unsafe)
     info["unsafe"] = unsafe
     spec = dataclasses.replace(spec, opset=opset)
+    if trt:
+        from .exporters.tensorrt import profiles_from
+
+        trt["profiles"] = profiles_from(spec, batch, seq)
     manifest = Manifest(model=info, spec=spec)
     with atomic_directory(out, force) as stage:
         _write_artifacts(stage, model, keras_model, spec, fmts, precisions, manifest, say, fuse, per_channel)
+        if trt:
+            _write_tensorrt(stage, spec, precisions, manifest, say, trt, Path(trt_cache) if trt_cache else None)
         manifest.write(stage)
         report = None
         if check:
@@ -208,8 +236,90 @@ def _write_onnx(stage: Path, keras_model, spec, precisions, manifest: Manifest, 
         manifest.artifacts.append(ArtifactRecord.of(stage, "onnx", onnx_file(precision), precision, **extra))
 
 
+def _tensorrt_plan(fmts, trt_target) -> dict | None:
+    """Feature detection and target resolution before any work; None when no plan is wanted."""
+    if "tensorrt" not in fmts:
+        return None
+    from .exporters.tensorrt import require, resolve_target
+
+    flavour = require()
+    return {"flavour": flavour, "target": resolve_target(flavour, trt_target)}
+
+
+def _write_tensorrt(root: Path, spec, precisions, manifest: Manifest, say, trt: dict, cache: Path | None) -> None:
+    import json
+
+    from .exporters.manifest import write_bytes_atomic, write_text_atomic
+    from .exporters.precision import onnx_file
+    from .exporters.tensorrt import PLAN_PRECISIONS, build_plan
+
+    for precision in [p for p in precisions if p in PLAN_PRECISIONS] or ["fp32"]:
+        onnx_path = root / onnx_file(precision)
+        if not onnx_path.is_file():
+            continue
+        name = "model.plan" if precision == "fp32" else f"model.{precision}.plan"
+        say(f"building {name} with {trt['flavour'].name} {trt['flavour'].version} for {trt['target']}")
+        plan, sidecar = build_plan(
+            onnx_path,
+            spec,
+            precision,
+            trt["profiles"],
+            trt["target"],
+            cache or root / "trt_timing.cache",
+            trt["flavour"],
+        )
+        write_bytes_atomic(root / name, plan)
+        write_text_atomic(root / f"{name}.json", json.dumps(sidecar, indent=2))
+        manifest.artifacts = [a for a in manifest.artifacts if not (a.format == "tensorrt" and a.path == name)]
+        keys = ("flavour", "version", "target", "runs_on", "build_path", "profiles", "cache", "build_seconds")
+        manifest.artifacts.append(
+            ArtifactRecord.of(
+                root,
+                "tensorrt",
+                name,
+                precision,
+                sidecar=f"{name}.json",
+                engine_layers=sidecar["engine_layers"]["count"],
+                **{k: sidecar[k] for k in keys},
+            )
+        )
+
+
+def add_tensorrt(
+    root: str | Path, precisions, *, trt_target=None, batch=(), seq=(), trt_cache=None, formats=(), progress=None
+) -> ExportResult:
+    """Build TensorRT plans from the ONNX graphs of an existing export directory, in place.
+
+    Each plan, sidecar and the manifest are written atomically; existing artifacts are untouched.
+    """
+    from .exporters.tensorrt import profiles_from
+
+    root = Path(root)
+    if set(formats) - {"tensorrt", "onnx"}:
+        raise AttnkitError(
+            f"`{root}` is an export directory; only --format tensorrt can be added to it.",
+            flag="--format",
+            hint="Export MODEL again into a new --out for other formats.",
+        )
+    manifest = Manifest.load(root)
+    manifest.require_integrity(root)
+    trt = _tensorrt_plan(("tensorrt",), trt_target)
+    trt["profiles"] = profiles_from(manifest.spec, batch, seq)
+    _write_tensorrt(
+        root,
+        manifest.spec,
+        precisions,
+        manifest,
+        progress or (lambda _m: None),
+        trt,
+        Path(trt_cache) if trt_cache else None,
+    )
+    manifest.write(root)
+    return ExportResult(root, manifest, None)
+
+
 def _record_agreement(manifest: Manifest, report: VerifyReport) -> None:
-    by_backend = {"savedmodel": "savedmodel", "onnxruntime": "onnx", "tf-function": "keras"}
+    by_backend = {"savedmodel": "savedmodel", "onnxruntime": "onnx", "tf-function": "keras", "tensorrt": "tensorrt"}
     for (backend, precision), stats in report.summary().items():
         record = manifest.artifact(by_backend.get(backend, ""), precision)
         if record is not None:

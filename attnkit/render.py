@@ -62,6 +62,11 @@ def agreement_table(report: VerifyReport) -> Table:
         t.add_column(col)
     for r in report.results:
         shape = f"{r.batch}x{r.seq}"
+        if r.skipped:
+            t.add_row(
+                r.backend, r.precision, shape, "-", "", "", "", "", "", "", f"[yellow]skipped[/]: {r.skipped[:80]}"
+            )
+            continue
         if r.error:
             t.add_row(r.backend, r.precision, shape, "-", "", "", "", "", "", "", f"[red]ERROR[/] {r.error[:80]}")
             continue
@@ -103,3 +108,60 @@ def locate_table(result) -> Table:
             mark,
         )
     return t
+
+
+def plan_tables(sidecar: dict) -> list[Table]:
+    """Summary, profiles, I/O and engine layers of a TensorRT plan's sidecar."""
+    summary = Table(title="TensorRT plan", show_header=False)
+    for key in (
+        "flavour",
+        "version",
+        "build_path",
+        "target",
+        "runs_on",
+        "precision",
+        "onnx",
+        "plan_bytes",
+        "build_seconds",
+        "network_layers",
+        "sha256",
+    ):
+        summary.add_row(key, str(sidecar.get(key)))
+    cache = sidecar.get("cache", {})
+    summary.add_row("timing cache", f"{cache.get('path')} (reused: {cache.get('reused')})")
+    profiles = Table(title="optimisation profiles")
+    for col in ("#", "input", "min", "opt", "max"):
+        profiles.add_column(col)
+    for i, p in enumerate(sidecar.get("profiles", [])):
+        for name, shape in p["shapes"].items():
+            profiles.add_row(str(i), name, str(shape["min"]), str(shape["opt"]), str(shape["max"]))
+    io = Table(title="I/O tensors")
+    for col in ("name", "mode", "shape", "dtype"):
+        io.add_column(col)
+    for t in sidecar.get("io", []):
+        io.add_row(t["name"], t["mode"], str(t["shape"]), t["dtype"])
+    layers = sidecar.get("engine_layers", {})
+    lt = Table(title=f"engine layers: {layers.get('count')} (source: {layers.get('source')})")
+    for col in ("layer", "ONNX nodes fused", "first / last ONNX node"):
+        lt.add_column(col)
+    for layer in layers.get("layers", []):
+        nodes = layer.get("onnx_nodes", [])
+        ends = f"{nodes[0]} … {nodes[-1]}" if len(nodes) > 1 else (nodes[0] if nodes else "-")
+        lt.add_row(layer["name"][:70], str(len(nodes)), ends[:110])
+    return [summary, profiles, io, lt]
+
+
+def env_tables(data: dict) -> list[Table]:
+    """The machine, the libraries and every backend x precision with its availability."""
+    machine = Table(title="machine and libraries", show_header=False)
+    for key, value in data["machine"].items():
+        machine.add_row(key, str(value))
+    for key, value in data["libraries"].items():
+        machine.add_row(key, str(value))
+    backends = Table(title="backends")
+    for col in ("backend", "precision", "available", "reason"):
+        backends.add_column(col)
+    for b in data["backends"]:
+        ok = "[green]yes[/]" if b["available"] else "[red]no[/]"
+        backends.add_row(b["backend"], b["precision"], ok, b["reason"] or "")
+    return [machine, backends]

@@ -24,10 +24,15 @@ class CheckResult:
     seq: int
     agreements: list[Agreement] = field(default_factory=list)
     error: str | None = None
+    skipped: str | None = None  # the backend cannot run on this machine: why
 
     @property
     def passed(self) -> bool:
-        return self.error is None and all(a.passed for a in self.agreements)
+        return self.skipped is None and self.error is None and all(a.passed for a in self.agreements)
+
+    @property
+    def failed(self) -> bool:
+        return self.skipped is None and not self.passed
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,12 +57,16 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return bool(self.results) and all(r.passed for r in self.results)
+        """Every check that could run here passed, and at least one ran."""
+        return any(r.passed for r in self.results) and not any(r.failed for r in self.results)
 
     def summary(self) -> dict[tuple[str, str], dict[str, Any]]:
         """Worst statistics per (backend, precision) over shapes and outputs: the manifest's agreement."""
         out: dict[tuple[str, str], dict[str, Any]] = {}
         for r in self.results:
+            if r.skipped:
+                out[(r.backend, r.precision)] = {"passed": None, "skipped": r.skipped}
+                continue
             s = out.setdefault((r.backend, r.precision), {"max_abs": 0.0, "rel_l2": 0.0, "cosine": 1.0, "passed": True})
             s["passed"] &= r.passed
             for a in r.agreements:
@@ -86,6 +95,8 @@ def default_backends(source: Source) -> list[tuple[str, str]]:
             pairs.append(("savedmodel", a.precision))
         elif a.format == "onnx":
             pairs.append(("onnxruntime", a.precision))
+        elif a.format == "tensorrt":
+            pairs.append(("tensorrt", a.precision))
     return pairs
 
 
@@ -100,6 +111,9 @@ def resolve_tolerance(precision: str, atol: float | dict | None, rtol: float | d
 
 def _check(runner: Runner, feeds_by_shape, reference, tolerance) -> list[CheckResult]:
     results = []
+    reason = runner.unavailable_reason()
+    if reason:
+        return [CheckResult(runner.name, runner.precision, b, s, skipped=reason) for (b, s) in feeds_by_shape]
     try:
         runner.load()
     except Exception as e:  # a backend that fails to load is a failed check, not a crash

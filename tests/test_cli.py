@@ -137,3 +137,39 @@ def test_python_m_and_help_do_not_import_heavy_libraries():
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     helped = subprocess.run([sys.executable, "-m", "attnkit", "--help"], capture_output=True, text=True, env=env)
     assert helped.returncode == 0 and "Usage: attnkit" in helped.stdout
+
+
+def test_verify_in_a_fresh_process(tiny_export):
+    """A new interpreter has none of attnkit's layers registered until it loads model.keras."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    run = subprocess.run(
+        [sys.executable, "-m", "attnkit", "verify", str(tiny_export.out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-1500:]
+    assert "all 6 checks passed" in run.stdout
+
+
+def test_export_flags_reach_the_api(tmp_path):
+    """--no-fuse and --per-channel change the artifacts (guards the CLI -> API plumbing)."""
+    code, out = run(
+        "export",
+        "encoder-tiny",
+        "--out",
+        tmp_path / "e",
+        "--format",
+        "onnx",
+        "--precision",
+        "fp32,int8",
+        "--no-fuse",
+        "--per-channel",
+    )
+    assert code == 0, out
+    manifest = json.loads((tmp_path / "e" / "manifest.json").read_text())
+    onnx_records = {a["precision"]: a for a in manifest["artifacts"] if a["format"] == "onnx"}
+    assert "layernorm_fused" not in onnx_records["fp32"]["extra"]["passes"]
+    assert onnx_records["fp32"]["extra"]["ops"]["LayerNormalization"] == 0
+    assert onnx_records["int8"]["extra"]["per_channel"] is True

@@ -91,7 +91,7 @@ class Manifest:
         }
 
     def write(self, root: Path) -> None:
-        (Path(root) / MANIFEST).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text_atomic(Path(root) / MANIFEST, json.dumps(self.to_dict(), indent=2), flag="DIR")
 
     def artifact(self, fmt: str, precision: str | None = None) -> ArtifactRecord | None:
         for a in self.artifacts:
@@ -215,3 +215,17 @@ def write_text_atomic(path: str | Path, text: str, flag: str = "--out") -> None:
         raise ExportError(
             f"cannot write `{path}` ({e.strerror or e}).", flag=flag, hint="Choose a writable path."
         ) from None
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write binary data through a temporary sibling and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -55,6 +55,8 @@ def load_keras_file(path: str | Path, unsafe: bool = False):
         )
     import keras
 
+    from . import attention, transformer  # noqa: F401  (registers attnkit's own layers with Keras)
+
     try:
         return keras.models.load_model(path, compile=False, safe_mode=not unsafe)
     except Exception as e:

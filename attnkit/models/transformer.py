@@ -104,7 +104,9 @@ class _AttentionBlockBase(keras.layers.Layer):
         return layer(query, memory, attention_mask=mask)
 
     def _norm(self, name, shape):
-        layer = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name=name, dtype=self.dtype_policy)
+        # LayerNorm is an fp32 island under mixed policies (see attnkit.tracing.FP32_LAYERS).
+        dtype = "float32" if self.dtype_policy.name.startswith("mixed") else self.dtype_policy
+        layer = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name=name, dtype=dtype)
         layer.build(shape)
         return layer
 
@@ -120,9 +122,10 @@ class _AttentionBlockBase(keras.layers.Layer):
 
     def _residual(self, x, norm, fn, training):
         """Post-LN: norm(x + f(x)) as in the original paper; pre-LN: x + f(norm(x))."""
+        # ops.add promotes: with LayerNorm kept fp32 under a mixed policy the residual stream stays fp32.
         if self.norm_first:
-            return x + self.drop(fn(norm(x)), training=training)
-        return norm(x + self.drop(fn(x), training=training))
+            return ops.add(x, self.drop(fn(norm(x)), training=training))
+        return norm(ops.add(x, self.drop(fn(x), training=training)))
 
     def _ffn(self, x):
         return self.ffn_outer(self.ffn_inner(x))

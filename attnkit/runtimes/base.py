@@ -142,7 +142,7 @@ def register(cls: type[Runner]) -> type[Runner]:
 
 
 def _ensure_registered() -> None:
-    from . import keras_runner, onnxruntime, tf_runners  # noqa: F401  (registration side effect)
+    from . import keras_runner, onnxruntime, tensorrt, tf_runners  # noqa: F401  (registration side effect)
 
 
 def runner_names() -> list[str]:
@@ -160,7 +160,7 @@ def split_backend(name: str) -> tuple[str, str | None]:
     """``onnxruntime-int8`` -> (``onnxruntime``, ``int8``); a plain name -> (name, None)."""
     _ensure_registered()
     base, _, suffix = name.rpartition("-")
-    if base in RUNNERS and suffix in ("fp32", "bf16", "fp16", "int8"):
+    if name not in RUNNERS and base in RUNNERS and suffix in ("fp32", "bf16", "fp16", "int8"):
         return base, suffix
     return name, None
 

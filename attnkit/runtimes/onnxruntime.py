@@ -12,14 +12,25 @@ class OnnxRuntimeRunner(Runner):
     precisions = ("fp32", "fp16", "int8")
     providers = ("CPUExecutionProvider",)
 
+    needs_gpu = False
+
     @classmethod
     def unavailable_reason(cls) -> str | None:
         try:
             import onnxruntime as ort
         except ImportError:
-            return "onnxruntime is not installed (pip install onnxruntime)"
+            return "onnxruntime is not installed (pip install 'attnkit[cpu]', or 'attnkit[gpu]' on a GPU server)"
+        if cls.needs_gpu:
+            from ..env import gpu_unavailable_reason
+
+            reason = gpu_unavailable_reason()
+            if reason:
+                return reason
         missing = [p for p in cls.providers if p not in ort.get_available_providers()]
-        return f"onnxruntime has no {', '.join(missing)}" if missing else None
+        if missing:
+            hint = " (install onnxruntime-gpu: pip install 'attnkit[gpu]')" if cls.needs_gpu else ""
+            return f"onnxruntime {ort.__version__} has no {', '.join(missing)}{hint}"
+        return None
 
     def _load(self) -> None:
         import onnxruntime as ort
@@ -37,3 +48,23 @@ class OnnxRuntimeRunner(Runner):
 
     def _close(self) -> None:
         self.session = None
+
+
+@register
+class OnnxRuntimeCUDARunner(OnnxRuntimeRunner):
+    """onnxruntime-gpu's CUDA execution provider (CPU fallback for unsupported nodes)."""
+
+    name = "onnxruntime-cuda"
+    providers = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    precisions = ("fp32", "fp16")
+    needs_gpu = True
+
+
+@register
+class OnnxRuntimeTensorRTRunner(OnnxRuntimeRunner):
+    """onnxruntime-gpu's TensorRT execution provider (CUDA, then CPU, for what TensorRT does not take)."""
+
+    name = "onnxruntime-trt"
+    providers = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+    precisions = ("fp32", "fp16")
+    needs_gpu = True

@@ -1,0 +1,130 @@
+"""``tensorrt``: a serialized plan run with the TensorRT runtime and cuda-python device buffers.
+
+Input shapes are set per call, the optimisation profile whose ranges contain them is selected,
+copies and execution are enqueued on one stream and the stream is synchronised before the
+outputs (copied back to host) are returned, so a timed call covers the whole round trip.
+Needs an NVIDIA GPU: elsewhere the runner reports itself unavailable with the reason.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Runner, register
+
+
+def _cudart():
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        from cuda import cudart  # older cuda-python
+    return cudart
+
+
+def _check(result):
+    err, *rest = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        raise RuntimeError(f"CUDA error {err}")
+    return rest[0] if len(rest) == 1 else rest
+
+
+@register
+class TensorRTRunner(Runner):
+    name = "tensorrt"
+    needs = "tensorrt"
+    precisions = ("fp32", "fp16")
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        from ..env import gpu_unavailable_reason
+        from ..exporters.tensorrt import detect
+
+        if detect() is None:
+            return "no TensorRT Python package (pip install 'attnkit[tensorrt-rtx]' or tensorrt)"
+        reason = gpu_unavailable_reason()
+        if reason:
+            return reason
+        try:
+            _cudart()
+        except ImportError:
+            return "cuda-python is not installed (pip install 'attnkit[gpu]')"
+        return None
+
+    def _load(self) -> None:
+        from ..exporters.tensorrt import _CaptureLogger, require
+
+        trt = require().module
+        self.cudart = _cudart()
+        self.logger = _CaptureLogger(trt)
+        plan = self.source.path("tensorrt", self.precision).read_bytes()
+        self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(plan)
+        if self.engine is None:
+            errors = [m for s, m in self.logger.messages if s <= 1][:3]
+            raise RuntimeError(f"the plan could not be deserialised: {'; '.join(errors)}")
+        self.context = self.engine.create_execution_context()
+        self.stream = _check(self.cudart.cudaStreamCreate())
+        self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in self.names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in self.names if n not in self.inputs]
+        self.trt = trt
+        self.profile = 0
+
+    def _select_profile(self, feeds) -> None:
+        for p in range(self.engine.num_optimization_profiles):
+            ok = all(
+                all(
+                    lo <= d <= hi
+                    for lo, d, hi in zip(
+                        self.engine.get_tensor_profile_shape(n, p)[0],
+                        feeds[n].shape,
+                        self.engine.get_tensor_profile_shape(n, p)[2],
+                    )
+                )
+                for n in self.inputs
+            )
+            if ok:
+                if p != self.profile:
+                    self.context.set_optimization_profile_async(p, self.stream)
+                    self.profile = p
+                return
+        raise ValueError(f"input shapes {[feeds[n].shape for n in self.inputs]} are outside every optimisation profile")
+
+    def _infer(self, feeds):
+        cudart, kind = self.cudart, self.cudart.cudaMemcpyKind
+        self._select_profile(feeds)
+        buffers, host = [], {}
+        try:
+            for name in self.inputs:
+                arr = np.ascontiguousarray(feeds[name], dtype=self.trt.nptype(self.engine.get_tensor_dtype(name)))
+                self.context.set_input_shape(name, arr.shape)
+                ptr = _check(cudart.cudaMalloc(max(arr.nbytes, 1)))
+                buffers.append(ptr)
+                _check(
+                    cudart.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, kind.cudaMemcpyHostToDevice, self.stream)
+                )
+                self.context.set_tensor_address(name, ptr)
+                host[name] = arr  # keep alive until the copy completes
+            outs = {}
+            for name in self.outputs:
+                shape = tuple(self.context.get_tensor_shape(name))
+                out = np.empty(shape, dtype=self.trt.nptype(self.engine.get_tensor_dtype(name)))
+                ptr = _check(cudart.cudaMalloc(max(out.nbytes, 1)))
+                buffers.append(ptr)
+                self.context.set_tensor_address(name, ptr)
+                outs[name] = (out, ptr)
+            if not self.context.execute_async_v3(self.stream):
+                raise RuntimeError("TensorRT execution failed")
+            for out, ptr in outs.values():
+                _check(
+                    cudart.cudaMemcpyAsync(out.ctypes.data, ptr, out.nbytes, kind.cudaMemcpyDeviceToHost, self.stream)
+                )
+            _check(cudart.cudaStreamSynchronize(self.stream))
+            return {name: out.astype(np.float32, copy=False) for name, (out, _) in outs.items()}
+        finally:
+            for ptr in buffers:
+                cudart.cudaFree(ptr)
+
+    def _close(self) -> None:
+        if getattr(self, "stream", None) is not None:
+            self.cudart.cudaStreamDestroy(self.stream)
+        self.context = self.engine = self.stream = None
