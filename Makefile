@@ -14,9 +14,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[cpu,tensorrt-rtx,triton,dev]'
 	touch $@
 
+# export (SavedModel, ONNX fp32/fp16/int8, bf16 SavedModel) -> verify -> bench -> Triton + TF Serving
+# layouts -> artifacts/encoder-tiny/report.md. TensorRT plans too when a GPU is present.
 demo: install
-	$(VENV)/bin/attnkit export encoder-tiny --out artifacts/encoder-tiny --force
-	$(VENV)/bin/attnkit verify artifacts/encoder-tiny
+	$(VENV)/bin/attnkit run encoder-tiny --out artifacts/encoder-tiny --force
 
 # pytest exits 5 when it collected no test; that is reported, not treated as a pass or a crash.
 test: install

@@ -455,6 +455,74 @@ def env(as_json):
         _console().print(table)
 
 
+@cli.command()
+@click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
+@click.option("--triton", type=click.Path(path_type=Path), help="Triton model repository to write (or add) models to.")
+@click.option("--tfserving", type=click.Path(path_type=Path), help="TF Serving base directory (<name>/<version>/).")
+@click.option("--version", "version", default=1, show_default=True, type=int, help="Model version, >= 1.")
+@click.option("--name", help="Base model name [default: the manifest's].")
+@click.option("--force", is_flag=True, help="Write into a non-Triton --triton path / over an existing version.")
+@click.option("--no-warmup", is_flag=True, help="No model_warmup in the Triton configs.")
+def package(directory, triton, tfserving, version, name, force, no_warmup):
+    """Lay out DIR's artifacts for Triton and TF Serving, with configs checked against each artifact."""
+    from .package import package as run_package
+
+    result = run_package(
+        directory,
+        triton=triton,
+        tfserving=tfserving,
+        version=version,
+        name=name,
+        force=force,
+        warmup=not no_warmup,
+        progress=_progress,
+    )
+    for m in result.triton:
+        click.echo(f"triton: {m['name']} ({m['platform']}) -> {m['path']}")
+    for m in result.tfserving:
+        click.echo(f"tf serving: {m['name']} version {m['version']} -> {m['path']}")
+    for what, path in result.requests.items():
+        click.echo(f"request example ({what}): {path}")
+
+
+@cli.command("run")
+@click.argument("model")
+@click.option("--out", type=click.Path(path_type=Path), help="Output directory [default: artifacts/<name>].")
+@click.option("--force", is_flag=True, help="Replace an existing non-empty --out.")
+@click.option("--precision", default="fp32,bf16,fp16,int8", show_default=True, help="Precisions to export and bench.")
+@click.option("--trt-target", help="Build TensorRT plans for this GPU architecture (e.g. sm89) even without a GPU.")
+@click.option("--batch-sizes", default="1,8", show_default=True, help="Benchmark batch sizes.")
+@click.option("--seq-lens", default="128", show_default=True, help="Benchmark sequence lengths.")
+@click.option("--min-seconds", default=1.0, show_default=True, type=float, help="Timed seconds per measurement.")
+@_import_option
+@click.option("--seed", default=0, show_default=True, type=int)
+def run_command(model, out, force, precision, trt_target, batch_sizes, seq_lens, min_seconds, imports, seed):
+    """Export -> verify -> bench -> package MODEL, and write DIR/report.md linking everything."""
+    from .models import is_keras_path
+    from .pipeline import run
+
+    name = Path(model).stem if is_keras_path(model) else model
+    result = run(
+        model,
+        out or Path("artifacts") / name,
+        force=force,
+        trt_target=trt_target,
+        precision=precision,
+        batch_sizes=batch_sizes,
+        seq_lens=seq_lens,
+        min_seconds=min_seconds,
+        imports=imports,
+        seed=seed,
+        progress=_progress,
+    )
+    click.echo(f"report: {result.report}")
+    if result.failures:
+        raise AttnkitError(
+            f"{len(result.failures)} stage(s) failed; see {result.report}: {result.failures[0][:200]}",
+            hint="The other stages' results are in the report.",
+        )
+
+
 def main() -> None:
     cli(prog_name="attnkit")
 

@@ -13,7 +13,7 @@ from .exporters.manifest import ArtifactRecord, Manifest, atomic_directory, chec
 from .tracing import canonical_precision
 from .verification import VerifyReport, verify
 
-FORMATS = ("savedmodel", "onnx", "tensorrt")
+FORMATS = ("savedmodel", "onnx", "tensorrt", "triton")
 DEFAULT_FORMATS = ("savedmodel", "onnx")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 TF_PRECISIONS = ("fp32", "bf16", "fp16")
@@ -123,6 +123,8 @@ def export(
     from .models import is_keras_path, resolve
 
     fmts = parse_formats(formats)
+    triton = "triton" in fmts  # a layout of the other artifacts, made after they are in place
+    fmts = tuple(f for f in fmts if f != "triton") or DEFAULT_FORMATS
     if "tensorrt" in fmts and "onnx" not in fmts:
         fmts = fmts + ("onnx",)  # plans are built from the ONNX graphs
     precisions = parse_precisions(precision, fmts)
@@ -166,6 +168,11 @@ def export(
             report.root = str(out)
             _record_agreement(manifest, report)
             manifest.write(stage)
+    if triton:
+        from .package import package
+
+        say("packaging the Triton model repository")
+        package(out, triton=out / "triton", force=True, progress=say)
     if report is not None and not report.ok:
         error = AgreementError(
             f"artifacts in `{out}` disagree with the eager model beyond tolerance; "

@@ -365,13 +365,14 @@ def _derive(report: BenchReport) -> None:
         for m in report.measurements
         if m.backend == BASELINE and m.precision == "fp32" and m.latency
     }
+    # fp16 runs on fp32 units on CPUs without avx512_fp16; int8 has no calibrated peak, so no % for it.
     peaks = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float32"}
     for m in report.measurements:
         if not m.latency:
             continue
         if (m.batch, m.seq) in base:
             m.speedup = base[(m.batch, m.seq)] / m.latency.mean
-        peak = report.calibration.get(peaks.get(m.precision, "float32"), {}).get("gflops")
+        peak = report.calibration.get(peaks.get(m.precision, ""), {}).get("gflops")
         if m.gflops and peak:
             m.pct_of_peak = 100.0 * m.gflops / peak
 

@@ -1,0 +1,171 @@
+"""Triton model repository: one model per artifact, ``config.pbtxt`` built with Triton's own schema.
+
+Configs are ``tritonclient.grpc.model_config_pb2.ModelConfig`` messages serialised with protobuf's
+text format (the schema does the formatting), then parsed back and cross-checked against the
+artifact's real signature (names, data types, dims) before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import ArtifactError, AttnkitError
+from ..spec import ExportSpec
+from .signatures import IOSpec
+
+PLATFORMS = {"onnx": "onnxruntime_onnx", "savedmodel": "tensorflow_savedmodel", "tensorrt": "tensorrt_plan"}
+FILENAMES = {"onnx": "model.onnx", "savedmodel": "model.savedmodel", "tensorrt": "model.plan"}
+SUFFIX = {"onnx": "onnx", "savedmodel": "savedmodel", "tensorrt": "trt"}
+TRITON_DTYPES = {
+    "float32": "TYPE_FP32",
+    "float16": "TYPE_FP16",
+    "bfloat16": "TYPE_BF16",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+    "int8": "TYPE_INT8",
+    "bool": "TYPE_BOOL",
+}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def check_model_name(name: str, flag: str = "--name") -> str:
+    """Triton model names are directory names: letters, digits, ``_ . -``; no path separators."""
+    if not _NAME.match(name) or name in (".", ".."):
+        raise AttnkitError(
+            f"`{name}` is not a valid Triton model name; use letters, digits, '_', '.', '-' "
+            "and start with a letter or digit.",
+            flag=flag,
+        )
+    return name
+
+
+def model_name(base: str, record) -> str:
+    suffix = SUFFIX[record.format] + ("" if record.precision == "fp32" else f"_{record.precision}")
+    return check_model_name(f"{base}_{suffix}")
+
+
+def _limits(spec: ExportSpec, record) -> tuple[int, list[str]]:
+    """max_batch_size and the TensorRT profiles Triton may use (those serving batch 1..max)."""
+    if record.format != "tensorrt":
+        return spec.batch.max, []
+    profiles = [(i, p["batch"]) for i, p in enumerate(record.extra.get("profiles", []))]
+    usable = [(i, b) for i, b in profiles if b[0] == 1]
+    if not usable:
+        raise ArtifactError(
+            f"{record.path}: no optimisation profile starts at batch 1, which Triton's batching needs.",
+            flag="--batch",
+            hint="Rebuild the plan with a profile like --batch 1:8:32.",
+        )
+    return min(b[2] for _, b in usable), [str(i) for i, _ in usable]
+
+
+def build_config(name: str, record, spec: ExportSpec, sig: list[IOSpec], warmup: bool = True):
+    """The ModelConfig message of one artifact."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    max_batch, profiles = _limits(spec, record)
+    cfg = mc.ModelConfig(name=name, platform=PLATFORMS[record.format], max_batch_size=max_batch)
+    # Signatures read from a SavedModel come from a protobuf map: order them as the spec does.
+    order = {n: i for i, n in enumerate(spec.input_names + spec.output_names)}
+    sig = sorted(sig, key=lambda io: order.get(io.name, len(order)))
+    for io in sig:
+        entry = (cfg.input if io.mode == "input" else cfg.output).add()
+        entry.name, entry.data_type = io.name, mc.DataType.Value(TRITON_DTYPES[io.dtype])
+        entry.dims.extend(io.shape[1:])  # the batch axis is Triton's, via max_batch_size
+    preferred = sorted({b for b in (spec.batch.opt, max_batch) if 1 < b <= max_batch})
+    cfg.dynamic_batching.preferred_batch_size.extend(preferred)
+    cfg.dynamic_batching.max_queue_delay_microseconds = 100
+    group = cfg.instance_group.add(
+        count=1, kind=mc.ModelInstanceGroup.KIND_GPU if record.format == "tensorrt" else mc.ModelInstanceGroup.KIND_CPU
+    )
+    group.profile.extend(profiles)
+    if warmup:
+        sample = cfg.model_warmup.add(name="sample_request", batch_size=1)
+        seq = min(spec.sequence.opt, spec.max_sequence or spec.sequence.opt)
+        for io in sig:
+            if io.mode != "input":
+                continue
+            w = sample.inputs[io.name]
+            w.data_type = mc.DataType.Value(TRITON_DTYPES[io.dtype])
+            w.dims.extend(seq if d == -1 else d for d in io.shape[1:])
+            if io.dtype.startswith("float"):
+                w.random_data = True
+            else:
+                w.zero_data = (
+                    True  # ids 0 and an all-zero mask are valid inputs; random ints could leave the vocabulary
+                )
+    return cfg
+
+
+def check_config(text: str, sig: list[IOSpec]) -> list[str]:
+    """Parse a config.pbtxt with Triton's schema and compare it with an artifact's signature."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    try:
+        cfg = text_format.Parse(text, mc.ModelConfig())
+    except text_format.ParseError as e:
+        return [f"not a valid Triton config: {e}"]
+    problems = []
+    batched = cfg.max_batch_size > 0
+    for mode, entries in (("input", cfg.input), ("output", cfg.output)):
+        want = {io.name: io for io in sig if io.mode == mode}
+        got = {e.name: e for e in entries}
+        problems += [f"{mode} `{n}` is in the config but not in the artifact" for n in set(got) - set(want)]
+        problems += [f"{mode} `{n}` of the artifact is missing from the config" for n in set(want) - set(got)]
+        for n in set(got) & set(want):
+            dtype = mc.DataType.Name(got[n].data_type)
+            if dtype != TRITON_DTYPES.get(want[n].dtype):
+                problems.append(f"{mode} `{n}`: data_type {dtype} but the artifact has {want[n].dtype}")
+            dims = list(want[n].shape[1:] if batched else want[n].shape)
+            if list(got[n].dims) != dims:
+                problems.append(f"{mode} `{n}`: dims {list(got[n].dims)} but the artifact has {dims}")
+    for w in cfg.model_warmup:
+        for n, inp in w.inputs.items():
+            if n not in {io.name for io in sig if io.mode == "input"}:
+                problems.append(f"warm-up input `{n}` is not an input of the artifact")
+            elif mc.DataType.Name(inp.data_type) != TRITON_DTYPES[next(io.dtype for io in sig if io.name == n)]:
+                problems.append(f"warm-up input `{n}` has the wrong data type")
+    return problems
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard links where the filesystem allows (no second copy of the weights), copies elsewhere."""
+
+    def link(s, d):
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=link)
+    else:
+        link(src, dst)
+
+
+def is_triton_repo(path: Path) -> bool:
+    """Empty, or every entry is a model directory with a config.pbtxt."""
+    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+    return all(p.is_dir() and (p / "config.pbtxt").is_file() for p in entries)
+
+
+def write_model(repo: Path, name: str, root: Path, record, config_text: str, version: int) -> Path:
+    """One model directory, staged beside the repo's others and renamed into place."""
+    stage = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=repo))
+    try:
+        (stage / str(version)).mkdir()
+        _link_or_copy(root / record.path, stage / str(version) / FILENAMES[record.format])
+        (stage / "config.pbtxt").write_text(config_text)
+        target = repo / name
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(stage, target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return target

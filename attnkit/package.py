@@ -1,0 +1,200 @@
+"""package(DIR): a Triton model repository and a TF Serving layout, plus request examples.
+
+Every generated config is checked against the artifact's real signature, and every request body
+against the signature of the model it is for, before the call returns.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ArtifactError, AttnkitError
+from .exporters.manifest import Manifest, write_text_atomic
+from .exporters.signatures import IOSpec, signature_of
+from .spec import ExportSpec
+
+KSERVE_DTYPES = {"float32": "FP32", "float16": "FP16", "int32": "INT32", "int64": "INT64", "bool": "BOOL"}
+
+
+@dataclass
+class PackageResult:
+    triton: list[dict] = field(default_factory=list)  # name, platform, path, artifact
+    tfserving: list[dict] = field(default_factory=list)  # name, version, path
+    requests: dict[str, str] = field(default_factory=dict)  # what -> file
+
+
+def kserve_request(spec: ExportSpec, seq: int = 8, seed: int = 0) -> dict:
+    """A KServe v2 (Triton HTTP/gRPC) inference request for one sequence, from the spec."""
+    feeds = spec.sample_feeds(1, seq, seed)
+    return {
+        "inputs": [
+            {"name": n, "shape": list(a.shape), "datatype": KSERVE_DTYPES[a.dtype.name], "data": a.ravel().tolist()}
+            for n, a in feeds.items()
+        ],
+        "outputs": [{"name": n} for n in spec.output_names],
+    }
+
+
+def tfserving_request(spec: ExportSpec, seq: int = 8, seed: int = 0) -> dict:
+    """A TF Serving REST predict request (columnar ``inputs`` format) for one sequence."""
+    feeds = spec.sample_feeds(1, seq, seed)
+    return {"signature_name": "serving_default", "inputs": {n: a.tolist() for n, a in feeds.items()}}
+
+
+def _shape_ok(shape, sig_shape) -> bool:
+    return len(shape) == len(sig_shape) and all(s == -1 or s == d for d, s in zip(shape, sig_shape))
+
+
+def check_kserve_request(body: dict, sig: list[IOSpec]) -> list[str]:
+    inputs = {io.name: io for io in sig if io.mode == "input"}
+    problems = [f"input `{n}` missing" for n in set(inputs) - {i["name"] for i in body["inputs"]}]
+    for item in body["inputs"]:
+        io = inputs.get(item["name"])
+        if io is None:
+            problems.append(f"`{item['name']}` is not an input of the model")
+            continue
+        if item["datatype"] != KSERVE_DTYPES.get(io.dtype):
+            problems.append(f"`{io.name}`: datatype {item['datatype']} but the model takes {io.dtype}")
+        if not _shape_ok(item["shape"], io.shape):
+            problems.append(f"`{io.name}`: shape {item['shape']} does not fit {list(io.shape)}")
+        if len(item["data"]) != int(np.prod(item["shape"])):
+            problems.append(f"`{io.name}`: {len(item['data'])} values for shape {item['shape']}")
+    outputs = {io.name for io in sig if io.mode == "output"}
+    problems += [
+        f"`{o['name']}` is not an output of the model" for o in body.get("outputs", []) if o["name"] not in outputs
+    ]
+    return problems
+
+
+def check_tfserving_request(body: dict, sig: list[IOSpec]) -> list[str]:
+    inputs = {io.name: io for io in sig if io.mode == "input"}
+    problems = [f"input `{n}` missing" for n in set(inputs) - set(body["inputs"])]
+    for name, value in body["inputs"].items():
+        io = inputs.get(name)
+        if io is None:
+            problems.append(f"`{name}` is not an input of the signature")
+            continue
+        arr = np.asarray(value)
+        if not _shape_ok(list(arr.shape), io.shape):
+            problems.append(f"`{name}`: shape {list(arr.shape)} does not fit {list(io.shape)}")
+        if np.issubdtype(arr.dtype, np.integer) != np.issubdtype(np.dtype(io.dtype), np.integer):
+            problems.append(f"`{name}`: {arr.dtype} values but the signature takes {io.dtype}")
+    return problems
+
+
+def _require_ok(problems: list[str], what: str) -> None:
+    if problems:
+        raise ArtifactError(f"{what} does not match the artifact's signature: {'; '.join(problems)}.")
+
+
+def package(
+    root: str | Path,
+    *,
+    triton: str | Path | None = None,
+    tfserving: str | Path | None = None,
+    version: int = 1,
+    name: str | None = None,
+    force: bool = False,
+    warmup: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> PackageResult:
+    """Lay an export directory's artifacts out for Triton and/or TF Serving.
+
+    Args:
+        root: export directory.
+        triton: Triton model repository to write into (created, or added to if it is one).
+        tfserving: TF Serving model base directory (``<name>/<version>/`` per SavedModel).
+        version: model version (>= 1) for both layouts.
+        name: base model name (default: the manifest's model name).
+        force: write into a ``--triton`` path that is not a Triton repository, or over an
+            existing TF Serving version.
+
+    Raises:
+        AttnkitError: bad version or name; ArtifactError: tampered artifacts or a config mismatch.
+    """
+    from google.protobuf import text_format
+
+    from .exporters.triton import build_config, check_config, check_model_name, is_triton_repo, model_name, write_model
+
+    if version < 1:
+        raise AttnkitError(f"must be >= 1; got {version}.", flag="--version")
+    if not triton and not tfserving:
+        raise AttnkitError("nothing to do.", flag="--triton", hint="Give --triton REPO and/or --tfserving DIR.")
+    say = progress or (lambda _m: None)
+    root = Path(root)
+    manifest = Manifest.load(root)
+    manifest.require_integrity(root)
+    spec = manifest.spec
+    base = check_model_name(name or spec.name.replace("/", "_"))
+    result = PackageResult()
+    records = [a for a in manifest.artifacts if a.format in ("onnx", "savedmodel", "tensorrt")]
+    if triton:
+        repo = Path(triton)
+        if repo.exists() and (not repo.is_dir() or not is_triton_repo(repo)) and not force:
+            raise AttnkitError(
+                f"`{repo}` exists and is not a Triton model repository.",
+                flag="--triton",
+                hint="Choose another path, or pass --force to add the models to it.",
+            )
+        repo.mkdir(parents=True, exist_ok=True)
+        for record in records:
+            model = model_name(base, record)
+            say(f"triton model {model}")
+            sig = signature_of(root, record)
+            text = text_format.MessageToString(build_config(model, record, spec, sig, warmup))
+            _require_ok(check_config(text, sig), f"the generated config of {model}")
+            path = write_model(repo, model, root, record, text, version)
+            result.triton.append(
+                {
+                    "name": model,
+                    "platform": text.split('platform: "')[1].split('"')[0],
+                    "path": str(path),
+                    "artifact": record.path,
+                    "precision": record.precision,
+                }
+            )
+        onnx_record = manifest.artifact("onnx", "fp32")
+        if onnx_record:
+            body = kserve_request(spec)
+            _require_ok(check_kserve_request(body, signature_of(root, onnx_record)), "the KServe v2 request")
+            target = repo / f"request_{model_name(base, onnx_record)}.json"
+            write_text_atomic(target, json.dumps(body), flag="--triton")
+            result.requests["triton"] = str(target)
+    if tfserving:
+        _package_tfserving(root, manifest, Path(tfserving), base, version, force, result, say)
+    return result
+
+
+def _package_tfserving(root, manifest, out: Path, base, version, force, result, say) -> None:
+    from .exporters.triton import _link_or_copy
+
+    for record in [a for a in manifest.artifacts if a.format == "savedmodel"]:
+        name = base if record.precision == "fp32" else f"{base}_{record.precision}"
+        target = out / name / str(version)
+        if target.exists():
+            if not force:
+                raise AttnkitError(
+                    f"`{target}` exists.",
+                    flag="--tfserving",
+                    hint="Pass --version N for a new version, or --force to replace it.",
+                )
+            shutil.rmtree(target)
+        say(f"tf serving model {name} version {version}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f".{version}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        _link_or_copy(root / record.path, staging)
+        staging.rename(target)
+        result.tfserving.append({"name": name, "version": version, "path": str(target), "precision": record.precision})
+        if record.precision == "fp32":
+            body = tfserving_request(manifest.spec)
+            _require_ok(check_tfserving_request(body, signature_of(root, record)), "the TF Serving request")
+            req = out / f"request_{name}.json"
+            write_text_atomic(req, json.dumps(body), flag="--tfserving")
+            result.requests["tfserving"] = str(req)
