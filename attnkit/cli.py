@@ -64,6 +64,15 @@ def _progress(msg: str) -> None:
     _console(stderr=True).print(f"[dim]• {escape(msg)}[/]")
 
 
+def _emit(data: dict, as_json: bool, tables) -> None:
+    """Print data as JSON, or as the rich tables ``tables(data)`` renders."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for table in tables(data):
+        _console().print(table)
+
+
 def _tolerance_option(values: tuple[str, ...], flag: str) -> dict[str, float] | None:
     """``--atol 1e-3`` or ``--atol fp16=1e-2`` (repeatable); the same key twice with two values conflicts."""
     out: dict[str, float] = {}
@@ -433,11 +442,7 @@ def inspect(plan, as_json):
             flag="PLAN",
             hint="Rebuild the plan.",
         )
-    if as_json:
-        click.echo(json.dumps(sidecar, indent=2))
-        return
-    for table in plan_tables(sidecar):
-        _console().print(table)
+    _emit(sidecar, as_json, plan_tables)
 
 
 @cli.command()
@@ -447,12 +452,7 @@ def env(as_json):
     from .env import report
     from .render import env_tables
 
-    data = report()
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-        return
-    for table in env_tables(data):
-        _console().print(table)
+    _emit(report(), as_json, env_tables)
 
 
 @cli.command()

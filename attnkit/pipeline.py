@@ -7,12 +7,26 @@ from __future__ import annotations
 
 import json
 import shlex
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import AgreementError, AttnkitError
+from .errors import AgreementError
+
+
+@dataclass
+class RunSettings:
+    """What ``run`` was asked to do (the report's reproduce section is built from it)."""
+
+    model: str
+    out: Path
+    formats: list[str]
+    precision: str
+    batch_sizes: str
+    seq_lens: str
+    min_seconds: float
+    trt_target: str | None
+    trt_note: str | None
 
 
 @dataclass
@@ -21,6 +35,9 @@ class RunResult:
     report: Path
     files: list[Path] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    verify_report: object = None
+    bench_report: object = None
+    packaged: object = None
 
 
 def _agreement_markdown(report) -> str:
@@ -99,7 +116,7 @@ def run(
     except AgreementError as e:  # the directory is written; the report shows what disagreed
         verify_report = e.report
         failures.append(f"agreement: {e}")
-    result = RunResult(out, out / "report.md")
+    result = RunResult(out, out / "report.md", verify_report=verify_report)
     bench_report = None
     say("bench")
     try:
@@ -128,52 +145,30 @@ def run(
     except Exception as e:
         failures.append(f"attention heatmaps: {type(e).__name__}: {e}")
     say("package")
-    packaged = None
     try:
-        packaged = package(out, triton=out / "triton", tfserving=out / "tfserving", force=True, progress=say)
-    except Exception as e:
+        result.packaged = package(out, triton=out / "triton", tfserving=out / "tfserving", force=True, progress=say)
+    except Exception as e:  # reported in report.md, like every other stage's failure
         failures.append(f"package: {type(e).__name__}: {e}")
-        if isinstance(e, AttnkitError) is False:
-            traceback.print_exc()
-    result.failures = failures
-    _write_report(
-        result,
-        model,
-        out,
-        verify_report,
-        bench_report,
-        packaged,
-        trt_note,
-        formats,
-        precision,
-        batch_sizes,
-        seq_lens,
-        min_seconds,
-        trt_target,
-    )
+    result.failures, result.bench_report = failures, bench_report
+    settings = RunSettings(model, out, formats, precision, batch_sizes, seq_lens, min_seconds, trt_target, trt_note)
+    _write_report(result, settings)
     return result
 
 
-def _write_report(
-    result,
-    model,
-    out,
-    verify_report,
-    bench_report,
-    packaged,
-    trt_note,
-    formats,
-    precision,
-    batch_sizes,
-    seq_lens,
-    min_seconds,
-    trt_target,
-) -> None:
+def _write_report(result: RunResult, settings: RunSettings) -> None:
     from .benchmark.report import to_markdown
     from .exporters.manifest import Manifest, write_text_atomic
 
+    out, model, q = settings.out, settings.model, shlex.quote
+    verify_report, bench_report, packaged = result.verify_report, result.bench_report, result.packaged
+    precision, batch_sizes, seq_lens = settings.precision, settings.batch_sizes, settings.seq_lens
+    min_seconds, trt_target, formats, trt_note = (
+        settings.min_seconds,
+        settings.trt_target,
+        settings.formats,
+        settings.trt_note,
+    )
     manifest = Manifest.load(out)
-    q = shlex.quote
     trt = f" --trt-target {trt_target}" if trt_target else ""
     lines = [
         f"# attnkit report: {manifest.spec.name}",
