@@ -98,13 +98,17 @@ def _tolerance_option(values: tuple[str, ...], flag: str) -> dict[str, float] | 
 @click.group(cls=AttnkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="attnkit")
 def cli():
-    """Export, verify and benchmark Keras attention models (SavedModel, ONNX).
+    """Export, verify, benchmark and package Keras attention models.
+
+    SavedModel (TF Serving), ONNX (fp32/fp16/int8), TensorRT plans, Triton repositories.
 
     \b
-    attnkit models                       list the presets
-    attnkit export encoder-tiny          SavedModel + ONNX in artifacts/encoder-tiny, agreement checked
-    attnkit verify artifacts/encoder-tiny
-    attnkit bench encoder-tiny --out bench-results
+    attnkit models                         list the presets
+    attnkit export encoder-tiny            SavedModel + ONNX in artifacts/encoder-tiny, agreement checked
+    attnkit verify artifacts/encoder-tiny  every artifact vs the eager fp32 model
+    attnkit bench encoder-tiny --out b     every backend vs the eager baseline
+    attnkit run encoder-tiny               all of it, plus Triton/TF Serving layouts and report.md
+    attnkit env                            what this machine can run
     """
 
 

@@ -227,6 +227,10 @@ def _write_onnx(stage: Path, keras_model, spec, precisions, manifest: Manifest, 
 
     say(f"exporting ONNX (opset {spec.opset})")
     fp32 = convert(trace(keras_model, spec, "fp32"), spec, spec.opset)
+    if "bf16" in precisions:
+        from .exporters.precision import BF16_REASON
+
+        manifest.notes.append(f"bf16: SavedModel only; no model.bf16.onnx because {BF16_REASON}.")
     passes = {"tf2onnx": op_counts(fp32)}
     if fuse:
         fp32, fused = fuse_layernorm(fp32)

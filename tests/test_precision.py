@@ -42,6 +42,9 @@ def test_every_precision_passes_its_tolerance_at_two_shapes(lowered_export):
     for a in lowered_export.manifest.artifacts:
         if a.format in ("onnx", "savedmodel"):
             assert a.agreement and a.agreement["passed"], a
+    assert lowered_export.manifest.artifact("onnx", "bf16") is None
+    (note,) = lowered_export.manifest.notes
+    assert "no model.bf16.onnx" in note and "tf-function" in note  # which runtimes can run bf16 instead
 
 
 def test_fp16_graph_keeps_fp32_islands(lowered_export):

@@ -79,6 +79,7 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=library_versions)
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     attnkit: str = __version__
+    notes: list[str] = field(default_factory=list)  # what was asked for and not produced, and why
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +89,7 @@ class Manifest:
             "spec": self.spec.to_dict(),
             "artifacts": [asdict(a) for a in self.artifacts],
             "versions": self.versions,
+            "notes": self.notes,
         }
 
     def write(self, root: Path) -> None:
@@ -122,6 +124,7 @@ class Manifest:
                 versions=d.get("versions", {}),
                 created=d.get("created", ""),
                 attnkit=d.get("attnkit", ""),
+                notes=d.get("notes", []),
             )
         except (ValueError, KeyError, TypeError) as e:
             raise ArtifactError(f"`{path}` is not a valid manifest ({type(e).__name__}: {e}).", flag="DIR") from None
