@@ -80,7 +80,7 @@ def detect() -> Flavour | None:
 def require() -> Flavour:
     flavour = detect()
     if flavour is None:
-        raise DependencyError("tensorrt_rtx_bindings' or 'tensorrt", "tensorrt-rtx", "Building TensorRT engines")
+        raise DependencyError("tensorrt (or tensorrt_rtx_bindings)", "tensorrt-rtx", "Building TensorRT engines")
     return flavour
 
 
