@@ -14,9 +14,6 @@ import numpy as np
 
 from .errors import AttnkitError
 
-#: Roles tell `sample_feeds` how to draw a realistic input for a tensor.
-ROLES = ("features", "tokens", "padding_mask")
-
 
 @dataclass(frozen=True)
 class TensorSpec:

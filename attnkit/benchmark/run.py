@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import AttnkitError, BackendError
 from ..exporters.manifest import MANIFEST
-from ..runtimes.base import Source, backends_for, get_runner, runner_names, split_backend
+from ..runtimes.base import Source, backends_for, get_runner, split_backend
 from .harness import StoppingRule, measure
 from .stats import Latency
 
@@ -375,8 +375,3 @@ def _derive(report: BenchReport) -> None:
         peak = report.calibration.get(peaks.get(m.precision, ""), {}).get("gflops")
         if m.gflops and peak:
             m.pct_of_peak = 100.0 * m.gflops / peak
-
-
-def available_backends() -> list[tuple[str, str | None]]:
-    """(name, reason it cannot run here or None) for every registered backend."""
-    return [(n, get_runner(n).unavailable_reason()) for n in runner_names()]

@@ -264,7 +264,22 @@ def build_plan(
     data = bytes(plan)
     if flavour.timing_cache and cache_path is not None:
         cache.update(_save_cache(config, cache_path))
-    layers = layers_from_log(logger.messages)
+    engine_layers = {
+        "source": "builder verbose log (the engine inspector needs a GPU)",
+        "layers": layers_from_log(logger.messages),
+        "per_layer_precision": "not reported by the builder log",
+    }
+    from ..env import gpu_unavailable_reason
+
+    if gpu_unavailable_reason() is None and target in ("local", "current"):
+        inspected = inspect_engine(data, flavour)  # per-layer detail, precision included
+        if inspected is not None:
+            engine_layers = {
+                "source": "engine inspector",
+                "layers": inspected,
+                "per_layer_precision": "in each layer's entry",
+            }
+    engine_layers["count"] = len(engine_layers["layers"])
     runs_on = (
         f"NVIDIA GPUs of compute capability {target[2:-1]}.{target[-1]} ({target}) only"
         if target.startswith("sm")
@@ -284,12 +299,7 @@ def build_plan(
         "sha256": hashlib.sha256(data).hexdigest(),
         "network_layers": network.num_layers,
         "cache": cache,
-        "engine_layers": {
-            "source": "builder verbose log (the engine inspector needs a GPU)",
-            "count": len(layers),
-            "layers": layers,
-            "per_layer_precision": "not reported by the builder log",
-        },
+        "engine_layers": engine_layers,
     }
     return data, sidecar
 
