@@ -157,6 +157,13 @@ _import_option = click.option(
 @click.option("--no-fuse", is_flag=True, help="Keep tf2onnx's decomposed LayerNorms (no LayerNormalization fusion).")
 @click.option("--per-channel", is_flag=True, help="Per-channel int8 weight scales.")
 @click.option(
+    "--target",
+    default="portable",
+    show_default=True,
+    help="Where the artifacts will run; decides the int8 scheme: portable (any x86-64 CPU with AVX2, and GPUs), "
+    "host (this machine), cpu-avx2, cpu-avx512, cpu-avx512-vnni, cpu-amx, or a TensorRT architecture (sm89).",
+)
+@click.option(
     "--trt-target", help="GPU architecture of the TensorRT plan, e.g. sm89 (TensorRT-RTX) [default: local GPU]."
 )
 @click.option("--batch", multiple=True, metavar="MIN:OPT:MAX", help="Batch range of a TensorRT profile (repeatable).")
@@ -175,6 +182,7 @@ def export(
     no_check,
     no_fuse,
     per_channel,
+    target,
     trt_target,
     batch,
     seq,
@@ -202,6 +210,7 @@ def export(
             check=not no_check,
             fuse=not no_fuse,
             per_channel=per_channel,
+            target=target,
             trt_target=trt_target,
             batch=batch,
             seq=seq,
@@ -215,7 +224,14 @@ def export(
         from .render import agreement_table
 
         _console().print(agreement_table(result.report))
+        _warn(result.report.warnings)
     click.echo(f"exported {', '.join(a.path for a in result.manifest.artifacts)} to {result.out}")
+
+
+def _warn(lines) -> None:
+    """One ``Warning:`` line on stderr per hardware mismatch (or other caveat)."""
+    for line in lines:
+        click.echo(f"Warning: {line}", err=True)
 
 
 def _print_report_of(error) -> None:
@@ -257,6 +273,7 @@ def verify(directory, backends, atol, rtol, seed, json_path, locate):
         progress=_progress,
     )
     _console().print(agreement_table(report))
+    _warn(report.warnings)
     data = report.to_dict()
     if locate:
         data["locate"] = _locate_all(directory, report, atol, rtol, seed)
@@ -264,6 +281,13 @@ def verify(directory, backends, atol, rtol, seed, json_path, locate):
         from .exporters.manifest import write_text_atomic
 
         write_text_atomic(json_path, json.dumps(data, indent=2), flag="--json")
+    if not any(r.passed or r.failed for r in report.results):
+        reasons = sorted({r.skipped for r in report.results if r.skipped})
+        raise AttnkitError(
+            f"nothing was checked in `{directory}`: every check was skipped ({'; '.join(reasons)}).",
+            flag="--backends",
+            hint="Run on a machine that has the backend, or choose other --backends.",
+        )
     if not report.ok:
         raise AgreementError(f"{sum(r.failed for r in report.results)} check(s) failed in `{directory}`.")
     skipped = sum(r.skipped is not None for r in report.results)
@@ -282,7 +306,7 @@ def verify(directory, backends, atol, rtol, seed, json_path, locate):
     "precisions",
     default="fp32",
     show_default=True,
-    help="Comma list of precisions (fp32, bf16, fp16) for backends that support them.",
+    help="Comma list of precisions (fp32, bf16, fp16, int8) for backends that support them.",
 )
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for TensorFlow and ONNX Runtime.")
 @click.option("--warmup", default=1.0, show_default=True, type=float, help="Warm-up seconds per backend and shape.")
@@ -321,7 +345,11 @@ def bench(
     from .tracing import canonical_precision
 
     rule = StoppingRule(warmup, min_iterations, min_seconds)
-    precs = tuple(canonical_precision(p.strip()) for p in precisions.split(",") if p.strip()) or ("fp32",)
+    from .export_api import PRECISIONS
+
+    precs = tuple(canonical_precision(p.strip(), PRECISIONS) for p in precisions.split(",") if p.strip())
+    if not precs:
+        raise AttnkitError("is empty; give a comma list of fp32, bf16, fp16, int8.", flag="--precision")
     if out:
         check_writable_out(out, force=True)
     columns = (
@@ -493,14 +521,25 @@ def package(directory, triton, tfserving, version, name, force, no_warmup):
 @click.argument("model")
 @click.option("--out", type=click.Path(path_type=Path), help="Output directory [default: artifacts/<name>].")
 @click.option("--force", is_flag=True, help="Replace an existing non-empty --out.")
-@click.option("--precision", default="fp32,bf16,fp16,int8", show_default=True, help="Precisions to export and bench.")
+@click.option(
+    "--precision",
+    default=None,
+    help="Precisions to export and bench [default: those native here: fp32,fp16,int8, and bf16 on CPUs "
+    "with bf16 instructions].",
+)
+@click.option(
+    "--target",
+    default="portable",
+    show_default=True,
+    help="Where the artifacts will run (see attnkit export --help).",
+)
 @click.option("--trt-target", help="Build TensorRT plans for this GPU architecture (e.g. sm89) even without a GPU.")
 @click.option("--batch-sizes", default="1,8", show_default=True, help="Benchmark batch sizes.")
 @click.option("--seq-lens", default="128", show_default=True, help="Benchmark sequence lengths.")
 @click.option("--min-seconds", default=1.0, show_default=True, type=float, help="Timed seconds per measurement.")
 @_import_option
 @click.option("--seed", default=0, show_default=True, type=int)
-def run_command(model, out, force, precision, trt_target, batch_sizes, seq_lens, min_seconds, imports, seed):
+def run_command(model, out, force, precision, target, trt_target, batch_sizes, seq_lens, min_seconds, imports, seed):
     """Export -> verify -> bench -> package MODEL, and write DIR/report.md linking everything."""
     from .models import is_keras_path
     from .pipeline import run
@@ -512,6 +551,7 @@ def run_command(model, out, force, precision, trt_target, batch_sizes, seq_lens,
         force=force,
         trt_target=trt_target,
         precision=precision,
+        target=target,
         batch_sizes=batch_sizes,
         seq_lens=seq_lens,
         min_seconds=min_seconds,
@@ -519,6 +559,7 @@ def run_command(model, out, force, precision, trt_target, batch_sizes, seq_lens,
         seed=seed,
         progress=_progress,
     )
+    _warn(result.warnings)
     click.echo(f"report: {result.report}")
     if result.failures:
         raise AttnkitError(

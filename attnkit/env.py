@@ -1,75 +1,8 @@
-"""What this machine can run: GPU presence, CPU speed flags. Imports nothing heavy."""
+"""`attnkit env`: every backend x precision, available here or why not (probes live in machine.py)."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
-
-
-def gpu_unavailable_reason() -> str | None:
-    """None when an NVIDIA GPU is visible, else the reason a GPU test or backend is skipped."""
-    if not Path("/dev/nvidiactl").exists() and not Path("/proc/driver/nvidia/version").exists():
-        return "needs an NVIDIA GPU; none found (no NVIDIA driver on this machine)"
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
-            if out.returncode != 0 or "GPU" not in out.stdout:
-                return "needs an NVIDIA GPU; nvidia-smi lists none"
-        except (OSError, subprocess.SubprocessError):
-            return "needs an NVIDIA GPU; nvidia-smi failed"
-    return None
-
-
-def cpu_flags() -> dict[str, bool]:
-    """The CPU features that decide reduced-precision speed on x86 (from /proc/cpuinfo)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {}
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    wanted = {
-        "avx2": "avx2",
-        "avx512f": "avx512f",
-        "avx512_bf16": "avx512_bf16",
-        "avx512_vnni": "avx512_vnni",
-        "amx_bf16": "amx_bf16",
-        "amx_int8": "amx_int8",
-        "amx_tile": "amx_tile",
-        "avx512_fp16": "avx512_fp16",
-    }
-    return {k: v in flags for k, v in wanted.items()}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown"
-
-
-def gpu_info() -> list[dict]:
-    """Name and compute capability of each NVIDIA GPU (nvidia-smi), empty without one."""
-    smi = shutil.which("nvidia-smi")
-    if gpu_unavailable_reason() or not smi:
-        return []
-    out = subprocess.run(
-        [smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
-    )
-    return [
-        {"name": n.strip(), "compute_capability": c.strip()}
-        for n, c in (line.split(",", 1) for line in out.stdout.strip().splitlines() if "," in line)
-    ]
+from .machine import cpu_flags, cpu_model, gpu_info, gpu_unavailable_reason
 
 
 def report() -> dict:
@@ -105,25 +38,42 @@ def report() -> dict:
         libraries["cuda-python"] = metadata.version("cuda-python")
     except metadata.PackageNotFoundError:
         libraries["cuda-python"] = "not installed"
+    from .machine import onednn_cap, tensorflow_features
+    from .targets import choose_int8, host_class
+
     flags = cpu_flags()
+    cap = onednn_cap()
     machine = {
         "cpu": cpu_model(),
         "cores": __import__("os").cpu_count(),
         "speed flags": ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in flags.items()),
+        "cpu class (export --target host)": f"{host_class(frozenset(k for k, v in flags.items() if v))}; "
+        f"int8 scheme {choose_int8(frozenset(k for k, v in flags.items() if v)).name}",
         "gpu": gpu_info() or gpu_unavailable_reason(),
     }
+    if cap:
+        machine["ONEDNN_MAX_CPU_ISA"] = (
+            f"{cap[0]}: TensorFlow uses {', '.join(sorted(tensorflow_features())) or 'no AVX2'}"
+        )
     backends = []
     for name in runner_names():
         cls = RUNNERS[name]
         reason = cls.unavailable_reason()
         for precision in cls.precisions:
             note = reason
-            if not note and precision == "bf16" and not flags.get("avx512_bf16") and not flags.get("amx_bf16"):
+            tf_has = tensorflow_features()
+            if not note and precision == "bf16" and not {"avx512_bf16", "amx_bf16"} & tf_has and cls.needs != "onnx":
                 note = "runs, but this CPU has no bf16 instructions (emulated, slow)"
+            if not note and precision == "int8" and cls.needs == "onnx":
+                note = (
+                    "runs; int8 U8S8 is exact here"
+                    if choose_int8(frozenset(k for k, v in flags.items() if v)).name == "u8s8"
+                    else "runs; this CPU has no VNNI/AMX: only int8 exported for portable/cpu-avx2 (U8U8) is right here"
+                )
             if (
                 not note
                 and precision == "fp16"
-                and cls.__name__.startswith(("TF", "XLA", "Keras", "SavedModel"))
+                and cls.needs in ("keras", "savedmodel")
                 and not flags.get("avx512_fp16")
             ):
                 note = "runs, but this CPU has no fp16 arithmetic (emulated, slow)"

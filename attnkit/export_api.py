@@ -82,6 +82,7 @@ def export(
     check: bool = True,
     fuse: bool = True,
     per_channel: bool = False,
+    target: str | None = None,
     trt_target: str | None = None,
     batch: tuple[str, ...] = (),
     seq: tuple[str, ...] = (),
@@ -108,6 +109,10 @@ def export(
         check: run :func:`attnkit.verify` on the artifacts before moving them into place.
         fuse: fuse decomposed LayerNorms into opset-17 ``LayerNormalization`` in the ONNX graphs.
         per_channel: per-channel int8 weight scales.
+        target: where the artifacts will run: ``portable`` (default: every x86-64 CPU with AVX2, and
+            GPUs), ``host`` (this machine), a CPU class (``cpu-avx2``, ``cpu-avx512``,
+            ``cpu-avx512-vnni``, ``cpu-amx``) or a TensorRT architecture (``sm89``). It decides the
+            int8 scheme (see :mod:`attnkit.targets`); the manifest records it, the scheme and why.
         trt_target: GPU architecture a TensorRT plan is built for (``sm89``...); default: the local GPU.
         batch, seq: ``MIN:OPT:MAX`` ranges, one TensorRT optimisation profile per pair.
         trt_cache: timing-cache file reused across builds (default ``DIR/trt_timing.cache``).
@@ -121,8 +126,19 @@ def export(
     """
     from .exporters.onnx import check_opset
     from .models import is_keras_path, resolve
+    from .targets import machine_summary
+    from .targets import resolve as resolve_target
 
     fmts = parse_formats(formats)
+    resolved = resolve_target(target)
+    if resolved.trt_target:
+        if trt_target and trt_target.lower() != resolved.trt_target:
+            raise AttnkitError(
+                f"--target {resolved.trt_target} and --trt-target {trt_target} name different GPUs.",
+                flag="--trt-target",
+                hint="Give one of them.",
+            )
+        trt_target = resolved.trt_target
     triton = "triton" in fmts  # a layout of the other artifacts, made after they are in place
     fmts = tuple(f for f in fmts if f != "triton") or DEFAULT_FORMATS
     if "tensorrt" in fmts and "onnx" not in fmts:
@@ -155,9 +171,9 @@ def export(
         from .exporters.tensorrt import profiles_from
 
         trt["profiles"] = profiles_from(spec, batch, seq)
-    manifest = Manifest(model=info, spec=spec)
+    manifest = Manifest(model=info, spec=spec, target=resolved.to_dict(), machine=machine_summary())
     with atomic_directory(out, force) as stage:
-        _write_artifacts(stage, model, keras_model, spec, fmts, precisions, manifest, say, fuse, per_channel)
+        _write_artifacts(stage, model, keras_model, spec, fmts, precisions, manifest, say, fuse, per_channel, resolved)
         if trt:
             _write_tensorrt(stage, spec, precisions, manifest, say, trt, Path(trt_cache) if trt_cache else None)
         manifest.write(stage)
@@ -168,15 +184,17 @@ def export(
             report.root = str(out)
             _record_agreement(manifest, report)
             manifest.write(stage)
+            for line in report.warnings:
+                say(f"warning: {line}")
     if triton:
         from .package import package
 
         say("packaging the Triton model repository")
         package(out, triton=out / "triton", force=True, progress=say)
-    if report is not None and not report.ok:
+    if report is not None and not report.ok_where_fit:
         error = AgreementError(
             f"artifacts in `{out}` disagree with the eager model beyond tolerance; "
-            f"see the table above or run: attnkit verify {out}"
+            f"see the agreement table, or run: attnkit verify {out}"
         )
         error.report = report
         raise error
@@ -194,9 +212,11 @@ def _write_artifacts(
     say,
     fuse: bool = True,
     per_channel: bool = False,
+    target=None,
 ) -> None:
     from .exporters.savedmodel import export_savedmodel
     from .models import is_keras_path
+    from .targets import BF16_REQUIREMENT
     from .tracing import trace
 
     say("saving model.keras (the reference)")
@@ -210,20 +230,27 @@ def _write_artifacts(
             say(f"exporting SavedModel ({precision})")
             rel = savedmodel_dir(precision)
             export_savedmodel(trace(keras_model, spec, precision), stage / rel)
+            extra = {"requires": BF16_REQUIREMENT} if precision == "bf16" else {}
             manifest.artifacts.append(
-                ArtifactRecord.of(stage, "savedmodel", rel, precision, signature="serving_default")
+                ArtifactRecord.of(stage, "savedmodel", rel, precision, signature="serving_default", **extra)
             )
     if "onnx" in fmts:
-        _write_onnx(stage, keras_model, spec, precisions, manifest, say, fuse, per_channel)
+        _write_onnx(stage, keras_model, spec, precisions, manifest, say, fuse, per_channel, target)
 
 
-def _write_onnx(stage: Path, keras_model, spec, precisions, manifest: Manifest, say, fuse: bool, per_channel: bool):
+def _write_onnx(
+    stage: Path, keras_model, spec, precisions, manifest: Manifest, say, fuse: bool, per_channel: bool, target=None
+):
     import onnx
 
     from .exporters.onnx import convert
     from .exporters.passes import fuse_layernorm, op_counts
     from .exporters.precision import lower, onnx_file
+    from .targets import int8_requirement
+    from .targets import resolve as resolve_target
     from .tracing import trace
+
+    target = target or resolve_target()
 
     say(f"exporting ONNX (opset {spec.opset})")
     fp32 = convert(trace(keras_model, spec, "fp32"), spec, spec.opset)
@@ -236,14 +263,22 @@ def _write_onnx(stage: Path, keras_model, spec, precisions, manifest: Manifest, 
         fp32, fused = fuse_layernorm(fp32)
         passes["layernorm_fused"] = fused
     for precision in ["fp32"] + [p for p in precisions if p in ("fp16", "int8")]:
-        say(f"writing {onnx_file(precision)}")
-        graph = lower(fp32, precision, per_channel) if precision != "fp32" else fp32
+        say(
+            f"writing {onnx_file(precision)}"
+            + (f" ({target.int8.name}, for {target.name})" if precision == "int8" else "")
+        )
+        graph = lower(fp32, precision, per_channel, target.int8) if precision != "fp32" else fp32
         onnx.save(graph, stage / onnx_file(precision))
         extra = {"opset": spec.opset, "ops": op_counts(graph), "runs_on": ["onnxruntime (CPU)"]}
         if precision == "fp32":
             extra["passes"] = passes
         if precision == "int8":
             extra["per_channel"] = per_channel
+            extra["int8_scheme"] = target.int8.name
+            extra["target"] = target.name
+            requires = int8_requirement(target.int8, target.name)
+            if requires:
+                extra["requires"] = requires
         manifest.artifacts.append(ArtifactRecord.of(stage, "onnx", onnx_file(precision), precision, **extra))
 
 
@@ -330,8 +365,13 @@ def add_tensorrt(
 
 
 def _record_agreement(manifest: Manifest, report: VerifyReport) -> None:
-    by_backend = {"savedmodel": "savedmodel", "onnxruntime": "onnx", "tf-function": "keras", "tensorrt": "tensorrt"}
+    """Each artifact's worst agreement, with the machine it was measured on (a result holds there)."""
+    from .runtimes.base import get_runner
+    from .targets import machine_summary
+
+    machine = machine_summary()
     for (backend, precision), stats in report.summary().items():
-        record = manifest.artifact(by_backend.get(backend, ""), precision)
+        fmt = get_runner(backend).needs
+        record = manifest.artifact("keras" if fmt == "keras" else fmt, precision)
         if record is not None:
-            record.agreement = {**stats, "backend": backend}
+            record.agreement = {**stats, "backend": backend, "machine": machine}

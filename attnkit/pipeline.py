@@ -27,6 +27,8 @@ class RunSettings:
     min_seconds: float
     trt_target: str | None
     trt_note: str | None
+    target: str = "portable"
+    precision_notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -35,6 +37,7 @@ class RunResult:
     report: Path
     files: list[Path] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     verify_report: object = None
     bench_report: object = None
     packaged: object = None
@@ -68,7 +71,8 @@ def run(
     *,
     force: bool = False,
     trt_target: str | None = None,
-    precision: str = "fp32,bf16,fp16,int8",
+    target: str | None = None,
+    precision: str | None = None,
     batch_sizes: str = "1,8",
     seq_lens: str = "128",
     min_seconds: float = 1.0,
@@ -79,17 +83,26 @@ def run(
     """Export every format available here, verify, benchmark, package, and write ``out/report.md``.
 
     TensorRT plans are built when a GPU is present or ``trt_target`` names an architecture.
+    ``precision`` defaults to the precisions native to this machine (:func:`attnkit.targets.native_precisions`);
+    ``target`` is export's ``--target`` (default ``portable``).
     """
     from .benchmark import report as bench_render
     from .benchmark.harness import StoppingRule
     from .benchmark.run import bench
-    from .env import gpu_unavailable_reason
     from .export_api import export
     from .exporters.tensorrt import detect
+    from .machine import gpu_unavailable_reason
     from .package import package
+    from .targets import native_precisions
 
     say = progress or (lambda _m: None)
     out = Path(out)
+    precision_notes: list[str] = []
+    if not precision:
+        precisions, precision_notes = native_precisions()
+        precision = ",".join(precisions)
+        for note in precision_notes:
+            say(note)
     formats = ["savedmodel", "onnx"]
     trt_note = None
     if detect() is None:
@@ -106,6 +119,7 @@ def run(
             out,
             formats=",".join(formats),
             precision=precision,
+            target=target,
             trt_target=trt_target,
             imports=imports,
             seed=seed,
@@ -117,6 +131,8 @@ def run(
         verify_report = e.report
         failures.append(f"agreement: {e}")
     result = RunResult(out, out / "report.md", verify_report=verify_report)
+    if verify_report is not None:
+        result.warnings += verify_report.warnings
     bench_report = None
     say("bench")
     try:
@@ -130,6 +146,7 @@ def run(
             progress=say,
         )
         result.files += bench_render.write_all(bench_report, out / "bench")
+        result.warnings += [w for w in bench_report.hardware if w not in result.warnings]
     except Exception as e:  # keep going: the report says what failed
         failures.append(f"bench: {type(e).__name__}: {e}")
     say("attention heatmaps")
@@ -150,7 +167,19 @@ def run(
     except Exception as e:  # reported in report.md, like every other stage's failure
         failures.append(f"package: {type(e).__name__}: {e}")
     result.failures, result.bench_report = failures, bench_report
-    settings = RunSettings(model, out, formats, precision, batch_sizes, seq_lens, min_seconds, trt_target, trt_note)
+    settings = RunSettings(
+        model,
+        out,
+        formats,
+        precision,
+        batch_sizes,
+        seq_lens,
+        min_seconds,
+        trt_target,
+        trt_note,
+        target or "portable",
+        precision_notes,
+    )
     _write_report(result, settings)
     return result
 
@@ -185,6 +214,16 @@ def _write_report(result: RunResult, settings: RunSettings) -> None:
     ]
     if trt_note:
         lines += ["", f"TensorRT: {trt_note}."]
+    lines += ["", "## Hardware", ""]
+    if manifest.target:
+        lines += [f"- Target: `{manifest.target['name']}` ({manifest.target['cpu_class']}). {manifest.target['why']}."]
+    if manifest.machine:
+        lines += [
+            f"- Exported on: {manifest.machine['cpu']} ({manifest.machine['class']}; "
+            f"{', '.join(manifest.machine['features'])})."
+        ]
+    lines += [f"- {note}." for note in settings.precision_notes]
+    lines += [f"- **Warning:** {w}" for w in result.warnings]
     lines += ["", "## Agreement with the eager fp32 Keras model", ""]
     lines += [_agreement_markdown(verify_report) if verify_report else "not run", ""]
     lines += ["## Benchmark (one run, same machine)", ""]
@@ -236,10 +275,11 @@ def _write_report(result: RunResult, settings: RunSettings) -> None:
         "## Reproduce",
         "",
         "```bash",
-        f"attnkit run {q(model)} --out {q(str(out))} --force --precision {precision} --batch-sizes {batch_sizes} "
-        f"--seq-lens {seq_lens} --min-seconds {min_seconds}{trt}",
+        f"attnkit run {q(model)} --out {q(str(out))} --force --precision {precision} --target {settings.target} "
+        f"--batch-sizes {batch_sizes} --seq-lens {seq_lens} --min-seconds {min_seconds}{trt}",
         "# or step by step:",
-        f"attnkit export {q(model)} --out {q(str(out))} --force --format {','.join(formats)} --precision {precision}{trt}",
+        f"attnkit export {q(model)} --out {q(str(out))} --force --format {','.join(formats)} --precision {precision} "
+        f"--target {settings.target}{trt}",
         f"attnkit verify {q(str(out))}",
         f"attnkit bench {q(str(out))} --precision {precision} --batch-sizes {batch_sizes} --seq-lens {seq_lens} "
         f"--out {q(str(out / 'bench'))}",

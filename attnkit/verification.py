@@ -40,7 +40,9 @@ class CheckResult:
             "precision": self.precision,
             "batch": self.batch,
             "seq": self.seq,
-            "passed": self.passed,
+            "status": "skipped" if self.skipped else "passed" if self.passed else "failed",
+            "passed": None if self.skipped else self.passed,
+            "skipped": self.skipped,
             "error": self.error,
             "outputs": [a.to_dict() for a in self.agreements],
         }
@@ -54,11 +56,26 @@ class VerifyReport:
     model: str
     seed: int
     results: list[CheckResult] = field(default_factory=list)
+    #: (backend, precision) -> (line, answers affected): this machine lacks what the artifact was made for
+    mismatches: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         """Every check that could run here passed, and at least one ran."""
         return any(r.passed for r in self.results) and not any(r.failed for r in self.results)
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(dict.fromkeys(line for line, _ in self.mismatches.values()))
+
+    @property
+    def ok_where_fit(self) -> bool:
+        """Like ``ok``, but a failure of an artifact made for hardware this machine lacks (and whose
+        answers depend on it) is not held against the export: it is measured, recorded and warned of."""
+        excused = {pair for pair, (_, answers) in self.mismatches.items() if answers}
+        return any(r.passed for r in self.results) and not any(
+            r.failed and (r.backend, r.precision) not in excused for r in self.results
+        )
 
     def summary(self) -> dict[tuple[str, str], dict[str, Any]]:
         """Worst statistics per (backend, precision) over shapes and outputs: the manifest's agreement."""
@@ -81,6 +98,7 @@ class VerifyReport:
             "model": self.model,
             "seed": self.seed,
             "ok": self.ok,
+            "warnings": self.warnings,
             "results": [r.to_dict() for r in self.results],
         }
 
@@ -174,7 +192,7 @@ def verify(
             selected += found or [(name, precision or "fp32")]
         pairs = list(dict.fromkeys(selected))
     feeds = {(b, s): spec.sample_feeds(b, s, seed + i) for i, (b, s) in enumerate(shapes)}
-    report = VerifyReport(str(root), spec.name, seed)
+    report = VerifyReport(str(root), spec.name, seed, mismatches=source.hardware_warnings(pairs))
     if progress:
         progress("keras (eager fp32 reference)")
     with get_runner("keras")(source) as reference_runner:

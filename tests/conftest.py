@@ -16,7 +16,7 @@ def pytest_addoption(parser):
 
 
 def _gpu_reason() -> str | None:
-    from attnkit.env import gpu_unavailable_reason
+    from attnkit.machine import gpu_unavailable_reason
 
     return gpu_unavailable_reason()
 

@@ -72,7 +72,9 @@ def test_int8_graph_has_quantised_matmuls_and_float_attention(lowered_export):
     ops = op_counts(model)
     assert ops["MatMulInteger"] + ops["DynamicQuantizeMatMul"] > 0
     assert ops["MatMul"] >= 2  # q kᵀ and weights·v stay float
-    assert any(i.data_type == onnx.TensorProto.INT8 for i in model.graph.initializer)
+    scheme = lowered_export.manifest.artifact("onnx", "int8").extra["int8_scheme"]
+    weight_type = onnx.TensorProto.UINT8 if scheme == "u8u8" else onnx.TensorProto.INT8
+    assert any(i.data_type == weight_type and len(i.dims) == 2 for i in model.graph.initializer)
     if lowered_export.manifest.spec.name != "mha":
         assert ops["LayerNormalization"] > 0
 

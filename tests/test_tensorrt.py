@@ -70,7 +70,7 @@ def test_fp16_plan_is_built_from_the_fp16_graph(plans):
 
 
 def test_verify_lists_plans_as_skipped_without_gpu(plans):
-    from attnkit.env import gpu_unavailable_reason
+    from attnkit.machine import gpu_unavailable_reason
 
     reason = gpu_unavailable_reason()
     if reason is None:
@@ -173,7 +173,7 @@ def test_env_reports_every_backend_truthfully():
     data = json.loads(result.output)
     rows = {(b["backend"], b["precision"]): b for b in data["backends"]}
     assert rows[("onnxruntime", "int8")]["available"] is True
-    from attnkit.env import gpu_unavailable_reason
+    from attnkit.machine import gpu_unavailable_reason
 
     if gpu_unavailable_reason():
         for name in ("tensorrt", "onnxruntime-cuda", "onnxruntime-trt"):

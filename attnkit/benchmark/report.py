@@ -19,6 +19,9 @@ CSV_COLUMNS = (
     "batch",
     "seq",
     "status",
+    "agrees",
+    "rel_l2",
+    "cosine",
     "count",
     "mean_ms",
     "stdev_ms",
@@ -42,10 +45,39 @@ def _f(v, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def _peaks(calibration: dict) -> str:
+    return ", ".join(
+        f"{k} {v['gflops']:.0f} {'GOP' if k == 'int8' else 'GFLOP'}/s"
+        for k, v in calibration.items()
+        if v.get("gflops")
+    )
+
+
+def headline(best: dict | None, disagreeing: int) -> str:
+    """One sentence: the best agreeing row, and how many rows were left out for wrong answers."""
+    text = (
+        f"Best: {best['backend']} [{best['precision']}] at {best['speedup']:.2f}x eager ({best['batch']}x{best['seq']})"
+        if best
+        else "Best: no row both ran and agreed with eager fp32"
+    )
+    if disagreeing:
+        text += f"; {disagreeing} row(s) failed agreement and do not count"
+    return text + "."
+
+
+def _agrees_cell(m) -> str:
+    if not m.agreement:
+        return "-"
+    a = m.agreement
+    return f"yes {a['rel_l2']:.1e}" if a["passed"] else f"[red bold]NO {a['rel_l2']:.1e}[/]"
+
+
 def table(report: BenchReport) -> Table:
-    peaks = ", ".join(f"{k} {v['gflops']:.0f} GFLOP/s" for k, v in report.calibration.items() if v.get("gflops"))
+    best = report.to_dict(raw=False)["best"]
     t = Table(
-        title=f"{report.model}: latency and throughput vs eager Keras fp32 (matmul peak: {peaks or 'not measured'})"
+        title=f"{report.model}: latency and throughput vs eager Keras fp32 "
+        f"(peaks: {_peaks(report.calibration) or 'not measured'})",
+        caption=headline(best, len(report.disagreeing())),
     )
     for col in (
         "backend",
@@ -61,12 +93,13 @@ def table(report: BenchReport) -> Table:
         "speedup",
         "GFLOP/s",
         "% peak",
+        "agrees (rel L2)",
     ):
         t.add_column(col, justify="left" if col in ("backend", "precision") else "right")
     for m in report.measurements:
         if not m.latency:
             why = f"[yellow]skipped[/]: {m.skipped}" if m.skipped else f"[red]error[/]: {m.error}"
-            t.add_row(m.backend, m.precision, str(m.batch), str(m.seq), why[:90], *[""] * 8)
+            t.add_row(m.backend, m.precision, str(m.batch), str(m.seq), why[:90], *[""] * 9)
             continue
         lat = m.latency
         cv = f"[yellow]{lat.cv:.1%}[/]" if lat.noisy else f"{lat.cv:.1%}"
@@ -81,9 +114,10 @@ def table(report: BenchReport) -> Table:
             cv,
             f"{m.seq_per_s:.1f}",
             f"{m.tokens_per_s:.0f}",
-            _f(m.speedup, ".2f") + "x",
+            _f(m.speedup, ".2f") + "x" if m.agrees else f"[strike]{_f(m.speedup, '.2f')}x[/]",
             _f(m.gflops, ".1f"),
             _f(m.pct_of_peak, ".0f"),
+            _agrees_cell(m),
         )
     return t
 
@@ -100,8 +134,11 @@ def to_csv(report: BenchReport) -> str:
             "precision": m.precision,
             "batch": m.batch,
             "seq": m.seq,
-            "status": "error" if m.error else "skipped" if m.skipped else "ok",
-            "reason": m.skipped or m.error or "",
+            "status": m.status,
+            "agrees": m.agrees if m.latency else "",
+            "rel_l2": (m.agreement or {}).get("rel_l2"),
+            "cosine": (m.agreement or {}).get("cosine"),
+            "reason": m.skipped or m.error or "; ".join((m.agreement or {}).get("failures", [])),
             "seq_per_s": m.seq_per_s,
             "tokens_per_s": m.tokens_per_s,
             "speedup": m.speedup,
@@ -120,24 +157,37 @@ def to_csv(report: BenchReport) -> str:
 
 
 def plot_throughput(report: BenchReport, path: Path) -> None:
-    """Throughput (sequences/s) against batch size, one line per backend/precision/seq."""
+    """Throughput (sequences/s) against batch size: colour by backend, line style and marker by
+    precision; rows whose answers disagree with eager fp32 are drawn with a red cross and say so."""
     from ..plotting import pyplot, save_png
 
-    fig, ax = pyplot().subplots(figsize=(8, 5), dpi=120)
-    series: dict[str, list] = {}
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
+    backends = list(dict.fromkeys(m.backend for m in report.measurements))
+    colours = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(backends)}
+    styles = {"fp32": ("-", "o"), "bf16": ("--", "s"), "fp16": ("-.", "^"), "int8": (":", "D")}
+    series: dict[tuple, list] = {}
     for m in report.measurements:
         if m.latency:
-            label = f"{m.backend} [{m.precision}]" + (f", seq {m.seq}" if len(report.config["seq_lens"]) > 1 else "")
-            series.setdefault(label, []).append((m.batch, m.seq_per_s))
-    for label, pts in series.items():
+            key = (m.backend, m.precision, m.seq if len(report.config["seq_lens"]) > 1 else None)
+            series.setdefault(key, []).append((m.batch, m.seq_per_s, m.agrees))
+    for (backend, precision, seq), pts in series.items():
         pts.sort()
+        line, marker = styles.get(precision, ("-", "o"))
+        wrong = not all(p[2] for p in pts)
+        label = f"{backend} [{precision}]" + (f", seq {seq}" if seq else "") + (" - WRONG ANSWERS" if wrong else "")
         ax.plot(
             [p[0] for p in pts],
             [p[1] for p in pts],
-            marker="o",
+            linestyle=line,
+            marker=marker,
+            color=colours[backend],
             label=label,
-            linestyle="--" if label.startswith("keras [fp32]") else "-",
+            alpha=0.45 if wrong else 1.0,
         )
+        bad = [p for p in pts if not p[2]]
+        if bad:
+            ax.scatter([p[0] for p in bad], [p[1] for p in bad], marker="x", s=90, color="red", zorder=5)
     ax.set_xscale("log", base=2)
     ax.set_xticks(report.config["batch_sizes"], [str(b) for b in report.config["batch_sizes"]])
     ax.minorticks_off()
@@ -146,7 +196,7 @@ def plot_throughput(report: BenchReport, path: Path) -> None:
     seqs = ", ".join(map(str, report.config["seq_lens"]))
     ax.set_title(f"{report.model}: throughput vs batch size (seq {seqs}, {report.environment.get('cores')} cores)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     save_png(fig, path)
 
@@ -170,25 +220,33 @@ def to_markdown(data: dict) -> str:
         f"Python {env.get('python')}; CPU flags: {flags}; {versions}; attnkit {env.get('attnkit')} "
         f"@ {env.get('git_commit') or 'unknown commit'}; threads: {env.get('threads', {}).get('requested') or 'default'}.",
         "",
-        "Matmul peak measured in the same run: "
-        + ", ".join(f"{k} {v['gflops']:.0f} GFLOP/s" for k, v in cal.items() if v.get("gflops"))
-        + ".",
+        "Matmul peaks measured in the same run: " + (_peaks(cal) or "not measured") + ".",
         "",
-        "| backend | precision | batch | seq | mean ms | p50 ms | p99 ms | CV | seq/s | speedup vs eager | GFLOP/s | % of peak |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        headline(data.get("best"), sum(1 for m in data["measurements"] if m.get("status") == "disagrees")),
+        "",
+        "| backend | precision | batch | seq | mean ms | p50 ms | p99 ms | CV | seq/s | speedup vs eager | GFLOP/s "
+        "| % of peak | agrees (rel L2) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    lines[0:0] = [f"> Warning: {w}" for w in data.get("warnings", []) if "coefficient of variation" not in w] + (
+        [""] if any("coefficient of variation" not in w for w in data.get("warnings", [])) else []
+    )
     for m in data["measurements"]:
         lat = m["latency"]
         if not lat:
             lines.append(
                 f"| {m['backend']} | {m['precision']} | {m['batch']} | {m['seq']} | "
-                f"{m['status']}: {m['skipped'] or m['error']} |  |  |  |  |  |  |  |"
+                f"{m['status']}: {m['skipped'] or m['error']} |  |  |  |  |  |  |  |  |"
             )
             continue
+        a = m.get("agreement")
+        agrees = "-" if not a else f"yes ({a['rel_l2']:.1e})" if a["passed"] else f"**NO** ({a['rel_l2']:.1e})"
+        speed = _f(m["speedup"], ".2f") + "x"
+        speed = speed if not a or a["passed"] else f"~~{speed}~~"
         lines.append(
             f"| {m['backend']} | {m['precision']} | {m['batch']} | {m['seq']} | {lat['mean']:.2f} | {lat['p50']:.2f} | "
-            f"{lat['p99']:.2f} | {lat['cv']:.1%} | {m['seq_per_s']:.1f} | {_f(m['speedup'], '.2f')}x | "
-            f"{_f(m['gflops'], '.1f')} | {_f(m['pct_of_peak'], '.0f')} |"
+            f"{lat['p99']:.2f} | {lat['cv']:.1%} | {m['seq_per_s']:.1f} | {speed} | "
+            f"{_f(m['gflops'], '.1f')} | {_f(m['pct_of_peak'], '.0f')} | {agrees} |"
         )
     return "\n".join(lines) + "\n"
 

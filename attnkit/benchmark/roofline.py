@@ -92,3 +92,45 @@ def calibrate_matmul(dtype: str = "float32", n: int = 2048, seconds: float = 1.0
         best = min(best, time.perf_counter() - t0)
         calls += 1
     return {"dtype": dtype, "n": n, "gflops": 2 * n**3 / best / 1e9, "calls": calls}
+
+
+def calibrate_int8(scheme: str = "u8u8", n: int = 2048, seconds: float = 1.0) -> dict:
+    """Measured int8 matmul throughput with the kernel the int8 model really runs.
+
+    One n x n float MatMul with a constant weight, quantised by the same ``quantize_dynamic`` call
+    and scheme as ``model.int8.onnx`` (onnxruntime fuses it into DynamicQuantizeMatMul: activation
+    quantisation + MatMulInteger), timed like :func:`calibrate_matmul`. GOP/s count 2 ops per
+    multiply-add, so int8 rows' "% of peak" compares like with like.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ..exporters.precision import to_int8
+    from ..targets import INT8_SCHEMES
+
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return {"dtype": "int8", "n": n, "gflops": None, "calls": 0, "error": "onnxruntime is not installed"}
+    rng = np.random.default_rng(7)
+    weight = numpy_helper.from_array(rng.standard_normal((n, n)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "w"], ["y"], name="peak")],
+        "int8_peak",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what tf2onnx writes; onnx 1.23 defaults to IR 14, newer than onnxruntime reads
+    quantised = to_int8(model, scheme=INT8_SCHEMES[scheme])
+    session = ort.InferenceSession(quantised.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {"a": rng.standard_normal((n, n)).astype(np.float32)}
+    session.run(None, feeds)  # warm-up (weight packing)
+    best, calls, start = float("inf"), 0, time.perf_counter()
+    while calls < 3 or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        session.run(None, feeds)
+        best = min(best, time.perf_counter() - t0)
+        calls += 1
+    kernel = f"onnxruntime {ort.__version__} DynamicQuantizeMatMul {scheme}"
+    return {"dtype": "int8", "n": n, "gflops": 2 * n**3 / best / 1e9, "calls": calls, "kernel": kernel}

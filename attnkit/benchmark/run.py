@@ -35,6 +35,21 @@ class Measurement:
     pct_of_peak: float | None = None
     skipped: str | None = None
     error: str | None = None
+    #: agreement with eager fp32 Keras on this row's own inputs, on this machine (MLPerf's rule: a
+    #: speed counts only for answers that agree): passed, rel_l2, cosine, max_abs, tolerance, failures
+    agreement: dict[str, Any] | None = None
+
+    @property
+    def agrees(self) -> bool:
+        return bool(self.agreement and self.agreement.get("passed"))
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return "error"
+        if self.skipped:
+            return "skipped"
+        return "ok" if self.agrees else "disagrees"
 
     @property
     def seq_per_s(self) -> float | None:
@@ -55,7 +70,9 @@ class Measurement:
             "precision": self.precision,
             "batch": self.batch,
             "seq": self.seq,
-            "status": "error" if self.error else "skipped" if self.skipped else "ok",
+            "status": self.status,
+            "agrees": self.agrees if self.latency else None,
+            "agreement": self.agreement,
             "skipped": self.skipped,
             "error": self.error,
             "latency": self.latency.to_dict(raw) if self.latency else None,
@@ -75,9 +92,29 @@ class BenchReport:
     environment: dict[str, Any]
     calibration: dict[str, dict]
     measurements: list[Measurement] = field(default_factory=list)
+    hardware: list[str] = field(default_factory=list)  # artifacts made for hardware this machine lacks
+
+    def best(self) -> Measurement | None:
+        """The headline: the highest speedup over eager among rows whose answers agree (never a
+        row that failed its tolerance, never the baseline itself)."""
+        rows = [
+            m
+            for m in self.measurements
+            if m.latency and m.speedup and m.agrees and (m.backend, m.precision) != (BASELINE, "fp32")
+        ]
+        return max(rows, key=lambda m: m.speedup, default=None)
+
+    def disagreeing(self) -> list[Measurement]:
+        return [m for m in self.measurements if m.latency and not m.agrees]
 
     def warnings(self) -> list[str]:
-        out = []
+        out = list(self.hardware)
+        for m in self.disagreeing():
+            why = "; ".join((m.agreement or {}).get("failures", [])) or "not checked"
+            out.append(
+                f"{m.backend}[{m.precision}] {m.batch}x{m.seq}: answers disagree with eager fp32 ({why}); "
+                "its speed does not count"
+            )
         for m in self.measurements:
             if m.latency and m.latency.noisy:
                 out.append(
@@ -93,8 +130,30 @@ class BenchReport:
             "environment": self.environment,
             "calibration": self.calibration,
             "warnings": self.warnings(),
+            "best": _headline(self.best()),
             "measurements": [m.to_dict(raw) for m in self.measurements],
         }
+
+
+def _headline(m: Measurement | None) -> dict | None:
+    if m is None:
+        return None
+    return {"backend": m.backend, "precision": m.precision, "batch": m.batch, "seq": m.seq, "speedup": m.speedup}
+
+
+def _agreement(reference: dict, got: dict, precision: str) -> dict[str, Any]:
+    """Worst agreement over the outputs of one call, against the default tolerance of ``precision``."""
+    from ..compare import DEFAULT_TOLERANCES, compare_outputs
+
+    found = compare_outputs(reference, got, DEFAULT_TOLERANCES[precision])
+    return {
+        "passed": all(a.passed for a in found),
+        "rel_l2": max(a.rel_l2 for a in found),
+        "cosine": min(a.cosine for a in found),
+        "max_abs": max(a.max_abs for a in found),
+        "tolerance": precision,
+        "failures": [f"{a.output}: {f}" for a in found for f in a.failures],
+    }
 
 
 def parse_int_list(text: str | list | tuple, flag: str) -> tuple[int, ...]:
@@ -227,7 +286,7 @@ def bench(
         BenchReport (data); render it with :mod:`attnkit.benchmark.report`.
     """
     from . import environment
-    from .roofline import calibrate_matmul
+    from .roofline import calibrate_int8, calibrate_matmul
 
     say = progress or (lambda _m: None)
     batch_sizes = parse_int_list(batch_sizes, "--batch-sizes")
@@ -249,6 +308,11 @@ def bench(
         if calibrate:
             say("calibrating matmul peak (fp32, bf16)")
             calibration = {d: calibrate_matmul(d) for d in ("float32", "bfloat16")}
+            int8 = source.manifest.artifact("onnx", "int8")
+            if int8 is not None and any(p == "int8" for _, p in plan):
+                scheme = int8.extra.get("int8_scheme", "u8s8")
+                say(f"calibrating int8 peak (onnxruntime {scheme})")
+                calibration["int8"] = calibrate_int8(scheme)
         report = BenchReport(
             model=spec.name,
             config={
@@ -266,13 +330,17 @@ def bench(
             environment=environment.collect(threads_info),
             calibration=calibration,
         )
+        report.hardware = [line for line, _ in source.hardware_warnings(plan).values()]
         shapes = [(b, s) for s in seq_lens for b in batch_sizes]
         feeds = {(b, s): spec.sample_feeds(b, s, seed + i) for i, (b, s) in enumerate(shapes)}
+        say("eager fp32 reference outputs (every row's agreement is measured on its own inputs)")
+        with get_runner(BASELINE)(source) as reference_runner:
+            reference = {shape: reference_runner.infer(f) for shape, f in feeds.items()}
         flops = _flops_fn(source)
         if on_start:
             on_start(len(plan) * len(shapes))
         for name, precision in plan:
-            for m in _run_backend(source, name, precision, threads, feeds, rule, say):
+            for m in _run_backend(source, name, precision, threads, feeds, reference, rule, say):
                 m.flops = flops(m.batch, m.seq) if m.latency else None
                 report.measurements.append(m)
                 if on_measurement:
@@ -319,7 +387,7 @@ def _runnable_from_export(source: Source, plan, explicit: bool) -> list[tuple[st
     return keep
 
 
-def _run_backend(source, name, precision, threads, feeds, rule, say) -> list[Measurement]:
+def _run_backend(source, name, precision, threads, feeds, reference, rule, say) -> list[Measurement]:
     cls = get_runner(name)
     shapes = list(feeds)
 
@@ -342,6 +410,7 @@ def _run_backend(source, name, precision, threads, feeds, rule, say) -> list[Mea
             say(f"measuring {runner.label} batch {b} seq {s}")
             m = Measurement(name, precision, b, s)
             try:
+                m.agreement = _agreement(reference[(b, s)], runner.infer(feeds[(b, s)]), precision)
                 m.latency = measure(lambda f=feeds[(b, s)]: runner.infer(f), rule)
             except Exception as e:  # one failing shape/backend must not lose the others
                 m.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
@@ -365,8 +434,9 @@ def _derive(report: BenchReport) -> None:
         for m in report.measurements
         if m.backend == BASELINE and m.precision == "fp32" and m.latency
     }
-    # fp16 runs on fp32 units on CPUs without avx512_fp16; int8 has no calibrated peak, so no % for it.
-    peaks = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float32"}
+    # fp16 runs on fp32 units on CPUs without avx512_fp16; int8 rows against the int8 kernel's peak
+    # (their FLOPs include the attention matmuls that stay float, so the % is an upper estimate).
+    peaks = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float32", "int8": "int8"}
     for m in report.measurements:
         if not m.latency:
             continue

@@ -80,6 +80,8 @@ class Manifest:
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     attnkit: str = __version__
     notes: list[str] = field(default_factory=list)  # what was asked for and not produced, and why
+    target: dict[str, Any] = field(default_factory=dict)  # export --target: CPU class, int8 scheme and why
+    machine: dict[str, Any] = field(default_factory=dict)  # the export machine: CPU, class, features
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +92,8 @@ class Manifest:
             "artifacts": [asdict(a) for a in self.artifacts],
             "versions": self.versions,
             "notes": self.notes,
+            "target": self.target,
+            "machine": self.machine,
         }
 
     def write(self, root: Path) -> None:
@@ -125,6 +129,8 @@ class Manifest:
                 created=d.get("created", ""),
                 attnkit=d.get("attnkit", ""),
                 notes=d.get("notes", []),
+                target=d.get("target", {}),
+                machine=d.get("machine", {}),
             )
         except (ValueError, KeyError, TypeError) as e:
             raise ArtifactError(f"`{path}` is not a valid manifest ({type(e).__name__}: {e}).", flag="DIR") from None
@@ -160,15 +166,20 @@ def check_writable_out(out: Path, force: bool, flag: str = "--out") -> None:
         raise ExportError(
             f"`{out}` exists and is not empty.", flag=flag, hint="Pass --force to replace it, or choose another --out."
         )
-    check_writable_file(out, flag)
+    _check_parent_writable(out, flag)
 
 
 def check_writable_file(path: Path, flag: str) -> None:
-    """Refuse a path whose nearest existing ancestor cannot be written, before any work starts."""
+    """Refuse a directory, or a path whose nearest existing ancestor cannot be written, before any work."""
     path = Path(path)
-    if path.is_dir() and path.suffix:
+    if path.is_dir():
         raise ExportError(f"`{path}` is a directory; a file path is expected.", flag=flag)
-    parent = path.resolve().parent
+    _check_parent_writable(path, flag)
+
+
+def _check_parent_writable(path: Path, flag: str) -> None:
+    """Refuse a path whose nearest existing ancestor cannot be written (a directory name may hold a dot)."""
+    parent = Path(path).resolve().parent
     while not parent.exists():
         parent = parent.parent
     try:  # a real probe: os.access() says yes to root even where writes fail (/proc, read-only mounts)

@@ -3,7 +3,8 @@
 - fp16: onnxconverter-common's ``convert_float_to_float16`` with ``keep_io_types`` (fp32 inputs and
   outputs) and an explicit block list, so LayerNorm, Softmax, reductions and the ops of a
   decomposed LayerNorm stay fp32 islands.
-- int8: onnxruntime's ``quantize_dynamic``, int8 weights (per-tensor, or per-channel on request),
+- int8: onnxruntime's ``quantize_dynamic`` with the scheme the export target calls for (U8U8, U8S8,
+  U8S8 reduce-range: see :mod:`attnkit.targets`), per-tensor or per-channel weight scales,
   restricted to MatMuls with a constant weight: the projections and the FFN. The two
   activation x activation MatMuls of attention (q kᵀ and weights·v), LayerNorm and Softmax stay
   float: quantising attention scores dynamically costs accuracy for little speed at these sizes.
@@ -118,9 +119,22 @@ def weight_matmuls(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and any(i in inits for i in n.input)]
 
 
-def to_int8(model: onnx.ModelProto, per_channel: bool = False) -> onnx.ModelProto:
-    """Dynamic int8 quantisation of the weight MatMuls (see module docstring)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def to_int8(model: onnx.ModelProto, per_channel: bool = False, scheme=None) -> onnx.ModelProto:
+    """Dynamic int8 quantisation of the weight MatMuls (see module docstring).
+
+    Args:
+        scheme: an :class:`attnkit.targets.Int8Scheme`; default the portable one (U8U8).
+    """
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        from ..errors import DependencyError
+
+        raise DependencyError("onnxruntime", "cpu", "int8 quantisation") from None
+
+    from ..targets import INT8_SCHEMES
+
+    scheme = scheme or INT8_SCHEMES["u8u8"]
 
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
@@ -134,12 +148,13 @@ def to_int8(model: onnx.ModelProto, per_channel: bool = False) -> onnx.ModelProt
             op_types_to_quantize=["MatMul"],
             nodes_to_quantize=weight_matmuls(model),
             per_channel=per_channel,
-            weight_type=QuantType.QInt8,
+            reduce_range=scheme.reduce_range,
+            weight_type=getattr(QuantType, scheme.weight),
         )
         return onnx.load(dst)
 
 
-def lower(model: onnx.ModelProto, precision: str, per_channel: bool = False) -> onnx.ModelProto:
+def lower(model: onnx.ModelProto, precision: str, per_channel: bool = False, scheme=None) -> onnx.ModelProto:
     """The fp32 ONNX model lowered to ``precision``.
 
     Raises:
@@ -150,7 +165,7 @@ def lower(model: onnx.ModelProto, precision: str, per_channel: bool = False) -> 
     if precision == "fp16":
         return to_fp16(model)
     if precision == "int8":
-        return to_int8(model, per_channel)
+        return to_int8(model, per_channel, scheme)
     if precision == "bf16":
         raise AttnkitError(f"a bf16 ONNX graph is not produced: {BF16_REASON}.", flag="--precision")
     raise AttnkitError(

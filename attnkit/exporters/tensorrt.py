@@ -116,7 +116,7 @@ def profiles_from(
 
 def resolve_target(flavour: Flavour, target: str | None) -> str:
     """The compute capability to build for: the requested one, or the local GPU."""
-    from ..env import gpu_unavailable_reason
+    from ..machine import gpu_unavailable_reason
 
     if target:
         target = target.lower()
@@ -269,7 +269,7 @@ def build_plan(
         "layers": layers_from_log(logger.messages),
         "per_layer_precision": "not reported by the builder log",
     }
-    from ..env import gpu_unavailable_reason
+    from ..machine import gpu_unavailable_reason
 
     if gpu_unavailable_reason() is None and target in ("local", "current"):
         inspected = inspect_engine(data, flavour)  # per-layer detail, precision included

@@ -44,6 +44,22 @@ class Source:
             )
         return record
 
+    def hardware_warnings(self, pairs) -> dict[tuple[str, str], tuple[str, bool]]:
+        """(backend, precision) -> (warning line, whether answers are affected) for each pair this
+        machine lacks what its artifact was made for (see :mod:`attnkit.targets`)."""
+        from ..targets import BF16_REQUIREMENT, affects_answers, mismatch
+
+        out = {}
+        for name, precision in pairs:
+            needs = get_runner(name).needs
+            record = self.manifest.artifact(needs, precision) if needs != "keras" else None
+            if record is None and precision == "bf16" and needs in ("keras", "savedmodel"):
+                record = ArtifactRecord(needs, f"{name} [bf16]", "bf16", extra={"requires": BF16_REQUIREMENT})
+            line = mismatch(record) if record is not None else None
+            if line:
+                out[(name, precision)] = (line, affects_answers(record))
+        return out
+
     def path(self, fmt: str, precision: str | None = None) -> Path:
         return self.root / self.artifact(fmt, precision).path
 

@@ -21,7 +21,7 @@ class OnnxRuntimeRunner(Runner):
         except ImportError:
             return "onnxruntime is not installed (pip install 'attnkit[cpu]', or 'attnkit[gpu]' on a GPU server)"
         if cls.needs_gpu:
-            from ..env import gpu_unavailable_reason
+            from ..machine import gpu_unavailable_reason
 
             reason = gpu_unavailable_reason()
             if reason:

@@ -36,8 +36,8 @@ class TensorRTRunner(Runner):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        from ..env import gpu_unavailable_reason
         from ..exporters.tensorrt import detect
+        from ..machine import gpu_unavailable_reason
 
         if detect() is None:
             return "no TensorRT Python package (pip install 'attnkit[tensorrt-rtx]' or tensorrt)"

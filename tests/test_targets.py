@@ -1,0 +1,257 @@
+"""Hardware-true artifacts: --target, the int8 scheme per target, hardware-fit warnings, agreement
+per benchmark row, the int8 peak, machine-native defaults. Holds on AVX2-only, AVX-512/VNNI and AMX
+machines: what depends on the CPU is either injected or asserted for the CPU the suite runs on."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import attnkit
+from attnkit import machine, targets
+from attnkit.cli import cli
+from attnkit.errors import AttnkitError
+from attnkit.exporters.manifest import ArtifactRecord
+
+AVX2 = frozenset({"avx2", "fma"})
+AVX2_VNNI = AVX2 | {"avx_vnni"}
+ZEN4 = AVX2 | {"avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"}
+AMX = ZEN4 | {"amx_tile", "amx_bf16", "amx_int8"}
+SKYLAKE = AVX2 | {"avx512f", "avx512bw"}
+HERE = machine.cpu_features()
+HAS_VNNI = bool(HERE & set(targets.VNNI_FEATURES))
+
+
+def _pretend(monkeypatch, features: frozenset[str]) -> None:
+    """Make attnkit see a CPU with ``features`` (what onnxruntime and TensorFlow really use is unchanged)."""
+    fake = machine.CpuInfo("Test CPU", "X86_64", frozenset(features))
+    monkeypatch.setattr(machine, "cpu", lambda: fake)
+
+
+@pytest.mark.parametrize(
+    "name,cpu_class,scheme",
+    [
+        ("portable", "portable", "u8u8"),
+        ("cpu-avx2", "cpu-avx2", "u8u8"),
+        ("cpu-avx512", "cpu-avx512", "u8u8"),  # AVX-512 Core without VNNI still sums U8S8 pairs in 16 bits
+        ("cpu-avx512-vnni", "cpu-avx512-vnni", "u8s8"),
+        ("cpu-amx", "cpu-amx", "u8s8"),
+        ("sm89", "portable", "u8u8"),
+    ],
+)
+def test_every_target_gets_the_scheme_that_is_exact_there(name, cpu_class, scheme):
+    t = targets.resolve(name)
+    assert (t.cpu_class, t.int8.name) == (cpu_class, scheme)
+    # the chosen scheme is exact on every CPU of the class: U8S8 only where VNNI/AMX is guaranteed
+    assert not t.int8.exact_on or set(t.int8.exact_on) & t.features
+    assert t.trt_target == ("sm89" if name == "sm89" else None)
+    assert t.why() and t.int8.name in t.why()
+
+
+@pytest.mark.parametrize(
+    "features,cpu_class,scheme",
+    [
+        (AVX2, "cpu-avx2", "u8u8"),
+        (AVX2_VNNI, "cpu-avx2", "u8s8"),  # AVX-VNNI (Alder Lake): MLAS's AvxVnni U8S8 kernel is exact
+        (SKYLAKE, "cpu-avx512", "u8u8"),
+        (ZEN4, "cpu-avx512-vnni", "u8s8"),
+        (AMX, "cpu-amx", "u8s8"),
+    ],
+)
+def test_host_target_follows_the_machine(features, cpu_class, scheme):
+    t = targets.resolve("host", features=features)
+    assert (t.cpu_class, t.int8.name) == (cpu_class, scheme)
+
+
+def test_unknown_target_is_refused_with_the_valid_ones():
+    with pytest.raises(AttnkitError, match=r"--target.*cpu-avx512-vnni.*sm89"):
+        targets.resolve("cpu-avx1024")
+    r = CliRunner().invoke(cli, ["export", "mha", "--target", "gpu", "--out", "/tmp/attnkit-never"])
+    assert r.exit_code == 2 and "--target" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(cli, ["export", "mha", "--target", "sm89", "--trt-target", "sm86", "--out", "/tmp/x"])
+    assert r.exit_code == 2 and "--trt-target" in r.output
+
+
+def _int8_record(scheme: str, target: str) -> ArtifactRecord:
+    req = targets.int8_requirement(targets.INT8_SCHEMES[scheme], target)
+    extra = {"int8_scheme": scheme, "target": target, **({"requires": req} if req else {})}
+    return ArtifactRecord("onnx", "model.int8.onnx", "int8", extra=extra)
+
+
+def test_mismatch_names_artifact_need_and_machine(monkeypatch):
+    vnni_file = _int8_record("u8s8", "cpu-avx512-vnni")
+    _pretend(monkeypatch, AVX2)
+    line = targets.mismatch(vnni_file)
+    assert line and "model.int8.onnx" in line and "avx512_vnni" in line and "Test CPU (avx2, fma)" in line
+    assert "wrong answers" in line and "\n" not in line
+    assert targets.affects_answers(vnni_file)
+    assert targets.mismatch(_int8_record("u8u8", "portable")) is None  # exact everywhere
+    legacy = ArtifactRecord("onnx", "model.int8.onnx", "int8")  # a manifest from before targets: U8S8
+    assert targets.mismatch(legacy) and "avx512_vnni" in targets.mismatch(legacy)
+    for features in (ZEN4, AMX, AVX2_VNNI):
+        _pretend(monkeypatch, features)
+        assert targets.mismatch(vnni_file) is None
+
+
+def test_bf16_warning_follows_onednn_max_cpu_isa(monkeypatch):
+    bf16 = ArtifactRecord("savedmodel", "savedmodel_bf16/1", "bf16", extra={"requires": targets.BF16_REQUIREMENT})
+    _pretend(monkeypatch, ZEN4)
+    assert targets.mismatch(bf16) is None
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # TensorFlow's oneDNN held below bf16
+    line = targets.mismatch(bf16)
+    assert line and "avx512_bf16" in line and "emulated" in line and not targets.affects_answers(bf16)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert targets.mismatch(bf16) is None
+
+
+def test_trt_plan_for_another_gpu_warns():
+    plan = ArtifactRecord("tensorrt", "model.plan", "fp32", extra={"target": "sm89"})
+    sms = machine.gpu_sms()
+    line = targets.mismatch(plan)
+    assert (line is None) == ("sm89" in sms)
+    if line:
+        assert "model.plan" in line and "sm89" in line
+
+
+def test_native_precisions_leave_out_emulated_bf16(monkeypatch):
+    _pretend(monkeypatch, AVX2)
+    precisions, notes = targets.native_precisions()
+    assert "bf16" not in precisions and {"fp32", "int8"} <= set(precisions)
+    assert notes and "bf16" in notes[0] and "--precision" in notes[0]
+    _pretend(monkeypatch, AMX)
+    assert "bf16" in targets.native_precisions()[0]
+
+
+@pytest.fixture(scope="module")
+def portable_int8(tmp_path_factory):
+    out = tmp_path_factory.mktemp("targets") / "tiny.v2"  # a dot in the directory name
+    return attnkit.export("encoder-tiny", out, formats="onnx", precision="fp32,int8")
+
+
+def test_default_int8_export_agrees_on_this_machine_at_unseen_shapes(portable_int8):
+    m = portable_int8.manifest
+    assert m.target["name"] == "portable" and m.target["int8"]["name"] == "u8u8"
+    assert m.machine["features"] == sorted(HERE) and m.machine["cpu"]
+    record = m.artifact("onnx", "int8")
+    assert record.extra["int8_scheme"] == "u8u8" and "requires" not in record.extra
+    assert record.agreement["passed"] and record.agreement["machine"]["cpu"] == m.machine["cpu"]
+    report = attnkit.verify(portable_int8.out, backends=["onnxruntime-int8"], shapes=((4, 37), (1, 64)), seed=77)
+    assert report.ok and not report.warnings
+    worst = report.summary()[("onnxruntime", "int8")]
+    assert worst["rel_l2"] <= 3e-2 and worst["cosine"] >= 0.999
+    assert worst["rel_l2"] > 1e-4  # really quantised
+
+
+def test_int8_weights_have_the_type_of_the_scheme(portable_int8):
+    import onnx
+
+    model = onnx.load(portable_int8.out / "model.int8.onnx")
+    weights = [i for i in model.graph.initializer if i.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)]
+    assert weights and all(i.data_type == onnx.TensorProto.UINT8 for i in weights if len(i.dims) == 2)
+
+
+def test_vnni_int8_file_is_right_only_where_vnni_is(tmp_path, monkeypatch):
+    """U8S8 made for cpu-avx512-vnni: exact here if this CPU has VNNI/AMX; otherwise the export still
+    lands (measured, recorded, warned), and verify warns and fails instead of passing silently."""
+    result = attnkit.export(
+        "encoder-tiny", tmp_path / "vnni", formats="onnx", precision="int8", target="cpu-avx512-vnni"
+    )
+    record = result.manifest.artifact("onnx", "int8")
+    assert record.extra["int8_scheme"] == "u8s8" and record.extra["requires"]["cpu_any"] == list(targets.VNNI_FEATURES)
+    r = CliRunner().invoke(cli, ["verify", str(result.out), "--backends", "onnxruntime-int8"])
+    if HAS_VNNI:
+        assert r.exit_code == 0 and "Warning" not in r.output, r.output
+        assert record.agreement["passed"]
+        # and on an AVX2 machine the same file warns (simulated: answers here are still exact)
+        _pretend(monkeypatch, AVX2)
+        r = CliRunner().invoke(cli, ["verify", str(result.out), "--backends", "onnxruntime-int8"])
+        assert r.exit_code == 0 and r.output.count("Warning: model.int8.onnx") == 1
+    else:
+        assert r.exit_code == 1, r.output
+        assert r.output.count("Warning: model.int8.onnx") == 1 and "avx512_vnni" in r.output
+        assert record.agreement["passed"] is False  # the truth on this machine, recorded
+
+
+def test_bench_int8_on_dotted_dir_carries_agreement_per_row(portable_int8, tmp_path):
+    out = tmp_path / "results.v2"
+    r = CliRunner().invoke(
+        cli,
+        [
+            "bench", str(portable_int8.out), "--backends", "onnxruntime", "--precision", "fp32,int8",
+            "--batch-sizes", "2", "--seq-lens", "24", "--warmup", "0.05", "--min-iterations", "3",
+            "--min-seconds", "0.05", "--out", str(out),
+        ],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    data = json.loads((out / "results.json").read_text())
+    rows = {(m["backend"], m["precision"]): m for m in data["measurements"]}
+    assert set(rows) == {("keras", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")}
+    for m in rows.values():
+        assert m["agreement"]["passed"] is True and m["agrees"] is True and m["status"] == "ok"
+    assert 1e-4 < rows[("onnxruntime", "int8")]["agreement"]["rel_l2"] <= 3e-2
+    assert rows[("onnxruntime", "fp32")]["agreement"]["rel_l2"] <= 1e-5
+    assert data["calibration"]["int8"]["gflops"] > 0 and "u8u8" in data["calibration"]["int8"]["kernel"]
+    assert rows[("onnxruntime", "int8")]["pct_of_peak"] > 0
+    assert data["best"]["backend"] == "onnxruntime"
+    csv_head = (out / "results.csv").read_text().splitlines()[0]
+    assert "agrees" in csv_head and "rel_l2" in csv_head
+
+
+def test_a_row_that_disagrees_is_marked_and_never_the_headline(tmp_path):
+    from attnkit.benchmark import report as render
+    from attnkit.benchmark.run import BenchReport, Measurement
+    from attnkit.benchmark.stats import Latency
+
+    rng = np.random.default_rng(5)
+
+    def row(backend, precision, ms, passed):
+        m = Measurement(backend, precision, 8, 128, latency=Latency.from_ns(list((ms + rng.random(20)) * 1e6)))
+        m.agreement = {"passed": passed, "rel_l2": 0.0 if passed else 0.24, "cosine": 1.0, "max_abs": 0.0,
+                       "tolerance": precision, "failures": [] if passed else ["y: relative L2 error 0.24 > 0.03"]}  # fmt: skip
+        return m
+
+    rows = [
+        row("keras", "fp32", 100.0, True),
+        row("onnxruntime", "fp32", 50.0, True),
+        row("onnxruntime", "int8", 10.0, False),
+    ]
+    for m in rows:
+        m.speedup = 100.0 / m.latency.mean
+    env = {"cores": 2, "cpu_flags": {}, "versions": {}}
+    config = {"batch_sizes": [8], "seq_lens": [128]}
+    report = BenchReport("m", config, env, {}, rows)
+    assert report.best() is rows[1]
+    data = report.to_dict()
+    assert data["best"]["precision"] == "fp32" and data["measurements"][2]["status"] == "disagrees"
+    assert any("int8" in w and "does not count" in w for w in data["warnings"])
+    md = render.to_markdown(data)
+    assert "**NO**" in md and "1 row(s) failed agreement" in md and "Best: onnxruntime [fp32]" in md
+    assert "disagrees" in render.to_csv(report)
+    render.plot_throughput(report, tmp_path / "t.png")
+    assert (tmp_path / "t.png").stat().st_size > 1000
+
+
+def test_int8_peak_uses_the_model_kernel():
+    from attnkit.benchmark.roofline import calibrate_int8
+
+    for scheme in ("u8u8", "u8s8"):
+        peak = calibrate_int8(scheme, n=512, seconds=0.2)
+        assert peak["gflops"] > 1 and scheme in peak["kernel"] and peak["calls"] >= 3
+
+
+def test_env_reports_class_and_scheme():
+    r = CliRunner().invoke(cli, ["env", "--json"])
+    assert r.exit_code == 0
+    data = json.loads(r.output)
+    cls = data["machine"]["cpu class (export --target host)"]
+    assert cls.split(";")[0] == targets.host_class(HERE)
+    assert ("u8s8" in cls) == HAS_VNNI
+
+
+@pytest.mark.skipif(not HAS_VNNI, reason="needs a CPU with avx512_vnni, avx_vnni or amx_int8 (U8S8 exact there)")
+def test_host_target_on_a_vnni_machine_exports_u8s8_that_agrees(tmp_path):
+    result = attnkit.export("mha", tmp_path / "h", formats="onnx", precision="int8", target="host")
+    assert result.manifest.artifact("onnx", "int8").extra["int8_scheme"] == "u8s8" and result.report.ok
