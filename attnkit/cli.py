@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -18,24 +19,48 @@ from . import __version__
 from .errors import AttnkitError
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (timeout, CI cancellation, docker stop) as an exception, so that every ``finally`` and
+    staging-directory clean-up runs exactly as it does for Ctrl-C."""
+
+
+def _raise_terminated(signum, _frame):
+    raise Terminated(signum)
+
+
 class AttnkitGroup(click.Group):
     """A click group that turns every exception into one line and an exit code."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        previous = None
+        try:
+            previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        except ValueError:  # not the main thread (e.g. an embedding application): leave signals alone
+            pass
         try:
             rv = super().main(args, prog_name or "attnkit", complete_var, standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
+        except click.exceptions.NoArgsIsHelpError as e:  # bare `attnkit`: the help, not an error
+            click.echo(e.ctx.get_help() if e.ctx else str(e))
+            code = 0
         except click.exceptions.Exit as e:
             code = e.exit_code
-        except click.Abort:
-            click.echo("Error: aborted.", err=True)
-            code = 130
+        except click.Abort as e:  # click turns KeyboardInterrupt (and so Terminated) into Abort
+            if isinstance(e.__cause__, Terminated):
+                click.echo("Error: terminated (SIGTERM); nothing was left half-written.", err=True)
+                code = 143
+            else:
+                click.echo("Error: interrupted; nothing was left half-written.", err=True)
+                code = 130
         except click.ClickException as e:
             click.echo(f"Error: {e.format_message()}", err=True)
             code = e.exit_code
         except AttnkitError as e:
             click.echo(f"Error: {e}", err=True)
             code = e.exit_code
+        except Terminated:
+            click.echo("Error: terminated (SIGTERM); nothing was left half-written.", err=True)
+            code = 143
         except KeyboardInterrupt:
             click.echo("Error: interrupted; nothing was left half-written.", err=True)
             code = 130
@@ -47,6 +72,9 @@ class AttnkitGroup(click.Group):
                 f"Error: internal error {type(e).__name__}: {first} (set ATTNKIT_DEBUG=1 for the traceback)", err=True
             )
             code = 1
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         if standalone_mode:
             sys.exit(code)
         return code
@@ -55,7 +83,7 @@ class AttnkitGroup(click.Group):
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, soft_wrap=False, width=max(160, Console().width))
+    return Console(stderr=stderr, soft_wrap=False)  # the terminal's width (80 when not a terminal)
 
 
 def _progress(msg: str) -> None:
@@ -136,19 +164,40 @@ _import_option = click.option(
 )
 
 
+_unsafe_option = click.option(
+    "--unsafe",
+    is_flag=True,
+    help="Allow unsafe Keras deserialisation (Lambda layers) of model.keras. Trusted files only; "
+    "never taken from a manifest.",
+)
+
+
 @cli.command()
 @click.argument("model")
 @click.option("--out", type=click.Path(path_type=Path), help="Export directory [default: artifacts/<name>].")
 @click.option(
-    "--format", "formats", default="savedmodel,onnx", show_default=True, help="Comma list of: savedmodel, onnx."
+    "--format",
+    "formats",
+    default="savedmodel,onnx",
+    show_default=True,
+    help="Comma list of: savedmodel, onnx, tensorrt (plans from the ONNX graphs), triton (a model repository "
+    "in DIR/triton).",
 )
 @click.option(
     "--precision",
     default="fp32",
     show_default=True,
-    help="Policy the SavedModel is traced under: fp32, bf16 (mixed_bfloat16), fp16 (mixed_float16).",
+    help="Comma list of fp32, bf16, fp16, int8. SavedModels are traced under each TF policy (bf16 = "
+    "mixed_bfloat16, fp16 = mixed_float16); ONNX is lowered on the graph (model.fp16.onnx, model.int8.onnx with "
+    "the --target's int8 scheme); plans are fp32/fp16.",
 )
-@click.option("--opset", default=17, show_default=True, type=int, help="ONNX opset (tf2onnx supports 13-18).")
+@click.option(
+    "--opset",
+    default=17,
+    show_default=True,
+    type=int,
+    help="ONNX opset; one the installed tf2onnx cannot target is refused with its range.",
+)
 @_import_option
 @click.option("--seed", default=0, show_default=True, type=int, help="Weight seed (presets) and input seed.")
 @click.option("--force", is_flag=True, help="Replace an existing non-empty --out.")
@@ -223,7 +272,7 @@ def export(
     if result.report is not None:
         from .render import agreement_table
 
-        _console().print(agreement_table(result.report))
+        _console().print(agreement_table(result.report, _console().width))
         _warn(result.report.warnings)
     click.echo(f"exported {', '.join(a.path for a in result.manifest.artifacts)} to {result.out}")
 
@@ -239,7 +288,7 @@ def _print_report_of(error) -> None:
     if report is not None:
         from .render import agreement_table
 
-        _console().print(agreement_table(report))
+        _console().print(agreement_table(report, _console().width))
 
 
 @cli.command()
@@ -254,7 +303,9 @@ def _print_report_of(error) -> None:
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random inputs.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the report as JSON to this file.")
 @click.option("--locate", is_flag=True, help="Also find the first Keras layer whose ONNX counterpart diverges.")
-def verify(directory, backends, atol, rtol, seed, json_path, locate):
+@_import_option
+@_unsafe_option
+def verify(directory, backends, atol, rtol, seed, json_path, locate, imports, unsafe):
     """Check every artifact in DIR against the eager fp32 Keras model; exit 0 only if all agree."""
     from .errors import AgreementError
     from .render import agreement_table
@@ -270,13 +321,15 @@ def verify(directory, backends, atol, rtol, seed, json_path, locate):
         atol=_tolerance_option(atol, "--atol"),
         rtol=_tolerance_option(rtol, "--rtol"),
         seed=seed,
+        unsafe=unsafe,
+        imports=imports,
         progress=_progress,
     )
-    _console().print(agreement_table(report))
+    _console().print(agreement_table(report, _console().width))
     _warn(report.warnings)
     data = report.to_dict()
     if locate:
-        data["locate"] = _locate_all(directory, report, atol, rtol, seed)
+        data["locate"] = _locate_all(directory, report, atol, rtol, seed, unsafe=unsafe, imports=imports)
     if json_path:
         from .exporters.manifest import write_text_atomic
 
@@ -315,6 +368,7 @@ def verify(directory, backends, atol, rtol, seed, json_path, locate):
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the inputs (and weights of presets).")
 @click.option("--no-baseline", is_flag=True, help="Do not measure eager Keras (no speedup column).")
 @_import_option
+@_unsafe_option
 @click.option("--out", type=click.Path(path_type=Path), help="Write results.json, results.csv, throughput.png here.")
 def bench(
     target,
@@ -329,6 +383,7 @@ def bench(
     seed,
     no_baseline,
     imports,
+    unsafe,
     out,
 ):
     """Benchmark every backend against the eager Keras baseline, in one run.
@@ -359,8 +414,14 @@ def bench(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=_console(stderr=True), transient=True) as bar:
+    console = _console(stderr=True)
+    live = console.is_terminal
+    with Progress(*columns, console=console, transient=True, disable=not live) as bar:
         task = bar.add_task("preparing", total=None)
+
+        def stage(msg: str) -> None:  # a progress bar on a terminal, one line per stage in a log
+            bar.update(task, description=msg) if live else _progress(msg)
+
         report = run_bench(
             target,
             backends=[b.strip() for b in backends.split(",") if b.strip()] or None,
@@ -372,11 +433,12 @@ def bench(
             seed=seed,
             baseline=not no_baseline,
             imports=imports,
-            progress=lambda msg: bar.update(task, description=msg),
+            unsafe=unsafe,
+            progress=stage,
             on_start=lambda total: bar.update(task, total=total),
             on_measurement=lambda _m: bar.advance(task),
         )
-    _console().print(render.table(report))
+    _console().print(render.table(report, _console().width))
     for warning in report.warnings():
         click.echo(f"Warning: {warning}", err=True)
     if out:
@@ -415,7 +477,7 @@ def attention_maps(model: str, *, layer: int, seq: int, seed: int, imports: tupl
     from .runtimes.base import Source
 
     if (Path(model) / MANIFEST).is_file():
-        source = Source(model)
+        source = Source(model, imports=imports)
         keras_model, spec = source.keras_model, source.spec
     else:
         keras_model, spec, _ = resolve(model, seed=seed, imports=imports)
@@ -424,7 +486,7 @@ def attention_maps(model: str, *, layer: int, seq: int, seed: int, imports: tupl
     return capture(keras_model, spec, spec.sample_feeds(1, seq, seed), layer)
 
 
-def _locate_all(directory, report, atol, rtol, seed) -> list[dict]:
+def _locate_all(directory, report, atol, rtol, seed, unsafe=False, imports=()) -> list[dict]:
     """Run --locate on every ONNX artifact; print the first diverging layer of each."""
     from .errors import ArtifactError
     from .exporters.manifest import Manifest
@@ -443,7 +505,7 @@ def _locate_all(directory, report, atol, rtol, seed) -> list[dict]:
     for precision in precisions:
         _progress(f"locating divergence in the {precision} ONNX graph")
         tol = resolve_tolerance(precision, _tolerance_option(atol, "--atol"), _tolerance_option(rtol, "--rtol"))
-        result = locate(directory, precision, tol, seed=seed)
+        result = locate(directory, precision, tol, seed=seed, unsafe=unsafe, imports=imports)
         _console().print(locate_table(result))
         out.append(result.to_dict())
     return out
@@ -515,6 +577,7 @@ def package(directory, triton, tfserving, version, name, force, no_warmup):
         click.echo(f"tf serving: {m['name']} version {m['version']} -> {m['path']}")
     for what, path in result.requests.items():
         click.echo(f"request example ({what}): {path}")
+    _warn(result.warnings)
 
 
 @cli.command("run")
@@ -538,8 +601,11 @@ def package(directory, triton, tfserving, version, name, force, no_warmup):
 @click.option("--seq-lens", default="128", show_default=True, help="Benchmark sequence lengths.")
 @click.option("--min-seconds", default=1.0, show_default=True, type=float, help="Timed seconds per measurement.")
 @_import_option
+@_unsafe_option
 @click.option("--seed", default=0, show_default=True, type=int)
-def run_command(model, out, force, precision, target, trt_target, batch_sizes, seq_lens, min_seconds, imports, seed):
+def run_command(
+    model, out, force, precision, target, trt_target, batch_sizes, seq_lens, min_seconds, imports, unsafe, seed
+):
     """Export -> verify -> bench -> package MODEL, and write DIR/report.md linking everything."""
     from .models import is_keras_path
     from .pipeline import run
@@ -557,6 +623,7 @@ def run_command(model, out, force, precision, target, trt_target, batch_sizes, s
         min_seconds=min_seconds,
         imports=imports,
         seed=seed,
+        unsafe=unsafe,
         progress=_progress,
     )
     _warn(result.warnings)

@@ -46,7 +46,9 @@ def parse_precisions(precision: str | tuple[str, ...], fmts: tuple[str, ...]) ->
     from .exporters.precision import BF16_REASON
 
     items = precision.split(",") if isinstance(precision, str) else list(precision)
-    precs = tuple(dict.fromkeys(canonical_precision(p.strip(), PRECISIONS) for p in items if p.strip())) or ("fp32",)
+    precs = tuple(dict.fromkeys(canonical_precision(p.strip(), PRECISIONS) for p in items if p.strip()))
+    if not precs:
+        raise AttnkitError(f"is empty; give a comma list of {', '.join(PRECISIONS)}.", flag="--precision")
     if "int8" in precs and "onnx" not in fmts:
         raise AttnkitError(
             "int8 is produced on the ONNX graph only.",
@@ -60,6 +62,48 @@ def parse_precisions(precision: str | tuple[str, ...], fmts: tuple[str, ...]) ->
             hint="Add savedmodel to --format for a bf16 SavedModel.",
         )
     return precs
+
+
+def _check_tensorrt_options(fmts, precisions, trt_target, batch, seq, trt_cache) -> None:
+    """TensorRT options without --format tensorrt, or a plan precision TensorRT builds none of: refused."""
+    from .exporters.tensorrt import PLAN_PRECISIONS
+
+    if "tensorrt" not in fmts:
+        given = [
+            f
+            for f, v in (("--trt-target", trt_target), ("--batch", batch), ("--seq", seq), ("--trt-cache", trt_cache))
+            if v
+        ]
+        if given:
+            raise AttnkitError(
+                "applies to TensorRT plans only, and --format has no tensorrt.",
+                flag=given[0],
+                hint="Add tensorrt to --format, or drop the option.",
+            )
+        return
+    if not any(p in PLAN_PRECISIONS for p in precisions):
+        raise AttnkitError(
+            f"TensorRT plans are built for {', '.join(PLAN_PRECISIONS)}; asked for {', '.join(precisions)}. "
+            "int8 plans need static Q/DQ quantisation, which attnkit does not produce.",
+            flag="--precision",
+            hint="Add fp32 or fp16 to --precision.",
+        )
+
+
+def _check_addition(root: Path, requested: tuple[str, ...], out) -> None:
+    """What may be added to an existing export directory: TensorRT plans, in place."""
+    if set(requested) != {"tensorrt"}:
+        raise AttnkitError(
+            f"`{root}` is an export directory; only --format tensorrt can be added to it (asked: {','.join(requested)}).",
+            flag="--format",
+            hint="Export MODEL again into a new --out for other formats.",
+        )
+    if out is not None and Path(out).resolve() != root.resolve():
+        raise AttnkitError(
+            f"plans are added to `{root}` in place, not written to `{out}`.",
+            flag="--out",
+            hint=f"Drop --out, or copy the directory first (cp -r {root} {out}) and add plans to the copy.",
+        )
 
 
 def savedmodel_dir(precision: str) -> str:
@@ -139,12 +183,15 @@ def export(
                 hint="Give one of them.",
             )
         trt_target = resolved.trt_target
+    requested = fmts
     triton = "triton" in fmts  # a layout of the other artifacts, made after they are in place
     fmts = tuple(f for f in fmts if f != "triton") or DEFAULT_FORMATS
     if "tensorrt" in fmts and "onnx" not in fmts:
         fmts = fmts + ("onnx",)  # plans are built from the ONNX graphs
     precisions = parse_precisions(precision, fmts)
+    _check_tensorrt_options(fmts, precisions, trt_target if not resolved.trt_target else None, batch, seq, trt_cache)
     if (Path(model) / "manifest.json").is_file():
+        _check_addition(Path(model), requested, out)
         return add_tensorrt(
             model,
             precisions,
@@ -152,7 +199,7 @@ def export(
             batch=batch,
             seq=seq,
             trt_cache=trt_cache,
-            formats=fmts,
+            force=force,
             progress=progress,
         )
     trt = _tensorrt_plan(fmts, trt_target)
@@ -180,7 +227,7 @@ def export(
         report = None
         if check:
             say("checking agreement")
-            report = verify(stage, atol=atol, rtol=rtol, seed=seed + 1000, progress=say)
+            report = verify(stage, atol=atol, rtol=rtol, seed=seed + 1000, unsafe=unsafe, progress=say)
             report.root = str(out)
             _record_agreement(manifest, report)
             manifest.write(stage)
@@ -220,6 +267,7 @@ def _write_artifacts(
     from .tracing import trace
 
     say("saving model.keras (the reference)")
+    _copy_imports(stage, manifest)
     if is_keras_path(model):
         shutil.copyfile(model, stage / "model.keras")
     else:
@@ -236,6 +284,21 @@ def _write_artifacts(
             )
     if "onnx" in fmts:
         _write_onnx(stage, keras_model, spec, precisions, manifest, say, fuse, per_channel, target)
+
+
+def _copy_imports(stage: Path, manifest: Manifest) -> None:
+    """Copy ``--import`` .py files into ``custom_objects/`` and record them relative to the export, so
+    verify and bench re-import them from any working directory (module names are kept as they are)."""
+    recorded = []
+    for mod in manifest.model.get("imports", []):
+        if mod.endswith(".py") and Path(mod).is_file():
+            rel = f"custom_objects/{Path(mod).name}"
+            (stage / "custom_objects").mkdir(exist_ok=True)
+            shutil.copyfile(mod, stage / rel)
+            recorded.append(rel)
+        else:
+            recorded.append(mod)
+    manifest.model["imports"] = recorded
 
 
 def _write_onnx(
@@ -292,6 +355,10 @@ def _tensorrt_plan(fmts, trt_target) -> dict | None:
     return {"flavour": flavour, "target": resolve_target(flavour, trt_target)}
 
 
+def _plan_name(precision: str) -> str:
+    return "model.plan" if precision == "fp32" else f"model.{precision}.plan"
+
+
 def _write_tensorrt(root: Path, spec, precisions, manifest: Manifest, say, trt: dict, cache: Path | None) -> None:
     import json
 
@@ -303,7 +370,7 @@ def _write_tensorrt(root: Path, spec, precisions, manifest: Manifest, say, trt: 
         onnx_path = root / onnx_file(precision)
         if not onnx_path.is_file():
             continue
-        name = "model.plan" if precision == "fp32" else f"model.{precision}.plan"
+        name = _plan_name(precision)
         say(f"building {name} with {trt['flavour'].name} {trt['flavour'].version} for {trt['target']}")
         plan, sidecar = build_plan(
             onnx_path,
@@ -332,23 +399,32 @@ def _write_tensorrt(root: Path, spec, precisions, manifest: Manifest, say, trt: 
 
 
 def add_tensorrt(
-    root: str | Path, precisions, *, trt_target=None, batch=(), seq=(), trt_cache=None, formats=(), progress=None
+    root: str | Path, precisions, *, trt_target=None, batch=(), seq=(), trt_cache=None, force=False, progress=None
 ) -> ExportResult:
     """Build TensorRT plans from the ONNX graphs of an existing export directory, in place.
 
-    Each plan, sidecar and the manifest are written atomically; existing artifacts are untouched.
+    Each plan, sidecar and the manifest are written atomically; other artifacts are untouched, and an
+    existing plan is replaced only with ``force``.
     """
-    from .exporters.tensorrt import profiles_from
+    from .exporters.precision import onnx_file
+    from .exporters.tensorrt import PLAN_PRECISIONS, profiles_from
 
     root = Path(root)
-    if set(formats) - {"tensorrt", "onnx"}:
-        raise AttnkitError(
-            f"`{root}` is an export directory; only --format tensorrt can be added to it.",
-            flag="--format",
-            hint="Export MODEL again into a new --out for other formats.",
-        )
     manifest = Manifest.load(root)
     manifest.require_integrity(root)
+    wanted = [p for p in precisions if p in PLAN_PRECISIONS]
+    missing = [p for p in wanted if manifest.artifact("onnx", p) is None]
+    if missing:
+        raise AttnkitError(
+            f"`{root}` has no {', '.join(onnx_file(p) for p in missing)} to build a {', '.join(missing)} plan from.",
+            flag="--precision",
+            hint=f"Export it first: attnkit export MODEL --format onnx --precision {','.join(missing)} --out NEW",
+        )
+    existing = [_plan_name(p) for p in wanted if (root / _plan_name(p)).exists()]
+    if existing and not force:
+        raise AttnkitError(
+            f"`{root}` already has {', '.join(existing)}.", flag="--force", hint="Pass --force to rebuild it."
+        )
     trt = _tensorrt_plan(("tensorrt",), trt_target)
     trt["profiles"] = profiles_from(manifest.spec, batch, seq)
     _write_tensorrt(

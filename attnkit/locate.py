@@ -139,7 +139,15 @@ def _stats(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, float]:
 
 
 def locate(
-    root: str | Path, precision: str, tolerance: Tolerance, batch: int = 2, seq: int = 16, seed: int = 0
+    root: str | Path,
+    precision: str,
+    tolerance: Tolerance,
+    batch: int = 2,
+    seq: int = 16,
+    seed: int = 0,
+    *,
+    unsafe: bool = False,
+    imports: tuple[str, ...] = (),
 ) -> LocateReport:
     """Error of every Keras layer's ONNX counterpart, and the first that exceeds ``tolerance``.
 
@@ -148,7 +156,7 @@ def locate(
     """
     import onnx
 
-    source = Source(root)
+    source = Source(root, unsafe=unsafe, imports=imports)
     record = source.manifest.artifact("onnx", precision)
     if record is None:
         raise ArtifactError(

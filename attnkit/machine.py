@@ -8,6 +8,9 @@ read once per process. Feature names are normalised to the Linux spelling (``avx
 uses; :func:`tensorflow_features` applies the same cap, so a bf16 SavedModel run under
 ``ONEDNN_MAX_CPU_ISA=AVX2`` is reported as emulated, as it is. onnxruntime has no such switch:
 its int8 kernels are chosen from CPUID alone (:func:`cpu_features`).
+
+``ATTNKIT_CPU_FEATURES=avx2,fma`` replaces the probed features: for emulators (qemu-user, Intel SDE)
+whose CPUID, which the kernels dispatch on, differs from the host's /proc/cpuinfo that py-cpuinfo reads.
 """
 
 from __future__ import annotations
@@ -77,6 +80,11 @@ def _normalise(flags) -> frozenset[str]:
 @functools.lru_cache(maxsize=1)
 def cpu() -> CpuInfo:
     """This CPU, probed once per process with py-cpuinfo (falls back to /proc/cpuinfo without it)."""
+    override = os.environ.get("ATTNKIT_CPU_FEATURES")
+    if override is not None:
+        return CpuInfo(
+            f"{_proc_brand()} (features from ATTNKIT_CPU_FEATURES)", os.uname().machine, _normalise(override.split(","))
+        )
     try:
         import cpuinfo
 

@@ -7,7 +7,9 @@ against the signature of the model it is for, before the call returns.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ArtifactError, AttnkitError
-from .exporters.manifest import Manifest, write_text_atomic
+from .exporters.manifest import Manifest, readable_dir, write_text_atomic
 from .exporters.signatures import IOSpec, signature_of
 from .spec import ExportSpec
 
@@ -27,6 +29,7 @@ class PackageResult:
     triton: list[dict] = field(default_factory=list)  # name, platform, path, artifact
     tfserving: list[dict] = field(default_factory=list)  # name, version, path
     requests: dict[str, str] = field(default_factory=dict)  # what -> file
+    warnings: list[str] = field(default_factory=list)  # e.g. an artifact packaged after failing its check
 
 
 def kserve_request(spec: ExportSpec, seq: int = 8, seed: int = 0) -> dict:
@@ -142,14 +145,18 @@ def package(
                 flag="--triton",
                 hint="Choose another path, or pass --force to add the models to it.",
             )
-        repo.mkdir(parents=True, exist_ok=True)
+        try:
+            repo.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise AttnkitError(f"cannot create `{repo}` ({e.strerror or e}).", flag="--triton") from None
         for record in records:
             model = model_name(base, record)
             say(f"triton model {model}")
+            _warn_disagreement(record, model, result)
             sig = signature_of(root, record)
             text = text_format.MessageToString(build_config(model, record, spec, sig, warmup))
             _require_ok(check_config(text, sig), f"the generated config of {model}")
-            path = write_model(repo, model, root, record, text, version)
+            path = write_model(repo, model, root, record, text, version, force)
             result.triton.append(
                 {
                     "name": model,
@@ -171,26 +178,48 @@ def package(
     return result
 
 
+def _warn_disagreement(record, model: str, result: PackageResult) -> None:
+    """An artifact whose recorded agreement failed is packaged only with a warning that says so."""
+    agreement = record.agreement or {}
+    if agreement.get("passed") is False:
+        where = (agreement.get("machine") or {}).get("cpu", "the export machine")
+        line = (
+            f"{model}: {record.path} failed its agreement check on {where} (rel L2 {agreement.get('rel_l2', float('nan')):.3g}); "
+            "packaged anyway: verify it on the serving hardware before routing traffic to it"
+        )
+        if line not in result.warnings:
+            result.warnings.append(line)
+
+
 def _package_tfserving(root, manifest, out: Path, base, version, force, result, say) -> None:
     from .exporters.triton import _link_or_copy
 
     for record in [a for a in manifest.artifacts if a.format == "savedmodel"]:
         name = base if record.precision == "fp32" else f"{base}_{record.precision}"
         target = out / name / str(version)
-        if target.exists():
-            if not force:
-                raise AttnkitError(
-                    f"`{target}` exists.",
-                    flag="--tfserving",
-                    hint="Pass --version N for a new version, or --force to replace it.",
-                )
-            shutil.rmtree(target)
+        if target.exists() and not force:
+            raise AttnkitError(
+                f"`{target}` exists.",
+                flag="--tfserving",
+                hint="Pass --version N for a new version, or --force to replace it.",
+            )
         say(f"tf serving model {name} version {version}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.with_name(f".{version}.tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        _link_or_copy(root / record.path, staging)
-        staging.rename(target)
+        _warn_disagreement(record, name, result)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise AttnkitError(
+                f"`{out}` is not a directory.", flag="--tfserving", hint="Give a directory path."
+            ) from None
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=target.parent))
+        try:  # the new version is complete before the old one (with --force) is swapped out
+            _link_or_copy(root / record.path, staging / "x")
+            readable_dir(staging / "x")
+            if target.exists():
+                os.replace(target, staging / "old")
+            os.replace(staging / "x", target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         result.tfserving.append({"name": name, "version": version, "path": str(target), "precision": record.precision})
         if record.precision == "fp32":
             body = tfserving_request(manifest.spec)

@@ -78,6 +78,7 @@ def run(
     min_seconds: float = 1.0,
     imports: tuple[str, ...] = (),
     seed: int = 0,
+    unsafe: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Export every format available here, verify, benchmark, package, and write ``out/report.md``.
@@ -124,6 +125,7 @@ def run(
             imports=imports,
             seed=seed,
             force=force,
+            unsafe=unsafe,
             progress=say,
         )
         verify_report = exported.report
@@ -143,6 +145,7 @@ def run(
             precisions=tuple(p for p in precision.split(",") if p),
             rule=StoppingRule(0.5, 5, min_seconds),
             seed=seed,
+            unsafe=unsafe,
             progress=say,
         )
         result.files += bench_render.write_all(bench_report, out / "bench")
@@ -154,7 +157,7 @@ def run(
         from .attention_maps import capture, plot
         from .runtimes.base import Source
 
-        source = Source(out)
+        source = Source(out, unsafe=unsafe)
         seq = min(32, source.spec.max_sequence or 32)
         maps = capture(source.keras_model, source.spec, source.spec.sample_feeds(1, seq, seed), 0)
         plot(maps, out / "attention.png", title=source.spec.name)

@@ -43,49 +43,48 @@ def models_table(rows: list[dict]) -> Table:
     return t
 
 
-def agreement_table(report: VerifyReport) -> Table:
+def agreement_table(report: VerifyReport, width: int | None = None) -> Table:
     """One row per backend x shape x output: errors, cosine, required tolerance, verdict."""
-    t = Table(title=f"agreement with eager fp32 Keras — {report.model} ({report.root})")
-    for col in (
-        "backend",
-        "precision",
-        "shape",
-        "output",
-        "max abs",
-        "max rel",
-        "rel L2",
-        "cosine",
-        "NaN/Inf",
-        "needs atol",
-        "result",
-    ):
-        t.add_column(col)
+    from .tables import Column, fitted_table
+
+    columns = [
+        Column("backend"),
+        Column("precision"),
+        Column("shape"),
+        Column("output", 2),
+        Column("max abs", 1),
+        Column("max rel", 3),
+        Column("rel L2"),
+        Column("cosine"),
+        Column("NaN/Inf", 3),
+        Column("needs atol", 3),
+        Column("result"),
+    ]
+    rows: list = []
     for r in report.results:
-        shape = f"{r.batch}x{r.seq}"
+        lead = [r.backend, r.precision, f"{r.batch}x{r.seq}"]
         if r.skipped:
-            t.add_row(
-                r.backend, r.precision, shape, "-", "", "", "", "", "", "", f"[yellow]skipped[/]: {r.skipped[:80]}"
-            )
+            rows.append((lead, f"[yellow]skipped[/]: {r.skipped[:80]}"))
             continue
         if r.error:
-            t.add_row(r.backend, r.precision, shape, "-", "", "", "", "", "", "", f"[red]ERROR[/] {r.error[:80]}")
+            rows.append((lead, f"[red]ERROR[/] {r.error[:80]}"))
             continue
         for a in r.agreements:
             verdict = "[green]pass[/]" if a.passed else f"[red]FAIL[/] {'; '.join(a.failures)[:80]}"
-            t.add_row(
-                r.backend,
-                r.precision,
-                shape,
-                a.output,
-                f"{a.max_abs:.2e}",
-                f"{a.max_rel:.2e}",
-                f"{a.rel_l2:.2e}",
-                f"{a.cosine:.6f}",
-                f"{a.nan}/{a.inf}",
-                f"{a.required_atol:.1e}",
-                verdict,
+            rows.append(
+                lead
+                + [
+                    a.output,
+                    f"{a.max_abs:.2e}",
+                    f"{a.max_rel:.2e}",
+                    f"{a.rel_l2:.2e}",
+                    f"{a.cosine:.6f}",
+                    f"{a.nan}/{a.inf}",
+                    f"{a.required_atol:.1e}",
+                    verdict,
+                ]
             )
-    return t
+    return fitted_table(f"agreement with eager fp32 Keras — {report.model} ({report.root})", columns, rows, width)
 
 
 def locate_table(result) -> Table:

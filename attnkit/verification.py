@@ -160,6 +160,8 @@ def verify(
     rtol: float | dict | None = None,
     shapes: tuple[tuple[int, int], ...] = DEFAULT_SHAPES,
     seed: int = 0,
+    unsafe: bool = False,
+    imports: tuple[str, ...] = (),
     progress: Callable[[str], None] | None = None,
 ) -> VerifyReport:
     """Check every artifact of an export directory against the eager fp32 Keras model.
@@ -170,6 +172,8 @@ def verify(
         atol, rtol: element-wise tolerance overrides, a number or ``{precision: number}``.
         shapes: (batch, sequence) pairs; fresh seeded random inputs are drawn for each.
         seed: base seed of the inputs.
+        unsafe: allow unsafe Keras deserialisation of ``model.keras`` (never taken from the manifest).
+        imports: extra modules or .py files registering custom layers (beside those the export recorded).
         progress: called with a short message before each backend.
 
     Returns:
@@ -178,7 +182,7 @@ def verify(
     Raises:
         ArtifactError: no manifest, or an artifact is missing or its sha256 does not match.
     """
-    source = Source(root)
+    source = Source(root, unsafe=unsafe, imports=imports)
     source.manifest.require_integrity(root)
     spec = source.spec
     if spec.max_sequence:

@@ -41,8 +41,8 @@ CSV_COLUMNS = (
 )
 
 
-def _f(v, fmt: str) -> str:
-    return "-" if v is None else format(v, fmt)
+def _f(v, fmt: str, unit: str = "") -> str:
+    return "-" if v is None else format(v, fmt) + unit
 
 
 def _peaks(calibration: dict) -> str:
@@ -72,54 +72,61 @@ def _agrees_cell(m) -> str:
     return f"yes {a['rel_l2']:.1e}" if a["passed"] else f"[red bold]NO {a['rel_l2']:.1e}[/]"
 
 
-def table(report: BenchReport) -> Table:
+def table(report: BenchReport, width: int | None = None) -> Table:
+    """The results as a rich table; with ``width``, the least important columns give way first."""
+    from rich.markup import escape
+
+    from ..tables import Column, fitted_table
+
     best = report.to_dict(raw=False)["best"]
-    t = Table(
-        title=f"{report.model}: latency and throughput vs eager Keras fp32 "
-        f"(peaks: {_peaks(report.calibration) or 'not measured'})",
-        caption=headline(best, len(report.disagreeing())),
-    )
-    for col in (
-        "backend",
-        "precision",
-        "batch",
-        "seq",
-        "mean ms",
-        "p50 ms",
-        "p99 ms",
-        "CV",
-        "seq/s",
-        "tokens/s",
-        "speedup",
-        "GFLOP/s",
-        "% peak",
-        "agrees (rel L2)",
-    ):
-        t.add_column(col, justify="left" if col in ("backend", "precision") else "right")
+    columns = [
+        Column("backend"),
+        Column("precision"),
+        Column("batch", 0, "right"),
+        Column("seq", 0, "right"),
+        Column("mean ms", 3, "right"),
+        Column("p50 ms", 1, "right"),
+        Column("p99 ms", 2, "right"),
+        Column("CV", 2, "right"),
+        Column("seq/s", 0, "right"),
+        Column("tokens/s", 3, "right"),
+        Column("speedup", 0, "right"),
+        Column("GFLOP/s", 3, "right"),
+        Column("% peak", 1, "right"),
+        Column("agrees", 0),
+    ]
+    rows: list = []
     for m in report.measurements:
+        lead = [m.backend, m.precision, str(m.batch), str(m.seq)]
         if not m.latency:
             why = f"[yellow]skipped[/]: {m.skipped}" if m.skipped else f"[red]error[/]: {m.error}"
-            t.add_row(m.backend, m.precision, str(m.batch), str(m.seq), why[:90], *[""] * 9)
+            rows.append((lead, why[:90]))
             continue
         lat = m.latency
         cv = f"[yellow]{lat.cv:.1%}[/]" if lat.noisy else f"{lat.cv:.1%}"
-        t.add_row(
-            m.backend,
-            m.precision,
-            str(m.batch),
-            str(m.seq),
-            f"{lat.mean:.2f}",
-            f"{lat.p50:.2f}",
-            f"{lat.p99:.2f}",
-            cv,
-            f"{m.seq_per_s:.1f}",
-            f"{m.tokens_per_s:.0f}",
-            _f(m.speedup, ".2f") + "x" if m.agrees else f"[strike]{_f(m.speedup, '.2f')}x[/]",
-            _f(m.gflops, ".1f"),
-            _f(m.pct_of_peak, ".0f"),
-            _agrees_cell(m),
+        rows.append(
+            lead
+            + [
+                f"{lat.mean:.2f}",
+                f"{lat.p50:.2f}",
+                f"{lat.p99:.2f}",
+                cv,
+                f"{m.seq_per_s:.1f}",
+                f"{m.tokens_per_s:.0f}",
+                _f(m.speedup, ".2f", "x") if m.agrees else f"[strike]{_f(m.speedup, '.2f', 'x')}[/]",
+                _f(m.gflops, ".1f"),
+                _f(m.pct_of_peak, ".0f"),
+                _agrees_cell(m),
+            ]
         )
-    return t
+    return fitted_table(
+        f"{report.model}: latency and throughput vs eager Keras fp32 "
+        f"(peaks: {_peaks(report.calibration) or 'not measured'})",
+        columns,
+        rows,
+        width,
+        caption=escape(headline(best, len(report.disagreeing()))),
+    )
 
 
 def to_csv(report: BenchReport) -> str:
@@ -241,7 +248,7 @@ def to_markdown(data: dict) -> str:
             continue
         a = m.get("agreement")
         agrees = "-" if not a else f"yes ({a['rel_l2']:.1e})" if a["passed"] else f"**NO** ({a['rel_l2']:.1e})"
-        speed = _f(m["speedup"], ".2f") + "x"
+        speed = _f(m["speedup"], ".2f", "x")
         speed = speed if not a or a["passed"] else f"~~{speed}~~"
         lines.append(
             f"| {m['backend']} | {m['precision']} | {m['batch']} | {m['seq']} | {lat['mean']:.2f} | {lat['p50']:.2f} | "

@@ -49,6 +49,8 @@ class Measurement:
             return "error"
         if self.skipped:
             return "skipped"
+        if self.agreement is None:
+            return "unchecked"
         return "ok" if self.agrees else "disagrees"
 
     @property
@@ -105,12 +107,12 @@ class BenchReport:
         return max(rows, key=lambda m: m.speedup, default=None)
 
     def disagreeing(self) -> list[Measurement]:
-        return [m for m in self.measurements if m.latency and not m.agrees]
+        return [m for m in self.measurements if m.latency and m.agreement is not None and not m.agrees]
 
     def warnings(self) -> list[str]:
         out = list(self.hardware)
         for m in self.disagreeing():
-            why = "; ".join((m.agreement or {}).get("failures", [])) or "not checked"
+            why = "; ".join(m.agreement.get("failures", [])) or "failed"
             out.append(
                 f"{m.backend}[{m.precision}] {m.batch}x{m.seq}: answers disagree with eager fp32 ({why}); "
                 "its speed does not count"
@@ -194,10 +196,10 @@ def _is_export_dir(target: str) -> bool:
     return (Path(target) / MANIFEST).is_file()
 
 
-def _prepare_source(target, plan, imports, seed, progress) -> tuple[Source, Path | None]:
+def _prepare_source(target, plan, imports, seed, progress, unsafe=False) -> tuple[Source, Path | None]:
     """An export directory as is (integrity checked), or a temporary export of a preset/.keras."""
     if _is_export_dir(target):
-        source = Source(target)
+        source = Source(target, unsafe=unsafe, imports=imports)
         source.manifest.require_integrity(target)
         return source, None
     if Path(target).is_dir():
@@ -226,11 +228,12 @@ def _prepare_source(target, plan, imports, seed, progress) -> tuple[Source, Path
             seed=seed,
             check=False,
             force=True,
+            unsafe=unsafe,
         )
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Source(tmp / "export"), tmp
+    return Source(tmp / "export", unsafe=unsafe, imports=imports), tmp
 
 
 def _flops_fn(source: Source) -> Callable[[int, int], int | None]:
@@ -261,6 +264,7 @@ def bench(
     seed: int = 0,
     baseline: bool = True,
     imports: tuple[str, ...] = (),
+    unsafe: bool = False,
     calibrate: bool = True,
     progress: Callable[[str], None] | None = None,
     on_start: Callable[[int], None] | None = None,
@@ -293,7 +297,7 @@ def bench(
     seq_lens = parse_int_list(seq_lens, "--seq-lens")
     plan = _plan(backends, precisions, baseline)
     threads_info = _apply_threads(threads)
-    source, tmp = _prepare_source(target, plan, imports, seed, say)
+    source, tmp = _prepare_source(target, plan, imports, seed, say, unsafe)
     try:
         spec = source.spec
         if spec.max_sequence and max(seq_lens) > spec.max_sequence:

@@ -191,6 +191,29 @@ def _check_parent_writable(path: Path, flag: str) -> None:
         ) from None
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def readable_dir(root: str | Path) -> None:
+    """Give a staged tree the modes the user's umask gives any new file (0755/0644 under umask 022).
+
+    ``tempfile.mkdtemp``/``mkstemp`` create 0700/0600, which a Triton or TF Serving container running
+    as another user cannot read; the rename into place keeps whatever mode the stage had.
+    """
+    mask = _umask()
+    root = Path(root)
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        if path.is_dir():
+            path.chmod(0o777 & ~mask)
+        elif path.stat().st_nlink == 1:  # hard links share the export's inode: leave its mode alone
+            path.chmod((0o777 if os.access(path, os.X_OK) and path.stat().st_mode & 0o100 else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_directory(out: str | Path, force: bool = False) -> Iterator[Path]:
     """Yield a staging directory beside ``out``; on success swap it into place, else delete it.
@@ -204,6 +227,7 @@ def atomic_directory(out: str | Path, force: bool = False) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         yield staging
+        readable_dir(staging)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, old / "x")
@@ -219,13 +243,17 @@ def atomic_directory(out: str | Path, force: bool = False) -> Iterator[Path]:
 def write_text_atomic(path: str | Path, text: str, flag: str = "--out") -> None:
     """Write a file through a temporary sibling and a rename, so readers never see half of it."""
     path = Path(path)
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(fd, "w") as fh:
             fh.write(text if text.endswith("\n") else text + "\n")
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as e:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise ExportError(
             f"cannot write `{path}` ({e.strerror or e}).", flag=flag, hint="Choose a writable path."
         ) from None
@@ -239,6 +267,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

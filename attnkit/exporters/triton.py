@@ -149,23 +149,59 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def is_triton_repo(path: Path) -> bool:
-    """Empty, or every entry is a model directory with a config.pbtxt."""
+    """Empty, or every entry is a model directory with a config.pbtxt (attnkit's own request
+    examples, ``request_*.json`` at the root, are allowed: Triton ignores files there)."""
     entries = [p for p in path.iterdir() if not p.name.startswith(".")]
-    return all(p.is_dir() and (p / "config.pbtxt").is_file() for p in entries)
+    return all(
+        (p.is_dir() and (p / "config.pbtxt").is_file()) or (p.is_file() and p.name.startswith("request_"))
+        for p in entries
+    )
 
 
-def write_model(repo: Path, name: str, root: Path, record, config_text: str, version: int) -> Path:
-    """One model directory, staged beside the repo's others and renamed into place."""
-    stage = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=repo))
+def write_model(repo: Path, name: str, root: Path, record, config_text: str, version: int, force: bool = False) -> Path:
+    """Add ``version`` of one model to the repository, keeping every other version.
+
+    A new model directory is staged whole beside the others and renamed into place. For an existing
+    model, the new version directory is staged inside it and renamed into place, then config.pbtxt is
+    replaced atomically; an existing ``version`` is refused unless ``force`` (then swapped, not
+    deleted first). A failure leaves the model as it was.
+    """
+    from ..errors import AttnkitError
+    from .manifest import readable_dir, write_text_atomic
+
+    target = repo / name
+    if not target.exists():
+        stage = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=repo))
+        try:
+            (stage / str(version)).mkdir()
+            _link_or_copy(root / record.path, stage / str(version) / FILENAMES[record.format])
+            (stage / "config.pbtxt").write_text(config_text)
+            readable_dir(stage)
+            os.replace(stage, target)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        return target
+    existing = target / str(version)
+    if existing.exists() and not force:
+        raise AttnkitError(
+            f"`{existing}` exists.",
+            flag="--version",
+            hint="Pass --version N for a new version, or --force to replace it.",
+        )
+    stage = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=target))
     try:
-        (stage / str(version)).mkdir()
-        _link_or_copy(root / record.path, stage / str(version) / FILENAMES[record.format])
-        (stage / "config.pbtxt").write_text(config_text)
-        target = repo / name
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(stage, target)
+        _link_or_copy(root / record.path, stage / FILENAMES[record.format])
+        readable_dir(stage)
+        if existing.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{version}.old-", dir=target))
+            os.replace(existing, old / "x")
+            os.replace(stage, existing)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(stage, existing)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    write_text_atomic(target / "config.pbtxt", config_text, flag="--triton")
     return target

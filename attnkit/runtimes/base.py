@@ -23,9 +23,20 @@ from ..spec import ExportSpec
 class Source:
     """An export directory as runners see it: manifest, spec, artifact paths, the Keras model."""
 
-    def __init__(self, root: str | Path, manifest: Manifest | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        manifest: Manifest | None = None,
+        *,
+        unsafe: bool = False,
+        imports: tuple[str, ...] | list[str] = (),
+    ):
         self.root = Path(root)
         self.manifest = manifest or Manifest.load(self.root)
+        #: unsafe Keras deserialisation comes from the caller's --unsafe only, never from the manifest:
+        #: a downloaded export directory must not be able to switch safe_mode off
+        self.unsafe = unsafe
+        self.imports = tuple(imports)
 
     @property
     def spec(self) -> ExportSpec:
@@ -68,8 +79,13 @@ class Source:
         """The float32 Keras model saved in the export (the reference), loaded once."""
         from ..models.loading import import_modules, load_keras_file
 
-        import_modules(self.manifest.model.get("imports", []))
-        return load_keras_file(self.path("keras"), unsafe=bool(self.manifest.model.get("unsafe")))
+        recorded = []
+        for mod in self.manifest.model.get("imports", []):
+            # .py files are copied into the export (custom_objects/) and recorded relative to it
+            local = self.root / mod
+            recorded.append(str(local) if mod.endswith(".py") and local.is_file() else mod)
+        import_modules([*recorded, *self.imports])
+        return load_keras_file(self.path("keras"), unsafe=self.unsafe)
 
 
 class Runner(ABC):

@@ -1,0 +1,198 @@
+"""Data safety and trust: versions kept, no edits behind the user's back, safe_mode that a manifest
+cannot switch off, exports verified from anywhere, readable modes, SIGTERM clean-up, honest exits."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import pytest
+from click.testing import CliRunner
+
+import attnkit
+from attnkit.cli import cli
+from attnkit.exporters.manifest import Manifest, sha256_path
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+
+
+def invoke(*args):
+    r = CliRunner().invoke(cli, [str(a) for a in args])
+    return r.exit_code, r.output
+
+
+def one_line_error(code, output, *needles):
+    assert code != 0, output
+    errors = [ln for ln in output.splitlines() if ln.startswith("Error")]
+    assert len(errors) == 1 and "Traceback" not in output, output
+    for n in needles:
+        assert n in errors[0], errors[0]
+
+
+@pytest.fixture(scope="module")
+def int8_export(tmp_path_factory):
+    return attnkit.export("mha", tmp_path_factory.mktemp("safety") / "mha", precision="fp32,int8", check=False)
+
+
+def test_a_new_version_keeps_the_others(int8_export, tmp_path):
+    repo, tfs = tmp_path / "repo", tmp_path / "tfs"
+    assert invoke("package", int8_export.out, "--triton", repo, "--tfserving", tfs)[0] == 0
+    v1 = sha256_path(repo / "mha_onnx" / "1")
+    code, out = invoke("package", int8_export.out, "--triton", repo, "--tfserving", tfs, "--version", "2")
+    assert code == 0, out  # attnkit's own repository (with its request_*.json) is recognised
+    for model in ("mha_onnx", "mha_onnx_int8", "mha_savedmodel"):
+        assert sorted(p.name for p in (repo / model).iterdir() if not p.name.startswith(".")) == [
+            "1",
+            "2",
+            "config.pbtxt",
+        ]
+    assert sha256_path(repo / "mha_onnx" / "1") == v1
+    assert sorted(p.name for p in (tfs / "mha").iterdir()) == ["1", "2"]
+    code, out = invoke("package", int8_export.out, "--triton", repo, "--version", "2")
+    one_line_error(code, out, "--version", "exists")
+    assert invoke("package", int8_export.out, "--triton", repo, "--tfserving", tfs, "--version", "2", "--force")[0] == 0
+    assert (repo / "mha_onnx" / "1").is_dir() and (tfs / "mha" / "1").is_dir()  # --force replaced only version 2
+    assert not [p for p in (repo / "mha_onnx").iterdir() if p.name.startswith(".")]
+
+
+def test_packaging_a_failed_artifact_warns(int8_export, tmp_path):
+    out = tmp_path / "bad"
+    shutil.copytree(int8_export.out, out)
+    m = Manifest.load(out)
+    m.artifact("onnx", "int8").agreement = {"passed": False, "rel_l2": 0.24, "machine": {"cpu": "Test CPU"}}
+    m.write(out)
+    code, text = invoke("package", out, "--triton", tmp_path / "repo")
+    assert code == 0 and text.count("Warning: mha_onnx_int8: model.int8.onnx failed its agreement check") == 1
+
+
+def test_files_get_the_users_umask(int8_export, tmp_path):
+    old = os.umask(0o022)
+    try:
+        out = attnkit.export("mha", tmp_path / "modes", formats="onnx").out
+        from attnkit.package import package
+
+        package(out, triton=tmp_path / "repo2")
+    finally:
+        os.umask(old)
+    for path in (out, out / "manifest.json", out / "model.onnx", tmp_path / "repo2" / "mha_onnx",
+                 tmp_path / "repo2" / "mha_onnx" / "1", tmp_path / "repo2" / "mha_onnx" / "config.pbtxt"):  # fmt: skip
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))
+
+
+def test_adding_to_an_export_honours_every_flag_or_refuses(int8_export, tmp_path):
+    before = sha256_path(int8_export.out)
+    cases = [
+        (("--format", "tensorrt", "--out", tmp_path / "new"), "--out"),
+        (("--format", "onnx"), "--format"),
+        (("--format", "onnx", "--trt-target", "sm89"), "--trt-target"),
+        (("--format", "tensorrt", "--precision", "int8"), "--precision"),
+        (("--precision", ""), "--precision"),
+    ]
+    for args, flag in cases:
+        code, out = invoke("export", int8_export.out, *args)
+        one_line_error(code, out, flag)
+    assert sha256_path(int8_export.out) == before and not (tmp_path / "new").exists()
+
+
+def test_manifest_cannot_switch_safe_mode_off(tmp_path):
+    x = keras.Input((None, 4), name="x")
+    path = tmp_path / "lam.keras"
+    keras.Model(x, keras.layers.Lambda(lambda t: t * 3.0)(x)).save(path)
+    out = attnkit.export(str(path), tmp_path / "out", unsafe=True, formats="onnx").out
+    assert json.loads((out / "manifest.json").read_text())["model"]["unsafe"] is True
+    code, text = invoke("verify", out)
+    one_line_error(code, text, "--unsafe")
+    code, text = invoke("bench", out, "--batch-sizes", "1", "--seq-lens", "4", "--min-seconds", "0.01", "--warmup", "0")
+    one_line_error(code, text, "--unsafe")
+    code, text = invoke("verify", out, "--unsafe")
+    assert code == 0, text
+
+
+def _cli(*args, cwd, env=None, **kw):
+    return subprocess.Popen(
+        [sys.executable, "-m", "attnkit", *map(str, args)],
+        cwd=cwd,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def test_export_with_a_py_import_verifies_from_another_directory(tmp_path):
+    sys.path.insert(0, str(HERE))
+    import custom_layers_src
+
+    ids = keras.Input((None,), dtype="int32", name="ids")
+    e = keras.layers.Embedding(20, 8)(ids)
+    model = keras.Model(ids, custom_layers_src.ScaledSum(0.5)(e, e))
+    model.save(tmp_path / "user.keras")
+    work = tmp_path / "work"
+    shutil.copy(HERE / "custom_layers_src.py", tmp_path / "layers.py")
+    work.mkdir()
+    p = _cli(
+        "export", tmp_path / "user.keras", "--import", "../layers.py", "--format", "onnx", "--out", "exp", cwd=work
+    )
+    assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
+    assert Manifest.load(work / "exp").model["imports"] == ["custom_objects/layers.py"]
+    (tmp_path / "layers.py").unlink()  # the export carries its own copy
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    p = _cli("verify", work / "exp", cwd=elsewhere)
+    assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
+
+
+def _wait_for(predicate, timeout=240.0) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_sigterm_during_export_and_bench_leaves_nothing(tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp)}
+    p = _cli("export", "encoder-tiny", "--out", tmp_path / "out", cwd=tmp_path, env=env)
+    assert _wait_for(lambda: any(tmp_path.glob(".out.tmp-*/model.keras"))), "export never staged"
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=60) == 143
+    assert "terminated" in p.stderr.read()
+    assert not list(tmp_path.glob(".out.*")) and not (tmp_path / "out").exists()
+    p = _cli("bench", "mha", "--batch-sizes", "1", "--seq-lens", "8", cwd=tmp_path, env=env)
+    assert _wait_for(lambda: any(tmp.glob("attnkit-bench-*/export/model.onnx"))), "bench never exported"
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=60) == 143
+    assert not list(tmp.glob("attnkit-bench-*"))
+
+
+def test_honest_exits_and_output(tmp_path, int8_export):
+    code, out = invoke()
+    assert code == 0 and "Usage" in out and "Error" not in out
+    code, out = invoke("export", "--help")
+    assert "tensorrt" in out and "int8" in out and "--target" in out
+    from attnkit.machine import gpu_unavailable_reason
+
+    if gpu_unavailable_reason():
+        code, out = invoke("verify", int8_export.out, "--backends", "tensorrt")
+        one_line_error(code, out, "nothing was checked", "NVIDIA GPU")
+    code, out = invoke("bench", int8_export.out, "--backends", "onnxruntime", "--no-baseline", "--batch-sizes", "1",
+                       "--seq-lens", "8", "--min-seconds", "0.02", "--warmup", "0", "--min-iterations", "2")  # fmt: skip
+    assert code == 0, out
+    assert "-x" not in out and "• measuring onnxruntime" in out  # stages logged when not a terminal
+    table = [line for line in out.splitlines() if line.strip() and line.strip()[0] in "─━│┃┏┡└ "]
+    assert table and max(len(line) for line in table) <= 80  # the table fits the (non-terminal) 80 columns
+    assert "onnxruntime" in out and "speedup" in out and "agrees" in out  # readable, not squeezed to "on…"
