@@ -17,7 +17,7 @@ import os
 # TensorFlow logs CUDA probing errors on CPU-only machines at level 2; users can lower this.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["__version__", "export", "verify", "bench", "list_models"]
 
@@ -30,7 +30,7 @@ def export(*args, **kwargs):
 
 
 def verify(*args, **kwargs):
-    """See :func:`attnkit.verify.verify`."""
+    """See :func:`attnkit.verification.verify`."""
     from .verification import verify as _verify
 
     return _verify(*args, **kwargs)
@@ -44,25 +44,7 @@ def bench(*args, **kwargs):
 
 
 def list_models(seq: int = 128) -> list[dict]:
-    """One dict per preset: name, family, description, dims, parameters and FLOPs per sequence."""
-    from .models.presets import PRESETS
+    """See :func:`attnkit.models.presets.list_models`."""
+    from .models.presets import list_models as _list_models
 
-    rows = []
-    for p in PRESETS.values():
-        c = p.config
-        layers = c.get("num_layers") or (f"{c['encoder_layers']}+{c['decoder_layers']}" if "encoder_layers" in c else 1)
-        rows.append(
-            {
-                "name": p.name,
-                "family": p.family,
-                "description": p.description,
-                "layers": layers,
-                "d_model": c["d_model"],
-                "heads": c["num_heads"],
-                "ffn": c.get("ffn_dim"),
-                "params": p.params(),
-                "flops_per_seq": p.flops(seq),
-                "seq": seq,
-            }
-        )
-    return rows
+    return _list_models(seq)

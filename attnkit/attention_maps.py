@@ -95,3 +95,24 @@ def plot(maps: AttentionMaps, path: Path, title: str) -> None:
     )
     fig.tight_layout()
     save_png(fig, path)
+
+
+def maps_for(model: str, *, layer: int, seq: int, seed: int, imports: tuple[str, ...] = (), capture=capture):
+    """Attention maps of one layer for MODEL: a preset, a .keras file or an export directory.
+
+    Raises:
+        AttnkitError: ``seq`` beyond the model's maximum position (names ``--seq``).
+    """
+
+    from .errors import AttnkitError
+    from .models import classify, resolve
+    from .runtimes.base import Source
+
+    if classify(model).is_export:
+        source = Source(model, imports=imports)
+        keras_model, spec = source.keras_model, source.spec
+    else:
+        keras_model, spec, _ = resolve(model, seed=seed, imports=imports)
+    if spec.max_sequence and seq > spec.max_sequence:
+        raise AttnkitError(f"{seq} exceeds the model's maximum position {spec.max_sequence}.", flag="--seq")
+    return capture(keras_model, spec, spec.sample_feeds(1, seq, seed), layer)

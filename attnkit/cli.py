@@ -15,7 +15,8 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from ._version import __version__
+from .cli_types import BACKENDS, FORMATS, POSITIVE_INTS, PRECISIONS
 from .errors import AttnkitError
 
 
@@ -141,11 +142,13 @@ def cli():
 
 
 @cli.command()
-@click.option("--seq", default=128, show_default=True, help="Sequence length for the FLOPs column.")
+@click.option(
+    "--seq", default=128, show_default=True, type=click.IntRange(min=1), help="Sequence length for the FLOPs column."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def models(seq: int, as_json: bool):
     """List the presets with dims, parameter count and FLOPs per sequence."""
-    from . import list_models
+    from .models.presets import list_models
     from .render import models_table
 
     rows = list_models(seq)
@@ -178,6 +181,7 @@ _unsafe_option = click.option(
 @click.option(
     "--format",
     "formats",
+    type=FORMATS,
     default="savedmodel,onnx",
     show_default=True,
     help="Comma list of: savedmodel, onnx, tensorrt (plans from the ONNX graphs), triton (a model repository "
@@ -185,6 +189,7 @@ _unsafe_option = click.option(
 )
 @click.option(
     "--precision",
+    type=PRECISIONS,
     default="fp32",
     show_default=True,
     help="Comma list of fp32, bf16, fp16, int8. SavedModels are traced under each TF policy (bf16 = "
@@ -202,8 +207,10 @@ _unsafe_option = click.option(
 @click.option("--seed", default=0, show_default=True, type=int, help="Weight seed (presets) and input seed.")
 @click.option("--force", is_flag=True, help="Replace an existing non-empty --out.")
 @click.option("--unsafe", is_flag=True, help="Allow unsafe Keras deserialisation (Lambda layers). Trusted files only.")
-@click.option("--no-check", is_flag=True, help="Skip the agreement check after exporting.")
-@click.option("--no-fuse", is_flag=True, help="Keep tf2onnx's decomposed LayerNorms (no LayerNormalization fusion).")
+@click.option("--check/--no-check", default=True, help="Check the artifacts agree with the eager model (default on).")
+@click.option(
+    "--fuse/--no-fuse", default=True, help="Fuse tf2onnx's decomposed LayerNorms into LayerNormalization (default on)."
+)
 @click.option("--per-channel", is_flag=True, help="Per-channel int8 weight scales.")
 @click.option(
     "--target",
@@ -218,54 +225,18 @@ _unsafe_option = click.option(
 @click.option("--batch", multiple=True, metavar="MIN:OPT:MAX", help="Batch range of a TensorRT profile (repeatable).")
 @click.option("--seq", multiple=True, metavar="MIN:OPT:MAX", help="Sequence range of a TensorRT profile (repeatable).")
 @click.option("--trt-cache", type=click.Path(path_type=Path), help="Timing-cache file reused across builds.")
-def export(
-    model,
-    out,
-    formats,
-    precision,
-    opset,
-    imports,
-    seed,
-    force,
-    unsafe,
-    no_check,
-    no_fuse,
-    per_channel,
-    target,
-    trt_target,
-    batch,
-    seq,
-    trt_cache,
-):
+def export(model, out, **options):
     """Export MODEL (a preset name or a .keras file) and check the artifacts agree with it.
 
     MODEL may also be an export directory with --format tensorrt: plans are then built from its ONNX
     graphs and added to it in place.
     """
     from .errors import AgreementError
+    from .export_api import ExportOptions
     from .export_api import export as run_export
 
     try:
-        result = run_export(
-            model,
-            out,
-            formats=formats,
-            precision=precision,
-            opset=opset,
-            imports=imports,
-            seed=seed,
-            force=force,
-            unsafe=unsafe,
-            check=not no_check,
-            fuse=not no_fuse,
-            per_channel=per_channel,
-            target=target,
-            trt_target=trt_target,
-            batch=batch,
-            seq=seq,
-            trt_cache=trt_cache,
-            progress=_progress,
-        )
+        result = run_export(model, out, options=ExportOptions(**options), progress=_progress)
     except AgreementError as e:
         _print_report_of(e)
         raise
@@ -293,7 +264,7 @@ def _print_report_of(error) -> None:
 
 @cli.command()
 @click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
-@click.option("--backends", default="", help="Comma list of backends [default: one per artifact].")
+@click.option("--backends", type=BACKENDS, help="Comma list of backends [default: one per artifact].")
 @click.option(
     "--atol", multiple=True, metavar="[PREC=]X", help="Element-wise absolute tolerance, e.g. 1e-4 or fp16=1e-2."
 )
@@ -317,7 +288,7 @@ def verify(directory, backends, atol, rtol, seed, json_path, locate, imports, un
         check_writable_file(json_path, "--json")
     report = run_verify(
         directory,
-        backends=[b for b in backends.split(",") if b] or None,
+        backends=list(backends) if backends else None,
         atol=_tolerance_option(atol, "--atol"),
         rtol=_tolerance_option(rtol, "--rtol"),
         seed=seed,
@@ -351,12 +322,13 @@ def verify(directory, backends, atol, rtol, seed, json_path, locate, imports, un
 
 @cli.command()
 @click.argument("target", metavar="MODEL_OR_DIR")
-@click.option("--backends", default="", help="Comma list [default: keras,tf-function,xla,savedmodel,onnxruntime].")
-@click.option("--batch-sizes", default="1,8,32", show_default=True, help="Comma list of batch sizes.")
-@click.option("--seq-lens", default="128", show_default=True, help="Comma list of sequence lengths.")
+@click.option("--backends", type=BACKENDS, help="Comma list [default: keras,tf-function,xla,savedmodel,onnxruntime].")
+@click.option("--batch-sizes", type=POSITIVE_INTS, default="1,8,32", show_default=True, help="Batch sizes.")
+@click.option("--seq-lens", type=POSITIVE_INTS, default="128", show_default=True, help="Sequence lengths.")
 @click.option(
     "--precision",
     "precisions",
+    type=PRECISIONS,
     default="fp32",
     show_default=True,
     help="Comma list of precisions (fp32, bf16, fp16, int8) for backends that support them.",
@@ -400,11 +372,9 @@ def bench(
     from .tracing import canonical_precision
 
     rule = StoppingRule(warmup, min_iterations, min_seconds)
-    from .export_api import PRECISIONS
+    from .export_api import PRECISIONS as VALID
 
-    precs = tuple(canonical_precision(p.strip(), PRECISIONS) for p in precisions.split(",") if p.strip())
-    if not precs:
-        raise AttnkitError("is empty; give a comma list of fp32, bf16, fp16, int8.", flag="--precision")
+    precs = tuple(dict.fromkeys(canonical_precision(p, VALID) for p in precisions))
     if out:
         check_writable_out(out, force=True)
     columns = (
@@ -424,7 +394,7 @@ def bench(
 
         report = run_bench(
             target,
-            backends=[b.strip() for b in backends.split(",") if b.strip()] or None,
+            backends=list(backends) if backends else None,
             batch_sizes=batch_sizes,
             seq_lens=seq_lens,
             precisions=precs,
@@ -460,52 +430,32 @@ def attention(model, out, layer, seq, seed, imports):
 
     MODEL is a preset, a .keras file or an export directory.
     """
-    from .attention_maps import capture, plot
+    from .attention_maps import capture, maps_for, plot
     from .exporters.manifest import check_writable_file
 
     if out.suffix.lower() != ".png":
         raise AttnkitError(f"`{out}` must end in .png.", flag="--out")
     check_writable_file(out, "--out")
-    maps = attention_maps(model, layer=layer, seq=seq, seed=seed, imports=imports, capture=capture)
+    maps = maps_for(model, layer=layer, seq=seq, seed=seed, imports=imports, capture=capture)
     plot(maps, out, title=model)
     click.echo(f"wrote {out}: {maps.weights.shape[0]} heads of {maps.layer}")
 
 
-def attention_maps(model: str, *, layer: int, seq: int, seed: int, imports: tuple[str, ...], capture):
-    from .exporters.manifest import MANIFEST
-    from .models import resolve
-    from .runtimes.base import Source
-
-    if (Path(model) / MANIFEST).is_file():
-        source = Source(model, imports=imports)
-        keras_model, spec = source.keras_model, source.spec
-    else:
-        keras_model, spec, _ = resolve(model, seed=seed, imports=imports)
-    if spec.max_sequence and seq > spec.max_sequence:
-        raise AttnkitError(f"{seq} exceeds the model's maximum position {spec.max_sequence}.", flag="--seq")
-    return capture(keras_model, spec, spec.sample_feeds(1, seq, seed), layer)
-
-
 def _locate_all(directory, report, atol, rtol, seed, unsafe=False, imports=()) -> list[dict]:
     """Run --locate on every ONNX artifact; print the first diverging layer of each."""
-    from .errors import ArtifactError
-    from .exporters.manifest import Manifest
-    from .locate import locate
+    from .locate import locate_all
     from .render import locate_table
-    from .verification import resolve_tolerance
 
-    precisions = [a.precision for a in Manifest.load(directory).artifacts if a.format == "onnx"]
-    if not precisions:
-        raise ArtifactError(
-            f"`{directory}` has no ONNX artifact; --locate compares Keras layers with ONNX tensors.",
-            flag="--locate",
-            hint="Export with --format onnx.",
-        )
     out = []
-    for precision in precisions:
-        _progress(f"locating divergence in the {precision} ONNX graph")
-        tol = resolve_tolerance(precision, _tolerance_option(atol, "--atol"), _tolerance_option(rtol, "--rtol"))
-        result = locate(directory, precision, tol, seed=seed, unsafe=unsafe, imports=imports)
+    for result in locate_all(
+        directory,
+        _tolerance_option(atol, "--atol"),
+        _tolerance_option(rtol, "--rtol"),
+        seed=seed,
+        unsafe=unsafe,
+        imports=imports,
+        progress=_progress,
+    ):
         _console().print(locate_table(result))
         out.append(result.to_dict())
     return out
@@ -516,26 +466,10 @@ def _locate_all(directory, report, atol, rtol, seed, unsafe=False, imports=()) -
 @click.option("--json", "as_json", is_flag=True, help="Print the sidecar as JSON.")
 def inspect(plan, as_json):
     """Show what a TensorRT PLAN holds: flavour, target, profiles, I/O and its engine layers."""
-    from .errors import ArtifactError
+    from .exporters.tensorrt import read_sidecar
     from .render import plan_tables
 
-    sidecar_path = plan.with_name(plan.name + ".json")
-    if not plan.is_file() or not sidecar_path.is_file():
-        raise ArtifactError(
-            f"`{plan}` is not a plan written by attnkit (needs the plan and {sidecar_path.name}).",
-            flag="PLAN",
-            hint="Build one with: attnkit export MODEL --format tensorrt",
-        )
-    sidecar = json.loads(sidecar_path.read_text())
-    import hashlib
-
-    digest = hashlib.sha256(plan.read_bytes()).hexdigest()
-    if digest != sidecar.get("sha256"):
-        raise ArtifactError(
-            f"`{plan}` has sha256 {digest[:12]}… but its sidecar records {sidecar.get('sha256', '')[:12]}….",
-            flag="PLAN",
-            hint="Rebuild the plan.",
-        )
+    sidecar = read_sidecar(plan)
     _emit(sidecar, as_json, plan_tables)
 
 
@@ -586,6 +520,7 @@ def package(directory, triton, tfserving, version, name, force, no_warmup):
 @click.option("--force", is_flag=True, help="Replace an existing non-empty --out.")
 @click.option(
     "--precision",
+    type=PRECISIONS,
     default=None,
     help="Precisions to export and bench [default: those native here: fp32,fp16,int8, and bf16 on CPUs "
     "with bf16 instructions].",
@@ -597,8 +532,8 @@ def package(directory, triton, tfserving, version, name, force, no_warmup):
     help="Where the artifacts will run (see attnkit export --help).",
 )
 @click.option("--trt-target", help="Build TensorRT plans for this GPU architecture (e.g. sm89) even without a GPU.")
-@click.option("--batch-sizes", default="1,8", show_default=True, help="Benchmark batch sizes.")
-@click.option("--seq-lens", default="128", show_default=True, help="Benchmark sequence lengths.")
+@click.option("--batch-sizes", type=POSITIVE_INTS, default="1,8", show_default=True, help="Benchmark batch sizes.")
+@click.option("--seq-lens", type=POSITIVE_INTS, default="128", show_default=True, help="Benchmark sequence lengths.")
 @click.option("--min-seconds", default=1.0, show_default=True, type=float, help="Timed seconds per measurement.")
 @_import_option
 @_unsafe_option
@@ -607,19 +542,19 @@ def run_command(
     model, out, force, precision, target, trt_target, batch_sizes, seq_lens, min_seconds, imports, unsafe, seed
 ):
     """Export -> verify -> bench -> package MODEL, and write DIR/report.md linking everything."""
-    from .models import is_keras_path
+    from .models import classify
     from .pipeline import run
 
-    name = Path(model).stem if is_keras_path(model) else model
+    name = classify(model, flag="MODEL").name
     result = run(
         model,
         out or Path("artifacts") / name,
         force=force,
         trt_target=trt_target,
-        precision=precision,
+        precision=",".join(precision) if precision else None,
         target=target,
-        batch_sizes=batch_sizes,
-        seq_lens=seq_lens,
+        batch_sizes=",".join(batch_sizes),
+        seq_lens=",".join(seq_lens),
         min_seconds=min_seconds,
         imports=imports,
         seed=seed,

@@ -10,7 +10,7 @@ def report() -> dict:
     from importlib import metadata
 
     from .exporters.tensorrt import detect
-    from .runtimes.base import RUNNERS, runner_names
+    from .runtimes.registry import RUNNERS, runner_names
 
     libraries: dict = {}
     try:

@@ -112,30 +112,41 @@ def savedmodel_dir(precision: str) -> str:
     return f"{base}/{SAVEDMODEL_VERSION}"
 
 
+@dataclass(frozen=True)
+class ExportOptions:
+    """Everything ``export`` can be asked for besides MODEL and --out (the CLI's flags, by name)."""
+
+    formats: str | tuple[str, ...] = DEFAULT_FORMATS
+    precision: str | tuple[str, ...] = "fp32"
+    opset: int = 17
+    imports: tuple[str, ...] = ()
+    seed: int = 0
+    force: bool = False
+    unsafe: bool = False
+    check: bool = True
+    fuse: bool = True
+    per_channel: bool = False
+    target: str | None = None
+    trt_target: str | None = None
+    batch: tuple[str, ...] = ()
+    seq: tuple[str, ...] = ()
+    trt_cache: str | Path | None = None
+    atol: float | dict | None = None
+    rtol: float | dict | None = None
+
+
 def export(
     model: str,
     out: str | Path | None = None,
     *,
-    formats: str | tuple[str, ...] = DEFAULT_FORMATS,
-    precision: str = "fp32",
-    opset: int = 17,
-    imports: tuple[str, ...] = (),
-    seed: int = 0,
-    force: bool = False,
-    unsafe: bool = False,
-    check: bool = True,
-    fuse: bool = True,
-    per_channel: bool = False,
-    target: str | None = None,
-    trt_target: str | None = None,
-    batch: tuple[str, ...] = (),
-    seq: tuple[str, ...] = (),
-    trt_cache: str | Path | None = None,
-    atol: float | dict | None = None,
-    rtol: float | dict | None = None,
+    options: ExportOptions | None = None,
     progress: Callable[[str], None] | None = None,
+    **overrides,
 ) -> ExportResult:
     """Export a preset or ``.keras`` model to SavedModel and/or ONNX with a manifest.
+
+    Every field of :class:`ExportOptions` can be given as a keyword (``precision="fp32,int8"``), or
+    all of them at once as ``options``; keywords override ``options``.
 
     Args:
         model: preset name or ``.keras`` path.
@@ -168,8 +179,16 @@ def export(
         AttnkitError: bad input (before any work starts).
         AgreementError: an artifact disagrees with the eager model (the directory is still written).
     """
+    try:
+        opts = dataclasses.replace(options or ExportOptions(), **overrides)
+    except TypeError as e:
+        raise TypeError(f"export() {e}; options are the fields of ExportOptions") from None
+    formats, precision, opset, imports, seed = opts.formats, opts.precision, opts.opset, opts.imports, opts.seed
+    force, unsafe, check, fuse, per_channel = opts.force, opts.unsafe, opts.check, opts.fuse, opts.per_channel
+    target, trt_target, batch, seq, trt_cache = opts.target, opts.trt_target, opts.batch, opts.seq, opts.trt_cache
+    atol, rtol = opts.atol, opts.rtol
     from .exporters.onnx import check_opset
-    from .models import is_keras_path, resolve
+    from .models import classify, resolve
     from .targets import machine_summary
     from .targets import resolve as resolve_target
 
@@ -190,7 +209,8 @@ def export(
         fmts = fmts + ("onnx",)  # plans are built from the ONNX graphs
     precisions = parse_precisions(precision, fmts)
     _check_tensorrt_options(fmts, precisions, trt_target if not resolved.trt_target else None, batch, seq, trt_cache)
-    if (Path(model) / "manifest.json").is_file():
+    ref = classify(str(model), flag="MODEL")
+    if ref.is_export:
         _check_addition(Path(model), requested, out)
         return add_tensorrt(
             model,
@@ -205,7 +225,7 @@ def export(
     trt = _tensorrt_plan(fmts, trt_target)
     if "onnx" in fmts:
         check_opset(opset)
-    name = Path(model).stem if is_keras_path(model) else model
+    name = ref.name
     out = Path(out) if out else Path("artifacts") / name
     check_writable_out(out, force)
     say = progress or (lambda _msg: None)
@@ -442,7 +462,7 @@ def add_tensorrt(
 
 def _record_agreement(manifest: Manifest, report: VerifyReport) -> None:
     """Each artifact's worst agreement, with the machine it was measured on (a result holds there)."""
-    from .runtimes.base import get_runner
+    from .runtimes.registry import get_runner
     from .targets import machine_summary
 
     machine = machine_summary()

@@ -109,7 +109,13 @@ def _boundaries(onnx_model, pattern: re.Pattern) -> list[str]:
 def _onnx_values(onnx_model, names: list[str], feeds) -> dict[str, np.ndarray]:
     """Run the graph with ``names`` added as outputs; returns the float ones."""
     import onnx
-    import onnxruntime as ort
+
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        from .errors import DependencyError
+
+        raise DependencyError("onnxruntime", "cpu", "--locate") from None
 
     inferred = onnx.shape_inference.infer_shapes(onnx_model)
     types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
@@ -189,3 +195,38 @@ def locate(
             best.exceeds = best.rel_l2 > tolerance.rel_l2 or best.cosine < tolerance.min_cosine
         report.curve.append(best)
     return report
+
+
+def locate_all(
+    root: str | Path,
+    atol=None,
+    rtol=None,
+    *,
+    seed: int = 0,
+    unsafe: bool = False,
+    imports: tuple[str, ...] = (),
+    progress=None,
+) -> list[LocateReport]:
+    """:func:`locate` for every ONNX artifact of an export, with verify's tolerances.
+
+    Raises:
+        ArtifactError: the export has no ONNX artifact (names ``--locate``).
+    """
+    from .errors import ArtifactError
+    from .exporters.manifest import Manifest
+    from .verification import resolve_tolerance
+
+    precisions = [a.precision for a in Manifest.load(root).artifacts if a.format == "onnx"]
+    if not precisions:
+        raise ArtifactError(
+            f"`{root}` has no ONNX artifact; --locate compares Keras layers with ONNX tensors.",
+            flag="--locate",
+            hint="Export with --format onnx.",
+        )
+    out = []
+    for precision in precisions:
+        if progress:
+            progress(f"locating divergence in the {precision} ONNX graph")
+        tolerance = resolve_tolerance(precision, atol, rtol)
+        out.append(locate(root, precision, tolerance, seed=seed, unsafe=unsafe, imports=imports))
+    return out

@@ -134,7 +134,7 @@ def package(
     manifest = Manifest.load(root)
     manifest.require_integrity(root)
     spec = manifest.spec
-    base = check_model_name(name or spec.name.replace("/", "_"))
+    base = check_model_name(name if name is not None else spec.name.replace("/", "_"))
     result = PackageResult()
     records = [a for a in manifest.artifacts if a.format in ("onnx", "savedmodel", "tensorrt")]
     if triton:

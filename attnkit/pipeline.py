@@ -89,13 +89,15 @@ def run(
     """
     from .benchmark import report as bench_render
     from .benchmark.harness import StoppingRule
-    from .benchmark.run import bench
+    from .benchmark.run import bench, parse_int_list
     from .export_api import export
     from .exporters.tensorrt import detect
     from .machine import gpu_unavailable_reason
     from .package import package
     from .targets import native_precisions
 
+    parse_int_list(batch_sizes, "--batch-sizes")  # bad benchmark shapes are refused before anything is written
+    parse_int_list(seq_lens, "--seq-lens")
     say = progress or (lambda _m: None)
     out = Path(out)
     precision_notes: list[str] = []

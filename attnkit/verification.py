@@ -9,7 +9,8 @@ from typing import Any
 
 from .compare import DEFAULT_TOLERANCES, Agreement, Tolerance, compare_outputs
 from .errors import AttnkitError
-from .runtimes.base import Runner, Source, get_runner, split_backend
+from .runtimes.base import Runner, Source
+from .runtimes.registry import get_runner, hardware_warnings, split_backend
 
 DEFAULT_SHAPES = ((2, 16), (3, 45))
 
@@ -105,17 +106,9 @@ class VerifyReport:
 
 def default_backends(source: Source) -> list[tuple[str, str]]:
     """(backend, precision) pairs that can run the artifacts of an export directory."""
-    pairs = []
-    for a in source.manifest.artifacts:
-        if a.format == "keras":
-            pairs.append(("tf-function", "fp32"))
-        elif a.format == "savedmodel":
-            pairs.append(("savedmodel", a.precision))
-        elif a.format == "onnx":
-            pairs.append(("onnxruntime", a.precision))
-        elif a.format == "tensorrt":
-            pairs.append(("tensorrt", a.precision))
-    return pairs
+    from .runtimes.registry import verifier_for
+
+    return [(name, a.precision) for a in source.manifest.artifacts if (name := verifier_for(a.format))]
 
 
 def resolve_tolerance(precision: str, atol: float | dict | None, rtol: float | dict | None) -> Tolerance:
@@ -195,8 +188,22 @@ def verify(
             found = [(n, p) for n, p in pairs if n == name and precision in (None, p)]
             selected += found or [(name, precision or "fp32")]
         pairs = list(dict.fromkeys(selected))
+        for name, precision in pairs:
+            needs = get_runner(name).needs
+            if needs != "keras":
+                source.artifact(
+                    needs, precision
+                )  # a requested backend without its artifact: refused, naming the export
+    for flag, value in (("--atol", atol), ("--rtol", rtol)):
+        unknown = sorted(set(value) - {"*"} - {p for _, p in pairs}) if isinstance(value, dict) else []
+        if unknown:
+            raise AttnkitError(
+                f"{', '.join(unknown)} is not checked here (checked: {', '.join(sorted({p for _, p in pairs}))}).",
+                flag=flag,
+                hint="Give a tolerance for a precision the export has, or a plain number for all.",
+            )
     feeds = {(b, s): spec.sample_feeds(b, s, seed + i) for i, (b, s) in enumerate(shapes)}
-    report = VerifyReport(str(root), spec.name, seed, mismatches=source.hardware_warnings(pairs))
+    report = VerifyReport(str(root), spec.name, seed, mismatches=hardware_warnings(source, pairs))
     if progress:
         progress("keras (eager fp32 reference)")
     with get_runner("keras")(source) as reference_runner:

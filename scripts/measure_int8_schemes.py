@@ -42,7 +42,8 @@ def main() -> None:
     from attnkit.compare import DEFAULT_TOLERANCES, compare_outputs
     from attnkit.exporters.precision import to_int8
     from attnkit.machine import cpu
-    from attnkit.runtimes.base import Source, get_runner
+    from attnkit.runtimes.base import Source
+    from attnkit.runtimes.registry import get_runner
     from attnkit.targets import INT8_SCHEMES, host_class
 
     info = cpu()

@@ -28,11 +28,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="slow (large preset); run with --runslow"))
         if "gpu" in item.keywords:
             gpu_reason = gpu_reason or _gpu_reason() or ""
-            if gpu_reason:
-                if config.getoption("--check-gpu"):
-                    item.add_marker(pytest.mark.xfail(reason=gpu_reason, run=False, strict=True))
-                else:
-                    item.add_marker(pytest.mark.skip(reason=gpu_reason))
+            if gpu_reason and not config.getoption("--check-gpu"):
+                item.add_marker(pytest.mark.skip(reason=gpu_reason))
+
+
+def pytest_runtest_setup(item):
+    """With --check-gpu, a GPU test on a machine without a GPU fails (a GPU job must not pass on CPU)."""
+    if "gpu" in item.keywords and item.config.getoption("--check-gpu"):
+        reason = _gpu_reason()
+        if reason:
+            pytest.fail(f"--check-gpu: {reason}", pytrace=False)
 
 
 @pytest.fixture

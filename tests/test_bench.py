@@ -19,7 +19,7 @@ from attnkit.benchmark.stats import Latency
 from attnkit.cli import cli
 from attnkit.errors import AttnkitError
 from attnkit.models import get_preset
-from attnkit.runtimes import base
+from attnkit.runtimes import base, registry
 
 FAST = StoppingRule(warmup_s=0.0, min_iterations=3, min_seconds=0.01)
 
@@ -156,7 +156,7 @@ def test_unavailable_backend_is_listed_with_reason(tiny_export, monkeypatch):
         def _infer(self, feeds):
             raise AssertionError
 
-    base.runner_names()
+    registry.runner_names()
     monkeypatch.setitem(base.RUNNERS, "fake-gpu", NoGPU)
     rep = attnkit.bench(
         str(tiny_export.out), backends=["fake-gpu"], batch_sizes="2", seq_lens="16", rule=FAST, calibrate=False

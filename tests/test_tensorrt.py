@@ -80,6 +80,32 @@ def test_verify_lists_plans_as_skipped_without_gpu(plans):
     assert plans.report.ok
 
 
+def test_only_skipped_checks_say_nothing_ran_and_plans_warn(plans, tmp_path):
+    """verify --backends tensorrt without a GPU: one line saying nothing ran and why (not "0 failed");
+    a plan for another architecture warns; adding a plan that exists needs --force; a corrupt sidecar
+    is one line."""
+    import shutil
+
+    from attnkit.exporters.manifest import sha256_path
+    from attnkit.machine import gpu_sms, gpu_unavailable_reason
+
+    reason = gpu_unavailable_reason()
+    r = CliRunner().invoke(cli, ["verify", str(plans.out), "--backends", "tensorrt"])
+    if reason:
+        errors = [line for line in r.output.splitlines() if line.startswith("Error")]
+        assert r.exit_code == 2 and len(errors) == 1 and "nothing was checked" in errors[0] and reason in errors[0]
+    if target() and target() not in gpu_sms():
+        assert r.output.count("Warning: model.plan: TensorRT plan for sm89") == 1
+    before = sha256_path(plans.out)
+    r = CliRunner().invoke(cli, ["export", str(plans.out), "--format", "tensorrt", "--precision", "fp32"])
+    assert r.exit_code == 2 and "--force" in r.output and "model.plan" in r.output
+    assert sha256_path(plans.out) == before
+    shutil.copy(plans.out / "model.plan", tmp_path / "model.plan")
+    (tmp_path / "model.plan.json").write_text("{not json")
+    r = CliRunner().invoke(cli, ["inspect", str(tmp_path / "model.plan")])
+    assert r.exit_code == 2 and "not a valid plan sidecar" in r.output and "Traceback" not in r.output
+
+
 @pytest.mark.gpu
 def test_plan_agrees_on_gpu(plans):
     report = attnkit.verify(plans.out, backends=["tensorrt"])
@@ -91,7 +117,7 @@ def test_second_build_reuses_the_timing_cache(tmp_path):
     attnkit.export(str(out), formats="tensorrt", trt_target=target())
     first = json.loads((out / "model.plan.json").read_text())["cache"]
     assert first["reused"] is False and first["bytes_after"] > 0
-    attnkit.export(str(out), formats="tensorrt", trt_target=target())
+    attnkit.export(str(out), formats="tensorrt", trt_target=target(), force=True)  # a rebuild needs --force
     second = json.loads((out / "model.plan.json").read_text())["cache"]
     assert second["reused"] is True and second["bytes_before"] == first["bytes_after"]
     assert attnkit.verify(out).ok  # manifest and artifacts still consistent after the in-place rebuild

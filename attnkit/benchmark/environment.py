@@ -41,7 +41,7 @@ def git_commit() -> str | None:
 
 def collect(threads: dict | None = None) -> dict:
     """A JSON-able description of this machine and software stack."""
-    from .. import __version__
+    from .._version import __version__
 
     return {
         "cpu": cpu_model(),

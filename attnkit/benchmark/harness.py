@@ -6,6 +6,7 @@ includes materialising its result; nothing lazy is left to finish after the cloc
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,12 +26,13 @@ class StoppingRule:
     min_seconds: float = 2.0
 
     def __post_init__(self) -> None:
-        if not self.min_seconds > 0:
-            raise AttnkitError(f"must be > 0; got {self.min_seconds}.", flag="--min-seconds")
+        # `not x > 0` rather than `x <= 0`: NaN compares false both ways and would never stop the clock
+        if not (math.isfinite(self.min_seconds) and self.min_seconds > 0):
+            raise AttnkitError(f"must be a finite number > 0; got {self.min_seconds}.", flag="--min-seconds")
         if self.min_iterations < 1:
             raise AttnkitError(f"must be >= 1; got {self.min_iterations}.", flag="--min-iterations")
-        if self.warmup_s < 0:
-            raise AttnkitError(f"must be >= 0; got {self.warmup_s}.", flag="--warmup")
+        if not (math.isfinite(self.warmup_s) and self.warmup_s >= 0):
+            raise AttnkitError(f"must be a finite number >= 0; got {self.warmup_s}.", flag="--warmup")
 
     def done(self, count: int, elapsed_ns: int) -> bool:
         return count >= self.min_iterations and elapsed_ns >= self.min_seconds * 1e9

@@ -210,11 +210,30 @@ def plot_throughput(report: BenchReport, path: Path) -> None:
 
 def write_all(report: BenchReport, out: Path) -> list[Path]:
     """results.json, results.csv and throughput.png in ``out`` (each written atomically)."""
+    import os
+    import shutil
+    import tempfile
+
+    from ..errors import ExportError
+    from ..exporters.manifest import readable_dir
+
     out = Path(out)
-    write_text_atomic(out / "results.json", json.dumps(report.to_dict(), indent=2), flag="--out")
-    write_text_atomic(out / "results.csv", to_csv(report), flag="--out")
-    plot_throughput(report, out / "throughput.png")
-    return [out / "results.json", out / "results.csv", out / "throughput.png"]
+    names = ("results.json", "results.csv", "throughput.png")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".bench.tmp-", dir=out))
+    except OSError as e:
+        raise ExportError(f"cannot write into `{out}` ({e.strerror or e}).", flag="--out") from None
+    try:  # the three files are complete (a full disk fails here) before any of them replaces an old one
+        write_text_atomic(stage / names[0], json.dumps(report.to_dict(), indent=2), flag="--out")
+        write_text_atomic(stage / names[1], to_csv(report), flag="--out")
+        plot_throughput(report, stage / names[2])
+        readable_dir(stage)
+        for name in names:
+            os.replace(stage / name, out / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return [out / name for name in names]
 
 
 def to_markdown(data: dict) -> str:

@@ -10,15 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AttnkitError, BackendError
-from ..exporters.manifest import MANIFEST
-from ..runtimes.base import Source, backends_for, get_runner, split_backend
+from ..runtimes.base import Source
+from ..runtimes.registry import backends_for, get_runner, hardware_warnings, split_backend
 from .harness import StoppingRule, measure
 from .stats import Latency
 
 BASELINE = "keras"
-DEFAULT_BACKENDS = ("keras", "tf-function", "xla", "savedmodel", "onnxruntime")
-#: artifact format each backend needs when the target is exported on the fly
-_FORMAT_OF = {"savedmodel": "savedmodel", "onnxruntime": "onnx"}
 
 
 @dataclass
@@ -192,29 +189,21 @@ def _apply_threads(threads: int | None) -> dict:
     return applied
 
 
-def _is_export_dir(target: str) -> bool:
-    return (Path(target) / MANIFEST).is_file()
-
-
 def _prepare_source(target, plan, imports, seed, progress, unsafe=False) -> tuple[Source, Path | None]:
     """An export directory as is (integrity checked), or a temporary export of a preset/.keras."""
-    if _is_export_dir(target):
+    from ..models import classify
+
+    if classify(target).is_export:
         source = Source(target, unsafe=unsafe, imports=imports)
         source.manifest.require_integrity(target)
         return source, None
-    if Path(target).is_dir():
-        raise AttnkitError(
-            f"`{target}` is a directory without {MANIFEST}.",
-            flag="MODEL_OR_DIR",
-            hint="Give a preset name, a .keras file or an attnkit export directory.",
-        )
     from ..export_api import export
+    from ..runtimes.registry import format_of
 
-    formats = tuple(dict.fromkeys(_FORMAT_OF[b] for b, _ in plan if b in _FORMAT_OF)) or ("onnx",)
+    exported = [(format_of(b), p) for b, p in plan if format_of(b) in ("savedmodel", "onnx")]  # made on the fly
+    formats = tuple(dict.fromkeys(f for f, _ in exported)) or ("onnx",)
     precisions = [
-        p
-        for b, p in plan
-        if b in _FORMAT_OF and (p != "bf16" or "savedmodel" in formats) and (p != "int8" or "onnx" in formats)
+        p for _, p in exported if (p != "bf16" or "savedmodel" in formats) and (p != "int8" or "onnx" in formats)
     ]
     tmp = Path(tempfile.mkdtemp(prefix="attnkit-bench-"))
     try:
@@ -306,7 +295,7 @@ def bench(
                 flag="--seq-lens",
                 hint=f"Use lengths <= {spec.max_sequence}.",
             )
-        if _is_export_dir(target):
+        if tmp is None:  # an export directory: only what it holds can run
             plan = _runnable_from_export(source, plan, explicit=backends is not None)
         calibration = {}
         if calibrate:
@@ -334,7 +323,7 @@ def bench(
             environment=environment.collect(threads_info),
             calibration=calibration,
         )
-        report.hardware = [line for line, _ in source.hardware_warnings(plan).values()]
+        report.hardware = [line for line, _ in hardware_warnings(source, plan).values()]
         shapes = [(b, s) for s in seq_lens for b in batch_sizes]
         feeds = {(b, s): spec.sample_feeds(b, s, seed + i) for i, (b, s) in enumerate(shapes)}
         say("eager fp32 reference outputs (every row's agreement is measured on its own inputs)")
@@ -363,7 +352,9 @@ def _plan(backends, precisions, baseline: bool) -> list[tuple[str, str]]:
     the user named explicitly that can run none of its precisions is refused (with the backends
     that can); in a larger matrix unsupported pairs are kept and reported as skipped.
     """
-    requested = [split_backend(b) for b in (backends or DEFAULT_BACKENDS)]
+    from ..runtimes.registry import bench_defaults
+
+    requested = [split_backend(b) for b in (backends or bench_defaults())]
     plan = [(BASELINE, "fp32")] if baseline else []
     for name, pinned in requested:
         cls = get_runner(name)  # unknown names -> one line listing the valid ones

@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..errors import ArtifactError, ExportError
 from ..spec import ExportSpec
 
@@ -235,9 +235,28 @@ def atomic_directory(out: str | Path, force: bool = False) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(staging, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
+        if _disk_full(e):
+            raise ExportError(
+                f"no space left on the device of `{out.parent}`; nothing was written.",
+                flag="--out",
+                hint="Free space, or choose an --out on another disk.",
+            ) from None
         raise
+
+
+def _disk_full(error: BaseException) -> bool:
+    """ENOSPC, or TensorFlow's/protobuf's wrapping of it (ResourceExhaustedError, 'No space left')."""
+    import errno
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def write_text_atomic(path: str | Path, text: str, flag: str = "--out") -> None:

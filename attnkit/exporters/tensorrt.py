@@ -331,3 +331,41 @@ def inspect_engine(plan: bytes, flavour: Flavour | None = None) -> list[dict] | 
         return None
     info = json.loads(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
     return info.get("Layers", [])
+
+
+def read_sidecar(plan: str | Path) -> dict:
+    """The sidecar of a plan attnkit wrote, after checking the plan's sha256 against it.
+
+    Raises:
+        ArtifactError: no plan or sidecar, an unreadable sidecar, or a plan that does not match it.
+    """
+    import json
+
+    from ..errors import ArtifactError
+
+    plan = Path(plan)
+    sidecar_path = plan.with_name(plan.name + ".json")
+    if not plan.is_file() or not sidecar_path.is_file():
+        raise ArtifactError(
+            f"`{plan}` is not a plan written by attnkit (needs the plan and {sidecar_path.name}).",
+            flag="PLAN",
+            hint="Build one with: attnkit export MODEL --format tensorrt",
+        )
+    try:
+        sidecar = json.loads(sidecar_path.read_text())
+        if not isinstance(sidecar, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ArtifactError(
+            f"`{sidecar_path}` is not a valid plan sidecar ({type(e).__name__}: {str(e)[:80]}).",
+            flag="PLAN",
+            hint="Rebuild the plan: attnkit export DIR --format tensorrt --force",
+        ) from None
+    digest = hashlib.sha256(plan.read_bytes()).hexdigest()
+    if digest != sidecar.get("sha256"):
+        raise ArtifactError(
+            f"`{plan}` has sha256 {digest[:12]}… but its sidecar records {str(sidecar.get('sha256', ''))[:12]}….",
+            flag="PLAN",
+            hint="Rebuild the plan: attnkit export DIR --format tensorrt --force",
+        )
+    return sidecar

@@ -32,6 +32,17 @@ TRITON_DTYPES = {
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+def _model_config():
+    """Triton's own config schema (tritonclient's ModelConfig), or an error naming the pip extra."""
+    try:
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        from ..errors import DependencyError
+
+        raise DependencyError("tritonclient", "triton", "Writing Triton configs") from None
+    return model_config_pb2
+
+
 def check_model_name(name: str, flag: str = "--name") -> str:
     """Triton model names are directory names: letters, digits, ``_ . -``; no path separators."""
     if not _NAME.match(name) or name in (".", ".."):
@@ -65,7 +76,7 @@ def _limits(spec: ExportSpec, record) -> tuple[int, list[str]]:
 
 def build_config(name: str, record, spec: ExportSpec, sig: list[IOSpec], warmup: bool = True):
     """The ModelConfig message of one artifact."""
-    from tritonclient.grpc import model_config_pb2 as mc
+    mc = _model_config()
 
     max_batch, profiles = _limits(spec, record)
     cfg = mc.ModelConfig(name=name, platform=PLATFORMS[record.format], max_batch_size=max_batch)
@@ -104,7 +115,8 @@ def build_config(name: str, record, spec: ExportSpec, sig: list[IOSpec], warmup:
 def check_config(text: str, sig: list[IOSpec]) -> list[str]:
     """Parse a config.pbtxt with Triton's schema and compare it with an artifact's signature."""
     from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2 as mc
+
+    mc = _model_config()
 
     try:
         cfg = text_format.Parse(text, mc.ModelConfig())

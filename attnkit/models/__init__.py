@@ -2,17 +2,61 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import AttnkitError
+from ..exporters.manifest import MANIFEST
 from .presets import PRESETS, Preset, get_preset
 
-__all__ = ["PRESETS", "Preset", "get_preset", "resolve", "is_keras_path"]
+__all__ = ["PRESETS", "Preset", "get_preset", "resolve", "is_keras_path", "classify", "ModelRef"]
 
 
 def is_keras_path(model: str) -> bool:
     """True when MODEL names a file rather than a preset."""
     return model.endswith(".keras") or "/" in model or Path(model).exists()
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a MODEL / MODEL_OR_DIR argument names: a preset, a ``.keras`` file or an export directory."""
+
+    text: str
+    kind: str  # "preset" | "keras" | "export"
+
+    @property
+    def name(self) -> str:
+        """Default artifact name: the preset, the file's stem, or the export directory's name."""
+        return (
+            self.text
+            if self.kind == "preset"
+            else Path(self.text).stem
+            if self.kind == "keras"
+            else Path(self.text).name
+        )
+
+    @property
+    def is_export(self) -> bool:
+        return self.kind == "export"
+
+
+def classify(model: str, flag: str = "MODEL_OR_DIR") -> ModelRef:
+    """The one place a MODEL_OR_DIR string is classified (export, bench, attention, run all ask here).
+
+    Raises:
+        AttnkitError: a directory that is not an attnkit export (names ``flag``).
+    """
+    path = Path(model)
+    if (path / MANIFEST).is_file():
+        return ModelRef(model, "export")
+    if path.is_dir():
+        raise AttnkitError(
+            f"`{model}` is a directory without {MANIFEST}.",
+            flag=flag,
+            hint="Give a preset name, a .keras file or an attnkit export directory.",
+        )
+    return ModelRef(model, "keras" if is_keras_path(model) else "preset")
 
 
 def resolve(model: str, seed: int = 0, imports: tuple[str, ...] = (), unsafe: bool = False):

@@ -211,3 +211,26 @@ def get_preset(name: str) -> Preset:
             f"`{name}` is neither a preset nor a `.keras` file. Valid presets: {', '.join(PRESETS)}.",
             flag="MODEL",
         ) from None
+
+
+def list_models(seq: int = 128) -> list[dict]:
+    """One dict per preset: name, family, description, dims, parameters and FLOPs per sequence."""
+    rows = []
+    for p in PRESETS.values():
+        c = p.config
+        layers = c.get("num_layers") or (f"{c['encoder_layers']}+{c['decoder_layers']}" if "encoder_layers" in c else 1)
+        rows.append(
+            {
+                "name": p.name,
+                "family": p.family,
+                "description": p.description,
+                "layers": layers,
+                "d_model": c["d_model"],
+                "heads": c["num_heads"],
+                "ffn": c.get("ffn_dim"),
+                "params": p.params(),
+                "flops_per_seq": p.flops(seq),
+                "seq": seq,
+            }
+        )
+    return rows

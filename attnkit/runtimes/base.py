@@ -48,28 +48,13 @@ class Source:
         if record is None:
             have = ", ".join(f"{a.format}/{a.precision}" for a in self.manifest.artifacts) or "nothing"
             what = f"{fmt}/{precision}" if precision else fmt
-            raise BackendError(
-                f"`{self.root}` has no {what} artifact (it has {have}).",
-                flag="--backends",
-                hint=f"Export it with: attnkit export MODEL --format {fmt} --out {self.root} --force",
+            hint = (
+                f"Add it with: attnkit export {self.root} --format tensorrt --precision {precision or 'fp32'}"
+                if fmt == "tensorrt"
+                else f"Export it with: attnkit export MODEL --format {fmt} --precision {precision or 'fp32'} --out NEW"
             )
+            raise BackendError(f"`{self.root}` has no {what} artifact (it has {have}).", flag="--backends", hint=hint)
         return record
-
-    def hardware_warnings(self, pairs) -> dict[tuple[str, str], tuple[str, bool]]:
-        """(backend, precision) -> (warning line, whether answers are affected) for each pair this
-        machine lacks what its artifact was made for (see :mod:`attnkit.targets`)."""
-        from ..targets import BF16_REQUIREMENT, affects_answers, mismatch
-
-        out = {}
-        for name, precision in pairs:
-            needs = get_runner(name).needs
-            record = self.manifest.artifact(needs, precision) if needs != "keras" else None
-            if record is None and precision == "bf16" and needs in ("keras", "savedmodel"):
-                record = ArtifactRecord(needs, f"{name} [bf16]", "bf16", extra={"requires": BF16_REQUIREMENT})
-            line = mismatch(record) if record is not None else None
-            if line:
-                out[(name, precision)] = (line, affects_answers(record))
-        return out
 
     def path(self, fmt: str, precision: str | None = None) -> Path:
         return self.root / self.artifact(fmt, precision).path
@@ -91,15 +76,19 @@ class Source:
 class Runner(ABC):
     """One backend running one model. Use as ``with runner: runner.infer(feeds)``.
 
-    Class attributes:
+    Class attributes (the registry's whole knowledge of a backend; nothing else lists backends):
         name: registry key, e.g. ``onnxruntime``.
         needs: artifact format the runner reads from the export directory.
         precisions: precisions this backend can run.
+        verifies: the backend ``verify`` checks each artifact of format ``needs`` with (one per format).
+        bench_default: measured by ``bench`` when no ``--backends`` is given.
     """
 
     name: ClassVar[str]
     needs: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    verifies: ClassVar[bool] = False
+    bench_default: ClassVar[bool] = False
 
     def __init__(self, source: Source, precision: str = "fp32", threads: int | None = None):
         if precision not in self.precisions:
@@ -171,44 +160,3 @@ def register(cls: type[Runner]) -> type[Runner]:
     """Class decorator adding a runner to the registry under ``cls.name``."""
     RUNNERS[cls.name] = cls
     return cls
-
-
-def _ensure_registered() -> None:
-    from . import keras_runner, onnxruntime, tensorrt, tf_runners  # noqa: F401  (registration side effect)
-
-
-def runner_names() -> list[str]:
-    _ensure_registered()
-    return list(RUNNERS)
-
-
-def backends_for(precision: str) -> list[str]:
-    """Registered backends that can run ``precision``."""
-    _ensure_registered()
-    return [n for n, cls in RUNNERS.items() if precision in cls.precisions]
-
-
-def split_backend(name: str) -> tuple[str, str | None]:
-    """``onnxruntime-int8`` -> (``onnxruntime``, ``int8``); a plain name -> (name, None)."""
-    _ensure_registered()
-    base, _, suffix = name.rpartition("-")
-    if name not in RUNNERS and base in RUNNERS and suffix in ("fp32", "bf16", "fp16", "int8"):
-        return base, suffix
-    return name, None
-
-
-def get_runner(name: str) -> type[Runner]:
-    """Runner class by name.
-
-    Raises:
-        BackendError: unknown name; the message lists the valid ones.
-    """
-    _ensure_registered()
-    name = split_backend(name)[0]
-    if name not in RUNNERS:
-        raise BackendError(
-            f"`{name}` is not a backend. Valid backends: {', '.join(RUNNERS)} "
-            "(optionally with a precision suffix, e.g. onnxruntime-int8).",
-            flag="--backends",
-        )
-    return RUNNERS[name]

@@ -11,6 +11,7 @@ from .base import Runner, register
 class KerasRunner(Runner):
     name = "keras"
     needs = "keras"
+    bench_default = True
     precisions = ("fp32", "bf16", "fp16")
 
     def _load(self) -> None:

@@ -9,6 +9,8 @@ from .base import Runner, register
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
     needs = "onnx"
+    verifies = True
+    bench_default = True
     precisions = ("fp32", "fp16", "int8")
     providers = ("CPUExecutionProvider",)
 
@@ -55,6 +57,8 @@ class OnnxRuntimeCUDARunner(OnnxRuntimeRunner):
     """onnxruntime-gpu's CUDA execution provider (CPU fallback for unsupported nodes)."""
 
     name = "onnxruntime-cuda"
+    verifies = False
+    bench_default = False
     providers = ("CUDAExecutionProvider", "CPUExecutionProvider")
     precisions = ("fp32", "fp16")
     needs_gpu = True
@@ -65,6 +69,8 @@ class OnnxRuntimeTensorRTRunner(OnnxRuntimeRunner):
     """onnxruntime-gpu's TensorRT execution provider (CUDA, then CPU, for what TensorRT does not take)."""
 
     name = "onnxruntime-trt"
+    verifies = False
+    bench_default = False
     providers = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
     precisions = ("fp32", "fp16")
     needs_gpu = True

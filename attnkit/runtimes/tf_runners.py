@@ -24,6 +24,8 @@ class _TFRunner(Runner):
 class TFFunctionRunner(_TFRunner):
     name = "tf-function"
     needs = "keras"
+    verifies = True  # model.keras is checked traced, as it is exported
+    bench_default = True
     jit_compile = False
 
     def _load(self) -> None:
@@ -39,6 +41,7 @@ class TFFunctionRunner(_TFRunner):
 @register
 class XLARunner(TFFunctionRunner):
     name = "xla"
+    verifies = False
     jit_compile = True
 
 
@@ -48,6 +51,8 @@ class SavedModelRunner(_TFRunner):
 
     name = "savedmodel"
     needs = "savedmodel"
+    verifies = True
+    bench_default = True
 
     def _load(self) -> None:
         import tensorflow as tf

@@ -1,0 +1,96 @@
+"""click parameter types for the CLI's comma lists, with their choices taken from the registries.
+
+A bad item fails in click's own way (``Error: Invalid value for '--backends': ...``): one line that
+names the flag and the valid values. Nothing heavy is imported: the backend registry imports only
+numpy and the manifest module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+
+class CommaList(click.ParamType):
+    """``a,b,c`` -> ``("a", "b", "c")``; empty lists and empty items are refused.
+
+    Args:
+        what: what one item is, for messages (``backend``, ``precision``).
+        choices: a callable returning the valid items (read lazily, from a registry), or None.
+        check: a callable raising ValueError with a message for an invalid item (instead of choices).
+        example: shown when the list is empty.
+    """
+
+    name = "list"
+
+    def __init__(
+        self,
+        what: str,
+        choices: Callable[[], list[str] | tuple[str, ...]] | None = None,
+        check: Callable[[str], object] | None = None,
+        example: str = "",
+    ):
+        self.what, self.choices, self.check, self.example = what, choices, check, example
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        items = [v.strip() for v in str(value).split(",")]
+        if not any(items):
+            self.fail(f"is empty; give a comma list of {self.what}s, e.g. {self.example}.", param, ctx)
+        if "" in items:
+            self.fail(f"`{value}` has an empty item; give e.g. {self.example}.", param, ctx)
+        for item in items:
+            if self.choices is not None and item not in (valid := self.choices()):
+                self.fail(f"`{item}` is not a {self.what}. Valid: {', '.join(valid)}.", param, ctx)
+            if self.check is not None:
+                try:
+                    self.check(item)
+                except ValueError as e:
+                    self.fail(str(e), param, ctx)
+        return tuple(dict.fromkeys(items))
+
+    def get_metavar(self, param, ctx=None):  # click >= 8.2 passes ctx
+        return "A,B,..."
+
+
+def _positive(item: str) -> None:
+    try:
+        ok = int(item) >= 1
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"`{item}` is not a positive integer; give e.g. 1,8,32.")
+
+
+def _backend(item: str) -> None:
+    from .runtimes.registry import get_runner, runner_names
+
+    try:
+        get_runner(item)
+    except Exception:
+        raise ValueError(
+            f"`{item}` is not a backend. Valid: {', '.join(runner_names())} "
+            "(optionally with a precision suffix, e.g. onnxruntime-int8)."
+        ) from None
+
+
+def _precision(item: str) -> None:
+    from .export_api import PRECISIONS
+    from .tracing import _ALIASES
+
+    if _ALIASES.get(item, item) not in PRECISIONS:
+        raise ValueError(f"`{item}` is not a precision. Valid: {', '.join(PRECISIONS)}.")
+
+
+def _formats() -> tuple[str, ...]:
+    from .export_api import FORMATS
+
+    return FORMATS
+
+
+POSITIVE_INTS = CommaList("positive integer", check=_positive, example="1,8,32")
+BACKENDS = CommaList("backend", check=_backend, example="onnxruntime,tf-function")
+PRECISIONS = CommaList("precision", check=_precision, example="fp32,int8")
+FORMATS = CommaList("format", choices=_formats, example="savedmodel,onnx")

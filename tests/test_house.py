@@ -1,0 +1,95 @@
+"""The house: attnkit's own imports (top-level and lazy, inside functions) form no circle, nothing
+imports the package face, and the registry alone knows the backends."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import attnkit
+
+PACKAGE = Path(attnkit.__file__).parent
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """attnkit modules imported anywhere in the file (``from . import x`` counts as module x)."""
+    is_pkg = path.name == "__init__.py"
+    base = name.split(".") if is_pkg else name.split(".")[:-1]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] == "attnkit"}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = base[: len(base) - node.level + 1]
+                target = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "attnkit":
+                continue
+            subs = {f"{target}.{a.name}" for a in node.names} & known
+            out |= subs or {target}
+    return {m for m in out if m in known and m != name}
+
+
+def _graph() -> dict[str, set[str]]:
+    mods = _modules()
+    return {m: _imports(m, p, set(mods)) for m, p in mods.items()}
+
+
+def test_no_import_circle():
+    graph = _graph()
+    # the package face imports its API lazily from above; nothing may import it back
+    importers_of_face = sorted(m for m, deps in graph.items() if "attnkit" in deps and m != "attnkit.__main__")
+    assert importers_of_face == [], importers_of_face
+    graph = {m: deps - {"attnkit"} for m, deps in graph.items() if m != "attnkit"}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for d in sorted(graph.get(m, ())):
+            if state.get(d) == 1:
+                raise AssertionError("import circle: " + " -> ".join(stack[stack.index(d) :] + [d]))
+            if d not in state:
+                visit(d)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    assert len(graph) > 30  # the walk really saw the package
+
+
+def test_low_modules_import_nothing_above_them():
+    graph = _graph()
+    for low in ("attnkit.machine", "attnkit.errors", "attnkit.compare", "attnkit.spec", "attnkit._version"):
+        assert graph[low] <= {"attnkit.errors"}, (low, graph[low])
+    assert graph["attnkit.targets"] <= {"attnkit.machine", "attnkit.errors"}
+
+
+def test_runner_modules_register_and_never_import_the_registry():
+    graph = _graph()
+    runners = [
+        m
+        for m in graph
+        if m.startswith("attnkit.runtimes.") and m.split(".")[-1] not in ("base", "registry", "runtimes")
+    ]
+    assert runners
+    for m in runners:
+        assert "attnkit.runtimes.registry" not in graph[m], m
+    assert not {m for m in graph["attnkit.runtimes.base"] if m.startswith("attnkit.runtimes.")}
