@@ -29,13 +29,34 @@ def attention_layers(model) -> list:
     return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, kinds)]
 
 
-def capture(model, spec, feeds: dict, layer_index: int = 0) -> AttentionMaps:
-    """Run the model eagerly once and capture the weights of attention layer ``layer_index``.
+def _owner(model, layer):
+    """The top-level layer of a functional model that is ``layer`` or holds it, and how to ask it for
+    scores: ``("layer", owner)`` for an attention layer, ``("block", owner)`` for an attnkit block."""
+    from .models.transformer import TransformerDecoderBlock, TransformerEncoderBlock
 
-    The layer's ``call`` is wrapped for the duration of the run to ask for
-    ``return_attention_scores=True`` (both implementations support it) and restored afterwards.
+    for top in model.layers:
+        if top is layer:
+            return "layer", top
+        if any(inner is layer for inner in top._flatten_layers(include_self=False)):
+            if isinstance(top, (TransformerEncoderBlock, TransformerDecoderBlock)):
+                return "block", top
+            raise AttnkitError(
+                f"attention layer `{layer.path}` sits inside `{top.name}` ({type(top).__name__}), which does not "
+                "take return_attention_scores.",
+                flag="--layer",
+                hint="Choose a layer of attnkit's blocks, or a top-level attention layer.",
+            )
+    raise AttnkitError(f"`{layer.path}` is not reached from the model's inputs.", flag="--layer")
+
+
+def capture(model, spec, feeds: dict, layer_index: int = 0) -> AttentionMaps:
+    """Run the model eagerly once and return the weights of attention layer ``layer_index``.
+
+    The functional graph is cloned with the same layers (shared weights) and the owner of the
+    layer (the attention layer itself, or the attnkit block holding it) is called with
+    ``return_attention_scores=True``; its scores become an extra output. Nothing is patched.
     """
-    from .tracing import call_model
+    import keras
 
     layers = attention_layers(model)
     if not layers:
@@ -46,26 +67,46 @@ def capture(model, spec, feeds: dict, layer_index: int = 0) -> AttentionMaps:
             flag="--layer",
         )
     layer = layers[layer_index]
-    captured = []
-    original = layer.call
+    kind, owner = _owner(model, layer)
+    # which entry of a block's {"self_attention": w, "cross_attention": w} is `layer`
+    key = (
+        "cross_attention"
+        if kind == "block" and getattr(owner, "cross_attention_layer", None) is layer
+        else "self_attention"
+    )
+    # A fresh copy of the owner (same config and weights) whose *first* call asks for the scores:
+    # keras.Function sizes a node's outputs by the layer's first call, so asking an already-called
+    # layer for (output, scores) would leave the scores "not connected" (Keras 3.15).
+    fresh = type(owner).from_config(owner.get_config())
+    scores = []
 
-    def call(*args, **kwargs):
-        out, weights = original(*args, **{**kwargs, "return_attention_scores": True})
-        captured.append(np.asarray(weights, dtype=np.float32))
+    def call_function(top, *args, **kwargs):
+        if top is not fresh:
+            return top(*args, **kwargs)
+        out, weights = top(*args, **kwargs, return_attention_scores=True)
+        scores.append(weights[key] if kind == "block" else weights)
         return out
 
-    layer.call = call
-    try:
-        call_model(model, spec, feeds)
-    finally:
-        del layer.call  # back to the class method
+    struct = model._inputs_struct
+    inputs = keras.tree.map_structure(lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name), struct)
+    clone = keras.models.clone_model(
+        model,
+        input_tensors=inputs,
+        clone_function=lambda top: fresh if top is owner else top,
+        call_function=call_function,
+    )
+    fresh.set_weights(owner.get_weights())
+    probe = keras.Model(inputs, {"outputs": clone.outputs, "scores": scores[-1]})
+    feeds_in = {name: feeds[name] for name in spec.input_names}
+    result = probe(feeds_in if isinstance(struct, dict) else next(iter(feeds_in.values())))
+    weights = np.asarray(keras.ops.cast(result["scores"], "float32"))
     mask = next((v for k, v in feeds.items() if "padding_mask" in k), None)
-    valid = int(mask[0].sum()) if mask is not None else captured[0].shape[-1]
+    valid = int(mask[0].sum()) if mask is not None else weights.shape[-1]
     return AttentionMaps(
         layer.path if hasattr(layer, "path") else layer.name,
         layer_index % len(layers),
         len(layers),
-        captured[0][0],
+        weights[0],
         valid,
     )
 

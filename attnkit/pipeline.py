@@ -10,6 +10,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from string import Template
 
 from .errors import AgreementError
 
@@ -169,6 +170,7 @@ def run(
     say("package")
     try:
         result.packaged = package(out, triton=out / "triton", tfserving=out / "tfserving", force=True, progress=say)
+        result.warnings += [w for w in result.packaged.warnings if w not in result.warnings]
     except Exception as e:  # reported in report.md, like every other stage's failure
         failures.append(f"package: {type(e).__name__}: {e}")
     result.failures, result.bench_report = failures, bench_report
@@ -189,107 +191,144 @@ def run(
     return result
 
 
-def _write_report(result: RunResult, settings: RunSettings) -> None:
+REPORT = Template(
+    """# attnkit report: $name
+
+Created $created by attnkit $version.
+
+$failures## Artifacts
+
+| format | path | precision | bytes | sha256 |
+|---|---|---|---:|---|
+$artifacts
+$trt_note
+## Hardware
+
+$hardware
+
+## Agreement with the eager fp32 Keras model
+
+$agreement
+
+## Benchmark (one run, same machine)
+
+$benchmark
+
+## Attention
+
+![per-head attention weights, first layer](attention.png)
+
+## Serving
+
+$serving
+
+## Environment
+
+```json
+$environment
+```
+
+## Reproduce
+
+```bash
+$reproduce
+```
+"""
+)
+
+
+def _hardware_section(manifest, settings: RunSettings, warnings: list[str]) -> str:
+    lines = []
+    if manifest.target:
+        lines.append(
+            f"- Target: `{manifest.target['name']}` ({manifest.target['cpu_class']}). {manifest.target['why']}."
+        )
+    if manifest.machine:
+        m = manifest.machine
+        lines.append(f"- Exported on: {m['cpu']} ({m['class']}; {', '.join(m['features'])}).")
+    lines += [f"- {note}." for note in settings.precision_notes]
+    lines += [f"- **Warning:** {w}" for w in warnings]
+    return "\n".join(lines) or "-"
+
+
+def _benchmark_section(bench_report) -> str:
     from .benchmark.report import to_markdown
+
+    if bench_report is None:
+        return "not run (see Failures)"
+    warnings = "".join(f"- warning: {w}\n" for w in bench_report.warnings())
+    return (
+        to_markdown(bench_report.to_dict(raw=False))
+        + "\n![throughput vs batch size](bench/throughput.png)\n\n"
+        + "Raw data: [bench/results.json](bench/results.json), [bench/results.csv](bench/results.csv).\n"
+        + ("\n" + warnings if warnings else "")
+    ).rstrip("\n")
+
+
+def _serving_section(out: Path, packaged) -> str:
+    q = shlex.quote
+    if not packaged:
+        return "not packaged (see Failures)"
+    lines = ["Triton model repository: [triton/](triton/)", ""]
+    lines += [f"- `{m['name']}` ({m['platform']}, {m['precision']}) from `{m['artifact']}`" for m in packaged.triton]
+    lines += ["", "```bash", f"tritonserver --model-repository={q(str((out / 'triton').resolve()))}"]
+    if "triton" in packaged.requests:
+        req = Path(packaged.requests["triton"])
+        model_name = req.stem.removeprefix("request_")
+        lines.append(f"curl -s localhost:8000/v2/models/{model_name}/infer -d @{q(str(req.resolve()))}")
+    lines.append("```")
+    for m in [m for m in packaged.tfserving if m["precision"] == "fp32"]:
+        base = Path(m["path"]).parent.resolve()
+        lines += ["", "TF Serving:", "", "```bash"]
+        lines.append(
+            f"tensorflow_model_server --rest_api_port=8501 --model_name={m['name']} --model_base_path={q(str(base))}"
+        )
+        if "tfserving" in packaged.requests:
+            req = q(str(Path(packaged.requests["tfserving"]).resolve()))
+            lines.append(f"curl -s localhost:8501/v1/models/{m['name']}:predict -d @{req}")
+        lines.append("```")
+    return "\n".join(lines)
+
+
+def _reproduce_section(settings: RunSettings) -> str:
+    q, out, model = shlex.quote, settings.out, settings.model
+    trt = f" --trt-target {settings.trt_target}" if settings.trt_target else ""
+    shapes = f"--batch-sizes {settings.batch_sizes} --seq-lens {settings.seq_lens}"
+    return "\n".join(
+        [
+            f"attnkit run {q(model)} --out {q(str(out))} --force --precision {settings.precision} "
+            f"--target {settings.target} {shapes} --min-seconds {settings.min_seconds}{trt}",
+            "# or step by step:",
+            f"attnkit export {q(model)} --out {q(str(out))} --force --format {','.join(settings.formats)} "
+            f"--precision {settings.precision} --target {settings.target}{trt}",
+            f"attnkit verify {q(str(out))}",
+            f"attnkit bench {q(str(out))} --precision {settings.precision} {shapes} --out {q(str(out / 'bench'))}",
+            f"attnkit package {q(str(out))} --triton {q(str(out / 'triton'))} --tfserving {q(str(out / 'tfserving'))} --force",
+        ]
+    )
+
+
+def _write_report(result: RunResult, settings: RunSettings) -> None:
+    """report.md from :data:`REPORT`; each section is rendered by one small function above."""
     from .exporters.manifest import Manifest, write_text_atomic
 
-    out, model, q = settings.out, settings.model, shlex.quote
-    verify_report, bench_report, packaged = result.verify_report, result.bench_report, result.packaged
-    precision, batch_sizes, seq_lens = settings.precision, settings.batch_sizes, settings.seq_lens
-    min_seconds, trt_target, formats, trt_note = (
-        settings.min_seconds,
-        settings.trt_target,
-        settings.formats,
-        settings.trt_note,
+    manifest = Manifest.load(settings.out)
+    failures = "".join(f"- {f}\n" for f in result.failures)
+    text = REPORT.substitute(
+        name=manifest.spec.name,
+        created=manifest.created,
+        version=manifest.attnkit,
+        failures=f"## Failures\n\n{failures}\n" if failures else "",
+        artifacts="\n".join(
+            f"| {a.format} | [{a.path}]({a.path}) | {a.precision} | {a.bytes} | `{a.sha256[:16]}…` |"
+            for a in manifest.artifacts
+        ),
+        trt_note=f"\nTensorRT: {settings.trt_note}.\n" if settings.trt_note else "",
+        hardware=_hardware_section(manifest, settings, result.warnings),
+        agreement=_agreement_markdown(result.verify_report) if result.verify_report else "not run",
+        benchmark=_benchmark_section(result.bench_report),
+        serving=_serving_section(settings.out, result.packaged),
+        environment=json.dumps(result.bench_report.environment if result.bench_report is not None else {}, indent=2),
+        reproduce=_reproduce_section(settings),
     )
-    manifest = Manifest.load(out)
-    trt = f" --trt-target {trt_target}" if trt_target else ""
-    lines = [
-        f"# attnkit report: {manifest.spec.name}",
-        "",
-        f"Created {manifest.created} by attnkit {manifest.attnkit}.",
-        "",
-    ]
-    if result.failures:
-        lines += ["## Failures", ""] + [f"- {f}" for f in result.failures] + [""]
-    lines += ["## Artifacts", "", "| format | path | precision | bytes | sha256 |", "|---|---|---|---:|---|"]
-    lines += [
-        f"| {a.format} | [{a.path}]({a.path}) | {a.precision} | {a.bytes} | `{a.sha256[:16]}…` |"
-        for a in manifest.artifacts
-    ]
-    if trt_note:
-        lines += ["", f"TensorRT: {trt_note}."]
-    lines += ["", "## Hardware", ""]
-    if manifest.target:
-        lines += [f"- Target: `{manifest.target['name']}` ({manifest.target['cpu_class']}). {manifest.target['why']}."]
-    if manifest.machine:
-        lines += [
-            f"- Exported on: {manifest.machine['cpu']} ({manifest.machine['class']}; "
-            f"{', '.join(manifest.machine['features'])})."
-        ]
-    lines += [f"- {note}." for note in settings.precision_notes]
-    lines += [f"- **Warning:** {w}" for w in result.warnings]
-    lines += ["", "## Agreement with the eager fp32 Keras model", ""]
-    lines += [_agreement_markdown(verify_report) if verify_report else "not run", ""]
-    lines += ["## Benchmark (one run, same machine)", ""]
-    if bench_report is not None:
-        lines += [
-            to_markdown(bench_report.to_dict(raw=False)),
-            "",
-            "![throughput vs batch size](bench/throughput.png)",
-            "",
-            "Raw data: [bench/results.json](bench/results.json), [bench/results.csv](bench/results.csv).",
-            "",
-        ]
-        warnings = bench_report.warnings()
-        lines += [f"- warning: {w}" for w in warnings] + ([""] if warnings else [])
-    else:
-        lines += ["not run (see Failures)", ""]
-    lines += ["## Attention", "", "![per-head attention weights, first layer](attention.png)", ""]
-    lines += ["## Serving", ""]
-    if packaged:
-        lines += ["Triton model repository: [triton/](triton/)", ""]
-        lines += [
-            f"- `{m['name']}` ({m['platform']}, {m['precision']}) from `{m['artifact']}`" for m in packaged.triton
-        ]
-        lines += ["", "```bash", f"tritonserver --model-repository={q(str((out / 'triton').resolve()))}"]
-        if "triton" in packaged.requests:
-            req = Path(packaged.requests["triton"])
-            model_name = req.stem.removeprefix("request_")
-            lines += [f"curl -s localhost:8000/v2/models/{model_name}/infer -d @{q(str(req.resolve()))}"]
-        lines += ["```", ""]
-        for m in packaged.tfserving:
-            if m["precision"] == "fp32":
-                base = Path(m["path"]).parent.resolve()
-                lines += [
-                    "TF Serving:",
-                    "",
-                    "```bash",
-                    f"tensorflow_model_server --rest_api_port=8501 --model_name={m['name']} "
-                    f"--model_base_path={q(str(base))}",
-                ]
-                if "tfserving" in packaged.requests:
-                    lines += [
-                        f"curl -s localhost:8501/v1/models/{m['name']}:predict "
-                        f"-d @{q(str(Path(packaged.requests['tfserving']).resolve()))}"
-                    ]
-                lines += ["```", ""]
-    env = bench_report.environment if bench_report is not None else {}
-    lines += ["## Environment", "", "```json", json.dumps(env, indent=2), "```", ""]
-    lines += [
-        "## Reproduce",
-        "",
-        "```bash",
-        f"attnkit run {q(model)} --out {q(str(out))} --force --precision {precision} --target {settings.target} "
-        f"--batch-sizes {batch_sizes} --seq-lens {seq_lens} --min-seconds {min_seconds}{trt}",
-        "# or step by step:",
-        f"attnkit export {q(model)} --out {q(str(out))} --force --format {','.join(formats)} --precision {precision} "
-        f"--target {settings.target}{trt}",
-        f"attnkit verify {q(str(out))}",
-        f"attnkit bench {q(str(out))} --precision {precision} --batch-sizes {batch_sizes} --seq-lens {seq_lens} "
-        f"--out {q(str(out / 'bench'))}",
-        f"attnkit package {q(str(out))} --triton {q(str(out / 'triton'))} --tfserving {q(str(out / 'tfserving'))} --force",
-        "```",
-        "",
-    ]
-    write_text_atomic(result.report, "\n".join(lines), flag="--out")
+    write_text_atomic(result.report, text, flag="--out")

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .errors import AttnkitError
+from .models.policy import FP32_LAYERS  # the fp32-island rule, written once beside the layers
 from .spec import ExportSpec
 
 #: short name -> Keras dtype policy
@@ -44,13 +45,6 @@ def policy_scope(precision: str) -> Iterator[None]:
         yield
     finally:
         keras.config.set_dtype_policy(previous)
-
-
-#: layers kept in float32 under a mixed policy (fp32 islands, as in the fp16 ONNX graph): LayerNorm's
-#: statistics, and with them the residual stream, stay fp32, so only matmuls and FFNs run in bf16/fp16.
-#: Measured on encoder-base (bf16 vs eager fp32, two shapes): relative L2 9.9e-3 without, 9.5e-3 with;
-#: the rest of the bf16 error is the rounding of matmul inputs (keeping the embedding fp32 changed nothing).
-FP32_LAYERS = ("LayerNormalization",)
 
 
 def _rewrite_policies(obj: Any, policy: str) -> Any:

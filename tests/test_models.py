@@ -197,3 +197,51 @@ def test_unknown_preset_lists_valid_ones():
         get_preset("bert-huge")
     for name in PRESETS:
         assert name in str(e.value)
+
+
+def test_blocks_return_attention_scores_without_changing_their_output(rng):
+    from attnkit.models.transformer import TransformerDecoderBlock, TransformerEncoderBlock
+
+    x = rng.standard_normal((2, 7, 32)).astype("float32")
+    memory = rng.standard_normal((2, 5, 32)).astype("float32")
+    mask = np.array([[1] * 7, [1] * 4 + [0] * 3], dtype="int32")
+    enc = TransformerEncoderBlock(32, 4, 64, norm_first=True)
+    plain = np.asarray(enc(x, padding_mask=mask))
+    out, scores = enc(x, padding_mask=mask, return_attention_scores=True)
+    np.testing.assert_array_equal(np.asarray(out), plain)
+    w = np.asarray(scores["self_attention"])
+    assert w.shape == (2, 4, 7, 7)
+    np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
+    assert np.abs(w[1, :, :, 4:]).max() < 1e-6  # padded keys get no weight
+    dec = TransformerDecoderBlock(32, 4, 64, cross_attention=True)
+    out, scores = dec(x, encoder_output=memory, return_attention_scores=True)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(dec(x, encoder_output=memory)))
+    assert scores["cross_attention"].shape == (2, 4, 7, 5)
+    causal = np.asarray(scores["self_attention"])
+    assert np.abs(np.triu(causal[0, 0], k=1)).max() < 1e-6  # no weight on future positions
+    names = [layer.name for layer in dec._flatten_layers(include_self=False) if "dropout" in layer.name]
+    assert sorted(names) == ["attention_dropout", "cross_attention_dropout", "ffn_dropout"]  # one per branch
+
+
+def test_attention_maps_come_from_return_attention_scores(rng):
+    from attnkit.attention_maps import attention_layers, capture
+    from attnkit.models import resolve
+
+    model, spec, _ = resolve("seq2seq-base", seed=0)
+    layers = attention_layers(model)
+    cross = next(i for i, layer in enumerate(layers) if "cross_attention" in layer.path)
+    feeds = spec.sample_feeds(1, 9, seed=4)
+    maps = capture(model, spec, feeds, cross)
+    assert maps.weights.shape == (8, 9, 9) and "cross_attention" in maps.layer
+    np.testing.assert_allclose(maps.weights.sum(-1), 1.0, atol=1e-5)
+    assert all("call" not in vars(layer) for layer in model._flatten_layers())  # nothing patched
+
+
+def test_heads_are_checked_without_building_a_layer():
+    from attnkit.errors import ModelError
+    from attnkit.models.attention import check_heads
+    from attnkit.models.transformer import TransformerEncoderBlock
+
+    assert check_heads(64, 8) == 8
+    with pytest.raises(ModelError, match=r"\(30\).*\(4\)"):
+        TransformerEncoderBlock(30, 4, 64)

@@ -181,7 +181,7 @@ def test_run_writes_every_file_its_report_links(tmp_path):
     assert {"bench/throughput.png", "attention.png", "model.onnx", "triton/"} <= set(links)
     for link in links:
         assert (out / link).exists(), link
-    assert "speedup vs eager" in report and "## Environment" in report and "attnkit run encoder-tiny" in report
+    assert "| speedup |" in report and "## Environment" in report and "attnkit run encoder-tiny" in report
     assert "tritonserver --model-repository=" in report and "tensorflow_model_server" in report
     assert (out / "triton" / "encoder-tiny_onnx_int8" / "config.pbtxt").is_file()
 

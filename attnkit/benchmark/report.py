@@ -5,40 +5,102 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
 from ..exporters.manifest import write_text_atomic
 from .run import BenchReport
 
-CSV_COLUMNS = (
-    "model",
-    "backend",
-    "precision",
-    "batch",
-    "seq",
-    "status",
-    "agrees",
-    "rel_l2",
-    "cosine",
-    "count",
-    "mean_ms",
-    "stdev_ms",
-    "p50_ms",
-    "p90_ms",
-    "p95_ms",
-    "p99_ms",
-    "min_ms",
-    "max_ms",
-    "cv",
-    "seq_per_s",
-    "tokens_per_s",
-    "speedup",
-    "gflops",
-    "pct_of_peak",
-    "reason",
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the results, for every rendering: the CSV key and raw value, the table header and
+    cell, and how soon the table drops it on a narrow terminal (``priority=None``: CSV only)."""
+
+    key: str
+    value: Callable[[dict], Any]
+    header: str = ""
+    fmt: str = ""
+    unit: str = ""
+    priority: int | None = 0
+    cell: Callable[[dict, str], str] | None = None  # custom table cell (style is "rich" or "md")
+
+    def text(self, m: dict, style: str) -> str:
+        if self.cell:
+            return self.cell(m, style)
+        v = self.value(m)
+        return "-" if v is None else format(v, self.fmt) + self.unit if self.fmt else str(v)
+
+
+def _lat(key: str) -> Callable[[dict], Any]:
+    return lambda m: (m.get("latency") or {}).get(key)
+
+
+def _agreement(key: str) -> Callable[[dict], Any]:
+    return lambda m: (m.get("agreement") or {}).get(key)
+
+
+def _cv_cell(m: dict, style: str) -> str:
+    cv = _lat("cv")(m)
+    if cv is None:
+        return "-"
+    return f"[yellow]{cv:.1%}[/]" if style == "rich" and cv > 0.10 else f"{cv:.1%}"
+
+
+def _speedup_cell(m: dict, style: str) -> str:
+    text = _f(m.get("speedup"), ".2f", "x")
+    if m.get("status") != "disagrees":
+        return text
+    return f"[strike]{text}[/]" if style == "rich" else f"~~{text}~~"
+
+
+def _agrees_cell(m: dict, style: str) -> str:
+    a = m.get("agreement")
+    if not a:
+        return "-"
+    if a["passed"]:
+        return f"yes {a['rel_l2']:.1e}"
+    return f"[red bold]NO {a['rel_l2']:.1e}[/]" if style == "rich" else f"**NO** {a['rel_l2']:.1e}"
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("backend", lambda m: m["backend"], "backend"),
+    Column("precision", lambda m: m["precision"], "precision"),
+    Column("batch", lambda m: m["batch"], "batch"),
+    Column("seq", lambda m: m["seq"], "seq"),
+    Column("status", lambda m: m["status"], priority=None),
+    Column("agrees", lambda m: m.get("agrees"), priority=None),
+    Column("rel_l2", _agreement("rel_l2"), priority=None),
+    Column("cosine", _agreement("cosine"), priority=None),
+    Column("count", _lat("count"), priority=None),
+    Column("mean_ms", _lat("mean"), "mean ms", ".2f", priority=3),
+    Column("stdev_ms", _lat("stdev"), priority=None),
+    Column("p50_ms", _lat("p50"), "p50 ms", ".2f", priority=1),
+    Column("p90_ms", _lat("p90"), priority=None),
+    Column("p95_ms", _lat("p95"), priority=None),
+    Column("p99_ms", _lat("p99"), "p99 ms", ".2f", priority=2),
+    Column("min_ms", _lat("min"), priority=None),
+    Column("max_ms", _lat("max"), priority=None),
+    Column("cv", _lat("cv"), "CV", priority=2, cell=_cv_cell),
+    Column("seq_per_s", lambda m: m.get("seq_per_s"), "seq/s", ".1f"),
+    Column("tokens_per_s", lambda m: m.get("tokens_per_s"), "tokens/s", ".0f", priority=3),
+    Column("speedup", lambda m: m.get("speedup"), "speedup", priority=0, cell=_speedup_cell),
+    Column("gflops", lambda m: m.get("gflops"), "GFLOP/s", ".1f", priority=3),
+    Column("pct_of_peak", lambda m: m.get("pct_of_peak"), "% peak", ".0f", priority=1),
+    Column("agreement", lambda m: None, "agrees", priority=0, cell=_agrees_cell),
+    Column(
+        "reason",
+        lambda m: m.get("skipped") or m.get("error") or "; ".join(_agreement("failures")(m) or []),
+        priority=None,
+    ),
 )
+TABLE_COLUMNS = tuple(c for c in COLUMNS if c.priority is not None)
+CSV_COLUMNS = ("model",) + tuple(c.key for c in COLUMNS if c.key != "agreement")
+LEAD = 4  # backend, precision, batch, seq: a skipped row shows its reason after them
 
 
 def _f(v, fmt: str, unit: str = "") -> str:
@@ -65,101 +127,40 @@ def headline(best: dict | None, disagreeing: int) -> str:
     return text + "."
 
 
-def _agrees_cell(m) -> str:
-    if not m.agreement:
-        return "-"
-    a = m.agreement
-    return f"yes {a['rel_l2']:.1e}" if a["passed"] else f"[red bold]NO {a['rel_l2']:.1e}[/]"
-
-
 def table(report: BenchReport, width: int | None = None) -> Table:
     """The results as a rich table; with ``width``, the least important columns give way first."""
     from rich.markup import escape
 
-    from ..tables import Column, fitted_table
+    from ..tables import Column as TableColumn
+    from ..tables import fitted_table
 
-    best = report.to_dict(raw=False)["best"]
-    columns = [
-        Column("backend"),
-        Column("precision"),
-        Column("batch", 0, "right"),
-        Column("seq", 0, "right"),
-        Column("mean ms", 3, "right"),
-        Column("p50 ms", 1, "right"),
-        Column("p99 ms", 2, "right"),
-        Column("CV", 2, "right"),
-        Column("seq/s", 0, "right"),
-        Column("tokens/s", 3, "right"),
-        Column("speedup", 0, "right"),
-        Column("GFLOP/s", 3, "right"),
-        Column("% peak", 1, "right"),
-        Column("agrees", 0),
-    ]
+    data = report.to_dict(raw=False)
+    columns = [TableColumn(c.header, c.priority, "left" if i < 2 else "right") for i, c in enumerate(TABLE_COLUMNS)]
     rows: list = []
-    for m in report.measurements:
-        lead = [m.backend, m.precision, str(m.batch), str(m.seq)]
-        if not m.latency:
-            why = f"[yellow]skipped[/]: {m.skipped}" if m.skipped else f"[red]error[/]: {m.error}"
-            rows.append((lead, why[:90]))
-            continue
-        lat = m.latency
-        cv = f"[yellow]{lat.cv:.1%}[/]" if lat.noisy else f"{lat.cv:.1%}"
-        rows.append(
-            lead
-            + [
-                f"{lat.mean:.2f}",
-                f"{lat.p50:.2f}",
-                f"{lat.p99:.2f}",
-                cv,
-                f"{m.seq_per_s:.1f}",
-                f"{m.tokens_per_s:.0f}",
-                _f(m.speedup, ".2f", "x") if m.agrees else f"[strike]{_f(m.speedup, '.2f', 'x')}[/]",
-                _f(m.gflops, ".1f"),
-                _f(m.pct_of_peak, ".0f"),
-                _agrees_cell(m),
-            ]
-        )
+    for m in data["measurements"]:
+        cells = [c.text(m, "rich") for c in TABLE_COLUMNS]
+        if not m["latency"]:
+            why = f"[yellow]skipped[/]: {m['skipped']}" if m["skipped"] else f"[red]error[/]: {m['error']}"
+            rows.append((cells[:LEAD], why[:90]))
+        else:
+            rows.append(cells)
     return fitted_table(
         f"{report.model}: latency and throughput vs eager Keras fp32 "
         f"(peaks: {_peaks(report.calibration) or 'not measured'})",
         columns,
         rows,
         width,
-        caption=escape(headline(best, len(report.disagreeing()))),
+        caption=escape(headline(data["best"], len(report.disagreeing()))),
     )
 
 
 def to_csv(report: BenchReport) -> str:
+    """results.csv: one row per measurement, the CSV keys of :data:`COLUMNS` with raw values."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, CSV_COLUMNS)
     w.writeheader()
-    for m in report.measurements:
-        lat = m.latency
-        row = {
-            "model": report.model,
-            "backend": m.backend,
-            "precision": m.precision,
-            "batch": m.batch,
-            "seq": m.seq,
-            "status": m.status,
-            "agrees": m.agrees if m.latency else "",
-            "rel_l2": (m.agreement or {}).get("rel_l2"),
-            "cosine": (m.agreement or {}).get("cosine"),
-            "reason": m.skipped or m.error or "; ".join((m.agreement or {}).get("failures", [])),
-            "seq_per_s": m.seq_per_s,
-            "tokens_per_s": m.tokens_per_s,
-            "speedup": m.speedup,
-            "gflops": m.gflops,
-            "pct_of_peak": m.pct_of_peak,
-        }
-        if lat:
-            row.update(
-                count=lat.count,
-                cv=lat.cv,
-                **{f"{k}_ms": getattr(lat, k) for k in ("mean", "p50", "p90", "p95", "p99", "min", "max")},
-                stdev_ms=lat.stdev,
-            )
-        w.writerow(row)
+    for m in report.to_dict(raw=False)["measurements"]:
+        w.writerow({"model": report.model, **{c.key: c.value(m) for c in COLUMNS if c.key != "agreement"}})
     return buf.getvalue()
 
 
@@ -250,30 +251,18 @@ def to_markdown(data: dict) -> str:
         "",
         headline(data.get("best"), sum(1 for m in data["measurements"] if m.get("status") == "disagrees")),
         "",
-        "| backend | precision | batch | seq | mean ms | p50 ms | p99 ms | CV | seq/s | speedup vs eager | GFLOP/s "
-        "| % of peak | agrees (rel L2) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| " + " | ".join(c.header for c in TABLE_COLUMNS) + " |",
+        "|" + "|".join("---" if i < 2 or c.key == "agreement" else "---:" for i, c in enumerate(TABLE_COLUMNS)) + "|",
     ]
     lines[0:0] = [f"> Warning: {w}" for w in data.get("warnings", []) if "coefficient of variation" not in w] + (
         [""] if any("coefficient of variation" not in w for w in data.get("warnings", [])) else []
     )
     for m in data["measurements"]:
-        lat = m["latency"]
-        if not lat:
-            lines.append(
-                f"| {m['backend']} | {m['precision']} | {m['batch']} | {m['seq']} | "
-                f"{m['status']}: {m['skipped'] or m['error']} |  |  |  |  |  |  |  |  |"
-            )
-            continue
-        a = m.get("agreement")
-        agrees = "-" if not a else f"yes ({a['rel_l2']:.1e})" if a["passed"] else f"**NO** ({a['rel_l2']:.1e})"
-        speed = _f(m["speedup"], ".2f", "x")
-        speed = speed if not a or a["passed"] else f"~~{speed}~~"
-        lines.append(
-            f"| {m['backend']} | {m['precision']} | {m['batch']} | {m['seq']} | {lat['mean']:.2f} | {lat['p50']:.2f} | "
-            f"{lat['p99']:.2f} | {lat['cv']:.1%} | {m['seq_per_s']:.1f} | {speed} | "
-            f"{_f(m['gflops'], '.1f')} | {_f(m['pct_of_peak'], '.0f')} | {agrees} |"
-        )
+        cells = [c.text(m, "md") for c in TABLE_COLUMNS]
+        if not m["latency"]:
+            rest = [f"{m['status']}: {m['skipped'] or m['error']}"] + [""] * (len(TABLE_COLUMNS) - LEAD - 1)
+            cells = cells[:LEAD] + rest
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

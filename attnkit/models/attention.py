@@ -39,6 +39,21 @@ def causal_mask(seq_len):
     return ops.cast(j > i, "float32")[None, None, :, :]
 
 
+def check_heads(d_model: int, num_heads: int) -> int:
+    """The depth of each head; refuses a width the head count does not divide (keras-hub's message style).
+
+    Raises:
+        ModelError: ``d_model % num_heads != 0`` or ``num_heads < 1``, with both numbers.
+    """
+    if num_heads < 1 or d_model % num_heads != 0:
+        raise ModelError(
+            f"`d_model` ({d_model}) must be divisible by `num_heads` ({num_heads}); "
+            f"{d_model} % {num_heads} = {d_model % max(num_heads, 1)}.",
+            hint="Choose a head count that divides the model width.",
+        )
+    return d_model // num_heads
+
+
 def scaled_dot_product_attention(q, k, v, mask=None):
     """softmax(q kᵀ / sqrt(depth) + mask * -1e9) v.
 
@@ -76,15 +91,9 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def __init__(self, d_model: int, num_heads: int, **kwargs):
         super().__init__(**kwargs)
-        if num_heads < 1 or d_model % num_heads != 0:
-            raise ModelError(
-                f"`d_model` ({d_model}) must be divisible by `num_heads` ({num_heads}); "
-                f"{d_model} % {num_heads} = {d_model % max(num_heads, 1)}.",
-                hint="Choose a head count that divides the model width.",
-            )
+        self.depth = check_heads(d_model, num_heads)
         self.d_model = d_model
         self.num_heads = num_heads
-        self.depth = d_model // num_heads
 
     def build(self, query_shape, value_shape=None, key_shape=None):
         value_shape = value_shape or query_shape
@@ -128,8 +137,8 @@ class MultiHeadAttention(keras.layers.Layer):
         output = self.dense(self.merge_heads(attended, batch_size))
         return (output, weights) if return_attention_scores else output
 
-    def compute_output_shape(self, query_shape, value_shape=None, key_shape=None):
-        return query_shape
+    # No compute_output_shape: Keras traces ``call`` symbolically, which also gets the
+    # ``return_attention_scores=True`` form (output, weights) right.
 
     def get_config(self):
         return {**super().get_config(), "d_model": self.d_model, "num_heads": self.num_heads}

@@ -11,7 +11,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from .attention import MultiHeadAttention, additive_padding_mask, causal_mask
+from .attention import MultiHeadAttention, additive_padding_mask, causal_mask, check_heads
+from .policy import island_dtype
 
 ATTENTION_IMPLS = ("classic", "keras")
 ACTIVATIONS = ("relu", "gelu")
@@ -79,8 +80,7 @@ class _AttentionBlockBase(keras.layers.Layer):
             raise ValueError(f"`attention` must be one of {ATTENTION_IMPLS}; got {attention!r}.")
         if activation not in ACTIVATIONS:
             raise ValueError(f"`activation` must be one of {ACTIVATIONS}; got {activation!r}.")
-        # Validates d_model % num_heads at construction time, whichever implementation is used.
-        MultiHeadAttention(d_model, num_heads)
+        check_heads(d_model, num_heads)  # at construction time, whichever implementation is used
         self.d_model, self.num_heads, self.ffn_dim = d_model, num_heads, ffn_dim
         self.activation, self.dropout, self.norm_first = activation, dropout, norm_first
         self.attention, self.layer_norm_epsilon = attention, layer_norm_epsilon
@@ -96,19 +96,37 @@ class _AttentionBlockBase(keras.layers.Layer):
             layer.build(shape)
         return layer
 
-    def _attend(self, layer, query, memory, mask):
+    def _attend(self, layer, query, memory, mask, scores: bool):
+        """The attention sublayer's output, and its (batch, heads, q, k) weights when ``scores``.
+
+        Scores are asked for only when wanted, so the default graph is exactly the one without them.
+        """
         if self.attention == "keras":
             # keras MHA wants a boolean keep-mask (batch, q, k); ours is additive (b|1, 1, q|1, k).
             keep = ops.less(mask[:, 0, :, :], 0.5) if mask is not None else None
-            return layer(query, memory, attention_mask=keep)
-        return layer(query, memory, attention_mask=mask)
+            out = layer(query, memory, attention_mask=keep, return_attention_scores=scores)
+        else:
+            out = layer(query, memory, attention_mask=mask, return_attention_scores=scores)
+        return out if scores else (out, None)
+
+    def _attention_branch(self, x, layer, norm, dropout, memory, mask, scores, training):
+        """Residual attention branch: post-LN ``norm(x + drop(attn(x)))`` or pre-LN ``x + drop(attn(norm(x)))``."""
+        h = norm(x) if self.norm_first else x
+        out, weights = self._attend(layer, h, h if memory is None else memory, mask, scores)
+        # ops.add promotes: with LayerNorm kept fp32 under a mixed policy the residual stream stays fp32.
+        x = ops.add(x, dropout(out, training=training))
+        return (x if self.norm_first else norm(x)), weights
 
     def _norm(self, name, shape):
-        # LayerNorm is an fp32 island under mixed policies (see attnkit.tracing.FP32_LAYERS).
-        dtype = "float32" if self.dtype_policy.name.startswith("mixed") else self.dtype_policy
-        layer = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name=name, dtype=dtype)
+        # LayerNorm is an fp32 island under mixed policies (the rule: attnkit.models.policy).
+        layer = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, name=name, dtype=island_dtype(self.dtype_policy)
+        )
         layer.build(shape)
         return layer
+
+    def _dropout(self, name):
+        return keras.layers.Dropout(self.dropout, name=name, dtype=self.dtype_policy)
 
     def _build_ffn(self, shape):
         self.ffn_inner = keras.layers.Dense(
@@ -118,20 +136,16 @@ class _AttentionBlockBase(keras.layers.Layer):
         self.ffn_outer = keras.layers.Dense(self.d_model, name="ffn_outer", dtype=self.dtype_policy)
         self.ffn_outer.build(tuple(shape[:-1]) + (self.ffn_dim,))
         self.ffn_norm = self._norm("ffn_norm", shape)
-        self.drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.ffn_dropout = self._dropout("ffn_dropout")
 
-    def _residual(self, x, norm, fn, training):
-        """Post-LN: norm(x + f(x)) as in the original paper; pre-LN: x + f(norm(x))."""
-        # ops.add promotes: with LayerNorm kept fp32 under a mixed policy the residual stream stays fp32.
-        if self.norm_first:
-            return ops.add(x, self.drop(fn(norm(x)), training=training))
-        return norm(ops.add(x, self.drop(fn(x), training=training)))
+    def _ffn_branch(self, x, training):
+        """Residual feed-forward branch, post-LN or pre-LN like the attention branch."""
+        h = self.ffn_norm(x) if self.norm_first else x
+        x = ops.add(x, self.ffn_dropout(self.ffn_outer(self.ffn_inner(h)), training=training))
+        return x if self.norm_first else self.ffn_norm(x)
 
-    def _ffn(self, x):
-        return self.ffn_outer(self.ffn_inner(x))
-
-    def compute_output_shape(self, x_shape, *args, **kwargs):
-        return x_shape
+    # No compute_output_shape: Keras traces ``call`` symbolically, which also gets the
+    # ``return_attention_scores=True`` form (output, scores) right.
 
     def get_config(self):
         return {
@@ -153,19 +167,25 @@ class TransformerEncoderBlock(_AttentionBlockBase):
 
     Call args:
         x: (batch, seq, d_model). padding_mask: (batch, seq), 1 = token, 0 = padding.
+        return_attention_scores: also return ``{"self_attention": (batch, heads, q, k) weights}``.
     """
 
     def build(self, x_shape, padding_mask_shape=None):
         self.self_attention = self._attention_layer("self_attention", x_shape)
         self.attention_norm = self._norm("attention_norm", x_shape)
+        self.attention_dropout = self._dropout("attention_dropout")
         self._build_ffn(x_shape)
 
-    def call(self, x, padding_mask=None, training=None):
+    def call(self, x, padding_mask=None, training=None, return_attention_scores=False):
         mask = additive_padding_mask(padding_mask) if padding_mask is not None else None
         # Self attention block.
-        x = self._residual(x, self.attention_norm, lambda h: self._attend(self.self_attention, h, h, mask), training)
+        x, weights = self._attention_branch(
+            x, self.self_attention, self.attention_norm, self.attention_dropout, None, mask,
+            return_attention_scores, training,
+        )  # fmt: skip
         # Feed-forward block.
-        return self._residual(x, self.ffn_norm, self._ffn, training)
+        x = self._ffn_branch(x, training)
+        return (x, {"self_attention": weights}) if return_attention_scores else x
 
 
 @keras.saving.register_keras_serializable(package="attnkit")
@@ -177,7 +197,8 @@ class TransformerDecoderBlock(_AttentionBlockBase):
 
     Call args:
         x: (batch, q, d_model). decoder_padding_mask: (batch, q). encoder_output: (batch, k, d_model).
-        encoder_padding_mask: (batch, k).
+        encoder_padding_mask: (batch, k). return_attention_scores: also return the weights of each
+        attention sublayer, ``{"self_attention": ..., "cross_attention": ...}``.
     """
 
     def __init__(self, *args, cross_attention: bool = False, **kwargs):
@@ -189,30 +210,43 @@ class TransformerDecoderBlock(_AttentionBlockBase):
     ):
         self.self_attention = self._attention_layer("self_attention", x_shape)
         self.attention_norm = self._norm("attention_norm", x_shape)
+        self.attention_dropout = self._dropout("attention_dropout")
         if self.cross_attention:
             self.cross_attention_layer = self._attention_layer("cross_attention", x_shape)
             self.cross_attention_norm = self._norm("cross_attention_norm", x_shape)
+            self.cross_attention_dropout = self._dropout("cross_attention_dropout")
         self._build_ffn(x_shape)
 
-    def call(self, x, decoder_padding_mask=None, encoder_output=None, encoder_padding_mask=None, training=None):
+    def call(
+        self,
+        x,
+        decoder_padding_mask=None,
+        encoder_output=None,
+        encoder_padding_mask=None,
+        training=None,
+        return_attention_scores=False,
+    ):
         mask = causal_mask(ops.shape(x)[1])
         if decoder_padding_mask is not None:
             mask = ops.maximum(mask, additive_padding_mask(decoder_padding_mask))
+        scores = {}
         # Causal self attention block.
-        x = self._residual(x, self.attention_norm, lambda h: self._attend(self.self_attention, h, h, mask), training)
+        x, scores["self_attention"] = self._attention_branch(
+            x, self.self_attention, self.attention_norm, self.attention_dropout, None, mask,
+            return_attention_scores, training,
+        )  # fmt: skip
         # Cross attention block.
         if self.cross_attention:
             if encoder_output is None:
                 raise ValueError("a decoder block built with cross_attention=True needs `encoder_output`.")
             cross_mask = additive_padding_mask(encoder_padding_mask) if encoder_padding_mask is not None else None
-            x = self._residual(
-                x,
-                self.cross_attention_norm,
-                lambda h: self._attend(self.cross_attention_layer, h, encoder_output, cross_mask),
-                training,
-            )
+            x, scores["cross_attention"] = self._attention_branch(
+                x, self.cross_attention_layer, self.cross_attention_norm, self.cross_attention_dropout,
+                encoder_output, cross_mask, return_attention_scores, training,
+            )  # fmt: skip
         # Feed-forward block.
-        return self._residual(x, self.ffn_norm, self._ffn, training)
+        x = self._ffn_branch(x, training)
+        return (x, scores) if return_attention_scores else x
 
     def get_config(self):
         return {**super().get_config(), "cross_attention": self.cross_attention}
