@@ -240,9 +240,9 @@ $reproduce
 def _hardware_section(manifest, settings: RunSettings, warnings: list[str]) -> str:
     lines = []
     if manifest.target:
-        lines.append(
-            f"- Target: `{manifest.target['name']}` ({manifest.target['cpu_class']}). {manifest.target['why']}."
-        )
+        t = manifest.target
+        cls = f" ({t['cpu_class']})" if t["cpu_class"] != t["name"] else ""
+        lines.append(f"- Target: `{t['name']}`{cls}. {t['why'][0].upper()}{t['why'][1:]}.")
     if manifest.machine:
         m = manifest.machine
         lines.append(f"- Exported on: {m['cpu']} ({m['class']}; {', '.join(m['features'])}).")
