@@ -7,121 +7,15 @@ Every error reaches the user as one line on stderr with a non-zero exit code and
 from __future__ import annotations
 
 import json
-import os
-import signal
-import sys
-import traceback
 from pathlib import Path
 
 import click
 
 from ._version import __version__
-from .cli_types import BACKENDS, FORMATS, POSITIVE_INTS, PRECISIONS
+from .cli_support import AttnkitGroup, emit, progress, stages
+from .cli_support import console as _console
+from .cli_types import BACKENDS, FORMATS, POSITIVE_INTS, PRECISIONS, TOLERANCE, tolerances
 from .errors import AttnkitError
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (timeout, CI cancellation, docker stop) as an exception, so that every ``finally`` and
-    staging-directory clean-up runs exactly as it does for Ctrl-C."""
-
-
-def _raise_terminated(signum, _frame):
-    raise Terminated(signum)
-
-
-class AttnkitGroup(click.Group):
-    """A click group that turns every exception into one line and an exit code."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        previous = None
-        try:
-            previous = signal.signal(signal.SIGTERM, _raise_terminated)
-        except ValueError:  # not the main thread (e.g. an embedding application): leave signals alone
-            pass
-        try:
-            rv = super().main(args, prog_name or "attnkit", complete_var, standalone_mode=False, **extra)
-            code = rv if isinstance(rv, int) else 0
-        except click.exceptions.NoArgsIsHelpError as e:  # bare `attnkit`: the help, not an error
-            click.echo(e.ctx.get_help() if e.ctx else str(e))
-            code = 0
-        except click.exceptions.Exit as e:
-            code = e.exit_code
-        except click.Abort as e:  # click turns KeyboardInterrupt (and so Terminated) into Abort
-            if isinstance(e.__cause__, Terminated):
-                click.echo("Error: terminated (SIGTERM); nothing was left half-written.", err=True)
-                code = 143
-            else:
-                click.echo("Error: interrupted; nothing was left half-written.", err=True)
-                code = 130
-        except click.ClickException as e:
-            click.echo(f"Error: {e.format_message()}", err=True)
-            code = e.exit_code
-        except AttnkitError as e:
-            click.echo(f"Error: {e}", err=True)
-            code = e.exit_code
-        except Terminated:
-            click.echo("Error: terminated (SIGTERM); nothing was left half-written.", err=True)
-            code = 143
-        except KeyboardInterrupt:
-            click.echo("Error: interrupted; nothing was left half-written.", err=True)
-            code = 130
-        except Exception as e:  # a bug: still one line, traceback on request
-            if os.environ.get("ATTNKIT_DEBUG"):
-                traceback.print_exc()
-            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-            click.echo(
-                f"Error: internal error {type(e).__name__}: {first} (set ATTNKIT_DEBUG=1 for the traceback)", err=True
-            )
-            code = 1
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-        if standalone_mode:
-            sys.exit(code)
-        return code
-
-
-def _console(stderr: bool = False):
-    from rich.console import Console
-
-    return Console(stderr=stderr, soft_wrap=False)  # the terminal's width (80 when not a terminal)
-
-
-def _progress(msg: str) -> None:
-    from rich.markup import escape
-
-    _console(stderr=True).print(f"[dim]• {escape(msg)}[/]")
-
-
-def _emit(data: dict, as_json: bool, tables) -> None:
-    """Print data as JSON, or as the rich tables ``tables(data)`` renders."""
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-        return
-    for table in tables(data):
-        _console().print(table)
-
-
-def _tolerance_option(values: tuple[str, ...], flag: str) -> dict[str, float] | None:
-    """``--atol 1e-3`` or ``--atol fp16=1e-2`` (repeatable); the same key twice with two values conflicts."""
-    out: dict[str, float] = {}
-    for v in values:
-        key, _, num = v.rpartition("=")
-        key = key or "*"
-        try:
-            value = float(num)
-        except ValueError:
-            raise AttnkitError(f"`{v}` is not a number or PRECISION=NUMBER.", flag=flag) from None
-        if value < 0:
-            raise AttnkitError(f"`{v}` is negative; tolerances are >= 0.", flag=flag)
-        if key in out and out[key] != value:
-            raise AttnkitError(
-                f"conflicting values for {key if key != '*' else 'all precisions'}: {out[key]:g} and {value:g}.",
-                flag=flag,
-                hint="Give each precision once.",
-            )
-        out[key] = value
-    return out or None
 
 
 @click.group(cls=AttnkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -236,7 +130,7 @@ def export(model, out, **options):
     from .export_api import export as run_export
 
     try:
-        result = run_export(model, out, options=ExportOptions(**options), progress=_progress)
+        result = run_export(model, out, options=ExportOptions(**options), progress=progress)
     except AgreementError as e:
         _print_report_of(e)
         raise
@@ -265,12 +159,8 @@ def _print_report_of(error) -> None:
 @cli.command()
 @click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
 @click.option("--backends", type=BACKENDS, help="Comma list of backends [default: one per artifact].")
-@click.option(
-    "--atol", multiple=True, metavar="[PREC=]X", help="Element-wise absolute tolerance, e.g. 1e-4 or fp16=1e-2."
-)
-@click.option(
-    "--rtol", multiple=True, metavar="[PREC=]X", help="Element-wise relative tolerance, e.g. 1e-3 or bf16=0.1."
-)
+@click.option("--atol", type=TOLERANCE, multiple=True, help="Element-wise absolute tolerance, e.g. 1e-4 or fp16=1e-2.")
+@click.option("--rtol", type=TOLERANCE, multiple=True, help="Element-wise relative tolerance, e.g. 1e-3 or bf16=0.1.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random inputs.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the report as JSON to this file.")
 @click.option("--locate", is_flag=True, help="Also find the first Keras layer whose ONNX counterpart diverges.")
@@ -289,12 +179,12 @@ def verify(directory, backends, atol, rtol, seed, json_path, locate, imports, un
     report = run_verify(
         directory,
         backends=list(backends) if backends else None,
-        atol=_tolerance_option(atol, "--atol"),
-        rtol=_tolerance_option(rtol, "--rtol"),
+        atol=tolerances(atol, "--atol"),
+        rtol=tolerances(rtol, "--rtol"),
         seed=seed,
         unsafe=unsafe,
         imports=imports,
-        progress=_progress,
+        progress=progress,
     )
     _console().print(agreement_table(report, _console().width))
     _warn(report.warnings)
@@ -363,41 +253,21 @@ def bench(
     MODEL_OR_DIR is a preset, a .keras file (both exported on the fly into a temporary directory)
     or an export directory (used as is; a requested backend without its artifact is refused).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from .benchmark import report as render
     from .benchmark.harness import StoppingRule
     from .benchmark.run import bench as run_bench
     from .exporters.manifest import check_writable_out
-    from .tracing import canonical_precision
 
     rule = StoppingRule(warmup, min_iterations, min_seconds)
-    from .export_api import PRECISIONS as VALID
-
-    precs = tuple(dict.fromkeys(canonical_precision(p, VALID) for p in precisions))
     if out:
         check_writable_out(out, force=True)
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    console = _console(stderr=True)
-    live = console.is_terminal
-    with Progress(*columns, console=console, transient=True, disable=not live) as bar:
-        task = bar.add_task("preparing", total=None)
-
-        def stage(msg: str) -> None:  # a progress bar on a terminal, one line per stage in a log
-            bar.update(task, description=msg) if live else _progress(msg)
-
+    with stages() as (stage, on_start, on_measurement):
         report = run_bench(
             target,
             backends=list(backends) if backends else None,
             batch_sizes=batch_sizes,
             seq_lens=seq_lens,
-            precisions=precs,
+            precisions=precisions,
             threads=threads,
             rule=rule,
             seed=seed,
@@ -405,8 +275,8 @@ def bench(
             imports=imports,
             unsafe=unsafe,
             progress=stage,
-            on_start=lambda total: bar.update(task, total=total),
-            on_measurement=lambda _m: bar.advance(task),
+            on_start=on_start,
+            on_measurement=on_measurement,
         )
     _console().print(render.table(report, _console().width))
     for warning in report.warnings():
@@ -449,12 +319,12 @@ def _locate_all(directory, report, atol, rtol, seed, unsafe=False, imports=()) -
     out = []
     for result in locate_all(
         directory,
-        _tolerance_option(atol, "--atol"),
-        _tolerance_option(rtol, "--rtol"),
+        tolerances(atol, "--atol"),
+        tolerances(rtol, "--rtol"),
         seed=seed,
         unsafe=unsafe,
         imports=imports,
-        progress=_progress,
+        progress=progress,
     ):
         _console().print(locate_table(result))
         out.append(result.to_dict())
@@ -470,7 +340,7 @@ def inspect(plan, as_json):
     from .render import plan_tables
 
     sidecar = read_sidecar(plan)
-    _emit(sidecar, as_json, plan_tables)
+    emit(sidecar, as_json, plan_tables)
 
 
 @cli.command()
@@ -480,7 +350,7 @@ def env(as_json):
     from .env import report
     from .render import env_tables
 
-    _emit(report(), as_json, env_tables)
+    emit(report(), as_json, env_tables)
 
 
 @cli.command()
@@ -503,7 +373,7 @@ def package(directory, triton, tfserving, version, name, force, no_warmup):
         name=name,
         force=force,
         warmup=not no_warmup,
-        progress=_progress,
+        progress=progress,
     )
     for m in result.triton:
         click.echo(f"triton: {m['name']} ({m['platform']}) -> {m['path']}")
@@ -559,7 +429,7 @@ def run_command(
         imports=imports,
         seed=seed,
         unsafe=unsafe,
-        progress=_progress,
+        progress=progress,
     )
     _warn(result.warnings)
     click.echo(f"report: {result.report}")

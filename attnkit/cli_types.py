@@ -94,3 +94,49 @@ POSITIVE_INTS = CommaList("positive integer", check=_positive, example="1,8,32")
 BACKENDS = CommaList("backend", check=_backend, example="onnxruntime,tf-function")
 PRECISIONS = CommaList("precision", check=_precision, example="fp32,int8")
 FORMATS = CommaList("format", choices=_formats, example="savedmodel,onnx")
+
+
+class Tolerance(click.ParamType):
+    """``1e-3`` (every precision) or ``fp16=1e-2``; repeatable (``multiple=True``), giving ``(key, value)``
+    pairs that :func:`tolerances` merges. Negative, non-numeric and unknown-precision values fail here."""
+
+    name = "tolerance"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        key, _, num = str(value).rpartition("=")
+        try:
+            number = float(num)
+        except ValueError:
+            self.fail(f"`{value}` is not a number or PRECISION=NUMBER.", param, ctx)
+        if not number >= 0:
+            self.fail(f"`{value}` is negative or NaN; tolerances are >= 0.", param, ctx)
+        if key:
+            try:
+                _precision(key)
+            except ValueError as e:
+                self.fail(str(e), param, ctx)
+        return (key or "*", number)
+
+    def get_metavar(self, param, ctx=None):
+        return "[PREC=]X"
+
+
+def tolerances(pairs, flag: str) -> dict[str, float] | None:
+    """Repeated ``--atol`` values -> ``{precision or "*": value}``; one key with two values conflicts."""
+    from .errors import AttnkitError
+
+    out: dict[str, float] = {}
+    for key, value in pairs:
+        if key in out and out[key] != value:
+            raise AttnkitError(
+                f"conflicting values for {key if key != '*' else 'all precisions'}: {out[key]:g} and {value:g}.",
+                flag=flag,
+                hint="Give each precision once.",
+            )
+        out[key] = value
+    return out or None
+
+
+TOLERANCE = Tolerance()

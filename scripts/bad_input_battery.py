@@ -33,7 +33,19 @@ def main() -> int:
     env = {**os.environ, "TMPDIR": str(tmp), "TF_CPP_MIN_LOG_LEVEL": "3"}
     exp = work / "exp"
     subprocess.run(
-        [sys.executable, "-m", "attnkit", "export", "mha", "--out", exp, "--format", "onnx,savedmodel", "--precision", "fp32,int8"],
+        [
+            sys.executable,
+            "-m",
+            "attnkit",
+            "export",
+            "mha",
+            "--out",
+            exp,
+            "--format",
+            "onnx,savedmodel",
+            "--precision",
+            "fp32,int8",
+        ],
         check=True,
         env=env,
         capture_output=True,
@@ -130,7 +142,9 @@ def main() -> int:
     failures = 0
     for args, flag in cases:
         existed = {p.name for p in work.iterdir()}
-        run = subprocess.run([sys.executable, "-m", "attnkit", *args], env=env, capture_output=True, text=True, timeout=600)
+        run = subprocess.run(
+            [sys.executable, "-m", "attnkit", *args], env=env, capture_output=True, text=True, timeout=600
+        )
         err = run.stderr.strip().splitlines()
         problems = []
         if run.returncode == 0:
@@ -147,13 +161,17 @@ def main() -> int:
         new = {p.name for p in work.iterdir()} - existed
         if new:
             problems.append(f"left {sorted(new)}")
-        stray = list(tmp.iterdir())
+        # onnxruntime writes its own session file `.ses` into the temp dir on every InferenceSession:
+        # not attnkit's to delete
+        stray = [p for p in tmp.iterdir() if p.name != ".ses"]
         if stray:
             problems.append(f"temp files {[p.name for p in stray][:3]}")
             for p in stray:
                 subprocess.run(["rm", "-rf", str(p)])
         failures += bool(problems)
-        print(("FAIL " if problems else "ok   ") + " ".join(args)[:90], "|", "; ".join(problems) or error_lines[0][:110])
+        print(
+            ("FAIL " if problems else "ok   ") + " ".join(args)[:90], "|", "; ".join(problems) or error_lines[0][:110]
+        )
     for p, digest in before.items():
         if tree_digest(p) != digest:
             failures += 1

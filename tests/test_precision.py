@@ -182,3 +182,46 @@ def test_cli_bad_tolerance_conflict_and_precision(tiny_export):
 def test_per_channel_option(tmp_path):
     result = attnkit.export("encoder-tiny", tmp_path / "pc", formats="onnx", precision="int8", per_channel=True)
     assert result.manifest.artifact("onnx", "int8").extra["per_channel"] is True and result.report.ok
+
+
+def test_reducemean_layernorm_form_is_fused_exactly(rng):
+    """The other decomposition tf2onnx emits (ReduceMean over the last axis), built by hand."""
+    from onnx import TensorProto, helper
+
+    d = 6
+    inits = [
+        numpy_helper.from_array(np.array(1e-5, np.float32), "eps"),
+        numpy_helper.from_array(rng.standard_normal(d).astype(np.float32), "gamma"),
+        numpy_helper.from_array(rng.standard_normal(d).astype(np.float32), "beta"),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("ReduceMean", ["x"], ["mu"], axes=[-1], keepdims=1, name="ln/mean"),
+        n("Sub", ["x", "mu"], ["d"], name="ln/sub"),
+        n("Mul", ["d", "d"], ["sq"], name="ln/sq"),
+        n("ReduceMean", ["sq"], ["var"], axes=[-1], keepdims=1, name="ln/var"),
+        n("Add", ["var", "eps"], ["ve"], name="ln/add_eps"),
+        n("Sqrt", ["ve"], ["sd"], name="ln/sqrt"),
+        n("Reciprocal", ["sd"], ["inv"], name="ln/recip"),
+        n("Mul", ["inv", "gamma"], ["s"], name="ln/scale"),
+        n("Mul", ["x", "s"], ["xs"], name="ln/mul_x"),
+        n("Neg", ["mu"], ["nm"], name="ln/neg"),
+        n("Mul", ["nm", "s"], ["ms"], name="ln/mul_mean"),
+        n("Add", ["ms", "beta"], ["b"], name="ln/add_beta"),
+        n("Add", ["xs", "b"], ["y"], name="ln/add_2"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, d])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4, d])
+    model = helper.make_model(
+        helper.make_graph(nodes, "ln", [x], [y], inits), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    model.ir_version = 8
+    fused, count = fuse_layernorm(model)
+    assert count == 1 and [nd.op_type for nd in fused.graph.node] == ["LayerNormalization"]
+    assert fused.graph.node[0].name == "ln/LayerNormalization"
+    import onnxruntime as ort
+
+    feeds = {"x": rng.standard_normal((2, 3, 4, d)).astype(np.float32)}
+    a = ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
+    b = ort.InferenceSession(fused.SerializeToString()).run(None, feeds)[0]
+    np.testing.assert_allclose(a, b, atol=2e-5)

@@ -284,6 +284,12 @@ def bench(
     say = progress or (lambda _m: None)
     batch_sizes = parse_int_list(batch_sizes, "--batch-sizes")
     seq_lens = parse_int_list(seq_lens, "--seq-lens")
+    from ..export_api import PRECISIONS
+    from ..tracing import canonical_precision
+
+    precisions = tuple(dict.fromkeys(canonical_precision(p, PRECISIONS) for p in precisions))
+    if not precisions:
+        raise AttnkitError(f"is empty; give a comma list of {', '.join(PRECISIONS)}.", flag="--precision")
     plan = _plan(backends, precisions, baseline)
     threads_info = _apply_threads(threads)
     source, tmp = _prepare_source(target, plan, imports, seed, say, unsafe)
@@ -295,6 +301,7 @@ def bench(
                 flag="--seq-lens",
                 hint=f"Use lengths <= {spec.max_sequence}.",
             )
+        _check_memory(source, [(b, s) for s in seq_lens for b in batch_sizes])
         if tmp is None:  # an export directory: only what it holds can run
             plan = _runnable_from_export(source, plan, explicit=backends is not None)
         calibration = {}
@@ -371,15 +378,43 @@ def _plan(backends, precisions, baseline: bool) -> list[tuple[str, str]]:
 
 
 def _runnable_from_export(source: Source, plan, explicit: bool) -> list[tuple[str, str]]:
-    """Pairs whose artifact format the export has; an explicitly requested missing one is refused."""
+    """Pairs whose artifact the export has. A pair named with --backends that its runner could run
+    but whose artifact is missing is refused (naming the export command), not skipped with exit 0."""
     keep = []
     for name, precision in plan:
-        needs = get_runner(name).needs
-        if source.manifest.artifact(needs) is not None:
+        cls = get_runner(name)
+        if cls.needs == "keras" or source.manifest.artifact(cls.needs, precision) is not None:
             keep.append((name, precision))
-        elif explicit:
-            source.artifact(needs)  # raises BackendError naming the export command
+        elif explicit and precision in cls.precisions:
+            source.artifact(cls.needs, precision)  # raises BackendError naming the export command
+        elif source.manifest.artifact(cls.needs) is not None:
+            keep.append((name, precision))  # listed as skipped, with the reason
     return keep
+
+
+def _check_memory(source: Source, shapes) -> None:
+    """Refuse shapes whose attention logits alone (batch x heads x seq² floats) would not fit in half
+    of this machine's memory, before anything is allocated (TensorFlow would fail or swap)."""
+    from ..attention_maps import attention_layers
+    from .environment import _memory_gib
+
+    heads = max(
+        (
+            getattr(layer, "num_heads", 0) or getattr(layer, "_num_heads", 0)
+            for layer in attention_layers(source.keras_model)
+        ),
+        default=0,
+    )
+    total = (_memory_gib() or 0) * 2**30
+    for batch, seq in shapes:
+        need = 4 * batch * heads * seq * seq
+        if total and need > total / 2:
+            raise AttnkitError(
+                f"batch {batch} x seq {seq} needs {need / 2**30:.0f} GiB for one attention layer's logits "
+                f"({heads} heads); this machine has {total / 2**30:.0f} GiB.",
+                flag="--seq-lens" if seq > 1024 else "--batch-sizes",
+                hint="Use smaller --seq-lens or --batch-sizes.",
+            )
 
 
 def _run_backend(source, name, precision, threads, feeds, reference, rule, say) -> list[Measurement]:
