@@ -13,15 +13,7 @@ import traceback
 import click
 
 from .errors import AttnkitError
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (timeout, CI cancellation, docker stop) as an exception, so that every ``finally`` and
-    staging-directory clean-up runs exactly as it does for Ctrl-C."""
-
-
-def _raise_terminated(signum, _frame):
-    raise Terminated(signum)
+from .interrupts import Terminated, check, request, requested, reset
 
 
 @contextlib.contextmanager
@@ -65,7 +57,8 @@ class AttnkitGroup(click.Group):
     def _main(self, args, prog_name, complete_var, **extra) -> int:
         previous = None
         try:
-            previous = signal.signal(signal.SIGTERM, _raise_terminated)
+            reset()
+            previous = signal.signal(signal.SIGTERM, request)
         except ValueError:  # not the main thread (e.g. an embedding application): leave signals alone
             pass
         try:
@@ -106,6 +99,9 @@ class AttnkitGroup(click.Group):
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+        if code == 0 and requested():  # a SIGTERM a library swallowed after the last checkpoint
+            click.echo("Error: terminated (SIGTERM).", err=True)
+            code = 143
         return code
 
 
@@ -118,6 +114,7 @@ def console(stderr: bool = False):
 def progress(msg: str) -> None:
     from rich.markup import escape
 
+    check()  # a SIGTERM swallowed by a library's bare `except:` is raised again here
     console(stderr=True).print(f"[dim]• {escape(msg)}[/]")
 
 
@@ -149,6 +146,7 @@ def stages():
         task = bar.add_task("preparing", total=None)
 
         def stage(msg: str) -> None:
+            check()
             bar.update(task, description=msg) if live else progress(msg)
 
         yield stage, (lambda total: bar.update(task, total=total)), (lambda _m: bar.advance(task))

@@ -94,24 +94,23 @@ def cpu() -> CpuInfo:
         return CpuInfo(_proc_brand(), os.uname().machine, _normalise(_proc_flags()))
 
 
-def _proc_flags() -> list[str]:
+def _proc_field(prefix: str) -> str | None:
+    """The value of the first ``prefix`` line of /proc/cpuinfo (``flags``, ``model name``), if any."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line.split(":", 1)[1].split()
-    except OSError:
-        pass
-    return []
-
-
-def _proc_brand() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(prefix):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return "unknown CPU"
+    return None
+
+
+def _proc_flags() -> list[str]:
+    return (_proc_field("flags") or "").split()
+
+
+def _proc_brand() -> str:
+    return _proc_field("model name") or "unknown CPU"
 
 
 def cpu_features() -> frozenset[str]:

@@ -195,3 +195,22 @@ def test_honest_exits_and_output(tmp_path, int8_export):
     table = [line for line in out.splitlines() if line.strip() and line.strip()[0] in "─━│┃┏┡└ "]
     assert table and max(len(line) for line in table) <= 80  # the table fits the (non-terminal) 80 columns
     assert "onnxruntime" in out and "speedup" in out and "agrees" in out  # readable, not squeezed to "on…"
+
+
+def test_a_swallowed_sigterm_still_stops_the_export(tmp_path):
+    """tf2onnx has bare `except:` clauses that can swallow the exception the SIGTERM handler raises;
+    the recorded request is raised again before a staged export would be moved into place."""
+    from attnkit import interrupts
+    from attnkit.exporters.manifest import atomic_directory
+
+    try:
+        with pytest.raises(interrupts.Terminated):
+            with atomic_directory(tmp_path / "out") as stage:
+                (stage / "model.onnx").write_text("x")
+                try:
+                    interrupts.request()
+                except:  # noqa: E722  (what the library does)
+                    pass
+        assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+    finally:
+        interrupts.reset()

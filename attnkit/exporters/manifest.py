@@ -17,6 +17,7 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import ArtifactError, ExportError
+from ..interrupts import check as check_interrupt
 from ..spec import ExportSpec
 
 MANIFEST = "manifest.json"
@@ -227,6 +228,7 @@ def atomic_directory(out: str | Path, force: bool = False) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         yield staging
+        check_interrupt()  # never move a staged export into place after a SIGTERM (see attnkit.interrupts)
         readable_dir(staging)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
