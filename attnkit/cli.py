@@ -16,6 +16,7 @@ from .cli_support import AttnkitGroup, emit, progress, stages
 from .cli_support import console as _console
 from .cli_types import BACKENDS, FORMATS, POSITIVE_INTS, PRECISIONS, TOLERANCE, tolerances
 from .errors import AttnkitError
+from .runtimes.registry import bench_defaults, runner_names, verifier_for
 
 
 @click.group(cls=AttnkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -158,7 +159,13 @@ def _print_report_of(error) -> None:
 
 @cli.command()
 @click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
-@click.option("--backends", type=BACKENDS, help="Comma list of backends [default: one per artifact].")
+@click.option(
+    "--backends",
+    type=BACKENDS,
+    help=f"Comma list of: {', '.join(runner_names())} (NAME-PRECISION pins one) [default: per artifact, "
+    + ", ".join(f"{fmt}: {verifier_for(fmt)}" for fmt in ("keras", "savedmodel", "onnx", "tensorrt"))
+    + "].",
+)
 @click.option("--atol", type=TOLERANCE, multiple=True, help="Element-wise absolute tolerance, e.g. 1e-4 or fp16=1e-2.")
 @click.option("--rtol", type=TOLERANCE, multiple=True, help="Element-wise relative tolerance, e.g. 1e-3 or bf16=0.1.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random inputs.")
@@ -212,7 +219,11 @@ def verify(directory, backends, atol, rtol, seed, json_path, locate, imports, un
 
 @cli.command()
 @click.argument("target", metavar="MODEL_OR_DIR")
-@click.option("--backends", type=BACKENDS, help="Comma list [default: keras,tf-function,xla,savedmodel,onnxruntime].")
+@click.option(
+    "--backends",
+    type=BACKENDS,
+    help=f"Comma list of: {', '.join(runner_names())} (NAME-PRECISION pins one) [default: {','.join(bench_defaults())}].",
+)
 @click.option("--batch-sizes", type=POSITIVE_INTS, default="1,8,32", show_default=True, help="Batch sizes.")
 @click.option("--seq-lens", type=POSITIVE_INTS, default="128", show_default=True, help="Sequence lengths.")
 @click.option(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .compare import Tolerance
+from .compare import Tolerance, compare_outputs
 from .errors import ArtifactError
 from .runtimes.base import Source
 
@@ -136,14 +136,6 @@ def _onnx_values(onnx_model, names: list[str], feeds) -> dict[str, np.ndarray]:
     }
 
 
-def _stats(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, float]:
-    r, g = ref.astype(np.float64).ravel(), got.astype(np.float64).ravel()
-    norm = np.linalg.norm(r)
-    rel = float(np.linalg.norm(g - r) / norm) if norm else float(np.linalg.norm(g))
-    denom = norm * np.linalg.norm(g)
-    return rel, float(np.abs(g - r).max(initial=0.0)), float(r @ g / denom) if denom else 1.0
-
-
 def locate(
     root: str | Path,
     precision: str,
@@ -186,9 +178,10 @@ def locate(
             got = values.get(name)
             if got is None or got.size != ref.size:
                 continue
-            rel, max_abs, cos = _stats(ref, got)
-            if best is None or rel < best.rel_l2:
-                best = LayerError(path, name, list(ref.shape), rel, max_abs, cos)
+            # the one comparison of the package (attnkit.compare), on this layer's output
+            (a,) = compare_outputs({path: ref}, {path: got.reshape(ref.shape)}, tolerance)
+            if best is None or a.rel_l2 < best.rel_l2:
+                best = LayerError(path, name, list(ref.shape), a.rel_l2, a.max_abs, a.cosine)
         if best is None:
             best = LayerError(path, None, list(ref.shape))  # fused away or renamed: no counterpart
         else:

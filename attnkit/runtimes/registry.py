@@ -11,7 +11,12 @@ from __future__ import annotations
 from ..errors import BackendError
 from ..exporters.manifest import ArtifactRecord
 from ..targets import BF16_REQUIREMENT, affects_answers, mismatch
-from . import keras_runner, onnxruntime, tensorrt, tf_runners  # noqa: F401  (each registers its runners)
+
+# isort: off
+# Each module registers its runners; the import order is the registry's order (verify's and bench's rows).
+from . import keras_runner, tf_runners, onnxruntime, tensorrt  # noqa: F401
+
+# isort: on
 from .base import RUNNERS, Runner, Source
 
 __all__ = ["RUNNERS", "Runner", "Source", "get_runner", "runner_names", "split_backend", "hardware_warnings"]
