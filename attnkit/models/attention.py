@@ -32,10 +32,12 @@ def additive_padding_mask(padding_mask):
     return (1.0 - keep)[:, None, None, :]
 
 
-def causal_mask(seq_len):
-    """(1, 1, q, k) additive mask with 1.0 above the diagonal (future positions)."""
-    i = ops.arange(seq_len)[:, None]
-    j = ops.arange(seq_len)[None, :]
+def causal_mask(seq_len, past_len=0):
+    """(1, 1, q, past + q) additive mask with 1.0 at future positions: query i (at absolute position
+    past + i) may attend keys 0..past + i. ``past_len=0`` is the plain (q, q) causal mask."""
+    no_past = isinstance(past_len, int) and past_len == 0  # then the graph is exactly the plain mask's
+    i = ops.arange(seq_len)[:, None] if no_past else ops.arange(seq_len)[:, None] + past_len
+    j = ops.arange(seq_len if no_past else seq_len + past_len)[None, :]
     return ops.cast(j > i, "float32")[None, None, :, :]
 
 
@@ -124,18 +126,52 @@ class MultiHeadAttention(keras.layers.Layer):
         x = ops.transpose(x, (0, 2, 1, 3))
         return ops.reshape(x, (batch_size, -1, self.d_model))
 
-    def call(self, query, value=None, key=None, attention_mask=None, return_attention_scores=False):
-        value = query if value is None else value
-        key = value if key is None else key
+    def call(
+        self,
+        query,
+        value=None,
+        key=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        past_key_value=None,
+        key_value=None,
+        use_cache=False,
+    ):
+        """See the class docstring; the cache arguments are for decoding token by token.
+
+        Args:
+            past_key_value: ``(key, value)`` of the tokens already seen, each (batch, heads, past,
+                depth): the new tokens' keys and values are appended to them (self-attention).
+            key_value: precomputed ``(key, value)`` (cross-attention over a fixed encoder output: see
+                :meth:`project_key_value`); ``value``/``key`` are then not projected.
+            use_cache: also return ``(key, value)`` as attended (past + new, or the precomputed pair).
+
+        Returns:
+            output, then the weights if ``return_attention_scores``, then ``(key, value)`` if ``use_cache``.
+        """
         batch_size = ops.shape(query)[0]
         # Project and split into heads.
         q = self.split_heads(self.wq(query), batch_size)
-        k = self.split_heads(self.wk(key), batch_size)
-        v = self.split_heads(self.wv(value), batch_size)
+        if key_value is not None:
+            k, v = key_value
+        else:
+            value = query if value is None else value
+            k, v = self.project_key_value(value, key, batch_size)  # the query's batch: the graph of before
+        if past_key_value is not None:
+            k = ops.concatenate([past_key_value[0], k], axis=2)
+            v = ops.concatenate([past_key_value[1], v], axis=2)
         # Attend, merge heads, project back.
         attended, weights = scaled_dot_product_attention(q, k, v, attention_mask)
         output = self.dense(self.merge_heads(attended, batch_size))
-        return (output, weights) if return_attention_scores else output
+        result = (output,) + ((weights,) if return_attention_scores else ()) + (((k, v),) if use_cache else ())
+        return result if len(result) > 1 else output
+
+    def project_key_value(self, value, key=None, batch_size=None):
+        """``(key, value)`` heads of a memory, (batch, heads, k, depth) each: what a decoder computes once
+        per encoder output and reuses at every step (``key_value=``)."""
+        key = value if key is None else key
+        batch_size = ops.shape(value)[0] if batch_size is None else batch_size
+        return self.split_heads(self.wk(key), batch_size), self.split_heads(self.wv(value), batch_size)
 
     # No compute_output_shape: Keras traces ``call`` symbolically, which also gets the
     # ``return_attention_scores=True`` form (output, weights) right.

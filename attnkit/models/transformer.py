@@ -11,6 +11,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from ..errors import ModelError
 from .attention import MultiHeadAttention, additive_padding_mask, causal_mask, check_heads
 from .policy import island_dtype
 
@@ -42,11 +43,17 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         self.token_embedding.build(input_shape)
         self.positions = sinusoidal_table(self.max_length, self.d_model)
 
-    def call(self, token_ids):
+    def call(self, token_ids, start_index=0):
+        """``start_index``: absolute position of the first token (decoding with a KV cache feeds only
+        the new tokens); 0 keeps exactly the graph of a full sequence."""
         seq = ops.shape(token_ids)[1]
         x = self.token_embedding(token_ids) * ops.cast(ops.sqrt(float(self.d_model)), self.compute_dtype)
-        pos = ops.cast(ops.convert_to_tensor(self.positions)[:seq], self.compute_dtype)
-        return x + pos[None, :, :]
+        table = ops.convert_to_tensor(self.positions)
+        if isinstance(start_index, int) and start_index == 0:
+            pos = table[:seq]
+        else:
+            pos = ops.slice(table, (start_index, 0), (seq, self.d_model))
+        return x + ops.cast(pos, self.compute_dtype)[None, :, :]
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.d_model,)
@@ -96,26 +103,39 @@ class _AttentionBlockBase(keras.layers.Layer):
             layer.build(shape)
         return layer
 
-    def _attend(self, layer, query, memory, mask, scores: bool):
-        """The attention sublayer's output, and its (batch, heads, q, k) weights when ``scores``.
+    def _attend(self, layer, query, memory, mask, scores: bool, cache: dict | None = None):
+        """The attention sublayer's output, its (batch, heads, q, k) weights when ``scores``, and its
+        ``(key, value)`` when ``cache`` (``{"past_key_value": ..., "key_value": ...}``) is given.
 
-        Scores are asked for only when wanted, so the default graph is exactly the one without them.
+        Scores and cache arguments are passed only when wanted, so the default graph is exactly the
+        one without them.
         """
         if self.attention == "keras":
+            if cache is not None:
+                raise ModelError(
+                    "a KV cache needs attnkit's classic attention; this block uses keras.layers.MultiHeadAttention.",
+                    hint="Build the model with attention='classic'.",
+                )
             # keras MHA wants a boolean keep-mask (batch, q, k); ours is additive (b|1, 1, q|1, k).
             keep = ops.less(mask[:, 0, :, :], 0.5) if mask is not None else None
             out = layer(query, memory, attention_mask=keep, return_attention_scores=scores)
-        else:
-            out = layer(query, memory, attention_mask=mask, return_attention_scores=scores)
-        return out if scores else (out, None)
+            return (out[0], out[1], None) if scores else (out, None, None)
+        extra = {"use_cache": True, **{k: v for k, v in cache.items() if v is not None}} if cache is not None else {}
+        if cache is not None and cache.get("key_value") is not None:
+            memory = None  # cross-attention over precomputed keys/values: the memory is not projected again
+        out = layer(query, memory, attention_mask=mask, return_attention_scores=scores, **extra)
+        if not scores and cache is None:
+            return out, None, None
+        return out[0], (out[1] if scores else None), (out[-1] if cache is not None else None)
 
-    def _attention_branch(self, x, layer, norm, dropout, memory, mask, scores, training):
+    def _attention_branch(self, x, layer, norm, dropout, memory, mask, scores, training, cache=None):
         """Residual attention branch: post-LN ``norm(x + drop(attn(x)))`` or pre-LN ``x + drop(attn(norm(x)))``."""
         h = norm(x) if self.norm_first else x
-        out, weights = self._attend(layer, h, h if memory is None else memory, mask, scores)
+        memory = h if memory is None and not (cache and cache.get("key_value") is not None) else memory
+        out, weights, present = self._attend(layer, h, memory, mask, scores, cache)
         # ops.add promotes: with LayerNorm kept fp32 under a mixed policy the residual stream stays fp32.
         x = ops.add(x, dropout(out, training=training))
-        return (x if self.norm_first else norm(x)), weights
+        return (x if self.norm_first else norm(x)), weights, present
 
     def _norm(self, name, shape):
         # LayerNorm is an fp32 island under mixed policies (the rule: attnkit.models.policy).
@@ -179,7 +199,7 @@ class TransformerEncoderBlock(_AttentionBlockBase):
     def call(self, x, padding_mask=None, training=None, return_attention_scores=False):
         mask = additive_padding_mask(padding_mask) if padding_mask is not None else None
         # Self attention block.
-        x, weights = self._attention_branch(
+        x, weights, _ = self._attention_branch(
             x, self.self_attention, self.attention_norm, self.attention_dropout, None, mask,
             return_attention_scores, training,
         )  # fmt: skip
@@ -199,6 +219,11 @@ class TransformerDecoderBlock(_AttentionBlockBase):
         x: (batch, q, d_model). decoder_padding_mask: (batch, q). encoder_output: (batch, k, d_model).
         encoder_padding_mask: (batch, k). return_attention_scores: also return the weights of each
         attention sublayer, ``{"self_attention": ..., "cross_attention": ...}``.
+        past_key_value: ``(key, value)`` of the tokens already decoded, (batch, heads, past, depth)
+        each; ``x`` then holds only the new tokens and ``decoder_padding_mask`` covers past + new.
+        cross_key_value: precomputed ``(key, value)`` of the encoder output for cross-attention
+        (``cross_attention_layer.project_key_value(encoder_output)``), reused at every step.
+        use_cache: also return ``{"self_attention": (key, value), "cross_attention": (key, value)}``.
     """
 
     def __init__(self, *args, cross_attention: bool = False, **kwargs):
@@ -225,28 +250,35 @@ class TransformerDecoderBlock(_AttentionBlockBase):
         encoder_padding_mask=None,
         training=None,
         return_attention_scores=False,
+        past_key_value=None,
+        cross_key_value=None,
+        use_cache=False,
     ):
-        mask = causal_mask(ops.shape(x)[1])
+        past_len = 0 if past_key_value is None else ops.shape(past_key_value[0])[2]
+        mask = causal_mask(ops.shape(x)[1], past_len)
         if decoder_padding_mask is not None:
             mask = ops.maximum(mask, additive_padding_mask(decoder_padding_mask))
-        scores = {}
+        scores, present = {}, {}
         # Causal self attention block.
-        x, scores["self_attention"] = self._attention_branch(
+        cache = {"past_key_value": past_key_value} if use_cache or past_key_value is not None else None
+        x, scores["self_attention"], present["self_attention"] = self._attention_branch(
             x, self.self_attention, self.attention_norm, self.attention_dropout, None, mask,
-            return_attention_scores, training,
+            return_attention_scores, training, cache,
         )  # fmt: skip
         # Cross attention block.
         if self.cross_attention:
-            if encoder_output is None:
+            if encoder_output is None and cross_key_value is None:
                 raise ValueError("a decoder block built with cross_attention=True needs `encoder_output`.")
             cross_mask = additive_padding_mask(encoder_padding_mask) if encoder_padding_mask is not None else None
-            x, scores["cross_attention"] = self._attention_branch(
+            cache = {"key_value": cross_key_value} if use_cache or cross_key_value is not None else None
+            x, scores["cross_attention"], present["cross_attention"] = self._attention_branch(
                 x, self.cross_attention_layer, self.cross_attention_norm, self.cross_attention_dropout,
-                encoder_output, cross_mask, return_attention_scores, training,
+                encoder_output, cross_mask, return_attention_scores, training, cache,
             )  # fmt: skip
         # Feed-forward block.
         x = self._ffn_branch(x, training)
-        return (x, scores) if return_attention_scores else x
+        out = (x,) + ((scores,) if return_attention_scores else ()) + ((present,) if use_cache else ())
+        return out if len(out) > 1 else x
 
     def get_config(self):
         return {**super().get_config(), "cross_attention": self.cross_attention}
