@@ -13,7 +13,7 @@ from typing import Any
 from rich.table import Table
 
 from ..exporters.manifest import write_text_atomic
-from .run import BenchReport
+from .results import BenchReport
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,149 @@
+"""What a benchmark run returns: one Measurement per backend x precision x shape, and the
+BenchReport holding them with the run's configuration, environment and calibration (data only:
+rendering is :mod:`attnkit.benchmark.report`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .stats import Latency
+
+BASELINE = "keras"
+
+
+@dataclass
+class Measurement:
+    """One backend at one shape: latency and derived throughput, or why it did not run."""
+
+    backend: str
+    precision: str
+    batch: int
+    seq: int
+    latency: Latency | None = None
+    flops: int | None = None
+    speedup: float | None = None  # baseline mean latency / this mean latency, same shape, same run
+    pct_of_peak: float | None = None
+    skipped: str | None = None
+    error: str | None = None
+    #: agreement with eager fp32 Keras on this row's own inputs, on this machine (MLPerf's rule: a
+    #: speed counts only for answers that agree): passed, rel_l2, cosine, max_abs, tolerance, failures
+    agreement: dict[str, Any] | None = None
+
+    @property
+    def agrees(self) -> bool:
+        return bool(self.agreement and self.agreement.get("passed"))
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return "error"
+        if self.skipped:
+            return "skipped"
+        if self.agreement is None:
+            return "unchecked"
+        return "ok" if self.agrees else "disagrees"
+
+    @property
+    def seq_per_s(self) -> float | None:
+        return self.batch / (self.latency.mean / 1e3) if self.latency else None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return self.seq_per_s * self.seq if self.latency else None
+
+    @property
+    def gflops(self) -> float | None:
+        """Achieved GFLOP/s: FLOPs per call over the median latency."""
+        return self.flops / (self.latency.p50 / 1e3) / 1e9 if self.latency and self.flops else None
+
+    def to_dict(self, raw: bool = True) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "precision": self.precision,
+            "batch": self.batch,
+            "seq": self.seq,
+            "status": self.status,
+            "agrees": self.agrees if self.latency else None,
+            "agreement": self.agreement,
+            "skipped": self.skipped,
+            "error": self.error,
+            "latency": self.latency.to_dict(raw) if self.latency else None,
+            "seq_per_s": self.seq_per_s,
+            "tokens_per_s": self.tokens_per_s,
+            "speedup": self.speedup,
+            "flops_per_call": self.flops,
+            "gflops": self.gflops,
+            "pct_of_peak": self.pct_of_peak,
+        }
+
+
+@dataclass
+class BenchReport:
+    model: str
+    config: dict[str, Any]
+    environment: dict[str, Any]
+    calibration: dict[str, dict]
+    measurements: list[Measurement] = field(default_factory=list)
+    hardware: list[str] = field(default_factory=list)  # artifacts made for hardware this machine lacks
+
+    def best(self) -> Measurement | None:
+        """The headline: the highest speedup over eager among rows whose answers agree (never a
+        row that failed its tolerance, never the baseline itself)."""
+        rows = [
+            m
+            for m in self.measurements
+            if m.latency and m.speedup and m.agrees and (m.backend, m.precision) != (BASELINE, "fp32")
+        ]
+        return max(rows, key=lambda m: m.speedup, default=None)
+
+    def disagreeing(self) -> list[Measurement]:
+        return [m for m in self.measurements if m.latency and m.agreement is not None and not m.agrees]
+
+    def warnings(self) -> list[str]:
+        out = list(self.hardware)
+        for m in self.disagreeing():
+            why = "; ".join(m.agreement.get("failures", [])) or "failed"
+            out.append(
+                f"{m.backend}[{m.precision}] {m.batch}x{m.seq}: answers disagree with eager fp32 ({why}); "
+                "its speed does not count"
+            )
+        for m in self.measurements:
+            if m.latency and m.latency.noisy:
+                out.append(
+                    f"{m.backend}[{m.precision}] {m.batch}x{m.seq}: coefficient of variation "
+                    f"{m.latency.cv:.0%} > 10%; the machine was busy or the run too short (raise --min-seconds)"
+                )
+        return out
+
+    def to_dict(self, raw: bool = True) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "config": self.config,
+            "environment": self.environment,
+            "calibration": self.calibration,
+            "warnings": self.warnings(),
+            "best": _headline(self.best()),
+            "measurements": [m.to_dict(raw) for m in self.measurements],
+        }
+
+
+def _headline(m: Measurement | None) -> dict | None:
+    if m is None:
+        return None
+    return {"backend": m.backend, "precision": m.precision, "batch": m.batch, "seq": m.seq, "speedup": m.speedup}
+
+
+def _agreement(reference: dict, got: dict, precision: str) -> dict[str, Any]:
+    """Worst agreement over the outputs of one call, against the default tolerance of ``precision``."""
+    from ..compare import DEFAULT_TOLERANCES, compare_outputs
+
+    found = compare_outputs(reference, got, DEFAULT_TOLERANCES[precision])
+    return {
+        "passed": all(a.passed for a in found),
+        "rel_l2": max(a.rel_l2 for a in found),
+        "cosine": min(a.cosine for a in found),
+        "max_abs": max(a.max_abs for a in found),
+        "tolerance": precision,
+        "failures": [f"{a.output}: {f}" for a in found for f in a.failures],
+    }
