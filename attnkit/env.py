@@ -38,43 +38,39 @@ def report() -> dict:
         libraries["cuda-python"] = metadata.version("cuda-python")
     except metadata.PackageNotFoundError:
         libraries["cuda-python"] = "not installed"
-    from .machine import onednn_cap, tensorflow_features
-    from .targets import choose_int8, host_class
+    from .machine import cpu_features, onednn_cap, tensorflow_features
+    from .targets import BF16_FEATURES, choose_int8, host_class
 
-    flags = cpu_flags()
-    cap = onednn_cap()
+    flags, features, tf_features = cpu_flags(), cpu_features(), tensorflow_features()
+    scheme, cap = choose_int8(features).name, onednn_cap()
     machine = {
         "cpu": cpu_model(),
         "cores": __import__("os").cpu_count(),
         "speed flags": ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in flags.items()),
-        "cpu class (export --target host)": f"{host_class(frozenset(k for k, v in flags.items() if v))}; "
-        f"int8 scheme {choose_int8(frozenset(k for k, v in flags.items() if v)).name}",
+        "cpu class (export --target host)": f"{host_class(features)}; int8 scheme {scheme}",
         "gpu": gpu_info() or gpu_unavailable_reason(),
     }
     if cap:
-        machine["ONEDNN_MAX_CPU_ISA"] = (
-            f"{cap[0]}: TensorFlow uses {', '.join(sorted(tensorflow_features())) or 'no AVX2'}"
-        )
+        machine["ONEDNN_MAX_CPU_ISA"] = f"{cap[0]}: TensorFlow uses {', '.join(sorted(tf_features)) or 'no AVX2'}"
     backends = []
     for name in runner_names():
         cls = RUNNERS[name]
         reason = cls.unavailable_reason()
         for precision in cls.precisions:
             note = reason
-            tf_has = tensorflow_features()
-            if not note and precision == "bf16" and not {"avx512_bf16", "amx_bf16"} & tf_has and cls.needs != "onnx":
+            if not note and precision == "bf16" and not set(BF16_FEATURES) & tf_features and cls.needs != "onnx":
                 note = "runs, but this CPU has no bf16 instructions (emulated, slow)"
             if not note and precision == "int8" and cls.needs == "onnx":
                 note = (
                     "runs; int8 U8S8 is exact here"
-                    if choose_int8(frozenset(k for k, v in flags.items() if v)).name == "u8s8"
+                    if scheme == "u8s8"
                     else "runs; this CPU has no VNNI/AMX: only int8 exported for portable/cpu-avx2 (U8U8) is right here"
                 )
             if (
                 not note
                 and precision == "fp16"
                 and cls.needs in ("keras", "savedmodel")
-                and not flags.get("avx512_fp16")
+                and "avx512_fp16" not in features
             ):
                 note = "runs, but this CPU has no fp16 arithmetic (emulated, slow)"
             backends.append({"backend": name, "precision": precision, "available": reason is None, "reason": note})

@@ -183,32 +183,27 @@ def export(
         opts = dataclasses.replace(options or ExportOptions(), **overrides)
     except TypeError as e:
         raise TypeError(f"export() {e}; options are the fields of ExportOptions") from None
-    formats, precision, opset, imports, seed = opts.formats, opts.precision, opts.opset, opts.imports, opts.seed
-    force, unsafe, check, fuse, per_channel = opts.force, opts.unsafe, opts.check, opts.fuse, opts.per_channel
-    target, trt_target, batch, seq, trt_cache = opts.target, opts.trt_target, opts.batch, opts.seq, opts.trt_cache
-    atol, rtol = opts.atol, opts.rtol
     from .exporters.onnx import check_opset
     from .models import classify, resolve
     from .targets import machine_summary
     from .targets import resolve as resolve_target
 
-    fmts = parse_formats(formats)
-    resolved = resolve_target(target)
-    if resolved.trt_target:
-        if trt_target and trt_target.lower() != resolved.trt_target:
-            raise AttnkitError(
-                f"--target {resolved.trt_target} and --trt-target {trt_target} name different GPUs.",
-                flag="--trt-target",
-                hint="Give one of them.",
-            )
-        trt_target = resolved.trt_target
+    fmts = parse_formats(opts.formats)
+    resolved = resolve_target(opts.target)
+    if resolved.trt_target and opts.trt_target and opts.trt_target.lower() != resolved.trt_target:
+        raise AttnkitError(
+            f"--target {resolved.trt_target} and --trt-target {opts.trt_target} name different GPUs.",
+            flag="--trt-target",
+            hint="Give one of them.",
+        )
+    trt_target = resolved.trt_target or opts.trt_target
     requested = fmts
     triton = "triton" in fmts  # a layout of the other artifacts, made after they are in place
     fmts = tuple(f for f in fmts if f != "triton") or DEFAULT_FORMATS
     if "tensorrt" in fmts and "onnx" not in fmts:
         fmts = fmts + ("onnx",)  # plans are built from the ONNX graphs
-    precisions = parse_precisions(precision, fmts)
-    _check_tensorrt_options(fmts, precisions, trt_target if not resolved.trt_target else None, batch, seq, trt_cache)
+    precisions = parse_precisions(opts.precision, fmts)
+    _check_tensorrt_options(fmts, precisions, opts.trt_target, opts.batch, opts.seq, opts.trt_cache)
     ref = classify(str(model), flag="MODEL")
     if ref.is_export:
         _check_addition(Path(model), requested, out)
@@ -216,38 +211,44 @@ def export(
             model,
             precisions,
             trt_target=trt_target,
-            batch=batch,
-            seq=seq,
-            trt_cache=trt_cache,
-            force=force,
+            batch=opts.batch,
+            seq=opts.seq,
+            trt_cache=opts.trt_cache,
+            force=opts.force,
             progress=progress,
         )
     trt = _tensorrt_plan(fmts, trt_target)
     if "onnx" in fmts:
-        check_opset(opset)
+        check_opset(opts.opset)
     name = ref.name
     out = Path(out) if out else Path("artifacts") / name
-    check_writable_out(out, force)
+    check_writable_out(out, opts.force)
     say = progress or (lambda _msg: None)
 
     say(f"building {model}")
-    keras_model, spec, info = resolve(model, seed=seed, imports=imports, unsafe=unsafe)
-    info["unsafe"] = unsafe
-    spec = dataclasses.replace(spec, opset=opset)
+    keras_model, spec, info = resolve(model, seed=opts.seed, imports=opts.imports, unsafe=opts.unsafe)
+    info["unsafe"] = opts.unsafe
+    spec = dataclasses.replace(spec, opset=opts.opset)
     if trt:
         from .exporters.tensorrt import profiles_from
 
-        trt["profiles"] = profiles_from(spec, batch, seq)
+        trt["profiles"] = profiles_from(spec, opts.batch, opts.seq)
     manifest = Manifest(model=info, spec=spec, target=resolved.to_dict(), machine=machine_summary())
-    with atomic_directory(out, force) as stage:
-        _write_artifacts(stage, model, keras_model, spec, fmts, precisions, manifest, say, fuse, per_channel, resolved)
+    with atomic_directory(out, opts.force) as stage:
+        _write_artifacts(
+            stage, model, keras_model, spec, fmts, precisions, manifest, say, opts.fuse, opts.per_channel, resolved
+        )
         if trt:
-            _write_tensorrt(stage, spec, precisions, manifest, say, trt, Path(trt_cache) if trt_cache else None)
+            _write_tensorrt(
+                stage, spec, precisions, manifest, say, trt, Path(opts.trt_cache) if opts.trt_cache else None
+            )
         manifest.write(stage)
         report = None
-        if check:
+        if opts.check:
             say("checking agreement")
-            report = verify(stage, atol=atol, rtol=rtol, seed=seed + 1000, unsafe=unsafe, progress=say)
+            report = verify(
+                stage, atol=opts.atol, rtol=opts.rtol, seed=opts.seed + 1000, unsafe=opts.unsafe, progress=say
+            )
             report.root = str(out)
             _record_agreement(manifest, report)
             manifest.write(stage)
