@@ -133,6 +133,7 @@ class ExportOptions:
     trt_cache: str | Path | None = None
     atol: float | dict | None = None
     rtol: float | dict | None = None
+    generate: bool = False
 
 
 def export(
@@ -171,6 +172,9 @@ def export(
         trt_target: GPU architecture a TensorRT plan is built for (``sm89``...); default: the local GPU.
         batch, seq: ``MIN:OPT:MAX`` ranges, one TensorRT optimisation profile per pair.
         trt_cache: timing-cache file reused across builds (default ``DIR/trt_timing.cache``).
+        generate: also export the decode step with a KV cache (decoder and seq2seq models): SavedModel
+            signatures ``prefill``/``decode_step``/``generate`` (+ ``encode``) and
+            ``decoder_with_past*.onnx`` (+ ``encoder*.onnx``); see :mod:`attnkit.generation.export`.
 
     Returns:
         ExportResult with the directory, manifest and agreement report.
@@ -228,6 +232,11 @@ def export(
     say(f"building {model}")
     keras_model, spec, info = resolve(model, seed=opts.seed, imports=opts.imports, unsafe=opts.unsafe)
     info["unsafe"] = opts.unsafe
+    decoding = None
+    if opts.generate:
+        from .models.decoding import Decoding
+
+        decoding = Decoding(keras_model)  # refuses a model with no causal decoder before any work
     spec = dataclasses.replace(spec, opset=opts.opset)
     if trt:
         from .exporters.tensorrt import profiles_from
@@ -236,8 +245,9 @@ def export(
     manifest = Manifest(model=info, spec=spec, target=resolved.to_dict(), machine=machine_summary())
     with atomic_directory(out, opts.force) as stage:
         _write_artifacts(
-            stage, model, keras_model, spec, fmts, precisions, manifest, say, opts.fuse, opts.per_channel, resolved
-        )
+            stage, model, keras_model, spec, fmts, precisions, manifest, say, opts.fuse, opts.per_channel, resolved,
+            decoding,
+        )  # fmt: skip
         if trt:
             _write_tensorrt(
                 stage, spec, precisions, manifest, say, trt, Path(opts.trt_cache) if opts.trt_cache else None
@@ -281,6 +291,7 @@ def _write_artifacts(
     fuse: bool = True,
     per_channel: bool = False,
     target=None,
+    decoding=None,
 ) -> None:
     from .exporters.savedmodel import export_savedmodel
     from .models import is_keras_path
@@ -298,13 +309,36 @@ def _write_artifacts(
         for precision in [p for p in precisions if p in TF_PRECISIONS] or ["fp32"]:
             say(f"exporting SavedModel ({precision})")
             rel = savedmodel_dir(precision)
-            export_savedmodel(trace(keras_model, spec, precision), stage / rel)
+            endpoints = None
+            if decoding is not None and precision == "fp32":
+                from .generation.export import savedmodel_endpoints
+
+                say("tracing prefill, decode_step and generate signatures")
+                endpoints = savedmodel_endpoints(decoding)
+            export_savedmodel(trace(keras_model, spec, precision), stage / rel, endpoints)
             extra = {"requires": BF16_REQUIREMENT} if precision == "bf16" else {}
             manifest.artifacts.append(
                 ArtifactRecord.of(stage, "savedmodel", rel, precision, signature="serving_default", **extra)
             )
     if "onnx" in fmts:
         _write_onnx(stage, keras_model, spec, precisions, manifest, say, fuse, per_channel, target)
+    if decoding is not None:
+        _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, per_channel, target, spec.opset)
+
+
+def _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, per_channel, target, opset) -> None:
+    from .generation.export import record, section, write_onnx
+    from .targets import resolve as resolve_target
+
+    records = []
+    if "savedmodel" in fmts:
+        rel = savedmodel_dir("fp32")
+        names = ["prefill", "decode_step", "generate"] + (["encode"] if decoding.spec.seq2seq else [])
+        records.append(record(stage, "signatures", "savedmodel", rel, "fp32", signatures=names))
+    if "onnx" in fmts:
+        records += write_onnx(stage, decoding, precisions, target or resolve_target(), per_channel, fuse, opset, say)
+    manifest.generation = section(decoding, records)
+
 
 
 def _copy_imports(stage: Path, manifest: Manifest) -> None:

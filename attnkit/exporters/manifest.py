@@ -83,6 +83,8 @@ class Manifest:
     notes: list[str] = field(default_factory=list)  # what was asked for and not produced, and why
     target: dict[str, Any] = field(default_factory=dict)  # export --target: CPU class, int8 scheme and why
     machine: dict[str, Any] = field(default_factory=dict)  # the export machine: CPU, class, features
+    #: export --generate: {"spec": GenerationSpec dict, "artifacts": [ArtifactRecord dict + "role"], ...}
+    generation: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +97,7 @@ class Manifest:
             "notes": self.notes,
             "target": self.target,
             "machine": self.machine,
+            **({"generation": self.generation} if self.generation else {}),
         }
 
     def write(self, root: Path) -> None:
@@ -132,6 +135,7 @@ class Manifest:
                 notes=d.get("notes", []),
                 target=d.get("target", {}),
                 machine=d.get("machine", {}),
+                generation=d.get("generation", {}),
             )
         except (ValueError, KeyError, TypeError) as e:
             raise ArtifactError(f"`{path}` is not a valid manifest ({type(e).__name__}: {e}).", flag="DIR") from None
@@ -139,7 +143,8 @@ class Manifest:
     def check_integrity(self, root: str | Path) -> list[str]:
         """One message per artifact that is missing or whose sha256 differs from the manifest."""
         problems = []
-        for a in self.artifacts:
+        extra = [ArtifactRecord(**{k: v for k, v in a.items() if k != "role"}) for a in self.generation.get("artifacts", [])]
+        for a in self.artifacts + [e for e in extra if e.path not in {a.path for a in self.artifacts}]:
             p = Path(root) / a.path
             if not p.exists():
                 problems.append(f"{a.path}: missing")

@@ -61,8 +61,27 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         converted = float16.convert_float_to_float16(
             model, keep_io_types=True, op_block_list=block, node_block_list=_casts_to_float(model)
         )
+    _reroute_output_readers(converted)
     _restore_float_outputs(model, converted)
     return converted
+
+
+def _reroute_output_readers(model: onnx.ModelProto) -> None:
+    """Inner nodes reading a graph output read its fp16 value, not the fp32 output.
+
+    With ``keep_io_types`` the converter ends an output with ``Cast(to=float)``, but nodes that also
+    read that tensor (a KV cache's ``present.*``, read by the attention MatMul) keep reading the fp32
+    output while being typed fp16: onnxruntime refuses the graph. They are pointed at the Cast's input.
+    """
+    outputs = {o.name for o in model.graph.output}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for name in outputs:
+        cast = producers.get(name)
+        if cast is None or cast.op_type != "Cast":
+            continue
+        for n in model.graph.node:
+            if n is not cast and name in n.input:
+                n.input[:] = [cast.input[0] if i == name else i for i in n.input]
 
 
 def _restore_float_outputs(original: onnx.ModelProto, model: onnx.ModelProto) -> None:

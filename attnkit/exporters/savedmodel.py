@@ -10,11 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def export_savedmodel(fn, path: Path) -> None:
-    """Write the traced function ``fn`` (from :func:`attnkit.tracing.trace`) as a SavedModel at ``path``."""
+def export_savedmodel(fn, path: Path, extra: dict | None = None) -> None:
+    """Write the traced function ``fn`` (from :func:`attnkit.tracing.trace`) as a SavedModel at ``path``,
+    with ``extra`` signatures (name -> traced function over the same model) beside ``serving_default``."""
     import keras
 
     archive = keras.export.ExportArchive()
     archive.track(fn.keras_model)
     archive.add_endpoint("serving_default", fn)
+    for name, other in (extra or {}).items():
+        archive.add_endpoint(name, other)
     archive.write_out(str(path), verbose=False)

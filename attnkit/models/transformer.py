@@ -43,12 +43,16 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         self.token_embedding.build(input_shape)
         self.positions = sinusoidal_table(self.max_length, self.d_model)
 
-    def call(self, token_ids, start_index=0):
+    def call(self, token_ids, start_index=0, positions=None):
         """``start_index``: absolute position of the first token (decoding with a KV cache feeds only
-        the new tokens); 0 keeps exactly the graph of a full sequence."""
+        the new tokens); 0 keeps exactly the graph of a full sequence. ``positions``: (batch, seq)
+        absolute position of every token, per row (a batch of prompts of different lengths, decoded
+        in lock-step: see :mod:`attnkit.models.decoding`); overrides ``start_index``."""
         seq = ops.shape(token_ids)[1]
         x = self.token_embedding(token_ids) * ops.cast(ops.sqrt(float(self.d_model)), self.compute_dtype)
         table = ops.convert_to_tensor(self.positions)
+        if positions is not None:
+            return x + ops.cast(ops.take(table, positions, axis=0), self.compute_dtype)
         if isinstance(start_index, int) and start_index == 0:
             pos = table[:seq]
         else:

@@ -1,0 +1,91 @@
+"""``export --generate``: the decode step of a decoder or seq2seq model next to its full-forward artifacts.
+
+- SavedModel: ``savedmodel/1`` gains the signatures ``prefill``, ``decode_step``, ``generate`` (greedy,
+  ``tf.while_loop``) and, for seq2seq, ``encode``, beside ``serving_default`` (one SavedModel, one set of
+  variables, as TF Serving serves it).
+- ONNX: ``decoder_with_past.onnx`` (the prefill is the step with an empty past) and, for seq2seq,
+  ``encoder.onnx`` (source -> cross-attention keys/values), each lowered like ``model.onnx``:
+  ``.fp16.onnx`` with fp32 islands and ``.int8.onnx`` with the ``--target``'s int8 scheme.
+
+The manifest's ``generation`` section records the GenerationSpec and one record per artifact with its
+role (``signatures``, ``decoder_with_past``, ``encoder``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..exporters.manifest import ArtifactRecord
+
+
+def file_name(role: str, precision: str) -> str:
+    return f"{role}.onnx" if precision == "fp32" else f"{role}.{precision}.onnx"
+
+
+def savedmodel_endpoints(decoding) -> dict:
+    """The extra signatures of the fp32 SavedModel (see module docstring)."""
+    from .tracing import trace_encode, trace_generate, trace_step
+
+    fns = {
+        "prefill": trace_step(decoding, with_past=False),
+        "decode_step": trace_step(decoding, with_past=True),
+        "generate": trace_generate(decoding),
+    }
+    if decoding.spec.seq2seq:
+        fns["encode"] = trace_encode(decoding)
+    return fns
+
+
+def record(stage: Path, role: str, fmt: str, rel: str, precision: str, **extra) -> dict:
+    from dataclasses import asdict
+
+    return {"role": role, **asdict(ArtifactRecord.of(stage, fmt, rel, precision, **extra))}
+
+
+def write_onnx(stage: Path, decoding, precisions, target, per_channel: bool, fuse: bool, opset: int, say) -> list[dict]:
+    """Convert, fuse and lower the decode step (and the seq2seq encoder); returns their records."""
+    import onnx
+
+    from ..exporters.onnx import convert
+    from ..exporters.passes import fuse_layernorm, op_counts
+    from ..exporters.precision import lower
+    from ..targets import int8_requirement
+    from .tracing import step_export_spec, trace_encode, trace_step
+
+    g = decoding.spec
+    graphs = [("decoder_with_past", trace_step(decoding, with_past=True), step_export_spec(g, "decoder_with_past"))]
+    if g.seq2seq:
+        graphs.append(("encoder", trace_encode(decoding), step_export_spec(g, "encoder", encoder=True)))
+    records = []
+    for role, fn, spec in graphs:
+        say(f"exporting {role}.onnx (opset {opset})")
+        fp32 = convert(fn, spec, opset)
+        if fuse:
+            fp32, _ = fuse_layernorm(fp32)
+        for precision in ["fp32"] + [p for p in precisions if p in ("fp16", "int8")]:
+            graph = lower(fp32, precision, per_channel, target.int8) if precision != "fp32" else fp32
+            rel = file_name(role, precision)
+            onnx.save(graph, stage / rel)
+            extra = {"opset": opset, "ops": op_counts(graph), "runs_on": ["onnxruntime (CPU)"]}
+            if precision == "int8":
+                extra.update(int8_scheme=target.int8.name, target=target.name, per_channel=per_channel)
+                requires = int8_requirement(target.int8, target.name)
+                if requires:
+                    extra["requires"] = requires
+            records.append(record(stage, role, "onnx", rel, precision, **extra))
+    return records
+
+
+def section(decoding, records: list[dict]) -> dict:
+    from .tracing import EOS_ID, MAX_NEW_TOKENS
+
+    return {
+        "spec": decoding.spec.to_dict(),
+        "artifacts": records,
+        "generate_inputs": [MAX_NEW_TOKENS, EOS_ID],
+        "notes": [
+            "prefill = decoder_with_past with past_sequence 0 (empty past_key_values.*)",
+            "padding_mask covers past + new tokens; positions are cumsum(padding_mask) - 1 per row",
+            "generate: greedy; eos_id -1 never stops; finished rows continue with eos_id",
+        ],
+    }

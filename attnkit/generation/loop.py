@@ -1,0 +1,200 @@
+"""Greedy decoding loops in numpy around any step runner, and the full-recompute reference.
+
+The loop is the one a serving client runs (optimum's and ONNX Runtime GenAI's): encode once (seq2seq),
+prefill the prompt, then one token per step, feeding each step's ``present.*`` back as ``past_key_values.*``.
+The same loop drives eager Keras, ``tf.function``, SavedModel signatures and onnxruntime, so verify and
+bench compare backends, not loops.
+
+Semantics shared with the SavedModel ``generate`` signature: a row that produced ``eos_id`` is finished
+and continues with ``eos_id``; the loop stops when every row is finished or after ``max_new_tokens``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import AttnkitError
+from .spec import GenerationSpec
+
+
+@dataclass
+class Prompts:
+    """A batch of prompts, padded on the right (1 = token in ``mask``), and the source for seq2seq."""
+
+    ids: np.ndarray
+    mask: np.ndarray
+    source_ids: np.ndarray | None = None
+    source_mask: np.ndarray | None = None
+
+    @property
+    def batch(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.mask.sum(axis=1).astype("int32")
+
+    @classmethod
+    def random(
+        cls, g: GenerationSpec, batch: int, length: int, seed: int, ragged: bool = True, source_length: int = 0
+    ) -> Prompts:
+        """Fresh random prompts: token ids in [1, vocab); with ``ragged`` the rows after the first have random
+        lengths in [max(1, length // 2), length], so one batch holds different prompt lengths."""
+        rng = np.random.default_rng(seed)
+        ids = rng.integers(1, g.vocab_size, size=(batch, length)).astype("int32")
+        lengths = np.full(batch, length)
+        if ragged and batch > 1:
+            lengths[1:] = rng.integers(max(1, length // 2), length + 1, size=batch - 1)
+            if length > 1 and (lengths[1:] == length).all():
+                lengths[-1] = max(1, length // 2)  # at least two different lengths in the batch
+        mask = (np.arange(length)[None, :] < lengths[:, None]).astype("int32")
+        ids = np.where(mask == 1, ids, 0).astype("int32")
+        src = src_mask = None
+        if g.seq2seq:
+            n = source_length or length
+            src = rng.integers(1, g.vocab_size, size=(batch, n)).astype("int32")
+            src_len = np.full(batch, n)
+            if ragged and batch > 1:
+                src_len[1:] = rng.integers(max(1, n // 2), n + 1, size=batch - 1)
+            src_mask = (np.arange(n)[None, :] < src_len[:, None]).astype("int32")
+            src = np.where(src_mask == 1, src, 0).astype("int32")
+        return cls(ids, mask, src, src_mask)
+
+    def source_feeds(self, g: GenerationSpec) -> dict[str, np.ndarray]:
+        return {g.encoder_ids: self.source_ids, g.encoder_mask: self.source_mask} if g.seq2seq else {}
+
+
+@dataclass
+class Generation:
+    """Greedy tokens of one batch, the logits each was chosen from, and the time of each step."""
+
+    tokens: np.ndarray  # (batch, n) int32
+    logits: list[np.ndarray] = field(default_factory=list)  # per step, (batch, vocab) float32
+    first_token_seconds: float = 0.0  # encode + prefill + the first argmax
+    step_seconds: list[float] = field(default_factory=list)  # each later token
+
+    def lengths(self, eos_id: int) -> np.ndarray:
+        return sequence_lengths(self.tokens, eos_id)
+
+
+def check_request(g: GenerationSpec, prompts: Prompts, max_new_tokens: int) -> None:
+    """One-line errors for a request the model cannot serve.
+
+    Raises:
+        AttnkitError: ``max_new_tokens`` < 1, or prompt + new tokens beyond the model's maximum length.
+    """
+    if int(max_new_tokens) < 1:
+        raise AttnkitError(f"must be >= 1; got {max_new_tokens}.", flag="--max-new-tokens")
+    longest = int(prompts.ids.shape[1])
+    if longest + int(max_new_tokens) > g.max_length:
+        raise AttnkitError(
+            f"a prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model's maximum length "
+            f"{g.max_length}.",
+            flag="--prompt-length",
+            hint=f"Keep prompt length + --max-new-tokens <= {g.max_length}.",
+        )
+    if g.seq2seq and prompts.source_ids is not None and prompts.source_ids.shape[1] > g.max_length:
+        raise AttnkitError(
+            f"a source of {prompts.source_ids.shape[1]} tokens exceeds the model's maximum length {g.max_length}.",
+            flag="--prompt-length",
+        )
+
+
+def sequence_lengths(tokens: np.ndarray, eos_id: int) -> np.ndarray:
+    """Tokens up to and including the first ``eos_id`` per row (all of them when there is none)."""
+    hit = tokens == eos_id
+    return np.where(hit.any(1), hit.argmax(1) + 1, tokens.shape[1]).astype("int32")
+
+
+def _finish(done, nxt, eos_id):
+    nxt = np.where(done, eos_id, nxt).astype("int32")
+    return nxt, done | (nxt == eos_id)
+
+
+def greedy(runner, prompts: Prompts, max_new_tokens: int, eos_id: int = -1, keep_logits: bool = True) -> Generation:
+    """Greedy decoding with the KV cache through ``runner`` (a :class:`~attnkit.generation.runners.StepRunner`)."""
+    g: GenerationSpec = runner.gspec
+    check_request(g, prompts, max_new_tokens)
+    clock = time.perf_counter
+    t0 = clock()
+    fixed = {}
+    if g.seq2seq:
+        fixed = {g.encoder_mask: prompts.source_mask, **runner.encode(prompts.source_feeds(g))}
+    out = runner.prefill({g.ids: prompts.ids, g.mask: prompts.mask, **fixed})
+    last = (prompts.mask * np.arange(prompts.ids.shape[1])[None, :]).max(axis=1)
+    logits = out["logits"][np.arange(prompts.batch), last]
+    token = logits.argmax(-1).astype("int32")
+    done = token == eos_id
+    result = Generation(np.zeros((prompts.batch, 0), "int32"), [logits] if keep_logits else [])
+    tokens = [token]
+    result.first_token_seconds = clock() - t0
+    mask = prompts.mask
+    names = [(p, q) for i in range(g.num_layers) for p, q in zip(g.past(i), g.present(i))]
+    while len(tokens) < max_new_tokens and not done.all():
+        t = clock()
+        mask = np.concatenate([mask, np.ones((prompts.batch, 1), "int32")], axis=1)
+        feeds = {g.ids: token[:, None], g.mask: mask, **fixed, **{p: out[q] for p, q in names}}
+        out = runner.decode(feeds)
+        logits = out["logits"][:, -1]
+        token, done = _finish(done, logits.argmax(-1), eos_id)
+        tokens.append(token)
+        if keep_logits:
+            result.logits.append(logits)
+        result.step_seconds.append(clock() - t)
+    result.tokens = _pad(np.stack(tokens, axis=1), max_new_tokens, eos_id)
+    return result
+
+
+def _pad(tokens: np.ndarray, n: int, eos_id: int) -> np.ndarray:
+    if tokens.shape[1] < n:
+        tokens = np.pad(tokens, ((0, 0), (0, n - tokens.shape[1])), constant_values=eos_id)
+    return tokens.astype("int32")
+
+
+def recompute(
+    full: Callable[[dict], np.ndarray],
+    g: GenerationSpec,
+    prompts: Prompts,
+    max_new_tokens: int,
+    eos_id: int = -1,
+    keep_logits: bool = True,
+) -> Generation:
+    """Greedy decoding with no cache: the whole sequence through the full model at every step.
+
+    ``full(feeds)`` runs the full-sequence model (its own input names) and returns its logits
+    (batch, seq, vocab). Rows are packed on the right (prompt, then generated tokens), the model's own
+    padding convention, so this reference never uses the cache's per-row positions.
+    """
+    check_request(g, prompts, max_new_tokens)
+    clock = time.perf_counter
+    rows = [list(prompts.ids[b, prompts.mask[b] == 1]) for b in range(prompts.batch)]
+    done = np.zeros(prompts.batch, bool)
+    result = Generation(np.zeros((prompts.batch, 0), "int32"))
+    tokens = []
+    while len(tokens) < max_new_tokens and not (tokens and done.all()):
+        t = clock()
+        width = max(len(r) for r in rows)
+        ids = np.zeros((prompts.batch, width), "int32")
+        mask = np.zeros((prompts.batch, width), "int32")
+        for b, r in enumerate(rows):
+            ids[b, : len(r)], mask[b, : len(r)] = r, 1
+        feeds = {g.ids: ids, g.mask: mask, **prompts.source_feeds(g)}
+        if g.seq2seq:
+            feeds = {g.encoder_ids: prompts.source_ids, g.encoder_mask: prompts.source_mask, **feeds}
+        logits = np.asarray(full(feeds))[np.arange(prompts.batch), [len(r) - 1 for r in rows]]
+        token, done = _finish(done, logits.argmax(-1), eos_id)
+        for b in range(prompts.batch):
+            rows[b].append(int(token[b]))
+        tokens.append(token)
+        if keep_logits:
+            result.logits.append(logits.astype("float32"))
+        if len(tokens) == 1:
+            result.first_token_seconds = clock() - t
+        else:
+            result.step_seconds.append(clock() - t)
+    result.tokens = _pad(np.stack(tokens, axis=1), max_new_tokens, eos_id)
+    return result
