@@ -120,6 +120,12 @@ _unsafe_option = click.option(
 @click.option("--batch", multiple=True, metavar="MIN:OPT:MAX", help="Batch range of a TensorRT profile (repeatable).")
 @click.option("--seq", multiple=True, metavar="MIN:OPT:MAX", help="Sequence range of a TensorRT profile (repeatable).")
 @click.option("--trt-cache", type=click.Path(path_type=Path), help="Timing-cache file reused across builds.")
+@click.option(
+    "--generate",
+    is_flag=True,
+    help="Also export the decode step with a KV cache (decoder and seq2seq models): SavedModel signatures "
+    "prefill, decode_step, generate (+ encode) and decoder_with_past.onnx (+ encoder.onnx), in each precision.",
+)
 def export(model, out, **options):
     """Export MODEL (a preset name or a .keras file) and check the artifacts agree with it.
 
@@ -139,8 +145,18 @@ def export(model, out, **options):
         from .render import agreement_table
 
         _console().print(agreement_table(result.report, _console().width))
+        _print_generation(result.report)
         _warn(result.report.warnings)
-    click.echo(f"exported {', '.join(a.path for a in result.manifest.artifacts)} to {result.out}")
+    paths = [a.path for a in result.manifest.artifacts]
+    paths += [a["path"] for a in result.manifest.generation.get("artifacts", []) if a["path"] not in paths]
+    click.echo(f"exported {', '.join(paths)} to {result.out}")
+
+
+def _print_generation(report) -> None:
+    if getattr(report, "generation", None) is not None:
+        from .generation.report import verify_table
+
+        _console().print(verify_table(report.generation, _console().width))
 
 
 def _warn(lines) -> None:
@@ -171,9 +187,19 @@ def _print_report_of(error) -> None:
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random inputs.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the report as JSON to this file.")
 @click.option("--locate", is_flag=True, help="Also find the first Keras layer whose ONNX counterpart diverges.")
+@click.option(
+    "--generate/--no-generate",
+    default=True,
+    help="On a --generate export, also check greedy generation token by token against eager full recompute "
+    "(default on).",
+)
+@click.option("--max-new-tokens", default=32, show_default=True, type=int, help="Tokens generated per prompt.")
+@click.option("--prompt-length", default=16, show_default=True, type=int, help="Longest prompt (others shorter).")
 @_import_option
 @_unsafe_option
-def verify(directory, backends, atol, rtol, seed, json_path, locate, imports, unsafe):
+def verify(
+    directory, backends, atol, rtol, seed, json_path, locate, generate, max_new_tokens, prompt_length, imports, unsafe
+):
     """Check every artifact in DIR against the eager fp32 Keras model; exit 0 only if all agree."""
     from .errors import AgreementError
     from .render import agreement_table
@@ -192,8 +218,10 @@ def verify(directory, backends, atol, rtol, seed, json_path, locate, imports, un
         unsafe=unsafe,
         imports=imports,
         progress=progress,
+        generation={"max_new_tokens": max_new_tokens, "prompt_length": prompt_length} if generate else None,
     )
     _console().print(agreement_table(report, _console().width))
+    _print_generation(report)
     _warn(report.warnings)
     data = report.to_dict()
     if locate:
@@ -210,7 +238,7 @@ def verify(directory, backends, atol, rtol, seed, json_path, locate, imports, un
             hint="Run on a machine that has the backend, or choose other --backends.",
         )
     if not report.ok:
-        raise AgreementError(f"{sum(r.failed for r in report.results)} check(s) failed in `{directory}`.")
+        raise AgreementError(f"{report.failed_checks} check(s) failed in `{directory}`.")
     skipped = sum(r.skipped is not None for r in report.results)
     click.echo(
         f"all {len(report.results) - skipped} checks passed" + (f", {skipped} skipped (see table)" if skipped else "")
@@ -224,7 +252,7 @@ def verify(directory, backends, atol, rtol, seed, json_path, locate, imports, un
     type=BACKENDS,
     help=f"Comma list of: {', '.join(runner_names())} (NAME-PRECISION pins one) [default: {','.join(bench_defaults())}].",
 )
-@click.option("--batch-sizes", type=POSITIVE_INTS, default="1,8,32", show_default=True, help="Batch sizes.")
+@click.option("--batch-sizes", type=POSITIVE_INTS, help="Batch sizes [default: 1,8,32; with --generate 1].")
 @click.option("--seq-lens", type=POSITIVE_INTS, default="128", show_default=True, help="Sequence lengths.")
 @click.option(
     "--precision",
@@ -242,7 +270,22 @@ def verify(directory, backends, atol, rtol, seed, json_path, locate, imports, un
 @click.option("--no-baseline", is_flag=True, help="Do not measure eager Keras (no speedup column).")
 @_import_option
 @_unsafe_option
-@click.option("--out", type=click.Path(path_type=Path), help="Write results.json, results.csv, throughput.png here.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Write results.json, results.csv, throughput.png here (with --generate: generation.json/.csv/.png).",
+)
+@click.option(
+    "--generate",
+    is_flag=True,
+    help="Benchmark generation token by token (a --generate export, or a decoder/seq2seq MODEL exported on the "
+    "fly): time to first token, inter-token latency, tokens/s, speedup over full recompute, % of memory bandwidth.",
+)
+@click.option("--prompt-lengths", type=POSITIVE_INTS, default="32", show_default=True, help="With --generate.")
+@click.option("--new-tokens", type=POSITIVE_INTS, default="32,128", show_default=True, help="With --generate.")
+@click.option(
+    "--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Timed generations (--generate)."
+)
 def bench(
     target,
     backends,
@@ -258,6 +301,10 @@ def bench(
     imports,
     unsafe,
     out,
+    generate,
+    prompt_lengths,
+    new_tokens,
+    repeats,
 ):
     """Benchmark every backend against the eager Keras baseline, in one run.
 
@@ -269,14 +316,22 @@ def bench(
     from .benchmark.run import bench as run_bench
     from .exporters.manifest import check_writable_out
 
-    rule = StoppingRule(warmup, min_iterations, min_seconds)
     if out:
         check_writable_out(out, force=True)
+    if generate:
+        from .generation.cli import bench_generation_command
+
+        bench_generation_command(
+            target, backends, batch_sizes or (1,), prompt_lengths, new_tokens, repeats, precisions, threads, seed,
+            imports, unsafe, out, _console(),
+        )  # fmt: skip
+        return
+    rule = StoppingRule(warmup, min_iterations, min_seconds)
     with stages() as (stage, on_start, on_measurement):
         report = run_bench(
             target,
             backends=list(backends) if backends else None,
-            batch_sizes=batch_sizes,
+            batch_sizes=batch_sizes or (1, 8, 32),
             seq_lens=seq_lens,
             precisions=precisions,
             threads=threads,

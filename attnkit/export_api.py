@@ -257,7 +257,13 @@ def export(
         if opts.check:
             say("checking agreement")
             report = verify(
-                stage, atol=opts.atol, rtol=opts.rtol, seed=opts.seed + 1000, unsafe=opts.unsafe, progress=say
+                stage,
+                atol=opts.atol,
+                rtol=opts.rtol,
+                seed=opts.seed + 1000,
+                unsafe=opts.unsafe,
+                progress=say,
+                generation={} if decoding is not None else None,
             )
             report.root = str(out)
             _record_agreement(manifest, report)
@@ -501,6 +507,18 @@ def _record_agreement(manifest: Manifest, report: VerifyReport) -> None:
     from .targets import machine_summary
 
     machine = machine_summary()
+    if report.generation is not None:
+        manifest.generation["agreement"] = {
+            "machine": machine,
+            "prompt_lengths": report.generation.prompt_lengths,
+            "max_new_tokens": report.generation.max_new_tokens,
+            "checks": {
+                c.label: {
+                    k: getattr(c, k) for k in ("passed", "token_match", "first_mismatch", "max_abs", "rel_l2", "skipped")
+                }
+                for c in report.generation.checks
+            },
+        }
     for (backend, precision), stats in report.summary().items():
         fmt = get_runner(backend).needs
         record = manifest.artifact("keras" if fmt == "keras" else fmt, precision)

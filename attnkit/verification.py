@@ -59,11 +59,19 @@ class VerifyReport:
     results: list[CheckResult] = field(default_factory=list)
     #: (backend, precision) -> (line, answers affected): this machine lacks what the artifact was made for
     mismatches: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)
+    #: token-by-token generation checks of a --generate export (attnkit.generation.verify)
+    generation: Any = None
+
+    @property
+    def failed_checks(self) -> int:
+        return sum(r.failed for r in self.results) + (
+            sum(c.failed for c in self.generation.checks) if self.generation is not None else 0
+        )
 
     @property
     def ok(self) -> bool:
         """Every check that could run here passed, and at least one ran."""
-        return any(r.passed for r in self.results) and not any(r.failed for r in self.results)
+        return any(r.passed for r in self.results) and not self.failed_checks
 
     @property
     def warnings(self) -> list[str]:
@@ -74,8 +82,9 @@ class VerifyReport:
         """Like ``ok``, but a failure of an artifact made for hardware this machine lacks (and whose
         answers depend on it) is not held against the export: it is measured, recorded and warned of."""
         excused = {pair for pair, (_, answers) in self.mismatches.items() if answers}
+        checks = self.results + (self.generation.checks if self.generation is not None else [])
         return any(r.passed for r in self.results) and not any(
-            r.failed and (r.backend, r.precision) not in excused for r in self.results
+            r.failed and (r.backend, r.precision) not in excused for r in checks
         )
 
     def summary(self) -> dict[tuple[str, str], dict[str, Any]]:
@@ -101,6 +110,7 @@ class VerifyReport:
             "ok": self.ok,
             "warnings": self.warnings,
             "results": [r.to_dict() for r in self.results],
+            **({"generation": self.generation.to_dict()} if self.generation is not None else {}),
         }
 
 
@@ -156,6 +166,7 @@ def verify(
     unsafe: bool = False,
     imports: tuple[str, ...] = (),
     progress: Callable[[str], None] | None = None,
+    generation: dict | None = None,
 ) -> VerifyReport:
     """Check every artifact of an export directory against the eager fp32 Keras model.
 
@@ -168,6 +179,8 @@ def verify(
         unsafe: allow unsafe Keras deserialisation of ``model.keras`` (never taken from the manifest).
         imports: extra modules or .py files registering custom layers (beside those the export recorded).
         progress: called with a short message before each backend.
+        generation: on a ``--generate`` export, also check greedy generation token by token
+            (:func:`attnkit.generation.verify.verify_generation`) with these options (``{}``: defaults).
 
     Returns:
         VerifyReport; ``report.ok`` is True only if every output of every backend passed.
@@ -217,4 +230,10 @@ def verify(
             report.results += [CheckResult(name, precision, b, s, error=str(e)) for (b, s) in shapes]
             continue
         report.results += _check(runner, feeds, reference, resolve_tolerance(precision, atol, rtol))
+    if generation is not None and source.manifest.generation:
+        from .generation.verify import verify_generation
+
+        report.generation = verify_generation(
+            root, seed=seed, unsafe=unsafe, imports=imports, progress=progress, **generation
+        )
     return report

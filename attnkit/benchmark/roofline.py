@@ -134,3 +134,35 @@ def calibrate_int8(scheme: str = "u8u8", n: int = 2048, seconds: float = 1.0) ->
         calls += 1
     kernel = f"onnxruntime {ort.__version__} DynamicQuantizeMatMul {scheme}"
     return {"dtype": "int8", "n": n, "gflops": 2 * n**3 / best / 1e9, "calls": calls, "kernel": kernel}
+
+
+def calibrate_bandwidth(threads: int | None = None, mib: int = 512, seconds: float = 1.0) -> dict:
+    """Measured memory bandwidth of this machine: best GB/s of a large array copy (STREAM's *copy*).
+
+    Each of ``threads`` threads copies its own slice of a ``mib`` MiB float32 array (numpy releases the GIL
+    in the copy loop); bytes count the read and the write (2 x size), as STREAM does. The array is far
+    larger than any last-level cache here, so this is DRAM bandwidth, the roof of a decode step that
+    streams every weight once per token.
+    """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = threads or min(os.cpu_count() or 1, 8)
+    n = mib * (1 << 20) // 4
+    src = np.random.default_rng(3).standard_normal(n, dtype=np.float32)
+    dst = np.empty_like(src)
+    bounds = np.linspace(0, n, threads + 1).astype(np.int64)
+    slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    with ThreadPoolExecutor(threads) as pool:
+
+        def copy_all():
+            list(pool.map(lambda s: np.copyto(dst[s], src[s]), slices))
+
+        copy_all()  # warm-up: page faults of dst
+        best, calls, start = float("inf"), 0, time.perf_counter()
+        while calls < 3 or time.perf_counter() - start < seconds:
+            t0 = time.perf_counter()
+            copy_all()
+            best = min(best, time.perf_counter() - t0)
+            calls += 1
+    return {"kind": "copy", "mib": mib, "threads": threads, "gbps": 2 * src.nbytes / best / 1e9, "calls": calls}
