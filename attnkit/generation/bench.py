@@ -119,17 +119,34 @@ def streamed_weight_bytes(onnx_path: Path) -> int:
     return total
 
 
-def _full_forward(source, backend: str) -> Callable[[dict], np.ndarray] | None:
-    """The full-sequence model of a backend, for the recompute baseline (eager Keras, onnxruntime)."""
-    if backend == "keras":
+def _full_forward(source, backend: str, precision: str):
+    """The full-sequence model of a backend at a precision, for its recompute baseline; (fn, close) or None.
+
+    eager Keras: the model; tf-function: the traced model; savedmodel(-generate): ``serving_default``;
+    onnxruntime: ``model[.fp16|.int8].onnx``. The baseline runs on the same runtime as the cached decode.
+    """
+    if backend == "keras" and precision == "fp32":
         model = source.keras_model
         return lambda f: np.asarray(model(f, training=False)["logits"])
-    if backend == "onnxruntime" and source.manifest.artifact("onnx", "fp32") is not None:
+    if backend == "tf-function" and precision == "fp32":
+        from ..tracing import trace
+
+        fn, names = trace(source.keras_model, source.spec), source.spec.input_names
+        return lambda f: fn(*[f[n] for n in names])["logits"].numpy()
+    if backend in ("savedmodel", "savedmodel-generate") and source.manifest.artifact("savedmodel", precision):
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(source.path("savedmodel", precision)))
+        sig, names = loaded.signatures["serving_default"], source.spec.input_names
+        fn = lambda f: sig(**{n: tf.constant(f[n]) for n in names})["logits"].numpy()  # noqa: E731
+        fn.keep = loaded
+        return fn
+    if backend == "onnxruntime" and source.manifest.artifact("onnx", precision) is not None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        session = ort.InferenceSession(str(source.path("onnx", "fp32")), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(source.path("onnx", precision)), options, providers=["CPUExecutionProvider"])
         names = [i.name for i in session.get_inputs()]
         return lambda f: session.run(["logits"], {k: f[k] for k in names})[0]
     return None
@@ -209,30 +226,71 @@ def bench_generation(
             weight_bytes[key] = streamed_weight_bytes(path) if path else None
         return weight_bytes[key]
 
-    runners, reasons = {}, {}
+    shapes = [(b, p, n) for b in batches for p in prompt_lengths for n in new_tokens]
+    prompts = {shape: Prompts.random(g, shape[0], shape[1], seed, source_length=shape[1]) for shape in shapes}
+    refs, eager_recompute, baselines = {}, {}, {}
+    full = _full_forward(source, "keras", "fp32")
+    for shape in shapes:
+        say(f"eager full recompute (the reference): batch {shape[0]}, prompt {shape[1]}, {shape[2]} new tokens")
+        refs[shape], eager_recompute[shape] = _timed_recompute(full, g, prompts[shape], shape[2], recompute_repeats)
+        report.recompute.append(_recompute_record("keras", "fp32", shape, eager_recompute[shape]))
+    # One backend at a time, loaded, measured on every shape and closed: nothing else runs or holds
+    # threads (onnxruntime's pools spin after a run) while a backend is timed.
     for name, precision in pairs:
-        if name == "xla":
-            reasons[(name, precision)] = XLA_REASON
-            continue
-        cls = STEP_RUNNERS[name]
-        reason = cls.unavailable_reason()
+        rows = {shape: GenerationRow(name, precision, *shape) for shape in shapes}
+        report.rows += rows.values()
+        reason = XLA_REASON if name == "xla" else STEP_RUNNERS[name].unavailable_reason()
         if reason:
-            reasons[(name, precision)] = reason
+            for row in rows.values():
+                row.skipped = reason
             continue
         say(f"loading {name} [{precision}]")
-        runners[(name, precision)] = cls(source, precision, threads).load()
-    full = {name: _full_forward(source, name) for name in ("keras", "onnxruntime")}
-    try:
-        for b in batches:
-            for p in prompt_lengths:
-                for n in new_tokens:
-                    prompts = Prompts.random(g, b, p, seed, source_length=p)
-                    _bench_shape(report, g, prompts, n, pairs, runners, reasons, full, repeats, recompute_repeats,
-                                 weights_of, peak, say)  # fmt: skip
-    finally:
-        for r in runners.values():
-            r.close()
+        try:
+            with STEP_RUNNERS[name](source, precision, threads) as runner:
+                for shape, row in rows.items():
+                    say(f"{runner.label}: batch {shape[0]}, prompt {shape[1]}, {shape[2]} new tokens")
+                    _measure(row, runner, prompts[shape], shape[2], refs[shape], repeats)
+            kind = ("savedmodel" if name.startswith("savedmodel") else name, precision)
+            baseline = eager_recompute if kind == ("keras", "fp32") else baselines.get(kind)
+            if baseline is None and (full := _full_forward(source, name, precision)) is not None:
+                baseline = {}
+                for shape in shapes:
+                    say(f"full recompute on {name} [{precision}]: {shape[2]} new tokens")
+                    _timed_recompute(full, g, prompts[shape], min(shape[2], 2), 1)  # warm-up
+                    _, baseline[shape] = _timed_recompute(full, g, prompts[shape], shape[2], recompute_repeats)
+                    report.recompute.append(_recompute_record(name, precision, shape, baseline[shape]))
+                baselines[kind], full = baseline, None
+        except AttnkitError:
+            raise
+        except Exception as e:  # a backend that crashes is reported in its rows, the others go on
+            for row in rows.values():
+                row.error = row.error or f"{type(e).__name__}: {str(e)[:300]}"
+            continue
+        for shape, row in rows.items():
+            _derive(row, g, baseline.get(shape) if baseline else None, eager_recompute[shape], weights_of, peak)
     return report
+
+
+def _recompute_record(name, precision, shape, seconds) -> dict:
+    b, p, n = shape
+    return {"backend": name, "precision": precision, "batch": b, "prompt_length": p, "new_tokens": n, "seconds": seconds}
+
+
+def _derive(row, g, recompute_s, eager_recompute_s, weights_of, peak) -> None:
+    """Speedups over full recompute and the memory-traffic roofline of a measured row."""
+    if row.total_s is None:
+        return
+    if recompute_s is not None:
+        row.recompute_s = recompute_s
+        row.speedup_vs_recompute = recompute_s / row.total_s
+    row.speedup_vs_eager_recompute = eager_recompute_s / row.total_s
+    weights = weights_of(row.backend, row.precision)
+    if weights and row.itl_ms.get("p50"):
+        context = row.prompt_length + np.arange(1, row.new_tokens)  # keys each decode step attends to
+        cache = int(g.cache_bytes_per_token() * row.batch * context.mean()) if row.new_tokens > 1 else 0
+        row.bytes_per_step = weights + cache
+        row.achieved_gbps = row.bytes_per_step / (row.itl_ms["p50"] / 1e3) / 1e9
+        row.pct_of_bandwidth = 100 * row.achieved_gbps / peak
 
 
 def _timed_recompute(full, g, prompts, n, repeats):
@@ -245,47 +303,6 @@ def _timed_recompute(full, g, prompts, n, repeats):
         ref = ref or gen
         best = elapsed if best is None else min(best, elapsed)
     return ref, best
-
-
-def _bench_shape(report, g, prompts, n, pairs, runners, reasons, full, repeats, recompute_repeats, weights_of, peak, say):
-    b, p = prompts.batch, int(prompts.ids.shape[1])
-    say(f"full recompute, eager keras (the reference): batch {b}, prompt {p}, {n} new tokens")
-    ref, eager_recompute = _timed_recompute(full["keras"], g, prompts, n, recompute_repeats)
-    recompute_s = {"keras": eager_recompute}
-    report.recompute.append({"backend": "keras", "batch": b, "prompt_length": p, "new_tokens": n, "seconds": eager_recompute})
-    if full["onnxruntime"] is not None and ("onnxruntime", "fp32") in runners:
-        say(f"full recompute, onnxruntime model.onnx: batch {b}, prompt {p}, {n} new tokens")
-        _timed_recompute(full["onnxruntime"], g, prompts, min(n, 4), 1)  # warm-up
-        _, recompute_s["onnxruntime"] = _timed_recompute(full["onnxruntime"], g, prompts, n, recompute_repeats)
-        report.recompute.append(
-            {"backend": "onnxruntime", "batch": b, "prompt_length": p, "new_tokens": n, "seconds": recompute_s["onnxruntime"]}
-        )
-    context = p + np.arange(1, n)  # keys each decode step attends to
-    for name, precision in pairs:
-        row = GenerationRow(name, precision, b, p, n)
-        report.rows.append(row)
-        if (name, precision) in reasons:
-            row.skipped = reasons[(name, precision)]
-            continue
-        runner = runners[(name, precision)]
-        say(f"{runner.label}: batch {b}, prompt {p}, {n} new tokens")
-        try:
-            _measure(row, runner, prompts, n, ref, repeats)
-        except AttnkitError:
-            raise
-        except Exception as e:
-            row.error = f"{type(e).__name__}: {str(e)[:300]}"
-            continue
-        if name in recompute_s and precision == "fp32":
-            row.recompute_s = recompute_s[name]
-            row.speedup_vs_recompute = recompute_s[name] / row.total_s
-        row.speedup_vs_eager_recompute = eager_recompute / row.total_s
-        weights = weights_of(name, precision)
-        if weights and row.itl_ms.get("p50"):
-            cache = int(g.cache_bytes_per_token() * b * context.mean()) if n > 1 else 0
-            row.bytes_per_step = weights + cache
-            row.achieved_gbps = row.bytes_per_step / (row.itl_ms["p50"] / 1e3) / 1e9
-            row.pct_of_bandwidth = 100 * row.achieved_gbps / peak
 
 
 def _measure(row: GenerationRow, runner, prompts, n: int, ref, repeats: int) -> None:

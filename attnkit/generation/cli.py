@@ -34,9 +34,9 @@ def bench_generation_command(
         report = bench_generation(
             root,
             backends=list(backends) if backends else None,
-            batches=tuple(batches),
-            prompt_lengths=tuple(prompt_lengths),
-            new_tokens=tuple(new_tokens),
+            batches=tuple(int(b) for b in batches),
+            prompt_lengths=tuple(int(p) for p in prompt_lengths),
+            new_tokens=tuple(int(n) for n in new_tokens),
             repeats=repeats,
             seed=seed,
             threads=threads,

@@ -23,6 +23,7 @@ from keras import ops
 
 from ..errors import ModelError
 from ..generation.spec import GenerationSpec
+from .attention import additive_padding_mask, causal_mask
 from .transformer import TokenAndPositionEmbedding, TransformerDecoderBlock, TransformerEncoderBlock
 
 
@@ -119,12 +120,15 @@ class Decoding:
         positions = ops.maximum(ops.cumsum(ops.cast(mask, "int32"), axis=1) - 1, 0)
         positions = ops.slice(positions, (0, total - new), (ops.shape(mask)[0], new))
         x = self.embedding(ids, positions=positions)
+        # The masks once per step, not once per layer (fewer small nodes in the exported step graph).
+        self_mask = ops.maximum(causal_mask(new, total - new), additive_padding_mask(mask))
+        cross_mask = additive_padding_mask(encoder_mask) if encoder_mask is not None else None
         presents = []
         for i, block in enumerate(self.blocks):
             x, present = block(
                 x,
-                decoder_padding_mask=mask,
-                encoder_padding_mask=encoder_mask,
+                attention_mask=self_mask,
+                encoder_attention_mask=cross_mask,
                 past_key_value=None if past is None else past[i],
                 cross_key_value=None if cross is None else cross[i],
                 use_cache=True,

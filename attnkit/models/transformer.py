@@ -228,6 +228,8 @@ class TransformerDecoderBlock(_AttentionBlockBase):
         cross_key_value: precomputed ``(key, value)`` of the encoder output for cross-attention
         (``cross_attention_layer.project_key_value(encoder_output)``), reused at every step.
         use_cache: also return ``{"self_attention": (key, value), "cross_attention": (key, value)}``.
+        attention_mask, encoder_attention_mask: precomputed additive masks (1.0 = masked) replacing the
+        ones built from the padding masks: a decode step builds them once for every layer.
     """
 
     def __init__(self, *args, cross_attention: bool = False, **kwargs):
@@ -257,11 +259,16 @@ class TransformerDecoderBlock(_AttentionBlockBase):
         past_key_value=None,
         cross_key_value=None,
         use_cache=False,
+        attention_mask=None,
+        encoder_attention_mask=None,
     ):
-        past_len = 0 if past_key_value is None else ops.shape(past_key_value[0])[2]
-        mask = causal_mask(ops.shape(x)[1], past_len)
-        if decoder_padding_mask is not None:
-            mask = ops.maximum(mask, additive_padding_mask(decoder_padding_mask))
+        if attention_mask is not None:
+            mask = attention_mask
+        else:
+            past_len = 0 if past_key_value is None else ops.shape(past_key_value[0])[2]
+            mask = causal_mask(ops.shape(x)[1], past_len)
+            if decoder_padding_mask is not None:
+                mask = ops.maximum(mask, additive_padding_mask(decoder_padding_mask))
         scores, present = {}, {}
         # Causal self attention block.
         cache = {"past_key_value": past_key_value} if use_cache or past_key_value is not None else None
@@ -273,7 +280,9 @@ class TransformerDecoderBlock(_AttentionBlockBase):
         if self.cross_attention:
             if encoder_output is None and cross_key_value is None:
                 raise ValueError("a decoder block built with cross_attention=True needs `encoder_output`.")
-            cross_mask = additive_padding_mask(encoder_padding_mask) if encoder_padding_mask is not None else None
+            cross_mask = encoder_attention_mask
+            if cross_mask is None and encoder_padding_mask is not None:
+                cross_mask = additive_padding_mask(encoder_padding_mask)
             cache = {"key_value": cross_key_value} if use_cache or cross_key_value is not None else None
             x, scores["cross_attention"], present["cross_attention"] = self._attention_branch(
                 x, self.cross_attention_layer, self.cross_attention_norm, self.cross_attention_dropout,

@@ -1,0 +1,272 @@
+"""Generation exports (issue 11): the decode step with a KV cache, exported, verified token by token and
+benchmarked. Tiny attnkit decoders saved as .keras stand for users' models (the presets are the same code
+at a larger size); every prompt is freshly drawn from a seed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_cli import assert_one_line_error, run
+
+import attnkit
+from attnkit.errors import AttnkitError, BackendError, ModelError
+from attnkit.exporters.signatures import onnx_signature, savedmodel_signature
+from attnkit.generation.loop import Prompts, greedy, recompute
+from attnkit.generation.runners import STEP_RUNNERS
+from attnkit.runtimes.base import Source
+
+TINY = {
+    "vocab_size": 512,
+    "max_length": 96,
+    "d_model": 64,
+    "num_heads": 4,
+    "ffn_dim": 128,
+    "activation": "gelu",
+    "dropout": 0.0,
+    "norm_first": False,
+    "attention": "classic",
+}
+
+
+def _save(tmp_path_factory, family: str, seed: int):
+    import keras
+
+    from attnkit.models import transformer
+
+    keras.utils.set_random_seed(seed)
+    if family == "decoder":
+        model = transformer.build_decoder_lm({**TINY, "num_layers": 2}, name="tiny_lm")
+    else:
+        model = transformer.build_seq2seq({**TINY, "encoder_layers": 2, "decoder_layers": 2}, name="tiny_mt")
+    path = tmp_path_factory.mktemp("models") / f"tiny_{family}.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def lm_export(tmp_path_factory):
+    """A 2-layer causal LM (.keras) exported with --generate in fp32, fp16 and int8, checked at export."""
+    path = _save(tmp_path_factory, "decoder", seed=11)
+    out = tmp_path_factory.mktemp("exports") / "tiny_lm"
+    return attnkit.export(str(path), out, precision="fp32,fp16,int8", generate=True)
+
+
+@pytest.fixture(scope="session")
+def mt_export(tmp_path_factory):
+    path = _save(tmp_path_factory, "seq2seq", seed=12)
+    out = tmp_path_factory.mktemp("exports") / "tiny_mt"
+    return attnkit.export(str(path), out, precision="fp32,int8", generate=True)
+
+
+def _independent_greedy(model, prompt_ids, n, source=None):
+    """Greedy tokens of one unpadded prompt by full recompute, written here without attnkit's loops."""
+    seq = list(prompt_ids)
+    out = []
+    for _ in range(n):
+        ids = np.array([seq], "int32")
+        feeds = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
+        if source is not None:
+            src = np.array([source], "int32")
+            feeds = {"encoder_token_ids": src, "encoder_padding_mask": np.ones_like(src),
+                     "decoder_token_ids": ids, "decoder_padding_mask": np.ones_like(ids)}  # fmt: skip
+        token = int(np.asarray(model(feeds)["logits"])[0, -1].argmax())
+        seq.append(token)
+        out.append(token)
+    return out
+
+
+def test_manifest_records_the_decode_step_and_its_interface(lm_export):
+    gen = lm_export.manifest.generation
+    roles = {(a["role"], a["format"], a["precision"]) for a in gen["artifacts"]}
+    assert {("signatures", "savedmodel", "fp32"), ("decoder_with_past", "onnx", "fp32"),
+            ("decoder_with_past", "onnx", "fp16"), ("decoder_with_past", "onnx", "int8")} <= roles  # fmt: skip
+    assert gen["spec"]["num_layers"] == 2 and gen["spec"]["depth"] == 16
+    root = lm_export.out
+    io = {s.name: s for s in onnx_signature(root / "decoder_with_past.onnx")}
+    assert io["past_key_values.1.value"].shape == (-1, 4, -1, 16) and io["present.0.key"].mode == "output"
+    import onnx
+
+    graph = onnx.load(str(root / "decoder_with_past.onnx"), load_external_data=False).graph
+    past = next(i for i in graph.input if i.name == "past_key_values.0.key")
+    assert past.type.tensor_type.shape.dim[2].dim_param == "past_sequence"
+    generate = {s.name for s in savedmodel_signature(root / "savedmodel/1", "generate")}
+    assert generate == {"token_ids", "padding_mask", "max_new_tokens", "eos_id", "output_ids", "sequence_lengths"}
+    assert {s.name for s in savedmodel_signature(root / "savedmodel/1", "serving_default")} == {
+        "token_ids", "padding_mask", "logits"}  # fmt: skip
+    assert not Source(root).manifest.check_integrity(root)
+
+
+def test_export_time_check_is_token_exact_on_ragged_prompts(lm_export):
+    report = lm_export.report.generation
+    assert report.batch > 1 and len(set(report.prompt_lengths)) > 1 and report.max_new_tokens >= 32
+    fp32 = [c for c in report.checks if c.precision == "fp32"]
+    assert {c.backend for c in fp32} == {"keras", "tf-function", "savedmodel", "savedmodel-generate", "onnxruntime"}
+    for c in fp32:
+        assert c.passed and c.token_match == 1.0 and c.first_mismatch is None, c
+        assert c.backend == "savedmodel-generate" or (c.steps_compared == 32 and c.rel_l2 < 1e-5)
+    reduced = {c.precision: c for c in report.checks if c.precision != "fp32"}
+    assert set(reduced) == {"fp16", "int8"}
+    assert all(0.0 <= c.token_match <= 1.0 and c.steps_compared >= 1 for c in reduced.values())
+    assert lm_export.manifest.generation["agreement"]["checks"]["onnxruntime"]["passed"] is True
+
+
+def test_artifacts_match_an_independent_full_recompute(lm_export):
+    """SavedModel generate and the ONNX decode loop vs full recompute of each prompt alone (no padding)."""
+    source = Source(lm_export.out)
+    model = source.keras_model
+    g = STEP_RUNNERS["keras"](source).gspec
+    prompts = Prompts.random(g, 3, 9, seed=2024)
+    assert len(set(prompts.lengths.tolist())) > 1
+    expected = np.array(
+        [_independent_greedy(model, prompts.ids[b, : prompts.lengths[b]], 32) for b in range(prompts.batch)]
+    )
+    with STEP_RUNNERS["savedmodel-generate"](source) as sm:
+        out = sm.generate(prompts, 32)
+    np.testing.assert_array_equal(out["output_ids"], expected)
+    assert out["sequence_lengths"].tolist() == [32, 32, 32]
+    with STEP_RUNNERS["onnxruntime"](source) as ort_runner:
+        np.testing.assert_array_equal(greedy(ort_runner, prompts, 32).tokens, expected)
+
+
+def test_prompts_padded_on_the_left_give_the_same_tokens(lm_export):
+    source = Source(lm_export.out)
+    g = STEP_RUNNERS["keras"](source).gspec
+    right = Prompts.random(g, 2, 7, seed=7)
+    lengths = right.lengths
+    left_ids = np.zeros_like(right.ids)
+    left_mask = np.zeros_like(right.mask)
+    for b, n in enumerate(lengths):
+        left_ids[b, -n:], left_mask[b, -n:] = right.ids[b, :n], 1
+    with STEP_RUNNERS["onnxruntime"](source) as runner:
+        a = greedy(runner, right, 12).tokens
+        b = greedy(runner, Prompts(left_ids, left_mask), 12).tokens
+    np.testing.assert_array_equal(a, b)
+
+
+def test_eos_finishes_a_row_in_graph_and_in_the_loop(lm_export):
+    source = Source(lm_export.out)
+    g = STEP_RUNNERS["keras"](source).gspec
+    prompts = Prompts.random(g, 2, 6, seed=99)
+    with STEP_RUNNERS["onnxruntime"](source) as runner:
+        free = greedy(runner, prompts, 10).tokens
+        eos = int(free[0, 3])
+        stop = int(np.argmax(free[0] == eos))  # the first step row 0 produces it
+        looped = greedy(runner, prompts, 10, eos_id=eos).tokens
+    with STEP_RUNNERS["savedmodel-generate"](source) as sm:
+        out = sm.generate(prompts, 10, eos_id=eos)
+    np.testing.assert_array_equal(out["output_ids"], looped)
+    assert (looped[0, stop:] == eos).all() and out["sequence_lengths"][0] == stop + 1
+    full = recompute(lambda f: np.asarray(source.keras_model(f)["logits"]), g, prompts, 10, eos_id=eos)
+    np.testing.assert_array_equal(full.tokens, looped)
+
+
+def test_seq2seq_encoder_feeds_the_cross_attention_cache(mt_export):
+    source = Source(mt_export.out)
+    roles = {(a["role"], a["precision"]) for a in mt_export.manifest.generation["artifacts"]}
+    assert {("encoder", "fp32"), ("encoder", "int8"), ("decoder_with_past", "fp32")} <= roles
+    assert all(c.passed for c in mt_export.report.generation.checks if c.precision == "fp32")
+    g = STEP_RUNNERS["keras"](source).gspec
+    prompts = Prompts.random(g, 2, 1, seed=5, source_length=11)  # the decoder prompt: one start token
+    prompts.ids[:] = 1
+    model = source.keras_model
+    expected = [
+        _independent_greedy(model, [1], 20, source=prompts.source_ids[b, : prompts.source_mask[b].sum()])
+        for b in range(2)
+    ]
+    with STEP_RUNNERS["onnxruntime"](source) as runner:
+        np.testing.assert_array_equal(greedy(runner, prompts, 20).tokens, expected)
+    with STEP_RUNNERS["savedmodel-generate"](source) as sm:
+        np.testing.assert_array_equal(sm.generate(prompts, 20)["output_ids"], expected)
+
+
+def test_bad_generation_requests_are_refused(lm_export):
+    source = Source(lm_export.out)
+    g = STEP_RUNNERS["keras"](source).gspec
+    prompts = Prompts.random(g, 2, 8, seed=1)
+    with STEP_RUNNERS["onnxruntime"](source) as runner:
+        with pytest.raises(AttnkitError, match="--max-new-tokens"):
+            greedy(runner, prompts, 0)
+        with pytest.raises(AttnkitError, match="--prompt-length"):
+            greedy(runner, Prompts.random(g, 1, 90, seed=1), 10)  # 90 + 10 > max_length 96
+        foreign = {n: np.zeros((2, 8, 3, 32), "float32") for n in g.past_names()}  # another model's cache
+        with pytest.raises(BackendError, match="--cache: .*another model"):
+            runner.decode({g.ids: prompts.ids[:, :1], g.mask: np.ones((2, 4), "int32"), **foreign})
+    import tensorflow as tf
+
+    with STEP_RUNNERS["savedmodel-generate"](source) as sm:
+        feeds = {g.ids: tf.constant(prompts.ids), g.mask: tf.constant(prompts.mask)}
+        with pytest.raises(tf.errors.InvalidArgumentError, match="max_new_tokens must be >= 1"):
+            sm.fn(**feeds, max_new_tokens=tf.constant(0), eos_id=tf.constant(-1))
+        with pytest.raises(tf.errors.InvalidArgumentError, match="maximum length"):
+            sm.fn(**feeds, max_new_tokens=tf.constant(90), eos_id=tf.constant(-1))
+
+
+def test_export_generate_refuses_a_model_with_no_causal_decoder(tmp_path):
+    out = tmp_path / "enc"
+    code, output = run("export", "encoder-tiny", "--generate", "--out", out)
+    assert_one_line_error(code, output, "MODEL", "no causal decoder")
+    assert not out.exists()
+    with pytest.raises(ModelError, match="no causal decoder"):
+        attnkit.export("mha", tmp_path / "mha", generate=True)
+
+
+def test_verify_cli_checks_generation_and_writes_it_to_json(lm_export, tmp_path):
+    path = tmp_path / "v.json"
+    code, output = run("verify", lm_export.out, "--backends", "onnxruntime", "--max-new-tokens", "33", "--json", path)
+    assert code == 0, output
+    data = json.loads(path.read_text())["generation"]
+    assert data["ok"] and data["max_new_tokens"] == 33 and len(data["reference_tokens"][0]) == 33
+    code, output = run("verify", lm_export.out, "--max-new-tokens", "0")
+    assert_one_line_error(code, output, "--max-new-tokens")
+
+
+def test_generation_bench_reports_latency_speedup_and_bandwidth(lm_export, tmp_path):
+    from attnkit.generation.bench import bench_generation
+    from attnkit.generation.report import to_markdown, write_all
+
+    report = bench_generation(
+        lm_export.out,
+        backends=["onnxruntime", "savedmodel-generate", "xla"],
+        prompt_lengths=(8,),
+        new_tokens=(4, 24),
+        repeats=1,
+    )
+    assert report.bandwidth["gbps"] > 0
+    rows = {(r.label, r.new_tokens): r for r in report.rows}
+    assert rows[("xla", 4)].skipped and "recompile" in rows[("xla", 4)].skipped
+    ort = rows[("onnxruntime", 24)]
+    assert ort.agrees and ort.token_match == 1.0 and ort.ttft_ms > 0
+    assert ort.itl_ms["p50"] <= ort.itl_ms["p99"] and len(ort.per_position_ms) == 23
+    assert ort.tokens_per_s == pytest.approx(24 / ort.total_s)
+    assert ort.recompute_s > 0 and ort.speedup_vs_recompute == pytest.approx(ort.recompute_s / ort.total_s)
+    assert 0 < ort.pct_of_bandwidth == pytest.approx(100 * ort.achieved_gbps / report.bandwidth["gbps"])
+    assert rows[("savedmodel-generate", 24)].agrees and rows[("onnxruntime[int8]", 24)].token_match is not None
+    assert report.best().agrees
+    files = write_all(report, tmp_path)
+    assert [f.name for f in files] == ["generation.json", "generation.csv", "generation.png"]
+    data = json.loads(files[0].read_text())
+    assert data["kind"] == "generation" and len(data["rows"]) == len(report.rows)
+    assert "| onnxruntime | 1 | 8 | 24 |" in to_markdown(data)
+
+
+def test_block_with_precomputed_masks_equals_its_own_masks(rng):
+    from attnkit.models.attention import additive_padding_mask, causal_mask
+    from attnkit.models.transformer import TransformerDecoderBlock
+
+    block = TransformerDecoderBlock(32, 4, 64, cross_attention=True)
+    x = rng.standard_normal((2, 5, 32)).astype("float32")
+    memory = rng.standard_normal((2, 7, 32)).astype("float32")
+    mask = np.ones((2, 5), "int32")
+    mask[1, 3:] = 0
+    src_mask = np.ones((2, 7), "int32")
+    src_mask[0, 5:] = 0
+    plain = block(x, decoder_padding_mask=mask, encoder_output=memory, encoder_padding_mask=src_mask)
+    pre = block(
+        x,
+        encoder_output=memory,
+        attention_mask=np.maximum(causal_mask(5), additive_padding_mask(mask)),
+        encoder_attention_mask=additive_padding_mask(src_mask),
+    )
+    np.testing.assert_array_equal(np.asarray(plain), np.asarray(pre))
