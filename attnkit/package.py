@@ -173,6 +173,8 @@ def package(
             target = repo / f"request_{model_name(base, onnx_record)}.json"
             write_text_atomic(target, json.dumps(body), flag="--triton")
             result.requests["triton"] = str(target)
+        if manifest.generation:
+            _package_generation_triton(root, manifest, repo, base, version, force, result, say)
     if tfserving:
         _package_tfserving(root, manifest, Path(tfserving), base, version, force, result, say)
     return result
@@ -227,3 +229,85 @@ def _package_tfserving(root, manifest, out: Path, base, version, force, result, 
             req = out / f"request_{name}.json"
             write_text_atomic(req, json.dumps(body), flag="--tfserving")
             result.requests["tfserving"] = str(req)
+            if manifest.generation and any(a["format"] == "savedmodel" for a in manifest.generation["artifacts"]):
+                body = generate_request(manifest)
+                _require_ok(
+                    check_tfserving_request(body, signature_of(root, record, "generate")), "the generate request"
+                )
+                req = out / f"request_{name}_generate.json"
+                write_text_atomic(req, json.dumps(body), flag="--tfserving")
+                result.requests["tfserving_generate"] = str(req)
+
+
+def generate_request(manifest, max_new_tokens: int = 16, seed: int = 0) -> dict:
+    """A TF Serving REST request for the ``generate`` signature: two prompts of different lengths."""
+    from .generation.loop import Prompts
+    from .generation.spec import GenerationSpec
+    from .generation.tracing import EOS_ID, MAX_NEW_TOKENS
+
+    g = GenerationSpec.from_dict(manifest.generation["spec"])
+    prompts = Prompts.random(g, 2, 8, seed, source_length=8)
+    inputs = {g.ids: prompts.ids.tolist(), g.mask: prompts.mask.tolist()}
+    if g.seq2seq:
+        inputs.update({g.encoder_ids: prompts.source_ids.tolist(), g.encoder_mask: prompts.source_mask.tolist()})
+    return {"signature_name": "generate", "inputs": {**inputs, MAX_NEW_TOKENS: max_new_tokens, EOS_ID: -1}}
+
+
+def step_request(g, role: str, seed: int = 0) -> dict:
+    """A KServe v2 request for a generation graph: the encoder on one source, or the prefill (a step with
+    an empty past, past_sequence 0) on one prompt."""
+    from .generation.loop import Prompts
+
+    prompts = Prompts.random(g, 1, 8, seed, ragged=False, source_length=8)
+    if role == "encoder":
+        feeds = prompts.source_feeds(g)
+        outputs = g.cross_names()
+    else:
+        feeds = {g.ids: prompts.ids, g.mask: prompts.mask}
+        if g.seq2seq:
+            feeds[g.encoder_mask] = prompts.source_mask
+            feeds.update({n: np.zeros((1, g.num_heads, 8, g.depth), "float32") for n in g.cross_names()})
+        feeds.update({n: np.zeros((1, g.num_heads, 0, g.depth), "float32") for n in g.past_names()})
+        outputs = ["logits"] + g.present_names()
+    return {
+        "inputs": [
+            {"name": n, "shape": list(a.shape), "datatype": KSERVE_DTYPES[a.dtype.name], "data": a.ravel().tolist()}
+            for n, a in feeds.items()
+        ],
+        "outputs": [{"name": n} for n in outputs],
+    }
+
+
+def _package_generation_triton(root, manifest, repo, base, version, force, result, say) -> None:
+    """The encoder and decoder-with-past graphs as Triton models (no dynamic batching: a decode step's
+    requests carry caches of different lengths), each with a KServe v2 request example."""
+    from google.protobuf import text_format
+
+    from .exporters.manifest import ArtifactRecord
+    from .exporters.triton import build_config, check_config, check_model_name, write_model
+    from .generation.spec import GenerationSpec
+    from .generation.tracing import step_export_spec
+
+    g = GenerationSpec.from_dict(manifest.generation["spec"])
+    for item in manifest.generation["artifacts"]:
+        if item["format"] != "onnx":
+            continue
+        role = item["role"]
+        record = ArtifactRecord(**{k: v for k, v in item.items() if k != "role"})
+        model = check_model_name(f"{base}_{role}_onnx" + ("" if record.precision == "fp32" else f"_{record.precision}"))
+        say(f"triton model {model}")
+        sig = signature_of(root, record)
+        spec = step_export_spec(g, role, encoder=role == "encoder")
+        text = text_format.MessageToString(build_config(model, record, spec, sig, batching=False))
+        _require_ok(check_config(text, sig), f"the generated config of {model}")
+        path = write_model(repo, model, root, record, text, version, force)
+        result.triton.append(
+            {"name": model, "platform": "onnxruntime_onnx", "path": str(path), "artifact": record.path,
+             "precision": record.precision, "role": role}
+        )  # fmt: skip
+        if record.precision == "fp32":
+            body = step_request(g, role)
+            _require_ok(check_kserve_request(body, sig), f"the KServe v2 request of {model}")
+            target = repo / f"request_{model}.json"
+            write_text_atomic(target, json.dumps(body), flag="--triton")
+            result.requests[f"triton_{role}"] = str(target)

@@ -5,6 +5,7 @@ at a larger size); every prompt is freshly drawn from a seed."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -270,3 +271,40 @@ def test_block_with_precomputed_masks_equals_its_own_masks(rng):
         encoder_attention_mask=additive_padding_mask(src_mask),
     )
     np.testing.assert_array_equal(np.asarray(plain), np.asarray(pre))
+
+
+def test_package_serves_the_decode_step_and_the_generate_signature(lm_export, tmp_path):
+    import onnxruntime as ort
+    import tensorflow as tf
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from attnkit.package import package
+
+    result = package(lm_export.out, triton=tmp_path / "repo", tfserving=tmp_path / "tfs")
+    names = {m["name"] for m in result.triton}
+    assert {"tiny_decoder_decoder_with_past_onnx", "tiny_decoder_decoder_with_past_onnx_int8"} <= names
+    model_dir = tmp_path / "repo" / "tiny_decoder_decoder_with_past_onnx"
+    cfg = text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert cfg.max_batch_size == 0 and not cfg.HasField("dynamic_batching")
+    assert list(next(i for i in cfg.input if i.name == "past_key_values.0.key").dims) == [-1, 4, -1, 16]
+    # The KServe v2 request example (a prefill: empty past) answers on the packaged file like eager Keras.
+    body = json.loads(Path(result.requests["triton_decoder_with_past"]).read_text())
+    dtypes = {"INT32": "int32", "FP32": "float32"}
+    feeds = {i["name"]: np.array(i["data"], dtypes[i["datatype"]]).reshape(i["shape"]) for i in body["inputs"]}
+    session = ort.InferenceSession(str(model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(["logits"], feeds)[0]
+    source = Source(lm_export.out)
+    with STEP_RUNNERS["keras"](source) as eager:
+        g = eager.gspec
+        expected = eager.prefill({g.ids: feeds[g.ids], g.mask: feeds[g.mask]})["logits"]
+    assert np.linalg.norm(logits - expected) / np.linalg.norm(expected) < 1e-5
+    # TF Serving: the generate request example on the laid-out SavedModel returns the loop's tokens.
+    request = json.loads(Path(result.requests["tfserving_generate"]).read_text())
+    assert request["signature_name"] == "generate" and request["inputs"]["max_new_tokens"] == 16
+    loaded = tf.saved_model.load(str(tmp_path / "tfs" / "tiny_decoder" / "1"))
+    inputs = {k: tf.constant(v, tf.int32) for k, v in request["inputs"].items()}
+    out = loaded.signatures["generate"](**inputs)
+    prompts = Prompts(np.array(request["inputs"]["token_ids"], "int32"), np.array(request["inputs"]["padding_mask"], "int32"))
+    with STEP_RUNNERS["onnxruntime"](source) as runner:
+        np.testing.assert_array_equal(out["output_ids"].numpy(), greedy(runner, prompts, 16).tokens)

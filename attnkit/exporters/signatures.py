@@ -63,6 +63,8 @@ def plan_signature(path: Path) -> list[IOSpec]:
     ]
 
 
-def signature_of(root: Path, record) -> list[IOSpec]:
+def signature_of(root: Path, record, signature: str = "serving_default") -> list[IOSpec]:
     path = Path(root) / record.path
-    return {"onnx": onnx_signature, "savedmodel": savedmodel_signature, "tensorrt": plan_signature}[record.format](path)
+    if record.format == "savedmodel":
+        return savedmodel_signature(path, signature)
+    return {"onnx": onnx_signature, "tensorrt": plan_signature}[record.format](path)

@@ -74,10 +74,23 @@ def _limits(spec: ExportSpec, record) -> tuple[int, list[str]]:
     return min(b[2] for _, b in usable), [str(i) for i, _ in usable]
 
 
-def build_config(name: str, record, spec: ExportSpec, sig: list[IOSpec], warmup: bool = True):
-    """The ModelConfig message of one artifact."""
+def build_config(name: str, record, spec: ExportSpec, sig: list[IOSpec], warmup: bool = True, batching: bool = True):
+    """The ModelConfig message of one artifact.
+
+    ``batching=False`` (a decode step: requests carry caches of different lengths, which Triton cannot
+    stack): ``max_batch_size`` 0, the batch axis in ``dims``, no dynamic batching and no warm-up.
+    """
     mc = _model_config()
 
+    if not batching:
+        cfg = mc.ModelConfig(name=name, platform=PLATFORMS[record.format], max_batch_size=0)
+        order = {n: i for i, n in enumerate(spec.input_names + spec.output_names)}
+        for io in sorted(sig, key=lambda io: order.get(io.name, len(order))):
+            entry = (cfg.input if io.mode == "input" else cfg.output).add()
+            entry.name, entry.data_type = io.name, mc.DataType.Value(TRITON_DTYPES[io.dtype])
+            entry.dims.extend(io.shape)
+        cfg.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
+        return cfg
     max_batch, profiles = _limits(spec, record)
     cfg = mc.ModelConfig(name=name, platform=PLATFORMS[record.format], max_batch_size=max_batch)
     # Signatures read from a SavedModel come from a protobuf map: order them as the spec does.
