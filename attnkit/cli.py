@@ -474,9 +474,15 @@ def package(directory, triton, tfserving, version, name, force, no_warmup):
 @_import_option
 @_unsafe_option
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--generate/--no-generate",
+    default=None,
+    help="Also export, verify and bench generation with a KV cache [default: on for decoder and seq2seq presets].",
+)
 def run_command(
-    model, out, force, precision, target, trt_target, batch_sizes, seq_lens, min_seconds, imports, unsafe, seed
-):
+    model, out, force, precision, target, trt_target, batch_sizes, seq_lens, min_seconds, imports, unsafe, seed,
+    generate,
+):  # fmt: skip
     """Export -> verify -> bench -> package MODEL, and write DIR/report.md linking everything."""
     from .models import classify
     from .pipeline import run
@@ -495,6 +501,7 @@ def run_command(
         imports=imports,
         seed=seed,
         unsafe=unsafe,
+        generate=generate,
         progress=progress,
     )
     _warn(result.warnings)

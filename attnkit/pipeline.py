@@ -30,6 +30,7 @@ class RunSettings:
     trt_note: str | None
     target: str = "portable"
     precision_notes: list[str] = field(default_factory=list)
+    generate: bool = False
 
 
 @dataclass
@@ -42,6 +43,7 @@ class RunResult:
     verify_report: object = None
     bench_report: object = None
     packaged: object = None
+    generation_bench: object = None
 
 
 def _agreement_markdown(report) -> str:
@@ -80,13 +82,15 @@ def run(
     imports: tuple[str, ...] = (),
     seed: int = 0,
     unsafe: bool = False,
+    generate: bool | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Export every format available here, verify, benchmark, package, and write ``out/report.md``.
 
     TensorRT plans are built when a GPU is present or ``trt_target`` names an architecture.
     ``precision`` defaults to the precisions native to this machine (:func:`attnkit.targets.native_precisions`);
-    ``target`` is export's ``--target`` (default ``portable``).
+    ``target`` is export's ``--target`` (default ``portable``). ``generate`` (default: for decoder and
+    seq2seq presets) also exports, verifies and benchmarks the decode step with a KV cache.
     """
     from .benchmark import report as bench_render
     from .benchmark.harness import StoppingRule
@@ -116,6 +120,10 @@ def run(
     else:
         trt_note = f"not built: {gpu_unavailable_reason()}, and no --trt-target was given"
     failures: list[str] = []
+    if generate is None:
+        from .models import PRESETS
+
+        generate = model in PRESETS and PRESETS[model].family in ("decoder", "seq2seq")
     say("export")
     try:
         exported = export(
@@ -129,6 +137,7 @@ def run(
             seed=seed,
             force=force,
             unsafe=unsafe,
+            generate=generate,
             progress=say,
         )
         verify_report = exported.report
@@ -155,6 +164,18 @@ def run(
         result.warnings += [w for w in bench_report.hardware if w not in result.warnings]
     except Exception as e:  # keep going: the report says what failed
         failures.append(f"bench: {type(e).__name__}: {e}")
+    if generate:
+        say("bench --generate")
+        try:
+            from .generation.bench import bench_generation
+            from .generation.report import write_all as write_generation
+
+            result.generation_bench = bench_generation(
+                out, prompt_lengths=(32,), new_tokens=(32, 128), repeats=2, seed=seed, unsafe=unsafe, progress=say
+            )
+            result.files += write_generation(result.generation_bench, out / "bench")
+        except Exception as e:
+            failures.append(f"bench --generate: {type(e).__name__}: {e}")
     say("attention heatmaps")
     try:
         from .attention_maps import capture, plot
@@ -186,6 +207,7 @@ def run(
         trt_note,
         target or "portable",
         precision_notes,
+        generate,
     )
     _write_report(result, settings)
     return result
@@ -214,7 +236,7 @@ $agreement
 
 $benchmark
 
-## Attention
+$generation## Attention
 
 ![per-head attention weights, first layer](attention.png)
 
@@ -265,6 +287,45 @@ def _benchmark_section(bench_report) -> str:
     ).rstrip("\n")
 
 
+def _generation_section(result: RunResult) -> str:
+    """Token-by-token verification and the generation benchmark (``--generate``), or nothing."""
+    from .generation.report import to_markdown
+
+    report = getattr(result.verify_report, "generation", None)
+    if report is None and result.generation_bench is None:
+        return ""
+    lines = ["## Generation (decode step with a KV cache)", ""]
+    if report is not None:
+        lengths = ", ".join(map(str, report.prompt_lengths))
+        lines += [
+            f"Greedy tokens vs eager full recompute: batch {report.batch}, prompt lengths {lengths}, "
+            f"{report.max_new_tokens} new tokens.",
+            "",
+            "| backend | token match | first differing step | steps compared | max abs (logits) | rel L2 | result |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for c in report.checks:
+            if c.skipped or c.error:
+                lines.append(f"| {c.label} | skipped: {c.skipped or c.error} ||||||")
+                continue
+            verdict = "pass" if c.passed else "FAIL: " + "; ".join(c.failures)
+            first = "none" if c.first_mismatch is None else c.first_mismatch
+            lines.append(
+                f"| {c.label} | {c.token_match:.1%} | {first} | {c.steps_compared} | {c.max_abs:.2e} | "
+                f"{c.rel_l2:.2e} | {verdict} |"
+            )
+        lines.append("")
+    if result.generation_bench is not None:
+        lines += [
+            to_markdown(result.generation_bench.to_dict()),
+            "![tokens/s and latency per token](bench/generation.png)",
+            "",
+            "Raw data: [bench/generation.json](bench/generation.json), [bench/generation.csv](bench/generation.csv).",
+            "",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def _serving_section(out: Path, packaged) -> str:
     q = shlex.quote
     if not packaged:
@@ -286,6 +347,9 @@ def _serving_section(out: Path, packaged) -> str:
         if "tfserving" in packaged.requests:
             req = q(str(Path(packaged.requests["tfserving"]).resolve()))
             lines.append(f"curl -s localhost:8501/v1/models/{m['name']}:predict -d @{req}")
+        if "tfserving_generate" in packaged.requests:
+            req = q(str(Path(packaged.requests["tfserving_generate"]).resolve()))
+            lines.append(f"curl -s localhost:8501/v1/models/{m['name']}:predict -d @{req}  # generate signature")
         lines.append("```")
     return "\n".join(lines)
 
@@ -300,9 +364,15 @@ def _reproduce_section(settings: RunSettings) -> str:
             f"--target {settings.target} {shapes} --min-seconds {settings.min_seconds}{trt}",
             "# or step by step:",
             f"attnkit export {q(model)} --out {q(str(out))} --force --format {','.join(settings.formats)} "
-            f"--precision {settings.precision} --target {settings.target}{trt}",
+            f"--precision {settings.precision} --target {settings.target}{trt}" + (" --generate" if settings.generate else ""),
             f"attnkit verify {q(str(out))}",
             f"attnkit bench {q(str(out))} --precision {settings.precision} {shapes} --out {q(str(out / 'bench'))}",
+            *(
+                [f"attnkit bench {q(str(out))} --generate --prompt-lengths 32 --new-tokens 32,128 --repeats 2 "
+                 f"--out {q(str(out / 'bench'))}"]  # fmt: skip
+                if settings.generate
+                else []
+            ),
             f"attnkit package {q(str(out))} --triton {q(str(out / 'triton'))} --tfserving {q(str(out / 'tfserving'))} --force",
         ]
     )
@@ -327,6 +397,7 @@ def _write_report(result: RunResult, settings: RunSettings) -> None:
         hardware=_hardware_section(manifest, settings, result.warnings),
         agreement=_agreement_markdown(result.verify_report) if result.verify_report else "not run",
         benchmark=_benchmark_section(result.bench_report),
+        generation=_generation_section(result),
         serving=_serving_section(settings.out, result.packaged),
         environment=json.dumps(result.bench_report.environment if result.bench_report is not None else {}, indent=2),
         reproduce=_reproduce_section(settings),

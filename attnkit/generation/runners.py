@@ -13,7 +13,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import ArtifactError, BackendError
-from ..runtimes.base import Source
+from ..runtimes.base import Loadable, Source
 from .spec import GenerationSpec
 
 
@@ -41,49 +41,15 @@ def generation_artifact(source: Source, role: str, fmt: str, precision: str = "f
     )
 
 
-class StepRunner:
+class StepRunner(Loadable):
     """One backend's generation functions. Subclasses implement ``_load`` and ``_encode``/``_prefill``/``_decode``."""
 
-    name: ClassVar[str]
-    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     #: runs the greedy loop in one call (``generate``) instead of step by step
     in_graph: ClassVar[bool] = False
 
     def __init__(self, source: Source, precision: str = "fp32", threads: int | None = None):
-        if precision not in self.precisions:
-            raise BackendError(
-                f"backend `{self.name}` cannot run {precision} generation; it runs {', '.join(self.precisions)}.",
-                flag="--precision",
-            )
-        self.source, self.precision, self.threads = source, precision, threads
+        super().__init__(source, precision, threads)
         self.gspec = GenerationSpec.from_dict(generation_section(source)["spec"])
-        self.loaded = False
-
-    @classmethod
-    def unavailable_reason(cls) -> str | None:
-        return None
-
-    @property
-    def label(self) -> str:
-        return self.name if self.precision == "fp32" else f"{self.name}[{self.precision}]"
-
-    def load(self) -> StepRunner:
-        if not self.loaded:
-            reason = self.unavailable_reason()
-            if reason:
-                raise BackendError(f"backend `{self.name}` cannot run here: {reason}.")
-            self._load()
-            self.loaded = True
-        return self
-
-    def close(self) -> None:
-        self.loaded = False
-
-    def __enter__(self) -> StepRunner:
-        return self.load()
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def check_cache(self, feeds: dict[str, np.ndarray]) -> None:
         """A cache from another model (other layers, heads or depth) is refused before it reaches a kernel."""
@@ -111,9 +77,6 @@ class StepRunner:
         return self._decode(feeds)
 
     def _encode(self, feeds):
-        raise NotImplementedError
-
-    def _load(self) -> None:
         raise NotImplementedError
 
 
@@ -212,9 +175,8 @@ class SavedModelStep(_TFStep):
 
         return _numpy(fn(**{t.name: tf.constant(feeds[t.name]) for t in specs}))
 
-    def close(self):
+    def _close(self):
         self.loaded_model = self.fns = None
-        super().close()
 
 
 @register
@@ -244,9 +206,8 @@ class SavedModelGenerate(StepRunner):
         out = self.fn(**feeds, **{MAX_NEW_TOKENS: tf.constant(max_new_tokens), EOS_ID: tf.constant(eos_id)})
         return _numpy(out)
 
-    def close(self):
+    def _close(self):
         self.loaded_model = self.fn = None
-        super().close()
 
 
 @register
@@ -282,9 +243,8 @@ class OnnxRuntimeStep(StepRunner):
         if self.gspec.seq2seq:
             self.encoder = self._session(generation_artifact(self.source, "encoder", "onnx", self.precision))
 
-    def close(self):
+    def _close(self):
         self.step = self.encoder = None
-        super().close()
 
     def _encode(self, feeds):
         names = [o.name for o in self.encoder.get_outputs()]

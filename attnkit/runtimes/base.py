@@ -73,22 +73,13 @@ class Source:
         return load_keras_file(self.path("keras"), unsafe=self.unsafe)
 
 
-class Runner(ABC):
-    """One backend running one model. Use as ``with runner: runner.infer(feeds)``.
-
-    Class attributes (the registry's whole knowledge of a backend; nothing else lists backends):
-        name: registry key, e.g. ``onnxruntime``.
-        needs: artifact format the runner reads from the export directory.
-        precisions: precisions this backend can run.
-        verifies: the backend ``verify`` checks each artifact of format ``needs`` with (one per format).
-        bench_default: measured by ``bench`` when no ``--backends`` is given.
-    """
+class Loadable(ABC):
+    """The life cycle every backend shares (Polygraphy's template methods): a precision check at
+    construction, ``unavailable_reason``, heavy work in ``load`` (``_load``), ``close`` (``_close``),
+    ``with runner:``. :class:`Runner` adds ``infer``; generation's step runners add encode/prefill/decode."""
 
     name: ClassVar[str]
-    needs: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
-    verifies: ClassVar[bool] = False
-    bench_default: ClassVar[bool] = False
 
     def __init__(self, source: Source, precision: str = "fp32", threads: int | None = None):
         if precision not in self.precisions:
@@ -110,7 +101,7 @@ class Runner(ABC):
     def label(self) -> str:
         return self.name if self.precision == "fp32" else f"{self.name}[{self.precision}]"
 
-    def load(self) -> Runner:
+    def load(self):
         if not self.loaded:
             reason = self.unavailable_reason()
             if reason:
@@ -119,21 +110,12 @@ class Runner(ABC):
             self.loaded = True
         return self
 
-    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run once; returns host (numpy) arrays keyed by output name."""
-        if not self.loaded:
-            raise BackendError(f"runner `{self.label}` must be loaded before infer(); use `with runner:`.")
-        missing = set(self.source.spec.input_names) - set(feeds)
-        if missing:
-            raise BackendError(f"runner `{self.label}` is missing inputs {sorted(missing)}.")
-        return self._infer(feeds)
-
     def close(self) -> None:
         if self.loaded:
             self._close()
             self.loaded = False
 
-    def __enter__(self) -> Runner:
+    def __enter__(self):
         return self.load()
 
     def __exit__(self, *exc: Any) -> None:
@@ -146,11 +128,36 @@ class Runner(ABC):
     @abstractmethod
     def _load(self) -> None: ...
 
-    @abstractmethod
-    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
-
     def _close(self) -> None:  # noqa: B027  (optional hook, not abstract)
         """Release what ``_load`` acquired; by default nothing."""
+
+
+class Runner(Loadable):
+    """One backend running one model. Use as ``with runner: runner.infer(feeds)``.
+
+    Class attributes (the registry's whole knowledge of a backend; nothing else lists backends):
+        name: registry key, e.g. ``onnxruntime``.
+        needs: artifact format the runner reads from the export directory.
+        precisions: precisions this backend can run.
+        verifies: the backend ``verify`` checks each artifact of format ``needs`` with (one per format).
+        bench_default: measured by ``bench`` when no ``--backends`` is given.
+    """
+
+    needs: ClassVar[str]
+    verifies: ClassVar[bool] = False
+    bench_default: ClassVar[bool] = False
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run once; returns host (numpy) arrays keyed by output name."""
+        if not self.loaded:
+            raise BackendError(f"runner `{self.label}` must be loaded before infer(); use `with runner:`.")
+        missing = set(self.source.spec.input_names) - set(feeds)
+        if missing:
+            raise BackendError(f"runner `{self.label}` is missing inputs {sorted(missing)}.")
+        return self._infer(feeds)
+
+    @abstractmethod
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
 RUNNERS: dict[str, type[Runner]] = {}
