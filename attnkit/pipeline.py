@@ -310,10 +310,8 @@ def _generation_section(result: RunResult) -> str:
                 continue
             verdict = "pass" if c.passed else "FAIL: " + "; ".join(c.failures)
             first = "none" if c.first_mismatch is None else c.first_mismatch
-            lines.append(
-                f"| {c.label} | {c.token_match:.1%} | {first} | {c.steps_compared} | {c.max_abs:.2e} | "
-                f"{c.rel_l2:.2e} | {verdict} |"
-            )
+            stats = f"{c.max_abs:.2e} | {c.rel_l2:.2e}" if c.steps_compared else "– (tokens only) | –"
+            lines.append(f"| {c.label} | {c.token_match:.1%} | {first} | {c.steps_compared} | {stats} | {verdict} |")
         lines.append("")
     if result.generation_bench is not None:
         lines += [

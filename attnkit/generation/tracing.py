@@ -6,8 +6,21 @@ Each function takes its inputs positionally in the order of the :class:`Generati
 
 from __future__ import annotations
 
+import logging
+
 from ..spec import ExportSpec, ShapeRange
 from .spec import GenerationSpec
+
+
+class _DottedNames(logging.Filter):
+    """TF logs a warning per input whose name has a dot (``past_key_values.0.key``) while it makes a
+    Python parameter name of it; the signature and the ONNX graph keep the dotted name, as tested."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is not a valid tf.function parameter name" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_DottedNames())
 
 OUTPUT_IDS, LENGTHS = "output_ids", "sequence_lengths"
 MAX_NEW_TOKENS, EOS_ID = "max_new_tokens", "eos_id"
