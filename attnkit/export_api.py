@@ -252,6 +252,12 @@ def export(
             _write_tensorrt(
                 stage, spec, precisions, manifest, say, trt, Path(opts.trt_cache) if opts.trt_cache else None
             )
+            if manifest.generation:
+                from .generation.export import write_tensorrt
+
+                write_tensorrt(
+                    stage, manifest, precisions, trt, Path(opts.trt_cache) if opts.trt_cache else None, say
+                )
         manifest.write(stage)
         report = None
         if opts.check:

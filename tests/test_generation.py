@@ -192,7 +192,7 @@ def test_bad_generation_requests_are_refused(lm_export):
         with pytest.raises(AttnkitError, match="--prompt-length"):
             greedy(runner, Prompts.random(g, 1, 90, seed=1), 10)  # 90 + 10 > max_length 96
         foreign = {n: np.zeros((2, 8, 3, 32), "float32") for n in g.past_names()}  # another model's cache
-        with pytest.raises(BackendError, match="--cache: .*another model"):
+        with pytest.raises(BackendError, match="past_key_values.0.key.*another model"):
             runner.decode({g.ids: prompts.ids[:, :1], g.mask: np.ones((2, 4), "int32"), **foreign})
     import tensorflow as tf
 
@@ -308,3 +308,32 @@ def test_package_serves_the_decode_step_and_the_generate_signature(lm_export, tm
     prompts = Prompts(np.array(request["inputs"]["token_ids"], "int32"), np.array(request["inputs"]["padding_mask"], "int32"))
     with STEP_RUNNERS["onnxruntime"](source) as runner:
         np.testing.assert_array_equal(out["output_ids"].numpy(), greedy(runner, prompts, 16).tokens)
+
+
+def test_tensorrt_plans_of_the_decode_step_have_prefill_and_decode_profiles(tmp_path):
+    from attnkit.exporters.tensorrt import detect
+
+    if detect() is None:
+        pytest.skip("no TensorRT Python package (tensorrt or TensorRT-RTX) to build plans with")
+    import keras
+
+    from attnkit.models import transformer
+
+    keras.utils.set_random_seed(4)
+    path = tmp_path / "one_layer.keras"
+    transformer.build_decoder_lm({**TINY, "num_layers": 1}, name="one").save(path)
+    result = attnkit.export(
+        str(path), tmp_path / "out", formats="onnx,tensorrt", trt_target="sm89", generate=True,
+        batch=("1:2:4",), seq=("1:16:64",), check=False,
+    )  # fmt: skip
+    plans = [a for a in result.manifest.generation["artifacts"] if a["format"] == "tensorrt"]
+    assert [(a["role"], a["path"], a["extra"]["profiles"]) for a in plans] == [
+        ("decoder_with_past", "decoder_with_past.plan", ["prefill", "decode"])
+    ]
+    sidecar = json.loads((tmp_path / "out" / "decoder_with_past.plan.json").read_text())
+    prefill, decode = (p["shapes"] for p in sidecar["profiles"])
+    assert prefill["past_key_values.0.key"]["max"] == [4, 4, 0, 16] and prefill["token_ids"]["max"] == [4, 64]
+    assert decode["token_ids"]["max"] == [4, 1] and decode["past_key_values.0.value"]["max"] == [4, 4, 63, 16]
+    assert decode["padding_mask"]["max"] == [4, 64]  # past + the new token
+    assert {io["name"] for io in sidecar["io"]} >= {"present.0.key", "past_key_values.0.value", "logits"}
+    assert not Source(tmp_path / "out").manifest.check_integrity(tmp_path / "out")

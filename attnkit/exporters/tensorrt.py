@@ -204,8 +204,12 @@ def build_plan(
     target: str,
     cache_path: Path | None = None,
     flavour: Flavour | None = None,
+    explicit: list[dict] | None = None,
 ) -> tuple[bytes, dict]:
     """Parse ``onnx_path``, build a serialized engine, return (plan bytes, sidecar dict).
+
+    ``explicit``: profiles given as ``{"name": ..., "shapes": {input: {"min", "opt", "max"}}}`` instead of
+    (batch, sequence) ranges over the spec (a decode step's axes are not all the sequence's).
 
     Raises:
         ExportError: the parser rejected nodes (each listed), or the build failed.
@@ -242,7 +246,13 @@ def build_plan(
     if hasattr(trt, "ProfilingVerbosity"):
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     recorded = []
-    for batch, seq in profiles:
+    for item in explicit or []:
+        profile = builder.create_optimization_profile()
+        for name, dims in item["shapes"].items():
+            profile.set_shape(name, dims["min"], dims["opt"], dims["max"])
+        config.add_optimization_profile(profile)
+        recorded.append(item)
+    for batch, seq in profiles if explicit is None else []:
         profile = builder.create_optimization_profile()
         shapes = {}
         for t in spec.inputs:

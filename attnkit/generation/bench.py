@@ -172,7 +172,8 @@ def _pairs(source, backends) -> list[tuple[str, str]]:
 
     available = default_backends(source)
     if not backends:
-        return available + [("xla", "fp32"), ("tensorrt", "fp16")]
+        trt = [] if any(n == "tensorrt" for n, _ in available) else [("tensorrt", "fp16")]
+        return available + [("xla", "fp32")] + trt
     out = []
     for b in backends:
         name, precision = split_backend(b)

@@ -89,3 +89,64 @@ def section(decoding, records: list[dict]) -> dict:
             "generate: greedy; eos_id -1 never stops; finished rows continue with eos_id",
         ],
     }
+
+
+def step_profiles(g, batch, seq, encoder: bool = False) -> list[dict]:
+    """TensorRT optimisation profiles of the generation graphs for one (batch, sequence) range pair.
+
+    The decode step gets two: ``prefill`` (past_sequence 0, a prompt of ``seq`` tokens) and ``decode``
+    (one new token over a past of 1 .. seq.max - 1); padding_mask spans past + new in both. The seq2seq
+    source (encoder input, cross-attention cache) takes ``seq`` in each. The encoder gets one.
+    """
+
+    def dims(**by_axis):
+        def one(t, k):
+            return [d if d is not None else by_axis[a][k] for d, a in zip(t.shape, t.axes)]
+
+        return lambda tensors: {t.name: {k: one(t, i) for i, k in enumerate(("min", "opt", "max"))} for t in tensors}
+
+    b = batch.as_list()
+    src = seq.as_list()
+    if encoder:
+        return [{"name": "encoder", "shapes": dims(batch=b, source_sequence=src)(g.encoder_inputs())}]
+    tensors = g.step_inputs(with_past=True)
+    longest = seq.max - 1
+    past = [1, min(max(seq.opt, 1), longest), longest]
+    prefill = dims(batch=b, sequence=src, total_sequence=src, past_sequence=[0, 0, 0], source_sequence=src)
+    decode = dims(batch=b, sequence=[1, 1, 1], total_sequence=[p + 1 for p in past], past_sequence=past,
+                  source_sequence=src)  # fmt: skip
+    return [{"name": "prefill", "shapes": prefill(tensors)}, {"name": "decode", "shapes": decode(tensors)}]
+
+
+def write_tensorrt(stage: Path, manifest, precisions, trt: dict, cache, say) -> None:
+    """TensorRT plans of ``decoder_with_past`` (and ``encoder``) for each precision a plan is built in,
+    recorded in the manifest's generation section. Running them needs an NVIDIA GPU."""
+    import json
+
+    from ..exporters.manifest import write_bytes_atomic, write_text_atomic
+    from ..exporters.tensorrt import PLAN_PRECISIONS, build_plan
+    from .spec import GenerationSpec
+    from .tracing import step_export_spec
+
+    g = GenerationSpec.from_dict(manifest.generation["spec"])
+    records = manifest.generation["artifacts"]
+    for item in [r for r in list(records) if r["format"] == "onnx" and r["precision"] in PLAN_PRECISIONS]:
+        role, precision = item["role"], item["precision"]
+        if precision not in precisions:
+            continue
+        encoder = role == "encoder"
+        profiles = [p for batch, seq in trt["profiles"] for p in step_profiles(g, batch, seq, encoder)]
+        name = f"{role}.plan" if precision == "fp32" else f"{role}.{precision}.plan"
+        say(f"building {name} with {trt['flavour'].name} {trt['flavour'].version} for {trt['target']}")
+        plan, sidecar = build_plan(
+            stage / item["path"], step_export_spec(g, role, encoder), precision, [], trt["target"],
+            cache or stage / "trt_timing.cache", trt["flavour"], explicit=profiles,
+        )  # fmt: skip
+        write_bytes_atomic(stage / name, plan)
+        write_text_atomic(stage / f"{name}.json", json.dumps(sidecar, indent=2))
+        records[:] = [r for r in records if r["path"] != name]
+        keys = ("flavour", "version", "target", "runs_on", "build_seconds")
+        records.append(
+            record(stage, role, "tensorrt", name, precision, sidecar=f"{name}.json",
+                   profiles=[p["name"] for p in profiles], **{k: sidecar[k] for k in keys})
+        )  # fmt: skip

@@ -58,12 +58,13 @@ class StepRunner(Loadable):
         for name in g.past_names() + (g.cross_names() if g.seq2seq else []):
             arr = feeds.get(name)
             if arr is None:
-                raise BackendError(f"the cache has no `{name}`; this model has {g.num_layers} layers.", flag="--cache")
+                raise BackendError(
+                    f"the cache has no `{name}`: a cache from another model (this one has {g.num_layers} layers)."
+                )
             if arr.ndim != 4 or tuple(arr.shape[1::2]) != expected:
                 raise BackendError(
                     f"`{name}` has shape {tuple(arr.shape)}, not (batch, {g.num_heads}, past, {g.depth}): "
-                    "a cache from another model.",
-                    flag="--cache",
+                    "a cache from another model."
                 )
 
     def encode(self, feeds):

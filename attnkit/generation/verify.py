@@ -92,9 +92,10 @@ def default_backends(source) -> list[tuple[str, str]]:
     pairs = [("keras", "fp32"), ("tf-function", "fp32")]
     if any(r["format"] == "savedmodel" for r in records):
         pairs += [("savedmodel", "fp32"), ("savedmodel-generate", "fp32")]
-    for precision in ("fp32", "fp16", "int8"):
-        if any(r["role"] == "decoder_with_past" and r["precision"] == precision for r in records):
-            pairs.append(("onnxruntime", precision))
+    for fmt, backend in (("onnx", "onnxruntime"), ("tensorrt", "tensorrt")):
+        for precision in ("fp32", "fp16", "int8"):
+            if any(r["role"] == "decoder_with_past" and r["format"] == fmt and r["precision"] == precision for r in records):
+                pairs.append((backend, precision))
     return pairs
 
 
