@@ -255,9 +255,7 @@ def export(
             if manifest.generation:
                 from .generation.export import write_tensorrt
 
-                write_tensorrt(
-                    stage, manifest, precisions, trt, Path(opts.trt_cache) if opts.trt_cache else None, say
-                )
+                write_tensorrt(stage, manifest, precisions, trt, Path(opts.trt_cache) if opts.trt_cache else None, say)
         manifest.write(stage)
         report = None
         if opts.check:
@@ -350,7 +348,6 @@ def _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, pe
     if "onnx" in fmts:
         records += write_onnx(stage, decoding, precisions, target or resolve_target(), per_channel, fuse, opset, say)
     manifest.generation = section(decoding, records)
-
 
 
 def _copy_imports(stage: Path, manifest: Manifest) -> None:
@@ -520,7 +517,8 @@ def _record_agreement(manifest: Manifest, report: VerifyReport) -> None:
             "max_new_tokens": report.generation.max_new_tokens,
             "checks": {
                 c.label: {
-                    k: getattr(c, k) for k in ("passed", "token_match", "first_mismatch", "max_abs", "rel_l2", "skipped")
+                    k: getattr(c, k)
+                    for k in ("passed", "token_match", "first_mismatch", "max_abs", "rel_l2", "skipped")
                 }
                 for c in report.generation.checks
             },

@@ -362,12 +362,15 @@ def _reproduce_section(settings: RunSettings) -> str:
             f"--target {settings.target} {shapes} --min-seconds {settings.min_seconds}{trt}",
             "# or step by step:",
             f"attnkit export {q(model)} --out {q(str(out))} --force --format {','.join(settings.formats)} "
-            f"--precision {settings.precision} --target {settings.target}{trt}" + (" --generate" if settings.generate else ""),
+            f"--precision {settings.precision} --target {settings.target}{trt}"
+            + (" --generate" if settings.generate else ""),
             f"attnkit verify {q(str(out))}",
             f"attnkit bench {q(str(out))} --precision {settings.precision} {shapes} --out {q(str(out / 'bench'))}",
             *(
-                [f"attnkit bench {q(str(out))} --generate --prompt-lengths 32 --new-tokens 32,128 --repeats 2 "
-                 f"--out {q(str(out / 'bench'))}"]  # fmt: skip
+                [
+                    f"attnkit bench {q(str(out))} --generate --prompt-lengths 32 --new-tokens 32,128 --repeats 2 "
+                    f"--out {q(str(out / 'bench'))}"
+                ]  # fmt: skip
                 if settings.generate
                 else []
             ),

@@ -305,7 +305,9 @@ def test_package_serves_the_decode_step_and_the_generate_signature(lm_export, tm
     loaded = tf.saved_model.load(str(tmp_path / "tfs" / "tiny_decoder" / "1"))
     inputs = {k: tf.constant(v, tf.int32) for k, v in request["inputs"].items()}
     out = loaded.signatures["generate"](**inputs)
-    prompts = Prompts(np.array(request["inputs"]["token_ids"], "int32"), np.array(request["inputs"]["padding_mask"], "int32"))
+    prompts = Prompts(
+        np.array(request["inputs"]["token_ids"], "int32"), np.array(request["inputs"]["padding_mask"], "int32")
+    )
     with STEP_RUNNERS["onnxruntime"](source) as runner:
         np.testing.assert_array_equal(out["output_ids"].numpy(), greedy(runner, prompts, 16).tokens)
 

@@ -143,7 +143,9 @@ class Manifest:
     def check_integrity(self, root: str | Path) -> list[str]:
         """One message per artifact that is missing or whose sha256 differs from the manifest."""
         problems = []
-        extra = [ArtifactRecord(**{k: v for k, v in a.items() if k != "role"}) for a in self.generation.get("artifacts", [])]
+        extra = [
+            ArtifactRecord(**{k: v for k, v in a.items() if k != "role"}) for a in self.generation.get("artifacts", [])
+        ]
         for a in self.artifacts + [e for e in extra if e.path not in {a.path for a in self.artifacts}]:
             p = Path(root) / a.path
             if not p.exists():

@@ -287,7 +287,14 @@ def bench_generation(
 
 def _recompute_record(name, precision, shape, seconds) -> dict:
     b, p, n = shape
-    return {"backend": name, "precision": precision, "batch": b, "prompt_length": p, "new_tokens": n, "seconds": seconds}
+    return {
+        "backend": name,
+        "precision": precision,
+        "batch": b,
+        "prompt_length": p,
+        "new_tokens": n,
+        "seconds": seconds,
+    }
 
 
 def _derive(row, g, recompute_s, eager_recompute_s, weights_of, peak) -> None:

@@ -250,7 +250,12 @@ class OnnxRuntimeStep(StepRunner):
     def _encode(self, feeds):
         names = [o.name for o in self.encoder.get_outputs()]
         g = self.gspec
-        return dict(zip(names, self.encoder.run(names, {g.encoder_ids: feeds[g.encoder_ids], g.encoder_mask: feeds[g.encoder_mask]})))
+        return dict(
+            zip(
+                names,
+                self.encoder.run(names, {g.encoder_ids: feeds[g.encoder_ids], g.encoder_mask: feeds[g.encoder_mask]}),
+            )
+        )
 
     def _prefill(self, feeds):
         g = self.gspec
@@ -259,7 +264,9 @@ class OnnxRuntimeStep(StepRunner):
 
     def _decode(self, feeds):
         wanted = {t.name for t in self.gspec.step_inputs(True)}
-        return dict(zip(self.step_outputs, self.step.run(self.step_outputs, {k: v for k, v in feeds.items() if k in wanted})))
+        return dict(
+            zip(self.step_outputs, self.step.run(self.step_outputs, {k: v for k, v in feeds.items() if k in wanted}))
+        )
 
 
 @register

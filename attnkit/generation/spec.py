@@ -58,7 +58,9 @@ class GenerationSpec:
     def _kv(self, names, axis: str) -> tuple[TensorSpec, ...]:
         shape = (None, self.num_heads, None, self.depth)
         return tuple(
-            TensorSpec(n, "float32", shape, ("batch", None, axis, None)) for i in range(self.num_layers) for n in names(i)
+            TensorSpec(n, "float32", shape, ("batch", None, axis, None))
+            for i in range(self.num_layers)
+            for n in names(i)
         )
 
     def step_inputs(self, with_past: bool = True) -> tuple[TensorSpec, ...]:
@@ -67,7 +69,9 @@ class GenerationSpec:
         mask = TensorSpec(self.mask, "int32", (None, None), ("batch", "total_sequence"), "padding_mask")
         out = (ids, mask)
         if self.seq2seq:
-            enc_mask = TensorSpec(self.encoder_mask, "int32", (None, None), ("batch", "source_sequence"), "padding_mask")
+            enc_mask = TensorSpec(
+                self.encoder_mask, "int32", (None, None), ("batch", "source_sequence"), "padding_mask"
+            )
             out += (enc_mask,) + self._kv(self.cross, "source_sequence")
         return out + (self._kv(self.past, "past_sequence") if with_past else ())
 
@@ -108,5 +112,7 @@ class GenerationSpec:
         except TypeError as e:
             raise ArtifactError(f"the manifest's generation spec is not valid ({e}).", flag="DIR") from None
         if spec.family not in FAMILIES:
-            raise ArtifactError(f"the manifest's generation family {spec.family!r} is not one of {FAMILIES}.", flag="DIR")
+            raise ArtifactError(
+                f"the manifest's generation family {spec.family!r} is not one of {FAMILIES}.", flag="DIR"
+            )
         return spec

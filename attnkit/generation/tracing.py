@@ -184,6 +184,4 @@ def step_export_spec(g: GenerationSpec, name: str, encoder: bool = False) -> Exp
     """An ExportSpec for the ONNX converter (names and dynamic axes of the step or encoder graph)."""
     inputs, outputs = (g.encoder_inputs(), g.encoder_outputs()) if encoder else (g.step_inputs(), g.step_outputs())
     max_len = g.max_length
-    return ExportSpec(
-        name, inputs, outputs, sequence=ShapeRange(1, min(128, max_len), max_len), max_sequence=max_len
-    )
+    return ExportSpec(name, inputs, outputs, sequence=ShapeRange(1, min(128, max_len), max_len), max_sequence=max_len)

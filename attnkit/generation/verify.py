@@ -94,7 +94,9 @@ def default_backends(source) -> list[tuple[str, str]]:
         pairs += [("savedmodel", "fp32"), ("savedmodel-generate", "fp32")]
     for fmt, backend in (("onnx", "onnxruntime"), ("tensorrt", "tensorrt")):
         for precision in ("fp32", "fp16", "int8"):
-            if any(r["role"] == "decoder_with_past" and r["format"] == fmt and r["precision"] == precision for r in records):
+            if any(
+                r["role"] == "decoder_with_past" and r["format"] == fmt and r["precision"] == precision for r in records
+            ):
                 pairs.append((backend, precision))
     return pairs
 
@@ -109,9 +111,7 @@ def _compare_steps(check: GenerationCheck, ref: Generation, got_tokens, got_logi
     check.steps_compared = n
     check.tolerance = asdict(tol)
     if n:
-        agreement = compare_outputs(
-            {"logits": np.stack(ref.logits[:n])}, {"logits": np.stack(got_logits[:n])}, tol
-        )[0]
+        agreement = compare_outputs({"logits": np.stack(ref.logits[:n])}, {"logits": np.stack(got_logits[:n])}, tol)[0]
         check.max_abs, check.rel_l2, check.cosine = agreement.max_abs, agreement.rel_l2, agreement.cosine
         check.failures += [f"logits: {f}" for f in agreement.failures]
     if check.tokens_required and check.first_mismatch is not None:

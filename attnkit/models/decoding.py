@@ -73,10 +73,10 @@ class Decoding:
             self.encoder_norm = layers.get("encoder_final_norm")
             known |= {"encoder_embedding", "encoder_final_norm"} | {b.name for b in self.encoder_blocks}
             if not all(b.cross_attention for b in self.blocks) or not self.encoder_blocks:
-                raise ModelError(f"`{model.name}` has a decoder_embedding but no encoder/cross-attention.", flag="MODEL")
-        unknown = [
-            name for name, layer in layers.items() if name not in known and type(layer).__name__ != "InputLayer"
-        ]
+                raise ModelError(
+                    f"`{model.name}` has a decoder_embedding but no encoder/cross-attention.", flag="MODEL"
+                )
+        unknown = [name for name, layer in layers.items() if name not in known and type(layer).__name__ != "InputLayer"]
         if unknown:
             raise ModelError(
                 f"`{model.name}` has layers attnkit does not know how to cache: {', '.join(unknown[:5])}.",
