@@ -231,9 +231,15 @@ def verify(
             continue
         report.results += _check(runner, feeds, reference, resolve_tolerance(precision, atol, rtol))
     if generation is not None and source.manifest.generation:
+        from .generation.verify import default_backends as generation_backends
         from .generation.verify import verify_generation
 
-        report.generation = verify_generation(
-            root, seed=seed, unsafe=unsafe, imports=imports, progress=progress, **generation
-        )
+        gen_pairs = generation_backends(source)
+        if backends:  # --backends narrows the generation checks too, by backend name
+            names = {split_backend(b)[0] for b in backends}
+            gen_pairs = [(n, p) for n, p in gen_pairs if n in names]
+        if gen_pairs:
+            report.generation = verify_generation(
+                root, backends=gen_pairs, seed=seed, unsafe=unsafe, imports=imports, progress=progress, **generation
+            )
     return report

@@ -14,7 +14,7 @@ from test_cli import assert_one_line_error, run
 import attnkit
 from attnkit.errors import AttnkitError, BackendError, ModelError
 from attnkit.exporters.signatures import onnx_signature, savedmodel_signature
-from attnkit.generation.loop import Prompts, greedy, recompute
+from attnkit.generation.loop import Prompts, greedy, recompute, sequence_lengths
 from attnkit.generation.runners import STEP_RUNNERS
 from attnkit.runtimes.base import Source
 
@@ -159,6 +159,7 @@ def test_eos_finishes_a_row_in_graph_and_in_the_loop(lm_export):
         out = sm.generate(prompts, 10, eos_id=eos)
     np.testing.assert_array_equal(out["output_ids"], looped)
     assert (looped[0, stop:] == eos).all() and out["sequence_lengths"][0] == stop + 1
+    np.testing.assert_array_equal(out["sequence_lengths"], sequence_lengths(looped, eos))  # the numpy twin
     full = recompute(lambda f: np.asarray(source.keras_model(f)["logits"]), g, prompts, 10, eos_id=eos)
     np.testing.assert_array_equal(full.tokens, looped)
 
@@ -219,6 +220,8 @@ def test_verify_cli_checks_generation_and_writes_it_to_json(lm_export, tmp_path)
     assert code == 0, output
     data = json.loads(path.read_text())["generation"]
     assert data["ok"] and data["max_new_tokens"] == 33 and len(data["reference_tokens"][0]) == 33
+    assert {(c["backend"], c["precision"]) for c in data["checks"]} == {
+        ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8")}  # fmt: skip
     code, output = run("verify", lm_export.out, "--max-new-tokens", "0")
     assert_one_line_error(code, output, "--max-new-tokens")
 

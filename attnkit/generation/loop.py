@@ -77,9 +77,6 @@ class Generation:
     first_token_seconds: float = 0.0  # encode + prefill + the first argmax
     step_seconds: list[float] = field(default_factory=list)  # each later token
 
-    def lengths(self, eos_id: int) -> np.ndarray:
-        return sequence_lengths(self.tokens, eos_id)
-
 
 def check_request(g: GenerationSpec, prompts: Prompts, max_new_tokens: int) -> None:
     """One-line errors for a request the model cannot serve.
