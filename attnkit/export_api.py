@@ -368,12 +368,9 @@ def _copy_imports(stage: Path, manifest: Manifest) -> None:
 def _write_onnx(
     stage: Path, keras_model, spec, precisions, manifest: Manifest, say, fuse: bool, per_channel: bool, target=None
 ):
-    import onnx
-
     from .exporters.onnx import convert
     from .exporters.passes import fuse_layernorm, op_counts
-    from .exporters.precision import lower, onnx_file
-    from .targets import int8_requirement
+    from .exporters.precision import onnx_file, write_lowered
     from .targets import resolve as resolve_target
     from .tracing import trace
 
@@ -389,24 +386,12 @@ def _write_onnx(
     if fuse:
         fp32, fused = fuse_layernorm(fp32)
         passes["layernorm_fused"] = fused
-    for precision in ["fp32"] + [p for p in precisions if p in ("fp16", "int8")]:
-        say(
-            f"writing {onnx_file(precision)}"
-            + (f" ({target.int8.name}, for {target.name})" if precision == "int8" else "")
-        )
-        graph = lower(fp32, precision, per_channel, target.int8) if precision != "fp32" else fp32
-        onnx.save(graph, stage / onnx_file(precision))
-        extra = {"opset": spec.opset, "ops": op_counts(graph), "runs_on": ["onnxruntime (CPU)"]}
+    for precision, rel, extra in write_lowered(
+        fp32, precisions, stage, onnx_file, spec.opset, per_channel, target, say
+    ):
         if precision == "fp32":
             extra["passes"] = passes
-        if precision == "int8":
-            extra["per_channel"] = per_channel
-            extra["int8_scheme"] = target.int8.name
-            extra["target"] = target.name
-            requires = int8_requirement(target.int8, target.name)
-            if requires:
-                extra["requires"] = requires
-        manifest.artifacts.append(ArtifactRecord.of(stage, "onnx", onnx_file(precision), precision, **extra))
+        manifest.artifacts.append(ArtifactRecord.of(stage, "onnx", rel, precision, **extra))
 
 
 def _tensorrt_plan(fmts, trt_target) -> dict | None:

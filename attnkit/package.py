@@ -283,17 +283,14 @@ def _package_generation_triton(root, manifest, repo, base, version, force, resul
     requests carry caches of different lengths), each with a KServe v2 request example."""
     from google.protobuf import text_format
 
-    from .exporters.manifest import ArtifactRecord
     from .exporters.triton import build_config, check_config, check_model_name, write_model
     from .generation.spec import GenerationSpec
     from .generation.tracing import step_export_spec
 
     g = GenerationSpec.from_dict(manifest.generation["spec"])
-    for item in manifest.generation["artifacts"]:
-        if item["format"] != "onnx":
+    for role, record in manifest.generation_records():
+        if record.format != "onnx":
             continue
-        role = item["role"]
-        record = ArtifactRecord(**{k: v for k, v in item.items() if k != "role"})
         model = check_model_name(f"{base}_{role}_onnx" + ("" if record.precision == "fp32" else f"_{record.precision}"))
         say(f"triton model {model}")
         sig = signature_of(root, record)

@@ -106,9 +106,14 @@ def call_model(model, spec: ExportSpec, feeds: dict[str, Any], training: bool = 
 
 def input_signature(spec: ExportSpec) -> list:
     """``tf.TensorSpec`` per input, dynamic axes as ``None``, named as in the spec."""
+    return tensor_signature(spec.inputs)
+
+
+def tensor_signature(tensors) -> list:
+    """``tf.TensorSpec`` per attnkit TensorSpec (dynamic axes as ``None``, same names)."""
     import tensorflow as tf
 
-    return [tf.TensorSpec(t.shape, tf.as_dtype(t.dtype), name=t.name) for t in spec.inputs]
+    return [tf.TensorSpec(t.shape, tf.as_dtype(t.dtype), name=t.name) for t in tensors]
 
 
 def trace(model, spec: ExportSpec, precision: str = "fp32", jit_compile: bool = False):

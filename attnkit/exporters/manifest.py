@@ -103,6 +103,13 @@ class Manifest:
     def write(self, root: Path) -> None:
         write_text_atomic(Path(root) / MANIFEST, json.dumps(self.to_dict(), indent=2), flag="DIR")
 
+    def generation_records(self) -> list[tuple[str, ArtifactRecord]]:
+        """``(role, record)`` of each artifact of the generation section (``export --generate``)."""
+        return [
+            (a["role"], ArtifactRecord(**{k: v for k, v in a.items() if k != "role"}))
+            for a in self.generation.get("artifacts", [])
+        ]
+
     def artifact(self, fmt: str, precision: str | None = None) -> ArtifactRecord | None:
         for a in self.artifacts:
             if a.format == fmt and (precision is None or a.precision == precision):
@@ -143,10 +150,8 @@ class Manifest:
     def check_integrity(self, root: str | Path) -> list[str]:
         """One message per artifact that is missing or whose sha256 differs from the manifest."""
         problems = []
-        extra = [
-            ArtifactRecord(**{k: v for k, v in a.items() if k != "role"}) for a in self.generation.get("artifacts", [])
-        ]
-        for a in self.artifacts + [e for e in extra if e.path not in {a.path for a in self.artifacts}]:
+        extra = [r for _, r in self.generation_records() if r.path not in {a.path for a in self.artifacts}]
+        for a in self.artifacts + extra:
             p = Path(root) / a.path
             if not p.exists():
                 problems.append(f"{a.path}: missing")

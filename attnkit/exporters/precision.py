@@ -190,3 +190,36 @@ def lower(model: onnx.ModelProto, precision: str, per_channel: bool = False, sch
     raise AttnkitError(
         f"`{precision}` is not an ONNX precision; valid: {', '.join(ONNX_PRECISIONS)}.", flag="--precision"
     )
+
+
+def write_lowered(
+    fp32: onnx.ModelProto, precisions, stage: Path, file_of, opset: int, per_channel: bool, target, say=None
+) -> list[tuple[str, str, dict]]:
+    """Write the fp32 graph and its fp16/int8 lowerings (``--target``'s int8 scheme) into ``stage``.
+
+    Args:
+        file_of: precision -> file name relative to ``stage`` (``model.int8.onnx``...).
+        say: progress callback, told of each file written (None: silent).
+
+    Returns:
+        ``(precision, file, manifest extra)`` per file: opset, op counts, where it runs, and for int8 the
+        scheme, target and what the scheme requires of the CPU.
+    """
+    from ..exporters.passes import op_counts
+    from ..targets import int8_requirement
+
+    written = []
+    for precision in ["fp32"] + [p for p in precisions if p in ("fp16", "int8")]:
+        rel = file_of(precision)
+        if say:
+            say(f"writing {rel}" + (f" ({target.int8.name}, for {target.name})" if precision == "int8" else ""))
+        graph = lower(fp32, precision, per_channel, target.int8) if precision != "fp32" else fp32
+        onnx.save(graph, stage / rel)
+        extra = {"opset": opset, "ops": op_counts(graph), "runs_on": ["onnxruntime (CPU)"]}
+        if precision == "int8":
+            extra.update(per_channel=per_channel, int8_scheme=target.int8.name, target=target.name)
+            requires = int8_requirement(target.int8, target.name)
+            if requires:
+                extra["requires"] = requires
+        written.append((precision, rel, extra))
+    return written

@@ -155,13 +155,11 @@ def _full_forward(source, backend: str, precision: str):
         fn.keep = loaded
         return fn
     if backend == "onnxruntime" and source.manifest.artifact("onnx", precision) is not None:
-        import onnxruntime as ort
+        from ..runtimes.onnxruntime import session
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(source.path("onnx", precision)), options, providers=["CPUExecutionProvider"])
-        names = [i.name for i in session.get_inputs()]
-        return lambda f: session.run(["logits"], {k: f[k] for k in names})[0]
+        sess = session(source.path("onnx", precision))
+        names = [i.name for i in sess.get_inputs()]
+        return lambda f: sess.run(["logits"], {k: f[k] for k in names})[0]
     return None
 
 

@@ -44,12 +44,9 @@ def record(stage: Path, role: str, fmt: str, rel: str, precision: str, **extra) 
 
 def write_onnx(stage: Path, decoding, precisions, target, per_channel: bool, fuse: bool, opset: int, say) -> list[dict]:
     """Convert, fuse and lower the decode step (and the seq2seq encoder); returns their records."""
-    import onnx
-
     from ..exporters.onnx import convert
-    from ..exporters.passes import fuse_layernorm, op_counts
-    from ..exporters.precision import lower
-    from ..targets import int8_requirement
+    from ..exporters.passes import fuse_layernorm
+    from ..exporters.precision import write_lowered
     from .tracing import step_export_spec, trace_encode, trace_step
 
     g = decoding.spec
@@ -62,16 +59,9 @@ def write_onnx(stage: Path, decoding, precisions, target, per_channel: bool, fus
         fp32 = convert(fn, spec, opset)
         if fuse:
             fp32, _ = fuse_layernorm(fp32)
-        for precision in ["fp32"] + [p for p in precisions if p in ("fp16", "int8")]:
-            graph = lower(fp32, precision, per_channel, target.int8) if precision != "fp32" else fp32
-            rel = file_name(role, precision)
-            onnx.save(graph, stage / rel)
-            extra = {"opset": opset, "ops": op_counts(graph), "runs_on": ["onnxruntime (CPU)"]}
-            if precision == "int8":
-                extra.update(int8_scheme=target.int8.name, target=target.name, per_channel=per_channel)
-                requires = int8_requirement(target.int8, target.name)
-                if requires:
-                    extra["requires"] = requires
+        for precision, rel, extra in write_lowered(
+            fp32, precisions, stage, lambda p, role=role: file_name(role, p), opset, per_channel, target
+        ):
             records.append(record(stage, role, "onnx", rel, precision, **extra))
     return records
 

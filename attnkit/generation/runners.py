@@ -229,13 +229,9 @@ class OnnxRuntimeStep(StepRunner):
         return OnnxRuntimeRunner.unavailable_reason()
 
     def _session(self, path):
-        import onnxruntime as ort
+        from ..runtimes.onnxruntime import session
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return session(path, self.threads)
 
     def _load(self):
         self.step = self._session(generation_artifact(self.source, "decoder_with_past", "onnx", self.precision))

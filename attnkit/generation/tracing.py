@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from ..spec import ExportSpec, ShapeRange
+from ..tracing import tensor_signature as _signature
 from .spec import GenerationSpec
 
 
@@ -24,12 +25,6 @@ logging.getLogger("absl").addFilter(_DottedNames())
 
 OUTPUT_IDS, LENGTHS = "output_ids", "sequence_lengths"
 MAX_NEW_TOKENS, EOS_ID = "max_new_tokens", "eos_id"
-
-
-def _signature(tensors):
-    import tensorflow as tf
-
-    return [tf.TensorSpec(t.shape, tf.as_dtype(t.dtype), name=t.name) for t in tensors]
 
 
 def _pairs(flat):

@@ -5,6 +5,17 @@ from __future__ import annotations
 from .base import Runner, register
 
 
+def session(path, threads: int | None = None, providers=("CPUExecutionProvider",)):
+    """An onnxruntime InferenceSession on ``path``, quiet, with ``threads`` intra-op threads if given."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=list(providers))
+
+
 @register
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
@@ -35,14 +46,7 @@ class OnnxRuntimeRunner(Runner):
         return None
 
     def _load(self) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-        path = str(self.source.path("onnx", self.precision))
-        self.session = ort.InferenceSession(path, options, providers=list(self.providers))
+        self.session = session(self.source.path("onnx", self.precision), self.threads, self.providers)
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def _infer(self, feeds):
