@@ -1,0 +1,341 @@
+"""Load tests of a running KServe v2 endpoint (Triton over HTTP or gRPC), the way perf_analyzer's
+concurrency mode measures: at each level N, N clients each keep one request in flight (send, wait for
+the answer, send again); after a warm-up, every answer completed inside a fixed window counts. Per level:
+requests/s and inferences/s (requests × rows per request), p50/p90/p99 latency, error count, and when the
+server is Triton, the average batch its scheduler formed (from its statistics endpoint).
+
+Why not perf_analyzer itself: it ships in Triton's SDK container and in no package these machines can
+install. Requests are the package's KServe v2 JSON example (or one built from the model's metadata),
+encoded once and sent as is: HTTP over ``http.client`` keep-alive connections (one per client thread),
+gRPC through ``tritonclient.grpc`` (one client per thread).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from urllib.parse import urlparse
+
+import numpy as np
+
+from ..errors import AttnkitError
+from .process import ServerError, http_json
+
+LEVELS = (1, 2, 4, 8, 16)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+NUMPY = {"FP32": np.float32, "FP16": np.float16, "INT32": np.int32, "INT64": np.int64, "BOOL": np.bool_}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    protocol: str  # http | grpc
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, url: str, flag: str = "--server") -> Endpoint:
+        """``http://127.0.0.1:8000`` or ``grpc://127.0.0.1:8001``; loopback only."""
+        u = urlparse(url if "://" in url else f"http://{url}")
+        if u.scheme not in ("http", "grpc"):
+            raise AttnkitError(f"`{url}` has scheme `{u.scheme}`; use http:// or grpc://.", flag=flag)
+        if u.hostname not in LOOPBACK_HOSTS:
+            raise AttnkitError(
+                f"`{url}` is not on this machine; load tests drive 127.0.0.1 only.",
+                flag=flag,
+                hint="Give http://127.0.0.1:PORT.",
+            )
+        try:
+            port = u.port or (8000 if u.scheme == "http" else 8001)
+        except ValueError:
+            raise AttnkitError(f"`{url}` has no valid port.", flag=flag) from None
+        return cls(u.scheme, "127.0.0.1", port)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.protocol}://{self.host}:{self.port}"
+
+
+def rows_of(body: dict) -> int:
+    """Rows (the batch) of a KServe v2 request: the first dim of its first input."""
+    return int(body["inputs"][0]["shape"][0]) if body["inputs"] and body["inputs"][0]["shape"] else 1
+
+
+def request_from_metadata(endpoint: Endpoint, model: str, batch: int, seq: int, seed: int = 0) -> dict:
+    """A KServe v2 request built from the model's metadata: dynamic dims become ``batch`` (the first) and
+    ``seq`` (the others); floats ~ N(0, 1), integers in {0, 1} (token id 0 and 1 exist in every
+    vocabulary), inputs named ``*mask*`` all ones. Seeded. Real inputs: pass the package's request file."""
+    if endpoint.protocol != "http":
+        endpoint = Endpoint("http", endpoint.host, 8000)
+    try:
+        status, meta = http_json("GET", f"{endpoint.http_url}/v2/models/{model}", timeout=10)
+    except OSError as e:
+        raise ServerError(f"--server: nothing answers at {endpoint.http_url} ({e}).") from None
+    if status != 200:
+        raise ServerError(f"--server: model `{model}` at {endpoint.http_url}: HTTP {status}: {meta.get('error', meta)}")
+    status, config = http_json("GET", f"{endpoint.http_url}/v2/models/{model}/config", timeout=10)
+    batched = status == 200 and int(config.get("max_batch_size", 0)) > 0
+    rng = np.random.default_rng(seed)
+    inputs = []
+    for io in meta["inputs"]:
+        shape = [int(d) for d in io["shape"]]
+        shape = [(batch if i == 0 and (batched or d == -1) else seq) if d == -1 else d for i, d in enumerate(shape)]
+        dtype = NUMPY.get(io["datatype"])
+        if dtype is None:
+            raise AttnkitError(f"input `{io['name']}` has datatype {io['datatype']}.", flag="--request",
+                               hint="Give a request file.")  # fmt: skip
+        if "mask" in io["name"]:
+            data = np.ones(shape, dtype)
+        elif np.issubdtype(dtype, np.floating):
+            data = rng.standard_normal(shape).astype(dtype)
+        else:
+            data = rng.integers(0, 2, shape).astype(dtype)
+        inputs.append({"name": io["name"], "shape": shape, "datatype": io["datatype"], "data": data.ravel().tolist()})
+    return {"inputs": inputs, "outputs": [{"name": o["name"]} for o in meta["outputs"]]}
+
+
+class _HttpSender:
+    def __init__(self, endpoint: Endpoint, model: str, body: dict, timeout: float):
+        self.endpoint, self.timeout = endpoint, timeout
+        self.path = f"/v2/models/{model}/infer"
+        self.payload = json.dumps(body).encode()
+        self.conn: http.client.HTTPConnection | None = None
+
+    def __call__(self) -> str | None:
+        """One request; None on success, else the error (the server's own message when it sent one)."""
+        try:
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.endpoint.host, self.endpoint.port, timeout=self.timeout)
+            self.conn.request("POST", self.path, self.payload, {"Content-Type": "application/json"})
+            r = self.conn.getresponse()
+            data = r.read()
+        except (OSError, http.client.HTTPException) as e:
+            self.close()
+            return f"{type(e).__name__}: {e}"
+        if r.status != 200:
+            try:
+                return f"HTTP {r.status}: {json.loads(data).get('error', '')}"
+            except ValueError:
+                return f"HTTP {r.status}"
+        return None if b'"outputs"' in data else "an answer without outputs"
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+class _GrpcSender:
+    def __init__(self, endpoint: Endpoint, model: str, body: dict, timeout: float):
+        import tritonclient.grpc as grpcclient
+
+        self.client = grpcclient.InferenceServerClient(f"{endpoint.host}:{endpoint.port}")
+        self.model, self.timeout = model, timeout
+        self.inputs = []
+        for item in body["inputs"]:
+            inp = grpcclient.InferInput(item["name"], item["shape"], item["datatype"])
+            inp.set_data_from_numpy(np.asarray(item["data"], NUMPY[item["datatype"]]).reshape(item["shape"]))
+            self.inputs.append(inp)
+        self.outputs = [grpcclient.InferRequestedOutput(o["name"]) for o in body.get("outputs", [])]
+        self.error = __import__("tritonclient.utils", fromlist=["InferenceServerException"]).InferenceServerException
+
+    def __call__(self) -> str | None:
+        try:
+            self.client.infer(self.model, self.inputs, outputs=self.outputs or None, client_timeout=self.timeout)
+        except self.error as e:
+            return f"gRPC {e.status() or ''}: {e.message()}"
+        return None
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _sender(endpoint: Endpoint, model: str, body: dict, timeout: float):
+    return (_HttpSender if endpoint.protocol == "http" else _GrpcSender)(endpoint, model, body, timeout)
+
+
+@dataclass
+class Level:
+    concurrency: int
+    requests: int  # completed inside the window, with or without error
+    errors: int
+    window_s: float
+    requests_per_s: float
+    inferences_per_s: float
+    latency_ms: dict  # p50, p90, p99, mean, max of the successful requests in the window
+    server_batch: float | None = None  # Triton: inferences / executions in the window
+    first_error: str | None = None
+
+
+@dataclass
+class LoadReport:
+    endpoint: str
+    model: str
+    rows_per_request: int
+    request_shapes: dict
+    warmup_s: float
+    window_s: float
+    label: str = ""
+    levels: list[Level] = field(default_factory=list)
+    environment: dict = field(default_factory=dict)
+
+    @property
+    def errors(self) -> int:
+        return sum(lv.errors for lv in self.levels)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LoadReport:
+        return cls(**{**d, "levels": [Level(**lv) for lv in d["levels"]]})
+
+
+def _stats(endpoint: Endpoint, model: str) -> tuple[int, int] | None:
+    """Triton's (inference_count, execution_count) of ``model``; None where the server has no such endpoint."""
+    try:
+        status, body = http_json("GET", f"{endpoint.http_url}/v2/models/{model}/stats", timeout=5)
+        s = body["model_stats"][0]
+        return (int(s.get("inference_count", 0)), int(s.get("execution_count", 0))) if status == 200 else None
+    except (OSError, KeyError, IndexError, ValueError):
+        return None
+
+
+def probe(endpoint: Endpoint, model: str, body: dict, timeout: float = 30.0) -> None:
+    """One request before the sweep: a server that is not there or refuses the request is a one-line error."""
+    sender = _sender(endpoint, model, body, timeout)
+    try:
+        error = sender()
+    finally:
+        sender.close()
+    if error:
+        raise ServerError(f"--server: `{model}` at {endpoint} did not answer the request: {error}")
+
+
+def run_level(
+    endpoint: Endpoint,
+    model: str,
+    body: dict,
+    concurrency: int,
+    warmup_s: float,
+    window_s: float,
+    max_requests: int,
+    timeout: float,
+    stats_endpoint: Endpoint | None = None,
+) -> Level:
+    """One concurrency level: ``concurrency`` closed-loop clients for ``warmup_s + window_s`` seconds."""
+    start = time.perf_counter()
+    window_start, window_end = start + warmup_s, start + warmup_s + window_s
+    records: list[tuple[float, float, str | None]] = []
+    lock = threading.Lock()
+    budget = [max_requests]
+
+    def client():
+        sender = _sender(endpoint, model, body, timeout)
+        try:
+            while time.perf_counter() < window_end:
+                with lock:
+                    if budget[0] <= 0:
+                        return
+                    budget[0] -= 1
+                t0 = time.perf_counter()
+                error = sender()
+                records.append((t0, time.perf_counter(), error))
+        finally:
+            sender.close()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    time.sleep(max(0.0, window_start - time.perf_counter()))
+    before = _stats(stats_endpoint, model) if stats_endpoint is not None else None
+    time.sleep(max(0.0, window_end - time.perf_counter()))
+    after = _stats(stats_endpoint, model) if stats_endpoint is not None else None
+    for t in threads:
+        t.join(timeout + 5)
+    inside = [r for r in records if window_start <= r[1] <= window_end]
+    ok = [r for r in inside if r[2] is None]
+    errors = [r for r in inside if r[2] is not None]
+    if not inside:  # every request outlived the window (or the budget ran out in the warm-up): report the rest
+        inside = [r for r in records if r[1] >= window_start] or records
+        ok = [r for r in inside if r[2] is None]
+        errors = [r for r in inside if r[2] is not None]
+    lat = np.asarray([(e - s) * 1e3 for s, e, _ in ok]) if ok else np.asarray([])
+    p50, p90, p99 = np.percentile(lat, [50, 90, 99]) if len(lat) else (np.nan,) * 3
+    rows = rows_of(body)
+    server_batch = None
+    if before and after and after[1] > before[1]:
+        server_batch = (after[0] - before[0]) / (after[1] - before[1])
+    return Level(
+        concurrency=concurrency,
+        requests=len(inside),
+        errors=len(errors),
+        window_s=window_s,
+        requests_per_s=len(ok) / window_s,
+        inferences_per_s=len(ok) * rows / window_s,
+        latency_ms={
+            "p50": float(p50), "p90": float(p90), "p99": float(p99),
+            "mean": float(lat.mean()) if len(lat) else float("nan"), "max": float(lat.max()) if len(lat) else float("nan"),
+        },  # fmt: skip
+        server_batch=server_batch,
+        first_error=errors[0][2] if errors else None,
+    )
+
+
+def load_test(
+    url: str,
+    model: str,
+    body: dict | None = None,
+    *,
+    concurrency: tuple[int, ...] = LEVELS,
+    warmup_s: float = 1.0,
+    window_s: float = 3.0,
+    max_requests: int = 100_000,
+    timeout: float = 30.0,
+    batch: int = 1,
+    seq: int = 128,
+    seed: int = 0,
+    label: str = "",
+    stats_url: str | None = None,
+    progress=None,
+) -> LoadReport:
+    """Sweep the concurrency levels against ``model`` at ``url`` (http:// or grpc://, 127.0.0.1 only).
+
+    ``body`` is a KServe v2 JSON request (default: built from the model's metadata, ``batch`` × ``seq``).
+    ``stats_url`` is Triton's HTTP endpoint for the batch statistics when ``url`` is gRPC (default: ``url``
+    itself when it is HTTP). Bounded: at most ``max_requests`` per level, ``timeout`` seconds per request.
+    """
+    from ..benchmark.environment import collect
+
+    endpoint = Endpoint.parse(url)
+    if any(c < 1 for c in concurrency):
+        raise AttnkitError(f"levels must be >= 1; got {','.join(map(str, concurrency))}.", flag="--concurrency")
+    if not (warmup_s >= 0 and window_s > 0):
+        raise AttnkitError("the window must be > 0 s and the warm-up >= 0 s.", flag="--min-seconds")
+    stats_endpoint = Endpoint.parse(stats_url) if stats_url else (endpoint if endpoint.protocol == "http" else None)
+    if body is None:
+        body = request_from_metadata(stats_endpoint or endpoint, model, batch, seq, seed)
+    say = progress or (lambda _m: None)
+    probe(endpoint, model, body, timeout)
+    report = LoadReport(
+        endpoint=str(endpoint),
+        model=model,
+        rows_per_request=rows_of(body),
+        request_shapes={i["name"]: i["shape"] for i in body["inputs"]},
+        warmup_s=warmup_s,
+        window_s=window_s,
+        label=label,
+        environment=collect(),
+    )
+    for c in concurrency:
+        say(f"load test {model} concurrency {c}")
+        level = run_level(endpoint, model, body, c, warmup_s, window_s, max_requests, timeout, stats_endpoint)
+        report.levels.append(level)
+        if level.requests and level.errors == level.requests and "Connection" in (level.first_error or ""):
+            raise ServerError(f"--server: {endpoint} stopped answering at concurrency {c}: {level.first_error}")
+    return report

@@ -1,0 +1,137 @@
+"""Triton Inference Server, the real binary (2.51, from the ``nvidia-pytriton`` wheel), on a model
+repository as ``attnkit package`` wrote it.
+
+What is Triton's own: the server, its config parsing, model management, dynamic batcher, warm-up, HTTP and
+gRPC (KServe v2) endpoints and the Python backend. What is a stand-in: the two backends it loads models
+with. Triton's C++ onnxruntime and tensorflow backends are in no package these machines can install, so a
+backend directory holds Python-based backends *named* ``onnxruntime`` and ``tensorflow`` (attnkit's
+``serving/backends``). Triton maps ``platform: onnxruntime_onnx`` / ``tensorflow_savedmodel`` to those
+names, so the repository is loaded unchanged.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from .env import ServingEnv
+from .process import LOOPBACK, ServerError, ServerProcess, free_port, http_json
+
+BACKENDS = Path(__file__).with_name("backends")
+STANDINS = ("onnxruntime", "tensorflow")
+
+
+def backend_directory(env: ServingEnv, into: Path) -> Path:
+    """``into/python`` (pytriton's Python backend and the stub for the venv's Python) and one directory per
+    stand-in holding its ``model.py`` and the shared ``attnkit_standin.py``."""
+    python = into / "python"
+    python.mkdir(parents=True, exist_ok=True)
+    for f in ("libtriton_python.so", "triton_python_backend_utils.py"):
+        shutil.copy2(env.python_backend / f, python / f)
+    shutil.copy2(env.stub, python / "triton_python_backend_stub")
+    for name in STANDINS:
+        (into / name).mkdir(exist_ok=True)
+        shutil.copy2(BACKENDS / name / "model.py", into / name / "model.py")
+        shutil.copy2(BACKENDS / "attnkit_standin.py", into / name / "attnkit_standin.py")
+    return into
+
+
+class TritonServer(ServerProcess):
+    """``tritonserver`` on 127.0.0.1 with explicit model control.
+
+    Args:
+        repository: the model repository.
+        models: models to load at start-up (default: all, ``--load-model=*``); none with ``()``.
+        http_port, grpc_port, metrics_port: 0 picks free ports.
+        env: the serving venv (default :meth:`ServingEnv.locate`).
+    """
+
+    what = "tritonserver"
+
+    def __init__(
+        self,
+        repository: str | Path,
+        *,
+        models: tuple[str, ...] | None = None,
+        http_port: int = 0,
+        grpc_port: int = 0,
+        metrics_port: int = 0,
+        env: ServingEnv | None = None,
+        log: Path | None = None,
+        exit_on_error: bool = True,
+    ):
+        self.env_ = env or ServingEnv.locate()
+        self.repository = Path(repository).absolute()
+        self.workdir = Path(tempfile.mkdtemp(prefix="attnkit-triton-"))
+        backends = backend_directory(self.env_, self.workdir / "backends")
+        self.http_port = http_port or free_port()
+        self.grpc_port = grpc_port or free_port()
+        self.metrics_port = metrics_port or free_port()
+        loads = ["*"] if models is None else list(models)
+        cmd = [
+            str(self.env_.tritonserver),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={backends}",
+            "--model-control-mode=explicit",
+            *[f"--load-model={m}" for m in loads],
+            f"--http-address={LOOPBACK}",
+            f"--grpc-address={LOOPBACK}",
+            f"--metrics-address={LOOPBACK}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            f"--exit-on-error={'true' if exit_on_error else 'false'}",
+            "--exit-timeout-secs=5",
+            "--allow-metrics=false",
+        ]
+        super().__init__(cmd, env=self.env_.environment(), log=log or self.workdir / "tritonserver.log")
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{LOOPBACK}:{self.grpc_port}"
+
+    def ready(self) -> bool:
+        status, _ = http_json("GET", f"{self.http_url}/v2/health/ready", timeout=2)
+        return status == 200
+
+    def start(self, timeout: float = 120.0) -> TritonServer:
+        """Start and wait until the server and every model loaded at start-up are ready."""
+        super().start()
+        self.wait_until(self.ready, timeout)
+        return self
+
+    def index(self) -> list[dict]:
+        """The repository index: ``[{"name", "version", "state", "reason"}]`` for every model in it."""
+        self.check_alive()
+        status, body = http_json("POST", f"{self.http_url}/v2/repository/index", b"{}")
+        if status != 200:
+            raise self.fail(f"answered the repository index with HTTP {status}: {body}")
+        return body
+
+    def load(self, model: str) -> None:
+        """Load (or reload) one model; Triton's refusal becomes a ServerError carrying its message."""
+        self.check_alive()
+        status, body = http_json("POST", f"{self.http_url}/v2/repository/models/{model}/load", b"{}", timeout=300)
+        if status != 200:
+            raise ServerError(f"tritonserver refused to load `{model}`: {body.get('error', body)}")
+
+    def unload(self, model: str) -> None:
+        http_json("POST", f"{self.http_url}/v2/repository/models/{model}/unload", b"{}")
+
+    def stats(self, model: str) -> dict:
+        """Inference and execution counts (``execution_count`` < ``inference_count`` when batches formed)."""
+        status, body = http_json("GET", f"{self.http_url}/v2/models/{model}/stats")
+        if status != 200:
+            raise self.fail(f"answered stats of `{model}` with HTTP {status}")
+        s = body["model_stats"][0]
+        return {"inference_count": int(s.get("inference_count", 0)), "execution_count": int(s.get("execution_count", 0))}
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop by PID, then remove the backend directory (the log stays: errors point at it)."""
+        super().stop(grace)
+        shutil.rmtree(self.workdir / "backends", ignore_errors=True)
