@@ -3,8 +3,16 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# The serving venv (Triton's own tritonserver from nvidia-pytriton, numpy < 2) and what the servers serve.
+SERVING_VENV ?= .venv-serving
+REPO ?= artifacts/encoder-tiny/triton
+TFSERVING ?= artifacts/encoder-tiny/tfserving
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+METRICS_PORT ?= 8002
+REST_PORT ?= 8501
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench clean serving triton tfserving serving-demo
 
 install: $(VENV)/.installed
 
@@ -20,8 +28,11 @@ demo: install
 	$(VENV)/bin/attnkit run encoder-tiny --out artifacts/encoder-tiny --force
 
 # pytest exits 5 when it collected no test; that is reported, not treated as a pass or a crash.
+# The serving venv is built first (its tests start a real tritonserver); where it cannot be built, the
+# build says why and those tests skip with that reason.
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	-$(VENV)/bin/attnkit serve setup --venv $(SERVING_VENV)
+	ATTNKIT_SERVING_VENV=$(abspath $(SERVING_VENV)) $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; fi; exit $$rc
 
 # The workloads of BENCHMARKS.md (minutes, not part of the tests). Results land in bench-results/.
@@ -30,6 +41,25 @@ bench: install
 	$(VENV)/bin/attnkit bench encoder-base --batch-sizes 8 --seq-lens 128 --min-seconds 10 --out bench-results/w-base
 	$(PY) -m attnkit.benchmark.report bench-results/w-tiny/results.json > bench-results/w-tiny/results.md
 	$(PY) -m attnkit.benchmark.report bench-results/w-base/results.json > bench-results/w-base/results.md
+
+# The serving venv: nvidia-pytriton (tritonserver 2.51 + Triton's Python backend), onnxruntime and
+# TensorFlow for attnkit's stand-in backends, numpy < 2; pinned by attnkit/serving/constraints.txt.
+serving: install
+	$(VENV)/bin/attnkit serve setup --venv $(SERVING_VENV)
+
+# Triton's own server on a repository `attnkit package` wrote (REPO=...), on 127.0.0.1, in the foreground:
+# HTTP $(HTTP_PORT), gRPC $(GRPC_PORT). Ctrl-C or SIGTERM stops it and its backend processes.
+triton: serving
+	$(VENV)/bin/attnkit serve triton $(REPO) --venv $(SERVING_VENV) --http-port $(HTTP_PORT) \
+		--grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+
+# attnkit's TF Serving REST stand-in (not tensorflow_model_server) on a tfserving/ layout, 127.0.0.1:$(REST_PORT).
+tfserving: install
+	$(VENV)/bin/attnkit serve tfserving $(TFSERVING) --port $(REST_PORT)
+
+# The demo with the serving stage: encoder-tiny in Triton, load-tested with dynamic batching on and off.
+serving-demo: serving
+	ATTNKIT_SERVING_VENV=$(abspath $(SERVING_VENV)) $(VENV)/bin/attnkit run encoder-tiny --out artifacts/encoder-tiny --force --serve
 
 lint: install
 	$(VENV)/bin/ruff check .

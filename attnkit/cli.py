@@ -286,6 +286,23 @@ def verify(
 @click.option(
     "--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Timed generations (--generate)."
 )
+@click.option(
+    "--server",
+    metavar="URL",
+    help="Load-test a running KServe v2 endpoint (http://127.0.0.1:PORT or grpc://127.0.0.1:PORT); MODEL is the "
+    "model's name on the server. Sweeps --concurrency; each level: --warmup s, then --min-seconds s measured.",
+)
+@click.option("--request", type=click.Path(path_type=Path), help="With --server: a KServe v2 JSON request to send.")
+@click.option(
+    "--concurrency",
+    type=POSITIVE_INTS,
+    default="1,2,4,8,16",
+    show_default=True,
+    help="With --server: in-flight requests.",
+)
+@click.option(
+    "--max-requests", default=100_000, show_default=True, type=click.IntRange(min=1), help="With --server: per level."
+)
 def bench(
     target,
     backends,
@@ -305,11 +322,17 @@ def bench(
     prompt_lengths,
     new_tokens,
     repeats,
+    server,
+    request,
+    concurrency,
+    max_requests,
 ):
     """Benchmark every backend against the eager Keras baseline, in one run.
 
     MODEL_OR_DIR is a preset, a .keras file (both exported on the fly into a temporary directory)
     or an export directory (used as is; a requested backend without its artifact is refused).
+    With --server, MODEL_OR_DIR is the name of a model on a running server (a load test: throughput,
+    p50/p90/p99 latency and errors per concurrency level; --out gets loadtest.json/.csv/.png).
     """
     from .benchmark import report as render
     from .benchmark.harness import StoppingRule
@@ -318,6 +341,16 @@ def bench(
 
     if out:
         check_writable_out(out, force=True)
+    if request and not server:
+        raise AttnkitError("is only used with --server.", flag="--request", hint="Add --server URL.")
+    if server:
+        from .serving.cli import bench_server_command
+
+        bench_server_command(
+            target, server, request, concurrency, warmup, min_seconds, max_requests,
+            int((batch_sizes or (1,))[0]), int(seq_lens[0]), seed, out,
+        )  # fmt: skip
+        return
     if generate:
         from .generation.cli import bench_generation_command
 
@@ -479,9 +512,15 @@ def package(directory, triton, tfserving, version, name, force, no_warmup):
     default=None,
     help="Also export, verify and bench generation with a KV cache [default: on for decoder and seq2seq presets].",
 )
+@click.option(
+    "--serve",
+    is_flag=True,
+    help="Also load the ONNX model in Triton's own server (needs `make serving`) and load-test it with dynamic "
+    "batching on and off (bench/loadtest.*, report.md).",
+)
 def run_command(
     model, out, force, precision, target, trt_target, batch_sizes, seq_lens, min_seconds, imports, unsafe, seed,
-    generate,
+    generate, serve,
 ):  # fmt: skip
     """Export -> verify -> bench -> package MODEL, and write DIR/report.md linking everything."""
     from .models import classify
@@ -502,6 +541,7 @@ def run_command(
         seed=seed,
         unsafe=unsafe,
         generate=generate,
+        serve=serve,
         progress=progress,
     )
     _warn(result.warnings)
@@ -511,6 +551,15 @@ def run_command(
             f"{len(result.failures)} stage(s) failed; see {result.report}: {result.failures[0][:200]}",
             hint="The other stages' results are in the report.",
         )
+
+
+def _serve_group():
+    from .serving.cli import serve
+
+    return serve
+
+
+cli.add_command(_serve_group())
 
 
 def main() -> None:

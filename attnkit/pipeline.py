@@ -31,6 +31,7 @@ class RunSettings:
     target: str = "portable"
     precision_notes: list[str] = field(default_factory=list)
     generate: bool = False
+    serve: bool = False
 
 
 @dataclass
@@ -44,6 +45,7 @@ class RunResult:
     bench_report: object = None
     packaged: object = None
     generation_bench: object = None
+    served: object = None  # serving.run.ServeResult with --serve
 
 
 def _agreement_markdown(report) -> str:
@@ -83,6 +85,7 @@ def run(
     seed: int = 0,
     unsafe: bool = False,
     generate: bool | None = None,
+    serve: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Export every format available here, verify, benchmark, package, and write ``out/report.md``.
@@ -103,6 +106,10 @@ def run(
 
     parse_int_list(batch_sizes, "--batch-sizes")  # bad benchmark shapes are refused before anything is written
     parse_int_list(seq_lens, "--seq-lens")
+    if serve:  # a missing serving venv is refused before anything is written
+        from .serving.env import ServingEnv
+
+        ServingEnv.locate()
     say = progress or (lambda _m: None)
     out = Path(out)
     precision_notes: list[str] = []
@@ -194,6 +201,16 @@ def run(
         result.warnings += [w for w in result.packaged.warnings if w not in result.warnings]
     except Exception as e:  # reported in report.md, like every other stage's failure
         failures.append(f"package: {type(e).__name__}: {e}")
+    if serve and result.packaged is not None:
+        say("serve")
+        try:
+            from .serving.report import write_all as write_loadtest
+            from .serving.run import serve_load_tests
+
+            result.served = serve_load_tests(out, result.packaged, progress=say)
+            result.files += write_loadtest(result.served.reports, out / "bench")
+        except Exception as e:
+            failures.append(f"serve: {type(e).__name__}: {e}")
     result.failures, result.bench_report = failures, bench_report
     settings = RunSettings(
         model,
@@ -208,6 +225,7 @@ def run(
         target or "portable",
         precision_notes,
         generate,
+        serve,
     )
     _write_report(result, settings)
     return result
@@ -335,7 +353,11 @@ def _serving_section(out: Path, packaged) -> str:
         req = Path(packaged.requests["triton"])
         model_name = req.stem.removeprefix("request_")
         lines.append(f"curl -s localhost:8000/v2/models/{model_name}/infer -d @{q(str(req.resolve()))}")
-    lines.append("```")
+    lines += [
+        "# on a machine without Triton's C++ backends: Triton's own server with attnkit's stand-in backends",
+        f"attnkit serve triton {q(str((out / 'triton').resolve()))}",
+        "```",
+    ]
     for m in [m for m in packaged.tfserving if m["precision"] == "fp32"]:
         base = Path(m["path"]).parent.resolve()
         lines += ["", "TF Serving:", "", "```bash"]
@@ -348,8 +370,36 @@ def _serving_section(out: Path, packaged) -> str:
         if "tfserving_generate" in packaged.requests:
             req = q(str(Path(packaged.requests["tfserving_generate"]).resolve()))
             lines.append(f"curl -s localhost:8501/v1/models/{m['name']}:predict -d @{req}  # generate signature")
+        lines.append(f"attnkit serve tfserving {q(str(base))}  # attnkit's REST stand-in, not tensorflow_model_server")
         lines.append("```")
     return "\n".join(lines)
+
+
+def _served_section(served) -> str:
+    """With --serve: the load test of the ONNX model in Triton's own server, batching on vs off."""
+    if served is None:
+        return ""
+    from .serving.report import to_markdown
+
+    on, off = served.reports[0], served.reports[-1]
+    best_on = max(lv.inferences_per_s for lv in on.levels)
+    best_off = max(lv.inferences_per_s for lv in off.levels)
+    return "\n".join(
+        [
+            "",
+            "",
+            f"### Under load: `{served.model}` in tritonserver 2.51 (stand-in onnxruntime backend)",
+            "",
+            f"The served answer to the request example matches onnxruntime on the same file: max abs difference "
+            f"{served.max_abs_diff:.2e} (limit 1e-05). Closed loop at each concurrency, {on.warmup_s:g} s warm-up, "
+            f"{on.window_s:g} s measured; request {', '.join(f'{n} {s}' for n, s in on.request_shapes.items())}. "
+            f"Best throughput: {best_on:.0f} inferences/s with dynamic batching, {best_off:.0f} without "
+            f"({best_on / best_off:.2f}x). The server's own batch size is Triton's inferences per execution.",
+            "",
+            to_markdown(served.reports),
+            "![throughput vs latency](bench/loadtest.png)",
+        ]
+    )
 
 
 def _reproduce_section(settings: RunSettings) -> str:
@@ -359,7 +409,8 @@ def _reproduce_section(settings: RunSettings) -> str:
     return "\n".join(
         [
             f"attnkit run {q(model)} --out {q(str(out))} --force --precision {settings.precision} "
-            f"--target {settings.target} {shapes} --min-seconds {settings.min_seconds}{trt}",
+            f"--target {settings.target} {shapes} --min-seconds {settings.min_seconds}{trt}"
+            + (" --serve" if settings.serve else ""),
             "# or step by step:",
             f"attnkit export {q(model)} --out {q(str(out))} --force --format {','.join(settings.formats)} "
             f"--precision {settings.precision} --target {settings.target}{trt}"
@@ -399,7 +450,7 @@ def _write_report(result: RunResult, settings: RunSettings) -> None:
         agreement=_agreement_markdown(result.verify_report) if result.verify_report else "not run",
         benchmark=_benchmark_section(result.bench_report),
         generation=_generation_section(result),
-        serving=_serving_section(settings.out, result.packaged),
+        serving=_serving_section(settings.out, result.packaged) + _served_section(result.served),
         environment=json.dumps(result.bench_report.environment if result.bench_report is not None else {}, indent=2),
         reproduce=_reproduce_section(settings),
     )

@@ -70,8 +70,13 @@ class ServingEnv:
     @property
     def stub(self) -> Path:
         """The Python backend's stub process, built for this venv's Python version."""
-        return self.site / "pytriton" / "tritonserver" / "python_backend_stubs" / self.info["python"] / (
-            "triton_python_backend_stub"
+        return (
+            self.site
+            / "pytriton"
+            / "tritonserver"
+            / "python_backend_stubs"
+            / self.info["python"]
+            / ("triton_python_backend_stub")
         )
 
     @property
@@ -107,7 +112,9 @@ class ServingEnv:
                 hint="Build it with `make serving` (or `attnkit serve setup`), or point ATTNKIT_SERVING_VENV at one.",
             )
         env = cls(root, json.loads(marker.read_text()))
-        missing = [p for p in (env.tritonserver, env.stub, env.python_backend / "libtriton_python.so") if not p.exists()]
+        missing = [
+            p for p in (env.tritonserver, env.stub, env.python_backend / "libtriton_python.so") if not p.exists()
+        ]
         if missing:
             raise ServingEnvError(
                 f"the serving environment at `{root}` is incomplete (`{missing[0]}` is missing).",
@@ -144,7 +151,9 @@ def build(
     libpython_dir = _libpython_dir()
     if root.exists():
         if not (root / "pyvenv.cfg").exists() and any(root.iterdir()):
-            raise ServingEnvError(f"`{root}` exists and is not a virtualenv.", flag="--venv", hint="Choose another path.")
+            raise ServingEnvError(
+                f"`{root}` exists and is not a virtualenv.", flag="--venv", hint="Choose another path."
+            )
         shutil.rmtree(root)
     base = getattr(sys, "_base_executable", sys.executable)
     say(f"creating {root} with {base}")

@@ -66,20 +66,40 @@ def rows_of(body: dict) -> int:
     return int(body["inputs"][0]["shape"][0]) if body["inputs"] and body["inputs"][0]["shape"] else 1
 
 
-def request_from_metadata(endpoint: Endpoint, model: str, batch: int, seq: int, seed: int = 0) -> dict:
-    """A KServe v2 request built from the model's metadata: dynamic dims become ``batch`` (the first) and
-    ``seq`` (the others); floats ~ N(0, 1), integers in {0, 1} (token id 0 and 1 exist in every
-    vocabulary), inputs named ``*mask*`` all ones. Seeded. Real inputs: pass the package's request file."""
-    if endpoint.protocol != "http":
-        endpoint = Endpoint("http", endpoint.host, 8000)
+def _metadata(endpoint: Endpoint, model: str) -> tuple[dict, dict]:
+    """The model's KServe v2 metadata and its Triton config (``{}`` where the server has no config endpoint)."""
+    if endpoint.protocol == "grpc":
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+
+        client = grpcclient.InferenceServerClient(f"{endpoint.host}:{endpoint.port}")
+        try:
+            meta = client.get_model_metadata(model, as_json=True)
+            try:
+                config = client.get_model_config(model, as_json=True).get("config", {})
+            except InferenceServerException:
+                config = {}
+        except InferenceServerException as e:
+            raise ServerError(f"--server: model `{model}` at {endpoint}: {e.message()}") from None
+        finally:
+            client.close()
+        return meta, config
     try:
         status, meta = http_json("GET", f"{endpoint.http_url}/v2/models/{model}", timeout=10)
     except OSError as e:
-        raise ServerError(f"--server: nothing answers at {endpoint.http_url} ({e}).") from None
+        raise ServerError(f"--server: nothing answers at {endpoint} ({e}).") from None
     if status != 200:
-        raise ServerError(f"--server: model `{model}` at {endpoint.http_url}: HTTP {status}: {meta.get('error', meta)}")
+        raise ServerError(f"--server: model `{model}` at {endpoint}: HTTP {status}: {meta.get('error', meta)}")
     status, config = http_json("GET", f"{endpoint.http_url}/v2/models/{model}/config", timeout=10)
-    batched = status == 200 and int(config.get("max_batch_size", 0)) > 0
+    return meta, config if status == 200 else {}
+
+
+def request_from_metadata(endpoint: Endpoint, model: str, batch: int, seq: int, seed: int = 0) -> dict:
+    """A KServe v2 request built from the model's metadata: dynamic dims become ``batch`` (the first, when
+    the model batches) and ``seq`` (the others); floats ~ N(0, 1), integers in {0, 1} (token ids 0 and 1
+    exist in every vocabulary), inputs named ``*mask*`` all ones. Seeded. Real inputs: a request file."""
+    meta, config = _metadata(endpoint, model)
+    batched = int(config.get("max_batch_size", 0) or 0) > 0
     rng = np.random.default_rng(seed)
     inputs = []
     for io in meta["inputs"]:
@@ -279,8 +299,11 @@ def run_level(
         requests_per_s=len(ok) / window_s,
         inferences_per_s=len(ok) * rows / window_s,
         latency_ms={
-            "p50": float(p50), "p90": float(p90), "p99": float(p99),
-            "mean": float(lat.mean()) if len(lat) else float("nan"), "max": float(lat.max()) if len(lat) else float("nan"),
+            "p50": float(p50),
+            "p90": float(p90),
+            "p99": float(p99),
+            "mean": float(lat.mean()) if len(lat) else float("nan"),
+            "max": float(lat.max()) if len(lat) else float("nan"),
         },  # fmt: skip
         server_batch=server_batch,
         first_error=errors[0][2] if errors else None,
@@ -319,7 +342,7 @@ def load_test(
         raise AttnkitError("the window must be > 0 s and the warm-up >= 0 s.", flag="--min-seconds")
     stats_endpoint = Endpoint.parse(stats_url) if stats_url else (endpoint if endpoint.protocol == "http" else None)
     if body is None:
-        body = request_from_metadata(stats_endpoint or endpoint, model, batch, seq, seed)
+        body = request_from_metadata(endpoint, model, batch, seq, seed)
     say = progress or (lambda _m: None)
     probe(endpoint, model, body, timeout)
     report = LoadReport(

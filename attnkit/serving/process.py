@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -79,7 +80,15 @@ class ServerProcess:
             return "(no log)"
         # Triton ends with a table of model states; its last message line says more than a border line.
         lines = [ln for ln in lines if not set(ln) <= set("+-|= ")]
-        return lines[-1][:400] if lines else "(the log is empty)"
+        if not lines:
+            return "(the log is empty)"
+        # Triton's last words after a failed load are generic ("failed to load all models"): its last error
+        # line (E<date> ...) is the one that names the model and the reason.
+        errors = [ln for ln in lines if re.match(r"^E\d{4} ", ln) and "CudaDriverHelper" not in ln]
+        last = lines[-1][:300]
+        if errors and errors[-1][:300] != last:
+            return f"{errors[-1][:500]} … {last}"
+        return last
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

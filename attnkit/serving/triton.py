@@ -117,8 +117,9 @@ class TritonServer(ServerProcess):
         """Load (or reload) one model; Triton's refusal becomes a ServerError carrying its message."""
         self.check_alive()
         status, body = http_json("POST", f"{self.http_url}/v2/repository/models/{model}/load", b"{}", timeout=300)
-        if status != 200:
-            raise ServerError(f"tritonserver refused to load `{model}`: {body.get('error', body)}")
+        if status != 200:  # the Python backend appends the stub's traceback ("At: ..."): keep Triton's first line
+            error = str(body.get("error", body)).strip().splitlines()[0]
+            raise ServerError(f"tritonserver refused to load `{model}`: {error}")
 
     def unload(self, model: str) -> None:
         http_json("POST", f"{self.http_url}/v2/repository/models/{model}/unload", b"{}")
@@ -129,7 +130,10 @@ class TritonServer(ServerProcess):
         if status != 200:
             raise self.fail(f"answered stats of `{model}` with HTTP {status}")
         s = body["model_stats"][0]
-        return {"inference_count": int(s.get("inference_count", 0)), "execution_count": int(s.get("execution_count", 0))}
+        return {
+            "inference_count": int(s.get("inference_count", 0)),
+            "execution_count": int(s.get("execution_count", 0)),
+        }
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop by PID, then remove the backend directory (the log stays: errors point at it)."""

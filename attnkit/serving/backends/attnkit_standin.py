@@ -89,7 +89,10 @@ def check_config(config: dict, inputs: list[Tensor], outputs: list[Tensor]) -> N
             f"unable to load model '{name}', configuration expects {len(config.get('input', []))} inputs, "
             f"model provides {len(inputs)}"
         )
-    for mode, entries, tensors in (("input", config.get("input", []), inputs), ("output", config.get("output", []), outputs)):
+    for mode, entries, tensors in (
+        ("input", config.get("input", []), inputs),
+        ("output", config.get("output", []), outputs),
+    ):
         by_name = {t.name: t for t in tensors}
         for io in entries:
             t = by_name.get(io["name"])

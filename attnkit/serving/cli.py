@@ -1,0 +1,150 @@
+"""``attnkit serve setup|triton|tfserving`` and the body of ``attnkit bench --server`` (cli.py only parses)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from ..cli_support import console, progress
+from ..errors import AttnkitError
+
+VENV_HELP = "Serving virtualenv [default: $ATTNKIT_SERVING_VENV, else .venv-serving of the checkout]."
+
+
+@click.group("serve")
+def serve():
+    """Serve attnkit's layouts on 127.0.0.1: Triton's own server (stand-in backends) or a TF Serving stand-in.
+
+    \b
+    attnkit serve setup                          build the serving venv (make serving)
+    attnkit serve triton artifacts/m/triton      tritonserver 2.51 on the repository, until Ctrl-C
+    attnkit serve tfserving artifacts/m/tfserving  the TF Serving REST stand-in on the layout
+    """
+
+
+@serve.command("setup")
+@click.option("--venv", type=click.Path(path_type=Path), help=VENV_HELP)
+@click.option("--no-tensorflow", is_flag=True, help="Leave TensorFlow out (Triton then loads ONNX models only).")
+@click.option("--force", is_flag=True, help="Rebuild even when the venv matches the pins.")
+def setup(venv, no_tensorflow, force):
+    """Build the serving virtualenv: nvidia-pytriton (tritonserver 2.51), onnxruntime, TensorFlow, numpy < 2."""
+    from .env import build
+
+    env = build(venv, tensorflow=not no_tensorflow, force=force, say=progress)
+    i = env.info
+    click.echo(
+        f"serving venv {env.root}: pytriton {i['pytriton']}, onnxruntime {i['onnxruntime']}, "
+        f"tensorflow {i['tensorflow'] or 'not installed'}, numpy {i['numpy']}"
+    )
+
+
+def _wait(server) -> None:
+    """Foreground until Ctrl-C / SIGTERM (then stopped by PID) or until the server dies (one-line error)."""
+    try:
+        while True:
+            time.sleep(0.5)
+            server.check_alive()
+    except KeyboardInterrupt:
+        server.stop()
+        click.echo(f"stopped {server.what} (pid {server.pid})", err=True)
+
+
+@serve.command("triton")
+@click.argument("repository", type=click.Path(path_type=Path))
+@click.option("--venv", type=click.Path(path_type=Path), help=VENV_HELP)
+@click.option("--http-port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free one.")
+@click.option("--grpc-port", default=8001, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--metrics-port", default=8002, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--model", "models", multiple=True, help="Load only this model (repeatable) [default: all].")
+@click.option("--timeout", default=300.0, show_default=True, type=float, help="Seconds to wait until ready.")
+def triton(repository, venv, http_port, grpc_port, metrics_port, models, timeout):
+    """Run Triton's own tritonserver on REPOSITORY (as `attnkit package` wrote it) until Ctrl-C or SIGTERM.
+
+    The server, its config parsing, dynamic batching and HTTP/gRPC endpoints are Triton's; the onnxruntime
+    and tensorflow backends are attnkit's Python stand-ins (Triton's C++ backends cannot be installed here).
+    """
+    from .env import ServingEnv
+    from .triton import TritonServer
+
+    if not repository.is_dir():
+        raise AttnkitError(
+            f"`{repository}` is not a directory.", flag="REPOSITORY", hint="Give a Triton model repository."
+        )
+    env = ServingEnv.locate(venv)
+    with TritonServer(
+        repository, models=tuple(models) or None, http_port=http_port, grpc_port=grpc_port,
+        metrics_port=metrics_port, env=env,
+    ) as server:  # fmt: skip
+        progress(f"starting tritonserver on {repository} (log: {server.log})")
+        server.start(timeout)
+        for m in server.index():
+            click.echo(f"{m['name']} version {m.get('version', '-')}: {m.get('state', 'UNAVAILABLE')}")
+        click.echo(
+            f"tritonserver pid {server.pid} ready: HTTP {server.http_url}, gRPC {server.grpc_url} (Ctrl-C stops)"
+        )
+        _wait(server)
+
+
+@serve.command("tfserving")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--port", default=8501, show_default=True, type=click.IntRange(0, 65535), help="REST port; 0 picks one.")
+@click.option("--model-name", help="Serve only this model [default: every model under DIRECTORY].")
+@click.option("--timeout", default=300.0, show_default=True, type=float, help="Seconds to wait until ready.")
+def tfserving(directory, port, model_name, timeout):
+    """Run attnkit's TF Serving REST STAND-IN (not tensorflow_model_server) on DIRECTORY until Ctrl-C.
+
+    DIRECTORY is a model base path (<version>/saved_model.pb) or attnkit's tfserving/ layout (one model per
+    subdirectory). Serves the highest version, tag serve, /v1/models/NAME[:predict|/metadata].
+    """
+    from .tfserving import TFServingStandIn, model_bases
+
+    try:
+        model_bases(directory, model_name)
+    except FileNotFoundError as e:
+        raise AttnkitError(
+            f"{e}.", flag="DIRECTORY", hint="Give attnkit's tfserving/ directory or a model base path."
+        ) from None
+    with TFServingStandIn(directory, model_name=model_name, port=port) as server:
+        server.start(timeout)
+        for name in server.names:
+            click.echo(f"{name}: {server.url}/v1/models/{name}")
+        click.echo(f"TF Serving stand-in pid {server.pid} ready at {server.url} (Ctrl-C stops)")
+        _wait(server)
+
+
+def read_request(path: Path) -> dict:
+    """A KServe v2 JSON request file (e.g. the package's request_<model>.json), or a one-line error."""
+    try:
+        body = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise AttnkitError(f"cannot read `{path}` ({e.strerror or e}).", flag="--request") from None
+    except ValueError as e:
+        raise AttnkitError(f"`{path}` is not JSON ({e}).", flag="--request") from None
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
+        raise AttnkitError(f"`{path}` is not a KServe v2 request (no \"inputs\" list).", flag="--request",
+                           hint="Use the request_<model>.json that attnkit package wrote.")  # fmt: skip
+    for item in body["inputs"]:
+        if not {"name", "shape", "datatype", "data"} <= set(item):
+            raise AttnkitError(f"an input of `{path}` lacks name/shape/datatype/data.", flag="--request")
+    return body
+
+
+def bench_server_command(model, server, request, concurrency, warmup, seconds, max_requests, batch, seq, seed, out):
+    from . import report as render
+    from .loadtest import load_test
+
+    body = read_request(request) if request else None
+    result = load_test(
+        server, model, body, concurrency=tuple(int(c) for c in concurrency), warmup_s=warmup, window_s=seconds,
+        max_requests=max_requests, batch=batch, seq=seq, seed=seed, progress=progress,
+    )  # fmt: skip
+    console().print(render.table([result], console().width))
+    if result.errors:
+        first = next(lv.first_error for lv in result.levels if lv.first_error)
+        click.echo(f"Warning: {result.errors} request(s) failed; the first: {first}", err=True)
+    if out:
+        for path in render.write_all([result], out):
+            click.echo(f"wrote {path}")

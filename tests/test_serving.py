@@ -1,0 +1,394 @@
+"""Serving for real: Triton's own server (tritonserver 2.51 from nvidia-pytriton) loads the repository as
+`attnkit package` wrote it (stand-in onnxruntime/tensorflow backends), answers over HTTP and gRPC like
+onnxruntime on the same file, refuses broken configs; the TF Serving REST stand-in; load tests; failures.
+
+Needs the serving venv (`make serving`, which `make test` builds first); the fixture builds it when it is
+missing and skips with the reason only where it cannot be built.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_cli import assert_one_line_error, run
+
+from attnkit.package import package
+from attnkit.serving.process import ServerError, group_members, http_json
+from attnkit.serving.run import kserve_feeds, kserve_outputs
+
+ATOL = 1e-5  # served vs onnxruntime on the same file
+
+
+@pytest.fixture(scope="session")
+def serving_env():
+    from attnkit.serving.env import ServingEnvError, build
+
+    try:
+        return build()  # reuses the venv `make serving` built; builds it when missing
+    except ServingEnvError as e:
+        pytest.skip(f"the serving venv cannot be built here: {e}")
+
+
+@pytest.fixture(scope="module")
+def layouts(tiny_export, tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving")
+    result = package(tiny_export.out, triton=root / "triton", tfserving=root / "tfserving")
+    return root, result
+
+
+@pytest.fixture(scope="module")
+def triton(serving_env, layouts):
+    from attnkit.serving.triton import TritonServer
+
+    root, _ = layouts
+    with TritonServer(root / "triton", env=serving_env) as server:
+        server.start()
+        yield server
+    assert group_members(server.pid) == [], "processes of the server's group outlived stop()"
+
+
+def onnx_session(layouts):
+    from attnkit.runtimes.onnxruntime import session
+
+    root, _ = layouts
+    return session(root / "triton" / "encoder-tiny_onnx" / "1" / "model.onnx")
+
+
+def padded_batch(rng, lengths, vocab=1000):
+    """Rows of different real lengths, right-padded to the longest (padding_mask 0 beyond each length)."""
+    seq = max(lengths)
+    ids = rng.integers(1, vocab, (len(lengths), seq)).astype("int32")
+    mask = (np.arange(seq)[None, :] < np.asarray(lengths)[:, None]).astype("int32")
+    return {"token_ids": ids * mask, "padding_mask": mask}
+
+
+def kserve_body(feeds):
+    return {
+        "inputs": [
+            {"name": n, "shape": list(a.shape), "datatype": "INT32", "data": a.ravel().tolist()}
+            for n, a in feeds.items()
+        ],
+        "outputs": [{"name": "hidden_states"}],
+    }
+
+
+def test_every_model_of_the_repository_is_ready(triton, layouts):
+    _, result = layouts
+    index = {m["name"]: m for m in triton.index()}
+    assert set(index) == {m["name"] for m in result.triton} == {"encoder-tiny_onnx", "encoder-tiny_savedmodel"}
+    assert all(m["state"] == "READY" for m in index.values()), index
+    status, config = http_json("GET", f"{triton.http_url}/v2/models/encoder-tiny_onnx/config")
+    assert status == 200 and config["backend"] == "onnxruntime" and config["runtime"] == "model.py"  # the stand-in
+    assert config["dynamic_batching"]["preferred_batch_size"] == [8, 32]  # the packaged config, parsed by Triton
+
+
+def test_request_example_matches_onnxruntime_on_the_same_file(triton, layouts, tiny_export):
+    root, result = layouts
+    request = json.loads(Path(result.requests["triton"]).read_text())
+    expected = onnx_session(layouts).run(["hidden_states"], kserve_feeds(request))[0]
+    for model in ("encoder-tiny_onnx", "encoder-tiny_savedmodel"):
+        status, answer = http_json("POST", f"{triton.http_url}/v2/models/{model}/infer", request)
+        assert status == 200, answer
+        served = kserve_outputs(answer)["hidden_states"]
+        assert served.shape == expected.shape
+        limit = ATOL if model.endswith("onnx") else 1e-4  # the SavedModel: TF vs onnxruntime kernels
+        assert np.max(np.abs(served - expected)) <= limit, model
+
+
+def test_padded_batches_of_two_shapes_over_http_and_grpc(triton, layouts, rng):
+    import tritonclient.grpc as grpcclient
+
+    sess = onnx_session(layouts)
+    batches = [padded_batch(rng, [5, 9]), padded_batch(rng, [12, 16, 3])]
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    for feeds in batches:
+        expected = sess.run(["hidden_states"], feeds)[0]
+        status, answer = http_json("POST", f"{triton.http_url}/v2/models/encoder-tiny_onnx/infer", kserve_body(feeds))
+        assert status == 200, answer
+        assert np.max(np.abs(kserve_outputs(answer)["hidden_states"] - expected)) <= ATOL
+        inputs = []
+        for n, a in feeds.items():
+            inputs.append(grpcclient.InferInput(n, list(a.shape), "INT32"))
+            inputs[-1].set_data_from_numpy(a)
+        served = client.infer("encoder-tiny_onnx", inputs).as_numpy("hidden_states")
+        assert served.shape == expected.shape and np.max(np.abs(served - expected)) <= ATOL
+    # both shapes in flight at once: the dynamic batcher may stack equal shapes only, and each answer is its own
+    answers, errors = {}, []
+
+    def send(i):
+        feeds = batches[i % 2]
+        status, answer = http_json("POST", f"{triton.http_url}/v2/models/encoder-tiny_onnx/infer", kserve_body(feeds))
+        (answers.__setitem__(i, kserve_outputs(answer)["hidden_states"]) if status == 200 else errors.append(answer))
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and len(answers) == 12
+    for i, served in answers.items():
+        assert np.max(np.abs(served - sess.run(["hidden_states"], batches[i % 2])[0])) <= ATOL
+
+
+def _broken(repo: Path, src: str, name: str, edit) -> None:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    (repo / name).mkdir()
+    shutil.copytree(repo / src / "1", repo / name / "1", copy_function=os.link)
+    cfg = text_format.Parse((repo / src / "config.pbtxt").read_text(), mc.ModelConfig())
+    cfg.name = name
+    edit(cfg, mc)
+    (repo / name / "config.pbtxt").write_text(text_format.MessageToString(cfg))
+
+
+def test_broken_configs_are_refused_by_the_server(triton, layouts):
+    repo = layouts[0] / "triton"
+
+    def wrong_dtype(cfg, mc):
+        cfg.input[0].data_type = mc.TYPE_FP32
+
+    def wrong_dims(cfg, mc):
+        del cfg.output[0].dims[:]
+        cfg.output[0].dims.extend([-1, 64])
+
+    def no_batch_dim(cfg, mc):  # max_batch_size 0 keeps the batch axis out of dims: the graph has one more
+        cfg.max_batch_size = 0
+        cfg.ClearField("dynamic_batching")
+        cfg.ClearField("model_warmup")
+
+    def unbatched_right(cfg, mc):  # the same without max_batch_size, dims spelled with the batch axis: valid
+        no_batch_dim(cfg, mc)
+        for io in list(cfg.input) + list(cfg.output):
+            io.dims.insert(0, -1)
+
+    cases = {
+        "bad_dtype": (
+            wrong_dtype,
+            "configuration expects datatype TYPE_FP32 for input 'token_ids', model provides TYPE_INT32",
+        ),
+        "bad_dims": (wrong_dims, "tensor 'hidden_states': the model expects 3 dimensions (shape [-1,-1,128])"),
+        "bad_batch": (
+            no_batch_dim,
+            "the model expects 2 dimensions (shape [-1,-1]) but the model configuration specifies 1",
+        ),
+    }
+    for name, (edit, _) in cases.items():
+        _broken(repo, "encoder-tiny_onnx", name, edit)
+    _broken(repo, "encoder-tiny_onnx", "unbatched_ok", unbatched_right)
+    try:
+        for name, (_, message) in cases.items():
+            with pytest.raises(ServerError) as e:
+                triton.load(name)
+            assert message in str(e.value), str(e.value)
+            assert "\n" not in str(e.value)
+        triton.load("unbatched_ok")
+        feeds = padded_batch(np.random.default_rng(7), [4, 6])
+        status, answer = http_json("POST", f"{triton.http_url}/v2/models/unbatched_ok/infer", kserve_body(feeds))
+        assert status == 200, answer
+        expected = onnx_session(layouts).run(["hidden_states"], feeds)[0]
+        assert np.max(np.abs(kserve_outputs(answer)["hidden_states"] - expected)) <= ATOL
+        # the SavedModel stand-in checks its signature the same way
+        _broken(repo, "encoder-tiny_savedmodel", "bad_tf", wrong_dtype)
+        with pytest.raises(ServerError, match="configuration expects datatype TYPE_FP32 for input 'token_ids'"):
+            triton.load("bad_tf")
+    finally:
+        for name in [*cases, "unbatched_ok", "bad_tf"]:
+            triton.unload(name)
+            shutil.rmtree(repo / name, ignore_errors=True)
+    assert {m["name"]: m["state"] for m in triton.index() if m["name"].startswith("encoder")} == {
+        "encoder-tiny_onnx": "READY", "encoder-tiny_savedmodel": "READY"}  # fmt: skip
+
+
+def test_load_test_sweep_measures_batching(triton, layouts):
+    from attnkit.serving.loadtest import load_test
+
+    _, result = layouts
+    request = json.loads(Path(result.requests["triton"]).read_text())
+    report = load_test(triton.http_url, "encoder-tiny_onnx", request, concurrency=(1, 8), warmup_s=0.3, window_s=1.0)
+    one, eight = report.levels
+    assert [lv.concurrency for lv in report.levels] == [1, 8] and report.errors == 0
+    for lv in report.levels:
+        assert lv.requests > 10 and lv.requests_per_s == pytest.approx(lv.requests / lv.window_s)
+        assert lv.latency_ms["p50"] <= lv.latency_ms["p90"] <= lv.latency_ms["p99"]
+    assert one.server_batch == pytest.approx(1.0)  # one request in flight: nothing to batch
+    assert eight.server_batch > 1.0  # Triton's dynamic batcher stacked requests
+
+
+def test_bench_server_cli_writes_table_json_csv_plot(triton, layouts, tmp_path):
+    _, result = layouts
+    out = tmp_path / "lt"
+    code, output = run(
+        "bench", "encoder-tiny_onnx", "--server", triton.http_url, "--request", result.requests["triton"],
+        "--concurrency", "1,2", "--warmup", "0.2", "--min-seconds", "0.5", "--out", out,
+    )  # fmt: skip
+    assert code == 0, output
+    assert "load test: encoder-tiny_onnx" in output and "p99" in output
+    data = json.loads((out / "loadtest.json").read_text())
+    assert [lv["concurrency"] for lv in data["runs"][0]["levels"]] == [1, 2]
+    assert len((out / "loadtest.csv").read_text().strip().splitlines()) == 3
+    assert (out / "loadtest.png").read_bytes()[:4] == b"\x89PNG"
+    # gRPC, with a request built from the model's metadata (batch 2 x seq 16)
+    code, output = run(
+        "bench", "encoder-tiny_savedmodel", "--server", f"grpc://{triton.grpc_url}", "--concurrency", "2",
+        "--warmup", "0.2", "--min-seconds", "0.5", "--batch-sizes", "2", "--seq-lens", "16",
+    )  # fmt: skip
+    assert code == 0, output
+    assert "token_ids [2, 16]" in output.replace("\n", " ").replace("  ", " ")
+
+
+def test_bench_server_bad_input_is_one_line(triton, tmp_path):
+    assert_one_line_error(*run("bench", "m", "--server", "http://10.1.2.3:8000"), "--server", "127.0.0.1 only")
+    assert_one_line_error(*run("bench", "m", "--server", "ftp://127.0.0.1:1"), "--server", "scheme")
+    assert_one_line_error(*run("bench", "encoder-tiny", "--request", tmp_path / "r.json"), "--request", "--server")
+    (tmp_path / "r.json").write_text('{"inputs": []}')
+    assert_one_line_error(
+        *run("bench", "m", "--server", triton.http_url, "--request", tmp_path / "r.json"), "--request"
+    )
+    assert_one_line_error(*run("bench", "nope", "--server", triton.http_url), "--server", "nope")
+    from attnkit.serving.process import free_port
+
+    assert_one_line_error(
+        *run("bench", "m", "--server", f"http://127.0.0.1:{free_port()}"), "--server", "nothing answers"
+    )
+
+
+def test_served_load_tests_batching_on_and_off(serving_env, layouts):
+    from attnkit.pipeline import _served_section
+    from attnkit.serving.run import serve_load_tests
+
+    root, result = layouts
+    served = serve_load_tests(root, result, concurrency=(1, 4), warmup_s=0.2, window_s=0.6)
+    assert served.max_abs_diff <= ATOL
+    on, off = served.reports
+    assert (on.label, off.label) == ("dynamic batching on", "dynamic batching off")
+    assert on.errors == off.errors == 0
+    assert all(lv.server_batch == pytest.approx(1.0) for lv in off.levels)  # no batcher: one request per execution
+    assert on.levels[-1].server_batch > 1.0
+    text = _served_section(served)
+    assert "dynamic batching on" in text and "| 4 |" in text
+    # the packaged config was not touched by the scratch repository's unbatched copy
+    assert "dynamic_batching" in (root / "triton" / "encoder-tiny_onnx" / "config.pbtxt").read_text()
+
+
+def test_server_failures_are_one_line_with_the_servers_last_log_line(serving_env, layouts, tmp_path):
+    from attnkit.serving.triton import TritonServer
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    src = layouts[0] / "triton"
+    shutil.copytree(src / "encoder-tiny_onnx", repo / "encoder-tiny_onnx", copy_function=os.link)
+    # a model that fails to load: the server exits, and the error names the model and Triton's reason
+    (repo / "encoder-tiny_onnx" / "config.pbtxt").unlink()
+    (repo / "encoder-tiny_onnx" / "config.pbtxt").write_text(
+        (src / "encoder-tiny_onnx" / "config.pbtxt").read_text().replace("TYPE_INT32", "TYPE_INT64", 1)
+    )
+    server = TritonServer(repo, env=serving_env)
+    with pytest.raises(ServerError) as e:
+        server.start()
+    message = str(e.value)
+    assert "exited with code" in message and "its last log line" in message and "encoder-tiny_onnx" in message
+    assert "TYPE_INT64" in message and "\n" not in message
+    assert group_members(server.pid) == []
+    # never ready within the time allowed: stopped, and said so
+    shutil.copy2(src / "encoder-tiny_onnx" / "config.pbtxt", repo / "encoder-tiny_onnx" / "config.pbtxt")
+    server = TritonServer(repo, env=serving_env)
+    with pytest.raises(ServerError, match=r"was not ready after 0\.2 s; its last log line: "):
+        server.start(timeout=0.2)
+    assert group_members(server.pid) == []
+    # dies mid-test (SIGKILL to the server alone): the next call says so; stop() reaps the stub it left
+    with TritonServer(repo, env=serving_env) as server:
+        server.start()
+        os.kill(server.pid, signal.SIGKILL)
+        server.proc.wait(10)
+        with pytest.raises(ServerError, match=r"exited with code -9; its last log line: "):
+            server.index()
+    assert group_members(server.pid) == []
+
+
+def test_tfserving_standin_serves_the_layout(tiny_export, layouts, tmp_path):
+    from attnkit.serving.tfserving import SERVER_HEADER, TFServingStandIn
+
+    root, result = layouts
+    tfs = root / "tfserving"
+    package(tiny_export.out, tfserving=tfs, version=2)  # the highest version is served
+    request = json.loads(Path(result.requests["tfserving"]).read_text())
+    feeds = {n: np.asarray(v, "int32") for n, v in request["inputs"].items()}
+    expected = onnx_session(layouts).run(["hidden_states"], feeds)[0]
+    with TFServingStandIn(tfs) as server:
+        server.start()
+        url = f"{server.url}/v1/models/encoder-tiny"
+        status, body = http_json("GET", url)
+        assert status == 200 and body["model_version_status"] == [
+            {"version": "2", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]  # fmt: skip
+        status, meta = http_json("GET", f"{url}/metadata")
+        sig = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
+        assert status == 200 and sig["inputs"]["token_ids"]["dtype"] == "DT_INT32"
+        assert sig["outputs"]["hidden_states"]["tensor_shape"]["dim"][-1]["size"] == "128"
+        status, body = http_json("POST", f"{url}:predict", request)  # the package's columnar example
+        assert status == 200 and np.max(np.abs(np.asarray(body["outputs"]) - expected)) <= 1e-4
+        rows = padded_batch(np.random.default_rng(3), [7, 4])
+        instances = [{n: a[i].tolist() for n, a in rows.items()} for i in range(2)]
+        status, body = http_json("POST", f"{url}/versions/2:predict", {"instances": instances})
+        want = onnx_session(layouts).run(["hidden_states"], rows)[0]
+        assert status == 200 and np.max(np.abs(np.asarray(body["predictions"]) - want)) <= 1e-4
+        import urllib.request
+
+        with urllib.request.urlopen(url) as r:
+            assert r.headers["Server"].startswith(SERVER_HEADER)  # labelled a stand-in on every answer
+        for bad, needle in (
+            ({"instances": [{"token_ids": [1, 2]}, {"token_ids": [1, 2, 3]}]}, "'instances'"),
+            ({"inputs": {"token_ids": [[1.5]], "padding_mask": [[1]]}}, "non-integer"),
+            ({"inputs": {"token_ids": [1, 2], "padding_mask": [1, 1]}}, "shape"),
+            ({"signature_name": "nope", "inputs": {}}, "nope"),
+            ({}, "Missing 'inputs' or 'instances'"),
+        ):
+            status, body = http_json("POST", f"{url}:predict", bad)
+            assert status == 400 and needle in body["error"], (bad, body)
+        assert http_json("POST", f"{server.url}/v1/models/other:predict", request)[0] == 404
+        assert http_json("GET", f"{url}/versions/1")[0] == 404  # only the highest version is loaded
+        pid = server.pid
+    assert group_members(pid) == []
+
+
+def test_serve_commands_refuse_bad_input(tmp_path):
+    assert_one_line_error(*run("serve", "triton", tmp_path / "none"), "REPOSITORY")
+    assert_one_line_error(*run("serve", "tfserving", tmp_path), "DIRECTORY", "saved_model.pb")
+    assert_one_line_error(*run("serve", "triton", tmp_path, "--venv", tmp_path / "v"), "--venv", "make serving")
+
+
+def test_standin_config_checks_follow_tritons_rules():
+    sys.path.insert(0, str(Path(__file__).parents[1] / "attnkit" / "serving" / "backends"))
+    try:
+        from attnkit_standin import ConfigMismatch, Tensor, check_config
+    finally:
+        sys.path.pop(0)
+    model_in = [Tensor("x", "TYPE_FP32", (-1, -1, 8))]
+    model_out = [Tensor("y", "TYPE_FP32", (-1, -1, 4))]
+
+    def cfg(mbs, in_dims, out_dims, dtype="TYPE_FP32"):
+        return {"name": "m", "max_batch_size": mbs, "input": [{"name": "x", "data_type": dtype, "dims": in_dims}],
+                "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": out_dims}]}  # fmt: skip
+
+    check_config(cfg(8, [-1, 8], [-1, 4]), model_in, model_out)  # batched
+    check_config(cfg(0, [-1, -1, 8], [-1, -1, 4]), model_in, model_out)  # unbatched, batch axis in dims
+    check_config(cfg(8, [5, 8], [-1, 4]), model_in, model_out)  # inputs: a fixed dim where the model has -1 is fine
+    for bad, needle in (
+        (cfg(8, [-1, 8], [7, 4]), "tensor 'y': the model expects 3 dimensions"),  # outputs compare exactly
+        (cfg(0, [-1, 8], [-1, -1, 4]), "specifies 2 dimensions (shape [-1,8])"),
+        (cfg(8, [-1, 8], [-1, 4], "TYPE_FP16"), "configuration expects datatype TYPE_FP16 for input 'x'"),
+        ({**cfg(8, [-1, 8], [-1, 4]), "output": [{"name": "z", "data_type": "TYPE_FP32", "dims": [-1, 4]}]},
+         "unexpected inference output 'z', allowed outputs are: y"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigMismatch, match=needle.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+            check_config(bad, model_in, model_out)
+    with pytest.raises(ConfigMismatch, match="first dimension must be -1"):
+        check_config(cfg(8, [8], [4]), [Tensor("x", "TYPE_FP32", (2, 8))], [Tensor("y", "TYPE_FP32", (2, 4))])
