@@ -254,6 +254,8 @@ def test_bench_server_bad_input_is_one_line(triton, tmp_path):
         *run("bench", "m", "--server", triton.http_url, "--request", tmp_path / "r.json"), "--request"
     )
     assert_one_line_error(*run("bench", "nope", "--server", triton.http_url), "--server", "nope")
+    assert_one_line_error(*run("bench", "m", "--server", triton.http_url, "--min-seconds", "inf"), "--min-seconds")
+    assert_one_line_error(*run("bench", "m", "--server", triton.http_url, "--concurrency", "0"), "--concurrency")
     from attnkit.serving.process import free_port
 
     assert_one_line_error(

@@ -42,11 +42,17 @@ def setup(venv, no_tensorflow, force):
 
 
 def _wait(server) -> None:
-    """Foreground until Ctrl-C / SIGTERM (then stopped by PID) or until the server dies (one-line error)."""
+    """Foreground until Ctrl-C / SIGTERM (then stopped by PID), until the server dies (one-line error), or
+    until this command's parent goes away: `make triton` killed by its PID must not leave a server behind."""
+    import os
+
+    parent = os.getppid()
     try:
-        while True:
+        while os.getppid() == parent:
             time.sleep(0.5)
             server.check_alive()
+        click.echo(f"the parent process ({parent}) exited; stopping {server.what} (pid {server.pid})", err=True)
+        server.stop()
     except KeyboardInterrupt:
         server.stop()
         click.echo(f"stopped {server.what} (pid {server.pid})", err=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -338,8 +339,12 @@ def load_test(
     endpoint = Endpoint.parse(url)
     if any(c < 1 for c in concurrency):
         raise AttnkitError(f"levels must be >= 1; got {','.join(map(str, concurrency))}.", flag="--concurrency")
-    if not (warmup_s >= 0 and window_s > 0):
-        raise AttnkitError("the window must be > 0 s and the warm-up >= 0 s.", flag="--min-seconds")
+    if not (math.isfinite(window_s) and window_s > 0):
+        raise AttnkitError(
+            f"the measured window must be a finite number of seconds > 0; got {window_s}.", flag="--min-seconds"
+        )
+    if not (math.isfinite(warmup_s) and warmup_s >= 0):
+        raise AttnkitError(f"must be a finite number of seconds >= 0; got {warmup_s}.", flag="--warmup")
     stats_endpoint = Endpoint.parse(stats_url) if stats_url else (endpoint if endpoint.protocol == "http" else None)
     if body is None:
         body = request_from_metadata(endpoint, model, batch, seq, seed)
