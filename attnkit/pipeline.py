@@ -392,7 +392,7 @@ def _served_section(served) -> str:
             "",
             f"The served answer to the request example matches onnxruntime on the same file: max abs difference "
             f"{served.max_abs_diff:.2e} (limit 1e-05). Closed loop at each concurrency, {on.warmup_s:g} s warm-up, "
-            f"{on.window_s:g} s measured; request {', '.join(f'{n} {s}' for n, s in on.request_shapes.items())}. "
+            f">= {on.window_s:g} s (and >= 4 answers per client) measured; request {', '.join(f'{n} {s}' for n, s in on.request_shapes.items())}. "
             f"Best throughput: {best_on:.0f} inferences/s with dynamic batching, {best_off:.0f} without "
             f"({best_on / best_off:.2f}x). The server's own batch size is Triton's inferences per execution.",
             "",

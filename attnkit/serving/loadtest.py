@@ -154,6 +154,7 @@ class _HttpSender:
 class _GrpcSender:
     def __init__(self, endpoint: Endpoint, model: str, body: dict, timeout: float):
         import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
 
         self.client = grpcclient.InferenceServerClient(f"{endpoint.host}:{endpoint.port}")
         self.model, self.timeout = model, timeout
@@ -163,7 +164,7 @@ class _GrpcSender:
             inp.set_data_from_numpy(np.asarray(item["data"], NUMPY[item["datatype"]]).reshape(item["shape"]))
             self.inputs.append(inp)
         self.outputs = [grpcclient.InferRequestedOutput(o["name"]) for o in body.get("outputs", [])]
-        self.error = __import__("tritonclient.utils", fromlist=["InferenceServerException"]).InferenceServerException
+        self.error = InferenceServerException
 
     def __call__(self) -> str | None:
         try:
@@ -248,25 +249,36 @@ def run_level(
     max_requests: int,
     timeout: float,
     stats_endpoint: Endpoint | None = None,
+    min_answers: int = 0,
+    max_window_s: float = 60.0,
 ) -> Level:
-    """One concurrency level: ``concurrency`` closed-loop clients for ``warmup_s + window_s`` seconds."""
+    """One concurrency level: ``concurrency`` closed-loop clients; after ``warmup_s``, the window lasts at
+    least ``window_s`` seconds and until ``min_answers`` (default 4 × concurrency) answers completed in it
+    (a slow model's batches finish in bursts: a window holding one burst would be noise), at most
+    ``max_window_s``; it also ends when ``max_requests`` have been sent."""
+    min_answers = min_answers or 4 * concurrency
     start = time.perf_counter()
-    window_start, window_end = start + warmup_s, start + warmup_s + window_s
+    window_start = start + warmup_s
     records: list[tuple[float, float, str | None]] = []
     lock = threading.Lock()
     budget = [max_requests]
+    answered = [0]  # answers completed inside the window so far
+    stop = threading.Event()
 
     def client():
         sender = _sender(endpoint, model, body, timeout)
         try:
-            while time.perf_counter() < window_end:
+            while not stop.is_set():
                 with lock:
                     if budget[0] <= 0:
                         return
                     budget[0] -= 1
                 t0 = time.perf_counter()
                 error = sender()
-                records.append((t0, time.perf_counter(), error))
+                t1 = time.perf_counter()
+                with lock:
+                    records.append((t0, t1, error))
+                    answered[0] += t1 >= window_start
         finally:
             sender.close()
 
@@ -275,20 +287,23 @@ def run_level(
         t.start()
     time.sleep(max(0.0, window_start - time.perf_counter()))
     before = _stats(stats_endpoint, model) if stats_endpoint is not None else None
-    time.sleep(max(0.0, window_end - time.perf_counter()))
+    while True:
+        time.sleep(0.05)
+        elapsed = time.perf_counter() - window_start
+        out_of_budget = budget[0] <= 0 and not any(t.is_alive() for t in threads)
+        if out_of_budget or elapsed >= max_window_s or (elapsed >= window_s and answered[0] >= min_answers):
+            break
+    window_end = time.perf_counter()
     after = _stats(stats_endpoint, model) if stats_endpoint is not None else None
+    stop.set()
     for t in threads:
         t.join(timeout + 5)
+    window = window_end - window_start
     inside = [r for r in records if window_start <= r[1] <= window_end]
     ok = [r for r in inside if r[2] is None]
     errors = [r for r in inside if r[2] is not None]
-    if not inside:  # every request outlived the window (or the budget ran out in the warm-up): report the rest
-        inside = [r for r in records if r[1] >= window_start] or records
-        ok = [r for r in inside if r[2] is None]
-        errors = [r for r in inside if r[2] is not None]
     lat = np.asarray([(e - s) * 1e3 for s, e, _ in ok]) if ok else np.asarray([])
     p50, p90, p99 = np.percentile(lat, [50, 90, 99]) if len(lat) else (np.nan,) * 3
-    rows = rows_of(body)
     server_batch = None
     if before and after and after[1] > before[1]:
         server_batch = (after[0] - before[0]) / (after[1] - before[1])
@@ -296,9 +311,9 @@ def run_level(
         concurrency=concurrency,
         requests=len(inside),
         errors=len(errors),
-        window_s=window_s,
-        requests_per_s=len(ok) / window_s,
-        inferences_per_s=len(ok) * rows / window_s,
+        window_s=window,
+        requests_per_s=len(ok) / window,
+        inferences_per_s=len(ok) * rows_of(body) / window,
         latency_ms={
             "p50": float(p50),
             "p90": float(p90),

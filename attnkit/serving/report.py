@@ -39,8 +39,9 @@ def table(reports, width: int | None = None):
     r0 = reports[0]
     shapes = ", ".join(f"{n} {s}" for n, s in r0.request_shapes.items())
     caption = (
-        f"{r0.endpoint}: closed loop, N requests in flight; {r0.warmup_s:g} s warm-up, then answers completed in "
-        f"{r0.window_s:g} s count. Request: {shapes}. server batch: Triton's inferences per execution."
+        f"{r0.endpoint}: closed loop, N requests in flight; {r0.warmup_s:g} s warm-up, then the answers completed in "
+        f"a window of >= {r0.window_s:g} s and >= 4N answers count. Request: {shapes}. server batch: Triton's "
+        "inferences per execution."
     )
     return fitted_table(f"load test: {r0.model}", cols, rows, width, caption)
 

@@ -11,6 +11,7 @@ own backend would refuse is refused here too.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,5 +173,34 @@ class BatchedModel:
         return self.pb.InferenceResponse(output_tensors=[], error=self.pb.TritonError(str(e).splitlines()[0]))
 
 
-def model_config(args: dict) -> dict:
-    return json.loads(args["model_config"])
+class StandIn:
+    """Base of the stand-in ``TritonPythonModel`` classes. A subclass names its default model file and
+    implements ``load(path, config) -> (inputs, outputs)`` (the model's own view, a list of :class:`Tensor`
+    each; a ConfigMismatch it raises refuses the model) and ``run(feeds) -> {output name: array}``."""
+
+    default_filename = ""
+
+    def initialize(self, args):
+        import triton_python_backend_utils as pb_utils
+
+        config = json.loads(args["model_config"])
+        filename = config.get("default_model_filename") or self.default_filename
+        path = os.path.join(args["model_repository"], args["model_version"], filename)
+        if not os.path.exists(path):
+            raise pb_utils.TritonModelException(f"unable to load model '{config['name']}': {path} not found")
+        try:
+            inputs, outputs = self.load(path, config)
+            check_config(config, inputs, outputs)
+        except ConfigMismatch as e:
+            raise pb_utils.TritonModelException(str(e)) from None
+        self.outputs = [o["name"] for o in config["output"]]
+        self.model = BatchedModel(config, self.run, [i["name"] for i in config["input"]], self.outputs, pb_utils)
+
+    def load(self, path: str, config: dict):
+        raise NotImplementedError
+
+    def run(self, feeds: dict):
+        raise NotImplementedError
+
+    def execute(self, requests):
+        return self.model.execute(requests)

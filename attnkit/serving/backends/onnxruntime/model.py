@@ -10,8 +10,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import onnxruntime as ort  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
-from attnkit_standin import BatchedModel, ConfigMismatch, Tensor, check_config, model_config  # noqa: E402
+from attnkit_standin import StandIn, Tensor  # noqa: E402
 
 ONNX_TYPES = {
     "tensor(bool)": "TYPE_BOOL",
@@ -34,28 +33,16 @@ def _tensors(args):
     ]
 
 
-class TritonPythonModel:
-    def initialize(self, args):
-        config = model_config(args)
-        filename = config.get("default_model_filename") or "model.onnx"
-        path = os.path.join(args["model_repository"], args["model_version"], filename)
-        if not os.path.exists(path):
-            raise pb_utils.TritonModelException(f"unable to load model '{config['name']}': {path} not found")
+class TritonPythonModel(StandIn):
+    default_filename = "model.onnx"
+
+    def load(self, path, config):
         options = ort.SessionOptions()
         threads = config.get("parameters", {}).get("intra_op_thread_count", {}).get("string_value")
         if threads:
             options.intra_op_num_threads = int(threads)
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        inputs, outputs = _tensors(self.session.get_inputs()), _tensors(self.session.get_outputs())
-        try:
-            check_config(config, inputs, outputs)
-        except ConfigMismatch as e:
-            raise pb_utils.TritonModelException(str(e)) from None
-        self.outputs = [o["name"] for o in config["output"]]
-        self.model = BatchedModel(config, self._run, [i["name"] for i in config["input"]], self.outputs, pb_utils)
+        return _tensors(self.session.get_inputs()), _tensors(self.session.get_outputs())
 
-    def _run(self, feeds):
+    def run(self, feeds):
         return dict(zip(self.outputs, self.session.run(self.outputs, feeds)))
-
-    def execute(self, requests):
-        return self.model.execute(requests)

@@ -11,9 +11,15 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
-from attnkit_standin import BatchedModel, ConfigMismatch, Tensor, check_config, model_config  # noqa: E402
+from attnkit_standin import ConfigMismatch, StandIn, Tensor  # noqa: E402
+
+try:
+    import tensorflow as tf
+except ImportError as e:  # a serving venv built with --no-tensorflow
+    raise ImportError(
+        "the serving venv has no TensorFlow (built with --no-tensorflow): rebuild it with `attnkit serve setup "
+        "--force` to serve SavedModels"
+    ) from e
 
 TF_TYPES = {
     tf.bool: "TYPE_BOOL",
@@ -36,33 +42,20 @@ def _tensors(specs):
     ]
 
 
-class TritonPythonModel:
-    def initialize(self, args):
-        config = model_config(args)
-        filename = config.get("default_model_filename") or "model.savedmodel"
-        path = os.path.join(args["model_repository"], args["model_version"], filename)
-        if not os.path.isdir(path):
-            raise pb_utils.TritonModelException(f"unable to load model '{config['name']}': {path} not found")
+class TritonPythonModel(StandIn):
+    default_filename = "model.savedmodel"
+
+    def load(self, path, config):
         key = config.get("parameters", {}).get("TF_SIGNATURE_DEF", {}).get("string_value") or "serving_default"
         self.loaded = tf.saved_model.load(path, tags=["serve"])
         if key not in self.loaded.signatures:
-            raise pb_utils.TritonModelException(
+            raise ConfigMismatch(
                 f"unable to load model '{config['name']}', signature '{key}' not found in the SavedModel "
                 f"(it has {', '.join(sorted(self.loaded.signatures))})"
             )
         self.fn = self.loaded.signatures[key]
-        inputs = _tensors(self.fn.structured_input_signature[1])
-        outputs = _tensors(self.fn.structured_outputs)
-        try:
-            check_config(config, inputs, outputs)
-        except ConfigMismatch as e:
-            raise pb_utils.TritonModelException(str(e)) from None
-        self.outputs = [o["name"] for o in config["output"]]
-        self.model = BatchedModel(config, self._run, [i["name"] for i in config["input"]], self.outputs, pb_utils)
+        return _tensors(self.fn.structured_input_signature[1]), _tensors(self.fn.structured_outputs)
 
-    def _run(self, feeds):
+    def run(self, feeds):
         result = self.fn(**{n: tf.constant(a) for n, a in feeds.items()})
         return {n: result[n].numpy() for n in self.outputs}
-
-    def execute(self, requests):
-        return self.model.execute(requests)
