@@ -79,10 +79,6 @@ class ServingEnv:
             / ("triton_python_backend_stub")
         )
 
-    @property
-    def has_tensorflow(self) -> bool:
-        return bool(self.info.get("tensorflow"))
-
     def library_path(self) -> str:
         """LD_LIBRARY_PATH for tritonserver and the stub: pytriton's bundled libraries and the libpython the
         stub embeds (it must be this venv's Python's, not another 3.11 the loader finds first)."""

@@ -213,10 +213,6 @@ class LoadReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> LoadReport:
-        return cls(**{**d, "levels": [Level(**lv) for lv in d["levels"]]})
-
 
 def _stats(endpoint: Endpoint, model: str) -> tuple[int, int] | None:
     """Triton's (inference_count, execution_count) of ``model``; None where the server has no such endpoint."""

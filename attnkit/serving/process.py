@@ -57,7 +57,6 @@ class ServerProcess:
 
     def __init__(self, cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None):
         self.cmd, self.env = cmd, env
-        self._own_log = log is None
         self.log = Path(log) if log else Path(tempfile.mkstemp(prefix="attnkit-server-", suffix=".log")[1])
         self.proc: subprocess.Popen | None = None
 

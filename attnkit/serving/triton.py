@@ -124,17 +124,6 @@ class TritonServer(ServerProcess):
     def unload(self, model: str) -> None:
         http_json("POST", f"{self.http_url}/v2/repository/models/{model}/unload", b"{}")
 
-    def stats(self, model: str) -> dict:
-        """Inference and execution counts (``execution_count`` < ``inference_count`` when batches formed)."""
-        status, body = http_json("GET", f"{self.http_url}/v2/models/{model}/stats")
-        if status != 200:
-            raise self.fail(f"answered stats of `{model}` with HTTP {status}")
-        s = body["model_stats"][0]
-        return {
-            "inference_count": int(s.get("inference_count", 0)),
-            "execution_count": int(s.get("execution_count", 0)),
-        }
-
     def stop(self, grace: float = 10.0) -> None:
         """Stop by PID, then remove the backend directory (the log stays: errors point at it)."""
         super().stop(grace)
