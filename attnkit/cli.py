@@ -147,8 +147,7 @@ def export(model, out, **options):
         _console().print(agreement_table(result.report, _console().width))
         _print_generation(result.report)
         _warn(result.report.warnings)
-    paths = [a.path for a in result.manifest.artifacts]
-    paths += [a["path"] for a in result.manifest.generation.get("artifacts", []) if a["path"] not in paths]
+    paths = [a.path for a in result.manifest.all_artifacts()]
     click.echo(f"exported {', '.join(paths)} to {result.out}")
 
 

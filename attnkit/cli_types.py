@@ -70,11 +70,6 @@ def _backend(item: str) -> None:
     try:
         get_runner(item)
     except Exception:
-        from .generation.runners import STEP_RUNNERS
-        from .runtimes.registry import split_backend
-
-        if split_backend(item)[0] in set(STEP_RUNNERS) | {"xla"}:
-            return  # a generation backend (bench --generate), checked against the export there
         raise ValueError(
             f"`{item}` is not a backend. Valid: {', '.join(runner_names())} "
             "(optionally with a precision suffix, e.g. onnxruntime-int8)."

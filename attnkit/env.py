@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .machine import cpu_flags, cpu_model, gpu_info, gpu_unavailable_reason
+from .names import DECODE_STEP, FORWARD, GENERATE
 
 
 def report() -> dict:
@@ -10,7 +11,7 @@ def report() -> dict:
     from importlib import metadata
 
     from .exporters.tensorrt import detect
-    from .runtimes.registry import RUNNERS, runner_names
+    from .runtimes.registry import REGISTRY, all_backends, why_not
 
     libraries: dict = {}
     try:
@@ -52,9 +53,10 @@ def report() -> dict:
     }
     if cap:
         machine["ONEDNN_MAX_CPU_ISA"] = f"{cap[0]}: TensorFlow uses {', '.join(sorted(tf_features)) or 'no AVX2'}"
-    backends = []
-    for name in runner_names():
-        cls = RUNNERS[name]
+    backends, cannot = [], []
+    for name in all_backends():
+        tasks = REGISTRY[name]
+        cls = tasks[FORWARD]
         reason = cls.unavailable_reason()
         for precision in cls.precisions:
             note = reason
@@ -73,10 +75,17 @@ def report() -> dict:
                 and "avx512_fp16" not in features
             ):
                 note = "runs, but this CPU has no fp16 arithmetic (emulated, slow)"
-            backends.append({"backend": name, "precision": precision, "available": reason is None, "reason": note})
+            runs = [t for t, c in tasks.items() if precision in c.precisions]
+            backends.append(
+                {"backend": name, "precision": precision, "tasks": runs, "available": reason is None, "reason": note}
+            )
+        for task in (DECODE_STEP, GENERATE):
+            if task not in tasks:
+                cannot.append({"backend": name, "task": task, "reason": why_not(name, task)})
     return {
         "machine": machine,
         "libraries": libraries,
         "backends": backends,
+        "not_registered": cannot,
         "tensorrt": flavour.describe() if flavour else None,
     }

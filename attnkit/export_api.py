@@ -10,13 +10,12 @@ from pathlib import Path
 
 from .errors import AgreementError, AttnkitError
 from .exporters.manifest import ArtifactRecord, Manifest, atomic_directory, check_writable_out
+from .names import PLAN_PRECISIONS, PRECISIONS, ROLE_MODEL, SERVING_DEFAULT, TF_PRECISIONS, artifact_file
 from .tracing import canonical_precision
 from .verification import VerifyReport, verify
 
 FORMATS = ("savedmodel", "onnx", "tensorrt", "triton")
 DEFAULT_FORMATS = ("savedmodel", "onnx")
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-TF_PRECISIONS = ("fp32", "bf16", "fp16")
 SAVEDMODEL_VERSION = 1
 
 
@@ -66,8 +65,6 @@ def parse_precisions(precision: str | tuple[str, ...], fmts: tuple[str, ...]) ->
 
 def _check_tensorrt_options(fmts, precisions, trt_target, batch, seq, trt_cache) -> None:
     """TensorRT options without --format tensorrt, or a plan precision TensorRT builds none of: refused."""
-    from .exporters.tensorrt import PLAN_PRECISIONS
-
     if "tensorrt" not in fmts:
         given = [
             f
@@ -328,7 +325,7 @@ def _write_artifacts(
             export_savedmodel(trace(keras_model, spec, precision), stage / rel, endpoints)
             extra = {"requires": BF16_REQUIREMENT} if precision == "bf16" else {}
             manifest.artifacts.append(
-                ArtifactRecord.of(stage, "savedmodel", rel, precision, signature="serving_default", **extra)
+                ArtifactRecord.of(stage, "savedmodel", rel, precision, signature=SERVING_DEFAULT, **extra)
             )
     if "onnx" in fmts:
         _write_onnx(stage, keras_model, spec, precisions, manifest, say, fuse, per_channel, target)
@@ -337,14 +334,12 @@ def _write_artifacts(
 
 
 def _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, per_channel, target, opset) -> None:
-    from .generation.export import record, section, write_onnx
+    from .generation.export import section, signatures_record, write_onnx
     from .targets import resolve as resolve_target
 
     records = []
     if "savedmodel" in fmts:
-        rel = savedmodel_dir("fp32")
-        names = ["prefill", "decode_step", "generate"] + (["encode"] if decoding.spec.seq2seq else [])
-        records.append(record(stage, "signatures", "savedmodel", rel, "fp32", signatures=names))
+        records.append(signatures_record(stage, savedmodel_dir("fp32"), decoding.spec.seq2seq))
     if "onnx" in fmts:
         records += write_onnx(stage, decoding, precisions, target or resolve_target(), per_channel, fuse, opset, say)
     manifest.generation = section(decoding, records)
@@ -405,46 +400,21 @@ def _tensorrt_plan(fmts, trt_target) -> dict | None:
 
 
 def _plan_name(precision: str) -> str:
-    return "model.plan" if precision == "fp32" else f"model.{precision}.plan"
+    return artifact_file("model", precision, "plan")
 
 
 def _write_tensorrt(root: Path, spec, precisions, manifest: Manifest, say, trt: dict, cache: Path | None) -> None:
-    import json
-
-    from .exporters.manifest import write_bytes_atomic, write_text_atomic
     from .exporters.precision import onnx_file
-    from .exporters.tensorrt import PLAN_PRECISIONS, build_plan
+    from .exporters.tensorrt import write_plan
 
     for precision in [p for p in precisions if p in PLAN_PRECISIONS] or ["fp32"]:
         onnx_path = root / onnx_file(precision)
         if not onnx_path.is_file():
             continue
         name = _plan_name(precision)
-        say(f"building {name} with {trt['flavour'].name} {trt['flavour'].version} for {trt['target']}")
-        plan, sidecar = build_plan(
-            onnx_path,
-            spec,
-            precision,
-            trt["profiles"],
-            trt["target"],
-            cache or root / "trt_timing.cache",
-            trt["flavour"],
-        )
-        write_bytes_atomic(root / name, plan)
-        write_text_atomic(root / f"{name}.json", json.dumps(sidecar, indent=2))
+        record = write_plan(root, onnx_path, name, spec, precision, trt, cache, say, role=ROLE_MODEL)
         manifest.artifacts = [a for a in manifest.artifacts if not (a.format == "tensorrt" and a.path == name)]
-        keys = ("flavour", "version", "target", "runs_on", "build_path", "profiles", "cache", "build_seconds")
-        manifest.artifacts.append(
-            ArtifactRecord.of(
-                root,
-                "tensorrt",
-                name,
-                precision,
-                sidecar=f"{name}.json",
-                engine_layers=sidecar["engine_layers"]["count"],
-                **{k: sidecar[k] for k in keys},
-            )
-        )
+        manifest.artifacts.append(record)
 
 
 def add_tensorrt(
@@ -456,7 +426,7 @@ def add_tensorrt(
     existing plan is replaced only with ``force``.
     """
     from .exporters.precision import onnx_file
-    from .exporters.tensorrt import PLAN_PRECISIONS, profiles_from
+    from .exporters.tensorrt import profiles_from
 
     root = Path(root)
     manifest = Manifest.load(root)
@@ -496,7 +466,7 @@ def _record_agreement(manifest: Manifest, report: VerifyReport) -> None:
 
     machine = machine_summary()
     if report.generation is not None:
-        manifest.generation["agreement"] = {
+        manifest.generation.agreement = {
             "machine": machine,
             "prompt_lengths": report.generation.prompt_lengths,
             "max_new_tokens": report.generation.max_new_tokens,

@@ -19,9 +19,8 @@ import numpy as np
 from .errors import ArtifactError, AttnkitError
 from .exporters.manifest import Manifest, readable_dir, write_text_atomic
 from .exporters.signatures import IOSpec, signature_of
+from .names import EOS_ID, KSERVE_DTYPES, MAX_NEW_TOKENS, ROLE_ENCODER, SERVING_DEFAULT, SIG_GENERATE
 from .spec import ExportSpec
-
-KSERVE_DTYPES = {"float32": "FP32", "float16": "FP16", "int32": "INT32", "int64": "INT64", "bool": "BOOL"}
 
 
 @dataclass
@@ -32,14 +31,19 @@ class PackageResult:
     warnings: list[str] = field(default_factory=list)  # e.g. an artifact packaged after failing its check
 
 
+def kserve_inputs(feeds: dict[str, np.ndarray]) -> list[dict]:
+    """KServe v2 ``inputs`` of named host arrays."""
+    return [
+        {"name": n, "shape": list(a.shape), "datatype": KSERVE_DTYPES[a.dtype.name], "data": a.ravel().tolist()}
+        for n, a in feeds.items()
+    ]
+
+
 def kserve_request(spec: ExportSpec, seq: int = 8, seed: int = 0) -> dict:
     """A KServe v2 (Triton HTTP/gRPC) inference request for one sequence, from the spec."""
     feeds = spec.sample_feeds(1, seq, seed)
     return {
-        "inputs": [
-            {"name": n, "shape": list(a.shape), "datatype": KSERVE_DTYPES[a.dtype.name], "data": a.ravel().tolist()}
-            for n, a in feeds.items()
-        ],
+        "inputs": kserve_inputs(feeds),
         "outputs": [{"name": n} for n in spec.output_names],
     }
 
@@ -47,7 +51,7 @@ def kserve_request(spec: ExportSpec, seq: int = 8, seed: int = 0) -> dict:
 def tfserving_request(spec: ExportSpec, seq: int = 8, seed: int = 0) -> dict:
     """A TF Serving REST predict request (columnar ``inputs`` format) for one sequence."""
     feeds = spec.sample_feeds(1, seq, seed)
-    return {"signature_name": "serving_default", "inputs": {n: a.tolist() for n, a in feeds.items()}}
+    return {"signature_name": SERVING_DEFAULT, "inputs": {n: a.tolist() for n, a in feeds.items()}}
 
 
 def _shape_ok(shape, sig_shape) -> bool:
@@ -229,10 +233,10 @@ def _package_tfserving(root, manifest, out: Path, base, version, force, result, 
             req = out / f"request_{name}.json"
             write_text_atomic(req, json.dumps(body), flag="--tfserving")
             result.requests["tfserving"] = str(req)
-            if manifest.generation and any(a["format"] == "savedmodel" for a in manifest.generation["artifacts"]):
+            if manifest.generation and manifest.generation.has("savedmodel"):
                 body = generate_request(manifest)
                 _require_ok(
-                    check_tfserving_request(body, signature_of(root, record, "generate")), "the generate request"
+                    check_tfserving_request(body, signature_of(root, record, SIG_GENERATE)), "the generate request"
                 )
                 req = out / f"request_{name}_generate.json"
                 write_text_atomic(req, json.dumps(body), flag="--tfserving")
@@ -242,15 +246,13 @@ def _package_tfserving(root, manifest, out: Path, base, version, force, result, 
 def generate_request(manifest, max_new_tokens: int = 16, seed: int = 0) -> dict:
     """A TF Serving REST request for the ``generate`` signature: two prompts of different lengths."""
     from .generation.loop import Prompts
-    from .generation.spec import GenerationSpec
-    from .generation.tracing import EOS_ID, MAX_NEW_TOKENS
 
-    g = GenerationSpec.from_dict(manifest.generation["spec"])
+    g = manifest.generation.spec
     prompts = Prompts.random(g, 2, 8, seed, source_length=8)
     inputs = {g.ids: prompts.ids.tolist(), g.mask: prompts.mask.tolist()}
     if g.seq2seq:
         inputs.update({g.encoder_ids: prompts.source_ids.tolist(), g.encoder_mask: prompts.source_mask.tolist()})
-    return {"signature_name": "generate", "inputs": {**inputs, MAX_NEW_TOKENS: max_new_tokens, EOS_ID: -1}}
+    return {"signature_name": SIG_GENERATE, "inputs": {**inputs, MAX_NEW_TOKENS: max_new_tokens, EOS_ID: -1}}
 
 
 def step_request(g, role: str, seed: int = 0) -> dict:
@@ -259,7 +261,7 @@ def step_request(g, role: str, seed: int = 0) -> dict:
     from .generation.loop import Prompts
 
     prompts = Prompts.random(g, 1, 8, seed, ragged=False, source_length=8)
-    if role == "encoder":
+    if role == ROLE_ENCODER:
         feeds = prompts.source_feeds(g)
         outputs = g.cross_names()
     else:
@@ -270,10 +272,7 @@ def step_request(g, role: str, seed: int = 0) -> dict:
         feeds.update({n: np.zeros((1, g.num_heads, 0, g.depth), "float32") for n in g.past_names()})
         outputs = ["logits"] + g.present_names()
     return {
-        "inputs": [
-            {"name": n, "shape": list(a.shape), "datatype": KSERVE_DTYPES[a.dtype.name], "data": a.ravel().tolist()}
-            for n, a in feeds.items()
-        ],
+        "inputs": kserve_inputs(feeds),
         "outputs": [{"name": n} for n in outputs],
     }
 
@@ -284,17 +283,17 @@ def _package_generation_triton(root, manifest, repo, base, version, force, resul
     from google.protobuf import text_format
 
     from .exporters.triton import build_config, check_config, check_model_name, write_model
-    from .generation.spec import GenerationSpec
-    from .generation.tracing import step_export_spec
+    from .tracing.decode import step_export_spec
 
-    g = GenerationSpec.from_dict(manifest.generation["spec"])
-    for role, record in manifest.generation_records():
+    g = manifest.generation.spec
+    for record in manifest.generation.artifacts:
         if record.format != "onnx":
             continue
+        role = record.role
         model = check_model_name(f"{base}_{role}_onnx" + ("" if record.precision == "fp32" else f"_{record.precision}"))
         say(f"triton model {model}")
         sig = signature_of(root, record)
-        spec = step_export_spec(g, role, encoder=role == "encoder")
+        spec = step_export_spec(g, role, encoder=role == ROLE_ENCODER)
         text = text_format.MessageToString(build_config(model, record, spec, sig, batching=False))
         _require_ok(check_config(text, sig), f"the generated config of {model}")
         path = write_model(repo, model, root, record, text, version, force)

@@ -157,10 +157,18 @@ def env_tables(data: dict) -> list[Table]:
         machine.add_row(key, str(value))
     for key, value in data["libraries"].items():
         machine.add_row(key, str(value))
-    backends = Table(title="backends")
-    for col in ("backend", "precision", "available", "reason"):
+    backends = Table(title="backends", caption=_not_registered(data.get("not_registered", [])))
+    for col in ("backend", "precision", "runs", "available", "reason"):
         backends.add_column(col)
     for b in data["backends"]:
         ok = "[green]yes[/]" if b["available"] else "[red]no[/]"
-        backends.add_row(b["backend"], b["precision"], ok, b["reason"] or "")
+        backends.add_row(b["backend"], b["precision"], ", ".join(b.get("tasks", [])), ok, b["reason"] or "")
     return [machine, backends]
+
+
+def _not_registered(items: list[dict]) -> str | None:
+    """Backend x task pairs that cannot exist, said once under the table instead of as rows."""
+    by_reason: dict[str, list[str]] = {}
+    for item in items:
+        by_reason.setdefault(item["reason"], []).append(f"{item['backend']} {item['task']}")
+    return "\n".join(f"not registered: {', '.join(w)}: {r}" for r, w in by_reason.items()) or None

@@ -167,6 +167,7 @@ def verify(
     imports: tuple[str, ...] = (),
     progress: Callable[[str], None] | None = None,
     generation: dict | None = None,
+    require_generation: bool = False,
 ) -> VerifyReport:
     """Check every artifact of an export directory against the eager fp32 Keras model.
 
@@ -181,6 +182,8 @@ def verify(
         progress: called with a short message before each backend.
         generation: on a ``--generate`` export, also check greedy generation token by token
             (:func:`attnkit.generation.verify.verify_generation`) with these options (``{}``: defaults).
+        require_generation: refuse an export without a generation section (``verify --generate`` asked
+            for it explicitly) instead of checking the forward pass alone.
 
     Returns:
         VerifyReport; ``report.ok`` is True only if every output of every backend passed.
@@ -190,6 +193,8 @@ def verify(
     """
     source = Source(root, unsafe=unsafe, imports=imports)
     source.manifest.require_integrity(root)
+    if require_generation and source.manifest.generation is None:
+        source.generation  # raises: no generation export, and how to make one  # noqa: B018
     spec = source.spec
     if spec.max_sequence:
         shapes = tuple((b, min(s, spec.max_sequence)) for b, s in shapes)
@@ -230,16 +235,15 @@ def verify(
             report.results += [CheckResult(name, precision, b, s, error=str(e)) for (b, s) in shapes]
             continue
         report.results += _check(runner, feeds, reference, resolve_tolerance(precision, atol, rtol))
-    if generation is not None and source.manifest.generation:
-        from .generation.verify import default_backends as generation_backends
+    if generation is not None and source.manifest.generation is not None:
         from .generation.verify import verify_generation
+        from .runtimes.registry import generation_runners
 
-        gen_pairs = generation_backends(source)
-        if backends:  # --backends narrows the generation checks too, by backend name
-            names = {split_backend(b)[0] for b in backends}
-            gen_pairs = [(n, p) for n, p in gen_pairs if n in names]
-        if gen_pairs:
+        names = None
+        if backends:  # --backends narrows the generation checks too (those that have generation runners)
+            names = [b for b in backends if generation_runners(split_backend(b)[0])]
+        if names is None or names:
             report.generation = verify_generation(
-                root, backends=gen_pairs, seed=seed, unsafe=unsafe, imports=imports, progress=progress, **generation
+                root, backends=names, seed=seed, unsafe=unsafe, imports=imports, progress=progress, **generation
             )
     return report

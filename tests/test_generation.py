@@ -14,9 +14,10 @@ from test_cli import assert_one_line_error, run
 import attnkit
 from attnkit.errors import AttnkitError, BackendError, ModelError
 from attnkit.exporters.signatures import onnx_signature, savedmodel_signature
-from attnkit.generation.loop import Prompts, greedy, recompute, sequence_lengths
-from attnkit.generation.runners import STEP_RUNNERS
+from attnkit.generation.loop import Prompts, decode, recompute, sequence_lengths
+from attnkit.names import DECODE_STEP, GENERATE
 from attnkit.runtimes.base import Source
+from attnkit.runtimes.registry import runner_class
 
 TINY = {
     "vocab_size": 512,
@@ -78,12 +79,18 @@ def _independent_greedy(model, prompt_ids, n, source=None):
     return out
 
 
+def _generate(sm, prompts, n, eos_id=-1):
+    """The in-graph generate runner on a batch of prompts."""
+    g = sm.gspec
+    return sm.generate({g.ids: prompts.ids, g.mask: prompts.mask, **prompts.source_feeds(g)}, n, eos_id)
+
+
 def test_manifest_records_the_decode_step_and_its_interface(lm_export):
     gen = lm_export.manifest.generation
-    roles = {(a["role"], a["format"], a["precision"]) for a in gen["artifacts"]}
+    roles = {(a.role, a.format, a.precision) for a in gen.artifacts}
     assert {("signatures", "savedmodel", "fp32"), ("decoder_with_past", "onnx", "fp32"),
             ("decoder_with_past", "onnx", "fp16"), ("decoder_with_past", "onnx", "int8")} <= roles  # fmt: skip
-    assert gen["spec"]["num_layers"] == 2 and gen["spec"]["depth"] == 16
+    assert gen.spec.num_layers == 2 and gen.spec.depth == 16 and gen.sampler == "greedy"
     root = lm_export.out
     io = {s.name: s for s in onnx_signature(root / "decoder_with_past.onnx")}
     assert io["past_key_values.1.value"].shape == (-1, 4, -1, 16) and io["present.0.key"].mode == "output"
@@ -103,60 +110,60 @@ def test_export_time_check_is_token_exact_on_ragged_prompts(lm_export):
     report = lm_export.report.generation
     assert report.batch > 1 and len(set(report.prompt_lengths)) > 1 and report.max_new_tokens >= 32
     fp32 = [c for c in report.checks if c.precision == "fp32"]
-    assert {c.backend for c in fp32} == {"keras", "tf-function", "savedmodel", "savedmodel-generate", "onnxruntime"}
+    assert {c.label for c in fp32} == {"keras", "tf-function", "savedmodel", "savedmodel/generate", "onnxruntime"}
     for c in fp32:
         assert c.passed and c.token_match == 1.0 and c.first_mismatch is None, c
-        assert c.backend == "savedmodel-generate" or (c.steps_compared == 32 and c.rel_l2 < 1e-5)
+        assert c.task == GENERATE or (c.steps_compared == 32 and c.rel_l2 < 1e-5)
     reduced = {c.precision: c for c in report.checks if c.precision != "fp32"}
     assert set(reduced) == {"fp16", "int8"}
     assert all(0.0 <= c.token_match <= 1.0 and c.steps_compared >= 1 for c in reduced.values())
-    assert lm_export.manifest.generation["agreement"]["checks"]["onnxruntime"]["passed"] is True
+    assert lm_export.manifest.generation.agreement["checks"]["onnxruntime"]["passed"] is True
 
 
 def test_artifacts_match_an_independent_full_recompute(lm_export):
     """SavedModel generate and the ONNX decode loop vs full recompute of each prompt alone (no padding)."""
     source = Source(lm_export.out)
     model = source.keras_model
-    g = STEP_RUNNERS["keras"](source).gspec
+    g = runner_class("keras", DECODE_STEP)(source).gspec
     prompts = Prompts.random(g, 3, 9, seed=2024)
     assert len(set(prompts.lengths.tolist())) > 1
     expected = np.array(
         [_independent_greedy(model, prompts.ids[b, : prompts.lengths[b]], 32) for b in range(prompts.batch)]
     )
-    with STEP_RUNNERS["savedmodel-generate"](source) as sm:
-        out = sm.generate(prompts, 32)
+    with runner_class("savedmodel", GENERATE)(source) as sm:
+        out = _generate(sm, prompts, 32)
     np.testing.assert_array_equal(out["output_ids"], expected)
     assert out["sequence_lengths"].tolist() == [32, 32, 32]
-    with STEP_RUNNERS["onnxruntime"](source) as ort_runner:
-        np.testing.assert_array_equal(greedy(ort_runner, prompts, 32).tokens, expected)
+    with runner_class("onnxruntime", DECODE_STEP)(source) as ort_runner:
+        np.testing.assert_array_equal(decode(ort_runner, prompts, 32).tokens, expected)
 
 
 def test_prompts_padded_on_the_left_give_the_same_tokens(lm_export):
     source = Source(lm_export.out)
-    g = STEP_RUNNERS["keras"](source).gspec
+    g = runner_class("keras", DECODE_STEP)(source).gspec
     right = Prompts.random(g, 2, 7, seed=7)
     lengths = right.lengths
     left_ids = np.zeros_like(right.ids)
     left_mask = np.zeros_like(right.mask)
     for b, n in enumerate(lengths):
         left_ids[b, -n:], left_mask[b, -n:] = right.ids[b, :n], 1
-    with STEP_RUNNERS["onnxruntime"](source) as runner:
-        a = greedy(runner, right, 12).tokens
-        b = greedy(runner, Prompts(left_ids, left_mask), 12).tokens
+    with runner_class("onnxruntime", DECODE_STEP)(source) as runner:
+        a = decode(runner, right, 12).tokens
+        b = decode(runner, Prompts(left_ids, left_mask), 12).tokens
     np.testing.assert_array_equal(a, b)
 
 
 def test_eos_finishes_a_row_in_graph_and_in_the_loop(lm_export):
     source = Source(lm_export.out)
-    g = STEP_RUNNERS["keras"](source).gspec
+    g = runner_class("keras", DECODE_STEP)(source).gspec
     prompts = Prompts.random(g, 2, 6, seed=99)
-    with STEP_RUNNERS["onnxruntime"](source) as runner:
-        free = greedy(runner, prompts, 10).tokens
+    with runner_class("onnxruntime", DECODE_STEP)(source) as runner:
+        free = decode(runner, prompts, 10).tokens
         eos = int(free[0, 3])
         stop = int(np.argmax(free[0] == eos))  # the first step row 0 produces it
-        looped = greedy(runner, prompts, 10, eos_id=eos).tokens
-    with STEP_RUNNERS["savedmodel-generate"](source) as sm:
-        out = sm.generate(prompts, 10, eos_id=eos)
+        looped = decode(runner, prompts, 10, eos_id=eos).tokens
+    with runner_class("savedmodel", GENERATE)(source) as sm:
+        out = _generate(sm, prompts, 10, eos_id=eos)
     np.testing.assert_array_equal(out["output_ids"], looped)
     assert (looped[0, stop:] == eos).all() and out["sequence_lengths"][0] == stop + 1
     np.testing.assert_array_equal(out["sequence_lengths"], sequence_lengths(looped, eos))  # the numpy twin
@@ -166,10 +173,10 @@ def test_eos_finishes_a_row_in_graph_and_in_the_loop(lm_export):
 
 def test_seq2seq_encoder_feeds_the_cross_attention_cache(mt_export):
     source = Source(mt_export.out)
-    roles = {(a["role"], a["precision"]) for a in mt_export.manifest.generation["artifacts"]}
+    roles = {(a.role, a.precision) for a in mt_export.manifest.generation.artifacts}
     assert {("encoder", "fp32"), ("encoder", "int8"), ("decoder_with_past", "fp32")} <= roles
     assert all(c.passed for c in mt_export.report.generation.checks if c.precision == "fp32")
-    g = STEP_RUNNERS["keras"](source).gspec
+    g = runner_class("keras", DECODE_STEP)(source).gspec
     prompts = Prompts.random(g, 2, 1, seed=5, source_length=11)  # the decoder prompt: one start token
     prompts.ids[:] = 1
     model = source.keras_model
@@ -177,27 +184,27 @@ def test_seq2seq_encoder_feeds_the_cross_attention_cache(mt_export):
         _independent_greedy(model, [1], 20, source=prompts.source_ids[b, : prompts.source_mask[b].sum()])
         for b in range(2)
     ]
-    with STEP_RUNNERS["onnxruntime"](source) as runner:
-        np.testing.assert_array_equal(greedy(runner, prompts, 20).tokens, expected)
-    with STEP_RUNNERS["savedmodel-generate"](source) as sm:
-        np.testing.assert_array_equal(sm.generate(prompts, 20)["output_ids"], expected)
+    with runner_class("onnxruntime", DECODE_STEP)(source) as runner:
+        np.testing.assert_array_equal(decode(runner, prompts, 20).tokens, expected)
+    with runner_class("savedmodel", GENERATE)(source) as sm:
+        np.testing.assert_array_equal(_generate(sm, prompts, 20)["output_ids"], expected)
 
 
 def test_bad_generation_requests_are_refused(lm_export):
     source = Source(lm_export.out)
-    g = STEP_RUNNERS["keras"](source).gspec
+    g = runner_class("keras", DECODE_STEP)(source).gspec
     prompts = Prompts.random(g, 2, 8, seed=1)
-    with STEP_RUNNERS["onnxruntime"](source) as runner:
+    with runner_class("onnxruntime", DECODE_STEP)(source) as runner:
         with pytest.raises(AttnkitError, match="--max-new-tokens"):
-            greedy(runner, prompts, 0)
+            decode(runner, prompts, 0)
         with pytest.raises(AttnkitError, match="--prompt-length"):
-            greedy(runner, Prompts.random(g, 1, 90, seed=1), 10)  # 90 + 10 > max_length 96
+            decode(runner, Prompts.random(g, 1, 90, seed=1), 10)  # 90 + 10 > max_length 96
         foreign = {n: np.zeros((2, 8, 3, 32), "float32") for n in g.past_names()}  # another model's cache
         with pytest.raises(BackendError, match="past_key_values.0.key.*another model"):
             runner.decode({g.ids: prompts.ids[:, :1], g.mask: np.ones((2, 4), "int32"), **foreign})
     import tensorflow as tf
 
-    with STEP_RUNNERS["savedmodel-generate"](source) as sm:
+    with runner_class("savedmodel", GENERATE)(source) as sm:
         feeds = {g.ids: tf.constant(prompts.ids), g.mask: tf.constant(prompts.mask)}
         with pytest.raises(tf.errors.InvalidArgumentError, match="max_new_tokens must be >= 1"):
             sm.fn(**feeds, max_new_tokens=tf.constant(0), eos_id=tf.constant(-1))
@@ -232,21 +239,28 @@ def test_generation_bench_reports_latency_speedup_and_bandwidth(lm_export, tmp_p
 
     report = bench_generation(
         lm_export.out,
-        backends=["onnxruntime", "savedmodel-generate", "xla"],
+        backends=["onnxruntime", "savedmodel"],
         prompt_lengths=(8,),
         new_tokens=(4, 24),
         repeats=1,
     )
     assert report.bandwidth["gbps"] > 0
     rows = {(r.label, r.new_tokens): r for r in report.rows}
-    assert rows[("xla", 4)].skipped and "recompile" in rows[("xla", 4)].skipped
+    assert not any(r.backend == "xla" for r in report.rows)  # a pair that cannot exist is no row...
+    assert any(n.startswith("xla: ") and "recompile" in n for n in report.notes)  # ...but a note, once
+    with pytest.raises(BackendError, match="--backends.*xla.*recompile"):
+        bench_generation(lm_export.out, backends=["xla"], prompt_lengths=(8,), new_tokens=(4,), repeats=1)
     ort = rows[("onnxruntime", 24)]
     assert ort.agrees and ort.token_match == 1.0 and ort.ttft_ms > 0
     assert ort.itl_ms["p50"] <= ort.itl_ms["p99"] and len(ort.per_position_ms) == 23
     assert ort.tokens_per_s == pytest.approx(24 / ort.total_s)
     assert ort.recompute_s > 0 and ort.speedup_vs_recompute == pytest.approx(ort.recompute_s / ort.total_s)
     assert 0 < ort.pct_of_bandwidth == pytest.approx(100 * ort.achieved_gbps / report.bandwidth["gbps"])
-    assert rows[("savedmodel-generate", 24)].agrees and rows[("onnxruntime[int8]", 24)].token_match is not None
+    assert (
+        rows[("savedmodel/generate", 24)].agrees
+        and rows[("savedmodel", 24)].agrees
+        and rows[("onnxruntime[int8]", 24)].token_match is not None
+    )
     assert report.best().agrees
     files = write_all(report, tmp_path)
     assert [f.name for f in files] == ["generation.json", "generation.csv", "generation.png"]
@@ -298,7 +312,7 @@ def test_package_serves_the_decode_step_and_the_generate_signature(lm_export, tm
     session = ort.InferenceSession(str(model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
     logits = session.run(["logits"], feeds)[0]
     source = Source(lm_export.out)
-    with STEP_RUNNERS["keras"](source) as eager:
+    with runner_class("keras", DECODE_STEP)(source) as eager:
         g = eager.gspec
         expected = eager.prefill({g.ids: feeds[g.ids], g.mask: feeds[g.mask]})["logits"]
     assert np.linalg.norm(logits - expected) / np.linalg.norm(expected) < 1e-5
@@ -311,8 +325,8 @@ def test_package_serves_the_decode_step_and_the_generate_signature(lm_export, tm
     prompts = Prompts(
         np.array(request["inputs"]["token_ids"], "int32"), np.array(request["inputs"]["padding_mask"], "int32")
     )
-    with STEP_RUNNERS["onnxruntime"](source) as runner:
-        np.testing.assert_array_equal(out["output_ids"].numpy(), greedy(runner, prompts, 16).tokens)
+    with runner_class("onnxruntime", DECODE_STEP)(source) as runner:
+        np.testing.assert_array_equal(out["output_ids"].numpy(), decode(runner, prompts, 16).tokens)
 
 
 def test_tensorrt_plans_of_the_decode_step_have_prefill_and_decode_profiles(tmp_path):
@@ -331,8 +345,8 @@ def test_tensorrt_plans_of_the_decode_step_have_prefill_and_decode_profiles(tmp_
         str(path), tmp_path / "out", formats="onnx,tensorrt", trt_target="sm89", generate=True,
         batch=("1:2:4",), seq=("1:16:64",), check=False,
     )  # fmt: skip
-    plans = [a for a in result.manifest.generation["artifacts"] if a["format"] == "tensorrt"]
-    assert [(a["role"], a["path"], a["extra"]["profiles"]) for a in plans] == [
+    plans = [a for a in result.manifest.generation.artifacts if a.format == "tensorrt"]
+    assert [(a.role, a.path, a.extra["profiles"]) for a in plans] == [
         ("decoder_with_past", "decoder_with_past.plan", ["prefill", "decode"])
     ]
     sidecar = json.loads((tmp_path / "out" / "decoder_with_past.plan.json").read_text())

@@ -1,5 +1,6 @@
-"""The house: attnkit's own imports (top-level and lazy, inside functions) form no circle, nothing
-imports the package face, and the registry alone knows the backends."""
+"""The house: attnkit's own imports (top-level and lazy, inside functions) only look down the layers of
+../shared/DESIGN.md, form no circle, nothing imports the package face, and the registry alone knows the
+backends."""
 
 from __future__ import annotations
 
@@ -73,6 +74,49 @@ def test_no_import_circle():
         if m not in state:
             visit(m)
     assert len(graph) > 30  # the walk really saw the package
+
+
+#: DESIGN.md's layers, lowest first; a module belongs to the first prefix that matches its dotted name
+LAYERS = (
+    (1, "foundation", ("_version", "errors", "names", "spec", "genspec", "machine", "targets", "compare",
+                       "interrupts", "tables", "plotting", "sampling")),
+    (2, "models", ("models",)),
+    (3, "tracing", ("tracing",)),
+    (4, "exporters", ("exporters",)),
+    (5, "runtimes", ("runtimes",)),
+    (6, "services", ("verification", "benchmark", "generation", "serving", "locate", "attention_maps", "env",
+                     "render")),
+    (7, "orchestration", ("workflow", "export_api", "pipeline", "package")),
+    (8, "face", ("cli", "cli_support", "cli_types", "__main__")),
+)  # fmt: skip
+
+
+def layer_of(module: str) -> int:
+    if module == "attnkit":
+        return 8
+    rest = module.removeprefix("attnkit.")
+    for number, _, prefixes in LAYERS:
+        if any(rest == p or rest.startswith(p + ".") for p in prefixes):
+            return number
+    raise AssertionError(f"{module} belongs to no layer: add it to LAYERS (and to DESIGN.md's map)")
+
+
+def imports_running_up(graph: dict[str, set[str]] | None = None) -> list[tuple[str, str]]:
+    """(importer, imported) pairs where a module imports one of a higher layer, lazily or not."""
+    graph = graph if graph is not None else _graph()
+    return sorted((m, d) for m, deps in graph.items() for d in deps if layer_of(d) > layer_of(m))
+
+
+def test_every_import_looks_down():
+    up = imports_running_up()
+    assert up == [], "imports running up the layers: " + ", ".join(f"{a} -> {b}" for a, b in up)
+
+
+def test_the_layer_walk_sees_an_import_running_up():
+    """The walk itself can fail: a lazy import of the orchestration layer inside a runtime is caught."""
+    graph = _graph()
+    graph["attnkit.runtimes.base"] = graph["attnkit.runtimes.base"] | {"attnkit.export_api"}
+    assert ("attnkit.runtimes.base", "attnkit.export_api") in imports_running_up(graph)
 
 
 def test_low_modules_import_nothing_above_them():

@@ -10,6 +10,27 @@ import numpy as np
 CV_WARNING = 0.10
 
 
+def summarise(values) -> dict[str, float]:
+    """The one percentile summary of the house (bench, generation, load test): count, mean, stdev (ddof 1),
+    p50/p90/p95/p99, min, max of ``values`` in their own unit; NaN for an empty sample."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if not v.size:
+        nan = float("nan")
+        return {"count": 0, **dict.fromkeys(("mean", "stdev", "p50", "p90", "p95", "p99", "min", "max"), nan)}
+    p50, p90, p95, p99 = np.percentile(v, [50, 90, 95, 99])
+    return {
+        "count": int(v.size),
+        "mean": float(v.mean()),
+        "stdev": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+        "p50": float(p50),
+        "p90": float(p90),
+        "p95": float(p95),
+        "p99": float(p99),
+        "min": float(v.min()),
+        "max": float(v.max()),
+    }
+
+
 @dataclass(frozen=True)
 class Latency:
     """Per-call latencies of one measurement, in milliseconds, with their summary statistics."""
@@ -32,20 +53,7 @@ class Latency:
         if not values_ns:
             raise ValueError("a Latency needs at least one timed call")
         ms = np.asarray(values_ns, dtype=np.float64) / 1e6
-        p50, p90, p95, p99 = np.percentile(ms, [50, 90, 95, 99])
-        return cls(
-            count=len(ms),
-            mean=float(ms.mean()),
-            stdev=float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
-            p50=float(p50),
-            p90=float(p90),
-            p95=float(p95),
-            p99=float(p99),
-            min=float(ms.min()),
-            max=float(ms.max()),
-            total_s=float(ms.sum() / 1e3),
-            values=tuple(float(v) for v in ms),
-        )
+        return cls(**summarise(ms), total_s=float(ms.sum() / 1e3), values=tuple(float(v) for v in ms))
 
     @property
     def cv(self) -> float:

@@ -17,10 +17,11 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import ArtifactError, ExportError
+from ..genspec import GenerationSpec
 from ..interrupts import check as check_interrupt
+from ..names import GENERATION_ROLES, MANIFEST, ROLE_MODEL
 from ..spec import ExportSpec
 
-MANIFEST = "manifest.json"
 _VERSIONED = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy")
 
 
@@ -63,11 +64,58 @@ class ArtifactRecord:
     sha256: str = ""
     agreement: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    role: str = ROLE_MODEL  # attnkit.names: model, signatures, decoder_with_past, encoder
 
     @classmethod
-    def of(cls, root: Path, fmt: str, rel: str, precision: str, **extra: Any) -> ArtifactRecord:
+    def of(cls, root: Path, fmt: str, rel: str, precision: str, role: str = ROLE_MODEL, **extra: Any) -> ArtifactRecord:
         p = root / rel
-        return cls(fmt, rel, precision, size_path(p), sha256_path(p), extra=extra)
+        return cls(fmt, rel, precision, size_path(p), sha256_path(p), extra=extra, role=role)
+
+
+@dataclass
+class GenerationSection:
+    """The manifest's ``generation`` section (``export --generate``): the decode step's interface, its
+    artifacts (each with its role), the sampler the in-graph ``generate`` was traced with, and the
+    agreement measured at export."""
+
+    spec: GenerationSpec
+    artifacts: list[ArtifactRecord] = field(default_factory=list)
+    sampler: str = "greedy"
+    generate_inputs: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    agreement: dict[str, Any] = field(default_factory=dict)
+
+    def artifact(self, role: str, fmt: str, precision: str = "fp32") -> ArtifactRecord | None:
+        return next(
+            (a for a in self.artifacts if a.role == role and a.format == fmt and a.precision == precision), None
+        )
+
+    def has(self, fmt: str) -> bool:
+        return any(a.format == fmt for a in self.artifacts)
+
+    def replace(self, record: ArtifactRecord) -> None:
+        """Add ``record``, dropping an older one at the same path."""
+        self.artifacts = [a for a in self.artifacts if a.path != record.path] + [record]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["spec"] = self.spec.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GenerationSection:
+        records = [ArtifactRecord(**a) for a in d.get("artifacts", [])]
+        bad = sorted({a.role for a in records} - set(GENERATION_ROLES))
+        if bad:
+            raise ArtifactError(f"the manifest's generation section has unknown roles {bad}.", flag="DIR")
+        return cls(
+            spec=GenerationSpec.from_dict(d["spec"]),
+            artifacts=records,
+            sampler=d.get("sampler", "greedy"),
+            generate_inputs=d.get("generate_inputs", []),
+            notes=d.get("notes", []),
+            agreement=d.get("agreement", {}),
+        )
 
 
 @dataclass
@@ -83,8 +131,7 @@ class Manifest:
     notes: list[str] = field(default_factory=list)  # what was asked for and not produced, and why
     target: dict[str, Any] = field(default_factory=dict)  # export --target: CPU class, int8 scheme and why
     machine: dict[str, Any] = field(default_factory=dict)  # the export machine: CPU, class, features
-    #: export --generate: {"spec": GenerationSpec dict, "artifacts": [ArtifactRecord dict + "role"], ...}
-    generation: dict[str, Any] = field(default_factory=dict)
+    generation: GenerationSection | None = None  # export --generate
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,17 +144,17 @@ class Manifest:
             "notes": self.notes,
             "target": self.target,
             "machine": self.machine,
-            **({"generation": self.generation} if self.generation else {}),
+            **({"generation": self.generation.to_dict()} if self.generation else {}),
         }
 
     def write(self, root: Path) -> None:
         write_text_atomic(Path(root) / MANIFEST, json.dumps(self.to_dict(), indent=2), flag="DIR")
 
-    def generation_records(self) -> list[tuple[str, ArtifactRecord]]:
-        """``(role, record)`` of each artifact of the generation section (``export --generate``)."""
-        return [
-            (a["role"], ArtifactRecord(**{k: v for k, v in a.items() if k != "role"}))
-            for a in self.generation.get("artifacts", [])
+    def all_artifacts(self) -> list[ArtifactRecord]:
+        """The forward artifacts, then the generation section's (a path shared by both listed once)."""
+        paths = {a.path for a in self.artifacts}
+        return self.artifacts + [
+            a for a in (self.generation.artifacts if self.generation else []) if a.path not in paths
         ]
 
     def artifact(self, fmt: str, precision: str | None = None) -> ArtifactRecord | None:
@@ -142,7 +189,7 @@ class Manifest:
                 notes=d.get("notes", []),
                 target=d.get("target", {}),
                 machine=d.get("machine", {}),
-                generation=d.get("generation", {}),
+                generation=GenerationSection.from_dict(d["generation"]) if d.get("generation") else None,
             )
         except (ValueError, KeyError, TypeError) as e:
             raise ArtifactError(f"`{path}` is not a valid manifest ({type(e).__name__}: {e}).", flag="DIR") from None
@@ -150,8 +197,7 @@ class Manifest:
     def check_integrity(self, root: str | Path) -> list[str]:
         """One message per artifact that is missing or whose sha256 differs from the manifest."""
         problems = []
-        extra = [r for _, r in self.generation_records() if r.path not in {a.path for a in self.artifacts}]
-        for a in self.artifacts + extra:
+        for a in self.all_artifacts():
             p = Path(root) / a.path
             if not p.exists():
                 problems.append(f"{a.path}: missing")

@@ -22,8 +22,8 @@ from pathlib import Path
 import onnx
 
 from ..errors import AttnkitError
+from ..names import ONNX_PRECISIONS, artifact_file
 
-ONNX_PRECISIONS = ("fp32", "fp16", "int8")
 #: ops kept in fp32 inside the fp16 graph, on top of onnxconverter-common's default block list
 FP32_ISLANDS = (
     "LayerNormalization",
@@ -45,7 +45,7 @@ BF16_REASON = (
 
 def onnx_file(precision: str) -> str:
     """File name of the ONNX artifact of a precision: model.onnx, model.fp16.onnx, model.int8.onnx."""
-    return "model.onnx" if precision == "fp32" else f"model.{precision}.onnx"
+    return artifact_file("model", precision, "onnx")
 
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:

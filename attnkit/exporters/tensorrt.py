@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AttnkitError, DependencyError, ExportError
+from ..names import ROLE_MODEL
 from ..spec import ExportSpec, ShapeRange
 
 MODULES = (("tensorrt", "tensorrt"), ("tensorrt_rtx_bindings", "tensorrt-rtx"))
-PLAN_PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass(frozen=True)
@@ -379,3 +379,30 @@ def read_sidecar(plan: str | Path) -> dict:
             hint="Rebuild the plan: attnkit export DIR --format tensorrt --force",
         )
     return sidecar
+
+
+def write_plan(
+    root: Path, onnx_path: Path, name: str, spec: ExportSpec, precision: str, trt: dict, cache: Path | None, say,
+    role: str = ROLE_MODEL, explicit: list[dict] | None = None,
+):  # fmt: skip
+    """The one plan writer (forward and generation graphs): build ``name`` from ``onnx_path``, write the plan
+    and its sidecar atomically, and return the manifest record (what TensorRT built, for which target)."""
+    import json
+
+    from .manifest import ArtifactRecord, write_bytes_atomic, write_text_atomic
+
+    flavour = trt["flavour"]
+    say(f"building {name} with {flavour.name} {flavour.version} for {trt['target']}")
+    plan, sidecar = build_plan(
+        onnx_path, spec, precision, trt.get("profiles", []) if explicit is None else [], trt["target"],
+        cache or root / "trt_timing.cache", flavour, explicit=explicit,
+    )  # fmt: skip
+    write_bytes_atomic(root / name, plan)
+    write_text_atomic(root / f"{name}.json", json.dumps(sidecar, indent=2))
+    keys = ("flavour", "version", "target", "runs_on", "build_path", "cache", "build_seconds")
+    info = {k: sidecar[k] for k in keys if k in sidecar}
+    info["profiles"] = [p["name"] for p in explicit] if explicit is not None else sidecar.get("profiles")
+    return ArtifactRecord.of(
+        root, "tensorrt", name, precision, role=role, sidecar=f"{name}.json",
+        engine_layers=sidecar["engine_layers"]["count"], **info,
+    )  # fmt: skip

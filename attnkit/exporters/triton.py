@@ -14,21 +14,13 @@ import tempfile
 from pathlib import Path
 
 from ..errors import ArtifactError, AttnkitError
+from ..names import TRITON_DTYPES
 from ..spec import ExportSpec
 from .signatures import IOSpec
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "savedmodel": "tensorflow_savedmodel", "tensorrt": "tensorrt_plan"}
 FILENAMES = {"onnx": "model.onnx", "savedmodel": "model.savedmodel", "tensorrt": "model.plan"}
 SUFFIX = {"onnx": "onnx", "savedmodel": "savedmodel", "tensorrt": "trt"}
-TRITON_DTYPES = {
-    "float32": "TYPE_FP32",
-    "float16": "TYPE_FP16",
-    "bfloat16": "TYPE_BF16",
-    "int32": "TYPE_INT32",
-    "int64": "TYPE_INT64",
-    "int8": "TYPE_INT8",
-    "bool": "TYPE_BOOL",
-}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 

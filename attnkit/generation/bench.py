@@ -22,23 +22,21 @@ from typing import Any
 
 import numpy as np
 
+from ..benchmark.stats import summarise
 from ..compare import DEFAULT_TOLERANCES
 from ..errors import AttnkitError
-from .loop import Prompts, greedy, recompute
-from .verify import GenerationCheck, _compare_steps
-
-#: backends a generation bench measures by default: every one that can run the export here
-DEFAULT_BACKENDS = ("keras", "tf-function", "xla", "savedmodel", "savedmodel-generate", "onnxruntime", "tensorrt")
-XLA_REASON = (
-    "XLA compiles one program per input shape, and the KV cache grows by one token per step: "
-    "it would recompile at every step"
-)
+from ..names import FORWARD, GENERATE, ROLE_DECODER_WITH_PAST
+from ..runtimes.base import REGISTRY, label
+from ..runtimes.registry import generation_pairs
+from .loop import Prompts, recompute
+from .verify import GenerationCheck, _compare_steps, run_generation, unavailable_notes
 
 
 @dataclass
 class GenerationRow:
     backend: str
     precision: str
+    task: str
     batch: int
     prompt_length: int
     new_tokens: int
@@ -63,7 +61,7 @@ class GenerationRow:
 
     @property
     def label(self) -> str:
-        return self.backend if self.precision == "fp32" else f"{self.backend}[{self.precision}]"
+        return label(self.backend, self.precision, self.task)
 
 
 @dataclass
@@ -75,6 +73,8 @@ class GenerationBenchReport:
     bandwidth: dict
     rows: list[GenerationRow] = field(default_factory=list)
     recompute: list[dict] = field(default_factory=list)
+    #: backends with no generation runner, and why (said once under the table, not as rows)
+    notes: list[str] = field(default_factory=list)
 
     def best(self, new_tokens: int | None = None) -> GenerationRow | None:
         """The fastest row whose tokens are exactly full recompute's (a reduced precision whose greedy
@@ -109,7 +109,8 @@ class GenerationBenchReport:
             "best_pct_of_bandwidth": best.pct_of_bandwidth if best else None,
             "speedup_vs_recompute": self.speedups(),
             "recompute": self.recompute,
-            "rows": [asdict(r) for r in self.rows],
+            "notes": self.notes,
+            "rows": [{**asdict(r), "label": r.label} for r in self.rows],
         }
 
 
@@ -132,57 +133,17 @@ def streamed_weight_bytes(onnx_path: Path) -> int:
     return total
 
 
-def _full_forward(source, backend: str, precision: str):
-    """The full-sequence model of a backend at a precision, for its recompute baseline; (fn, close) or None.
-
-    eager Keras: the model; tf-function: the traced model; savedmodel(-generate): ``serving_default``;
-    onnxruntime: ``model[.fp16|.int8].onnx``. The baseline runs on the same runtime as the cached decode.
-    """
-    if backend == "keras" and precision == "fp32":
-        model = source.keras_model
-        return lambda f: np.asarray(model(f, training=False)["logits"])
-    if backend == "tf-function" and precision == "fp32":
-        from ..tracing import trace
-
-        fn, names = trace(source.keras_model, source.spec), source.spec.input_names
-        return lambda f: fn(*[f[n] for n in names])["logits"].numpy()
-    if backend in ("savedmodel", "savedmodel-generate") and source.manifest.artifact("savedmodel", precision):
-        import tensorflow as tf
-
-        loaded = tf.saved_model.load(str(source.path("savedmodel", precision)))
-        sig, names = loaded.signatures["serving_default"], source.spec.input_names
-        fn = lambda f: sig(**{n: tf.constant(f[n]) for n in names})["logits"].numpy()  # noqa: E731
-        fn.keep = loaded
-        return fn
-    if backend == "onnxruntime" and source.manifest.artifact("onnx", precision) is not None:
-        from ..runtimes.onnxruntime import session
-
-        sess = session(source.path("onnx", precision))
-        names = [i.name for i in sess.get_inputs()]
-        return lambda f: sess.run(["logits"], {k: f[k] for k in names})[0]
-    return None
-
-
-def _pairs(source, backends) -> list[tuple[str, str]]:
-    from ..runtimes.registry import split_backend
-    from .runners import STEP_RUNNERS
-    from .verify import default_backends
-
-    available = default_backends(source)
-    if not backends:
-        trt = [] if any(n == "tensorrt" for n, _ in available) else [("tensorrt", "fp16")]
-        return available + [("xla", "fp32")] + trt
-    out = []
-    for b in backends:
-        name, precision = split_backend(b)
-        if name not in STEP_RUNNERS and name != "xla":
-            raise AttnkitError(
-                f"unknown generation backend `{name}`; valid: {', '.join(list(STEP_RUNNERS) + ['xla'])}.",
-                flag="--backends",
-            )
-        found = [(n, p) for n, p in available if n == name and precision in (None, p)]
-        out += found or [(name, precision or "fp32")]
-    return list(dict.fromkeys(out))
+def _forward_runner(source, backend: str, precision: str):
+    """The backend's own forward runner at ``precision`` for its full-recompute baseline (the registry's,
+    as bench uses it), or None when the export has no artifact for it."""
+    cls = REGISTRY[backend].get(FORWARD)
+    if cls is None or precision not in cls.precisions:
+        return None
+    if cls.needs != "keras" and source.manifest.artifact(cls.needs, precision) is None:
+        return None
+    if cls.needs == "keras" and precision != "fp32":
+        return None
+    return cls(source, precision)
 
 
 def bench_generation(
@@ -203,27 +164,25 @@ def bench_generation(
     from ..benchmark.environment import collect
     from ..benchmark.roofline import calibrate_bandwidth
     from ..runtimes.base import Source
-    from .loop import check_request
-    from .runners import STEP_RUNNERS, generation_artifact, generation_section
-    from .spec import GenerationSpec
 
     say = progress or (lambda _m: None)
     if repeats < 1:
         raise AttnkitError(f"must be >= 1; got {repeats}.", flag="--repeats")
     source = Source(root, unsafe=unsafe, imports=imports)
     source.manifest.require_integrity(root)
-    g = GenerationSpec.from_dict(generation_section(source)["spec"])
+    g = source.generation.spec
     for b in batches:
-        for p in prompt_lengths:
-            for n in new_tokens:
-                check_request(g, Prompts.random(g, 1, p, 0, ragged=False), n)
-                if b < 1:
-                    raise AttnkitError(f"must be >= 1; got {b}.", flag="--batch")
-    pairs = _pairs(source, backends)
+        if b < 1:
+            raise AttnkitError(f"must be >= 1; got {b}.", flag="--batch-sizes")
+    for p in prompt_lengths:
+        for n in new_tokens:
+            g.check_request(p, n, p)
+    pairs = generation_pairs(source, backends)
     say("memory bandwidth (array copy)")
     report = GenerationBenchReport(
-        str(root), source.spec.name, seed, collect({"intra_op": threads}), calibrate_bandwidth(threads)
-    )
+        str(root), source.spec.name, seed, collect({"intra_op": threads}), calibrate_bandwidth(threads),
+        notes=unavailable_notes(),
+    )  # fmt: skip
     peak = report.bandwidth["gbps"]
     fp32_onnx = source.manifest.artifact("onnx", "fp32")
     weight_bytes: dict[str, int] = {}
@@ -231,47 +190,50 @@ def bench_generation(
     def weights_of(name: str, precision: str) -> int | None:
         key = precision if name == "onnxruntime" else "fp32"
         if key not in weight_bytes:
-            try:
-                path = generation_artifact(source, "decoder_with_past", "onnx", key)
-            except AttnkitError:
-                path = source.root / fp32_onnx.path if fp32_onnx is not None and key == "fp32" else None
+            record = source.generation.artifact(ROLE_DECODER_WITH_PAST, "onnx", key)
+            path = source.root / record.path if record is not None else None
+            if path is None and fp32_onnx is not None and key == "fp32":
+                path = source.root / fp32_onnx.path
             weight_bytes[key] = streamed_weight_bytes(path) if path else None
         return weight_bytes[key]
 
     shapes = [(b, p, n) for b in batches for p in prompt_lengths for n in new_tokens]
     prompts = {shape: Prompts.random(g, shape[0], shape[1], seed, source_length=shape[1]) for shape in shapes}
     refs, eager_recompute, baselines = {}, {}, {}
-    full = _full_forward(source, "keras", "fp32")
-    for shape in shapes:
-        say(f"eager full recompute (the reference): batch {shape[0]}, prompt {shape[1]}, {shape[2]} new tokens")
-        refs[shape], eager_recompute[shape] = _timed_recompute(full, g, prompts[shape], shape[2], recompute_repeats)
-        report.recompute.append(_recompute_record("keras", "fp32", shape, eager_recompute[shape]))
+    with runner_class_forward(source, "keras", "fp32") as eager:
+        for shape in shapes:
+            say(f"eager full recompute (the reference): batch {shape[0]}, prompt {shape[1]}, {shape[2]} new tokens")
+            refs[shape], eager_recompute[shape] = _timed_recompute(
+                eager, g, prompts[shape], shape[2], recompute_repeats
+            )
+            report.recompute.append(_recompute_record("keras", "fp32", shape, eager_recompute[shape]))
+    baselines[("keras", "fp32")] = eager_recompute
     # One backend at a time, loaded, measured on every shape and closed: nothing else runs or holds
     # threads (onnxruntime's pools spin after a run) while a backend is timed.
-    for name, precision in pairs:
-        rows = {shape: GenerationRow(name, precision, *shape) for shape in shapes}
+    for cls, precision in pairs:
+        rows = {shape: GenerationRow(cls.name, precision, cls.task, *shape) for shape in shapes}
         report.rows += rows.values()
-        reason = XLA_REASON if name == "xla" else STEP_RUNNERS[name].unavailable_reason()
+        reason = cls.unavailable_reason()
         if reason:
             for row in rows.values():
                 row.skipped = reason
             continue
-        say(f"loading {name} [{precision}]")
+        say(f"loading {label(cls.name, precision, cls.task)}")
         try:
-            with STEP_RUNNERS[name](source, precision, threads) as runner:
+            with cls(source, precision, threads) as runner:
                 for shape, row in rows.items():
                     say(f"{runner.label}: batch {shape[0]}, prompt {shape[1]}, {shape[2]} new tokens")
                     _measure(row, runner, prompts[shape], shape[2], refs[shape], repeats)
-            kind = ("savedmodel" if name.startswith("savedmodel") else name, precision)
-            baseline = eager_recompute if kind == ("keras", "fp32") else baselines.get(kind)
-            if baseline is None and (full := _full_forward(source, name, precision)) is not None:
+            baseline = baselines.get((cls.name, precision))
+            if baseline is None and (full := _forward_runner(source, cls.name, precision)) is not None:
                 baseline = {}
-                for shape in shapes:
-                    say(f"full recompute on {name} [{precision}]: {shape[2]} new tokens")
-                    _timed_recompute(full, g, prompts[shape], min(shape[2], 2), 1)  # warm-up
-                    _, baseline[shape] = _timed_recompute(full, g, prompts[shape], shape[2], recompute_repeats)
-                    report.recompute.append(_recompute_record(name, precision, shape, baseline[shape]))
-                baselines[kind], full = baseline, None
+                with full:
+                    for shape in shapes:
+                        say(f"full recompute on {full.label}: {shape[2]} new tokens")
+                        _timed_recompute(full, g, prompts[shape], min(shape[2], 2), 1)  # warm-up
+                        _, baseline[shape] = _timed_recompute(full, g, prompts[shape], shape[2], recompute_repeats)
+                        report.recompute.append(_recompute_record(cls.name, precision, shape, baseline[shape]))
+                baselines[(cls.name, precision)] = baseline
         except AttnkitError:
             raise
         except Exception as e:  # a backend that crashes is reported in its rows, the others go on
@@ -281,6 +243,13 @@ def bench_generation(
         for shape, row in rows.items():
             _derive(row, g, baseline.get(shape) if baseline else None, eager_recompute[shape], weights_of, peak)
     return report
+
+
+def runner_class_forward(source, name: str, precision: str):
+    """A forward runner of the registry (the recompute reference and baselines run what bench runs)."""
+    from ..runtimes.registry import runner_class
+
+    return runner_class(name, FORWARD)(source, precision)
 
 
 def _recompute_record(name, precision, shape, seconds) -> dict:
@@ -312,12 +281,13 @@ def _derive(row, g, recompute_s, eager_recompute_s, weights_of, peak) -> None:
         row.pct_of_bandwidth = 100 * row.achieved_gbps / peak
 
 
-def _timed_recompute(full, g, prompts, n, repeats):
+def _timed_recompute(runner, g, prompts, n, repeats):
+    """Full recompute through a loaded forward runner: the reference tokens and the fastest of ``repeats``."""
     best = None
     ref = None
     for _ in range(repeats):
         t0 = time.perf_counter()
-        gen = recompute(full, g, prompts, n, keep_logits=ref is None)
+        gen = recompute(lambda f: runner.infer(f)["logits"], g, prompts, n, keep_logits=ref is None)
         elapsed = time.perf_counter() - t0
         ref = ref or gen
         best = elapsed if best is None else min(best, elapsed)
@@ -325,18 +295,18 @@ def _timed_recompute(full, g, prompts, n, repeats):
 
 
 def _measure(row: GenerationRow, runner, prompts, n: int, ref, repeats: int) -> None:
-    check = GenerationCheck(row.backend, row.precision, tokens_required=row.precision == "fp32")
-    if runner.in_graph:
-        runner.generate(prompts, min(n, 2))  # warm-up (first call of the signature)
-        tokens = runner.generate(prompts, n)["output_ids"]
-        _compare_steps(check, ref, tokens, [], DEFAULT_TOLERANCES[row.precision])
+    check = GenerationCheck(row.backend, row.precision, row.task, tokens_required=row.precision == "fp32")
+    run_generation(runner, prompts, min(n, 4), keep_logits=False)  # warm-up (first call of a signature)
+    checked = run_generation(runner, prompts, n)
+    _compare_steps(check, ref, checked.tokens, checked.logits, DEFAULT_TOLERANCES[row.precision])
+    if runner.task == GENERATE:
         firsts, totals = [], []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            runner.generate(prompts, 1)
+            run_generation(runner, prompts, 1)
             firsts.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            runner.generate(prompts, n)
+            run_generation(runner, prompts, n)
             totals.append(time.perf_counter() - t0)
         row.ttft_ms = 1e3 * float(np.median(firsts))
         row.total_s = float(np.median(totals))
@@ -344,17 +314,14 @@ def _measure(row: GenerationRow, runner, prompts, n: int, ref, repeats: int) -> 
             mean = 1e3 * (row.total_s - float(np.median(firsts))) / (n - 1)
             row.itl_ms = {"mean": mean, "p50": mean}
     else:
-        greedy(runner, prompts, min(n, 4), keep_logits=False)  # warm-up
-        checked = greedy(runner, prompts, n)
-        _compare_steps(check, ref, checked.tokens, checked.logits, DEFAULT_TOLERANCES[row.precision])
-        runs = [greedy(runner, prompts, n, keep_logits=False) for _ in range(repeats)]
+        runs = [run_generation(runner, prompts, n, keep_logits=False) for _ in range(repeats)]
         totals = [r.first_token_seconds + sum(r.step_seconds) for r in runs]
         row.ttft_ms = 1e3 * float(np.median([r.first_token_seconds for r in runs]))
         row.total_s = float(np.median(totals))
         steps = np.array([r.step_seconds for r in runs]) * 1e3  # (repeats, n - 1)
         if steps.size:
-            p50, p90, p99 = np.percentile(steps, [50, 90, 99])
-            row.itl_ms = {"mean": float(steps.mean()), "p50": float(p50), "p90": float(p90), "p99": float(p99)}
+            summary = summarise(steps.ravel())
+            row.itl_ms = {k: summary[k] for k in ("mean", "p50", "p90", "p99")}
             row.per_position_ms = [round(float(v), 4) for v in np.median(steps, axis=0)]
     row.repeats = repeats
     row.tokens_per_s = prompts.batch * n / row.total_s

@@ -15,44 +15,55 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..exporters.manifest import ArtifactRecord
+from ..exporters.manifest import ArtifactRecord, GenerationSection
+from ..names import (
+    EOS_ID,
+    MAX_NEW_TOKENS,
+    ROLE_DECODER_WITH_PAST,
+    ROLE_ENCODER,
+    ROLE_SIGNATURES,
+    SIG_DECODE_STEP,
+    SIG_ENCODE,
+    SIG_GENERATE,
+    SIG_PREFILL,
+    artifact_file,
+)
 
 
-def file_name(role: str, precision: str) -> str:
-    return f"{role}.onnx" if precision == "fp32" else f"{role}.{precision}.onnx"
-
-
-def savedmodel_endpoints(decoding) -> dict:
+def savedmodel_endpoints(decoding, sampler="greedy") -> dict:
     """The extra signatures of the fp32 SavedModel (see module docstring)."""
-    from .tracing import trace_encode, trace_generate, trace_step
+    from ..tracing.decode import trace_encode, trace_generate, trace_step
 
     fns = {
-        "prefill": trace_step(decoding, with_past=False),
-        "decode_step": trace_step(decoding, with_past=True),
-        "generate": trace_generate(decoding),
+        SIG_PREFILL: trace_step(decoding, with_past=False),
+        SIG_DECODE_STEP: trace_step(decoding, with_past=True),
+        SIG_GENERATE: trace_generate(decoding, sampler),
     }
     if decoding.spec.seq2seq:
-        fns["encode"] = trace_encode(decoding)
+        fns[SIG_ENCODE] = trace_encode(decoding)
     return fns
 
 
-def record(stage: Path, role: str, fmt: str, rel: str, precision: str, **extra) -> dict:
-    from dataclasses import asdict
+def signatures_record(stage: Path, rel: str, seq2seq: bool) -> ArtifactRecord:
+    names = [SIG_PREFILL, SIG_DECODE_STEP, SIG_GENERATE] + ([SIG_ENCODE] if seq2seq else [])
+    return ArtifactRecord.of(stage, "savedmodel", rel, "fp32", role=ROLE_SIGNATURES, signatures=names)
 
-    return {"role": role, **asdict(ArtifactRecord.of(stage, fmt, rel, precision, **extra))}
 
-
-def write_onnx(stage: Path, decoding, precisions, target, per_channel: bool, fuse: bool, opset: int, say) -> list[dict]:
+def write_onnx(
+    stage: Path, decoding, precisions, target, per_channel: bool, fuse: bool, opset: int, say
+) -> list[ArtifactRecord]:
     """Convert, fuse and lower the decode step (and the seq2seq encoder); returns their records."""
     from ..exporters.onnx import convert
     from ..exporters.passes import fuse_layernorm
     from ..exporters.precision import write_lowered
-    from .tracing import step_export_spec, trace_encode, trace_step
+    from ..tracing.decode import step_export_spec, trace_encode, trace_step
 
     g = decoding.spec
-    graphs = [("decoder_with_past", trace_step(decoding, with_past=True), step_export_spec(g, "decoder_with_past"))]
+    graphs = [
+        (ROLE_DECODER_WITH_PAST, trace_step(decoding, with_past=True), step_export_spec(g, ROLE_DECODER_WITH_PAST))
+    ]
     if g.seq2seq:
-        graphs.append(("encoder", trace_encode(decoding), step_export_spec(g, "encoder", encoder=True)))
+        graphs.append((ROLE_ENCODER, trace_encode(decoding), step_export_spec(g, ROLE_ENCODER, encoder=True)))
     records = []
     for role, fn, spec in graphs:
         say(f"exporting {role}.onnx (opset {opset})")
@@ -60,25 +71,24 @@ def write_onnx(stage: Path, decoding, precisions, target, per_channel: bool, fus
         if fuse:
             fp32, _ = fuse_layernorm(fp32)
         for precision, rel, extra in write_lowered(
-            fp32, precisions, stage, lambda p, role=role: file_name(role, p), opset, per_channel, target
+            fp32, precisions, stage, lambda p, role=role: artifact_file(role, p, "onnx"), opset, per_channel, target
         ):
-            records.append(record(stage, role, "onnx", rel, precision, **extra))
+            records.append(ArtifactRecord.of(stage, "onnx", rel, precision, role=role, **extra))
     return records
 
 
-def section(decoding, records: list[dict]) -> dict:
-    from .tracing import EOS_ID, MAX_NEW_TOKENS
-
-    return {
-        "spec": decoding.spec.to_dict(),
-        "artifacts": records,
-        "generate_inputs": [MAX_NEW_TOKENS, EOS_ID],
-        "notes": [
+def section(decoding, records: list[ArtifactRecord], sampler: str = "greedy") -> GenerationSection:
+    return GenerationSection(
+        spec=decoding.spec,
+        artifacts=records,
+        sampler=sampler,
+        generate_inputs=[MAX_NEW_TOKENS, EOS_ID],
+        notes=[
             "prefill = decoder_with_past with past_sequence 0 (empty past_key_values.*)",
             "padding_mask covers past + new tokens; positions are cumsum(padding_mask) - 1 per row",
-            "generate: greedy; eos_id -1 never stops; finished rows continue with eos_id",
+            f"generate: {sampler}; eos_id -1 never stops; finished rows continue with eos_id",
         ],
-    }
+    )
 
 
 def step_profiles(g, batch, seq, encoder: bool = False) -> list[dict]:
@@ -111,32 +121,21 @@ def step_profiles(g, batch, seq, encoder: bool = False) -> list[dict]:
 def write_tensorrt(stage: Path, manifest, precisions, trt: dict, cache, say) -> None:
     """TensorRT plans of ``decoder_with_past`` (and ``encoder``) for each precision a plan is built in,
     recorded in the manifest's generation section. Running them needs an NVIDIA GPU."""
-    import json
+    from ..exporters.tensorrt import write_plan
+    from ..names import PLAN_PRECISIONS
+    from ..tracing.decode import step_export_spec
 
-    from ..exporters.manifest import write_bytes_atomic, write_text_atomic
-    from ..exporters.tensorrt import PLAN_PRECISIONS, build_plan
-    from .spec import GenerationSpec
-    from .tracing import step_export_spec
-
-    g = GenerationSpec.from_dict(manifest.generation["spec"])
-    records = manifest.generation["artifacts"]
-    for item in [r for r in list(records) if r["format"] == "onnx" and r["precision"] in PLAN_PRECISIONS]:
-        role, precision = item["role"], item["precision"]
-        if precision not in precisions:
+    section = manifest.generation
+    g = section.spec
+    for item in [r for r in list(section.artifacts) if r.format == "onnx" and r.precision in PLAN_PRECISIONS]:
+        if item.precision not in precisions:
             continue
-        encoder = role == "encoder"
+        encoder = item.role == ROLE_ENCODER
         profiles = [p for batch, seq in trt["profiles"] for p in step_profiles(g, batch, seq, encoder)]
-        name = f"{role}.plan" if precision == "fp32" else f"{role}.{precision}.plan"
-        say(f"building {name} with {trt['flavour'].name} {trt['flavour'].version} for {trt['target']}")
-        plan, sidecar = build_plan(
-            stage / item["path"], step_export_spec(g, role, encoder), precision, [], trt["target"],
-            cache or stage / "trt_timing.cache", trt["flavour"], explicit=profiles,
-        )  # fmt: skip
-        write_bytes_atomic(stage / name, plan)
-        write_text_atomic(stage / f"{name}.json", json.dumps(sidecar, indent=2))
-        records[:] = [r for r in records if r["path"] != name]
-        keys = ("flavour", "version", "target", "runs_on", "build_seconds")
-        records.append(
-            record(stage, role, "tensorrt", name, precision, sidecar=f"{name}.json",
-                   profiles=[p["name"] for p in profiles], **{k: sidecar[k] for k in keys})
+        section.replace(
+            write_plan(
+                stage, stage / item.path, artifact_file(item.role, item.precision, "plan"),
+                step_export_spec(g, item.role, encoder), item.precision, trt, cache, say, role=item.role,
+                explicit=profiles,
+            )
         )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Greedy decoding loops in numpy around any step runner, and the full-recompute reference.
+"""Decoding loops in numpy around any step runner, and the full-recompute reference.
 
 The loop is the one a serving client runs (optimum's and ONNX Runtime GenAI's): encode once (seq2seq),
 prefill the prompt, then one token per step, feeding each step's ``present.*`` back as ``past_key_values.*``.
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import AttnkitError
-from .spec import GenerationSpec
+from ..genspec import GenerationSpec
+from ..sampling import get_sampler
 
 
 @dataclass
@@ -79,26 +79,9 @@ class Generation:
 
 
 def check_request(g: GenerationSpec, prompts: Prompts, max_new_tokens: int) -> None:
-    """One-line errors for a request the model cannot serve.
-
-    Raises:
-        AttnkitError: ``max_new_tokens`` < 1, or prompt + new tokens beyond the model's maximum length.
-    """
-    if int(max_new_tokens) < 1:
-        raise AttnkitError(f"must be >= 1; got {max_new_tokens}.", flag="--max-new-tokens")
-    longest = int(prompts.ids.shape[1])
-    if longest + int(max_new_tokens) > g.max_length:
-        raise AttnkitError(
-            f"a prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model's maximum length "
-            f"{g.max_length}.",
-            flag="--prompt-length",
-            hint=f"Keep prompt length + --max-new-tokens <= {g.max_length}.",
-        )
-    if g.seq2seq and prompts.source_ids is not None and prompts.source_ids.shape[1] > g.max_length:
-        raise AttnkitError(
-            f"a source of {prompts.source_ids.shape[1]} tokens exceeds the model's maximum length {g.max_length}.",
-            flag="--prompt-length",
-        )
+    """:meth:`GenerationSpec.check_request` for a batch of prompts."""
+    source = None if prompts.source_ids is None else int(prompts.source_ids.shape[1])
+    g.check_request(int(prompts.ids.shape[1]), max_new_tokens, source)
 
 
 def sequence_lengths(tokens: np.ndarray, eos_id: int) -> np.ndarray:
@@ -107,13 +90,12 @@ def sequence_lengths(tokens: np.ndarray, eos_id: int) -> np.ndarray:
     return np.where(hit.any(1), hit.argmax(1) + 1, tokens.shape[1]).astype("int32")
 
 
-def _finish(done, nxt, eos_id):
-    nxt = np.where(done, eos_id, nxt).astype("int32")
-    return nxt, done | (nxt == eos_id)
-
-
-def greedy(runner, prompts: Prompts, max_new_tokens: int, eos_id: int = -1, keep_logits: bool = True) -> Generation:
-    """Greedy decoding with the KV cache through ``runner`` (a :class:`~attnkit.generation.runners.StepRunner`)."""
+def decode(
+    runner, prompts: Prompts, max_new_tokens: int, eos_id: int = -1, keep_logits: bool = True, sampler="greedy"
+) -> Generation:
+    """Decoding with the KV cache through ``runner`` (a decode-step runner), each token chosen by ``sampler``
+    (:mod:`attnkit.sampling`; greedy by default)."""
+    sampler = get_sampler(sampler)
     g: GenerationSpec = runner.gspec
     check_request(g, prompts, max_new_tokens)
     clock = time.perf_counter
@@ -124,8 +106,7 @@ def greedy(runner, prompts: Prompts, max_new_tokens: int, eos_id: int = -1, keep
     out = runner.prefill({g.ids: prompts.ids, g.mask: prompts.mask, **fixed})
     last = (prompts.mask * np.arange(prompts.ids.shape[1])[None, :]).max(axis=1)
     logits = out["logits"][np.arange(prompts.batch), last]
-    token = logits.argmax(-1).astype("int32")
-    done = token == eos_id
+    token, done = sampler.next_token(logits, np.zeros(prompts.batch, bool), eos_id)
     result = Generation(np.zeros((prompts.batch, 0), "int32"), [logits] if keep_logits else [])
     tokens = [token]
     result.first_token_seconds = clock() - t0
@@ -137,7 +118,7 @@ def greedy(runner, prompts: Prompts, max_new_tokens: int, eos_id: int = -1, keep
         feeds = {g.ids: token[:, None], g.mask: mask, **fixed, **{p: out[q] for p, q in names}}
         out = runner.decode(feeds)
         logits = out["logits"][:, -1]
-        token, done = _finish(done, logits.argmax(-1), eos_id)
+        token, done = sampler.next_token(logits, done, eos_id)
         tokens.append(token)
         if keep_logits:
             result.logits.append(logits)
@@ -159,14 +140,16 @@ def recompute(
     max_new_tokens: int,
     eos_id: int = -1,
     keep_logits: bool = True,
+    sampler="greedy",
 ) -> Generation:
-    """Greedy decoding with no cache: the whole sequence through the full model at every step.
+    """Decoding with no cache: the whole sequence through the full model at every step.
 
     ``full(feeds)`` runs the full-sequence model (its own input names) and returns its logits
     (batch, seq, vocab). Rows are packed on the right (prompt, then generated tokens), the model's own
     padding convention, so this reference never uses the cache's per-row positions.
     """
     check_request(g, prompts, max_new_tokens)
+    sampler = get_sampler(sampler)
     clock = time.perf_counter
     rows = [list(prompts.ids[b, prompts.mask[b] == 1]) for b in range(prompts.batch)]
     done = np.zeros(prompts.batch, bool)
@@ -183,7 +166,7 @@ def recompute(
         if g.seq2seq:
             feeds = {g.encoder_ids: prompts.source_ids, g.encoder_mask: prompts.source_mask, **feeds}
         logits = np.asarray(full(feeds))[np.arange(prompts.batch), [len(r) - 1 for r in rows]]
-        token, done = _finish(done, logits.argmax(-1), eos_id)
+        token, done = sampler.next_token(logits, done, eos_id)
         for b in range(prompts.batch):
             rows[b].append(int(token[b]))
         tokens.append(token)

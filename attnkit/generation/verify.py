@@ -25,7 +25,9 @@ import numpy as np
 
 from ..compare import DEFAULT_TOLERANCES, compare_outputs
 from ..errors import AttnkitError
-from .loop import Generation, Prompts, greedy, recompute
+from ..names import DECODE_STEP, GENERATE, OUTPUT_IDS
+from ..runtimes.registry import all_backends, generation_pairs, generation_runners, label, runner_class, why_not
+from .loop import Generation, Prompts, decode, recompute
 
 DEFAULT_BATCH, DEFAULT_PROMPT, DEFAULT_NEW = 3, 16, 32
 REFERENCE = "keras-recompute"
@@ -35,6 +37,7 @@ REFERENCE = "keras-recompute"
 class GenerationCheck:
     backend: str
     precision: str
+    task: str = DECODE_STEP  # decode_step (the numpy loop over the step runner) or generate (in-graph loop)
     token_match: float = 0.0
     first_mismatch: int | None = None  # step (0 = first new token) where tokens first differ
     steps_compared: int = 0
@@ -57,10 +60,10 @@ class GenerationCheck:
 
     @property
     def label(self) -> str:
-        return self.backend if self.precision == "fp32" else f"{self.backend}[{self.precision}]"
+        return label(self.backend, self.precision, self.task)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": None if self.skipped else self.passed}
+        return {**asdict(self), "label": self.label, "passed": None if self.skipped else self.passed}
 
 
 @dataclass
@@ -86,21 +89,6 @@ class GenerationReport:
         return d
 
 
-def default_backends(source) -> list[tuple[str, str]]:
-    """Every generation backend the export's artifacts allow, fp32 first."""
-    records = source.manifest.generation["artifacts"]
-    pairs = [("keras", "fp32"), ("tf-function", "fp32")]
-    if any(r["format"] == "savedmodel" for r in records):
-        pairs += [("savedmodel", "fp32"), ("savedmodel-generate", "fp32")]
-    for fmt, backend in (("onnx", "onnxruntime"), ("tensorrt", "tensorrt")):
-        for precision in ("fp32", "fp16", "int8"):
-            if any(
-                r["role"] == "decoder_with_past" and r["format"] == fmt and r["precision"] == precision for r in records
-            ):
-                pairs.append((backend, precision))
-    return pairs
-
-
 def _compare_steps(check: GenerationCheck, ref: Generation, got_tokens, got_logits, tol) -> None:
     same = got_tokens == ref.tokens
     check.token_match = float(same.mean())
@@ -121,10 +109,25 @@ def _compare_steps(check: GenerationCheck, ref: Generation, got_tokens, got_logi
         )
 
 
+def run_generation(runner, prompts: Prompts, max_new_tokens: int, eos_id: int = -1, keep_logits: bool = True):
+    """Tokens (and, step by step, the logits) of one runner: the numpy loop around a decode-step runner, or
+    one call of an in-graph ``generate`` runner (its logits are not observable)."""
+    if runner.task == GENERATE:
+        g = runner.gspec
+        feeds = {g.ids: prompts.ids, g.mask: prompts.mask, **prompts.source_feeds(g)}
+        return Generation(runner.generate(feeds, max_new_tokens, eos_id)[OUTPUT_IDS])
+    return decode(runner, prompts, max_new_tokens, eos_id, keep_logits=keep_logits)
+
+
+def unavailable_notes() -> list[str]:
+    """One line per registered backend with no generation runner, and why (said once, under the table)."""
+    return [f"{n}: {why_not(n, DECODE_STEP)}" for n in all_backends() if not generation_runners(n)]
+
+
 def verify_generation(
     root: str | Path,
     *,
-    backends: list[tuple[str, str]] | None = None,
+    backends: list[str] | None = None,
     batch: int = DEFAULT_BATCH,
     prompt_length: int = DEFAULT_PROMPT,
     max_new_tokens: int = DEFAULT_NEW,
@@ -134,26 +137,29 @@ def verify_generation(
     imports: tuple[str, ...] = (),
     progress: Callable[[str], None] | None = None,
 ) -> GenerationReport:
-    """Greedy generations of every backend of a ``--generate`` export against eager full recompute.
+    """Tokens of every generation runner of a ``--generate`` export against eager full recompute.
+
+    Args:
+        backends: backend names (``NAME`` or ``NAME-PRECISION``) to check; default every one the export's
+            artifacts allow (:func:`attnkit.runtimes.registry.generation_pairs`).
 
     Raises:
         ArtifactError: no generation section, or an artifact is missing or tampered with.
-        AttnkitError: a request the model cannot serve (``--max-new-tokens``, ``--prompt-length``).
+        AttnkitError: a request the model cannot serve (``max_new_tokens``, ``prompt_length``).
     """
     from ..runtimes.base import Source
-    from .runners import STEP_RUNNERS, generation_section
-    from .spec import GenerationSpec
 
     source = Source(root, unsafe=unsafe, imports=imports)
     source.manifest.require_integrity(root)
-    g = GenerationSpec.from_dict(generation_section(source)["spec"])
+    g = source.generation.spec
     if batch < 1:
         raise AttnkitError(f"must be >= 1; got {batch}.", flag="--batch")
+    pairs = generation_pairs(source, backends)
     prompts = Prompts.random(g, batch, prompt_length, seed, source_length=prompt_length)
     say = progress or (lambda _m: None)
     say(f"{REFERENCE} (eager full recompute, no cache: the reference)")
-    model = source.keras_model
-    ref = recompute(lambda f: np.asarray(model(f, training=False)["logits"]), g, prompts, max_new_tokens, eos_id)
+    with runner_class("keras")(source) as eager:
+        ref = recompute(lambda f: eager.infer(f)["logits"], g, prompts, max_new_tokens, eos_id)
     report = GenerationReport(
         str(root),
         seed,
@@ -164,31 +170,21 @@ def verify_generation(
         eos_id,
         ref.tokens.tolist(),
     )
-    for name, precision in backends or default_backends(source):
-        check = GenerationCheck(name, precision, tokens_required=precision == "fp32")
+    for cls, precision in pairs:
+        check = GenerationCheck(cls.name, precision, cls.task, tokens_required=precision == "fp32")
         report.checks.append(check)
-        cls = STEP_RUNNERS.get(name)
-        if cls is None:
-            raise AttnkitError(
-                f"unknown generation backend `{name}`; valid: {', '.join(STEP_RUNNERS)}.", flag="--backends"
-            )
         reason = cls.unavailable_reason()
         if reason:
             check.skipped = reason
             continue
-        say(f"{name} [{precision}]")
+        say(check.label)
         try:
             with cls(source, precision) as runner:
-                if cls.in_graph:
-                    out = runner.generate(prompts, max_new_tokens, eos_id)
-                    tokens, logits = out["output_ids"], []
-                else:
-                    gen = greedy(runner, prompts, max_new_tokens, eos_id)
-                    tokens, logits = gen.tokens, gen.logits
+                gen = run_generation(runner, prompts, max_new_tokens, eos_id)
         except AttnkitError:
             raise
         except Exception as e:  # a backend that crashes is a failed check, reported with the others
             check.error = f"{type(e).__name__}: {str(e)[:300]}"
             continue
-        _compare_steps(check, ref, tokens, logits, DEFAULT_TOLERANCES[precision])
+        _compare_steps(check, ref, gen.tokens, gen.logits, DEFAULT_TOLERANCES[precision])
     return report

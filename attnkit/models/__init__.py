@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AttnkitError
-from ..exporters.manifest import MANIFEST
+from ..names import MANIFEST
 from .presets import PRESETS, Preset, get_preset
 
 __all__ = ["PRESETS", "Preset", "get_preset", "resolve", "is_keras_path", "classify", "ModelRef"]

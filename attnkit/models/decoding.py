@@ -22,7 +22,7 @@ import re
 from keras import ops
 
 from ..errors import ModelError
-from ..generation.spec import GenerationSpec
+from ..genspec import GenerationSpec
 from .attention import additive_padding_mask, causal_mask
 from .transformer import TokenAndPositionEmbedding, TransformerDecoderBlock, TransformerEncoderBlock
 

@@ -1,8 +1,13 @@
-"""The Runner protocol shared by verify and bench, the export-directory Source, and the registry.
+"""The Runner protocol shared by verify, bench and generation, the export-directory Source, and the registry.
 
 Runners follow Polygraphy's template methods: public ``load``/``infer``/``close`` check state and
 inputs, then call ``_load``/``_infer``/``_close``. Heavy work happens in ``load``, never in
 ``__init__``, and heavy libraries are imported there too.
+
+One registry, keyed by backend and task (:data:`attnkit.names.TASKS`): a backend module registers a
+runner class per thing it can do (``forward``: :class:`Runner`; ``decode_step``: :class:`StepRunner`;
+``generate``: :class:`GenerateRunner`). A backend that cannot do a task registers nothing for it, and may
+say why (``not_for``), so tables and ``env`` can tell the user once instead of listing empty rows.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import BackendError
-from ..exporters.manifest import ArtifactRecord, Manifest
+from ..errors import ArtifactError, BackendError
+from ..exporters.manifest import ArtifactRecord, GenerationSection, Manifest
+from ..genspec import GenerationSpec
+from ..names import DECODE_STEP, FORWARD, GENERATE, ROLE_DECODER_WITH_PAST, ROLE_SIGNATURES
 from ..spec import ExportSpec
 
 
@@ -59,6 +66,30 @@ class Source:
     def path(self, fmt: str, precision: str | None = None) -> Path:
         return self.root / self.artifact(fmt, precision).path
 
+    @property
+    def generation(self) -> GenerationSection:
+        """The typed generation section, or ArtifactError saying how to export one."""
+        if self.manifest.generation is None:
+            raise ArtifactError(
+                f"`{self.root}` has no generation export (decode step with a KV cache).",
+                flag="DIR",
+                hint="Export one with: attnkit export MODEL --generate",
+            )
+        return self.manifest.generation
+
+    def generation_path(self, role: str, fmt: str, precision: str = "fp32") -> Path:
+        """Path of a generation artifact, or BackendError naming what the export has."""
+        section = self.generation
+        record = section.artifact(role, fmt, precision)
+        if record is None:
+            have = ", ".join(f"{a.role}/{a.format}/{a.precision}" for a in section.artifacts)
+            raise BackendError(
+                f"`{self.root}` has no {role} {fmt}/{precision} generation artifact (it has {have}).",
+                flag="--backends",
+                hint=f"Export it with: attnkit export MODEL --generate --precision {precision} --out NEW",
+            )
+        return self.root / record.path
+
     @cached_property
     def keras_model(self):
         """The float32 Keras model saved in the export (the reference), loaded once."""
@@ -79,7 +110,12 @@ class Loadable(ABC):
     ``with runner:``. :class:`Runner` adds ``infer``; generation's step runners add encode/prefill/decode."""
 
     name: ClassVar[str]
+    task: ClassVar[str]
+    #: the artifact format the runner reads from the export directory (``keras``: model.keras itself)
+    needs: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    #: tasks this backend cannot do, with the reason (shown once under a table and in ``env``)
+    not_for: ClassVar[dict[str, str]] = {}
 
     def __init__(self, source: Source, precision: str = "fp32", threads: int | None = None):
         if precision not in self.precisions:
@@ -99,7 +135,7 @@ class Loadable(ABC):
 
     @property
     def label(self) -> str:
-        return self.name if self.precision == "fp32" else f"{self.name}[{self.precision}]"
+        return label(self.name, self.precision, self.task)
 
     def load(self):
         if not self.loaded:
@@ -143,7 +179,7 @@ class Runner(Loadable):
         bench_default: measured by ``bench`` when no ``--backends`` is given.
     """
 
-    needs: ClassVar[str]
+    task = FORWARD
     verifies: ClassVar[bool] = False
     bench_default: ClassVar[bool] = False
 
@@ -160,10 +196,96 @@ class Runner(Loadable):
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
-RUNNERS: dict[str, type[Runner]] = {}
+class StepRunner(Loadable):
+    """One backend's generation functions (``decode_step``): ``encode`` (seq2seq), ``prefill`` and ``decode``,
+    each host arrays in, host arrays out. The numpy loop (:func:`attnkit.generation.loop.decode`) drives them.
+    Subclasses implement ``_load`` and ``_prefill``/``_decode`` (``_encode`` for seq2seq)."""
+
+    task = DECODE_STEP
+    #: the generation artifact's role the runner reads (with ``needs``, its format)
+    role: ClassVar[str] = ROLE_DECODER_WITH_PAST
+
+    def __init__(self, source: Source, precision: str = "fp32", threads: int | None = None):
+        super().__init__(source, precision, threads)
+        self.gspec: GenerationSpec = source.generation.spec
+
+    def check_cache(self, feeds: dict[str, np.ndarray]) -> None:
+        """A cache from another model (other layers, heads or depth) is refused before it reaches a kernel."""
+        g = self.gspec
+        expected = (g.num_heads, g.depth)
+        for name in g.past_names() + (g.cross_names() if g.seq2seq else []):
+            arr = feeds.get(name)
+            if arr is None:
+                raise BackendError(
+                    f"the cache has no `{name}`: a cache from another model (this one has {g.num_layers} layers)."
+                )
+            if arr.ndim != 4 or tuple(arr.shape[1::2]) != expected:
+                raise BackendError(
+                    f"`{name}` has shape {tuple(arr.shape)}, not (batch, {g.num_heads}, past, {g.depth}): "
+                    "a cache from another model."
+                )
+
+    def _check_loaded(self) -> None:
+        if not self.loaded:
+            raise BackendError(f"runner `{self.label}` must be loaded first; use `with runner:`.")
+
+    def encode(self, feeds):
+        self._check_loaded()
+        return self._encode(feeds)
+
+    def prefill(self, feeds):
+        self._check_loaded()
+        return self._prefill(feeds)
+
+    def decode(self, feeds):
+        self._check_loaded()
+        self.check_cache(feeds)
+        return self._decode(feeds)
+
+    def _encode(self, feeds):
+        raise NotImplementedError(f"`{self.name}` has no encoder")
+
+    @abstractmethod
+    def _prefill(self, feeds): ...
+
+    @abstractmethod
+    def _decode(self, feeds): ...
 
 
-def register(cls: type[Runner]) -> type[Runner]:
-    """Class decorator adding a runner to the registry under ``cls.name``."""
-    RUNNERS[cls.name] = cls
+class GenerateRunner(Loadable):
+    """The whole decoding loop in one call (``generate``): the prompt (and source) in, every token out."""
+
+    task = GENERATE
+    role: ClassVar[str] = ROLE_SIGNATURES
+
+    def __init__(self, source: Source, precision: str = "fp32", threads: int | None = None):
+        super().__init__(source, precision, threads)
+        self.gspec: GenerationSpec = source.generation.spec
+
+    def generate(self, feeds: dict[str, np.ndarray], max_new_tokens: int, eos_id: int = -1) -> dict[str, np.ndarray]:
+        """``feeds``: the prompt's ids and padding mask (and the seq2seq source) by the spec's names."""
+        if not self.loaded:
+            raise BackendError(f"runner `{self.label}` must be loaded first; use `with runner:`.")
+        ids = feeds[self.gspec.ids]
+        source = feeds.get(self.gspec.encoder_ids)
+        self.gspec.check_request(ids.shape[1], max_new_tokens, None if source is None else source.shape[1])
+        return self._generate(feeds, max_new_tokens, eos_id)
+
+    @abstractmethod
+    def _generate(self, feeds, max_new_tokens: int, eos_id: int) -> dict[str, np.ndarray]: ...
+
+
+def label(name: str, precision: str = "fp32", task: str = FORWARD) -> str:
+    """How a row names a runner: ``onnxruntime``, ``onnxruntime[int8]``, ``savedmodel/generate``."""
+    base = name if task != GENERATE else f"{name}/{GENERATE}"
+    return base if precision == "fp32" else f"{base}[{precision}]"
+
+
+#: backend name -> task -> runner class; filled by @register in each backend module, read by the registry
+REGISTRY: dict[str, dict[str, type[Loadable]]] = {}
+
+
+def register(cls: type[Loadable]) -> type[Loadable]:
+    """Class decorator adding a runner to the registry under ``(cls.name, cls.task)``."""
+    REGISTRY.setdefault(cls.name, {})[cls.task] = cls
     return cls

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Runner, register
+from .base import Runner, StepRunner, register
 
 
 @register
@@ -27,3 +27,41 @@ class KerasRunner(Runner):
 
     def _close(self) -> None:
         self.model = None
+
+
+@register
+class KerasStep(StepRunner):
+    """The Keras model's layers called eagerly with their cache arguments (``keras`` with a KV cache)."""
+
+    name = "keras"
+    needs = "keras"
+
+    def _load(self):
+        from ..models.decoding import Decoding
+
+        self.decoding = Decoding(self.source.keras_model)
+
+    def _encode(self, feeds):
+        g = self.gspec
+        out = {}
+        for i, (k, v) in enumerate(self.decoding.encode(feeds[g.encoder_ids], feeds[g.encoder_mask])):
+            out[g.cross(i)[0]], out[g.cross(i)[1]] = np.asarray(k), np.asarray(v)
+        return out
+
+    def _run(self, feeds, with_past):
+        from ..tracing.decode import step_outputs
+
+        g = self.gspec
+        past = [(feeds[k], feeds[v]) for k, v in map(g.past, range(g.num_layers))] if with_past else None
+        cross = [(feeds[k], feeds[v]) for k, v in map(g.cross, range(g.num_layers))] if g.seq2seq else None
+        logits, presents = self.decoding.step(feeds[g.ids], feeds[g.mask], past, cross, feeds.get(g.encoder_mask))
+        return {k: np.asarray(v) for k, v in step_outputs(g, logits, presents).items()}
+
+    def _prefill(self, feeds):
+        return self._run(feeds, False)
+
+    def _decode(self, feeds):
+        return self._run(feeds, True)
+
+    def _close(self):
+        self.decoding = None

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from .base import Runner, register
+import numpy as np
+
+from ..names import DECODE_STEP, GENERATE, ROLE_DECODER_WITH_PAST, ROLE_ENCODER
+from .base import Runner, StepRunner, register
+
+_GPU_GENERATION = "attnkit's generation loop runs onnxruntime's CPU provider only (GPU decode: the tensorrt backend)"
 
 
 def session(path, threads: int | None = None, providers=("CPUExecutionProvider",)):
@@ -66,6 +71,7 @@ class OnnxRuntimeCUDARunner(OnnxRuntimeRunner):
     providers = ("CUDAExecutionProvider", "CPUExecutionProvider")
     precisions = ("fp32", "fp16")
     needs_gpu = True
+    not_for = {DECODE_STEP: _GPU_GENERATION, GENERATE: _GPU_GENERATION}
 
 
 @register
@@ -78,3 +84,43 @@ class OnnxRuntimeTensorRTRunner(OnnxRuntimeRunner):
     providers = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
     precisions = ("fp32", "fp16")
     needs_gpu = True
+    not_for = {DECODE_STEP: _GPU_GENERATION, GENERATE: _GPU_GENERATION}
+
+
+@register
+class OnnxRuntimeStep(StepRunner):
+    """``decoder_with_past[.fp16|.int8].onnx`` (and ``encoder*.onnx``) on onnxruntime's CPU provider.
+
+    One decode-step graph serves both phases: the prefill is the step with an empty past
+    (past_sequence = 0), the documented switch of this layout.
+    """
+
+    name = "onnxruntime"
+    needs = "onnx"
+    precisions = ("fp32", "fp16", "int8")
+    unavailable_reason = OnnxRuntimeRunner.unavailable_reason
+
+    def _load(self):
+        self.step = session(self.source.generation_path(ROLE_DECODER_WITH_PAST, "onnx", self.precision), self.threads)
+        self.step_outputs = [o.name for o in self.step.get_outputs()]
+        self.step_inputs = {i.name for i in self.step.get_inputs()}
+        self.encoder = None
+        if self.gspec.seq2seq:
+            self.encoder = session(self.source.generation_path(ROLE_ENCODER, "onnx", self.precision), self.threads)
+
+    def _close(self):
+        self.step = self.encoder = None
+
+    def _encode(self, feeds):
+        names = [o.name for o in self.encoder.get_outputs()]
+        g = self.gspec
+        return dict(zip(names, self.encoder.run(names, {n: feeds[n] for n in (g.encoder_ids, g.encoder_mask)})))
+
+    def _prefill(self, feeds):
+        g = self.gspec
+        empty = np.zeros((feeds[g.ids].shape[0], g.num_heads, 0, g.depth), "float32")
+        return self._decode({**feeds, **{n: empty for n in g.past_names()}})
+
+    def _decode(self, feeds):
+        run = self.step.run(self.step_outputs, {k: v for k, v in feeds.items() if k in self.step_inputs})
+        return dict(zip(self.step_outputs, run))

@@ -1,15 +1,18 @@
-"""The backend registry: the one place that knows every backend, the artifact format it reads, the
-precisions it runs, whether verify and bench use it by default, and what the machine needs for it.
+"""The backend registry: the one place that knows every backend, what it can do (``forward``,
+``decode_step``, ``generate``), the artifact it reads for each, the precisions it runs, whether verify and
+bench use it by default, and what the machine needs for it.
 
 Runner modules register themselves with ``@register`` (from :mod:`.base`); this module imports them
 all, so ``base`` never imports a runner and there is no import circle. A new backend is one module
-plus its import below.
+plus its import below. verify, bench, the generation loop, verify and bench, ``env`` and the CLI's
+choices read only the functions here.
 """
 
 from __future__ import annotations
 
 from ..errors import BackendError
 from ..exporters.manifest import ArtifactRecord
+from ..names import DECODE_STEP, FORWARD, GENERATE, PRECISIONS, TASKS
 from ..targets import BF16_REQUIREMENT, affects_answers, mismatch
 
 # isort: off
@@ -17,67 +20,118 @@ from ..targets import BF16_REQUIREMENT, affects_answers, mismatch
 from . import keras_runner, tf_runners, onnxruntime, tensorrt  # noqa: F401
 
 # isort: on
-from .base import RUNNERS, Runner, Source
+from .base import REGISTRY, Loadable, Runner, Source, label
 
-__all__ = ["RUNNERS", "Runner", "Source", "get_runner", "runner_names", "split_backend", "hardware_warnings"]
+__all__ = [
+    "Runner",
+    "Source",
+    "label",
+    "get_runner",
+    "runner_class",
+    "runner_names",
+    "split_backend",
+    "hardware_warnings",
+    "generation_pairs",
+    "why_not",
+]
 
 
-def _ensure_registered() -> None:
-    """Nothing to do: importing this module imported every runner module (their @register ran)."""
+def runner_names(task: str = FORWARD) -> list[str]:
+    """Backends registered for ``task``, in registry order."""
+    return [n for n, tasks in REGISTRY.items() if task in tasks]
 
 
-def runner_names() -> list[str]:
-    _ensure_registered()
-    return list(RUNNERS)
+def all_backends() -> list[str]:
+    return list(REGISTRY)
 
 
 def verifier_for(fmt: str) -> str | None:
     """The backend that checks artifacts of format ``fmt`` (``keras`` -> tf-function, ``onnx`` -> onnxruntime)."""
-    _ensure_registered()
-    return next((n for n, cls in RUNNERS.items() if cls.verifies and cls.needs == fmt), None)
+    return next((n for n in runner_names() if (c := REGISTRY[n][FORWARD]).verifies and c.needs == fmt), None)
 
 
 def bench_defaults() -> list[str]:
     """Backends ``bench`` measures when none are named (the CPU ones)."""
-    _ensure_registered()
-    return [n for n, cls in RUNNERS.items() if cls.bench_default]
+    return [n for n in runner_names() if REGISTRY[n][FORWARD].bench_default]
 
 
 def format_of(name: str) -> str:
-    """The artifact format a backend reads."""
+    """The artifact format a backend's forward runner reads."""
     return get_runner(name).needs
 
 
-def backends_for(precision: str) -> list[str]:
-    """Registered backends that can run ``precision``."""
-    _ensure_registered()
-    return [n for n, cls in RUNNERS.items() if precision in cls.precisions]
+def backends_for(precision: str, task: str = FORWARD) -> list[str]:
+    """Registered backends that can run ``precision`` for ``task``."""
+    return [n for n in runner_names(task) if precision in REGISTRY[n][task].precisions]
 
 
 def split_backend(name: str) -> tuple[str, str | None]:
     """``onnxruntime-int8`` -> (``onnxruntime``, ``int8``); a plain name -> (name, None)."""
-    _ensure_registered()
     base, _, suffix = name.rpartition("-")
-    if name not in RUNNERS and base in RUNNERS and suffix in ("fp32", "bf16", "fp16", "int8"):
+    if name not in REGISTRY and base in REGISTRY and suffix in PRECISIONS:
         return base, suffix
     return name, None
 
 
-def get_runner(name: str) -> type[Runner]:
-    """Runner class by name.
+def why_not(name: str, task: str) -> str:
+    """Why backend ``name`` has no runner for ``task`` (its own words where it declared them)."""
+    for cls in REGISTRY.get(name, {}).values():
+        if task in cls.not_for:
+            return cls.not_for[task]
+    return f"`{name}` has no {task.replace('_', ' ')} runner"
+
+
+def runner_class(name: str, task: str = FORWARD) -> type[Loadable]:
+    """Runner class of backend ``name`` for ``task``.
 
     Raises:
-        BackendError: unknown name; the message lists the valid ones.
+        BackendError: unknown name, or a backend not registered for ``task``; the message lists the valid ones.
     """
-    _ensure_registered()
     name = split_backend(name)[0]
-    if name not in RUNNERS:
+    valid = runner_names(task) if task != FORWARD else all_backends()
+    if task not in TASKS or name not in REGISTRY or task not in REGISTRY[name]:
+        what = "a backend" if task == FORWARD else f"a {task.replace('_', ' ')} backend"
+        reason = f" ({why_not(name, task)})" if name in REGISTRY else ""
         raise BackendError(
-            f"`{name}` is not a backend. Valid backends: {', '.join(RUNNERS)} "
+            f"`{name}` is not {what}{reason}. Valid: {', '.join(valid)} "
             "(optionally with a precision suffix, e.g. onnxruntime-int8).",
             flag="--backends",
         )
-    return RUNNERS[name]
+    return REGISTRY[name][task]
+
+
+def get_runner(name: str) -> type[Runner]:
+    """The forward runner class of backend ``name`` (see :func:`runner_class`)."""
+    return runner_class(name, FORWARD)
+
+
+def generation_runners(name: str) -> list[type[Loadable]]:
+    """The decode-step and generate runners of a backend (either may be absent)."""
+    return [REGISTRY[name][t] for t in (DECODE_STEP, GENERATE) if t in REGISTRY.get(name, {})]
+
+
+def generation_pairs(source, names: list[str] | None = None) -> list[tuple[type[Loadable], str]]:
+    """``(runner class, precision)`` of every generation runner the export's artifacts allow, in registry
+    order, fp32 first; ``names`` (``NAME`` or ``NAME-PRECISION``) narrows them. A named backend that has
+    no generation runner is refused with the reason."""
+    section = source.generation
+    wanted: dict[str, str | None] = {}
+    for item in names or []:
+        name, precision = split_backend(item)
+        if not generation_runners(name):
+            runner_class(name, DECODE_STEP)  # raises, naming the valid ones and why this one is not
+        wanted[name] = precision
+    out = []
+    for name in all_backends():
+        if names and name not in wanted:
+            continue
+        for cls in generation_runners(name):
+            for precision in cls.precisions:
+                if wanted.get(name) not in (None, precision):
+                    continue
+                if cls.needs == "keras" and precision == "fp32" or section.artifact(cls.role, cls.needs, precision):
+                    out.append((cls, precision))
+    return out
 
 
 def hardware_warnings(source: Source, pairs) -> dict[tuple[str, str], tuple[str, bool]]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Runner, register
+from ..names import PLAN_PRECISIONS, ROLE_DECODER_WITH_PAST, ROLE_ENCODER
+from .base import Runner, StepRunner, register
 
 
 def _cudart():
@@ -28,40 +29,35 @@ def _check(result):
     return rest[0] if len(rest) == 1 else rest
 
 
-@register
-class TensorRTRunner(Runner):
-    name = "tensorrt"
-    needs = "tensorrt"
-    verifies = True
-    precisions = ("fp32", "fp16")
+def _unavailable() -> str | None:
+    from ..exporters.tensorrt import detect
+    from ..machine import gpu_unavailable_reason
 
-    @classmethod
-    def unavailable_reason(cls) -> str | None:
-        from ..exporters.tensorrt import detect
-        from ..machine import gpu_unavailable_reason
+    if detect() is None:
+        return "no TensorRT Python package (pip install 'attnkit[tensorrt-rtx]' or tensorrt)"
+    reason = gpu_unavailable_reason()
+    if reason:
+        return reason
+    try:
+        _cudart()
+    except ImportError:
+        return "cuda-python is not installed (pip install 'attnkit[gpu]')"
+    return None
 
-        if detect() is None:
-            return "no TensorRT Python package (pip install 'attnkit[tensorrt-rtx]' or tensorrt)"
-        reason = gpu_unavailable_reason()
-        if reason:
-            return reason
-        try:
-            _cudart()
-        except ImportError:
-            return "cuda-python is not installed (pip install 'attnkit[gpu]')"
-        return None
 
-    def _load(self) -> None:
+class _Engine:
+    """One deserialised plan with its execution context, stream and device buffers."""
+
+    def __init__(self, path):
         from ..exporters.tensorrt import _CaptureLogger, require
 
         trt = require().module
         self.cudart = _cudart()
         self.logger = _CaptureLogger(trt)
-        plan = self.source.path("tensorrt", self.precision).read_bytes()
-        self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(plan)
+        self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             errors = [m for s, m in self.logger.messages if s <= 1][:3]
-            raise RuntimeError(f"the plan could not be deserialised: {'; '.join(errors)}")
+            raise RuntimeError(f"the plan {path.name} could not be deserialised: {'; '.join(errors)}")
         self.context = self.engine.create_execution_context()
         self.stream = _check(self.cudart.cudaStreamCreate())
         self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
@@ -102,7 +98,7 @@ class TensorRTRunner(Runner):
             self.buffers[name] = (ptr, size)
         return ptr
 
-    def _infer(self, feeds):
+    def infer(self, feeds):
         cudart, kind = self.cudart, self.cudart.cudaMemcpyKind
         self._select_profile(feeds)
         host = {}
@@ -127,10 +123,69 @@ class TensorRTRunner(Runner):
         _check(cudart.cudaStreamSynchronize(self.stream))
         return {name: out.astype(np.float32, copy=False) for name, (out, _) in outs.items()}
 
-    def _close(self) -> None:
+    def close(self) -> None:
         for ptr, _ in getattr(self, "buffers", {}).values():
             self.cudart.cudaFree(ptr)
         self.buffers = {}
         if getattr(self, "stream", None) is not None:
             self.cudart.cudaStreamDestroy(self.stream)
         self.context = self.engine = self.stream = None
+
+
+@register
+class TensorRTRunner(Runner):
+    name = "tensorrt"
+    needs = "tensorrt"
+    verifies = True
+    precisions = PLAN_PRECISIONS
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        return _unavailable()
+
+    def _load(self) -> None:
+        self.engine = _Engine(self.source.path("tensorrt", self.precision))
+
+    def _infer(self, feeds):
+        return self.engine.infer({n: feeds[n] for n in self.engine.inputs})
+
+    def _close(self) -> None:
+        self.engine.close()
+        self.engine = None
+
+
+@register
+class TensorRTStep(StepRunner):
+    """The decode-step plans (``decoder_with_past[.fp16].plan``: a prefill profile with an empty past and a
+    decode profile over past length) and the seq2seq encoder plan, on an NVIDIA GPU."""
+
+    name = "tensorrt"
+    needs = "tensorrt"
+    precisions = PLAN_PRECISIONS
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        return _unavailable()
+
+    def _load(self) -> None:
+        self.step = _Engine(self.source.generation_path(ROLE_DECODER_WITH_PAST, "tensorrt", self.precision))
+        self.encoder = None
+        if self.gspec.seq2seq:
+            self.encoder = _Engine(self.source.generation_path(ROLE_ENCODER, "tensorrt", self.precision))
+
+    def _encode(self, feeds):
+        return self.encoder.infer({n: feeds[n] for n in self.encoder.inputs})
+
+    def _prefill(self, feeds):
+        g = self.gspec
+        empty = np.zeros((feeds[g.ids].shape[0], g.num_heads, 0, g.depth), "float32")
+        return self._decode({**feeds, **{n: empty for n in g.past_names()}})
+
+    def _decode(self, feeds):
+        return self.step.infer({n: feeds[n] for n in self.step.inputs})
+
+    def _close(self) -> None:
+        for engine in (self.step, self.encoder):
+            if engine is not None:
+                engine.close()
+        self.step = self.encoder = None

@@ -23,11 +23,11 @@ from urllib.parse import urlparse
 import numpy as np
 
 from ..errors import AttnkitError
+from ..names import NUMPY_OF_KSERVE
 from .process import ServerError, http_json
 
 LEVELS = (1, 2, 4, 8, 16)
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
-NUMPY = {"FP32": np.float32, "FP16": np.float16, "INT32": np.int32, "INT64": np.int64, "BOOL": np.bool_}
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,8 @@ def request_from_metadata(endpoint: Endpoint, model: str, batch: int, seq: int, 
     for io in meta["inputs"]:
         shape = [int(d) for d in io["shape"]]
         shape = [(batch if i == 0 and (batched or d == -1) else seq) if d == -1 else d for i, d in enumerate(shape)]
-        dtype = NUMPY.get(io["datatype"])
-        if dtype is None:
+        dtype = NUMPY_OF_KSERVE.get(io["datatype"])
+        if dtype is None or dtype == "bfloat16":  # numpy has no bfloat16 of its own
             raise AttnkitError(f"input `{io['name']}` has datatype {io['datatype']}.", flag="--request",
                                hint="Give a request file.")  # fmt: skip
         if "mask" in io["name"]:
@@ -161,7 +161,7 @@ class _GrpcSender:
         self.inputs = []
         for item in body["inputs"]:
             inp = grpcclient.InferInput(item["name"], item["shape"], item["datatype"])
-            inp.set_data_from_numpy(np.asarray(item["data"], NUMPY[item["datatype"]]).reshape(item["shape"]))
+            inp.set_data_from_numpy(np.asarray(item["data"], NUMPY_OF_KSERVE[item["datatype"]]).reshape(item["shape"]))
             self.inputs.append(inp)
         self.outputs = [grpcclient.InferRequestedOutput(o["name"]) for o in body.get("outputs", [])]
         self.error = InferenceServerException

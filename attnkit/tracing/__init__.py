@@ -13,9 +13,9 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from .errors import AttnkitError
-from .models.policy import FP32_LAYERS  # the fp32-island rule, written once beside the layers
-from .spec import ExportSpec
+from ..errors import AttnkitError
+from ..models.policy import FP32_LAYERS  # the fp32-island rule, written once beside the layers
+from ..spec import ExportSpec
 
 #: short name -> Keras dtype policy
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
@@ -86,7 +86,7 @@ def call_model(model, spec: ExportSpec, feeds: dict[str, Any], training: bool = 
     """
     from keras import ops
 
-    from .models.loading import output_names
+    from ..models.loading import output_names
 
     args = {name: feeds[name] for name in spec.input_names}
     result = model(

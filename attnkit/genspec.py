@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..errors import ArtifactError
-from ..spec import TensorSpec
+from .errors import ArtifactError, AttnkitError
+from .spec import TensorSpec
 
 FAMILIES = ("decoder", "seq2seq")
 
@@ -101,6 +101,28 @@ class GenerationSpec:
     def cache_bytes_per_token(self, dtype_bytes: int = 4) -> int:
         """Self-attention cache of one token of one sequence (keys + values, every layer)."""
         return 2 * self.num_layers * self.num_heads * self.depth * dtype_bytes
+
+    def check_request(self, prompt_length: int, max_new_tokens: int, source_length: int | None = None) -> None:
+        """One-line errors for a request the model cannot serve (every loop and runner asks here).
+
+        Raises:
+            AttnkitError: ``max_new_tokens`` < 1, or prompt + new tokens (or the source) beyond the model's
+                maximum length. The error names the parameter; the CLI shows it as its flag.
+        """
+        if int(max_new_tokens) < 1:
+            raise AttnkitError(f"must be >= 1; got {max_new_tokens}.", flag="--max-new-tokens")
+        if int(prompt_length) + int(max_new_tokens) > self.max_length:
+            raise AttnkitError(
+                f"a prompt of {prompt_length} tokens + {max_new_tokens} new tokens exceeds the model's maximum "
+                f"length {self.max_length}.",
+                flag="--prompt-length",
+                hint=f"Keep prompt length + --max-new-tokens <= {self.max_length}.",
+            )
+        if self.seq2seq and source_length is not None and source_length > self.max_length:
+            raise AttnkitError(
+                f"a source of {source_length} tokens exceeds the model's maximum length {self.max_length}.",
+                flag="--prompt-length",
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 
+from ..genspec import GenerationSpec
+from ..names import EOS_ID, LENGTHS, MAX_NEW_TOKENS, OUTPUT_IDS
 from ..spec import ExportSpec, ShapeRange
-from ..tracing import tensor_signature as _signature
-from .spec import GenerationSpec
+from . import tensor_signature as _signature
 
 
 class _DottedNames(logging.Filter):
@@ -22,9 +23,6 @@ class _DottedNames(logging.Filter):
 
 
 logging.getLogger("absl").addFilter(_DottedNames())
-
-OUTPUT_IDS, LENGTHS = "output_ids", "sequence_lengths"
-MAX_NEW_TOKENS, EOS_ID = "max_new_tokens", "eos_id"
 
 
 def _pairs(flat):
@@ -42,7 +40,7 @@ def _split(g: GenerationSpec, args, with_past: bool):
     return ids, mask, enc_mask, cross, past
 
 
-def _step_outputs(g: GenerationSpec, logits, presents) -> dict:
+def step_outputs(g: GenerationSpec, logits, presents) -> dict:
     out = {"logits": logits}
     for i, (k, v) in enumerate(presents):
         kn, vn = g.present(i)
@@ -60,7 +58,7 @@ def trace_step(decoding, with_past: bool = True, jit_compile: bool = False):
     def step(*args):
         ids, mask, enc_mask, cross, past = _split(g, args, with_past)
         logits, presents = decoding.step(ids, mask, past, cross, enc_mask)
-        return _step_outputs(g, logits, presents)
+        return step_outputs(g, logits, presents)
 
     step.keras_model = decoding.model
     return step
@@ -94,18 +92,22 @@ def generate_inputs(g: GenerationSpec):
     return prompt + source + scalars
 
 
-def trace_generate(decoding):
-    """Greedy generation in one graph: prefill, then the cached decode step in a ``tf.while_loop``.
+def trace_generate(decoding, sampler="greedy"):
+    """Generation in one graph: prefill, then the cached decode step in a ``tf.while_loop``.
 
     Inputs: the prompt ids and padding mask (either side, any lengths), for seq2seq the source ids and
     mask, ``max_new_tokens`` (>= 1) and ``eos_id`` (a row that produced it is finished and continues with
     ``eos_id``; -1 never stops). Outputs: ``output_ids`` (batch, max_new_tokens) and
     ``sequence_lengths`` (batch,), the tokens up to and including the first ``eos_id``. The loop ends
-    early when every row is finished. The request fails (InvalidArgument) for ``max_new_tokens`` < 1 or
+    early when every row is finished. Each token is chosen by ``sampler`` (:mod:`attnkit.sampling`, the
+    same object the numpy loop calls, so both loops share one next-token rule). The request fails (InvalidArgument) for ``max_new_tokens`` < 1 or
     a prompt + ``max_new_tokens`` longer than the model's maximum length.
     """
     import tensorflow as tf
 
+    from ..sampling import get_sampler
+
+    sampler = get_sampler(sampler)
     g = decoding.spec
     heads, depth = g.num_heads, g.depth
 
@@ -130,9 +132,8 @@ def trace_generate(decoding):
             mask = tf.identity(tf.cast(mask, tf.int32))
         logits, past = decoding.step(ids, mask, None, cross, enc_mask)
         last = tf.reduce_max(mask * tf.range(prompt_len)[None, :], axis=1)  # each row's last real token
-        token = tf.argmax(tf.gather(logits, last, batch_dims=1), axis=-1, output_type=tf.int32)
-        done = tf.equal(token, eos)
         batch = tf.shape(ids)[0]
+        token, done = sampler.next_token(tf.gather(logits, last, batch_dims=1), tf.zeros([batch], tf.bool), eos)
 
         def cond(i, token, done, mask, out, past):
             return tf.logical_and(i < max_new, tf.logical_not(tf.reduce_all(done)))
@@ -140,9 +141,8 @@ def trace_generate(decoding):
         def body(i, token, done, mask, out, past):
             mask = tf.concat([mask, tf.ones((batch, 1), tf.int32)], axis=1)
             logits, present = decoding.step(token[:, None], mask, past, cross, enc_mask)
-            nxt = tf.argmax(logits[:, -1], axis=-1, output_type=tf.int32)
-            nxt = tf.where(done, eos, nxt)
-            return i + 1, nxt, done | tf.equal(nxt, eos), mask, tf.concat([out, nxt[:, None]], 1), present
+            nxt, done = sampler.next_token(logits[:, -1], done, eos)
+            return i + 1, nxt, done, mask, tf.concat([out, nxt[:, None]], 1), present
 
         kv = tf.TensorShape([None, heads, None, depth])
         _, _, _, _, out, _ = tf.while_loop(
