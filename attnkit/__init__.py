@@ -19,6 +19,44 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from ._version import __version__
 
+
+def _layers_known_to_keras() -> None:
+    """After ``import attnkit``, ``keras.models.load_model("…/model.keras")`` finds attnkit's layers, as keras-hub's
+    do after ``import keras_hub``: Keras imports a saved class's module only for its own packages, so attnkit's
+    registered layers must be imported when Keras is. Keras already loaded: import them now; not yet: once
+    Keras's own module has run (a one-shot import hook; ``import attnkit`` itself stays free of Keras)."""
+    import importlib
+    import importlib.abc
+    import importlib.util
+    import sys
+
+    layers = "attnkit.models.transformer"  # imports attnkit.models.attention: every registered layer
+    if "keras" in sys.modules:
+        importlib.import_module(layers)
+        return
+
+    class AfterKeras(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name != "keras":
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(name)
+            if spec is None or spec.loader is None:
+                return spec
+            run = spec.loader.exec_module
+
+            def exec_module(module):
+                run(module)
+                importlib.import_module(layers)
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, AfterKeras())
+
+
+_layers_known_to_keras()
+
 __all__ = ["__version__", "export", "verify", "bench", "list_models"]
 
 
@@ -37,8 +75,8 @@ def verify(*args, **kwargs):
 
 
 def bench(*args, **kwargs):
-    """See :func:`attnkit.benchmark.run.bench`."""
-    from .benchmark.run import bench as _bench
+    """See :func:`attnkit.workflow.bench` (a preset, .keras file or export directory)."""
+    from .workflow import bench as _bench
 
     return _bench(*args, **kwargs)
 

@@ -29,6 +29,25 @@ def _cell_len(markup: str) -> int:
     return min(WRAP_AT, max((Text.from_markup(line).cell_len for line in str(markup).splitlines() or [""]), default=0))
 
 
+def _footnotes(rows):
+    """A message row (a skip reason, an error) keeps its kind in the table and moves its reason under it, once
+    per distinct reason: in an 80-column log a reason in a cell wraps into a tall column."""
+    notes: list[str] = []
+    out = []
+    for r in rows:
+        if isinstance(r, list):
+            out.append(r)
+            continue
+        lead, message = r
+        kind, sep, reason = message.partition(": ")
+        if not sep:
+            out.append(r)
+            continue
+        note = f"({notes.index(reason) + 1})" if reason in notes else f"({notes.append(reason) or len(notes)})"
+        out.append((lead, f"{kind} {note}"))
+    return out, [f"({i}) {n}" for i, n in enumerate(notes, 1)]
+
+
 def fitted_table(
     title: str,
     columns: list[Column],
@@ -57,6 +76,8 @@ def fitted_table(
             if needed(keep) < width:
                 break
             keep = [i for i in keep if columns[i].priority != priority]
+    rows, notes = _footnotes(rows)
+    caption = "\n".join([caption or "", *notes]).strip() or None
     table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD)
     for i in keep:
         table.add_column(columns[i].header, justify=columns[i].justify, overflow="fold")

@@ -157,7 +157,7 @@ def test_unavailable_backend_is_listed_with_reason(tiny_export, monkeypatch):
             raise AssertionError
 
     registry.runner_names()
-    monkeypatch.setitem(base.RUNNERS, "fake-gpu", NoGPU)
+    monkeypatch.setitem(base.REGISTRY, "fake-gpu", {"forward": NoGPU})
     rep = attnkit.bench(
         str(tiny_export.out), backends=["fake-gpu"], batch_sizes="2", seq_lens="16", rule=FAST, calibrate=False
     )

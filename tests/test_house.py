@@ -87,7 +87,7 @@ LAYERS = (
     (6, "services", ("verification", "benchmark", "generation", "serving", "locate", "attention_maps", "env",
                      "render")),
     (7, "orchestration", ("workflow", "export_api", "pipeline", "package")),
-    (8, "face", ("cli", "cli_support", "cli_types", "__main__")),
+    (8, "face", ("cli", "__main__")),
 )  # fmt: skip
 
 

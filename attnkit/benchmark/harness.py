@@ -13,17 +13,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import AttnkitError
-from .stats import Latency
+from .stats import CV_WARNING, Latency
 
 
 @dataclass(frozen=True)
 class StoppingRule:
     """Warm up for ``warmup_s`` seconds (at least one call), then time calls until *both*
-    ``min_iterations`` calls and ``min_seconds`` of timed calls are reached."""
+    ``min_iterations`` calls and ``min_seconds`` of timed calls are reached; then, while the calls' coefficient
+    of variation is above :data:`~attnkit.benchmark.stats.CV_WARNING` (a busy moment, a slow first stretch),
+    keep timing, up to ``extend`` × ``min_seconds`` in all. A measurement still noisy then is reported with
+    its warning, never hidden."""
 
     warmup_s: float = 1.0
     min_iterations: int = 10
     min_seconds: float = 2.0
+    extend: float = 3.0
 
     def __post_init__(self) -> None:
         # `not x > 0` rather than `x <= 0`: NaN compares false both ways and would never stop the clock
@@ -36,6 +40,12 @@ class StoppingRule:
 
     def done(self, count: int, elapsed_ns: int) -> bool:
         return count >= self.min_iterations and elapsed_ns >= self.min_seconds * 1e9
+
+    def steady(self, durations: list[int], elapsed_ns: int) -> bool:
+        """Past the minimum: stop when the spread is below the warning threshold, or the extension is used up."""
+        if elapsed_ns >= self.extend * self.min_seconds * 1e9:
+            return True
+        return Latency.from_ns(durations).cv <= CV_WARNING
 
 
 def measure(call: Callable[[], Any], rule: StoppingRule, clock: Callable[[], int] = time.perf_counter_ns) -> Latency:
@@ -56,10 +66,15 @@ def measure(call: Callable[[], Any], rule: StoppingRule, clock: Callable[[], int
             break
     durations: list[int] = []
     elapsed = 0
-    while not rule.done(len(durations), elapsed):
+    checked = 0  # the spread is recomputed after each further tenth of min_seconds, not after every call
+    while True:
         t0 = clock()
         call()
         t1 = clock()
         durations.append(t1 - t0)
         elapsed += t1 - t0
+        if rule.done(len(durations), elapsed) and elapsed - checked >= rule.min_seconds * 1e8:
+            checked = elapsed
+            if rule.steady(durations, elapsed):
+                break
     return Latency.from_ns(durations)

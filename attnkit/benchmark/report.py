@@ -12,7 +12,6 @@ from typing import Any
 
 from rich.table import Table
 
-from ..exporters.manifest import write_text_atomic
 from .results import BenchReport
 
 
@@ -117,11 +116,14 @@ def _peaks(calibration: dict) -> str:
 
 def headline(best: dict | None, disagreeing: int) -> str:
     """One sentence: the best agreeing row, and how many rows were left out for wrong answers."""
-    text = (
-        f"Best: {best['backend']} [{best['precision']}] at {best['speedup']:.2f}x eager ({best['batch']}x{best['seq']})"
-        if best
-        else "Best: no row both ran and agreed with eager fp32"
-    )
+    if best and best.get("speedup"):
+        text = (f"Best: {best['backend']} [{best['precision']}] at {best['speedup']:.2f}x eager "
+                f"({best['batch']}x{best['seq']})")  # fmt: skip
+    elif best:
+        text = (f"Best: {best['backend']} [{best['precision']}] at {best['seq_per_s']:.1f} seq/s "
+                f"({best['batch']}x{best['seq']}; no eager baseline measured, so no speedup)")  # fmt: skip
+    else:
+        text = "Best: no row both ran and agreed with eager fp32"
     if disagreeing:
         text += f"; {disagreeing} row(s) failed agreement and do not count"
     return text + "."
@@ -150,7 +152,10 @@ def table(report: BenchReport, width: int | None = None) -> Table:
         columns,
         rows,
         width,
-        caption=escape(headline(data["best"], len(report.disagreeing()))),
+        caption="\n".join(
+            [escape(headline(data["best"], len(report.disagreeing())))]
+            + [f"not measured: {escape(n)}" for n in report.notes]
+        ),  # fmt: skip
     )
 
 
@@ -210,31 +215,17 @@ def plot_throughput(report: BenchReport, path: Path) -> None:
 
 
 def write_all(report: BenchReport, out: Path) -> list[Path]:
-    """results.json, results.csv and throughput.png in ``out`` (each written atomically)."""
-    import os
-    import shutil
-    import tempfile
+    """results.json, results.csv and throughput.png in ``out`` (see :func:`attnkit.exporters.manifest.write_outputs`)."""
+    from ..exporters.manifest import write_outputs
 
-    from ..errors import ExportError
-    from ..exporters.manifest import readable_dir
-
-    out = Path(out)
-    names = ("results.json", "results.csv", "throughput.png")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=".bench.tmp-", dir=out))
-    except OSError as e:
-        raise ExportError(f"cannot write into `{out}` ({e.strerror or e}).", flag="--out") from None
-    try:  # the three files are complete (a full disk fails here) before any of them replaces an old one
-        write_text_atomic(stage / names[0], json.dumps(report.to_dict(), indent=2), flag="--out")
-        write_text_atomic(stage / names[1], to_csv(report), flag="--out")
-        plot_throughput(report, stage / names[2])
-        readable_dir(stage)
-        for name in names:
-            os.replace(stage / name, out / name)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    return [out / name for name in names]
+    return write_outputs(
+        out,
+        {
+            "results.json": lambda p: p.write_text(json.dumps(report.to_dict(), indent=2) + "\n"),
+            "results.csv": lambda p: p.write_text(to_csv(report)),
+            "throughput.png": lambda p: plot_throughput(report, p),
+        },
+    )
 
 
 def to_markdown(data: dict) -> str:

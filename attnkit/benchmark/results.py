@@ -86,16 +86,18 @@ class BenchReport:
     calibration: dict[str, dict]
     measurements: list[Measurement] = field(default_factory=list)
     hardware: list[str] = field(default_factory=list)  # artifacts made for hardware this machine lacks
+    notes: list[str] = field(default_factory=list)  # backend x precision pairs that cannot exist, and why
 
     def best(self) -> Measurement | None:
-        """The headline: the highest speedup over eager among rows whose answers agree (never a
-        row that failed its tolerance, never the baseline itself)."""
+        """The headline: the highest speedup over eager among rows whose answers agree (never a row that
+        failed its tolerance, never the baseline itself); without a baseline (``--no-baseline``), the
+        highest throughput among agreeing rows."""
         rows = [
-            m
-            for m in self.measurements
-            if m.latency and m.speedup and m.agrees and (m.backend, m.precision) != (BASELINE, "fp32")
+            m for m in self.measurements if m.latency and m.agrees and (m.backend, m.precision) != (BASELINE, "fp32")
         ]
-        return max(rows, key=lambda m: m.speedup, default=None)
+        if any(m.speedup for m in rows):
+            return max((m for m in rows if m.speedup), key=lambda m: m.speedup)
+        return max(rows, key=lambda m: m.seq_per_s or 0, default=None)
 
     def disagreeing(self) -> list[Measurement]:
         return [m for m in self.measurements if m.latency and m.agreement is not None and not m.agrees]
@@ -123,6 +125,7 @@ class BenchReport:
             "environment": self.environment,
             "calibration": self.calibration,
             "warnings": self.warnings(),
+            "notes": self.notes,
             "best": _headline(self.best()),
             "measurements": [m.to_dict(raw) for m in self.measurements],
         }
@@ -131,7 +134,14 @@ class BenchReport:
 def _headline(m: Measurement | None) -> dict | None:
     if m is None:
         return None
-    return {"backend": m.backend, "precision": m.precision, "batch": m.batch, "seq": m.seq, "speedup": m.speedup}
+    return {
+        "backend": m.backend,
+        "precision": m.precision,
+        "batch": m.batch,
+        "seq": m.seq,
+        "speedup": m.speedup,
+        "seq_per_s": m.seq_per_s,
+    }
 
 
 def _agreement(reference: dict, got: dict, precision: str) -> dict[str, Any]:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AttnkitError, BackendError
@@ -48,42 +47,6 @@ def _apply_threads(threads: int | None) -> dict:
     return applied
 
 
-def _prepare_source(target, plan, imports, seed, progress, unsafe=False) -> tuple[Source, Path | None]:
-    """An export directory as is (integrity checked), or a temporary export of a preset/.keras."""
-    from ..models import classify
-
-    if classify(target).is_export:
-        source = Source(target, unsafe=unsafe, imports=imports)
-        source.manifest.require_integrity(target)
-        return source, None
-    from ..export_api import export
-    from ..runtimes.registry import format_of
-
-    exported = [(format_of(b), p) for b, p in plan if format_of(b) in ("savedmodel", "onnx")]  # made on the fly
-    formats = tuple(dict.fromkeys(f for f, _ in exported)) or ("onnx",)
-    precisions = [
-        p for _, p in exported if (p != "bf16" or "savedmodel" in formats) and (p != "int8" or "onnx" in formats)
-    ]
-    tmp = Path(tempfile.mkdtemp(prefix="attnkit-bench-"))
-    try:
-        progress(f"exporting {target} ({', '.join(formats)}) into a temporary directory")
-        export(
-            target,
-            tmp / "export",
-            formats=formats,
-            precision=",".join(dict.fromkeys(precisions)) or "fp32",
-            imports=imports,
-            seed=seed,
-            check=False,
-            force=True,
-            unsafe=unsafe,
-        )
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return Source(tmp / "export", unsafe=unsafe, imports=imports), tmp
-
-
 def _flops_fn(source: Source) -> Callable[[int, int], int | None]:
     from .roofline import graph_flops, preset_flops
 
@@ -100,8 +63,40 @@ def _flops_fn(source: Source) -> Callable[[int, int], int | None]:
     return flops
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A validated request: (backend, precision) pairs, shapes, and the (format, precision) artifacts they read."""
+
+    pairs: tuple[tuple[str, str], ...]
+    batch_sizes: tuple[int, ...]
+    seq_lens: tuple[int, ...]
+    precisions: tuple[str, ...]
+    notes: tuple[str, ...] = ()  # pairs that cannot exist (a backend that never runs a precision), said once
+
+    @property
+    def exports(self) -> list[tuple[str, str]]:
+        """(format, precision) of every artifact the pairs read that an export makes (keras needs none)."""
+        from ..runtimes.registry import format_of
+
+        return [(format_of(b), p) for b, p in self.pairs if format_of(b) in ("savedmodel", "onnx")]
+
+
+def plan_of(backends, precisions, baseline: bool, batch_sizes, seq_lens) -> Plan:
+    """Validate a bench request before any work (names, precisions, shapes); one-line errors naming the flag."""
+    from ..names import PRECISIONS
+    from ..tracing import canonical_precision
+
+    batch_sizes = parse_int_list(batch_sizes, "--batch-sizes")
+    seq_lens = parse_int_list(seq_lens, "--seq-lens")
+    precisions = tuple(dict.fromkeys(canonical_precision(p, PRECISIONS) for p in precisions))
+    if not precisions:
+        raise AttnkitError(f"is empty; give a comma list of {', '.join(PRECISIONS)}.", flag="--precision")
+    pairs, notes = _plan(backends, precisions, baseline)
+    return Plan(tuple(pairs), batch_sizes, seq_lens, precisions, tuple(notes))
+
+
 def bench(
-    target: str,
+    root: str | Path,
     *,
     backends: list[str] | tuple[str, ...] | None = None,
     batch_sizes: tuple[int, ...] | str = (1, 8, 32),
@@ -114,6 +109,7 @@ def bench(
     imports: tuple[str, ...] = (),
     unsafe: bool = False,
     calibrate: bool = True,
+    on_the_fly: bool = False,
     progress: Callable[[str], None] | None = None,
     on_start: Callable[[int], None] | None = None,
     on_measurement: Callable[[Measurement], None] | None = None,
@@ -121,9 +117,9 @@ def bench(
     """Benchmark every backend at every shape against the eager Keras baseline, in one run.
 
     Args:
-        target: preset name, ``.keras`` file, or export directory. A preset or ``.keras`` file is
-            exported on the fly into a temporary directory (removed afterwards); an export
-            directory is used as is, and a backend whose artifact it lacks is refused.
+        root: an export directory (a preset or ``.keras`` file goes through :func:`attnkit.workflow.bench`,
+            which exports it on the fly). A backend named in ``backends`` whose artifact the export lacks is
+            refused, unless ``on_the_fly`` (the export was made for this run: the pair is listed as skipped).
         backends: backend names, optionally with a precision suffix (``onnxruntime-int8``); default:
             keras, tf-function, xla, savedmodel, onnxruntime.
         batch_sizes, seq_lens: workload shapes (every combination).
@@ -141,87 +137,85 @@ def bench(
     from .roofline import calibrate_int8, calibrate_matmul
 
     say = progress or (lambda _m: None)
-    batch_sizes = parse_int_list(batch_sizes, "--batch-sizes")
-    seq_lens = parse_int_list(seq_lens, "--seq-lens")
-    from ..export_api import PRECISIONS
-    from ..tracing import canonical_precision
-
-    precisions = tuple(dict.fromkeys(canonical_precision(p, PRECISIONS) for p in precisions))
-    if not precisions:
-        raise AttnkitError(f"is empty; give a comma list of {', '.join(PRECISIONS)}.", flag="--precision")
-    plan = _plan(backends, precisions, baseline)
+    request = plan_of(backends, precisions, baseline, batch_sizes, seq_lens)
+    plan, batch_sizes, seq_lens, precisions = (
+        list(request.pairs),
+        request.batch_sizes,
+        request.seq_lens,
+        request.precisions,
+    )
     threads_info = _apply_threads(threads)
-    source, tmp = _prepare_source(target, plan, imports, seed, say, unsafe)
-    try:
-        spec = source.spec
-        if spec.max_sequence and max(seq_lens) > spec.max_sequence:
-            raise AttnkitError(
-                f"{max(seq_lens)} exceeds the model's maximum position {spec.max_sequence}.",
-                flag="--seq-lens",
-                hint=f"Use lengths <= {spec.max_sequence}.",
-            )
-        _check_memory(source, [(b, s) for s in seq_lens for b in batch_sizes])
-        if tmp is None:  # an export directory: only what it holds can run
-            plan = _runnable_from_export(source, plan, explicit=backends is not None)
-        calibration = {}
-        if calibrate:
-            say("calibrating matmul peak (fp32, bf16)")
-            calibration = {d: calibrate_matmul(d) for d in ("float32", "bfloat16")}
-            int8 = source.manifest.artifact("onnx", "int8")
-            if int8 is not None and any(p == "int8" for _, p in plan):
-                scheme = int8.extra.get("int8_scheme", "u8s8")
-                say(f"calibrating int8 peak (onnxruntime {scheme})")
-                calibration["int8"] = calibrate_int8(scheme)
-        report = BenchReport(
-            model=spec.name,
-            config={
-                "target": str(target),
-                "backends": [f"{n}[{p}]" for n, p in plan],
-                "batch_sizes": list(batch_sizes),
-                "seq_lens": list(seq_lens),
-                "precisions": list(precisions),
-                "warmup_s": rule.warmup_s,
-                "min_iterations": rule.min_iterations,
-                "min_seconds": rule.min_seconds,
-                "seed": seed,
-                "baseline": BASELINE + "[fp32]",
-            },
-            environment=environment.collect(threads_info),
-            calibration=calibration,
+    from ..models import classify
+
+    classify(str(root), flag="MODEL_OR_DIR")
+    source = Source(root, unsafe=unsafe, imports=imports)
+    source.manifest.require_integrity(root)
+    spec = source.spec
+    if spec.max_sequence and max(seq_lens) > spec.max_sequence:
+        raise AttnkitError(
+            f"{max(seq_lens)} exceeds the model's maximum position {spec.max_sequence}.",
+            flag="--seq-lens",
+            hint=f"Use lengths <= {spec.max_sequence}.",
         )
-        report.hardware = [line for line, _ in hardware_warnings(source, plan).values()]
-        shapes = [(b, s) for s in seq_lens for b in batch_sizes]
-        feeds = {(b, s): spec.sample_feeds(b, s, seed + i) for i, (b, s) in enumerate(shapes)}
-        say("eager fp32 reference outputs (every row's agreement is measured on its own inputs)")
-        with get_runner(BASELINE)(source) as reference_runner:
-            reference = {shape: reference_runner.infer(f) for shape, f in feeds.items()}
-        flops = _flops_fn(source)
-        if on_start:
-            on_start(len(plan) * len(shapes))
-        for name, precision in plan:
-            for m in _run_backend(source, name, precision, threads, feeds, reference, rule, say):
-                m.flops = flops(m.batch, m.seq) if m.latency else None
-                report.measurements.append(m)
-                if on_measurement:
-                    on_measurement(m)
-        _derive(report)
-        return report
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+    _check_memory(source, [(b, s) for s in seq_lens for b in batch_sizes])
+    plan = _runnable_from_export(source, plan, explicit=backends is not None and not on_the_fly)
+    calibration = {}
+    if calibrate:
+        say("calibrating matmul peak (fp32, bf16)")
+        calibration = {d: calibrate_matmul(d) for d in ("float32", "bfloat16")}
+        int8 = source.manifest.artifact("onnx", "int8")
+        if int8 is not None and any(p == "int8" for _, p in plan):
+            scheme = int8.extra.get("int8_scheme", "u8s8")
+            say(f"calibrating int8 peak (onnxruntime {scheme})")
+            calibration["int8"] = calibrate_int8(scheme)
+    report = BenchReport(
+        model=spec.name,
+        config={
+            "target": str(root),
+            "backends": [f"{n}[{p}]" for n, p in plan],
+            "batch_sizes": list(batch_sizes),
+            "seq_lens": list(seq_lens),
+            "precisions": list(precisions),
+            "warmup_s": rule.warmup_s,
+            "min_iterations": rule.min_iterations,
+            "min_seconds": rule.min_seconds,
+            "seed": seed,
+            "baseline": BASELINE + "[fp32]",
+        },
+        environment=environment.collect(threads_info),
+        calibration=calibration,
+    )
+    report.hardware = [line for line, _ in hardware_warnings(source, plan).values()]
+    shapes = [(b, s) for s in seq_lens for b in batch_sizes]
+    feeds = {(b, s): spec.sample_feeds(b, s, seed + i) for i, (b, s) in enumerate(shapes)}
+    say("eager fp32 reference outputs (every row's agreement is measured on its own inputs)")
+    with get_runner(BASELINE)(source) as reference_runner:
+        reference = {shape: reference_runner.infer(f) for shape, f in feeds.items()}
+    flops = _flops_fn(source)
+    if on_start:
+        on_start(len(plan) * len(shapes))
+    for name, precision in plan:
+        for m in _run_backend(source, name, precision, threads, feeds, reference, rule, say):
+            m.flops = flops(m.batch, m.seq) if m.latency else None
+            report.measurements.append(m)
+            if on_measurement:
+                on_measurement(m)
+    _derive(report)
+    return report
 
 
-def _plan(backends, precisions, baseline: bool) -> list[tuple[str, str]]:
-    """(backend, precision) pairs to measure, baseline first.
+def _plan(backends, precisions, baseline: bool) -> tuple[list[tuple[str, str]], list[str]]:
+    """(backend, precision) pairs to measure, baseline first, and notes on the pairs left out.
 
     ``onnxruntime-int8`` pins a precision; a plain name takes every ``precisions`` entry. A backend
     the user named explicitly that can run none of its precisions is refused (with the backends
-    that can); in a larger matrix unsupported pairs are kept and reported as skipped.
+    that can); in a larger matrix a pair that cannot exist is no row: one note says so.
     """
     from ..runtimes.registry import bench_defaults
 
     requested = [split_backend(b) for b in (backends or bench_defaults())]
     plan = [(BASELINE, "fp32")] if baseline else []
+    notes: list[str] = []
     for name, pinned in requested:
         cls = get_runner(name)  # unknown names -> one line listing the valid ones
         wanted = [pinned] if pinned else list(precisions)
@@ -232,8 +226,11 @@ def _plan(backends, precisions, baseline: bool) -> list[tuple[str, str]]:
                 f"Backends that run {p}: {', '.join(backends_for(p)) or 'none here'}.",
                 flag="--precision",
             )
-        plan += [(name, p) for p in wanted if (name, p) not in plan]
-    return plan
+        plan += [(name, p) for p in wanted if (name, p) not in plan and p in cls.precisions]
+        missing = [p for p in wanted if p not in cls.precisions]
+        if missing:
+            notes.append(f"{name} runs {', '.join(cls.precisions)}; not {', '.join(missing)}")
+    return plan, notes
 
 
 def _runnable_from_export(source: Source, plan, explicit: bool) -> list[tuple[str, str]]:

@@ -351,3 +351,40 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_outputs(out: str | Path, writers: dict[str, Any], flag: str = "--out") -> list[Path]:
+    """The one writer of a command's result files (bench, bench-generate, loadtest): every file is complete in
+    a staging directory (a full disk fails there) before any replaces an old one; a directory this call
+    created is removed again when anything fails, so a failed ``--out`` leaves nothing behind.
+
+    Args:
+        writers: file name -> ``fn(path)`` writing that file.
+    """
+    out = Path(out)
+    created = not out.exists()
+    stage = None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".out.tmp-", dir=out))
+        for name, write in writers.items():
+            write(stage / name)
+        readable_dir(stage)
+        for name in writers:
+            os.replace(stage / name, out / name)
+    except BaseException as e:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+            stage = None
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        if isinstance(e, OSError) or _disk_full(e):
+            raise ExportError(
+                f"cannot write into `{out}` ({getattr(e, 'strerror', None) or e}); nothing was left there.",
+                flag=flag,
+            ) from None
+        raise
+    finally:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+    return [out / name for name in writers]

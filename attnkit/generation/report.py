@@ -137,14 +137,16 @@ def plot(report, path: Path) -> None:
 
 def write_all(report, out: Path) -> list[Path]:
     """generation.json, generation.csv and generation.png in ``out``, each written atomically."""
-    from ..exporters.manifest import write_text_atomic
+    from ..exporters.manifest import write_outputs
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / FILES[0], json.dumps(report.to_dict(), indent=2), flag="--out")
-    write_text_atomic(out / FILES[1], to_csv(report), flag="--out")
-    plot(report, out / FILES[2])
-    return [out / f for f in FILES]
+    return write_outputs(
+        out,
+        {
+            FILES[0]: lambda p: p.write_text(json.dumps(report.to_dict(), indent=2) + "\n"),
+            FILES[1]: lambda p: p.write_text(to_csv(report)),
+            FILES[2]: lambda p: plot(report, p),
+        },
+    )
 
 
 def to_markdown(data: dict) -> str:

@@ -18,6 +18,7 @@ import math
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
@@ -27,6 +28,11 @@ from ..names import NUMPY_OF_KSERVE
 from .process import ServerError, http_json
 
 LEVELS = (1, 2, 4, 8, 16)
+#: perf_analyzer's stability rule: a level is measured in windows until the last three agree; these are its
+#: defaults (--stability-percentage 10, --max-trials 10). "Agree": for throughput and for mean latency, the
+#: largest and smallest of the three are within STABILITY_PCT % of the three's mean.
+STABILITY_PCT = 10.0
+MAX_WINDOWS = 10
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 
 
@@ -184,14 +190,17 @@ def _sender(endpoint: Endpoint, model: str, body: dict, timeout: float):
 @dataclass
 class Level:
     concurrency: int
-    requests: int  # completed inside the window, with or without error
+    requests: int  # completed inside the reported windows, with or without error
     errors: int
-    window_s: float
+    window_s: float  # the reported windows' total length
     requests_per_s: float
     inferences_per_s: float
-    latency_ms: dict  # p50, p90, p99, mean, max of the successful requests in the window
-    server_batch: float | None = None  # Triton: inferences / executions in the window
+    latency_ms: dict  # count, mean, stdev, p50, p90, p95, p99, min, max of the successful requests
+    server_batch: float | None = None  # Triton: inferences / executions in the reported windows
     first_error: str | None = None
+    windows: int = 1  # windows measured at this level (the last three are reported)
+    stable: bool = True  # the last three windows agreed within the stability percentage
+    window_throughputs: list[float] = field(default_factory=list)  # inferences/s of every window, in order
 
 
 @dataclass
@@ -204,6 +213,8 @@ class LoadReport:
     window_s: float
     label: str = ""
     levels: list[Level] = field(default_factory=list)
+    stability_pct: float = STABILITY_PCT
+    max_windows: int = MAX_WINDOWS
     environment: dict = field(default_factory=dict)
 
     @property
@@ -235,6 +246,17 @@ def probe(endpoint: Endpoint, model: str, body: dict, timeout: float = 30.0) -> 
         raise ServerError(f"--server: `{model}` at {endpoint} did not answer the request: {error}")
 
 
+def stable(windows: list[tuple[float, float]], pct: float) -> bool:
+    """True when the last three ``(inferences/s, mean latency ms)`` windows agree within ``pct`` %."""
+    if len(windows) < 3:
+        return False
+    for values in zip(*windows[-3:]):
+        mean = float(np.mean(values))
+        if not (mean > 0 and (max(values) - min(values)) / mean <= pct / 100):
+            return False
+    return True
+
+
 def run_level(
     endpoint: Endpoint,
     model: str,
@@ -247,18 +269,23 @@ def run_level(
     stats_endpoint: Endpoint | None = None,
     min_answers: int = 0,
     max_window_s: float = 60.0,
+    stability_pct: float = STABILITY_PCT,
+    max_windows: int = MAX_WINDOWS,
 ) -> Level:
-    """One concurrency level: ``concurrency`` closed-loop clients; after ``warmup_s``, the window lasts at
-    least ``window_s`` seconds and until ``min_answers`` (default 4 × concurrency) answers completed in it
-    (a slow model's batches finish in bursts: a window holding one burst would be noise), at most
-    ``max_window_s``; it also ends when ``max_requests`` have been sent."""
+    """One concurrency level, measured as perf_analyzer measures one: ``concurrency`` closed-loop clients;
+    after ``warmup_s``, consecutive windows, each at least ``window_s`` seconds and until ``min_answers``
+    (default 4 x concurrency) answers completed in it (a slow model's batches finish in bursts: a window
+    holding one burst would be noise), at most ``max_window_s``. Windows repeat until the last three agree
+    within ``stability_pct`` % (:func:`stable`), at most ``max_windows``; the last three are reported, pooled
+    (an unstable level says so). It also ends when ``max_requests`` have been sent."""
+    from ..benchmark.stats import summarise
+
     min_answers = min_answers or 4 * concurrency
     start = time.perf_counter()
-    window_start = start + warmup_s
     records: list[tuple[float, float, str | None]] = []
     lock = threading.Lock()
     budget = [max_requests]
-    answered = [0]  # answers completed inside the window so far
+    current = [start + warmup_s, 0]  # the current window's start, answers completed in it
     stop = threading.Event()
 
     def client():
@@ -274,32 +301,45 @@ def run_level(
                 t1 = time.perf_counter()
                 with lock:
                     records.append((t0, t1, error))
-                    answered[0] += t1 >= window_start
+                    current[1] += t1 >= current[0]
         finally:
             sender.close()
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(concurrency)]
     for t in threads:
         t.start()
-    time.sleep(max(0.0, window_start - time.perf_counter()))
-    before = _stats(stats_endpoint, model) if stats_endpoint is not None else None
-    while True:
-        time.sleep(0.05)
-        elapsed = time.perf_counter() - window_start
-        out_of_budget = budget[0] <= 0 and not any(t.is_alive() for t in threads)
-        if out_of_budget or elapsed >= max_window_s or (elapsed >= window_s and answered[0] >= min_answers):
-            break
-    window_end = time.perf_counter()
-    after = _stats(stats_endpoint, model) if stats_endpoint is not None else None
+    time.sleep(max(0.0, current[0] - time.perf_counter()))
+    bounds = [current[0]]
+    stats = [_stats(stats_endpoint, model) if stats_endpoint is not None else None]
+    summaries: list[tuple[float, float]] = []
+    throughputs: list[float] = []
+    rows = rows_of(body)
+    exhausted = False
+    while not exhausted and len(summaries) < max_windows and not stable(summaries, stability_pct):
+        while True:
+            time.sleep(0.05)
+            now = time.perf_counter()
+            exhausted = budget[0] <= 0 and not any(t.is_alive() for t in threads)
+            elapsed = now - bounds[-1]
+            if exhausted or elapsed >= max_window_s or (elapsed >= window_s and current[1] >= min_answers):
+                break
+        with lock:
+            current[0], current[1] = now, 0
+            done = list(records)
+        bounds.append(now)
+        stats.append(_stats(stats_endpoint, model) if stats_endpoint is not None else None)
+        ok = [e - s for s, e, err in done if bounds[-2] <= e <= bounds[-1] and err is None]
+        throughputs.append(len(ok) * rows / (bounds[-1] - bounds[-2]))
+        summaries.append((throughputs[-1], 1e3 * float(np.mean(ok)) if ok else float("nan")))
     stop.set()
     for t in threads:
         t.join(timeout + 5)
-    window = window_end - window_start
-    inside = [r for r in records if window_start <= r[1] <= window_end]
+    first, last = bounds[max(0, len(bounds) - 4)], bounds[-1]  # the last three windows (or all, if fewer)
+    window = last - first
+    inside = [r for r in records if first <= r[1] <= last]
     ok = [r for r in inside if r[2] is None]
     errors = [r for r in inside if r[2] is not None]
-    lat = np.asarray([(e - s) * 1e3 for s, e, _ in ok]) if ok else np.asarray([])
-    p50, p90, p99 = np.percentile(lat, [50, 90, 99]) if len(lat) else (np.nan,) * 3
+    before, after = stats[max(0, len(stats) - 4)], stats[-1]
     server_batch = None
     if before and after and after[1] > before[1]:
         server_batch = (after[0] - before[0]) / (after[1] - before[1])
@@ -309,17 +349,31 @@ def run_level(
         errors=len(errors),
         window_s=window,
         requests_per_s=len(ok) / window,
-        inferences_per_s=len(ok) * rows_of(body) / window,
-        latency_ms={
-            "p50": float(p50),
-            "p90": float(p90),
-            "p99": float(p99),
-            "mean": float(lat.mean()) if len(lat) else float("nan"),
-            "max": float(lat.max()) if len(lat) else float("nan"),
-        },  # fmt: skip
+        inferences_per_s=len(ok) * rows / window,
+        latency_ms=summarise([(e - s) * 1e3 for s, e, _ in ok]),
         server_batch=server_batch,
         first_error=errors[0][2] if errors else None,
+        windows=len(summaries),
+        stable=stable(summaries, stability_pct),
+        window_throughputs=throughputs,
     )
+
+
+def read_request(path: Path) -> dict:
+    """A KServe v2 JSON request file (e.g. the package's request_<model>.json), or a one-line error."""
+    try:
+        body = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise AttnkitError(f"cannot read `{path}` ({e.strerror or e}).", flag="--request") from None
+    except ValueError as e:
+        raise AttnkitError(f"`{path}` is not JSON ({e}).", flag="--request") from None
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
+        raise AttnkitError(f"`{path}` is not a KServe v2 request (no \"inputs\" list).", flag="--request",
+                           hint="Use the request_<model>.json that attnkit package wrote.")  # fmt: skip
+    for item in body["inputs"]:
+        if not {"name", "shape", "datatype", "data"} <= set(item):
+            raise AttnkitError(f"an input of `{path}` lacks name/shape/datatype/data.", flag="--request")
+    return body
 
 
 def load_test(
@@ -337,13 +391,17 @@ def load_test(
     seed: int = 0,
     label: str = "",
     stats_url: str | None = None,
+    stability_pct: float = STABILITY_PCT,
+    max_windows: int = MAX_WINDOWS,
     progress=None,
 ) -> LoadReport:
     """Sweep the concurrency levels against ``model`` at ``url`` (http:// or grpc://, 127.0.0.1 only).
 
     ``body`` is a KServe v2 JSON request (default: built from the model's metadata, ``batch`` × ``seq``).
     ``stats_url`` is Triton's HTTP endpoint for the batch statistics when ``url`` is gRPC (default: ``url``
-    itself when it is HTTP). Bounded: at most ``max_requests`` per level, ``timeout`` seconds per request.
+    itself when it is HTTP). Each level is measured in windows until the last three agree within
+    ``stability_pct`` % (perf_analyzer's rule, :func:`run_level`), at most ``max_windows``. Bounded: at most
+    ``max_requests`` per level, ``timeout`` seconds per request, ``max_windows`` x 60 s per level.
     """
     from ..benchmark.environment import collect
 
@@ -356,6 +414,11 @@ def load_test(
         )
     if not (math.isfinite(warmup_s) and warmup_s >= 0):
         raise AttnkitError(f"must be a finite number of seconds >= 0; got {warmup_s}.", flag="--warmup")
+    if not (math.isfinite(stability_pct) and stability_pct > 0):
+        raise AttnkitError(f"must be a finite percentage > 0; got {stability_pct}.", flag="--stability")
+    if max_windows < 3:
+        raise AttnkitError(f"must be >= 3 (stability compares the last three); got {max_windows}.",
+                           flag="--max-windows")  # fmt: skip
     stats_endpoint = Endpoint.parse(stats_url) if stats_url else (endpoint if endpoint.protocol == "http" else None)
     if body is None:
         body = request_from_metadata(endpoint, model, batch, seq, seed)
@@ -370,10 +433,13 @@ def load_test(
         window_s=window_s,
         label=label,
         environment=collect(),
+        stability_pct=stability_pct,
+        max_windows=max_windows,
     )
     for c in concurrency:
         say(f"load test {model} concurrency {c}")
-        level = run_level(endpoint, model, body, c, warmup_s, window_s, max_requests, timeout, stats_endpoint)
+        level = run_level(endpoint, model, body, c, warmup_s, window_s, max_requests, timeout, stats_endpoint,
+                          stability_pct=stability_pct, max_windows=max_windows)  # fmt: skip
         report.levels.append(level)
         if level.requests and level.errors == level.requests and "Connection" in (level.first_error or ""):
             raise ServerError(f"--server: {endpoint} stopped answering at concurrency {c}: {level.first_error}")

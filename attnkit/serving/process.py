@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -57,7 +58,15 @@ class ServerProcess:
 
     def __init__(self, cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None):
         self.cmd, self.env = cmd, env
-        self.log = Path(log) if log else Path(tempfile.mkstemp(prefix="attnkit-server-", suffix=".log")[1])
+        #: what this object created and :meth:`close` removes (nothing of the caller's)
+        self.owned: list[Path] = []
+        if log:
+            self.log = Path(log)
+        else:
+            fd, name = tempfile.mkstemp(prefix="attnkit-server-", suffix=".log")
+            os.close(fd)
+            self.log = Path(name)
+            self.owned.append(self.log)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -69,6 +78,7 @@ class ServerProcess:
             self.proc = subprocess.Popen(
                 self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
                 start_new_session=True,  # its own process group: stop() reaches the children (Triton's stubs)
+                preexec_fn=_die_with_parent,
             )  # fmt: skip
         return self
 
@@ -141,12 +151,35 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             pass
 
+    def close(self) -> None:
+        """Stop the server, then remove what this object created in TMPDIR (its log, its work directory).
+        Errors already quote the log's last line, so nothing is lost with it."""
+        self.stop()
+        for path in self.owned:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        self.owned = []
+
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self.stop()
+        self.close()
         return False
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask the kernel for SIGTERM when the parent dies, even by SIGKILL (Linux's
+    PR_SET_PDEATHSIG, as pytriton's server does), so no server outlives the attnkit that started it. ctypes by
+    hand: the standard library has no prctl."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's own stop() is all there is
+        pass
 
 
 def group_members(pgid: int) -> list[int]:

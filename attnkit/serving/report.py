@@ -27,7 +27,10 @@ COLUMNS = [
     ("infer/s", 2, "right", lambda r, lv: _f(lv.inferences_per_s, ".1f")),
     ("p50 ms", 0, "right", lambda r, lv: _f(lv.latency_ms["p50"], ".2f")),
     ("p90 ms", 1, "right", lambda r, lv: _f(lv.latency_ms["p90"], ".2f")),
+    ("p95 ms", 1, "right", lambda r, lv: _f(lv.latency_ms["p95"], ".2f")),
     ("p99 ms", 0, "right", lambda r, lv: _f(lv.latency_ms["p99"], ".2f")),
+    ("stdev ms", 2, "right", lambda r, lv: _f(lv.latency_ms["stdev"], ".2f")),
+    ("windows", 2, "right", lambda r, lv: f"{lv.windows}" + ("" if lv.stable else " [yellow]unstable[/]")),
     ("errors", 0, "right", lambda r, lv: ("[red]" + str(lv.errors) + "[/]") if lv.errors else "0"),
     ("server batch", 1, "right", lambda r, lv: _f(lv.server_batch, ".1f")),
 ]
@@ -39,9 +42,10 @@ def table(reports, width: int | None = None):
     r0 = reports[0]
     shapes = ", ".join(f"{n} {s}" for n, s in r0.request_shapes.items())
     caption = (
-        f"{r0.endpoint}: closed loop, N requests in flight; {r0.warmup_s:g} s warm-up, then the answers completed in "
-        f"a window of >= {r0.window_s:g} s and >= 4N answers count. Request: {shapes}. server batch: Triton's "
-        "inferences per execution."
+        f"{r0.endpoint}: closed loop, N requests in flight; {r0.warmup_s:g} s warm-up, then windows of >= "
+        f"{r0.window_s:g} s and >= 4N answers, repeated until the last three agree within {r0.stability_pct:g} % "
+        f"in throughput and mean latency (perf_analyzer's rule; at most {r0.max_windows}); the last three are "
+        f"reported. Request: {shapes}. server batch: Triton's inferences per execution."
     )
     return fitted_table(f"load test: {r0.model}", cols, rows, width, caption)
 
@@ -49,7 +53,8 @@ def table(reports, width: int | None = None):
 def to_csv(reports) -> str:
     buf = io.StringIO()
     fields = ["run", "endpoint", "model", "concurrency", "requests", "errors", "window_s", "requests_per_s",
-              "inferences_per_s", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "server_batch", "first_error"]  # fmt: skip
+              "inferences_per_s", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "stdev_ms", "windows", "stable",
+              "server_batch", "first_error"]  # fmt: skip
     w = csv.DictWriter(buf, fieldnames=fields)
     w.writeheader()
     for r in reports:
@@ -65,7 +70,9 @@ def to_csv(reports) -> str:
                     "window_s": lv.window_s,
                     "requests_per_s": lv.requests_per_s,
                     "inferences_per_s": lv.inferences_per_s,
-                    **{f"{q}_ms": lv.latency_ms[q] for q in ("p50", "p90", "p99", "mean")},
+                    **{f"{q}_ms": lv.latency_ms[q] for q in ("p50", "p90", "p95", "p99", "mean", "stdev")},
+                    "windows": lv.windows,
+                    "stable": lv.stable,
                     "server_batch": lv.server_batch,
                     "first_error": lv.first_error,
                 }  # fmt: skip
@@ -99,26 +106,31 @@ def plot(reports, path: Path) -> None:
 
 def write_all(reports, out: Path) -> list[Path]:
     """loadtest.json, loadtest.csv and loadtest.png in ``out``, each written atomically."""
-    from ..exporters.manifest import write_text_atomic
+    from ..exporters.manifest import write_outputs
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / FILES[0], json.dumps({"runs": [r.to_dict() for r in reports]}, indent=2), flag="--out")
-    write_text_atomic(out / FILES[1], to_csv(reports), flag="--out")
-    plot(reports, out / FILES[2])
-    return [out / f for f in FILES]
+    return write_outputs(
+        out,
+        {
+            FILES[0]: lambda p: p.write_text(json.dumps({"runs": [r.to_dict() for r in reports]}, indent=2) + "\n"),
+            FILES[1]: lambda p: p.write_text(to_csv(reports)),
+            FILES[2]: lambda p: plot(reports, p),
+        },
+    )
 
 
 def to_markdown(reports) -> str:
     lines = [
-        "| run | concurrency | req/s | infer/s | p50 ms | p90 ms | p99 ms | errors | server batch |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | concurrency | req/s | infer/s | p50 ms | p90 ms | p95 ms | p99 ms | stdev ms | windows | errors "
+        "| server batch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in reports:
         for lv in r.levels:
             lines.append(
                 f"| {r.label or r.model} | {lv.concurrency} | {lv.requests_per_s:.1f} | {lv.inferences_per_s:.1f} | "
                 f"{_f(lv.latency_ms['p50'], '.2f')} | {_f(lv.latency_ms['p90'], '.2f')} | "
-                f"{_f(lv.latency_ms['p99'], '.2f')} | {lv.errors} | {_f(lv.server_batch, '.1f')} |"
+                f"{_f(lv.latency_ms['p95'], '.2f')} | {_f(lv.latency_ms['p99'], '.2f')} | "
+                f"{_f(lv.latency_ms['stdev'], '.2f')} | {lv.windows}{'' if lv.stable else ' (unstable)'} | "
+                f"{lv.errors} | {_f(lv.server_batch, '.1f')} |"
             )
     return "\n".join(lines) + "\n"

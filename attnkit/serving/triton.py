@@ -63,8 +63,13 @@ class TritonServer(ServerProcess):
     ):
         self.env_ = env or ServingEnv.locate()
         self.repository = Path(repository).absolute()
+        check_repository(self.repository)
         self.workdir = Path(tempfile.mkdtemp(prefix="attnkit-triton-"))
-        backends = backend_directory(self.env_, self.workdir / "backends")
+        try:
+            backends = backend_directory(self.env_, self.workdir / "backends")
+        except BaseException:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
         self.http_port = http_port or free_port()
         self.grpc_port = grpc_port or free_port()
         self.metrics_port = metrics_port or free_port()
@@ -86,6 +91,7 @@ class TritonServer(ServerProcess):
             "--allow-metrics=false",
         ]
         super().__init__(cmd, env=self.env_.environment(), log=log or self.workdir / "tritonserver.log")
+        self.owned.append(self.workdir)  # close() removes the backends and the log: nothing left in TMPDIR
 
     @property
     def http_url(self) -> str:
@@ -125,6 +131,33 @@ class TritonServer(ServerProcess):
         http_json("POST", f"{self.http_url}/v2/repository/models/{model}/unload", b"{}")
 
     def stop(self, grace: float = 10.0) -> None:
-        """Stop by PID, then remove the backend directory (the log stays: errors point at it)."""
+        """Stop by PID; :meth:`close` (also ``with``) then removes the work directory, log included."""
         super().stop(grace)
-        shutil.rmtree(self.workdir / "backends", ignore_errors=True)
+
+
+def check_repository(path: Path) -> None:
+    """Refuse what tritonserver would start on and serve nothing from: a directory with no model config.
+
+    Raises:
+        AttnkitError: not a directory, an attnkit export directory (package it first), or no
+            ``<model>/config.pbtxt`` in it. The error names ``REPOSITORY``.
+    """
+    from ..errors import AttnkitError
+    from ..names import MANIFEST
+
+    path = Path(path)
+    if not path.is_dir():
+        raise AttnkitError(f"`{path}` is not a directory.", flag="REPOSITORY", hint="Give a Triton model repository.")
+    if (path / MANIFEST).is_file():
+        packaged = path / "triton"
+        hint = (f"Serve its repository: attnkit serve triton {packaged}" if (packaged / ".").is_dir() and any(
+            (d / "config.pbtxt").is_file() for d in packaged.iterdir()) else
+            f"Package it first: attnkit package {path} --triton {packaged}")  # fmt: skip
+        raise AttnkitError(f"`{path}` is an attnkit export directory, not a Triton model repository.",
+                           flag="REPOSITORY", hint=hint)  # fmt: skip
+    if not any((d / "config.pbtxt").is_file() for d in path.iterdir() if d.is_dir()):
+        raise AttnkitError(
+            f"`{path}` holds no model configuration (no <model>/config.pbtxt): tritonserver would serve nothing.",
+            flag="REPOSITORY",
+            hint="Give the repository `attnkit package DIR --triton REPO` wrote.",
+        )

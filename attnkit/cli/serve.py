@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import click
 
-from ..cli_support import console, progress
 from ..errors import AttnkitError
+from .support import progress
 
 VENV_HELP = "Serving virtualenv [default: $ATTNKIT_SERVING_VENV, else .venv-serving of the checkout]."
 
@@ -31,7 +30,7 @@ def serve():
 @click.option("--force", is_flag=True, help="Rebuild even when the venv matches the pins.")
 def setup(venv, no_tensorflow, force):
     """Build the serving virtualenv: nvidia-pytriton (tritonserver 2.51), onnxruntime, TensorFlow, numpy < 2."""
-    from .env import build
+    from ..serving.env import build
 
     env = build(venv, tensorflow=not no_tensorflow, force=force, say=progress)
     i = env.info
@@ -72,13 +71,10 @@ def triton(repository, venv, http_port, grpc_port, metrics_port, models, timeout
     The server, its config parsing, dynamic batching and HTTP/gRPC endpoints are Triton's; the onnxruntime
     and tensorflow backends are attnkit's Python stand-ins (Triton's C++ backends cannot be installed here).
     """
-    from .env import ServingEnv
-    from .triton import TritonServer
+    from ..serving.env import ServingEnv
+    from ..serving.triton import TritonServer, check_repository
 
-    if not repository.is_dir():
-        raise AttnkitError(
-            f"`{repository}` is not a directory.", flag="REPOSITORY", hint="Give a Triton model repository."
-        )
+    check_repository(repository)  # before anything starts: a directory tritonserver would serve nothing from
     env = ServingEnv.locate(venv)
     with TritonServer(
         repository, models=tuple(models) or None, http_port=http_port, grpc_port=grpc_port,
@@ -105,7 +101,7 @@ def tfserving(directory, port, model_name, timeout):
     DIRECTORY is a model base path (<version>/saved_model.pb) or attnkit's tfserving/ layout (one model per
     subdirectory). Serves the highest version, tag serve, /v1/models/NAME[:predict|/metadata].
     """
-    from .tfserving import TFServingStandIn, model_bases
+    from ..serving.tfserving import TFServingStandIn, model_bases
 
     try:
         model_bases(directory, model_name)
@@ -119,38 +115,3 @@ def tfserving(directory, port, model_name, timeout):
             click.echo(f"{name}: {server.url}/v1/models/{name}")
         click.echo(f"TF Serving stand-in pid {server.pid} ready at {server.url} (Ctrl-C stops)")
         _wait(server)
-
-
-def read_request(path: Path) -> dict:
-    """A KServe v2 JSON request file (e.g. the package's request_<model>.json), or a one-line error."""
-    try:
-        body = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise AttnkitError(f"cannot read `{path}` ({e.strerror or e}).", flag="--request") from None
-    except ValueError as e:
-        raise AttnkitError(f"`{path}` is not JSON ({e}).", flag="--request") from None
-    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
-        raise AttnkitError(f"`{path}` is not a KServe v2 request (no \"inputs\" list).", flag="--request",
-                           hint="Use the request_<model>.json that attnkit package wrote.")  # fmt: skip
-    for item in body["inputs"]:
-        if not {"name", "shape", "datatype", "data"} <= set(item):
-            raise AttnkitError(f"an input of `{path}` lacks name/shape/datatype/data.", flag="--request")
-    return body
-
-
-def bench_server_command(model, server, request, concurrency, warmup, seconds, max_requests, batch, seq, seed, out):
-    from . import report as render
-    from .loadtest import load_test
-
-    body = read_request(request) if request else None
-    result = load_test(
-        server, model, body, concurrency=tuple(int(c) for c in concurrency), warmup_s=warmup, window_s=seconds,
-        max_requests=max_requests, batch=batch, seq=seq, seed=seed, progress=progress,
-    )  # fmt: skip
-    console().print(render.table([result], console().width))
-    if result.errors:
-        first = next(lv.first_error for lv in result.levels if lv.first_error)
-        click.echo(f"Warning: {result.errors} request(s) failed; the first: {first}", err=True)
-    if out:
-        for path in render.write_all([result], out):
-            click.echo(f"wrote {path}")

@@ -65,7 +65,7 @@ def _positive(item: str) -> None:
 
 
 def _backend(item: str) -> None:
-    from .runtimes.registry import get_runner, runner_names
+    from ..runtimes.registry import get_runner, runner_names
 
     try:
         get_runner(item)
@@ -77,15 +77,15 @@ def _backend(item: str) -> None:
 
 
 def _precision(item: str) -> None:
-    from .export_api import PRECISIONS
-    from .tracing import _ALIASES
+    from ..names import PRECISIONS
+    from ..tracing import _ALIASES
 
     if _ALIASES.get(item, item) not in PRECISIONS:
         raise ValueError(f"`{item}` is not a precision. Valid: {', '.join(PRECISIONS)}.")
 
 
 def _formats() -> tuple[str, ...]:
-    from .export_api import FORMATS
+    from ..export_api import FORMATS
 
     return FORMATS
 
@@ -125,7 +125,7 @@ class Tolerance(click.ParamType):
 
 def tolerances(pairs, flag: str) -> dict[str, float] | None:
     """Repeated ``--atol`` values -> ``{precision or "*": value}``; one key with two values conflicts."""
-    from .errors import AttnkitError
+    from ..errors import AttnkitError
 
     out: dict[str, float] = {}
     for key, value in pairs:

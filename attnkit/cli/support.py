@@ -12,8 +12,8 @@ import traceback
 
 import click
 
-from .errors import AttnkitError
-from .interrupts import Terminated, check, request, requested, reset
+from ..errors import AttnkitError
+from ..interrupts import Terminated, check, request, requested, reset
 
 
 @contextlib.contextmanager
@@ -55,10 +55,17 @@ class AttnkitGroup(click.Group):
         return code
 
     def _main(self, args, prog_name, complete_var, **extra) -> int:
-        previous = None
+        previous = previous_int = None
+        interrupted = []
+
+        def on_sigint(signum, frame):
+            interrupted.append(signum)  # remembered: a native call may turn the KeyboardInterrupt into its own error
+            raise KeyboardInterrupt
+
         try:
             reset()
             previous = signal.signal(signal.SIGTERM, request)
+            previous_int = signal.signal(signal.SIGINT, on_sigint)
         except ValueError:  # not the main thread (e.g. an embedding application): leave signals alone
             pass
         try:
@@ -88,7 +95,15 @@ class AttnkitGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Error: interrupted; nothing was left half-written.", err=True)
             code = 130
-        except Exception as e:  # a bug: still one line, traceback on request
+        except Exception as e:
+            if interrupted or requested():
+                # Ctrl-C or SIGTERM landed inside a native call (pybind11 reports "error_already_set: MISMATCH
+                # of original and normalized active exception"): it is the interrupt, not a bug; every atomic
+                # writer has already cleaned up on the way out.
+                what = "terminated (SIGTERM)" if requested() and not interrupted else "interrupted"
+                click.echo(f"Error: {what}; nothing was left half-written.", err=True)
+                return 143 if what.startswith("terminated") else 130
+            # a bug: still one line, traceback on request
             if os.environ.get("ATTNKIT_DEBUG"):
                 traceback.print_exc()
             first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
@@ -99,6 +114,8 @@ class AttnkitGroup(click.Group):
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+            if previous_int is not None:
+                signal.signal(signal.SIGINT, previous_int)
         if code == 0 and requested():  # a SIGTERM a library swallowed after the last checkpoint
             click.echo("Error: terminated (SIGTERM).", err=True)
             code = 143
@@ -118,13 +135,18 @@ def progress(msg: str) -> None:
     console(stderr=True).print(f"[dim]• {escape(msg)}[/]")
 
 
-def emit(data: dict, as_json: bool, tables) -> None:
-    """Print data as JSON, or as the rich tables ``tables(data)`` renders."""
-    if as_json:
+def emit(data: dict, json_out: str | None, tables) -> None:
+    """``--json`` (``-``): JSON on stdout instead of tables; ``--json FILE``: tables, and the JSON written to
+    FILE atomically; no ``--json``: the rich tables ``tables(data)`` renders."""
+    if json_out == "-":
         click.echo(json.dumps(data, indent=2))
         return
     for table in tables(data):
         console().print(table)
+    if json_out:
+        from ..exporters.manifest import write_text_atomic
+
+        write_text_atomic(json_out, json.dumps(data, indent=2), flag="--json")
 
 
 @contextlib.contextmanager

@@ -1,73 +1,32 @@
-"""Command line: each command parses options and calls one public API function.
-
-Every error reaches the user as one line on stderr with a non-zero exit code and no traceback
-(``ATTNKIT_DEBUG=1`` shows it). Heavy libraries are imported inside commands, so ``--help`` is fast.
-"""
+"""The commands that export, check and package one model: models, export, verify, attention, inspect, env,
+package, run. Each parses its options (shared groups from :mod:`.options`) and calls one library function."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from ._version import __version__
-from .cli_support import AttnkitGroup, emit, progress, stages
-from .cli_support import console as _console
-from .cli_types import BACKENDS, FORMATS, POSITIVE_INTS, PRECISIONS, TOLERANCE, tolerances
-from .errors import AttnkitError
-from .runtimes.registry import bench_defaults, runner_names, verifier_for
-
-
-@click.group(cls=AttnkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="attnkit")
-def cli():
-    """Export, verify, benchmark and package Keras attention models.
-
-    SavedModel (TF Serving), ONNX (fp32/fp16/int8), TensorRT plans, Triton repositories.
-
-    \b
-    attnkit models                         list the presets
-    attnkit export encoder-tiny            SavedModel + ONNX in artifacts/encoder-tiny, agreement checked
-    attnkit verify artifacts/encoder-tiny  every artifact vs the eager fp32 model
-    attnkit bench encoder-tiny --out b     every backend vs the eager baseline
-    attnkit run encoder-tiny               all of it, plus Triton/TF Serving layouts and report.md
-    attnkit env                            what this machine can run
-    """
+from ..errors import AttnkitError
+from ..runtimes.registry import runner_names, verifier_for
+from .group import cli
+from .options import IMPORTS, JSON, MODEL_LOADING, SEED
+from .support import console as _console
+from .support import emit, progress
+from .types import BACKENDS, FORMATS, POSITIVE_INTS, PRECISIONS, TOLERANCE, tolerances
 
 
 @cli.command()
 @click.option(
     "--seq", default=128, show_default=True, type=click.IntRange(min=1), help="Sequence length for the FLOPs column."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def models(seq: int, as_json: bool):
+@JSON
+def models(seq: int, **kw):
     """List the presets with dims, parameter count and FLOPs per sequence."""
-    from .models.presets import list_models
-    from .render import models_table
+    from ..models.presets import list_models
+    from ..render import models_table
 
-    rows = list_models(seq)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-    else:
-        _console().print(models_table(rows))
-
-
-_import_option = click.option(
-    "--import",
-    "imports",
-    multiple=True,
-    metavar="MODULE",
-    help="Module or .py file registering custom layers (repeatable).",
-)
-
-
-_unsafe_option = click.option(
-    "--unsafe",
-    is_flag=True,
-    help="Allow unsafe Keras deserialisation (Lambda layers) of model.keras. Trusted files only; "
-    "never taken from a manifest.",
-)
+    emit(list_models(seq), JSON.parse(kw), lambda rows: [models_table(rows)])
 
 
 @cli.command()
@@ -98,10 +57,9 @@ _unsafe_option = click.option(
     type=int,
     help="ONNX opset; one the installed tf2onnx cannot target is refused with its range.",
 )
-@_import_option
-@click.option("--seed", default=0, show_default=True, type=int, help="Weight seed (presets) and input seed.")
+@MODEL_LOADING
+@SEED
 @click.option("--force", is_flag=True, help="Replace an existing non-empty --out.")
-@click.option("--unsafe", is_flag=True, help="Allow unsafe Keras deserialisation (Lambda layers). Trusted files only.")
 @click.option("--check/--no-check", default=True, help="Check the artifacts agree with the eager model (default on).")
 @click.option(
     "--fuse/--no-fuse", default=True, help="Fuse tf2onnx's decomposed LayerNorms into LayerNormalization (default on)."
@@ -132,17 +90,18 @@ def export(model, out, **options):
     MODEL may also be an export directory with --format tensorrt: plans are then built from its ONNX
     graphs and added to it in place.
     """
-    from .errors import AgreementError
-    from .export_api import ExportOptions
-    from .export_api import export as run_export
+    from ..errors import AgreementError
+    from ..export_api import ExportOptions
+    from ..export_api import export as run_export
 
+    options.update(MODEL_LOADING.parse(options))
     try:
         result = run_export(model, out, options=ExportOptions(**options), progress=progress)
     except AgreementError as e:
         _print_report_of(e)
         raise
     if result.report is not None:
-        from .render import agreement_table
+        from ..render import agreement_table
 
         _console().print(agreement_table(result.report, _console().width))
         _print_generation(result.report)
@@ -153,7 +112,7 @@ def export(model, out, **options):
 
 def _print_generation(report) -> None:
     if getattr(report, "generation", None) is not None:
-        from .generation.report import verify_table
+        from ..generation.report import verify_table
 
         _console().print(verify_table(report.generation, _console().width))
 
@@ -167,7 +126,7 @@ def _warn(lines) -> None:
 def _print_report_of(error) -> None:
     report = getattr(error, "report", None)
     if report is not None:
-        from .render import agreement_table
+        from ..render import agreement_table
 
         _console().print(agreement_table(report, _console().width))
 
@@ -183,31 +142,26 @@ def _print_report_of(error) -> None:
 )
 @click.option("--atol", type=TOLERANCE, multiple=True, help="Element-wise absolute tolerance, e.g. 1e-4 or fp16=1e-2.")
 @click.option("--rtol", type=TOLERANCE, multiple=True, help="Element-wise relative tolerance, e.g. 1e-3 or bf16=0.1.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random inputs.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the report as JSON to this file.")
+@SEED
+@JSON
 @click.option("--locate", is_flag=True, help="Also find the first Keras layer whose ONNX counterpart diverges.")
 @click.option(
     "--generate/--no-generate",
-    default=True,
-    help="On a --generate export, also check greedy generation token by token against eager full recompute "
-    "(default on).",
+    default=None,
+    help="Check generation token by token against eager full recompute [default: when DIR is a --generate "
+    "export; --generate refuses one that is not].",
 )
 @click.option("--max-new-tokens", default=32, show_default=True, type=int, help="Tokens generated per prompt.")
 @click.option("--prompt-length", default=16, show_default=True, type=int, help="Longest prompt (others shorter).")
-@_import_option
-@_unsafe_option
-def verify(
-    directory, backends, atol, rtol, seed, json_path, locate, generate, max_new_tokens, prompt_length, imports, unsafe
-):
+@MODEL_LOADING
+def verify(directory, backends, atol, rtol, locate, generate, max_new_tokens, prompt_length, **kw):
     """Check every artifact in DIR against the eager fp32 Keras model; exit 0 only if all agree."""
-    from .errors import AgreementError
-    from .render import agreement_table
-    from .verification import verify as run_verify
+    from ..errors import AgreementError
+    from ..render import agreement_table
+    from ..verification import verify as run_verify
 
-    if json_path:
-        from .exporters.manifest import check_writable_file
-
-        check_writable_file(json_path, "--json")
+    seed, json_out, loading = SEED.parse(kw), JSON.parse(kw), MODEL_LOADING.parse(kw)
+    imports, unsafe = loading["imports"], loading["unsafe"]
     report = run_verify(
         directory,
         backends=list(backends) if backends else None,
@@ -217,18 +171,20 @@ def verify(
         unsafe=unsafe,
         imports=imports,
         progress=progress,
-        generation={"max_new_tokens": max_new_tokens, "prompt_length": prompt_length} if generate else None,
+        generation={"max_new_tokens": max_new_tokens, "prompt_length": prompt_length}
+        if generate is not False
+        else None,
+        require_generation=bool(generate),
     )
-    _console().print(agreement_table(report, _console().width))
-    _print_generation(report)
+    if json_out != "-":
+        _console().print(agreement_table(report, _console().width))
+        _print_generation(report)
     _warn(report.warnings)
     data = report.to_dict()
     if locate:
         data["locate"] = _locate_all(directory, report, atol, rtol, seed, unsafe=unsafe, imports=imports)
-    if json_path:
-        from .exporters.manifest import write_text_atomic
-
-        write_text_atomic(json_path, json.dumps(data, indent=2), flag="--json")
+    if json_out:
+        emit(data, json_out, lambda _d: [])
     if not any(r.passed or r.failed for r in report.results):
         reasons = sorted({r.skipped for r in report.results if r.skipped})
         raise AttnkitError(
@@ -245,162 +201,23 @@ def verify(
 
 
 @cli.command()
-@click.argument("target", metavar="MODEL_OR_DIR")
-@click.option(
-    "--backends",
-    type=BACKENDS,
-    help=f"Comma list of: {', '.join(runner_names())} (NAME-PRECISION pins one) [default: {','.join(bench_defaults())}].",
-)
-@click.option("--batch-sizes", type=POSITIVE_INTS, help="Batch sizes [default: 1,8,32; with --generate 1].")
-@click.option("--seq-lens", type=POSITIVE_INTS, default="128", show_default=True, help="Sequence lengths.")
-@click.option(
-    "--precision",
-    "precisions",
-    type=PRECISIONS,
-    default="fp32",
-    show_default=True,
-    help="Comma list of precisions (fp32, bf16, fp16, int8) for backends that support them.",
-)
-@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for TensorFlow and ONNX Runtime.")
-@click.option("--warmup", default=1.0, show_default=True, type=float, help="Warm-up seconds per backend and shape.")
-@click.option("--min-iterations", default=10, show_default=True, type=int, help="Timed calls at least.")
-@click.option("--min-seconds", default=2.0, show_default=True, type=float, help="Timed seconds at least.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the inputs (and weights of presets).")
-@click.option("--no-baseline", is_flag=True, help="Do not measure eager Keras (no speedup column).")
-@_import_option
-@_unsafe_option
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    help="Write results.json, results.csv, throughput.png here (with --generate: generation.json/.csv/.png).",
-)
-@click.option(
-    "--generate",
-    is_flag=True,
-    help="Benchmark generation token by token (a --generate export, or a decoder/seq2seq MODEL exported on the "
-    "fly): time to first token, inter-token latency, tokens/s, speedup over full recompute, % of memory bandwidth.",
-)
-@click.option("--prompt-lengths", type=POSITIVE_INTS, default="32", show_default=True, help="With --generate.")
-@click.option("--new-tokens", type=POSITIVE_INTS, default="32,128", show_default=True, help="With --generate.")
-@click.option(
-    "--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Timed generations (--generate)."
-)
-@click.option(
-    "--server",
-    metavar="URL",
-    help="Load-test a running KServe v2 endpoint (http://127.0.0.1:PORT or grpc://127.0.0.1:PORT); MODEL is the "
-    "model's name on the server. Sweeps --concurrency; each level: --warmup s, then --min-seconds s measured.",
-)
-@click.option("--request", type=click.Path(path_type=Path), help="With --server: a KServe v2 JSON request to send.")
-@click.option(
-    "--concurrency",
-    type=POSITIVE_INTS,
-    default="1,2,4,8,16",
-    show_default=True,
-    help="With --server: in-flight requests.",
-)
-@click.option(
-    "--max-requests", default=100_000, show_default=True, type=click.IntRange(min=1), help="With --server: per level."
-)
-def bench(
-    target,
-    backends,
-    batch_sizes,
-    seq_lens,
-    precisions,
-    threads,
-    warmup,
-    min_iterations,
-    min_seconds,
-    seed,
-    no_baseline,
-    imports,
-    unsafe,
-    out,
-    generate,
-    prompt_lengths,
-    new_tokens,
-    repeats,
-    server,
-    request,
-    concurrency,
-    max_requests,
-):
-    """Benchmark every backend against the eager Keras baseline, in one run.
-
-    MODEL_OR_DIR is a preset, a .keras file (both exported on the fly into a temporary directory)
-    or an export directory (used as is; a requested backend without its artifact is refused).
-    With --server, MODEL_OR_DIR is the name of a model on a running server (a load test: throughput,
-    p50/p90/p99 latency and errors per concurrency level; --out gets loadtest.json/.csv/.png).
-    """
-    from .benchmark import report as render
-    from .benchmark.harness import StoppingRule
-    from .benchmark.run import bench as run_bench
-    from .exporters.manifest import check_writable_out
-
-    if out:
-        check_writable_out(out, force=True)
-    if request and not server:
-        raise AttnkitError("is only used with --server.", flag="--request", hint="Add --server URL.")
-    if server:
-        from .serving.cli import bench_server_command
-
-        bench_server_command(
-            target, server, request, concurrency, warmup, min_seconds, max_requests,
-            int((batch_sizes or (1,))[0]), int(seq_lens[0]), seed, out,
-        )  # fmt: skip
-        return
-    if generate:
-        from .generation.cli import bench_generation_command
-
-        bench_generation_command(
-            target, backends, batch_sizes or (1,), prompt_lengths, new_tokens, repeats, precisions, threads, seed,
-            imports, unsafe, out, _console(),
-        )  # fmt: skip
-        return
-    rule = StoppingRule(warmup, min_iterations, min_seconds)
-    with stages() as (stage, on_start, on_measurement):
-        report = run_bench(
-            target,
-            backends=list(backends) if backends else None,
-            batch_sizes=batch_sizes or (1, 8, 32),
-            seq_lens=seq_lens,
-            precisions=precisions,
-            threads=threads,
-            rule=rule,
-            seed=seed,
-            baseline=not no_baseline,
-            imports=imports,
-            unsafe=unsafe,
-            progress=stage,
-            on_start=on_start,
-            on_measurement=on_measurement,
-        )
-    _console().print(render.table(report, _console().width))
-    for warning in report.warnings():
-        click.echo(f"Warning: {warning}", err=True)
-    if out:
-        for path in render.write_all(report, out):
-            click.echo(f"wrote {path}")
-
-
-@cli.command()
 @click.argument("model", metavar="MODEL")
 @click.option(
     "--out", type=click.Path(path_type=Path), default="attention.png", show_default=True, help="PNG file to write."
 )
 @click.option("--layer", default=0, show_default=True, type=int, help="Which attention layer (0 = first, -1 = last).")
 @click.option("--seq", default=32, show_default=True, type=click.IntRange(min=1), help="Sequence length of the input.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the input (and weights of presets).")
-@_import_option
-def attention(model, out, layer, seq, seed, imports):
+@SEED
+@IMPORTS
+def attention(model, out, layer, seq, **kw):
     """Per-head attention-weight heatmaps of one layer for one random input.
 
     MODEL is a preset, a .keras file or an export directory.
     """
-    from .attention_maps import capture, maps_for, plot
-    from .exporters.manifest import check_writable_file
+    from ..attention_maps import capture, maps_for, plot
+    from ..exporters.manifest import check_writable_file
 
+    seed, imports = SEED.parse(kw), IMPORTS.parse(kw)
     if out.suffix.lower() != ".png":
         raise AttnkitError(f"`{out}` must end in .png.", flag="--out")
     check_writable_file(out, "--out")
@@ -411,8 +228,8 @@ def attention(model, out, layer, seq, seed, imports):
 
 def _locate_all(directory, report, atol, rtol, seed, unsafe=False, imports=()) -> list[dict]:
     """Run --locate on every ONNX artifact; print the first diverging layer of each."""
-    from .locate import locate_all
-    from .render import locate_table
+    from ..locate import locate_all
+    from ..render import locate_table
 
     out = []
     for result in locate_all(
@@ -431,24 +248,25 @@ def _locate_all(directory, report, atol, rtol, seed, unsafe=False, imports=()) -
 
 @cli.command()
 @click.argument("plan", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the sidecar as JSON.")
-def inspect(plan, as_json):
+@JSON
+def inspect(plan, **kw):
     """Show what a TensorRT PLAN holds: flavour, target, profiles, I/O and its engine layers."""
-    from .exporters.tensorrt import read_sidecar
-    from .render import plan_tables
+    from ..exporters.tensorrt import read_sidecar
+    from ..render import plan_tables
 
-    sidecar = read_sidecar(plan)
-    emit(sidecar, as_json, plan_tables)
+    json_out = JSON.parse(kw)
+    emit(read_sidecar(plan), json_out, plan_tables)
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def env(as_json):
-    """What this machine can run: every backend and precision, available or why not."""
-    from .env import report
-    from .render import env_tables
+@JSON
+def env(**kw):
+    """What this machine can run: every backend, task and precision, available or why not."""
+    from ..env import report
+    from ..render import env_tables
 
-    emit(report(), as_json, env_tables)
+    json_out = JSON.parse(kw)
+    emit(report(), json_out, env_tables)
 
 
 @cli.command()
@@ -461,7 +279,7 @@ def env(as_json):
 @click.option("--no-warmup", is_flag=True, help="No model_warmup in the Triton configs.")
 def package(directory, triton, tfserving, version, name, force, no_warmup):
     """Lay out DIR's artifacts for Triton and TF Serving, with configs checked against each artifact."""
-    from .package import package as run_package
+    from ..package import package as run_package
 
     result = run_package(
         directory,
@@ -503,9 +321,8 @@ def package(directory, triton, tfserving, version, name, force, no_warmup):
 @click.option("--batch-sizes", type=POSITIVE_INTS, default="1,8", show_default=True, help="Benchmark batch sizes.")
 @click.option("--seq-lens", type=POSITIVE_INTS, default="128", show_default=True, help="Benchmark sequence lengths.")
 @click.option("--min-seconds", default=1.0, show_default=True, type=float, help="Timed seconds per measurement.")
-@_import_option
-@_unsafe_option
-@click.option("--seed", default=0, show_default=True, type=int)
+@MODEL_LOADING
+@SEED
 @click.option(
     "--generate/--no-generate",
     default=None,
@@ -517,13 +334,14 @@ def package(directory, triton, tfserving, version, name, force, no_warmup):
     help="Also load the ONNX model in Triton's own server (needs `make serving`) and load-test it with dynamic "
     "batching on and off (bench/loadtest.*, report.md).",
 )
-def run_command(
-    model, out, force, precision, target, trt_target, batch_sizes, seq_lens, min_seconds, imports, unsafe, seed,
-    generate, serve,
-):  # fmt: skip
+def run_command(model, out, force, precision, target, trt_target, batch_sizes, seq_lens, min_seconds, generate, serve,
+                **kw):  # fmt: skip
     """Export -> verify -> bench -> package MODEL, and write DIR/report.md linking everything."""
-    from .models import classify
-    from .pipeline import run
+    from ..models import classify
+    from ..pipeline import run
+
+    seed, loading = SEED.parse(kw), MODEL_LOADING.parse(kw)
+    imports, unsafe = loading["imports"], loading["unsafe"]
 
     name = classify(model, flag="MODEL").name
     result = run(
@@ -550,20 +368,3 @@ def run_command(
             f"{len(result.failures)} stage(s) failed; see {result.report}: {result.failures[0][:200]}",
             hint="The other stages' results are in the report.",
         )
-
-
-def _serve_group():
-    from .serving.cli import serve
-
-    return serve
-
-
-cli.add_command(_serve_group())
-
-
-def main() -> None:
-    cli(prog_name="attnkit")
-
-
-if __name__ == "__main__":
-    main()

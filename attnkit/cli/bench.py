@@ -1,0 +1,162 @@
+"""The measuring commands, one thing each: ``bench`` (the forward pass of every backend against eager Keras),
+``bench-generate`` (token by token with the KV cache) and ``loadtest`` (a running KServe v2 server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..runtimes.registry import bench_defaults, runner_names
+from .group import cli
+from .options import BACKEND_PRECISIONS, MODEL_LOADING, SEED, out_dir, shapes, timing
+from .support import console, progress, stages
+from .types import BACKENDS, POSITIVE_INTS
+
+SHAPES = shapes()
+TIMING = timing()
+BENCH_OUT = out_dir("results.json, results.csv, throughput.png")
+
+
+@cli.command()
+@click.argument("target", metavar="MODEL_OR_DIR")
+@click.option(
+    "--backends",
+    type=BACKENDS,
+    help=f"Comma list of: {', '.join(runner_names())} (NAME-PRECISION pins one) [default: {','.join(bench_defaults())}].",
+)
+@SHAPES
+@BACKEND_PRECISIONS
+@TIMING
+@SEED
+@click.option("--no-baseline", is_flag=True, help="Do not measure eager Keras (no speedup column).")
+@MODEL_LOADING
+@BENCH_OUT
+def bench(target, backends, no_baseline, **kw):
+    """Benchmark every backend's forward pass against the eager Keras baseline, in one run.
+
+    MODEL_OR_DIR is a preset, a .keras file (both exported on the fly into a temporary directory)
+    or an export directory (used as is; a requested backend without its artifact is refused).
+    Generation: `attnkit bench-generate`; a running server: `attnkit loadtest`.
+    """
+    from ..benchmark import report as render
+    from ..workflow import bench as run_bench
+
+    out = BENCH_OUT.parse(kw)
+    (batch_sizes, seq_lens), rule, seed = SHAPES.parse(kw), TIMING.parse(kw), SEED.parse(kw)
+    with stages() as (stage, on_start, on_measurement):
+        report = run_bench(
+            target, backends=list(backends) if backends else None, batch_sizes=batch_sizes, seq_lens=seq_lens,
+            rule=rule, seed=seed, baseline=not no_baseline, progress=stage, on_start=on_start,
+            on_measurement=on_measurement, **BACKEND_PRECISIONS.parse(kw), **MODEL_LOADING.parse(kw),
+        )  # fmt: skip
+    console().print(render.table(report, console().width))
+    for warning in report.warnings():
+        click.echo(f"Warning: {warning}", err=True)
+    if out:
+        for path in render.write_all(report, out):
+            click.echo(f"wrote {path}")
+
+
+GENERATE_SHAPES = shapes(default_batches="1")
+GENERATE_OUT = out_dir("generation.json, generation.csv, generation.png")
+
+
+@cli.command("bench-generate")
+@click.argument("target", metavar="MODEL_OR_DIR")
+@click.option(
+    "--backends",
+    type=BACKENDS,
+    help="Comma list of backends with generation runners (NAME-PRECISION pins one) [default: every one the "
+    "export's artifacts allow; `attnkit env` lists them].",
+)
+@click.option("--batch-sizes", type=POSITIVE_INTS, default="1", show_default=True, help="Batch sizes.")
+@click.option("--prompt-lengths", type=POSITIVE_INTS, default="32", show_default=True, help="Prompt lengths.")
+@click.option("--new-tokens", type=POSITIVE_INTS, default="32,128", show_default=True, help="Tokens generated.")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Timed generations.")
+@BACKEND_PRECISIONS
+@SEED
+@MODEL_LOADING
+@GENERATE_OUT
+def bench_generate(target, backends, batch_sizes, prompt_lengths, new_tokens, repeats, **kw):
+    """Benchmark generation token by token: time to first token, inter-token latency, tokens/s, speedup of the
+    cached decode over full recompute, % of memory bandwidth.
+
+    MODEL_OR_DIR is a --generate export, or a decoder/seq2seq preset or .keras file exported on the fly
+    (fp32 and the reduced --precision asked) into a temporary directory.
+    """
+    from ..generation.report import bench_table, write_all
+    from ..workflow import bench_generation
+
+    out, seed, loading = GENERATE_OUT.parse(kw), SEED.parse(kw), MODEL_LOADING.parse(kw)
+    precision = BACKEND_PRECISIONS.parse(kw)
+    report = bench_generation(
+        target, precisions=precision["precisions"], backends=list(backends) if backends else None,
+        batches=tuple(int(b) for b in batch_sizes), prompt_lengths=tuple(int(p) for p in prompt_lengths),
+        new_tokens=tuple(int(n) for n in new_tokens), repeats=repeats, seed=seed, threads=precision["threads"],
+        progress=progress, **loading,
+    )  # fmt: skip
+    console().print(bench_table(report, console().width))
+    best = report.best()
+    if best:
+        click.echo(
+            f"Best decode: {best.label} at batch {best.batch}, {best.tokens_per_s:.1f} tokens/s, "
+            f"{best.speedup_vs_eager_recompute:.1f}x eager full recompute"
+        )
+    if out:
+        for path in write_all(report, out):
+            click.echo(f"wrote {path}")
+
+
+LOADTEST_OUT = out_dir("loadtest.json, loadtest.csv, loadtest.png")
+
+
+@cli.command()
+@click.argument("model", metavar="MODEL")
+@click.option(
+    "--server",
+    metavar="URL",
+    required=True,
+    help="A running KServe v2 endpoint: http://127.0.0.1:PORT or grpc://127.0.0.1:PORT (loopback only).",
+)
+@click.option("--request", type=click.Path(path_type=Path), help="A KServe v2 JSON request to send.")
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Rows per request built from the model's metadata (without --request).")  # fmt: skip
+@click.option("--seq-len", default=128, show_default=True, type=click.IntRange(min=1),
+              help="Sequence length of a request built from metadata (without --request).")  # fmt: skip
+@click.option("--concurrency", type=POSITIVE_INTS, default="1,2,4,8,16", show_default=True,
+              help="In-flight requests, one level each.")  # fmt: skip
+@click.option("--warmup", default=1.0, show_default=True, type=float, help="Warm-up seconds per level.")
+@click.option("--min-seconds", default=2.0, show_default=True, type=float, help="Seconds per window at least.")
+@click.option("--stability", default=10.0, show_default=True, type=float,
+              help="Windows repeat until the last three agree within this % (perf_analyzer's rule).")  # fmt: skip
+@click.option("--max-windows", default=10, show_default=True, type=int, help="Windows per level at most.")
+@click.option("--max-requests", default=100_000, show_default=True, type=click.IntRange(min=1), help="Per level.")
+@SEED
+@LOADTEST_OUT
+def loadtest(model, server, request, batch_size, seq_len, concurrency, warmup, min_seconds, stability, max_windows,
+             max_requests, **kw):  # fmt: skip
+    """Load-test MODEL (its name on a running server): throughput, p50/p90/p95/p99 latency, stdev and errors per
+    concurrency level, each measured until steady (perf_analyzer's stability rule)."""
+    from ..errors import AttnkitError
+    from ..serving import report as render
+    from ..serving.loadtest import load_test, read_request
+
+    out, seed = LOADTEST_OUT.parse(kw), SEED.parse(kw)
+    source = click.get_current_context().get_parameter_source
+    if request and any(source(p).name != "DEFAULT" for p in ("batch_size", "seq_len")):
+        raise AttnkitError("a --request file fixes the shapes itself.", flag="--batch-size",
+                           hint="Drop --batch-size/--seq-len, or drop --request.")  # fmt: skip
+    body = read_request(request) if request else None
+    result = load_test(
+        server, model, body, concurrency=tuple(int(c) for c in concurrency), warmup_s=warmup, window_s=min_seconds,
+        max_requests=max_requests, batch=batch_size, seq=seq_len, seed=seed, stability_pct=stability,
+        max_windows=max_windows, progress=progress,
+    )  # fmt: skip
+    console().print(render.table([result], console().width))
+    if result.errors:
+        first = next(lv.first_error for lv in result.levels if lv.first_error)
+        click.echo(f"Warning: {result.errors} request(s) failed; the first: {first}", err=True)
+    if out:
+        for path in render.write_all([result], out):
+            click.echo(f"wrote {path}")

@@ -1,0 +1,188 @@
+"""Option groups declared once and composed by the commands, as Polygraphy's ``tools/args`` does.
+
+Each group is a list of click options (``@GROUP`` adds them to a command) and a ``parse(kwargs)`` that pops
+its own values out of the command's keyword arguments and returns them typed (a :class:`StoppingRule`, a
+``(batch_sizes, seq_lens)`` pair...). A command therefore declares ``--seed`` or ``--warmup`` by naming the
+group, never again by hand, and a value it cannot use is not an option of it (click refuses it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .types import POSITIVE_INTS, PRECISIONS
+
+
+@dataclass
+class OptionGroup:
+    """A named set of options and the function that turns their raw values into what the library takes."""
+
+    name: str
+    options: list[Callable] = field(default_factory=list)
+    keys: tuple[str, ...] = ()
+    parser: Callable[..., Any] | None = None
+
+    def __call__(self, command):
+        for option in reversed(self.options):
+            command = option(command)
+        return command
+
+    def parse(self, kwargs: dict) -> Any:
+        """Pop this group's values from ``kwargs``; the parsed value (or a dict of them)."""
+        values = {k: kwargs.pop(k) for k in self.keys}
+        return self.parser(**values) if self.parser else values
+
+
+def _model_loading(imports, unsafe) -> dict:
+    return {"imports": tuple(imports), "unsafe": unsafe}
+
+
+MODEL_LOADING = OptionGroup(
+    "model loading",
+    [
+        click.option(
+            "--import",
+            "imports",
+            multiple=True,
+            metavar="MODULE",
+            help="Module or .py file registering custom layers (repeatable).",
+        ),
+        click.option(
+            "--unsafe",
+            is_flag=True,
+            help="Allow unsafe Keras deserialisation (Lambda layers) of "
+            "model.keras. Trusted files only; never taken from a manifest.",
+        ),
+    ],  # fmt: skip
+    ("imports", "unsafe"),
+    _model_loading,
+)
+
+#: ``--import`` alone, for commands that never deserialise an export's model.keras
+IMPORTS = OptionGroup("imports", MODEL_LOADING.options[:1], ("imports",), lambda imports: tuple(imports))
+
+SEED = OptionGroup(
+    "reproducibility",
+    [
+        click.option(
+            "--seed", default=0, show_default=True, type=int, help="Seed of the inputs (and weights of presets)."
+        )
+    ],
+    ("seed",),
+    lambda seed: seed,
+)
+
+
+def _shapes(batch_sizes, seq_lens) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    return tuple(int(b) for b in batch_sizes), tuple(int(s) for s in seq_lens)
+
+
+def shapes(default_batches: str = "1,8,32") -> OptionGroup:
+    """``--batch-sizes`` and ``--seq-lens`` (every combination is measured)."""
+    return OptionGroup(
+        "shapes",
+        [
+            click.option(
+                "--batch-sizes", type=POSITIVE_INTS, default=default_batches, show_default=True, help="Batch sizes."
+            ),
+            click.option("--seq-lens", type=POSITIVE_INTS, default="128", show_default=True, help="Sequence lengths."),
+        ],  # fmt: skip
+        ("batch_sizes", "seq_lens"),
+        _shapes,
+    )
+
+
+def _timing(warmup, min_iterations, min_seconds):
+    from ..benchmark.harness import StoppingRule
+
+    return StoppingRule(warmup, min_iterations, min_seconds)
+
+
+def timing(min_seconds: float = 2.0) -> OptionGroup:
+    """``--warmup``, ``--min-iterations``, ``--min-seconds``: the stopping rule, validated once."""
+    return OptionGroup(
+        "timing",
+        [
+            click.option(
+                "--warmup", default=1.0, show_default=True, type=float, help="Warm-up seconds per backend and shape."
+            ),
+            click.option("--min-iterations", default=10, show_default=True, type=int, help="Timed calls at least."),
+            click.option(
+                "--min-seconds",
+                default=min_seconds,
+                show_default=True,
+                type=float,
+                help="Timed seconds at least (extended, bounded, until the spread is steady).",
+            ),
+        ],  # fmt: skip
+        ("warmup", "min_iterations", "min_seconds"),
+        _timing,
+    )
+
+
+BACKEND_PRECISIONS = OptionGroup(
+    "precisions",
+    [
+        click.option(
+            "--precision",
+            "precisions",
+            type=PRECISIONS,
+            default="fp32",
+            show_default=True,
+            help="Comma list of precisions (fp32, bf16, fp16, int8) for backends that support them.",
+        ),
+        click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for TensorFlow and ONNX Runtime."),
+    ],  # fmt: skip
+    ("precisions", "threads"),
+)
+
+
+def _out_dir(out):
+    if out:
+        from ..exporters.manifest import check_writable_out
+
+        check_writable_out(out, force=True)
+    return out
+
+
+def out_dir(what: str) -> OptionGroup:
+    """``--out DIR``: checked writable before any work; files are written atomically into it."""
+    return OptionGroup(
+        "output",
+        [click.option("--out", type=click.Path(path_type=Path), help=f"Write {what} here.")],
+        ("out",),
+        _out_dir,
+    )
+
+
+def _json_out(json_out):
+    if json_out and json_out != "-":
+        from ..exporters.manifest import check_writable_file
+
+        check_writable_file(Path(json_out), "--json")
+    return json_out
+
+
+#: ``--json`` on every command that has it: alone, JSON on stdout instead of tables; ``--json FILE``, the JSON
+#: written to FILE (atomically) beside the tables.
+JSON = OptionGroup(
+    "json",
+    [
+        click.option(
+            "--json",
+            "json_out",
+            is_flag=False,
+            flag_value="-",
+            default=None,
+            metavar="[FILE]",
+            help="Print JSON instead of tables; with FILE, write the JSON there (tables still shown).",
+        ),
+    ],  # fmt: skip
+    ("json_out",),
+    _json_out,
+)
