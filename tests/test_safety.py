@@ -173,10 +173,10 @@ def test_sigterm_during_export_and_bench_leaves_nothing(tmp_path):
     assert "terminated" in p.stderr.read()
     assert not list(tmp_path.glob(".out.*")) and not (tmp_path / "out").exists()
     p = _cli("bench", "mha", "--batch-sizes", "1", "--seq-lens", "8", cwd=tmp_path, env=env)
-    assert _wait_for(lambda: any(tmp.glob("attnkit-bench-*/export/model.onnx"))), "bench never exported"
+    assert _wait_for(lambda: any(tmp.glob("attnkit-export-*/export/model.onnx"))), "bench never exported"
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=60) == 143
-    assert not list(tmp.glob("attnkit-bench-*"))
+    assert not list(tmp.glob("attnkit-export-*"))
 
 
 def test_honest_exits_and_output(tmp_path, int8_export):
