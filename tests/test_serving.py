@@ -380,7 +380,11 @@ def test_tfserving_standin_serves_the_layout(tiny_export, layouts, tmp_path):
 def test_serve_commands_refuse_bad_input(tmp_path):
     assert_one_line_error(*run("serve", "triton", tmp_path / "none"), "REPOSITORY")
     assert_one_line_error(*run("serve", "tfserving", tmp_path), "DIRECTORY", "saved_model.pb")
-    assert_one_line_error(*run("serve", "triton", tmp_path, "--venv", tmp_path / "v"), "--venv", "make serving")
+    assert_one_line_error(*run("serve", "triton", tmp_path, "--venv", tmp_path / "v"), "REPOSITORY", "no model")
+    (tmp_path / "repo" / "m").mkdir(parents=True)
+    (tmp_path / "repo" / "m" / "config.pbtxt").write_text('name: "m"\n')
+    repo = tmp_path / "repo"
+    assert_one_line_error(*run("serve", "triton", repo, "--venv", tmp_path / "v"), "--venv", "make serving")
 
 
 def test_standin_config_checks_follow_tritons_rules():
