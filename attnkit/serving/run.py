@@ -33,9 +33,11 @@ def kserve_outputs(body: dict) -> dict[str, np.ndarray]:
 
 
 def kserve_feeds(request: dict) -> dict[str, np.ndarray]:
-    from .loadtest import NUMPY
+    from ..names import NUMPY_OF_KSERVE
 
-    return {i["name"]: np.asarray(i["data"], NUMPY[i["datatype"]]).reshape(i["shape"]) for i in request["inputs"]}
+    return {
+        i["name"]: np.asarray(i["data"], NUMPY_OF_KSERVE[i["datatype"]]).reshape(i["shape"]) for i in request["inputs"]
+    }
 
 
 def served_vs_onnxruntime(server, model: str, onnx_path: Path, request: dict) -> float:
