@@ -309,6 +309,9 @@ def test_server_failures_are_one_line_with_the_servers_last_log_line(serving_env
     (repo / "encoder-tiny_onnx" / "config.pbtxt").write_text(
         (src / "encoder-tiny_onnx" / "config.pbtxt").read_text().replace("TYPE_INT32", "TYPE_INT64", 1)
     )
+    import tempfile
+
+    leftovers = set(Path(tempfile.gettempdir()).glob("attnkit-*"))
     server = TritonServer(repo, env=serving_env)
     with pytest.raises(ServerError) as e:
         server.start()
@@ -322,6 +325,8 @@ def test_server_failures_are_one_line_with_the_servers_last_log_line(serving_env
     with pytest.raises(ServerError, match=r"was not ready after 0\.2 s; its last log line: "):
         server.start(timeout=0.2)
     assert group_members(server.pid) == []
+    # a failed start, outside any `with`, leaves nothing in TMPDIR (its error already quotes the log)
+    assert set(Path(tempfile.gettempdir()).glob("attnkit-*")) == leftovers
     # dies mid-test (SIGKILL to the server alone): the next call says so; stop() reaps the stub it left
     with TritonServer(repo, env=serving_env) as server:
         server.start()

@@ -122,23 +122,26 @@ class TFFunctionStep(_TFStep):
             self.fns[SIG_ENCODE] = trace_encode(d)
 
 
-def _load_signatures(source):
-    import tensorflow as tf
-
-    return tf.saved_model.load(str(source.generation_path(ROLE_SIGNATURES, "savedmodel")))
-
-
-@register
-class SavedModelStep(_TFStep):
-    """The ``encode`` / ``prefill`` / ``decode_step`` signatures of ``savedmodel/1``, step by step."""
+class _Signatures:
+    """The generation signatures of ``savedmodel/1`` (role ``signatures``), loaded once per runner."""
 
     name = "savedmodel"
     needs = "savedmodel"
     role = ROLE_SIGNATURES
 
+    def _load_signatures(self):
+        import tensorflow as tf
+
+        self.loaded_model = tf.saved_model.load(str(self.source.generation_path(ROLE_SIGNATURES, "savedmodel")))
+        return self.loaded_model.signatures
+
+
+@register
+class SavedModelStep(_Signatures, _TFStep):
+    """The ``encode`` / ``prefill`` / ``decode_step`` signatures of ``savedmodel/1``, step by step."""
+
     def _load(self):
-        self.loaded_model = _load_signatures(self.source)
-        sigs = self.loaded_model.signatures
+        sigs = self._load_signatures()
         self.fns = {n: sigs[n] for n in (SIG_PREFILL, SIG_DECODE_STEP, SIG_ENCODE) if n in sigs}
 
     def _call(self, fn, specs, feeds):
@@ -148,16 +151,11 @@ class SavedModelStep(_TFStep):
 
 
 @register
-class SavedModelGenerate(GenerateRunner):
+class SavedModelGenerate(_Signatures, GenerateRunner):
     """The in-graph ``generate`` signature (``tf.while_loop``): one call returns every token."""
 
-    name = "savedmodel"
-    needs = "savedmodel"
-    role = ROLE_SIGNATURES
-
     def _load(self):
-        self.loaded_model = _load_signatures(self.source)
-        self.fn = self.loaded_model.signatures[GENERATE]
+        self.fn = self._load_signatures()[GENERATE]
 
     def _generate(self, feeds, max_new_tokens, eos_id):
         import tensorflow as tf

@@ -109,7 +109,7 @@ class ServerProcess:
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
             error = self.fail(f"exited with code {self.proc.returncode}")
-            self.stop()  # its stubs or children may outlive it
+            self.close()  # its stubs or children may outlive it; the error already quotes the log
             raise error
 
     def wait_until(self, ready, timeout: float, interval: float = 0.25) -> None:
@@ -124,7 +124,7 @@ class ServerProcess:
                 pass
             if time.monotonic() > deadline:
                 error = self.fail(f"was not ready after {timeout:g} s")
-                self.stop()
+                self.close()
                 raise error
             time.sleep(interval)
 
