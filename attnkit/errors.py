@@ -5,25 +5,53 @@ Message style (house style point 5): the problem, what was given, what is valid,
 
 from __future__ import annotations
 
+#: library parameters whose name is not their flag's (``--warmup`` is ``warmup_s``); the others are the flag
+#: without dashes, ``-`` read as ``_`` (``--batch-sizes`` is ``batch_sizes``), or the argument in lower case
+PARAMS = {
+    "--format": "formats",
+    "--import": "imports",
+    "--warmup": "warmup_s",
+    "--stability": "stability_pct",
+    "--json": "json_out",
+    "--server": "url",
+    "DIR": "root",
+    "MODEL_OR_DIR": "target",
+}
+
+
+def param_of(flag: str) -> str:
+    """The library parameter a CLI flag or argument sets: ``--batch-sizes`` -> ``batch_sizes``."""
+    return PARAMS.get(flag) or (flag[2:].replace("-", "_") if flag.startswith("--") else flag.lower())
+
 
 class AttnkitError(ValueError):
     """Base class of every error attnkit raises on purpose.
 
+    ``str(error)`` names the library parameter (``batch_sizes: ...``), as a Python caller knows it;
+    :meth:`for_cli` names the flag that sets it (``--batch-sizes: ...``), as the command line shows it.
+
     Args:
         message: the problem, what was given and what is valid, in one sentence.
-        flag: the command-line flag or argument that fixes it (e.g. ``--opset``), if any.
-        hint: what to do, appended after the message.
+        flag: the command-line flag or argument that fixes it (e.g. ``--opset``), if any; its parameter is
+            :func:`param_of` it.
+        hint: what to do, appended after the message (it may name flags: it is advice for the CLI user).
     """
 
     exit_code = 2
 
     def __init__(self, message: str, *, flag: str | None = None, hint: str | None = None):
         self.flag = flag
+        self.param = param_of(flag) if flag else None
+        self.message = message
         self.hint = hint
-        parts = [f"{flag}: {message}" if flag else message]
-        if hint:
-            parts.append(hint)
-        super().__init__(" ".join(parts))
+        super().__init__(self._render(self.param))
+
+    def _render(self, name: str | None) -> str:
+        return " ".join([f"{name}: {self.message}" if name else self.message] + ([self.hint] if self.hint else []))
+
+    def for_cli(self) -> str:
+        """The message as the command line shows it: naming the flag instead of the parameter."""
+        return self._render(self.flag)
 
 
 class ModelError(AttnkitError):

@@ -71,13 +71,15 @@ def test_stopping_rule_needs_both_minima():
     ],
 )
 def test_stopping_rule_rejects_bad_values(kwargs, flag):
-    with pytest.raises(AttnkitError, match=flag):
+    with pytest.raises(AttnkitError) as e:
         StoppingRule(**kwargs)
+    assert e.value.for_cli().startswith(f"{flag}: ")  # the CLI names the flag; str() names the parameter
+    assert str(e.value).startswith(f"{e.value.param}: ") and e.value.param in kwargs
 
 
 @pytest.mark.parametrize("text", ["", "0", "-4", "1.5", "8,x", ",,"])
 def test_int_lists_reject_bad_values(text):
-    with pytest.raises(AttnkitError, match="--batch-sizes"):
+    with pytest.raises(AttnkitError, match="batch_sizes"):
         parse_int_list(text, "--batch-sizes")
     assert parse_int_list("1, 8,8,32", "--batch-sizes") == (1, 8, 32)
 

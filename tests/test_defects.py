@@ -43,9 +43,9 @@ def test_serve_triton_refuses_a_directory_it_would_serve_nothing_from(tiny_expor
     from attnkit.serving.triton import check_repository
 
     (tmp_path / "empty").mkdir()
-    with pytest.raises(AttnkitError, match="REPOSITORY.*no model configuration"):
+    with pytest.raises(AttnkitError, match="repository: .*no model configuration"):
         check_repository(tmp_path / "empty")
-    with pytest.raises(AttnkitError, match="REPOSITORY.*export directory.*attnkit package"):
+    with pytest.raises(AttnkitError, match="repository: .*export directory.*attnkit package"):
         check_repository(tiny_export.out)
     before = set(Path(os.environ.get("TMPDIR", "/tmp")).glob("attnkit-*"))
     code, output = run("serve", "triton", tmp_path / "empty")
@@ -61,7 +61,7 @@ def test_results_writer_leaves_nothing_when_it_fails(tmp_path):
         raise OSError(28, "No space left on device")
 
     out = tmp_path / "new" / "bench"
-    with pytest.raises(AttnkitError, match="--out.*nothing was left"):
+    with pytest.raises(AttnkitError, match="out: .*nothing was left"):
         write_outputs(out, {"results.json": lambda p: p.write_text("{}"), "results.csv": broken})
     assert not out.exists()  # a directory the call created is gone again
     keep = tmp_path / "old"
@@ -90,3 +90,17 @@ def test_sampler_is_one_seam_for_numpy_and_tensorflow():
     np.testing.assert_array_equal(token, expected)
     np.testing.assert_array_equal(now_done, done | (expected == eos))
     assert token[1] == eos and now_done[2] and token.dtype == np.int32
+
+
+def test_library_errors_name_the_parameter_and_the_cli_the_flag():
+    from attnkit.benchmark.run import parse_int_list
+
+    with pytest.raises(AttnkitError) as e:
+        parse_int_list("1,0", "--batch-sizes")
+    assert str(e.value).startswith("batch_sizes: `0` is not a positive integer")
+    assert e.value.for_cli().startswith("--batch-sizes: `0` is not a positive integer")
+    code, output = run("bench", "mha", "--batch-sizes", "0")
+    assert code != 0 and "Error: Invalid value for '--batch-sizes'" in output  # click's own check, first
+    code, output = run("verify", "/nonexistent-attnkit-dir")
+    errors = [ln for ln in output.splitlines() if ln.startswith("Error")]
+    assert errors == [errors[0]] and errors[0].startswith("Error: DIR: ")  # the CLI names the argument

@@ -156,9 +156,9 @@ def test_precision_a_backend_cannot_run_is_refused(tiny_export):
         attnkit.bench(
             str(tiny_export.out), backends=["onnxruntime-bf16"], batch_sizes="1", seq_lens="8", calibrate=False
         )
-    with pytest.raises(AttnkitError, match="--precision.*bf16"):
+    with pytest.raises(AttnkitError, match="precision.*bf16"):
         attnkit.export("mha", "/tmp/never-written", formats="onnx", precision="bf16")
-    with pytest.raises(AttnkitError, match="--precision.*int8"):
+    with pytest.raises(AttnkitError, match="precision.*int8"):
         attnkit.export("mha", "/tmp/never-written", formats="savedmodel", precision="int8")
 
 

@@ -67,7 +67,7 @@ def test_host_target_follows_the_machine(features, cpu_class, scheme):
 
 
 def test_unknown_target_is_refused_with_the_valid_ones():
-    with pytest.raises(AttnkitError, match=r"--target.*cpu-avx512-vnni.*sm89"):
+    with pytest.raises(AttnkitError, match=r"target.*cpu-avx512-vnni.*sm89"):
         targets.resolve("cpu-avx1024")
     r = CliRunner().invoke(cli, ["export", "mha", "--target", "gpu", "--out", "/tmp/attnkit-never"])
     assert r.exit_code == 2 and "--target" in r.output and "Traceback" not in r.output

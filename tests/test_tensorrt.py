@@ -125,7 +125,7 @@ def test_second_build_reuses_the_timing_cache(tmp_path):
 
 @pytest.mark.parametrize("text", ["8:1:32", "0:1:2", "1:2", "a:b:c"])
 def test_invalid_profile(text):
-    with pytest.raises(AttnkitError, match="--batch"):
+    with pytest.raises(AttnkitError, match="batch"):
         parse_range(text, "--batch")
 
 

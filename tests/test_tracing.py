@@ -60,7 +60,7 @@ def test_policy_scope_restores_global_policy():
 def test_precision_names():
     assert canonical_precision("mixed_bfloat16") == "bf16"
     assert canonical_precision("float32") == "fp32"
-    with pytest.raises(AttnkitError, match="--precision.*fp32, bf16, fp16"):
+    with pytest.raises(AttnkitError, match="precision.*fp32, bf16, fp16"):
         canonical_precision("int4")
 
 

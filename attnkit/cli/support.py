@@ -86,8 +86,8 @@ class AttnkitGroup(click.Group):
         except click.ClickException as e:
             click.echo(f"Error: {e.format_message()}", err=True)
             code = e.exit_code
-        except AttnkitError as e:
-            click.echo(f"Error: {e}", err=True)
+        except AttnkitError as e:  # the library names the parameter; the face names the flag that sets it
+            click.echo(f"Error: {e.for_cli()}", err=True)
             code = e.exit_code
         except Terminated:
             click.echo("Error: terminated (SIGTERM); nothing was left half-written.", err=True)
