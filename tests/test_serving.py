@@ -53,6 +53,7 @@ def triton(serving_env, layouts):
         server.start()
         yield server
     assert group_members(server.pid) == [], "processes of the server's group outlived stop()"
+    assert not server.workdir.exists() and not server.log.exists(), "the server's work directory outlived it"
 
 
 def onnx_session(layouts):
