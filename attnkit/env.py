@@ -60,7 +60,9 @@ def report() -> dict:
         reason = cls.unavailable_reason()
         for precision in cls.precisions:
             note = reason
-            if not note and precision == "bf16" and not set(BF16_FEATURES) & tf_features and cls.needs != "onnx":
+            if not note and precision == "bf16" and cls.needs == "openvino" and not set(BF16_FEATURES) & features:
+                note = "OpenVINO runs it in f32 here (no bf16 instructions); its rows say 'ran fp32'"
+            elif not note and precision == "bf16" and not set(BF16_FEATURES) & tf_features and cls.needs != "onnx":
                 note = "runs, but this CPU has no bf16 instructions (emulated, slow)"
             if not note and precision == "int8" and cls.needs == "onnx":
                 note = (
@@ -79,8 +81,8 @@ def report() -> dict:
             backends.append(
                 {"backend": name, "precision": precision, "tasks": runs, "available": reason is None, "reason": note}
             )
-        for task in (DECODE_STEP, GENERATE):
-            if task not in tasks:
+        for task in (DECODE_STEP, GENERATE):  # what a backend declares it cannot do, and why
+            if task not in tasks and any(task in c.not_for for c in tasks.values()):
                 cannot.append({"backend": name, "task": task, "reason": why_not(name, task)})
     return {
         "machine": machine,

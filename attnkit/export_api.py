@@ -14,7 +14,7 @@ from .names import PLAN_PRECISIONS, PRECISIONS, ROLE_MODEL, SERVING_DEFAULT, TF_
 from .tracing import canonical_precision
 from .verification import VerifyReport, verify
 
-FORMATS = ("savedmodel", "onnx", "tensorrt", "triton")
+FORMATS = ("savedmodel", "onnx", "openvino", "tensorrt", "triton")
 DEFAULT_FORMATS = ("savedmodel", "onnx")
 SAVEDMODEL_VERSION = 1
 
@@ -54,11 +54,11 @@ def parse_precisions(precision: str | tuple[str, ...], fmts: tuple[str, ...]) ->
             flag="--precision",
             hint="Add onnx to --format, e.g. --format savedmodel,onnx.",
         )
-    if "bf16" in precs and "savedmodel" not in fmts:
+    if "bf16" in precs and "savedmodel" not in fmts and "openvino" not in fmts:
         raise AttnkitError(
             f"a bf16 ONNX graph is not produced: {BF16_REASON}.",
             flag="--precision",
-            hint="Add savedmodel to --format for a bf16 SavedModel.",
+            hint="Add savedmodel (a bf16 SavedModel) or openvino (its IR run in bf16) to --format.",
         )
     return precs
 
@@ -201,8 +201,12 @@ def export(
     requested = fmts
     triton = "triton" in fmts  # a layout of the other artifacts, made after they are in place
     fmts = tuple(f for f in fmts if f != "triton") or DEFAULT_FORMATS
-    if "tensorrt" in fmts and "onnx" not in fmts:
-        fmts = fmts + ("onnx",)  # plans are built from the ONNX graphs
+    if ("tensorrt" in fmts or "openvino" in fmts) and "onnx" not in fmts:
+        fmts = fmts + ("onnx",)  # plans and OpenVINO IR are built from the ONNX graphs
+    if "openvino" in fmts:
+        from .exporters.openvino import require
+
+        require()  # a missing package is named (with its extra) before any work
     precisions = parse_precisions(opts.precision, fmts)
     _check_tensorrt_options(fmts, precisions, opts.trt_target, opts.batch, opts.seq, opts.trt_cache)
     ref = classify(str(model), flag="MODEL")
@@ -329,6 +333,8 @@ def _write_artifacts(
             )
     if "onnx" in fmts:
         _write_onnx(stage, keras_model, spec, precisions, manifest, say, fuse, per_channel, target)
+    if "openvino" in fmts:
+        _write_openvino(stage, precisions, manifest, say)
     if decoding is not None:
         _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, per_channel, target, spec.opset)
 
@@ -342,6 +348,10 @@ def _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, pe
         records.append(signatures_record(stage, savedmodel_dir("fp32"), decoding.spec.seq2seq))
     if "onnx" in fmts:
         records += write_onnx(stage, decoding, precisions, target or resolve_target(), per_channel, fuse, opset, say)
+    if "openvino" in fmts:
+        from .generation.export import write_openvino
+
+        records += write_openvino(stage, records, say)
     manifest.generation = section(decoding, records)
 
 
@@ -387,6 +397,24 @@ def _write_onnx(
         if precision == "fp32":
             extra["passes"] = passes
         manifest.artifacts.append(ArtifactRecord.of(stage, "onnx", rel, precision, **extra))
+
+
+def _write_openvino(stage: Path, precisions, manifest: Manifest, say) -> None:
+    """OpenVINO IR of model.onnx, recorded for fp32 and, when asked, bf16 (one IR; precision is OpenVINO's
+    compile-time hint, see :mod:`attnkit.exporters.openvino`)."""
+    from .exporters.openvino import write_ir
+    from .exporters.precision import onnx_file
+    from .targets import OPENVINO_BF16_REQUIREMENT
+
+    say("converting model.onnx to OpenVINO IR")
+    rel = write_ir(stage, stage / onnx_file("fp32"))
+    manifest.artifacts.append(ArtifactRecord.of(stage, "openvino", rel, "fp32", inference_precision="f32"))
+    if "bf16" in precisions:
+        manifest.artifacts.append(
+            ArtifactRecord.of(
+                stage, "openvino", rel, "bf16", inference_precision="bf16", requires=OPENVINO_BF16_REQUIREMENT
+            )
+        )
 
 
 def _tensorrt_plan(fmts, trt_target) -> dict | None:

@@ -111,6 +111,12 @@ def run(
 
         ServingEnv.locate()
     say = progress or (lambda _m: None)
+    from .models import classify, get_preset
+    from .targets import resolve as resolve_target
+
+    resolve_target(target)  # a bad --target or MODEL is refused before anything is said or written
+    if classify(model, flag="MODEL").kind == "preset":
+        get_preset(model)
     out = Path(out)
     precision_notes: list[str] = []
     if not precision:
@@ -119,6 +125,10 @@ def run(
         for note in precision_notes:
             say(note)
     formats = ["savedmodel", "onnx"]
+    from .runtimes.registry import get_runner
+
+    if get_runner("openvino").unavailable_reason() is None:
+        formats.append("openvino")  # OpenVINO IR beside the ONNX graph it is converted from
     trt_note = None
     if detect() is None:
         trt_note = "not built: no TensorRT Python package"

@@ -212,6 +212,14 @@ BF16_REQUIREMENT = {
     "otherwise": "correct but emulated and slow (no bf16 instructions)",
     "fix": "use fp32 or int8 here",
 }
+#: OpenVINO's CPU plugin does not emulate bf16: without the instructions it takes f32 instead (measured on an
+#: AVX2-only EPYC: INFERENCE_PRECISION_HINT bf16 compiles to f32); its rows say "ran fp32"
+OPENVINO_BF16_REQUIREMENT = {
+    "cpu_any": list(BF16_FEATURES),
+    "what": "bf16 (OpenVINO)",
+    "otherwise": "OpenVINO runs it in f32 here, and its rows say so",
+    "fix": "use fp32 here",
+}
 
 
 def trt_requirement(target: str) -> dict:

@@ -50,9 +50,17 @@ def resolved_export(
         say = progress or (lambda _m: None)
         say(f"exporting {target} ({', '.join(formats)}; {', '.join(precisions)}) into a temporary directory")
         export(
-            str(target), tmp / "export", formats=formats, precision=",".join(precisions), generate=generate,
-            seed=seed, imports=imports, unsafe=unsafe, check=False, force=True, progress=progress,
-        )  # fmt: skip
+            str(target),
+            tmp / "export",
+            formats=formats,
+            precision=",".join(precisions),
+            generate=generate,
+            seed=seed,
+            imports=imports,
+            unsafe=unsafe,
+            check=False,
+            force=True,
+        )  # fmt: skip  (one progress line for the whole temporary export, as before)
         yield tmp / "export", True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -68,7 +68,17 @@ def _agrees_cell(m: dict, style: str) -> str:
 
 COLUMNS: tuple[Column, ...] = (
     Column("backend", lambda m: m["backend"], "backend"),
-    Column("precision", lambda m: m["precision"], "precision"),
+    Column(
+        "precision",
+        lambda m: m["precision"],
+        "precision",
+        cell=lambda m, style: (
+            m["precision"]
+            if m.get("ran_as", m["precision"]) == m["precision"]
+            else f"{m['precision']} (ran {m['ran_as']})"
+        ),
+    ),
+    Column("ran_as", lambda m: m.get("ran_as", m["precision"]), priority=None),
     Column("batch", lambda m: m["batch"], "batch"),
     Column("seq", lambda m: m["seq"], "seq"),
     Column("status", lambda m: m["status"], priority=None),

@@ -26,6 +26,8 @@ class Measurement:
     pct_of_peak: float | None = None
     skipped: str | None = None
     error: str | None = None
+    #: the precision the backend reported computing in, when it differs from ``precision`` (OpenVINO)
+    ran_as: str | None = None
     #: agreement with eager fp32 Keras on this row's own inputs, on this machine (MLPerf's rule: a
     #: speed counts only for answers that agree): passed, rel_l2, cosine, max_abs, tolerance, failures
     agreement: dict[str, Any] | None = None
@@ -61,6 +63,7 @@ class Measurement:
         return {
             "backend": self.backend,
             "precision": self.precision,
+            "ran_as": self.ran_as or self.precision,
             "batch": self.batch,
             "seq": self.seq,
             "status": self.status,

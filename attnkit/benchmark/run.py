@@ -294,7 +294,7 @@ def _run_backend(source, name, precision, threads, feeds, reference, rule, say) 
         runner.load()
         for b, s in shapes:
             say(f"measuring {runner.label} batch {b} seq {s}")
-            m = Measurement(name, precision, b, s)
+            m = Measurement(name, precision, b, s, ran_as=runner.ran_as if runner.ran_as != precision else None)
             try:
                 m.agreement = _agreement(reference[(b, s)], runner.infer(feeds[(b, s)]), precision)
                 m.latency = measure(lambda f=feeds[(b, s)]: runner.infer(f), rule)
@@ -328,6 +328,6 @@ def _derive(report: BenchReport) -> None:
             continue
         if (m.batch, m.seq) in base:
             m.speedup = base[(m.batch, m.seq)] / m.latency.mean
-        peak = report.calibration.get(peaks.get(m.precision, ""), {}).get("gflops")
+        peak = report.calibration.get(peaks.get(m.ran_as or m.precision, ""), {}).get("gflops")  # as it ran
         if m.gflops and peak:
             m.pct_of_peak = 100.0 * m.gflops / peak

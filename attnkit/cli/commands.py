@@ -38,8 +38,8 @@ def models(seq: int, **kw):
     type=FORMATS,
     default="savedmodel,onnx",
     show_default=True,
-    help="Comma list of: savedmodel, onnx, tensorrt (plans from the ONNX graphs), triton (a model repository "
-    "in DIR/triton).",
+    help="Comma list of: savedmodel, onnx, openvino (IR from the ONNX graph), tensorrt (plans from the ONNX "
+    "graphs), triton (a model repository in DIR/triton).",
 )
 @click.option(
     "--precision",

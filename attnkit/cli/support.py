@@ -132,7 +132,7 @@ def progress(msg: str) -> None:
     from rich.markup import escape
 
     check()  # a SIGTERM swallowed by a library's bare `except:` is raised again here
-    console(stderr=True).print(f"[dim]• {escape(msg)}[/]")
+    console(stderr=True).print(f"[dim]• {escape(msg)}[/]", soft_wrap=True)  # one line per message in a log
 
 
 def emit(data: dict, json_out: str | None, tables) -> None:

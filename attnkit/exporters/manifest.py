@@ -197,7 +197,7 @@ class Manifest:
     def check_integrity(self, root: str | Path) -> list[str]:
         """One message per artifact that is missing or whose sha256 differs from the manifest."""
         problems = []
-        for a in self.all_artifacts():
+        for a in {a.path: a for a in self.all_artifacts()}.values():  # a path two precisions share: once
             p = Path(root) / a.path
             if not p.exists():
                 problems.append(f"{a.path}: missing")

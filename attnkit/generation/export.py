@@ -77,6 +77,19 @@ def write_onnx(
     return records
 
 
+def write_openvino(stage: Path, records: list[ArtifactRecord], say) -> list[ArtifactRecord]:
+    """OpenVINO IR of the fp32 decode step (and seq2seq encoder), converted from their ONNX graphs as the
+    forward IR is (:mod:`attnkit.exporters.openvino`): ``openvino_decoder_with_past/``, ``openvino_encoder/``."""
+    from ..exporters.openvino import write_ir
+
+    out = []
+    for item in [r for r in records if r.format == "onnx" and r.precision == "fp32"]:
+        say(f"converting {item.path} to OpenVINO IR")
+        rel = write_ir(stage, stage / item.path, f"openvino_{item.role}")
+        out.append(ArtifactRecord.of(stage, "openvino", rel, "fp32", role=item.role, inference_precision="f32"))
+    return out
+
+
 def section(decoding, records: list[ArtifactRecord], sampler: str = "greedy") -> GenerationSection:
     return GenerationSection(
         spec=decoding.spec,

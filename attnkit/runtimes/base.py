@@ -125,6 +125,9 @@ class Loadable(ABC):
             )
         self.source = source
         self.precision = precision
+        #: the precision the backend really computes in, as it reports it after load (OpenVINO may not take
+        #: what was asked); rows are labelled with it when it differs
+        self.ran_as = precision
         self.threads = threads
         self.loaded = False
 
