@@ -98,8 +98,9 @@ def test_format_openvino_without_openvino_names_the_extra(monkeypatch, tmp_path)
 def test_openvino_decode_step_is_token_exact(family, tmp_path_factory):
     """The decode step's IR (and the seq2seq encoder's) through the numpy loop: tokens identical to eager full
     recompute on a ragged batch, every step's logits within the fp32 tolerance (the export-time check)."""
-    import attnkit
     from test_generation import _save
+
+    import attnkit
 
     path = _save(tmp_path_factory, family, seed=21)
     result = attnkit.export(str(path), tmp_path_factory.mktemp("ovgen") / family, formats="onnx,openvino",
