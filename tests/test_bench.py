@@ -185,6 +185,15 @@ def test_matmul_calibration_reports_gflops():
     assert r["gflops"] > 0.1 and r["calls"] >= 3
 
 
+def test_peaks_come_from_the_best_installed_kernel():
+    from attnkit.benchmark.roofline import calibrate_peaks
+
+    peaks = calibrate_peaks(("float32",), n=256, seconds=0.05)["float32"]
+    figures = {k: v for k, v in peaks["by_library"].items() if isinstance(v, float)}
+    assert {"tensorflow", "onnxruntime"} <= set(figures)  # every installed library measured, same size
+    assert peaks["library"] == max(figures, key=figures.get) and peaks["gflops"] == max(figures.values())
+
+
 def run(*args):
     result = CliRunner().invoke(cli, list(map(str, args)))
     return result.exit_code, result.output

@@ -119,6 +119,7 @@ def _f(v, fmt: str, unit: str = "") -> str:
 def _peaks(calibration: dict) -> str:
     return ", ".join(
         f"{k} {v['gflops']:.0f} {'GOP' if k == 'int8' else 'GFLOP'}/s"
+        + (f" ({v['library']})" if v.get("library") else "")
         for k, v in calibration.items()
         if v.get("gflops")
     )

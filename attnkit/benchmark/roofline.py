@@ -94,6 +94,87 @@ def calibrate_matmul(dtype: str = "float32", n: int = 2048, seconds: float = 1.0
     return {"dtype": dtype, "n": n, "gflops": 2 * n**3 / best / 1e9, "calls": calls}
 
 
+def _best_of(call, n: int, seconds: float) -> tuple[float, int]:
+    """Fastest of repeated ``call()`` (at least 3, for ``seconds``): (seconds, calls)."""
+    call()  # warm-up (primitive creation, weight packing)
+    best, calls, start = float("inf"), 0, time.perf_counter()
+    while calls < 3 or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - t0)
+        calls += 1
+    return best, calls
+
+
+def _onnxruntime_matmul(n: int, seconds: float) -> dict:
+    """fp32 n x n MatMul with a constant weight on onnxruntime's CPU provider (MLAS)."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return {"gflops": None, "error": "onnxruntime is not installed"}
+    rng = np.random.default_rng(7)
+    weight = numpy_helper.from_array(rng.standard_normal((n, n)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "w"], ["y"])], "peak",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [weight],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {"a": rng.standard_normal((n, n)).astype(np.float32)}
+    best, calls = _best_of(lambda: session.run(None, feeds), n, seconds)
+    return {"gflops": 2 * n**3 / best / 1e9, "calls": calls, "kernel": f"onnxruntime {ort.__version__} MatMul"}
+
+
+def _openvino_matmul(dtype: str, n: int, seconds: float) -> dict:
+    """n x n MatMul with a constant weight on OpenVINO's CPU plugin, its inference precision forced to
+    ``dtype``; a precision the plugin does not take here (it reports f32 for bf16 without bf16
+    instructions) is no peak of that precision."""
+    try:
+        import openvino as ov
+        import openvino.opset13 as ops
+    except ImportError:
+        return {"gflops": None, "error": "openvino is not installed"}
+    from ..runtimes.openvino import HINTS, RAN_AS
+
+    precision = {"float32": "fp32", "bfloat16": "bf16"}[dtype]
+    rng = np.random.default_rng(7)
+    a = ops.parameter([n, n], ov.Type.f32, name="a")
+    y = ops.matmul(a, ops.constant(rng.standard_normal((n, n)).astype(np.float32)), False, False)
+    compiled = ov.Core().compile_model(ov.Model([y], [a]), "CPU", {"INFERENCE_PRECISION_HINT": HINTS[precision]})
+    took = RAN_AS.get(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+    if took != precision:
+        return {"gflops": None, "error": f"OpenVINO runs {precision} as {took} on this CPU"}
+    request, feed = compiled.create_infer_request(), {"a": rng.standard_normal((n, n)).astype(np.float32)}
+    best, calls = _best_of(lambda: request.infer(feed), n, seconds)
+    return {"gflops": 2 * n**3 / best / 1e9, "calls": calls, "kernel": f"OpenVINO {ov.__version__} MatMul"}
+
+
+def calibrate_peaks(dtypes=("float32", "bfloat16"), n: int = 2048, seconds: float = 1.0) -> dict:
+    """Each precision's matmul peak from every installed library's kernel at the same size (TensorFlow/oneDNN,
+    onnxruntime MLAS for fp32, OpenVINO), the machine's best setting the peak; ``library`` names which did,
+    ``by_library`` keeps every figure. A row's "% of peak" is against the best, so a backend whose own
+    kernels beat TensorFlow's no longer shows above 100 %."""
+    out = {}
+    for dtype in dtypes:
+        found = {"tensorflow": calibrate_matmul(dtype, n, seconds)}
+        if dtype == "float32":
+            found["onnxruntime"] = _onnxruntime_matmul(n, seconds)
+        found["openvino"] = _openvino_matmul(dtype, n, seconds)
+        ok = {k: v for k, v in found.items() if v.get("gflops")}
+        library = max(ok, key=lambda k: ok[k]["gflops"]) if ok else "tensorflow"
+        out[dtype] = {
+            **found[library],
+            "dtype": dtype,
+            "n": n,
+            "library": library,
+            "by_library": {k: v.get("gflops") or v.get("error") for k, v in found.items()},
+        }
+    return out
+
+
 def calibrate_int8(scheme: str = "u8u8", n: int = 2048, seconds: float = 1.0) -> dict:
     """Measured int8 matmul throughput with the kernel the int8 model really runs.
 

@@ -78,7 +78,7 @@ class Plan:
         """(format, precision) of every artifact the pairs read that an export makes (keras needs none)."""
         from ..runtimes.registry import format_of
 
-        return [(format_of(b), p) for b, p in self.pairs if format_of(b) in ("savedmodel", "onnx")]
+        return [(format_of(b), p) for b, p in self.pairs if format_of(b) in ("savedmodel", "onnx", "openvino")]
 
 
 def plan_of(backends, precisions, baseline: bool, batch_sizes, seq_lens) -> Plan:
@@ -134,7 +134,7 @@ def bench(
         BenchReport (data); render it with :mod:`attnkit.benchmark.report`.
     """
     from . import environment
-    from .roofline import calibrate_int8, calibrate_matmul
+    from .roofline import calibrate_int8, calibrate_peaks
 
     say = progress or (lambda _m: None)
     request = plan_of(backends, precisions, baseline, batch_sizes, seq_lens)
@@ -161,8 +161,8 @@ def bench(
     plan = _runnable_from_export(source, plan, explicit=backends is not None and not on_the_fly)
     calibration = {}
     if calibrate:
-        say("calibrating matmul peak (fp32, bf16)")
-        calibration = {d: calibrate_matmul(d) for d in ("float32", "bfloat16")}
+        say("calibrating matmul peaks (fp32, bf16) with every installed library's kernel")
+        calibration = calibrate_peaks(("float32", "bfloat16"))
         int8 = source.manifest.artifact("onnx", "int8")
         if int8 is not None and any(p == "int8" for _, p in plan):
             scheme = int8.extra.get("int8_scheme", "u8s8")
