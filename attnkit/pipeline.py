@@ -179,6 +179,7 @@ def run(
         )
         result.files += bench_render.write_all(bench_report, out / "bench")
         result.warnings += [w for w in bench_report.hardware if w not in result.warnings]
+        _record_pick(out, bench_report)
     except Exception as e:  # keep going: the report says what failed
         failures.append(f"bench: {type(e).__name__}: {e}")
     if generate:
@@ -239,6 +240,16 @@ def run(
     )
     _write_report(result, settings)
     return result
+
+
+def _record_pick(out: Path, bench_report) -> None:
+    """The deployment pick into the manifest, with the machine it was measured on (it holds there)."""
+    from .exporters.manifest import Manifest
+    from .targets import machine_summary
+
+    manifest = Manifest.load(out)
+    manifest.pick = {**bench_report.pick(), "machine": machine_summary(), "target": manifest.target.get("name")}
+    manifest.write(out)
 
 
 REPORT = Template(
@@ -307,8 +318,12 @@ def _benchmark_section(bench_report) -> str:
     if bench_report is None:
         return "not run (see Failures)"
     warnings = "".join(f"- warning: {w}\n" for w in bench_report.warnings())
+    from .benchmark.results import pick_lines
+
+    picks = "".join(f"**{line}.**\n\n" for line in pick_lines(bench_report.pick()))
     return (
-        to_markdown(bench_report.to_dict(raw=False))
+        picks
+        + to_markdown(bench_report.to_dict(raw=False))
         + "\n![throughput vs batch size](bench/throughput.png)\n\n"
         + "Raw data: [bench/results.json](bench/results.json), [bench/results.csv](bench/results.csv).\n"
         + ("\n" + warnings if warnings else "")

@@ -123,6 +123,21 @@ def test_bench_report_schema_and_derived_figures(small_report):
     assert "tensorflow_intra_op" in env["threads"]
 
 
+def test_the_pick_is_the_fastest_agreeing_row_per_goal(small_report):
+    from attnkit.benchmark.results import pick_lines
+
+    rows = [m for m in small_report.measurements if m.latency and m.agrees]
+    pick = small_report.to_dict()["pick"]
+    fastest = min((m for m in rows if m.batch == 1), key=lambda m: m.latency.p50)
+    widest = max((m for m in rows if m.batch == 4), key=lambda m: m.seq_per_s)
+    assert (pick["latency"]["backend"], pick["latency"]["batch"]) == (fastest.backend, 1)
+    assert pick["latency"]["p50_ms"] == fastest.latency.p50
+    assert (pick["throughput"]["backend"], pick["throughput"]["batch"]) == (widest.backend, 4)
+    assert all(p["rel_l2"] is not None and p["ran_as"] for p in pick.values())
+    lines = pick_lines(pick)
+    assert lines[0].startswith("Deploy for latency (batch 1 x 16): ") and "rel L2" in lines[1]
+
+
 def test_bench_outputs_json_csv_png(small_report, tmp_path):
     paths = render.write_all(small_report, tmp_path)
     data = json.loads(paths[0].read_text())

@@ -184,6 +184,10 @@ def test_run_writes_every_file_its_report_links(tmp_path):
     assert "| speedup |" in report and "## Environment" in report and "attnkit run encoder-tiny" in report
     assert "tritonserver --model-repository=" in report and "tensorflow_model_server" in report
     assert (out / "triton" / "encoder-tiny_onnx_int8" / "config.pbtxt").is_file()
+    pick = json.loads((out / "manifest.json").read_text())["pick"]  # the deployment pick, where it was measured
+    assert pick["latency"]["batch"] == 2 and pick["machine"]["class"] and "Deploy for latency" in report
+    results = json.loads((out / "bench" / "results.json").read_text())
+    assert pick["throughput"] == results["pick"]["throughput"]
 
 
 def test_export_format_triton(tmp_path):

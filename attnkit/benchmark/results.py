@@ -102,6 +102,18 @@ class BenchReport:
             return max((m for m in rows if m.speedup), key=lambda m: m.speedup)
         return max(rows, key=lambda m: m.seq_per_s or 0, default=None)
 
+    def pick(self) -> dict[str, dict | None]:
+        """The deployment pick, the answer a user came for: among rows that ran and agree with eager fp32 on
+        this machine, the lowest latency at the smallest batch measured and the highest throughput at the
+        largest, with the precision each really ran in, its speedup over eager and its agreement."""
+        rows = [m for m in self.measurements if m.latency and m.agrees]
+        if not rows:
+            return {"latency": None, "throughput": None}
+        small, large = min(m.batch for m in rows), max(m.batch for m in rows)
+        fastest = min((m for m in rows if m.batch == small), key=lambda m: m.latency.p50)
+        widest = max((m for m in rows if m.batch == large), key=lambda m: m.seq_per_s)
+        return {"latency": _picked(fastest), "throughput": _picked(widest)}
+
     def disagreeing(self) -> list[Measurement]:
         return [m for m in self.measurements if m.latency and m.agreement is not None and not m.agrees]
 
@@ -130,8 +142,40 @@ class BenchReport:
             "warnings": self.warnings(),
             "notes": self.notes,
             "best": _headline(self.best()),
+            "pick": self.pick(),
             "measurements": [m.to_dict(raw) for m in self.measurements],
         }
+
+
+def _picked(m: Measurement) -> dict:
+    return {
+        "backend": m.backend,
+        "precision": m.precision,
+        "ran_as": m.ran_as or m.precision,
+        "batch": m.batch,
+        "seq": m.seq,
+        "p50_ms": m.latency.p50,
+        "seq_per_s": m.seq_per_s,
+        "speedup": m.speedup,
+        "rel_l2": m.agreement.get("rel_l2"),
+    }
+
+
+def pick_lines(pick: dict) -> list[str]:
+    """The pick in words, one line per goal."""
+    out = []
+    for goal, what in (("latency", "p50_ms"), ("throughput", "seq_per_s")):
+        p = pick.get(goal)
+        if not p:
+            continue
+        figure = f"{p['p50_ms']:.2f} ms p50" if what == "p50_ms" else f"{p['seq_per_s']:.1f} seq/s"
+        ran = f", ran {p['ran_as']}" if p["ran_as"] != p["precision"] else ""
+        speed = f", {p['speedup']:.2f}x eager" if p.get("speedup") else ""
+        out.append(
+            f"Deploy for {goal} (batch {p['batch']} x {p['seq']}): {p['backend']} {p['precision']}{ran}: "
+            f"{figure}{speed}, rel L2 {p['rel_l2']:.1e} vs eager fp32"
+        )
+    return out
 
 
 def _headline(m: Measurement | None) -> dict | None:

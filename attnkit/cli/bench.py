@@ -51,6 +51,10 @@ def bench(target, backends, no_baseline, **kw):
             on_measurement=on_measurement, **BACKEND_PRECISIONS.parse(kw), **MODEL_LOADING.parse(kw),
         )  # fmt: skip
     console().print(render.table(report, console().width))
+    from ..benchmark.results import pick_lines
+
+    for line in pick_lines(report.pick()):
+        click.echo(line)
     for warning in report.warnings():
         click.echo(f"Warning: {warning}", err=True)
     if out:

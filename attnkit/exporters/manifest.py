@@ -132,6 +132,8 @@ class Manifest:
     target: dict[str, Any] = field(default_factory=dict)  # export --target: CPU class, int8 scheme and why
     machine: dict[str, Any] = field(default_factory=dict)  # the export machine: CPU, class, features
     generation: GenerationSection | None = None  # export --generate
+    #: `attnkit run`'s deployment pick on the machine it measured (latency and throughput; see BenchReport.pick)
+    pick: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -145,6 +147,7 @@ class Manifest:
             "target": self.target,
             "machine": self.machine,
             **({"generation": self.generation.to_dict()} if self.generation else {}),
+            **({"pick": self.pick} if self.pick else {}),
         }
 
     def write(self, root: Path) -> None:
@@ -190,6 +193,7 @@ class Manifest:
                 target=d.get("target", {}),
                 machine=d.get("machine", {}),
                 generation=GenerationSection.from_dict(d["generation"]) if d.get("generation") else None,
+                pick=d.get("pick", {}),
             )
         except (ValueError, KeyError, TypeError) as e:
             raise ArtifactError(f"`{path}` is not a valid manifest ({type(e).__name__}: {e}).", flag="DIR") from None
