@@ -109,6 +109,7 @@ def package(
     name: str | None = None,
     force: bool = False,
     warmup: bool = True,
+    pick: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> PackageResult:
     """Lay an export directory's artifacts out for Triton and/or TF Serving.
@@ -121,6 +122,8 @@ def package(
         name: base model name (default: the manifest's model name).
         force: write into a ``--triton`` path that is not a Triton repository, or over an
             existing TF Serving version.
+        pick: ``latency`` or ``throughput``: package for Triton only the artifact of that deployment pick
+            (recorded by ``attnkit run`` in the manifest), instead of every artifact.
 
     Raises:
         AttnkitError: bad version or name; ArtifactError: tampered artifacts or a config mismatch.
@@ -131,6 +134,8 @@ def package(
 
     if version < 1:
         raise AttnkitError(f"must be >= 1; got {version}.", flag="--version")
+    if pick not in (None, "latency", "throughput"):
+        raise AttnkitError(f"`{pick}` is not a goal; give latency or throughput.", flag="--pick")
     if not triton and not tfserving:
         raise AttnkitError("nothing to do.", flag="--triton", hint="Give --triton REPO and/or --tfserving DIR.")
     say = progress or (lambda _m: None)
@@ -140,7 +145,9 @@ def package(
     spec = manifest.spec
     base = check_model_name(name if name is not None else spec.name.replace("/", "_"))
     result = PackageResult()
-    records = [a for a in manifest.artifacts if a.format in ("onnx", "savedmodel", "tensorrt")]
+    records = [a for a in manifest.artifacts if a.format in ("onnx", "savedmodel", "tensorrt", "openvino")]
+    if pick:
+        records = [_picked_record(manifest, pick)]
     if triton:
         repo = Path(triton)
         if repo.exists() and (not repo.is_dir() or not is_triton_repo(repo)) and not force:
@@ -164,7 +171,7 @@ def package(
             result.triton.append(
                 {
                     "name": model,
-                    "platform": text.split('platform: "')[1].split('"')[0],
+                    "platform": _platform_of(text),
                     "path": str(path),
                     "artifact": record.path,
                     "precision": record.precision,
@@ -182,6 +189,37 @@ def package(
     if tfserving:
         _package_tfserving(root, manifest, Path(tfserving), base, version, force, result, say)
     return result
+
+
+def _platform_of(text: str) -> str:
+    """The platform (or, for a backend such as OpenVINO's, the backend) a config names."""
+    for key in ('platform: "', 'backend: "'):
+        if key in text:
+            return text.split(key)[1].split('"')[0]
+    return "?"
+
+
+def _picked_record(manifest, goal: str):
+    """The artifact of the deployment pick ``goal`` (latency or throughput) that ``attnkit run`` recorded."""
+    from .runtimes.registry import format_of
+
+    choice = (manifest.pick or {}).get(goal)
+    if not choice:
+        raise AttnkitError(
+            f"the export has no {goal} pick." if manifest.pick else "the export has no deployment pick.",
+            flag="--pick",
+            hint="Run `attnkit run MODEL` (it measures and records the pick), or package without --pick.",
+        )
+    fmt = format_of(choice["backend"])
+    fmt = "savedmodel" if fmt == "keras" else fmt  # the traced model is what TF's SavedModel serves
+    record = manifest.artifact(fmt, choice["precision"])
+    if record is None:
+        raise AttnkitError(
+            f"the {goal} pick ({choice['backend']} {choice['precision']}) has no {fmt} artifact to serve.",
+            flag="--pick",
+            hint="Package without --pick.",
+        )
+    return record
 
 
 def _warn_disagreement(record, model: str, result: PackageResult) -> None:

@@ -195,3 +195,23 @@ def test_export_format_triton(tmp_path):
     cfg = (out / "triton" / "mha_onnx" / "config.pbtxt").read_text()
     assert 'platform: "onnxruntime_onnx"' in cfg and (out / "triton" / "mha_onnx" / "1" / "model.onnx").is_file()
     assert attnkit.verify(out).ok  # the repository inside DIR does not disturb the manifest check
+
+
+def test_package_pick_lays_out_exactly_the_recorded_pick(tiny_export, tmp_path):
+    from attnkit.benchmark.harness import StoppingRule
+    from attnkit.exporters.manifest import Manifest
+    from attnkit.pipeline import _record_pick
+    from attnkit.workflow import bench
+
+    root = tmp_path / "exp"
+    shutil.copytree(tiny_export.out, root)
+    with pytest.raises(AttnkitError, match="pick: the export has no deployment pick"):
+        package(root, triton=tmp_path / "none", pick="latency")
+    report = bench(str(root), backends=["onnxruntime", "savedmodel"], batch_sizes="1,2", seq_lens="16",
+                   rule=StoppingRule(0.0, 3, 0.05), calibrate=False)  # fmt: skip
+    _record_pick(root, report)
+    choice = Manifest.load(root).pick["throughput"]
+    result = package(root, triton=tmp_path / "repo", pick="throughput")
+    assert len(result.triton) == 1
+    fmt = {"onnxruntime": "onnx", "savedmodel": "savedmodel"}[choice["backend"]]
+    assert result.triton[0]["artifact"] == Manifest.load(root).artifact(fmt, choice["precision"]).path

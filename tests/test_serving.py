@@ -420,3 +420,36 @@ def test_standin_config_checks_follow_tritons_rules():
             check_config(bad, model_in, model_out)
     with pytest.raises(ConfigMismatch, match="first dimension must be -1"):
         check_config(cfg(8, [8], [4]), [Tensor("x", "TYPE_FP32", (2, 8))], [Tensor("y", "TYPE_FP32", (2, 4))])
+
+
+def test_openvino_ir_served_by_the_openvino_standin(serving_env, tmp_path):
+    """The OpenVINO IR packaged as Triton's OpenVINO backend reads it (backend: "openvino", model.xml + .bin in
+    the version directory), loaded by tritonserver through the stand-in, answers as OpenVINO itself does with the
+    same properties (the backend forces no precision; HINT_BF16 asks for bf16)."""
+    pytest.importorskip("openvino", reason="needs the openvino extra (pip install 'attnkit[openvino]')")
+    import openvino as ov
+
+    import attnkit
+    from attnkit.serving.triton import TritonServer
+
+    exported = attnkit.export("encoder-tiny", tmp_path / "ov", formats="onnx,openvino", precision="fp32,bf16",
+                              check=False)  # fmt: skip
+    result = package(exported.out, triton=tmp_path / "repo")
+    names = {m["name"]: m for m in result.triton}
+    assert names["encoder-tiny_openvino"]["platform"] == "openvino"
+    assert sorted(p.name for p in (tmp_path / "repo" / "encoder-tiny_openvino" / "1").iterdir()) == [
+        "model.bin", "model.xml"]  # fmt: skip
+    assert 'key: "HINT_BF16"' in (tmp_path / "repo" / "encoder-tiny_openvino_bf16" / "config.pbtxt").read_text()
+    request = json.loads(Path(result.requests["triton"]).read_text())
+    feeds = kserve_feeds(request)
+    with TritonServer(tmp_path / "repo", models=("encoder-tiny_openvino", "encoder-tiny_openvino_bf16"),
+                      env=serving_env) as server:  # fmt: skip
+        server.start()
+        for model, props in (("encoder-tiny_openvino", {}), ("encoder-tiny_openvino_bf16",
+                                                            {"INFERENCE_PRECISION_HINT": "bf16"})):  # fmt: skip
+            status, answer = http_json("POST", f"{server.http_url}/v2/models/{model}/infer", request)
+            assert status == 200, answer
+            compiled = ov.Core().compile_model(str(exported.out / "openvino" / "model.xml"), "CPU",
+                                               {"PERFORMANCE_HINT": "LATENCY", **props})  # fmt: skip
+            expected = compiled(feeds)[compiled.output("hidden_states")]
+            assert np.max(np.abs(kserve_outputs(answer)["hidden_states"] - expected)) <= ATOL, model

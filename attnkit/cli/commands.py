@@ -277,7 +277,12 @@ def env(**kw):
 @click.option("--name", help="Base model name [default: the manifest's].")
 @click.option("--force", is_flag=True, help="Write into a non-Triton --triton path / over an existing version.")
 @click.option("--no-warmup", is_flag=True, help="No model_warmup in the Triton configs.")
-def package(directory, triton, tfserving, version, name, force, no_warmup):
+@click.option(
+    "--pick",
+    type=click.Choice(["latency", "throughput"]),
+    help="Package for Triton only the artifact of this deployment pick (`attnkit run` records it).",
+)
+def package(directory, triton, tfserving, version, name, force, no_warmup, pick):
     """Lay out DIR's artifacts for Triton and TF Serving, with configs checked against each artifact."""
     from ..package import package as run_package
 
@@ -289,6 +294,7 @@ def package(directory, triton, tfserving, version, name, force, no_warmup):
         name=name,
         force=force,
         warmup=not no_warmup,
+        pick=pick,
         progress=progress,
     )
     for m in result.triton:

@@ -63,8 +63,22 @@ def plan_signature(path: Path) -> list[IOSpec]:
     ]
 
 
+def openvino_signature(path: Path) -> list[IOSpec]:
+    """From the IR (``model.xml`` in ``path``), read by OpenVINO itself."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(Path(path) / "model.xml"))
+
+    def spec(port, mode):
+        shape = tuple(d.get_length() if d.is_static else -1 for d in port.get_partial_shape())
+        return IOSpec(port.any_name, port.get_element_type().to_dtype().name, shape, mode)
+
+    return [spec(p, "input") for p in model.inputs] + [spec(p, "output") for p in model.outputs]
+
+
 def signature_of(root: Path, record, signature: str = "serving_default") -> list[IOSpec]:
     path = Path(root) / record.path
     if record.format == "savedmodel":
         return savedmodel_signature(path, signature)
-    return {"onnx": onnx_signature, "tensorrt": plan_signature}[record.format](path)
+    readers = {"onnx": onnx_signature, "tensorrt": plan_signature, "openvino": openvino_signature}
+    return readers[record.format](path)

@@ -19,8 +19,11 @@ from ..spec import ExportSpec
 from .signatures import IOSpec
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "savedmodel": "tensorflow_savedmodel", "tensorrt": "tensorrt_plan"}
-FILENAMES = {"onnx": "model.onnx", "savedmodel": "model.savedmodel", "tensorrt": "model.plan"}
-SUFFIX = {"onnx": "onnx", "savedmodel": "savedmodel", "tensorrt": "trt"}
+#: formats Triton serves through a named backend instead of a platform: OpenVINO's backend reads
+#: ``<version>/model.xml`` and ``model.bin``
+BACKENDS = {"openvino": "openvino"}
+FILENAMES = {"onnx": "model.onnx", "savedmodel": "model.savedmodel", "tensorrt": "model.plan", "openvino": None}
+SUFFIX = {"onnx": "onnx", "savedmodel": "savedmodel", "tensorrt": "trt", "openvino": "openvino"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -66,6 +69,28 @@ def _limits(spec: ExportSpec, record) -> tuple[int, list[str]]:
     return min(b[2] for _, b in usable), [str(i) for i, _ in usable]
 
 
+def _new_config(mc, name: str, record, max_batch: int):
+    """A config naming the platform, or for OpenVINO the backend and its parameters. Triton's OpenVINO backend
+    reads ``HINT_BF16`` (YES) and ``PERFORMANCE_HINT``; it has no parameter that forces f32, so an fp32 IR it
+    serves on a CPU with native bf16 computes in OpenVINO's default precision there (bf16)."""
+    if record.format not in BACKENDS:
+        return mc.ModelConfig(name=name, platform=PLATFORMS[record.format], max_batch_size=max_batch)
+    cfg = mc.ModelConfig(name=name, backend=BACKENDS[record.format], max_batch_size=max_batch)
+    cfg.parameters["PERFORMANCE_HINT"].string_value = "LATENCY"
+    if record.precision == "bf16":
+        cfg.parameters["HINT_BF16"].string_value = "YES"
+    return cfg
+
+
+def place(src: Path, version_dir: Path, fmt: str) -> None:
+    """The artifact under its version directory as Triton's backend looks for it (OpenVINO: its files)."""
+    if FILENAMES[fmt] is None:
+        for f in src.iterdir():
+            _link_or_copy(f, version_dir / f.name)
+    else:
+        _link_or_copy(src, version_dir / FILENAMES[fmt])
+
+
 def build_config(name: str, record, spec: ExportSpec, sig: list[IOSpec], warmup: bool = True, batching: bool = True):
     """The ModelConfig message of one artifact.
 
@@ -75,7 +100,7 @@ def build_config(name: str, record, spec: ExportSpec, sig: list[IOSpec], warmup:
     mc = _model_config()
 
     if not batching:
-        cfg = mc.ModelConfig(name=name, platform=PLATFORMS[record.format], max_batch_size=0)
+        cfg = _new_config(mc, name, record, 0)
         order = {n: i for i, n in enumerate(spec.input_names + spec.output_names)}
         for io in sorted(sig, key=lambda io: order.get(io.name, len(order))):
             entry = (cfg.input if io.mode == "input" else cfg.output).add()
@@ -84,7 +109,7 @@ def build_config(name: str, record, spec: ExportSpec, sig: list[IOSpec], warmup:
         cfg.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
         return cfg
     max_batch, profiles = _limits(spec, record)
-    cfg = mc.ModelConfig(name=name, platform=PLATFORMS[record.format], max_batch_size=max_batch)
+    cfg = _new_config(mc, name, record, max_batch)
     # Signatures read from a SavedModel come from a protobuf map: order them as the spec does.
     order = {n: i for i, n in enumerate(spec.input_names + spec.output_names)}
     sig = sorted(sig, key=lambda io: order.get(io.name, len(order)))
@@ -191,7 +216,7 @@ def write_model(repo: Path, name: str, root: Path, record, config_text: str, ver
         stage = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=repo))
         try:
             (stage / str(version)).mkdir()
-            _link_or_copy(root / record.path, stage / str(version) / FILENAMES[record.format])
+            place(root / record.path, stage / str(version), record.format)
             (stage / "config.pbtxt").write_text(config_text)
             readable_dir(stage)
             os.replace(stage, target)
@@ -208,7 +233,7 @@ def write_model(repo: Path, name: str, root: Path, record, config_text: str, ver
         )
     stage = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=target))
     try:
-        _link_or_copy(root / record.path, stage / FILENAMES[record.format])
+        place(root / record.path, stage, record.format)
         readable_dir(stage)
         if existing.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{version}.old-", dir=target))

@@ -19,7 +19,7 @@ from .env import ServingEnv
 from .process import LOOPBACK, ServerError, ServerProcess, free_port, http_json
 
 BACKENDS = Path(__file__).with_name("backends")
-STANDINS = ("onnxruntime", "tensorflow")
+STANDINS = ("onnxruntime", "tensorflow", "openvino")
 
 
 def backend_directory(env: ServingEnv, into: Path) -> Path:
