@@ -82,19 +82,14 @@ def calibrate_matmul(dtype: str = "float32", n: int = 2048, seconds: float = 1.0
         a = tf.random.stateless_normal((n, n), seed=(1, 2), dtype=tf.float32)
         b = tf.random.stateless_normal((n, n), seed=(3, 4), dtype=tf.float32)
         a, b = tf.cast(a, dtype), tf.cast(b, dtype)
-        tf.matmul(a, b).numpy()  # warm-up (oneDNN primitive creation)
+        tf.matmul(a, b).numpy()  # the first call creates oneDNN's primitive: errors surface here
     except (tf.errors.OpError, TypeError, ValueError) as e:
         return {"dtype": dtype, "n": n, "gflops": None, "calls": 0, "error": str(e).splitlines()[0][:200]}
-    best, calls, start = float("inf"), 0, time.perf_counter()
-    while calls < 3 or time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        tf.matmul(a, b).numpy()
-        best = min(best, time.perf_counter() - t0)
-        calls += 1
+    best, calls = _best_of(lambda: tf.matmul(a, b).numpy(), seconds)
     return {"dtype": dtype, "n": n, "gflops": 2 * n**3 / best / 1e9, "calls": calls}
 
 
-def _best_of(call, n: int, seconds: float) -> tuple[float, int]:
+def _best_of(call, seconds: float) -> tuple[float, int]:
     """Fastest of repeated ``call()`` (at least 3, for ``seconds``): (seconds, calls)."""
     call()  # warm-up (primitive creation, weight packing)
     best, calls, start = float("inf"), 0, time.perf_counter()
@@ -106,25 +101,33 @@ def _best_of(call, n: int, seconds: float) -> tuple[float, int]:
     return best, calls
 
 
+def _matmul_graph(n: int):
+    """An ONNX graph of one n x n fp32 MatMul with a constant weight, and a seeded input for it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    weight = numpy_helper.from_array(rng.standard_normal((n, n)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "w"], ["y"], name="peak")],
+        "peak",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what tf2onnx writes; onnx 1.23 defaults to IR 14, newer than onnxruntime reads
+    return model, {"a": rng.standard_normal((n, n)).astype(np.float32)}
+
+
 def _onnxruntime_matmul(n: int, seconds: float) -> dict:
     """fp32 n x n MatMul with a constant weight on onnxruntime's CPU provider (MLAS)."""
     try:
         import onnxruntime as ort
-        from onnx import TensorProto, helper, numpy_helper
     except ImportError:
         return {"gflops": None, "error": "onnxruntime is not installed"}
-    rng = np.random.default_rng(7)
-    weight = numpy_helper.from_array(rng.standard_normal((n, n)).astype(np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["a", "w"], ["y"])], "peak",
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [weight],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model, feeds = _matmul_graph(n)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = {"a": rng.standard_normal((n, n)).astype(np.float32)}
-    best, calls = _best_of(lambda: session.run(None, feeds), n, seconds)
+    best, calls = _best_of(lambda: session.run(None, feeds), seconds)
     return {"gflops": 2 * n**3 / best / 1e9, "calls": calls, "kernel": f"onnxruntime {ort.__version__} MatMul"}
 
 
@@ -148,7 +151,7 @@ def _openvino_matmul(dtype: str, n: int, seconds: float) -> dict:
     if took != precision:
         return {"gflops": None, "error": f"OpenVINO runs {precision} as {took} on this CPU"}
     request, feed = compiled.create_infer_request(), {"a": rng.standard_normal((n, n)).astype(np.float32)}
-    best, calls = _best_of(lambda: request.infer(feed), n, seconds)
+    best, calls = _best_of(lambda: request.infer(feed), seconds)
     return {"gflops": 2 * n**3 / best / 1e9, "calls": calls, "kernel": f"OpenVINO {ov.__version__} MatMul"}
 
 
@@ -183,8 +186,6 @@ def calibrate_int8(scheme: str = "u8u8", n: int = 2048, seconds: float = 1.0) ->
     quantisation + MatMulInteger), timed like :func:`calibrate_matmul`. GOP/s count 2 ops per
     multiply-add, so int8 rows' "% of peak" compares like with like.
     """
-    from onnx import TensorProto, helper, numpy_helper
-
     from ..exporters.precision import to_int8
     from ..targets import INT8_SCHEMES
 
@@ -192,27 +193,10 @@ def calibrate_int8(scheme: str = "u8u8", n: int = 2048, seconds: float = 1.0) ->
         import onnxruntime as ort
     except ImportError:
         return {"dtype": "int8", "n": n, "gflops": None, "calls": 0, "error": "onnxruntime is not installed"}
-    rng = np.random.default_rng(7)
-    weight = numpy_helper.from_array(rng.standard_normal((n, n)).astype(np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["a", "w"], ["y"], name="peak")],
-        "int8_peak",
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])],
-        [weight],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # what tf2onnx writes; onnx 1.23 defaults to IR 14, newer than onnxruntime reads
+    model, feeds = _matmul_graph(n)
     quantised = to_int8(model, scheme=INT8_SCHEMES[scheme])
     session = ort.InferenceSession(quantised.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = {"a": rng.standard_normal((n, n)).astype(np.float32)}
-    session.run(None, feeds)  # warm-up (weight packing)
-    best, calls, start = float("inf"), 0, time.perf_counter()
-    while calls < 3 or time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        session.run(None, feeds)
-        best = min(best, time.perf_counter() - t0)
-        calls += 1
+    best, calls = _best_of(lambda: session.run(None, feeds), seconds)  # the first call packs the weights
     kernel = f"onnxruntime {ort.__version__} DynamicQuantizeMatMul {scheme}"
     return {"dtype": "int8", "n": n, "gflops": 2 * n**3 / best / 1e9, "calls": calls, "kernel": kernel}
 
@@ -239,11 +223,5 @@ def calibrate_bandwidth(threads: int | None = None, mib: int = 512, seconds: flo
         def copy_all():
             list(pool.map(lambda s: np.copyto(dst[s], src[s]), slices))
 
-        copy_all()  # warm-up: page faults of dst
-        best, calls, start = float("inf"), 0, time.perf_counter()
-        while calls < 3 or time.perf_counter() - start < seconds:
-            t0 = time.perf_counter()
-            copy_all()
-            best = min(best, time.perf_counter() - t0)
-            calls += 1
+        best, calls = _best_of(copy_all, seconds)  # the first copy takes dst's page faults
     return {"kind": "copy", "mib": mib, "threads": threads, "gbps": 2 * src.nbytes / best / 1e9, "calls": calls}
