@@ -235,9 +235,9 @@ def export(
     info["unsafe"] = opts.unsafe
     decoding = None
     if opts.generate:
-        from .models.decoding import Decoding
+        from .models.keras_hub import decoding_for
 
-        decoding = Decoding(keras_model)  # refuses a model with no causal decoder before any work
+        decoding = decoding_for(keras_model)  # refuses a model with no causal decoder before any work
     spec = dataclasses.replace(spec, opset=opts.opset)
     if trt:
         from .exporters.tensorrt import profiles_from

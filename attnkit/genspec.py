@@ -13,6 +13,11 @@ Padding: ``padding_mask`` of a step covers past + new tokens (1 = token, 0 = pad
 ``attention_mask``. Each token's position is ``cumsum(padding_mask) - 1`` of its row, so a batch of
 prompts of different lengths (padded on either side) decodes in lock-step and every row gives the tokens
 it gives alone.
+
+``positions="slot"`` (keras-hub's ``call_with_cache``, :mod:`attnkit.models.keras_hub`): a token's position
+is its cache slot, the same for every row, and the step graphs take no ``padding_mask``. Prompts are padded
+on the right and fed slot by slot from the shortest one, each row keeping its prompt tokens until its prompt
+ends (keras-hub's ``generate()``), so every slot a row attends to holds one of its own tokens.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from .errors import ArtifactError, AttnkitError
 from .spec import TensorSpec
 
 FAMILIES = ("decoder", "seq2seq")
+POSITIONS = ("mask", "slot")
 
 
 @dataclass(frozen=True)
@@ -38,10 +44,16 @@ class GenerationSpec:
     mask: str = "padding_mask"
     encoder_ids: str = "encoder_token_ids"
     encoder_mask: str = "encoder_padding_mask"
+    positions: str = "mask"  # "mask": cumsum(padding_mask) - 1 per row; "slot": the cache slot (keras-hub)
 
     @property
     def seq2seq(self) -> bool:
         return self.family == "seq2seq"
+
+    @property
+    def slot(self) -> bool:
+        """Positions by cache slot: no padding mask in the step graphs; prompts fed slot by slot."""
+        return self.positions == "slot"
 
     @staticmethod
     def past(i: int) -> tuple[str, str]:
@@ -63,11 +75,16 @@ class GenerationSpec:
             for n in names(i)
         )
 
-    def step_inputs(self, with_past: bool = True) -> tuple[TensorSpec, ...]:
-        """Inputs of the decode step (``with_past``) or of the prefill (no cache inputs)."""
+    def prompt_inputs(self) -> tuple[TensorSpec, TensorSpec]:
+        """The prompt's token ids and padding mask (inputs of ``generate``; of every step unless ``slot``)."""
         ids = TensorSpec(self.ids, "int32", (None, None), ("batch", "sequence"), "tokens", self.vocab_size)
         mask = TensorSpec(self.mask, "int32", (None, None), ("batch", "total_sequence"), "padding_mask")
-        out = (ids, mask)
+        return ids, mask
+
+    def step_inputs(self, with_past: bool = True) -> tuple[TensorSpec, ...]:
+        """Inputs of the decode step (``with_past``) or of the prefill (no cache inputs)."""
+        ids, mask = self.prompt_inputs()
+        out = (ids,) if self.slot else (ids, mask)
         if self.seq2seq:
             enc_mask = TensorSpec(
                 self.encoder_mask, "int32", (None, None), ("batch", "source_sequence"), "padding_mask"
@@ -133,6 +150,10 @@ class GenerationSpec:
             spec = cls(**d)
         except TypeError as e:
             raise ArtifactError(f"the manifest's generation spec is not valid ({e}).", flag="DIR") from None
+        if spec.positions not in POSITIONS:
+            raise ArtifactError(
+                f"the manifest's generation positions {spec.positions!r} is not one of {POSITIONS}.", flag="DIR"
+            )
         if spec.family not in FAMILIES:
             raise ArtifactError(
                 f"the manifest's generation family {spec.family!r} is not one of {FAMILIES}.", flag="DIR"

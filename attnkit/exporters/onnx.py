@@ -3,6 +3,9 @@
 Two things tf2onnx does not do for Keras 3 models, written here:
 - Keras 3's exact GELU traces to the TF op ``Erfc``, which tf2onnx has no handler for; we register
   one that emits ``1 - Erf(x)`` (``Erf`` is in every opset tf2onnx targets).
+- Keras's ``ops.slice_update`` (keras-hub's cached attention writes its cache with it) traces to
+  ``XlaDynamicUpdateSlice``, which tf2onnx 1.17 cannot convert either; we emit ``ScatterND`` over the
+  update's index grid, start indices clamped as XLA clamps them.
 - tf2onnx names dynamic dimensions ``unk__N``; we rename them to the spec's axis names (``batch``,
   ``sequence``) so ONNX Runtime, TensorRT profiles and Triton see meaningful names.
 """
@@ -102,9 +105,46 @@ def _fresh_node_protos():
 
 def _from_function(tf2onnx, fn, opset: int):
     model, _ = tf2onnx.convert.from_function(
-        fn, input_signature=fn.input_signature, opset=opset, custom_op_handlers={"Erfc": (_erfc_handler, [])}
+        fn,
+        input_signature=fn.input_signature,
+        opset=opset,
+        custom_op_handlers={
+            "Erfc": (_erfc_handler, []),
+            "XlaDynamicUpdateSlice": (_dynamic_update_slice_handler, []),
+        },
     )
     return model
+
+
+def _dynamic_update_slice_handler(ctx, node, name, args):
+    """XlaDynamicUpdateSlice(x, update, start) -> ScatterND(x, grid, update), grid[..., d] = start[d] + i_d.
+
+    Written by hand because no converter here has it (tf2onnx 1.17 reports it unsupported)."""
+    import numpy as np
+    from tf2onnx import utils
+
+    x, update, start = node.input[0], node.input[1], node.input[2]
+    rank = ctx.get_rank(x)
+
+    def op(kind, inputs, **attr):
+        return ctx.make_node(kind, inputs, attr=attr, op_name_scope=name).output[0]
+
+    def const(value):
+        return ctx.make_const(utils.make_name(f"{name}_c"), np.array(value, dtype=np.int64)).output[0]
+
+    sx, su = op("Shape", [x]), op("Shape", [update])
+    begin = op("Max", [op("Min", [op("Cast", [start], to=7), op("Sub", [sx, su])]), const([0] * rank)])
+    axes = []
+    for d in range(rank):
+        s_d, u_d = op("Gather", [begin, const(d)]), op("Gather", [su, const(d)])
+        line = op("Range", [s_d, op("Add", [s_d, u_d]), const(1)])
+        shape = [1] * rank + [1]
+        shape[d] = -1
+        axes.append(op("Expand", [op("Reshape", [line, const(shape)]), op("Concat", [su, const([1])], axis=0)]))
+    grid = op("Concat", axes, axis=-1)
+    node.type = "ScatterND"
+    node.domain = ""
+    ctx.replace_inputs(node, [x, grid, update])
 
 
 def convert(fn, spec: ExportSpec, opset: int = 17):

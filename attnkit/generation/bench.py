@@ -28,7 +28,7 @@ from ..errors import AttnkitError
 from ..names import FORWARD, GENERATE, ROLE_DECODER_WITH_PAST
 from ..runtimes.base import REGISTRY, label
 from ..runtimes.registry import generation_pairs
-from .loop import Prompts, recompute
+from .loop import Prompts, full_logits, recompute
 from .verify import GenerationCheck, _compare_steps, run_generation, unavailable_notes
 
 
@@ -287,7 +287,7 @@ def _timed_recompute(runner, g, prompts, n, repeats):
     ref = None
     for _ in range(repeats):
         t0 = time.perf_counter()
-        gen = recompute(lambda f: runner.infer(f)["logits"], g, prompts, n, keep_logits=ref is None)
+        gen = recompute(lambda f: full_logits(runner.infer(f)), g, prompts, n, keep_logits=ref is None)
         elapsed = time.perf_counter() - t0
         ref = ref or gen
         best = elapsed if best is None else min(best, elapsed)

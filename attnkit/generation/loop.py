@@ -98,6 +98,8 @@ def decode(
     sampler = get_sampler(sampler)
     g: GenerationSpec = runner.gspec
     check_request(g, prompts, max_new_tokens)
+    if g.slot:
+        return _decode_slots(runner, prompts, max_new_tokens, eos_id, keep_logits, sampler)
     clock = time.perf_counter
     t0 = clock()
     fixed = {}
@@ -127,10 +129,64 @@ def decode(
     return result
 
 
+def _decode_slots(runner, prompts: Prompts, max_new_tokens: int, eos_id: int, keep_logits: bool, sampler):
+    """keras-hub's loop (``positions="slot"``, see :mod:`attnkit.genspec`): prefill the slots every prompt
+    fills, then one slot per step for the whole batch; a row still inside its prompt is fed its next prompt
+    token, a row past it the token it chose. Every row gets ``max_new_tokens`` tokens after its own prompt."""
+    g: GenerationSpec = runner.gspec
+    clock = time.perf_counter
+    t0 = clock()
+    lengths, batch = prompts.lengths, prompts.batch
+    slot = int(lengths.min())
+    out = runner.prefill({g.ids: np.ascontiguousarray(prompts.ids[:, :slot])})
+    logits = out["logits"][:, -1]  # predicts slot `slot`
+    tokens: list[list[int]] = [[] for _ in range(batch)]
+    chosen_from: list[list[np.ndarray]] = [[] for _ in range(batch)]
+    done = np.zeros(batch, bool)
+    names = [(p, q) for i in range(g.num_layers) for p, q in zip(g.past(i), g.present(i))]
+    result = Generation(np.zeros((batch, 0), "int32"))
+    t = t0
+    while True:
+        generating = slot >= lengths
+        nxt, next_done = sampler.next_token(logits, done, eos_id)
+        token = np.where(generating, nxt, prompts.ids[:, min(slot, prompts.ids.shape[1] - 1)]).astype("int32")
+        done = np.where(generating, next_done, done)
+        for b in np.flatnonzero(generating):
+            if len(tokens[b]) < max_new_tokens:
+                tokens[b].append(int(nxt[b]))
+                chosen_from[b].append(logits[b])
+        if result.first_token_seconds == 0.0:
+            result.first_token_seconds = clock() - t0
+        else:
+            result.step_seconds.append(clock() - t)
+        if min(len(r) for r in tokens) >= max_new_tokens or done.all():
+            break
+        t = clock()
+        out = runner.decode({g.ids: token[:, None], **{p: out[q] for p, q in names}})
+        logits = out["logits"][:, -1]
+        slot += 1
+    width = max(len(r) for r in tokens)
+    result.tokens = _pad(np.array([r + [eos_id] * (width - len(r)) for r in tokens]), max_new_tokens, eos_id)
+    if keep_logits:
+        n = min(len(r) for r in chosen_from)
+        result.logits = [np.stack([chosen_from[b][k] for b in range(batch)]) for k in range(n)]
+    return result
+
+
 def _pad(tokens: np.ndarray, n: int, eos_id: int) -> np.ndarray:
     if tokens.shape[1] < n:
         tokens = np.pad(tokens, ((0, 0), (0, n - tokens.shape[1])), constant_values=eos_id)
     return tokens.astype("int32")
+
+
+def full_logits(outputs: dict) -> np.ndarray:
+    """The logits among a full-model runner's outputs: ``logits``, or the model's only output (keras-hub's
+    CausalLM names it after its reverse-embedding layer, ``token_embedding``)."""
+    if "logits" in outputs:
+        return outputs["logits"]
+    if len(outputs) == 1:
+        return next(iter(outputs.values()))
+    raise KeyError(f"no `logits` among the model's outputs {sorted(outputs)}")
 
 
 def recompute(

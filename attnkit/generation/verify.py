@@ -27,7 +27,7 @@ from ..compare import DEFAULT_TOLERANCES, compare_outputs
 from ..errors import AttnkitError
 from ..names import DECODE_STEP, GENERATE, OUTPUT_IDS
 from ..runtimes.registry import all_backends, generation_pairs, generation_runners, label, runner_class, why_not
-from .loop import Generation, Prompts, decode, recompute
+from .loop import Generation, Prompts, decode, full_logits, recompute
 
 DEFAULT_BATCH, DEFAULT_PROMPT, DEFAULT_NEW = 3, 16, 32
 REFERENCE = "keras-recompute"
@@ -159,7 +159,7 @@ def verify_generation(
     say = progress or (lambda _m: None)
     say(f"{REFERENCE} (eager full recompute, no cache: the reference)")
     with runner_class("keras")(source) as eager:
-        ref = recompute(lambda f: eager.infer(f)["logits"], g, prompts, max_new_tokens, eos_id)
+        ref = recompute(lambda f: full_logits(eager.infer(f)), g, prompts, max_new_tokens, eos_id)
     report = GenerationReport(
         str(root),
         seed,

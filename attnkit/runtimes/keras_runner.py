@@ -37,9 +37,9 @@ class KerasStep(StepRunner):
     needs = "keras"
 
     def _load(self):
-        from ..models.decoding import Decoding
+        from ..models.keras_hub import decoding_for
 
-        self.decoding = Decoding(self.source.keras_model)
+        self.decoding = decoding_for(self.source.keras_model)
 
     def _encode(self, feeds):
         g = self.gspec
@@ -54,7 +54,7 @@ class KerasStep(StepRunner):
         g = self.gspec
         past = [(feeds[k], feeds[v]) for k, v in map(g.past, range(g.num_layers))] if with_past else None
         cross = [(feeds[k], feeds[v]) for k, v in map(g.cross, range(g.num_layers))] if g.seq2seq else None
-        logits, presents = self.decoding.step(feeds[g.ids], feeds[g.mask], past, cross, feeds.get(g.encoder_mask))
+        logits, presents = self.decoding.step(feeds[g.ids], feeds.get(g.mask), past, cross, feeds.get(g.encoder_mask))
         return {k: np.asarray(v) for k, v in step_outputs(g, logits, presents).items()}
 
     def _prefill(self, feeds):

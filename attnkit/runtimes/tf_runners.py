@@ -113,10 +113,10 @@ class TFFunctionStep(_TFStep):
     needs = "keras"
 
     def _load(self):
-        from ..models.decoding import Decoding
+        from ..models.keras_hub import decoding_for
         from ..tracing.decode import trace_encode, trace_step
 
-        d = Decoding(self.source.keras_model)
+        d = decoding_for(self.source.keras_model)
         self.fns = {SIG_PREFILL: trace_step(d, False), SIG_DECODE_STEP: trace_step(d, True)}
         if self.gspec.seq2seq:
             self.fns[SIG_ENCODE] = trace_encode(d)
@@ -163,7 +163,7 @@ class SavedModelGenerate(_Signatures, GenerateRunner):
         from ..names import EOS_ID, MAX_NEW_TOKENS
 
         g = self.gspec
-        names = [t.name for t in g.step_inputs(False)[:2]] + ([g.encoder_ids, g.encoder_mask] if g.seq2seq else [])
+        names = [t.name for t in g.prompt_inputs()] + ([g.encoder_ids, g.encoder_mask] if g.seq2seq else [])
         args = {n: tf.constant(feeds[n]) for n in names}
         return _numpy(self.fn(**args, **{MAX_NEW_TOKENS: tf.constant(max_new_tokens), EOS_ID: tf.constant(eos_id)}))
 

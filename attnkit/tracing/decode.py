@@ -31,7 +31,10 @@ def _pairs(flat):
 
 def _split(g: GenerationSpec, args, with_past: bool):
     """(ids, mask, encoder_mask, cross, past) from the positional arguments of a step function."""
-    ids, mask, rest = args[0], args[1], list(args[2:])
+    if g.slot:  # no padding mask (see attnkit.genspec)
+        ids, mask, rest = args[0], None, list(args[1:])
+    else:
+        ids, mask, rest = args[0], args[1], list(args[2:])
     enc_mask = cross = None
     if g.seq2seq:
         enc_mask, rest = rest[0], rest[1:]
@@ -86,7 +89,7 @@ def generate_inputs(g: GenerationSpec):
     """The ``generate`` signature's inputs: the prompt (and source), ``max_new_tokens``, ``eos_id``."""
     from ..spec import TensorSpec
 
-    prompt = g.step_inputs(with_past=False)[:2]
+    prompt = g.prompt_inputs()
     source = g.encoder_inputs() if g.seq2seq else ()
     scalars = (TensorSpec(MAX_NEW_TOKENS, "int32", ()), TensorSpec(EOS_ID, "int32", ()))
     return prompt + source + scalars
@@ -109,6 +112,8 @@ def trace_generate(decoding, sampler="greedy"):
 
     sampler = get_sampler(sampler)
     g = decoding.spec
+    if g.slot:
+        return _trace_generate_slots(decoding, sampler)
     heads, depth = g.num_heads, g.depth
 
     @tf.function(input_signature=_signature(generate_inputs(g)), autograph=False)
@@ -120,15 +125,7 @@ def trace_generate(decoding, sampler="greedy"):
             enc_mask = args[3]
             cross = decoding.encode(args[2], enc_mask)
         prompt_len = tf.shape(ids)[1]
-        checks = [
-            tf.debugging.assert_positive(max_new, message=f"{MAX_NEW_TOKENS} must be >= 1"),
-            tf.debugging.assert_less_equal(
-                prompt_len + max_new,
-                g.max_length,
-                message=f"prompt length + {MAX_NEW_TOKENS} exceeds the model's maximum length {g.max_length}",
-            ),
-        ]
-        with tf.control_dependencies(checks):
+        with tf.control_dependencies(_request_checks(g, prompt_len, max_new)):
             mask = tf.identity(tf.cast(mask, tf.int32))
         logits, past = decoding.step(ids, mask, None, cross, enc_mask)
         last = tf.reduce_max(mask * tf.range(prompt_len)[None, :], axis=1)  # each row's last real token
@@ -160,6 +157,77 @@ def trace_generate(decoding, sampler="greedy"):
         )
         out = tf.pad(out, [[0, 0], [0, max_new - tf.shape(out)[1]]], constant_values=eos)
         return {OUTPUT_IDS: out, LENGTHS: _tf_lengths(out, eos)}
+
+    generate.keras_model = decoding.model
+    return generate
+
+
+def _request_checks(g: GenerationSpec, prompt_len, max_new):
+    import tensorflow as tf
+
+    return [
+        tf.debugging.assert_positive(max_new, message=f"{MAX_NEW_TOKENS} must be >= 1"),
+        tf.debugging.assert_less_equal(
+            prompt_len + max_new,
+            g.max_length,
+            message=f"prompt length + {MAX_NEW_TOKENS} exceeds the model's maximum length {g.max_length}",
+        ),
+    ]
+
+
+def _trace_generate_slots(decoding, sampler):
+    """``generate`` for ``positions="slot"`` (keras-hub's loop; the numpy twin is
+    :func:`attnkit.generation.loop._decode_slots`): prefill the slots every prompt fills, then one slot per
+    step, each row fed its own prompt until it ends and its chosen tokens after; ``output_ids`` holds each
+    row's ``max_new_tokens`` tokens after its own prompt."""
+    import tensorflow as tf
+
+    g = decoding.spec
+    kv = tf.TensorShape([None, g.num_heads, None, g.depth])
+
+    @tf.function(input_signature=_signature(generate_inputs(g)), autograph=False)
+    def generate(ids, mask, max_new, eos):
+        lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+        with tf.control_dependencies(_request_checks(g, tf.shape(ids)[1], max_new)):
+            start = tf.identity(tf.reduce_min(lengths))
+        end = tf.reduce_max(lengths) + max_new  # slots start .. end - 1 are chosen in the loop
+        prompt = tf.pad(ids, [[0, 0], [0, end - tf.shape(ids)[1]]])
+        batch = tf.shape(ids)[0]
+
+        def choose(slot, logits, done):
+            nxt, next_done = sampler.next_token(logits, done, eos)
+            generating = slot >= lengths
+            token = tf.where(generating, nxt, prompt[:, slot])
+            return token, tf.where(generating, next_done, done)
+
+        logits, past = decoding.step(prompt[:, :start], None)
+        token, done = choose(start, logits[:, -1], tf.zeros([batch], tf.bool))
+
+        def cond(slot, token, done, out, past):
+            return tf.logical_and(slot < end, tf.logical_not(tf.reduce_all(done)))
+
+        def body(slot, token, done, out, past):
+            logits, present = decoding.step(token[:, None], None, past)
+            token, done = choose(slot, logits[:, -1], done)
+            return slot + 1, token, done, tf.concat([out, token[:, None]], 1), present
+
+        _, _, _, out, _ = tf.while_loop(
+            cond,
+            body,
+            (start + 1, token, done, token[:, None], past),
+            shape_invariants=(
+                tf.TensorShape([]),
+                tf.TensorShape([None]),
+                tf.TensorShape([None]),
+                tf.TensorShape([None, None]),
+                [(kv, kv)] * g.num_layers,
+            ),
+        )
+        out = tf.pad(out, [[0, 0], [0, end - start - tf.shape(out)[1]]], constant_values=eos)  # stopped early
+        # out[:, j] is slot start + j; a row's new tokens start at its own length
+        picks = (lengths - start)[:, None] + tf.range(max_new)[None, :]
+        new = tf.gather(out, picks, batch_dims=1)
+        return {OUTPUT_IDS: new, LENGTHS: _tf_lengths(new, eos)}
 
     generate.keras_model = decoding.model
     return generate
