@@ -340,7 +340,7 @@ def _write_artifacts(
 
 
 def _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, per_channel, target, opset) -> None:
-    from .generation.export import section, signatures_record, write_onnx
+    from .generation.export import section, signatures_record, write_genai, write_onnx
     from .targets import resolve as resolve_target
 
     records = []
@@ -348,6 +348,7 @@ def _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, pe
         records.append(signatures_record(stage, savedmodel_dir("fp32"), decoding.spec.seq2seq))
     if "onnx" in fmts:
         records += write_onnx(stage, decoding, precisions, target or resolve_target(), per_channel, fuse, opset, say)
+        records += write_genai(stage, decoding, records, say)
     if "openvino" in fmts:
         from .generation.export import write_openvino
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from .compare import DEFAULT_TOLERANCES, Agreement, Tolerance, compare_outputs
 from .errors import AttnkitError
-from .runtimes.base import Runner, Source
+from .names import FORWARD
+from .runtimes.base import REGISTRY, Runner, Source
 from .runtimes.registry import get_runner, hardware_warnings, split_backend
 
 DEFAULT_SHAPES = ((2, 16), (3, 45))
@@ -71,7 +72,8 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         """Every check that could run here passed, and at least one ran."""
-        return any(r.passed for r in self.results) and not self.failed_checks
+        checks = self.results + (self.generation.checks if self.generation is not None else [])
+        return any(r.passed for r in checks) and not self.failed_checks
 
     @property
     def warnings(self) -> list[str]:
@@ -202,6 +204,8 @@ def verify(
     if backends:
         selected = []
         for name, precision in (split_backend(b) for b in backends):
+            if generation is not None and name in REGISTRY and FORWARD not in REGISTRY[name]:
+                continue  # a generation-only backend (onnxruntime-genai): checked with the generation below
             get_runner(name)  # raises on unknown names, listing the valid ones
             found = [(n, p) for n, p in pairs if n == name and precision in (None, p)]
             selected += found or [(name, precision or "fp32")]

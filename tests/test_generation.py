@@ -110,13 +110,16 @@ def test_export_time_check_is_token_exact_on_ragged_prompts(lm_export):
     report = lm_export.report.generation
     assert report.batch > 1 and len(set(report.prompt_lengths)) > 1 and report.max_new_tokens >= 32
     fp32 = [c for c in report.checks if c.precision == "fp32"]
-    assert {c.label for c in fp32} == {"keras", "tf-function", "savedmodel", "savedmodel/generate", "onnxruntime"}
+    assert {c.label for c in fp32} == {
+        "keras", "tf-function", "savedmodel", "savedmodel/generate", "onnxruntime", "onnxruntime-genai/generate"}  # fmt: skip
     for c in fp32:
         assert c.passed and c.token_match == 1.0 and c.first_mismatch is None, c
         assert c.task == GENERATE or (c.steps_compared == 32 and c.rel_l2 < 1e-5)
-    reduced = {c.precision: c for c in report.checks if c.precision != "fp32"}
-    assert set(reduced) == {"fp16", "int8"}
-    assert all(0.0 <= c.token_match <= 1.0 and c.steps_compared >= 1 for c in reduced.values())
+    reduced = {c.label: c for c in report.checks if c.precision != "fp32"}
+    assert set(reduced) == {"onnxruntime[fp16]", "onnxruntime[int8]", "onnxruntime-genai/generate[fp16]",
+                            "onnxruntime-genai/generate[int8]"}  # fmt: skip
+    assert all(0.0 <= c.token_match <= 1.0 for c in reduced.values())
+    assert all(c.steps_compared >= 1 for c in reduced.values() if c.task != GENERATE)
     assert lm_export.manifest.generation.agreement["checks"]["onnxruntime"]["passed"] is True
 
 

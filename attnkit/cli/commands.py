@@ -185,8 +185,9 @@ def verify(directory, backends, atol, rtol, locate, generate, max_new_tokens, pr
         data["locate"] = _locate_all(directory, report, atol, rtol, seed, unsafe=unsafe, imports=imports)
     if json_out:
         emit(data, json_out, lambda _d: [])
-    if not any(r.passed or r.failed for r in report.results):
-        reasons = sorted({r.skipped for r in report.results if r.skipped})
+    checks = report.results + (report.generation.checks if report.generation is not None else [])
+    if not any(r.passed or r.failed for r in checks):
+        reasons = sorted({r.skipped for r in checks if r.skipped})
         raise AttnkitError(
             f"nothing was checked in `{directory}`: every check was skipped ({'; '.join(reasons)}).",
             flag="--backends",
@@ -194,10 +195,8 @@ def verify(directory, backends, atol, rtol, locate, generate, max_new_tokens, pr
         )
     if not report.ok:
         raise AgreementError(f"{report.failed_checks} check(s) failed in `{directory}`.")
-    skipped = sum(r.skipped is not None for r in report.results)
-    click.echo(
-        f"all {len(report.results) - skipped} checks passed" + (f", {skipped} skipped (see table)" if skipped else "")
-    )
+    skipped = sum(r.skipped is not None for r in checks)
+    click.echo(f"all {len(checks) - skipped} checks passed" + (f", {skipped} skipped (see table)" if skipped else ""))
 
 
 @cli.command()

@@ -65,15 +65,14 @@ def _positive(item: str) -> None:
 
 
 def _backend(item: str) -> None:
-    from ..runtimes.registry import get_runner, runner_names
+    from ..runtimes.registry import all_backends, split_backend
 
-    try:
-        get_runner(item)
-    except Exception:
+    # any registered backend; the command refuses one that has no runner for its task, with the reason
+    if split_backend(item)[0] not in all_backends():
         raise ValueError(
-            f"`{item}` is not a backend. Valid: {', '.join(runner_names())} "
+            f"`{item}` is not a backend. Valid: {', '.join(all_backends())} "
             "(optionally with a precision suffix, e.g. onnxruntime-int8)."
-        ) from None
+        )
 
 
 def _precision(item: str) -> None:

@@ -90,6 +90,22 @@ def write_openvino(stage: Path, records: list[ArtifactRecord], say) -> list[Arti
     return out
 
 
+def write_genai(stage: Path, decoding, records: list[ArtifactRecord], say) -> list[ArtifactRecord]:
+    """``genai_config.json`` for onnxruntime-genai beside the decoder-only ``decoder_with_past*.onnx``
+    (:mod:`attnkit.exporters.genai`); seq2seq exports get none (genai's encoder-decoder pipeline is Whisper's)."""
+    from ..exporters import genai
+
+    fp32 = next(
+        (r for r in records if r.format == "onnx" and r.role == ROLE_DECODER_WITH_PAST and r.precision == "fp32"), None
+    )
+    if decoding.spec.seq2seq or fp32 is None:
+        return []
+    say(f"writing {genai.CONFIG} (onnxruntime-genai)")
+    eos = genai.end_token_id(decoding.model)
+    rel = genai.write(stage, decoding.spec, fp32.path, eos)
+    return [ArtifactRecord.of(stage, "genai", rel, "fp32", role=ROLE_DECODER_WITH_PAST, eos_token_id=eos)]
+
+
 def section(decoding, records: list[ArtifactRecord], sampler: str = "greedy") -> GenerationSection:
     return GenerationSection(
         spec=decoding.spec,

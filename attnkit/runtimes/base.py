@@ -136,6 +136,12 @@ class Loadable(ABC):
         """Why this backend cannot run on this machine, or None when it can."""
         return None
 
+    @classmethod
+    def applies(cls, source: Source) -> bool:
+        """Whether this runner has anything to run for ``source`` (e.g. keras-hub's own ``generate()`` only
+        for keras-hub models); a runner that does not apply gets no row at all."""
+        return True
+
     @property
     def label(self) -> str:
         return label(self.name, self.precision, self.task)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Runner, StepRunner, register
+from .base import GenerateRunner, Runner, StepRunner, register
 
 
 @register
@@ -65,3 +65,48 @@ class KerasStep(StepRunner):
 
     def _close(self):
         self.decoding = None
+
+
+@register
+class KerasHubGenerate(GenerateRunner):
+    """keras-hub's own ``generate()`` with its greedy sampler (``keras/generate``), for keras-hub models: the
+    reference a keras-hub user trusts, run as keras-hub runs it (its preallocated cache of the final length,
+    its compiled loop), so bench measures that cache beside attnkit's ``past + new`` one."""
+
+    name = "keras"
+    needs = "keras"
+
+    @classmethod
+    def applies(cls, source) -> bool:
+        return source.generation.spec.slot
+
+    def _load(self):
+        from ..errors import BackendError
+
+        self.model = self.source.keras_model
+        if not callable(getattr(self.model, "generate", None)):
+            raise BackendError(f"`{type(self.model).__name__}` has call_with_cache but no keras-hub generate().")
+        self.model.compile(sampler="greedy")
+
+    def _generate(self, feeds, max_new_tokens, eos_id):
+        from ..names import LENGTHS, OUTPUT_IDS
+
+        g = self.gspec
+        ids, mask = np.asarray(feeds[g.ids]), np.asarray(feeds[g.mask])
+        lengths = mask.sum(axis=1).astype(int)
+        # keras-hub generates into the padded slots of its input: pad every row to its last new token
+        width = int(lengths.max()) + max_new_tokens
+        pad = ((0, 0), (0, width - ids.shape[1]))
+        out = self.model.generate(
+            {"token_ids": np.pad(ids, pad), "padding_mask": np.pad(mask, pad)},
+            stop_token_ids=None if eos_id < 0 else (eos_id,),
+        )
+        tokens = np.asarray(out["token_ids"])
+        new = np.stack([tokens[b, n : n + max_new_tokens] for b, n in enumerate(lengths)]).astype("int32")
+        hit = new == eos_id
+        first = np.where(hit.any(1), hit.argmax(1), max_new_tokens)
+        new = np.where(np.arange(max_new_tokens)[None, :] > first[:, None], eos_id, new).astype("int32")
+        return {OUTPUT_IDS: new, LENGTHS: np.minimum(first + 1, max_new_tokens).astype("int32")}
+
+    def _close(self):
+        self.model = None

@@ -17,7 +17,7 @@ from ..targets import BF16_REQUIREMENT, affects_answers, mismatch
 
 # isort: off
 # Each module registers its runners; the import order is the registry's order (verify's and bench's rows).
-from . import keras_runner, tf_runners, onnxruntime, openvino, tensorrt  # noqa: F401
+from . import keras_runner, tf_runners, onnxruntime, genai, openvino, tensorrt  # noqa: F401
 
 # isort: on
 from .base import REGISTRY, Loadable, Runner, Source, label
@@ -126,6 +126,8 @@ def generation_pairs(source, names: list[str] | None = None) -> list[tuple[type[
         if names and name not in wanted:
             continue
         for cls in generation_runners(name):
+            if not cls.applies(source):
+                continue
             for precision in cls.precisions:
                 if wanted.get(name) not in (None, precision):
                     continue
