@@ -1,0 +1,165 @@
+"""keras-hub CausalLM generation (issue 20): models built from config with random weights (no downloads),
+saved to .keras and loaded back as a user would, exported with --generate, and compared token by token with
+keras-hub's own ``generate()`` (greedy sampler) on ragged batches — through the SavedModel ``generate``
+signature, the ONNX decode loop and onnxruntime-genai. GPT-2 (learned positions), OPT, and Llama 3 (rotary
+positions, grouped-query attention: 4 query heads over 2 key/value heads)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from test_cli import assert_one_line_error, run
+
+import attnkit
+from attnkit.errors import ArtifactError
+
+keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is not installed (pip install 'attnkit[keras-hub]')")
+
+VOCAB, MAX_LEN = 384, 96
+SEEDS = {"gpt2": 21, "opt": 22, "llama3": 23}
+
+
+def _build(family: str, seed: int):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    m = keras_hub.models
+    if family == "gpt2":
+        backbone = m.GPT2Backbone(vocabulary_size=VOCAB, num_layers=2, num_heads=4, hidden_dim=64,
+                                  intermediate_dim=128, max_sequence_length=MAX_LEN)  # fmt: skip
+        return m.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    if family == "opt":
+        backbone = m.OPTBackbone(vocabulary_size=VOCAB, num_layers=2, num_heads=4, hidden_dim=64,
+                                 intermediate_dim=128, max_sequence_length=MAX_LEN)  # fmt: skip
+        return m.OPTCausalLM(backbone=backbone, preprocessor=None)
+    backbone = m.Llama3Backbone(vocabulary_size=VOCAB, num_layers=2, num_query_heads=4, num_key_value_heads=2,
+                                hidden_dim=64, intermediate_dim=128)  # fmt: skip
+    return m.Llama3CausalLM(backbone=backbone, preprocessor=None)
+
+
+def _ragged(batch: int, longest: int, seed: int):
+    rng = np.random.default_rng(seed)
+    lengths = np.array([longest] + list(rng.integers(longest // 2, longest, size=batch - 1)))
+    mask = (np.arange(longest)[None, :] < lengths[:, None]).astype("int32")
+    ids = np.where(mask == 1, rng.integers(1, VOCAB, size=(batch, longest)), 0).astype("int32")
+    return ids, mask, lengths
+
+
+def _keras_hub_greedy(path, ids, mask, lengths, n):
+    """keras-hub's own generate() on the reloaded .keras, padded to the last new token (keras-hub's way)."""
+    import keras
+
+    model = keras.saving.load_model(path)
+    model.compile(sampler="greedy")
+    width = int(lengths.max()) + n
+    pad = ((0, 0), (0, width - ids.shape[1]))
+    out = model.generate({"token_ids": np.pad(ids, pad), "padding_mask": np.pad(mask, pad)}, stop_token_ids=None)
+    tokens = np.asarray(out["token_ids"])
+    return np.stack([tokens[b, k : k + n] for b, k in enumerate(lengths)])
+
+
+@pytest.fixture(scope="module", params=["gpt2", "opt", "llama3"])
+def hub_export(request, tmp_path_factory):
+    family = request.param
+    path = tmp_path_factory.mktemp("hub") / f"{family}.keras"
+    _build(family, seed=SEEDS[family]).save(path)
+    out = tmp_path_factory.mktemp("hub_exports") / family
+    return family, str(path), attnkit.export(str(path), out, generate=True)
+
+
+def test_export_check_is_token_exact_against_keras_hub_generate(hub_export):
+    """The export-time check: keras-hub's generate() (keras/generate), SavedModel, ONNX and
+    onnxruntime-genai all give the full-recompute reference's tokens on a ragged batch, 32 new tokens."""
+    family, _, result = hub_export
+    report = result.report.generation
+    assert report.batch > 1 and len(set(report.prompt_lengths)) > 1 and report.max_new_tokens >= 32
+    checks = {c.label: c for c in report.checks}
+    required = {"keras/generate", "keras", "savedmodel", "savedmodel/generate", "onnxruntime",
+                "onnxruntime-genai/generate"}  # fmt: skip
+    assert required <= set(checks), sorted(checks)
+    for label in required:
+        c = checks[label]
+        assert c.passed and c.token_match == 1.0 and c.first_mismatch is None, (family, c)
+    assert checks["onnxruntime"].rel_l2 < 1e-5 and checks["onnxruntime"].steps_compared == 32
+
+
+def test_saved_artifacts_equal_keras_hub_generate_on_new_prompts(hub_export):
+    """As a user checks it: the reloaded .keras's generate() vs the SavedModel's generate signature and
+    onnxruntime-genai's Generator on prompts drawn here (other lengths and seed than the export's check)."""
+    import onnxruntime_genai as og
+    import tensorflow as tf
+
+    family, path, result = hub_export
+    ids, mask, lengths = _ragged(batch=3, longest=11, seed=7)
+    n = 33
+    expected = _keras_hub_greedy(path, ids, mask, lengths, n)
+
+    sig = tf.saved_model.load(str(result.out / "savedmodel/1")).signatures["generate"]
+    got = sig(token_ids=tf.constant(ids), padding_mask=tf.constant(mask), max_new_tokens=tf.constant(n),
+              eos_id=tf.constant(-1))["output_ids"].numpy()  # fmt: skip
+    np.testing.assert_array_equal(got, expected, err_msg=f"{family}: SavedModel generate")
+
+    model = og.Model(str(result.out))
+    for b, k in enumerate(lengths):
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=int(k) + n, do_sample=False)
+        gen = og.Generator(model, params)
+        gen.append_tokens(ids[b : b + 1, :k])
+        while not gen.is_done():
+            gen.generate_next_token()
+        tokens = np.asarray(gen.get_sequence(0))[k:]
+        eos = json.loads((result.out / "genai_config.json").read_text())["model"]["eos_token_id"]
+        stop = int(np.argmax(expected[b] == eos)) + 1 if (expected[b] == eos).any() else n  # genai stops on eos
+        np.testing.assert_array_equal(tokens[:stop], expected[b, :stop], err_msg=f"{family}: genai row {b}")
+
+
+def test_step_graph_is_per_layer_past_present_with_kv_heads(hub_export):
+    """The ONNX step keeps keras-hub's key/value head count (GQA: 2 for Llama 3's 4 query heads) and takes
+    no padding mask (slot positions)."""
+    from attnkit.exporters.signatures import onnx_signature
+
+    family, _, result = hub_export
+    g = result.manifest.generation.spec
+    assert g.positions == "slot" and g.num_layers == 2 and g.depth == 16
+    assert g.num_heads == (2 if family == "llama3" else 4)
+    io = {s.name: s for s in onnx_signature(result.out / "decoder_with_past.onnx")}
+    assert io["past_key_values.1.key"].shape == (-1, g.num_heads, -1, 16)
+    assert "padding_mask" not in io and io["present.0.value"].mode == "output"
+
+
+def test_genai_config_that_no_longer_matches_is_refused(hub_export, tmp_path):
+    from attnkit.exporters import genai
+
+    _, _, result = hub_export
+    copy = tmp_path / "copy"
+    shutil.copytree(result.out, copy)
+    config = json.loads((copy / "genai_config.json").read_text())
+    config["model"]["decoder"]["num_hidden_layers"] = 3
+    (copy / "genai_config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="num_hidden_layers"):
+        genai.check(copy, result.manifest.generation.spec, "decoder_with_past.onnx")
+    code, out = run("verify", str(copy), "--generate")  # the manifest's hash catches it first, in one line
+    assert_one_line_error(code, out, "genai_config.json")
+
+
+def test_seq2seq_lm_and_too_many_tokens_are_one_line_errors(hub_export, tmp_path):
+    family, path, result = hub_export
+    if family != "gpt2":
+        pytest.skip("checked once, on GPT-2")
+    code, out = run("verify", str(result.out), "--generate", "--prompt-length", "64", "--max-new-tokens", "40")
+    assert_one_line_error(code, out, "--prompt-length")
+    bart = keras_hub.models.BartSeq2SeqLM(
+        backbone=keras_hub.models.BartBackbone(
+            vocabulary_size=VOCAB, num_layers=1, num_heads=2, hidden_dim=32, intermediate_dim=64, max_sequence_length=32
+        ),  # fmt: skip
+        preprocessor=None,
+    )
+    bart_path = tmp_path / "bart.keras"
+    bart.save(bart_path)
+    out_dir = tmp_path / "bart_out"
+    code, out = run("export", str(bart_path), "--out", str(out_dir), "--generate")
+    assert_one_line_error(code, out, "MODEL")
+    assert not out_dir.exists()
