@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import AgreementError, AttnkitError
 from .exporters.manifest import ArtifactRecord, Manifest, atomic_directory, check_writable_out
-from .names import PLAN_PRECISIONS, PRECISIONS, ROLE_MODEL, SERVING_DEFAULT, TF_PRECISIONS, artifact_file
+from .names import PLAN_PRECISIONS, PRECISIONS, ROLE_MODEL, SERVING_DEFAULT, TF_PRECISIONS, WEIGHT_ONLY, artifact_file
 from .tracing import canonical_precision
 from .verification import VerifyReport, verify
 
@@ -48,9 +48,10 @@ def parse_precisions(precision: str | tuple[str, ...], fmts: tuple[str, ...]) ->
     precs = tuple(dict.fromkeys(canonical_precision(p.strip(), PRECISIONS) for p in items if p.strip()))
     if not precs:
         raise AttnkitError(f"is empty; give a comma list of {', '.join(PRECISIONS)}.", flag="--precision")
-    if "int8" in precs and "onnx" not in fmts:
+    onnx_only = [p for p in precs if p in ("int8",) + WEIGHT_ONLY]
+    if onnx_only and "onnx" not in fmts:
         raise AttnkitError(
-            "int8 is produced on the ONNX graph only.",
+            f"{', '.join(onnx_only)} is produced on the ONNX graph only.",
             flag="--precision",
             hint="Add onnx to --format, e.g. --format savedmodel,onnx.",
         )

@@ -9,11 +9,16 @@ from __future__ import annotations
 MANIFEST = "manifest.json"
 
 #: every precision attnkit knows, in the order tables list them
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "q8", "q4")
+#: weight-only block quantisation (onnxruntime's MatMulNBits, llama.cpp's Q8/Q4 naming): int8 / int4 weights
+#: in blocks along the reduction axis, float activations; the format CPU LLM runtimes decode in
+WEIGHT_ONLY = ("q8", "q4")
 #: precisions TensorFlow traces a SavedModel in (Keras mixed-precision policies)
 TF_PRECISIONS = ("fp32", "bf16", "fp16")
 #: precisions lowered on the ONNX graph (bf16 is not: see exporters.precision.BF16_REASON)
-ONNX_PRECISIONS = ("fp32", "fp16", "int8")
+ONNX_PRECISIONS = ("fp32", "fp16", "int8", "q8", "q4")
+#: precisions lowered from the fp32 ONNX graph
+LOWERED_PRECISIONS = ("fp16", "int8", "q8", "q4")
 #: precisions a TensorRT plan is built in (strongly typed from the ONNX graph's tensor types)
 PLAN_PRECISIONS = ("fp32", "fp16")
 

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .names import ONNX_PRECISIONS, TF_PRECISIONS
+from .names import LOWERED_PRECISIONS, ONNX_PRECISIONS, TF_PRECISIONS
 
 
 @contextlib.contextmanager
@@ -94,7 +94,7 @@ def bench_generation(target: str | Path, *, precisions: tuple[str, ...] = ("fp32
     export; a model is exported on the fly with ``--generate`` in fp32 and the reduced ``precisions`` asked."""
     from .generation.bench import bench_generation as run
 
-    wanted = ("fp32",) + tuple(p for p in precisions if p in ("fp16", "int8"))
+    wanted = ("fp32",) + tuple(p for p in precisions if p in LOWERED_PRECISIONS)
     with resolved_export(
         target, precisions=wanted, generate=True, seed=kwargs.get("seed", 0), imports=kwargs.get("imports", ()),
         unsafe=kwargs.get("unsafe", False), progress=kwargs.get("progress"),

@@ -259,6 +259,16 @@ def test_generation_bench_reports_latency_speedup_and_bandwidth(lm_export, tmp_p
     assert ort.tokens_per_s == pytest.approx(24 / ort.total_s)
     assert ort.recompute_s > 0 and ort.speedup_vs_recompute == pytest.approx(ort.recompute_s / ort.total_s)
     assert 0 < ort.pct_of_bandwidth == pytest.approx(100 * ort.achieved_gbps / report.bandwidth["gbps"])
+    # probes around the rows: a copy at the start and after each backend, a read of each row's working set;
+    # the highest bounds every row, so no share passes 100 %
+    probes = report.bandwidth["probes"]
+    ran = {r.label for r in report.rows if r.total_s}
+    assert [p["when"] for p in probes if p["kind"] == "copy"][0] == "start"
+    assert {p["when"][len("after ") :] for p in probes if p["when"].startswith("after ")} == ran
+    assert report.bandwidth["gbps"] == max(p["gbps"] for p in probes)
+    assert all(r.pct_of_bandwidth <= 100 for r in report.rows if r.pct_of_bandwidth is not None)
+    own = [p for p in probes if p.get("for") == "onnxruntime" and p["size"] == ort.bytes_per_step]
+    assert own and ort.pct_of_working_set == pytest.approx(100 * ort.achieved_gbps / max(p["gbps"] for p in own))
     assert (
         rows[("savedmodel/generate", 24)].agrees
         and rows[("savedmodel", 24)].agrees
@@ -359,3 +369,46 @@ def test_tensorrt_plans_of_the_decode_step_have_prefill_and_decode_profiles(tmp_
     assert decode["padding_mask"]["max"] == [4, 64]  # past + the new token
     assert {io["name"] for io in sidecar["io"]} >= {"present.0.key", "past_key_values.0.value", "logits"}
     assert not Source(tmp_path / "out").manifest.check_integrity(tmp_path / "out")
+
+
+def test_probes_that_disagree_beyond_the_noise_are_a_warning():
+    from attnkit.generation.bench import PROBE_NOISE_PCT, GenerationBenchReport, GenerationRow, _bound
+
+    def report_with(*gbps):
+        report = GenerationBenchReport("d", "m", 0, {}, {})
+        row = GenerationRow("onnxruntime", "fp32", DECODE_STEP, 1, 8, 8, achieved_gbps=30.0, bytes_per_step=10)
+        report.rows.append(row)
+        probes = [{"kind": "copy", "gbps": g, "threads": 2, "when": f"p{i}"} for i, g in enumerate(gbps)]
+        probes.append({"kind": "read", "gbps": 50.0, "threads": 2, "when": "ws", "for": "onnxruntime", "size": 10})
+        _bound(report, probes)
+        return report, row
+
+    steady, row = report_with(40.0, 40.0 * (1 + PROBE_NOISE_PCT / 200))
+    assert not steady.notes and steady.bandwidth["gbps"] == 50.0 and row.pct_of_bandwidth == pytest.approx(60.0)
+    busy, row = report_with(30.0, 60.0)
+    assert len(busy.notes) == 1 and "100 %" in busy.notes[0] and "changed during the run" in busy.notes[0]
+    assert busy.bandwidth["gbps"] == 60.0 and row.pct_of_bandwidth == pytest.approx(50.0)
+
+
+def test_weight_only_q8_q4_decode_steps_are_matmulnbits_and_reported(tmp_path_factory):
+    """q8/q4: onnxruntime's MatMulNBits on every weight MatMul of the step, bits/block/accuracy recorded;
+    q8's logits within its tolerance at export; both decode with their token match reported."""
+    import onnx
+
+    path = _save(tmp_path_factory, "decoder", seed=13)
+    result = attnkit.export(str(path), tmp_path_factory.mktemp("q") / "lm", formats="onnx", precision="fp32,q8,q4",
+                            generate=True)  # fmt: skip
+    records = {(a.role, a.precision): a for a in result.manifest.generation.artifacts if a.format == "onnx"}
+    for precision, bits in (("q8", 8), ("q4", 4)):
+        record = records[("decoder_with_past", precision)]
+        assert (record.extra["bits"], record.extra["block_size"], record.extra["accuracy_level"]) == (bits, 32, 4)
+        graph = onnx.load(str(result.out / record.path)).graph
+        nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
+        assert len(nbits) >= 2 * 6 and all(a.i == bits for n in nbits for a in n.attribute if a.name == "bits")
+        assert (result.out / record.path).stat().st_size < (result.out / "decoder_with_past.onnx").stat().st_size
+    q8 = [r for r in result.report.results if (r.backend, r.precision) == ("onnxruntime", "q8")]
+    assert q8 and all(r.passed and r.agreements[0].rel_l2 < 3e-2 for r in q8)
+    checks = {c.label: c for c in result.report.generation.checks}
+    for label in ("onnxruntime[q8]", "onnxruntime[q4]", "onnxruntime-genai/generate[q4]"):
+        assert checks[label].steps_compared >= 1 or checks[label].task == GENERATE
+        assert 0.0 < checks[label].token_match <= 1.0

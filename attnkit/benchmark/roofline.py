@@ -201,27 +201,72 @@ def calibrate_int8(scheme: str = "u8u8", n: int = 2048, seconds: float = 1.0) ->
     return {"dtype": "int8", "n": n, "gflops": 2 * n**3 / best / 1e9, "calls": calls, "kernel": kernel}
 
 
-def calibrate_bandwidth(threads: int | None = None, mib: int = 512, seconds: float = 1.0) -> dict:
-    """Measured memory bandwidth of this machine: best GB/s of a large array copy (STREAM's *copy*).
+class BandwidthProbes:
+    """A run's memory-bandwidth probes, on buffers allocated once and reused by every probe of the run.
 
-    Each of ``threads`` threads copies its own slice of a ``mib`` MiB float32 array (numpy releases the GIL
-    in the copy loop); bytes count the read and the write (2 x size), as STREAM does. The array is far
-    larger than any last-level cache here, so this is DRAM bandwidth, the roof of a decode step that
-    streams every weight once per token.
+    - ``copy``: STREAM's *copy* of a ``mib`` MiB float32 array, each of ``threads`` threads its own slice
+      (numpy releases the GIL in the copy loop); bytes count the read and the write (2 x size). Far larger
+      than any last-level cache here: DRAM bandwidth, the roof of a step that streams its weights from DRAM.
+    - ``read``: reading ``nbytes`` the way a decode step reads its weights, a float32 matrix-vector product
+      over a matrix of that size split by rows over the threads (numpy's BLAS releases the GIL). A step
+      whose weights and cache fit in the last-level cache runs above the DRAM copy; this read of its own
+      working-set size is the bound it cannot pass.
+
+    Buffers are reused so that the probes of a run differ only by the machine, not by where fresh pages
+    landed. The machine does move: on one 2-core AMD EPYC VM the same buffer's copy measured 43 GB/s for the
+    first part of a run and 63 GB/s for the rest (attnkit 2026-11-28), which is why a generation bench
+    probes around its rows, bounds them by the highest probe and reports the spread.
     """
-    import os
-    from concurrent.futures import ThreadPoolExecutor
 
-    threads = threads or min(os.cpu_count() or 1, 8)
-    n = mib * (1 << 20) // 4
-    src = np.random.default_rng(3).standard_normal(n, dtype=np.float32)
-    dst = np.empty_like(src)
-    bounds = np.linspace(0, n, threads + 1).astype(np.int64)
-    slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-    with ThreadPoolExecutor(threads) as pool:
+    def __init__(self, threads: int | None = None, mib: int = 512):
+        import os
 
-        def copy_all():
-            list(pool.map(lambda s: np.copyto(dst[s], src[s]), slices))
+        self.threads = threads or min(os.cpu_count() or 1, 8)
+        self.mib = mib
+        self._copy = None
+        self._reads: dict[int, tuple] = {}
 
-        best, calls = _best_of(copy_all, seconds)  # the first copy takes dst's page faults
-    return {"kind": "copy", "mib": mib, "threads": threads, "gbps": 2 * src.nbytes / best / 1e9, "calls": calls}
+    def _pool(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        return ThreadPoolExecutor(self.threads)
+
+    def _slices(self, n: int) -> list[slice]:
+        bounds = np.linspace(0, n, self.threads + 1).astype(np.int64)
+        return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def copy(self, seconds: float = 1.0) -> dict:
+        if self._copy is None:
+            src = np.random.default_rng(3).standard_normal(self.mib * (1 << 20) // 4, dtype=np.float32)
+            self._copy = (src, np.empty_like(src))
+        src, dst = self._copy
+        parts = self._slices(src.size)
+        with self._pool() as pool:
+            best, calls = _best_of(lambda: list(pool.map(lambda s: np.copyto(dst[s], src[s]), parts)), seconds)
+        return {"kind": "copy", "mib": self.mib, "threads": self.threads, "gbps": 2 * src.nbytes / best / 1e9,
+                "calls": calls}  # fmt: skip
+
+    def read(self, nbytes: int, seconds: float = 0.3) -> dict:
+        cols = 1024
+        rows = max(self.threads, int(nbytes) // (4 * cols))
+        if rows not in self._reads:
+            matrix = np.random.default_rng(4).standard_normal((rows, cols), dtype=np.float32)
+            self._reads[rows] = (matrix, np.ones(cols, np.float32))
+        matrix, vector = self._reads[rows]
+        parts = [matrix[s] for s in self._slices(rows)]
+        with self._pool() as pool:
+            best, calls = _best_of(lambda: list(pool.map(lambda m: m @ vector, parts)), seconds)
+        return {"kind": "read", "bytes": int(matrix.nbytes), "threads": self.threads,
+                "gbps": matrix.nbytes / best / 1e9, "calls": calls}  # fmt: skip
+
+    def close(self) -> None:
+        self._copy, self._reads = None, {}
+
+
+def calibrate_bandwidth(threads: int | None = None, mib: int = 512, seconds: float = 1.0) -> dict:
+    """Measured DRAM bandwidth of this machine: the best GB/s of a large array copy (:class:`BandwidthProbes`)."""
+    probes = BandwidthProbes(threads, mib)
+    try:
+        return probes.copy(seconds)
+    finally:
+        probes.close()

@@ -101,11 +101,14 @@ def bench_generate(target, backends, batch_sizes, prompt_lengths, new_tokens, re
         progress=progress, **loading,
     )  # fmt: skip
     console().print(bench_table(report, console().width))
+    for note in report.notes:
+        click.echo(note)
     best = report.best()
     if best:
+        share = f", {best.pct_of_bandwidth:.0f} % of the bandwidth bound" if best.pct_of_bandwidth else ""
         click.echo(
             f"Best decode: {best.label} at batch {best.batch}, {best.tokens_per_s:.1f} tokens/s, "
-            f"{best.speedup_vs_eager_recompute:.1f}x eager full recompute"
+            f"{best.speedup_vs_eager_recompute:.1f}x eager full recompute{share}"
         )
     if out:
         for path in write_all(report, out):

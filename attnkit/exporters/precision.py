@@ -8,6 +8,11 @@
   restricted to MatMuls with a constant weight: the projections and the FFN. The two
   activation x activation MatMuls of attention (q kᵀ and weights·v), LayerNorm and Softmax stay
   float: quantising attention scores dynamically costs accuracy for little speed at these sizes.
+- q8 / q4: weight-only block quantisation by onnxruntime's ``MatMulNBitsQuantizer`` (symmetric, blocks
+  of ``BLOCK_SIZE`` along K, ``ACCURACY_LEVEL`` 4 = int8 compute of the float activations): every MatMul
+  with a constant weight becomes ``MatMulNBits``. The decode step reads every weight once per token, so
+  halving (q8 vs fp16) or quartering its bytes is what speeds it up on a CPU; the manifest records bits,
+  block size and accuracy level.
 - bf16: not produced. No runtime installed here runs a bf16 ONNX graph (onnxruntime's CPU provider
   has no bf16 MatMul kernel), so nothing could verify it; bf16 on this machine is served by the
   TensorFlow backends (mixed_bfloat16, AMX via oneDNN).
@@ -22,7 +27,7 @@ from pathlib import Path
 import onnx
 
 from ..errors import AttnkitError
-from ..names import ONNX_PRECISIONS, artifact_file
+from ..names import LOWERED_PRECISIONS, ONNX_PRECISIONS, WEIGHT_ONLY, artifact_file
 
 #: ops kept in fp32 inside the fp16 graph, on top of onnxconverter-common's default block list
 FP32_ISLANDS = (
@@ -138,6 +143,34 @@ def weight_matmuls(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and any(i in inits for i in n.input)]
 
 
+BLOCK_SIZE = 32
+ACCURACY_LEVEL = 4  # MatMulNBits: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute
+
+
+def weight_only_extra(precision: str) -> dict:
+    return {"bits": 8 if precision == "q8" else 4, "block_size": BLOCK_SIZE, "accuracy_level": ACCURACY_LEVEL,
+            "symmetric": True, "quantizer": "onnxruntime MatMulNBitsQuantizer"}  # fmt: skip
+
+
+def to_weight_only(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
+    """q8 / q4: every MatMul with a constant weight as ``MatMulNBits`` (see module docstring)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    bits = weight_only_extra(precision)["bits"]
+    config = DefaultWeightOnlyQuantConfig(
+        block_size=BLOCK_SIZE, is_symmetric=True, accuracy_level=ACCURACY_LEVEL, bits=bits
+    )
+    quiet = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        quantizer = MatMulNBitsQuantizer(onnx.ModelProto.FromString(model.SerializeToString()), algo_config=config)
+        quantizer.process()
+    finally:
+        quiet.setLevel(level)
+    return quantizer.model.model
+
+
 def to_int8(model: onnx.ModelProto, per_channel: bool = False, scheme=None) -> onnx.ModelProto:
     """Dynamic int8 quantisation of the weight MatMuls (see module docstring).
 
@@ -185,6 +218,8 @@ def lower(model: onnx.ModelProto, precision: str, per_channel: bool = False, sch
         return to_fp16(model)
     if precision == "int8":
         return to_int8(model, per_channel, scheme)
+    if precision in WEIGHT_ONLY:
+        return to_weight_only(model, precision)
     if precision == "bf16":
         raise AttnkitError(f"a bf16 ONNX graph is not produced: {BF16_REASON}.", flag="--precision")
     raise AttnkitError(
@@ -209,7 +244,7 @@ def write_lowered(
     from ..targets import int8_requirement
 
     written = []
-    for precision in ["fp32"] + [p for p in precisions if p in ("fp16", "int8")]:
+    for precision in ["fp32"] + [p for p in precisions if p in LOWERED_PRECISIONS]:
         rel = file_of(precision)
         if say:
             say(f"writing {rel}" + (f" ({target.int8.name}, for {target.name})" if precision == "int8" else ""))
@@ -221,5 +256,7 @@ def write_lowered(
             requires = int8_requirement(target.int8, target.name)
             if requires:
                 extra["requires"] = requires
+        if precision in WEIGHT_ONLY:
+            extra.update(weight_only_extra(precision))
         written.append((precision, rel, extra))
     return written

@@ -80,7 +80,8 @@ def bench_table(report, width: int | None = None):
             rows.append([fn(r) for *_, fn in BENCH_COLUMNS])
     bw = report.bandwidth
     caption = (
-        f"memory bandwidth {bw['gbps']:.1f} GB/s (array copy, {bw['threads']} threads, same run); "
+        f"memory bandwidth {bw['gbps']:.1f} GB/s (highest of {len(bw.get('probes', [])) or 1} probes of this run: "
+        f"{bw.get('kind', 'copy')}, {bw.get('bound_by', 'start')}; {bw['threads']} threads); "
         "× recompute: cached decode vs full recompute on the same backend's full model"
     )
     return fitted_table(f"{report.model}: generation", cols, rows, width, caption)
@@ -91,7 +92,7 @@ def to_csv(report) -> str:
     fields = [
         "backend", "precision", "batch", "prompt_length", "new_tokens", "repeats", "ttft_ms", "itl_p50_ms",
         "itl_p90_ms", "itl_p99_ms", "tokens_per_s", "recompute_s", "speedup_vs_recompute", "bytes_per_step",
-        "achieved_gbps", "pct_of_bandwidth", "token_match", "first_mismatch", "agrees", "skipped", "error",
+        "achieved_gbps", "pct_of_bandwidth", "pct_of_working_set", "token_match", "first_mismatch", "agrees", "skipped", "error",
     ]  # fmt: skip
     w = csv.DictWriter(buf, fieldnames=fields)
     w.writeheader()
@@ -152,7 +153,8 @@ def write_all(report, out: Path) -> list[Path]:
 def to_markdown(data: dict) -> str:
     """A markdown table of generation.json (README/BENCHMARKS and report.md)."""
     lines = [
-        f"Memory bandwidth (array copy, same run): {data['bandwidth']['gbps']:.1f} GB/s.",
+        f"Memory bandwidth: {data['bandwidth']['gbps']:.1f} GB/s (highest probe of the run: "
+        f"{data['bandwidth'].get('kind', 'copy')}, {data['bandwidth'].get('bound_by', 'start')}).",
         "",
         "| backend | batch | prompt | new | TTFT ms | ITL p50 ms | ITL p99 ms | tok/s | × recompute | % mem BW | agrees |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",

@@ -25,7 +25,7 @@ class GenAIGenerate(GenerateRunner):
     name = "onnxruntime-genai"
     needs = "onnx"
     role = ROLE_DECODER_WITH_PAST
-    precisions = ("fp32", "fp16", "int8")
+    precisions = ("fp32", "fp16", "int8", "q8", "q4")
     not_for = {
         "forward": "onnxruntime-genai runs generation only (the forward pass: onnxruntime)",
         "decode_step": "onnxruntime-genai runs its own loop (the generate task); the step graph: onnxruntime",

@@ -27,7 +27,7 @@ class OnnxRuntimeRunner(Runner):
     needs = "onnx"
     verifies = True
     bench_default = True
-    precisions = ("fp32", "fp16", "int8")
+    precisions = ("fp32", "fp16", "int8", "q8", "q4")
     providers = ("CPUExecutionProvider",)
 
     needs_gpu = False
@@ -97,7 +97,7 @@ class OnnxRuntimeStep(StepRunner):
 
     name = "onnxruntime"
     needs = "onnx"
-    precisions = ("fp32", "fp16", "int8")
+    precisions = ("fp32", "fp16", "int8", "q8", "q4")
     unavailable_reason = OnnxRuntimeRunner.unavailable_reason
 
     def _load(self):
