@@ -28,6 +28,11 @@ def report() -> dict:
         libraries["onnxruntime"] = f"{ort.__version__}, providers: {', '.join(ort.get_available_providers())}"
     except ImportError:
         libraries["onnxruntime"] = "not installed"
+    for package in ("onnxruntime-genai", "openvino", "keras-hub"):
+        try:
+            libraries[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            libraries[package] = "not installed"
     flavour = detect()
     libraries["TensorRT"] = (
         f"{flavour.name} {flavour.version}; strongly typed: {flavour.strongly_typed}; "
@@ -56,7 +61,7 @@ def report() -> dict:
     backends, cannot = [], []
     for name in all_backends():
         tasks = REGISTRY[name]
-        cls = tasks[FORWARD]
+        cls = tasks.get(FORWARD) or next(iter(tasks.values()))  # a generation-only backend: its one runner
         reason = cls.unavailable_reason()
         for precision in cls.precisions:
             note = reason
@@ -81,7 +86,7 @@ def report() -> dict:
             backends.append(
                 {"backend": name, "precision": precision, "tasks": runs, "available": reason is None, "reason": note}
             )
-        for task in (DECODE_STEP, GENERATE):  # what a backend declares it cannot do, and why
+        for task in (FORWARD, DECODE_STEP, GENERATE):  # what a backend declares it cannot do, and why
             if task not in tasks and any(task in c.not_for for c in tasks.values()):
                 cannot.append({"backend": name, "task": task, "reason": why_not(name, task)})
     return {

@@ -303,7 +303,7 @@ def step_request(g, role: str, seed: int = 0) -> dict:
         feeds = prompts.source_feeds(g)
         outputs = g.cross_names()
     else:
-        feeds = {g.ids: prompts.ids, g.mask: prompts.mask}
+        feeds = {g.ids: prompts.ids} if g.slot else {g.ids: prompts.ids, g.mask: prompts.mask}
         if g.seq2seq:
             feeds[g.encoder_mask] = prompts.source_mask
             feeds.update({n: np.zeros((1, g.num_heads, 8, g.depth), "float32") for n in g.cross_names()})

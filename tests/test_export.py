@@ -96,7 +96,7 @@ def test_savedmodel_signature_and_saved_model_cli(tiny_export, tmp_path):
     assert np.load(tmp_path / "o" / "hidden_states.npy").shape == (2, 9, 128)
 
 
-@pytest.mark.parametrize("name", ["mha", "decoder-small"])
+@pytest.mark.parametrize("name", ["mha"])  # decoder-small: test_precision's export checks the same, fp32 included
 def test_presets_export_and_agree(name, tmp_path):
     result = attnkit.export(name, tmp_path / name, formats="onnx")
     assert result.report.ok

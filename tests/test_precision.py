@@ -32,6 +32,8 @@ def test_every_precision_passes_its_tolerance_at_two_shapes(lowered_export):
         for r in report.results
         if not r.passed
     ]
+    fp32 = [a.rel_l2 for r in report.results if r.precision == "fp32" for a in r.agreements]
+    assert fp32 and max(fp32) <= 1e-5
     checked = {(r.backend, r.precision) for r in report.results}
     assert {("onnxruntime", p) for p in ("fp32", "fp16", "int8")} <= checked
     assert {("savedmodel", p) for p in ("fp32", "bf16", "fp16")} <= checked
