@@ -30,7 +30,12 @@ def _build(family: str, seed: int):
     if family == "gpt2":
         backbone = m.GPT2Backbone(vocabulary_size=VOCAB, num_layers=2, num_heads=4, hidden_dim=64,
                                   intermediate_dim=128, max_sequence_length=MAX_LEN)  # fmt: skip
-        return m.GPT2CausalLM(backbone=backbone, preprocessor=None)
+        # with a preprocessor attached, as keras-hub presets come: attnkit works on token ids and sets it aside;
+        # its tokenizer's end token becomes onnxruntime-genai's eos_token_id
+        vocabulary = {"a": 1, "b": 2, "ab": 3, "<|endoftext|>": VOCAB - 1}
+        tokenizer = m.GPT2Tokenizer(vocabulary=vocabulary, merges=["a b"])
+        preprocessor = m.GPT2CausalLMPreprocessor(tokenizer=tokenizer, sequence_length=16)
+        return m.GPT2CausalLM(backbone=backbone, preprocessor=preprocessor)
     if family == "opt":
         backbone = m.OPTBackbone(vocabulary_size=VOCAB, num_layers=2, num_heads=4, hidden_dim=64,
                                  intermediate_dim=128, max_sequence_length=MAX_LEN)  # fmt: skip
@@ -53,6 +58,7 @@ def _keras_hub_greedy(path, ids, mask, lengths, n):
     import keras
 
     model = keras.saving.load_model(path)
+    model.preprocessor = None  # token ids in and out
     model.compile(sampler="greedy")
     width = int(lengths.max()) + n
     pad = ((0, 0), (0, width - ids.shape[1]))
@@ -124,6 +130,8 @@ def test_step_graph_is_per_layer_past_present_with_kv_heads(hub_export):
     family, _, result = hub_export
     g = result.manifest.generation.spec
     assert g.positions == "slot" and g.num_layers == 2 and g.depth == 16
+    eos = json.loads((result.out / "genai_config.json").read_text())["model"]["eos_token_id"]
+    assert eos == (VOCAB - 1 if family == "gpt2" else 0)  # the attached tokenizer's end token, else 0
     assert g.num_heads == (2 if family == "llama3" else 4)
     io = {s.name: s for s in onnx_signature(result.out / "decoder_with_past.onnx")}
     assert io["past_key_values.1.key"].shape == (-1, g.num_heads, -1, 16)

@@ -35,6 +35,8 @@ def verify_table(report, width: int | None = None):
             rows.append((lead, f"[yellow]skipped[/]: {c.skipped}" if c.skipped else f"[red]error[/]: {c.error}"))
             continue
         status = "[green]PASS[/]" if c.passed else "[red]FAIL[/]: " + "; ".join(c.failures)
+        if c.stopped_early:
+            status += f" ({c.stopped_early} row(s) stopped on the runtime's own eos_token_id; compared up to it)"
         rows.append(
             lead
             + [

@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import AttnkitError, ModelError
-from ..spec import ExportSpec, TensorSpec
+from ..spec import ExportSpec, ShapeRange, TensorSpec
 
 
 def import_modules(modules: tuple[str, ...] | list[str]) -> None:
@@ -153,4 +153,20 @@ def spec_from_model(model, name: str) -> ExportSpec:
         shape = (None,) + tuple(t.shape[1:])
         dtype = "float32" if "float" in str(t.dtype) else str(t.dtype)
         out_specs.append(TensorSpec(n, dtype, shape, _axes(n, shape)))
-    return ExportSpec(name=name, inputs=tuple(in_specs), outputs=tuple(out_specs))
+    longest = _max_positions(model)
+    if longest is None:
+        return ExportSpec(name=name, inputs=tuple(in_specs), outputs=tuple(out_specs))
+    sequence = ShapeRange(1, min(128, longest), longest)
+    return ExportSpec(name, tuple(in_specs), tuple(out_specs), sequence=sequence, max_sequence=longest)
+
+
+def _max_positions(model) -> int | None:
+    """The longest sequence a model with learned positions takes: the smallest table of its position
+    embeddings (keras-hub's ``PositionEmbedding.sequence_length``, e.g. GPT-2's ``max_sequence_length``);
+    None for models without one (rotary positions, attnkit's own layers record theirs elsewhere)."""
+    lengths = [
+        layer.sequence_length
+        for layer in model._flatten_layers()
+        if type(layer).__name__ == "PositionEmbedding" and isinstance(getattr(layer, "sequence_length", None), int)
+    ]
+    return min(lengths) if lengths else None

@@ -4,7 +4,8 @@ CPU LLM server runs it (its own KV-cache handling, search and stopping rule).
 
 Each precision is the same config with ``model.decoder.filename`` overlaid (``Config.overlay``), and the
 request's ``eos_id`` overlaid as ``eos_token_id`` (genai needs one inside the vocabulary; with ``eos_id``
--1 the config's is kept, and a row genai stopped on it is reported as stopped there).
+-1 the config's is kept, and a row genai stopped on it is compared up to that stop: the tokens it did not
+produce are -1).
 
 Batches: prompts of one length run as one genai batch; a ragged batch runs one length group at a time
 (genai 0.18 gives a left-padded batch an all-ones ``attention_mask``, so it cannot be handed over padded).
@@ -91,7 +92,9 @@ class GenAIGenerate(GenerateRunner):
             rows = np.stack([ids[b, mask[b] == 1] for b in group])
             for b, row in zip(group, self._run(model, rows, max_new_tokens)):
                 new[b] = row[:max_new_tokens]
-        tokens = np.full((len(ids), max_new_tokens), eos, "int32")
+        # with eos_id -1 (never stop) genai still stops on its config's eos_token_id: the tokens it did not
+        # produce are -1, which the verification does not compare (see generation.verify._compare_steps)
+        tokens = np.full((len(ids), max_new_tokens), eos if eos_id >= 0 else -1, "int32")
         for b, row in enumerate(new):
             tokens[b, : len(row)] = row
         hit = tokens == eos

@@ -97,10 +97,15 @@ class KerasHubGenerate(GenerateRunner):
         # keras-hub generates into the padded slots of its input: pad every row to its last new token
         width = int(lengths.max()) + max_new_tokens
         pad = ((0, 0), (0, width - ids.shape[1]))
-        out = self.model.generate(
-            {"token_ids": np.pad(ids, pad), "padding_mask": np.pad(mask, pad)},
-            stop_token_ids=None if eos_id < 0 else (eos_id,),
-        )
+        # token ids in, token ids out: an attached preprocessor (it takes strings) is set aside for the call
+        preprocessor, self.model.preprocessor = self.model.preprocessor, None
+        try:
+            out = self.model.generate(
+                {"token_ids": np.pad(ids, pad), "padding_mask": np.pad(mask, pad)},
+                stop_token_ids=None if eos_id < 0 else (eos_id,),
+            )
+        finally:
+            self.model.preprocessor = preprocessor
         tokens = np.asarray(out["token_ids"])
         new = np.stack([tokens[b, n : n + max_new_tokens] for b, n in enumerate(lengths)]).astype("int32")
         hit = new == eos_id
