@@ -81,7 +81,8 @@ class Decoding:
             raise ModelError(
                 f"`{model.name}` has layers attnkit does not know how to cache: {', '.join(unknown[:5])}.",
                 flag="MODEL",
-                hint="Generation export covers models built from attnkit's embedding, decoder blocks and lm_head.",
+                hint="Generation export covers models built from attnkit's embedding, decoder blocks and lm_head, "
+                "and keras-hub CausalLM models (call_with_cache).",
             )
         block = self.blocks[0]
         self.spec = GenerationSpec(

@@ -33,7 +33,9 @@ ROTARY_MAX_LENGTH = 2048
 
 
 def has_cached_call(model) -> bool:
-    """True for a model that provides keras-hub's ``call_with_cache`` contract."""
+    """True for a model that provides keras-hub's ``CausalLM`` cache contract: ``call_with_cache`` and
+    ``_build_cache`` (which gives the cache's layout), with a ``backbone`` that has ``vocabulary_size`` and
+    ``hidden_dim``. A custom model that provides the same is exported the same way."""
     return callable(getattr(model, "call_with_cache", None)) and callable(getattr(model, "_build_cache", None))
 
 
