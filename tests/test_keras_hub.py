@@ -2,7 +2,7 @@
 saved to .keras and loaded back as a user would, exported with --generate, and compared token by token with
 keras-hub's own ``generate()`` (greedy sampler) on ragged batches — through the SavedModel ``generate``
 signature, the ONNX decode loop and onnxruntime-genai. GPT-2 (learned positions), OPT, and Llama 3 (rotary
-positions, grouped-query attention: 4 query heads over 2 key/value heads)."""
+positions, grouped-query attention: 4 query heads over 2 key/value heads), and BART (Seq2SeqLM)."""
 
 from __future__ import annotations
 
@@ -153,21 +153,54 @@ def test_genai_config_that_no_longer_matches_is_refused(hub_export, tmp_path):
     assert_one_line_error(code, out, "genai_config.json")
 
 
-def test_seq2seq_lm_and_too_many_tokens_are_one_line_errors(hub_export, tmp_path):
-    family, path, result = hub_export
+def test_too_many_tokens_is_a_one_line_error(hub_export):
+    family, _, result = hub_export
     if family != "gpt2":
         pytest.skip("checked once, on GPT-2")
     code, out = run("verify", str(result.out), "--generate", "--prompt-length", "64", "--max-new-tokens", "40")
     assert_one_line_error(code, out, "--prompt-length")
-    bart = keras_hub.models.BartSeq2SeqLM(
-        backbone=keras_hub.models.BartBackbone(
-            vocabulary_size=VOCAB, num_layers=1, num_heads=2, hidden_dim=32, intermediate_dim=64, max_sequence_length=32
-        ),  # fmt: skip
-        preprocessor=None,
-    )
-    bart_path = tmp_path / "bart.keras"
-    bart.save(bart_path)
-    out_dir = tmp_path / "bart_out"
-    code, out = run("export", str(bart_path), "--out", str(out_dir), "--generate")
-    assert_one_line_error(code, out, "MODEL")
-    assert not out_dir.exists()
+
+
+@pytest.fixture(scope="module")
+def bart_export(tmp_path_factory):
+    import keras
+
+    keras.utils.set_random_seed(24)
+    backbone = keras_hub.models.BartBackbone(vocabulary_size=VOCAB, num_layers=1, num_heads=4, hidden_dim=64,
+                                             intermediate_dim=128, max_sequence_length=MAX_LEN)  # fmt: skip
+    path = tmp_path_factory.mktemp("hub") / "bart.keras"
+    keras_hub.models.BartSeq2SeqLM(backbone=backbone, preprocessor=None).save(path)
+    return str(path), attnkit.export(str(path), tmp_path_factory.mktemp("hub_exports") / "bart", generate=True)
+
+
+def test_bart_seq2seq_is_token_exact_against_keras_hub_generate(bart_export):
+    """BartSeq2SeqLM: encoder.onnx / the encode signature give the cross-attention cache; the step reuses it
+    beside the growing self-attention cache; tokens equal keras-hub's generate() and full recompute."""
+    import keras
+    import tensorflow as tf
+
+    path, result = bart_export
+    g = result.manifest.generation.spec
+    assert g.seq2seq and g.positions == "slot" and g.ids == "decoder_token_ids"
+    assert (result.out / "encoder.onnx").is_file() and not (result.out / "genai_config.json").exists()
+    checks = {c.label: c for c in result.report.generation.checks}
+    for label in ("keras/generate", "keras", "savedmodel", "savedmodel/generate", "onnxruntime"):
+        assert checks[label].passed and checks[label].token_match == 1.0, checks[label]
+    code, out = run("verify", result.out, "--generate", "--backends", "onnxruntime-genai")  # decoder-only
+    assert_one_line_error(code, out, "--backends", "decoder-only")
+    # the reloaded .keras's own generate() vs the SavedModel's generate signature, on prompts drawn here
+    ids, mask, lengths = _ragged(batch=3, longest=6, seed=8)
+    src, src_mask, _ = _ragged(batch=3, longest=12, seed=9)
+    n = 32
+    model = keras.saving.load_model(path)
+    model.compile(sampler="greedy")
+    pad = ((0, 0), (0, int(lengths.max()) + n - ids.shape[1]))
+    out = model.generate({"encoder_token_ids": src, "encoder_padding_mask": src_mask,
+                          "decoder_token_ids": np.pad(ids, pad), "decoder_padding_mask": np.pad(mask, pad)},
+                         stop_token_ids=None)  # fmt: skip
+    expected = np.stack([np.asarray(out["decoder_token_ids"])[b, k : k + n] for b, k in enumerate(lengths)])
+    sig = tf.saved_model.load(str(result.out / "savedmodel/1")).signatures["generate"]
+    got = sig(decoder_token_ids=tf.constant(ids), decoder_padding_mask=tf.constant(mask),
+              encoder_token_ids=tf.constant(src), encoder_padding_mask=tf.constant(src_mask),
+              max_new_tokens=tf.constant(n), eos_id=tf.constant(-1))["output_ids"].numpy()  # fmt: skip
+    np.testing.assert_array_equal(got, expected)

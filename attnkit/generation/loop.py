@@ -138,7 +138,10 @@ def _decode_slots(runner, prompts: Prompts, max_new_tokens: int, eos_id: int, ke
     t0 = clock()
     lengths, batch = prompts.lengths, prompts.batch
     slot = int(lengths.min())
-    out = runner.prefill({g.ids: np.ascontiguousarray(prompts.ids[:, :slot])})
+    fixed = {}
+    if g.seq2seq:
+        fixed = {g.encoder_mask: prompts.source_mask, **runner.encode(prompts.source_feeds(g))}
+    out = runner.prefill({g.ids: np.ascontiguousarray(prompts.ids[:, :slot]), **fixed})
     logits = out["logits"][:, -1]  # predicts slot `slot`
     tokens: list[list[int]] = [[] for _ in range(batch)]
     chosen_from: list[list[np.ndarray]] = [[] for _ in range(batch)]
@@ -162,7 +165,7 @@ def _decode_slots(runner, prompts: Prompts, max_new_tokens: int, eos_id: int, ke
         if min(len(r) for r in tokens) >= max_new_tokens or done.all():
             break
         t = clock()
-        out = runner.decode({g.ids: token[:, None], **{p: out[q] for p, q in names}})
+        out = runner.decode({g.ids: token[:, None], **fixed, **{p: out[q] for p, q in names}})
         logits = out["logits"][:, -1]
         slot += 1
     width = max(len(r) for r in tokens)

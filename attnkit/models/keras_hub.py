@@ -36,6 +36,8 @@ def has_cached_call(model) -> bool:
     """True for a model that provides keras-hub's ``CausalLM`` cache contract: ``call_with_cache`` and
     ``_build_cache`` (which gives the cache's layout), with a ``backbone`` that has ``vocabulary_size`` and
     ``hidden_dim``. A custom model that provides the same is exported the same way."""
+    if callable(getattr(model, "call_decoder_with_cache", None)) and callable(getattr(model, "call_encoder", None)):
+        return True  # keras-hub's Seq2SeqLM (BART)
     return callable(getattr(model, "call_with_cache", None)) and callable(getattr(model, "_build_cache", None))
 
 
@@ -43,42 +45,78 @@ class CachedCallDecoding:
     """Prefill / decode-step functions over a keras-hub ``CausalLM`` (same interface as
     :class:`attnkit.models.decoding.Decoding`: ``spec``, ``step``).
 
+    A ``Seq2SeqLM`` (BART: ``call_encoder`` + ``call_decoder_with_cache``) is the seq2seq family: ``encode``
+    gives every decoder layer's cross-attention cache, the step reuses it (``cross_attention_cache_update_index``
+    None) beside the growing self-attention cache.
+
     Raises:
-        ModelError: a Seq2SeqLM (its cached call takes the encoder's output; not exported yet), or a cache
-            whose layout is not keras-hub's (names MODEL).
+        ModelError: a cache whose layout is not keras-hub's (names MODEL).
     """
 
     def __init__(self, model):
         name = type(model).__name__
-        if "Seq2Seq" in name or hasattr(model, "call_decoder_with_cache"):
-            raise ModelError(
-                f"`{name}` is an encoder-decoder; attnkit exports the cached decode step of keras-hub CausalLM "
-                "models only.",
-                flag="MODEL",
-                hint="Pass a keras-hub CausalLM (GPT-2, OPT, Llama 3, Mistral, Gemma, Qwen), or attnkit's seq2seq.",
-            )
         self.model = model
-        _, cache = model._build_cache(ops.ones((1, 1), "int32"))
-        shape = tuple(int(d) for d in cache.shape)
+        self.seq2seq = callable(getattr(model, "call_decoder_with_cache", None))
+        backbone = model.backbone
+        if self.seq2seq:  # BartSeq2SeqLM: (batch, layers, 2, length, heads, depth) for both caches
+            shape = (1, int(backbone.num_layers), 2, 1, int(backbone.num_heads),
+                     int(backbone.hidden_dim) // int(backbone.num_heads))  # fmt: skip
+            self.dtype = model.compute_dtype
+        else:
+            _, cache = model._build_cache(ops.ones((1, 1), "int32"))
+            shape = tuple(int(d) for d in cache.shape)
+            self.dtype = cache.dtype
         if len(shape) != 6 or shape[2] != 2:
             raise ModelError(
                 f"`{name}`'s call_with_cache cache has shape {shape}, not keras-hub's "
                 "(batch, layers, 2, length, heads, depth).",
                 flag="MODEL",
             )
-        backbone = model.backbone
         max_length = getattr(backbone, "max_sequence_length", None) or ROTARY_MAX_LENGTH
+        prefix = "decoder_" if self.seq2seq else ""
         self.spec = GenerationSpec(
-            family="decoder",
+            family="seq2seq" if self.seq2seq else "decoder",
             num_layers=shape[1],
             num_heads=shape[4],
             depth=shape[5],
             vocab_size=int(backbone.vocabulary_size),
             max_length=int(max_length),
             d_model=int(backbone.hidden_dim),
+            ids=f"{prefix}token_ids",
+            mask=f"{prefix}padding_mask",
             positions="slot",
         )
-        self.dtype = cache.dtype
+
+    @staticmethod
+    def _to_keras_hub(pairs):
+        """``[(key, value)]`` of (batch, heads, length, depth) -> (batch, layers, 2, length, heads, depth)."""
+        stacked = ops.stack([ops.stack([k, v], axis=1) for k, v in pairs], axis=1)
+        return ops.transpose(stacked, (0, 1, 2, 4, 3, 5))
+
+    @staticmethod
+    def _from_keras_hub(cache, num_layers):
+        cache = ops.transpose(cache, (0, 1, 2, 4, 3, 5))
+        return [(cache[:, i, 0], cache[:, i, 1]) for i in range(num_layers)]
+
+    def encode(self, ids, mask):
+        """BART: the encoder's output, and from it every decoder layer's cross-attention keys/values
+        (``call_decoder_with_cache`` with ``cross_attention_cache_update_index=0`` over one start token,
+        the way keras-hub seeds its cross cache)."""
+        g = self.spec
+        batch, source = ops.shape(ids)[0], ops.shape(ids)[1]
+        hidden = self.model.call_encoder(token_ids=ids, padding_mask=mask)
+        one = ops.zeros((batch, g.num_layers, 2, 1, g.num_heads, g.depth), self.dtype)
+        cross = ops.zeros((batch, g.num_layers, 2, source, g.num_heads, g.depth), self.dtype)
+        _, _, _, cross = self.model.call_decoder_with_cache(
+            encoder_hidden_states=hidden,
+            encoder_padding_mask=mask,
+            decoder_token_ids=ops.zeros((batch, 1), "int32"),
+            self_attention_cache=one,
+            self_attention_cache_update_index=0,
+            cross_attention_cache=cross,
+            cross_attention_cache_update_index=0,
+        )
+        return self._from_keras_hub(cross, g.num_layers)
 
     def step(self, ids, mask=None, past=None, cross=None, encoder_mask=None):
         """Logits (batch, new, vocab) of ``ids`` at slots ``past .. past + new - 1`` and the cache grown by them.
@@ -86,6 +124,7 @@ class CachedCallDecoding:
         Args:
             ids: (batch, new) tokens. mask: ignored (slot positions attend to every earlier slot).
             past: ``[(key, value)]`` per layer, (batch, kv_heads, past, depth), or None for a prefill.
+            cross, encoder_mask: BART's cross-attention cache from :meth:`encode` and the source mask.
         """
         batch, new = ops.shape(ids)[0], ops.shape(ids)[1]
         g = self.spec
@@ -93,14 +132,24 @@ class CachedCallDecoding:
         if past is None:
             cache, index = fresh, 0
         else:
-            # (batch, heads, past, depth) per layer -> keras-hub's (batch, layers, 2, past, heads, depth)
-            stacked = ops.stack([ops.stack([k, v], axis=1) for k, v in past], axis=1)
-            cache = ops.concatenate([ops.transpose(stacked, (0, 1, 2, 4, 3, 5)), fresh], axis=3)
+            cache = ops.concatenate([self._to_keras_hub(past), fresh], axis=3)
             index = ops.shape(past[0][0])[2]
-        logits, _, cache = self.model.call_with_cache(ids, cache, index)
-        cache = ops.transpose(cache, (0, 1, 2, 4, 3, 5))
-        presents = [(cache[:, i, 0], cache[:, i, 1]) for i in range(g.num_layers)]
-        return ops.cast(logits, "float32"), presents
+        if self.seq2seq:
+            source = ops.shape(cross[0][0])[2]
+            # the encoder output is not read when the cross cache is given (update index None): zeros of its shape
+            hidden = ops.zeros((batch, source, g.d_model), self.dtype)
+            logits, _, cache, _ = self.model.call_decoder_with_cache(
+                encoder_hidden_states=hidden,
+                encoder_padding_mask=encoder_mask,
+                decoder_token_ids=ids,
+                self_attention_cache=cache,
+                self_attention_cache_update_index=index,
+                cross_attention_cache=self._to_keras_hub(cross),
+                cross_attention_cache_update_index=None,
+            )
+        else:
+            logits, _, cache = self.model.call_with_cache(ids, cache, index)
+        return ops.cast(logits, "float32"), self._from_keras_hub(cache, g.num_layers)
 
 
 def decoding_for(model):

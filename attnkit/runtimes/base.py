@@ -137,10 +137,14 @@ class Loadable(ABC):
         return None
 
     @classmethod
+    def inapplicable(cls, source: Source) -> str | None:
+        """Why this runner has nothing to run for ``source`` (e.g. keras-hub's own ``generate()`` on a model
+        that is not keras-hub's), or None. A runner that does not apply gets no row; named, it is refused."""
+        return None
+
+    @classmethod
     def applies(cls, source: Source) -> bool:
-        """Whether this runner has anything to run for ``source`` (e.g. keras-hub's own ``generate()`` only
-        for keras-hub models); a runner that does not apply gets no row at all."""
-        return True
+        return cls.inapplicable(source) is None
 
     @property
     def label(self) -> str:

@@ -41,9 +41,13 @@ class GenAIGenerate(GenerateRunner):
         return None
 
     @classmethod
-    def applies(cls, source) -> bool:
+    def inapplicable(cls, source) -> str | None:
         section = source.generation
-        return not section.spec.seq2seq and section.has("genai")
+        if section.spec.seq2seq:
+            return "onnxruntime-genai runs decoder-only exports here (its encoder-decoder pipeline is Whisper's)"
+        if not section.has("genai"):
+            return "the export has no genai_config.json (re-export with --generate)"
+        return None
 
     def _load(self):
         import onnxruntime_genai as og

@@ -77,8 +77,8 @@ class KerasHubGenerate(GenerateRunner):
     needs = "keras"
 
     @classmethod
-    def applies(cls, source) -> bool:
-        return source.generation.spec.slot
+    def inapplicable(cls, source) -> str | None:
+        return None if source.generation.spec.slot else "keras-hub's generate() runs keras-hub models only"
 
     def _load(self):
         from ..errors import BackendError
@@ -100,13 +100,13 @@ class KerasHubGenerate(GenerateRunner):
         # token ids in, token ids out: an attached preprocessor (it takes strings) is set aside for the call
         preprocessor, self.model.preprocessor = self.model.preprocessor, None
         try:
-            out = self.model.generate(
-                {"token_ids": np.pad(ids, pad), "padding_mask": np.pad(mask, pad)},
-                stop_token_ids=None if eos_id < 0 else (eos_id,),
-            )
+            inputs = {g.ids: np.pad(ids, pad), g.mask: np.pad(mask, pad)}
+            if g.seq2seq:
+                inputs.update({g.encoder_ids: feeds[g.encoder_ids], g.encoder_mask: feeds[g.encoder_mask]})
+            out = self.model.generate(inputs, stop_token_ids=None if eos_id < 0 else (eos_id,))
         finally:
             self.model.preprocessor = preprocessor
-        tokens = np.asarray(out["token_ids"])
+        tokens = np.asarray(out[g.ids])
         new = np.stack([tokens[b, n : n + max_new_tokens] for b, n in enumerate(lengths)]).astype("int32")
         hit = new == eos_id
         first = np.where(hit.any(1), hit.argmax(1), max_new_tokens)

@@ -121,6 +121,10 @@ def generation_pairs(source, names: list[str] | None = None) -> list[tuple[type[
         if not generation_runners(name):
             runner_class(name, DECODE_STEP)  # raises, naming the valid ones and why this one is not
         wanted[name] = precision
+    for name in wanted:
+        reasons = [r for cls in generation_runners(name) if (r := cls.inapplicable(source))]
+        if reasons and len(reasons) == len(generation_runners(name)):
+            raise BackendError(f"`{name}` has nothing to run in this export: {reasons[0]}.", flag="--backends")
     out = []
     for name in all_backends():
         if names and name not in wanted:

@@ -186,7 +186,12 @@ def _trace_generate_slots(decoding, sampler):
     kv = tf.TensorShape([None, g.num_heads, None, g.depth])
 
     @tf.function(input_signature=_signature(generate_inputs(g)), autograph=False)
-    def generate(ids, mask, max_new, eos):
+    def generate(*args):
+        ids, mask, max_new, eos = args[0], args[1], args[-2], args[-1]
+        cross = enc_mask = None
+        if g.seq2seq:
+            enc_mask = args[3]
+            cross = decoding.encode(args[2], enc_mask)
         lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
         with tf.control_dependencies(_request_checks(g, tf.shape(ids)[1], max_new)):
             start = tf.identity(tf.reduce_min(lengths))
@@ -200,14 +205,14 @@ def _trace_generate_slots(decoding, sampler):
             token = tf.where(generating, nxt, prompt[:, slot])
             return token, tf.where(generating, next_done, done)
 
-        logits, past = decoding.step(prompt[:, :start], None)
+        logits, past = decoding.step(prompt[:, :start], None, None, cross, enc_mask)
         token, done = choose(start, logits[:, -1], tf.zeros([batch], tf.bool))
 
         def cond(slot, token, done, out, past):
             return tf.logical_and(slot < end, tf.logical_not(tf.reduce_all(done)))
 
         def body(slot, token, done, out, past):
-            logits, present = decoding.step(token[:, None], None, past)
+            logits, present = decoding.step(token[:, None], None, past, cross, enc_mask)
             token, done = choose(slot, logits[:, -1], done)
             return slot + 1, token, done, tf.concat([out, token[:, None]], 1), present
 
