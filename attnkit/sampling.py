@@ -101,3 +101,9 @@ def get_sampler(name: str | Sampler = "greedy") -> Sampler:
 
         raise AttnkitError(f"`{name}` is not a sampler. Valid samplers: {', '.join(SAMPLERS)}.", flag="--sampler")
     return SAMPLERS[name]()
+
+
+def sequence_lengths(tokens: np.ndarray, eos_id: int) -> np.ndarray:
+    """Tokens up to and including the first ``eos_id`` per row (all of them when there is none)."""
+    hit = tokens == eos_id
+    return np.where(hit.any(1), hit.argmax(1) + 1, tokens.shape[1]).astype("int32")

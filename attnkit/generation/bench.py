@@ -32,7 +32,7 @@ from ..compare import DEFAULT_TOLERANCES
 from ..errors import AttnkitError
 from ..names import FORWARD, GENERATE, ROLE_DECODER_WITH_PAST
 from ..runtimes.base import REGISTRY, label
-from ..runtimes.registry import generation_pairs
+from ..runtimes.registry import format_of, generation_pairs
 from .loop import Prompts, full_logits, recompute
 from .verify import GenerationCheck, _compare_steps, run_generation, unavailable_notes
 
@@ -205,9 +205,7 @@ def bench_generation(
     weight_bytes: dict[str, int] = {}
 
     def weights_of(name: str, precision: str) -> int | None:
-        key = (
-            precision if REGISTRY[name][FORWARD if FORWARD in REGISTRY[name] else GENERATE].needs == "onnx" else "fp32"
-        )
+        key = precision if format_of(name) == "onnx" else "fp32"
         if key not in weight_bytes:
             record = source.generation.artifact(ROLE_DECODER_WITH_PAST, "onnx", key)
             path = source.root / record.path if record is not None else None

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..genspec import GenerationSpec
-from ..sampling import get_sampler
+from ..sampling import get_sampler, sequence_lengths  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -84,12 +84,6 @@ def check_request(g: GenerationSpec, prompts: Prompts, max_new_tokens: int) -> N
     g.check_request(int(prompts.ids.shape[1]), max_new_tokens, source)
 
 
-def sequence_lengths(tokens: np.ndarray, eos_id: int) -> np.ndarray:
-    """Tokens up to and including the first ``eos_id`` per row (all of them when there is none)."""
-    hit = tokens == eos_id
-    return np.where(hit.any(1), hit.argmax(1) + 1, tokens.shape[1]).astype("int32")
-
-
 def decode(
     runner, prompts: Prompts, max_new_tokens: int, eos_id: int = -1, keep_logits: bool = True, sampler="greedy"
 ) -> Generation:
@@ -113,7 +107,7 @@ def decode(
     tokens = [token]
     result.first_token_seconds = clock() - t0
     mask = prompts.mask
-    names = [(p, q) for i in range(g.num_layers) for p, q in zip(g.past(i), g.present(i))]
+    names = _past_from_present(g)
     while len(tokens) < max_new_tokens and not done.all():
         t = clock()
         mask = np.concatenate([mask, np.ones((prompts.batch, 1), "int32")], axis=1)
@@ -127,6 +121,11 @@ def decode(
         result.step_seconds.append(clock() - t)
     result.tokens = _pad(np.stack(tokens, axis=1), max_new_tokens, eos_id)
     return result
+
+
+def _past_from_present(g: GenerationSpec) -> list[tuple[str, str]]:
+    """``(past input, present output)`` name pairs: each step's ``present.*`` is the next step's past."""
+    return [(p, q) for i in range(g.num_layers) for p, q in zip(g.past(i), g.present(i))]
 
 
 def _decode_slots(runner, prompts: Prompts, max_new_tokens: int, eos_id: int, keep_logits: bool, sampler):
@@ -146,7 +145,7 @@ def _decode_slots(runner, prompts: Prompts, max_new_tokens: int, eos_id: int, ke
     tokens: list[list[int]] = [[] for _ in range(batch)]
     chosen_from: list[list[np.ndarray]] = [[] for _ in range(batch)]
     done = np.zeros(batch, bool)
-    names = [(p, q) for i in range(g.num_layers) for p, q in zip(g.past(i), g.present(i))]
+    names = _past_from_present(g)
     result = Generation(np.zeros((batch, 0), "int32"))
     t = t0
     while True:

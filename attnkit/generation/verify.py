@@ -94,8 +94,9 @@ def _compare_steps(check: GenerationCheck, ref: Generation, got_tokens, got_logi
     # -1: a token the runner did not produce (onnxruntime-genai stops on its eos_token_id even when the
     # request never stops); compared up to there
     produced = got_tokens >= 0
-    same = (got_tokens == ref.tokens) | ~produced
-    check.token_match = float((got_tokens == ref.tokens)[produced].mean()) if produced.any() else 0.0
+    equal = got_tokens == ref.tokens
+    same = equal | ~produced
+    check.token_match = float(equal[produced].mean()) if produced.any() else 0.0
     check.stopped_early = int((~produced).any(axis=1).sum())
     steps = np.where(~same.all(axis=0))[0]
     check.first_mismatch = int(steps[0]) if steps.size else None

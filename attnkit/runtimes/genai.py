@@ -18,6 +18,7 @@ import json
 import numpy as np
 
 from ..names import LENGTHS, OUTPUT_IDS, ROLE_DECODER_WITH_PAST
+from ..sampling import sequence_lengths
 from .base import GenerateRunner, register
 
 
@@ -101,9 +102,7 @@ class GenAIGenerate(GenerateRunner):
         tokens = np.full((len(ids), max_new_tokens), eos if eos_id >= 0 else -1, "int32")
         for b, row in enumerate(new):
             tokens[b, : len(row)] = row
-        hit = tokens == eos
-        first = np.where(hit.any(1), hit.argmax(1) + 1, max_new_tokens)
-        return {OUTPUT_IDS: tokens, LENGTHS: first.astype("int32")}
+        return {OUTPUT_IDS: tokens, LENGTHS: sequence_lengths(tokens, eos)}
 
     def _close(self):
         self._models = {}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..names import LENGTHS, OUTPUT_IDS
+from ..sampling import sequence_lengths
 from .base import GenerateRunner, Runner, StepRunner, register
 
 
@@ -89,8 +91,6 @@ class KerasHubGenerate(GenerateRunner):
         self.model.compile(sampler="greedy")
 
     def _generate(self, feeds, max_new_tokens, eos_id):
-        from ..names import LENGTHS, OUTPUT_IDS
-
         g = self.gspec
         ids, mask = np.asarray(feeds[g.ids]), np.asarray(feeds[g.mask])
         lengths = mask.sum(axis=1).astype(int)
@@ -108,10 +108,10 @@ class KerasHubGenerate(GenerateRunner):
             self.model.preprocessor = preprocessor
         tokens = np.asarray(out[g.ids])
         new = np.stack([tokens[b, n : n + max_new_tokens] for b, n in enumerate(lengths)]).astype("int32")
-        hit = new == eos_id
-        first = np.where(hit.any(1), hit.argmax(1), max_new_tokens)
-        new = np.where(np.arange(max_new_tokens)[None, :] > first[:, None], eos_id, new).astype("int32")
-        return {OUTPUT_IDS: new, LENGTHS: np.minimum(first + 1, max_new_tokens).astype("int32")}
+        lengths = sequence_lengths(new, eos_id)
+        # attnkit's convention: a finished row continues with eos_id (keras-hub leaves what it generated)
+        new = np.where(np.arange(max_new_tokens)[None, :] >= lengths[:, None], eos_id, new).astype("int32")
+        return {OUTPUT_IDS: new, LENGTHS: lengths}
 
     def _close(self):
         self.model = None

@@ -56,7 +56,10 @@ def bench_defaults() -> list[str]:
 
 
 def format_of(name: str) -> str:
-    """The artifact format a backend's forward runner reads."""
+    """The artifact format a backend reads (its runners share it; a generation-only backend has no forward one)."""
+    name = split_backend(name)[0]
+    if name in REGISTRY and FORWARD not in REGISTRY[name]:
+        return next(iter(REGISTRY[name].values())).needs
     return get_runner(name).needs
 
 

@@ -240,7 +240,7 @@ def _trace_generate_slots(decoding, sampler):
 
 def _tf_lengths(out, eos):
     """Tokens up to and including the first ``eos`` per row (all of them when there is none);
-    the numpy twin is :func:`attnkit.generation.loop.sequence_lengths`."""
+    the numpy twin is :func:`attnkit.sampling.sequence_lengths`."""
     import tensorflow as tf
 
     hit = tf.equal(out, eos)
