@@ -353,7 +353,7 @@ def _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, pe
     if "openvino" in fmts:
         from .generation.export import write_openvino
 
-        records += write_openvino(stage, records, say)
+        records += write_openvino(stage, records, decoding.spec, say)
     manifest.generation = section(decoding, records)
 
 

@@ -112,6 +112,10 @@ class GenerationSpec:
     def present_names(self) -> list[str]:
         return [n for i in range(self.num_layers) for n in self.present(i)]
 
+    def past_from_present(self) -> dict[str, str]:
+        """``past input -> present output`` names: each step's ``present.*`` is the next step's past."""
+        return dict(zip(self.past_names(), self.present_names()))
+
     def cross_names(self) -> list[str]:
         return [n for i in range(self.num_layers) for n in self.cross(i)]
 

@@ -33,7 +33,8 @@ ROLE_MODEL = "model"  # the full forward pass: model.keras, savedmodel/1, model.
 ROLE_SIGNATURES = "signatures"  # the generation signatures inside savedmodel/1
 ROLE_DECODER_WITH_PAST = "decoder_with_past"  # the decode step with a KV cache (prefill = empty past)
 ROLE_ENCODER = "encoder"  # the seq2seq encoder: source -> cross-attention keys/values
-GENERATION_ROLES = (ROLE_SIGNATURES, ROLE_DECODER_WITH_PAST, ROLE_ENCODER)
+ROLE_DECODER_STATEFUL = "decoder_stateful"  # the decode step keeping its KV cache inside (OpenVINO state)
+GENERATION_ROLES = (ROLE_SIGNATURES, ROLE_DECODER_WITH_PAST, ROLE_ENCODER, ROLE_DECODER_STATEFUL)
 
 # SavedModel signature names (TF Serving serves them by these names).
 SERVING_DEFAULT = "serving_default"

@@ -390,6 +390,27 @@ def test_probes_that_disagree_beyond_the_noise_are_a_warning():
     assert busy.bandwidth["gbps"] == 60.0 and row.pct_of_bandwidth == pytest.approx(50.0)
 
 
+def test_narrow_generation_table_keeps_the_settings_its_rows_differ_in():
+    """In an 80-column log the table drops low-priority columns, but never the batch (or prompt) its rows
+    differ in: two rows of one backend at batch 1 and 4 would otherwise be told apart by nothing."""
+    from rich.console import Console
+
+    from attnkit.generation.bench import GenerationBenchReport, GenerationRow
+    from attnkit.generation.report import bench_table
+
+    def rendered(batches):
+        report = GenerationBenchReport("d", "m", 0, {}, {"gbps": 40.0, "threads": 2})
+        for b in batches:
+            report.rows.append(GenerationRow("openvino-stateful", "fp32", DECODE_STEP, b, 32, 128, ttft_ms=13.6,
+                                             itl_ms={"p50": 3.78}, tokens_per_s=257.0 * b, agrees=True,
+                                             agreement="tokens identical"))  # fmt: skip
+        console = Console(width=80, record=True)
+        console.print(bench_table(report, 80))
+        return console.export_text()
+
+    assert "batch" in rendered([1, 4]) and "batch" not in rendered([1, 1])
+
+
 def test_weight_only_q8_q4_decode_steps_are_matmulnbits_and_reported(tmp_path_factory):
     """q8/q4: onnxruntime's MatMulNBits on every weight MatMul of the step, bits/block/accuracy recorded;
     q8's logits within its tolerance at export; both decode with their token match reported."""

@@ -106,9 +106,30 @@ def test_openvino_decode_step_is_token_exact(family, tmp_path_factory):
     result = attnkit.export(str(path), tmp_path_factory.mktemp("ovgen") / family, formats="onnx,openvino",
                             generate=True)  # fmt: skip
     roles = {(a.role, a.format) for a in result.manifest.generation.artifacts}
-    assert ("decoder_with_past", "openvino") in roles
+    assert {("decoder_with_past", "openvino"), ("decoder_stateful", "openvino")} <= roles
     assert (("encoder", "openvino") in roles) == (family == "seq2seq")
-    check = next(c for c in result.report.generation.checks if c.backend == "openvino")
     report = result.report.generation
     assert len(set(report.prompt_lengths)) > 1 and report.max_new_tokens >= 32
-    assert check.passed and check.token_match == 1.0 and check.steps_compared == report.max_new_tokens
+    for backend in ("openvino", "openvino-stateful"):
+        check = next(c for c in report.checks if c.backend == backend)
+        assert check.passed and check.token_match == 1.0 and check.steps_compared == report.max_new_tokens
+        assert check.rel_l2 <= 1e-5, backend  # every step's logits, fp32 tolerance (not just tokens)
+    _stateful_ir_keeps_the_cache_inside(result.out, result.manifest.generation.spec)
+
+
+def _stateful_ir_keeps_the_cache_inside(out, g):
+    """OpenVINO itself reads the stateful IR: no past/present among its inputs/outputs, one state per cache
+    tensor, and under attnkit's runner that state is held in f32 (OpenVINO's own default is u8)."""
+    import openvino as ov
+
+    from attnkit.runtimes.base import Source
+    from attnkit.runtimes.registry import runner_class
+
+    model = ov.Core().read_model(str(out / "openvino_decoder_stateful" / "model.xml"))
+    names = {n for port in [*model.inputs, *model.outputs] for n in port.get_names()}
+    assert not names & set(g.past_names() + g.present_names())
+    assert "beam_idx" in names and "logits" in names
+    with runner_class("openvino-stateful", "decode_step")(Source(out), "fp32") as runner:
+        assert len(runner.step.request.query_state()) == 2 * g.num_layers
+        assert runner.step.compiled.get_property("KV_CACHE_PRECISION").get_type_name() == "f32"
+        assert runner.ran_as == "fp32"

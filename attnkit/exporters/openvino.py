@@ -37,3 +37,58 @@ def write_ir(stage: Path, onnx_path: Path, rel_dir: str = IR_DIR) -> str:
     (stage / rel_dir).mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(stage / rel_dir / IR_XML), compress_to_fp16=False)
     return rel_dir
+
+
+#: the stateful decoder's extra input: which row of the cache each row continues from (optimum-intel's name)
+BEAM_IDX = "beam_idx"
+
+
+def make_stateful(model, pairs: dict[str, str], batch_input: str):
+    """Keep the KV cache inside ``model`` (an ``ov.Model`` of the decode step) as OpenVINO state, in place.
+
+    optimum-intel's recipe (``optimum/exporters/openvino/stateful.py``), written here with OpenVINO's own
+    transformation because optimum-intel wants a transformers model, not an IR: each ``past -> present`` pair
+    of ``pairs`` becomes a variable (``apply_make_stateful_transformation``: ReadValue/Assign); a
+    ``beam_idx`` input (int32, one per row) gathers the cache rows before each step; and each variable
+    starts as zeros of ``(batch, heads, 0, depth)`` with the batch read from ``batch_input``'s shape, so one
+    IR serves any batch. ``beam_idx`` is not ornamental: the CPU plugin fuses ReadValue -> Gather(beam_idx)
+    -> Concat -> attention -> Assign into one ScaledDotProductAttention that appends to the cache in place
+    (measured on decoder-small: 6 SDPA nodes with it, plain MatMul/Softmax and a cache copy per step without).
+    """
+    import numpy as np
+    from openvino import Type, opset13
+    from openvino._offline_transformations import apply_make_stateful_transformation
+
+    ids = model.input(batch_input)
+    beam = opset13.parameter([ids.get_partial_shape()[0]], Type.i32, name=BEAM_IDX)
+    beam.output(0).get_tensor().set_names({BEAM_IDX})
+    model.add_parameters([beam])
+    for past in pairs:
+        port = model.input(past)
+        consumers = list(port.get_target_inputs())
+        gathered = opset13.gather(port, beam, opset13.constant(0))
+        for consumer in consumers:
+            consumer.replace_source_output(gathered.output(0))
+    model.validate_nodes_and_infer_types()
+    apply_make_stateful_transformation(model, dict(pairs))
+    batch = opset13.gather(
+        opset13.shape_of(model.input(batch_input), "i64"), opset13.constant([0]), opset13.constant(0)
+    )
+    for op in model.get_ops():
+        if op.get_type_name() != "ReadValue":
+            continue
+        dims = [d.min_length for d in op.get_output_partial_shape(0)]  # dynamic past -> 0
+        parts = [batch] + [opset13.constant(np.array([d], np.int64)) for d in dims[1:]]
+        zero = opset13.constant(0.0, dtype=op.get_output_element_type(0))
+        op.set_arguments([opset13.broadcast(zero, opset13.concat(parts, 0))])
+    model.validate_nodes_and_infer_types()
+    return model
+
+
+def write_stateful(stage: Path, step_dir: Path, rel_dir: str, pairs: dict[str, str], batch_input: str) -> str:
+    """The stateful decoder (:func:`make_stateful`) of the step IR in ``step_dir``, saved as ``rel_dir/model.xml``."""
+    ov = require()
+    model = make_stateful(ov.Core().read_model(str(step_dir / IR_XML)), pairs, batch_input)
+    (stage / rel_dir).mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(stage / rel_dir / IR_XML), compress_to_fp16=False)
+    return rel_dir

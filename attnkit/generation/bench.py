@@ -241,16 +241,17 @@ def bench_generation(
                 for shape, row in rows.items():
                     say(f"{runner.label}: batch {shape[0]}, prompt {shape[1]}, {shape[2]} new tokens")
                     _measure(row, runner, prompts[shape], shape[2], refs[shape], repeats)
-            baseline = baselines.get((cls.name, precision))
-            if baseline is None and (full := _forward_runner(source, cls.name, precision)) is not None:
+            full_name = cls.full_model or cls.name
+            baseline = baselines.get((full_name, precision))
+            if baseline is None and (full := _forward_runner(source, full_name, precision)) is not None:
                 baseline = {}
                 with full:
                     for shape in shapes:
                         say(f"full recompute on {full.label}: {shape[2]} new tokens")
                         _timed_recompute(full, g, prompts[shape], min(shape[2], 2), 1)  # warm-up
                         _, baseline[shape] = _timed_recompute(full, g, prompts[shape], shape[2], recompute_repeats)
-                        report.recompute.append(_recompute_record(cls.name, precision, shape, baseline[shape]))
-                baselines[(cls.name, precision)] = baseline
+                        report.recompute.append(_recompute_record(full_name, precision, shape, baseline[shape]))
+                baselines[(full_name, precision)] = baseline
         except AttnkitError:
             raise
         except Exception as e:  # a backend that crashes is reported in its rows, the others go on

@@ -19,6 +19,7 @@ from ..exporters.manifest import ArtifactRecord, GenerationSection
 from ..names import (
     EOS_ID,
     MAX_NEW_TOKENS,
+    ROLE_DECODER_STATEFUL,
     ROLE_DECODER_WITH_PAST,
     ROLE_ENCODER,
     ROLE_SIGNATURES,
@@ -77,16 +78,24 @@ def write_onnx(
     return records
 
 
-def write_openvino(stage: Path, records: list[ArtifactRecord], say) -> list[ArtifactRecord]:
+def write_openvino(stage: Path, records: list[ArtifactRecord], g, say) -> list[ArtifactRecord]:
     """OpenVINO IR of the fp32 decode step (and seq2seq encoder), converted from their ONNX graphs as the
-    forward IR is (:mod:`attnkit.exporters.openvino`): ``openvino_decoder_with_past/``, ``openvino_encoder/``."""
-    from ..exporters.openvino import write_ir
+    forward IR is (:mod:`attnkit.exporters.openvino`): ``openvino_decoder_with_past/``, ``openvino_encoder/``;
+    and the stateful decoder made from the step's IR, the KV cache kept inside (``openvino_decoder_stateful/``,
+    optimum-intel's layout, :func:`attnkit.exporters.openvino.make_stateful`)."""
+    from ..exporters.openvino import write_ir, write_stateful
 
     out = []
     for item in [r for r in records if r.format == "onnx" and r.precision == "fp32"]:
         say(f"converting {item.path} to OpenVINO IR")
         rel = write_ir(stage, stage / item.path, f"openvino_{item.role}")
         out.append(ArtifactRecord.of(stage, "openvino", rel, "fp32", role=item.role, inference_precision="f32"))
+        if item.role == ROLE_DECODER_WITH_PAST:
+            say("making the OpenVINO decode step stateful (KV cache as state)")
+            rel = write_stateful(stage, stage / rel, f"openvino_{ROLE_DECODER_STATEFUL}", g.past_from_present(), g.ids)
+            out.append(
+                ArtifactRecord.of(stage, "openvino", rel, "fp32", role=ROLE_DECODER_STATEFUL, inference_precision="f32")
+            )
     return out
 
 

@@ -107,11 +107,11 @@ def decode(
     tokens = [token]
     result.first_token_seconds = clock() - t0
     mask = prompts.mask
-    names = _past_from_present(g)
+    names = {} if runner.keeps_cache else g.past_from_present()
     while len(tokens) < max_new_tokens and not done.all():
         t = clock()
         mask = np.concatenate([mask, np.ones((prompts.batch, 1), "int32")], axis=1)
-        feeds = {g.ids: token[:, None], g.mask: mask, **fixed, **{p: out[q] for p, q in names}}
+        feeds = {g.ids: token[:, None], g.mask: mask, **fixed, **{p: out[q] for p, q in names.items()}}
         out = runner.decode(feeds)
         logits = out["logits"][:, -1]
         token, done = sampler.next_token(logits, done, eos_id)
@@ -121,11 +121,6 @@ def decode(
         result.step_seconds.append(clock() - t)
     result.tokens = _pad(np.stack(tokens, axis=1), max_new_tokens, eos_id)
     return result
-
-
-def _past_from_present(g: GenerationSpec) -> list[tuple[str, str]]:
-    """``(past input, present output)`` name pairs: each step's ``present.*`` is the next step's past."""
-    return [(p, q) for i in range(g.num_layers) for p, q in zip(g.past(i), g.present(i))]
 
 
 def _decode_slots(runner, prompts: Prompts, max_new_tokens: int, eos_id: int, keep_logits: bool, sampler):
@@ -145,7 +140,7 @@ def _decode_slots(runner, prompts: Prompts, max_new_tokens: int, eos_id: int, ke
     tokens: list[list[int]] = [[] for _ in range(batch)]
     chosen_from: list[list[np.ndarray]] = [[] for _ in range(batch)]
     done = np.zeros(batch, bool)
-    names = _past_from_present(g)
+    names = {} if runner.keeps_cache else g.past_from_present()
     result = Generation(np.zeros((batch, 0), "int32"))
     t = t0
     while True:
@@ -164,7 +159,7 @@ def _decode_slots(runner, prompts: Prompts, max_new_tokens: int, eos_id: int, ke
         if min(len(r) for r in tokens) >= max_new_tokens or done.all():
             break
         t = clock()
-        out = runner.decode({g.ids: token[:, None], **fixed, **{p: out[q] for p, q in names}})
+        out = runner.decode({g.ids: token[:, None], **fixed, **{p: out[q] for p, q in names.items()}})
         logits = out["logits"][:, -1]
         slot += 1
     width = max(len(r) for r in tokens)

@@ -73,7 +73,12 @@ BENCH_COLUMNS = [
 
 
 def bench_table(report, width: int | None = None):
-    cols = [Column(h, p, j) for h, p, j, _ in BENCH_COLUMNS]
+    # a setting the rows differ in is never dropped to fit the terminal: rows would be told apart by nothing
+    varies = {
+        "batch": len({r.batch for r in report.rows}) > 1,
+        "prompt": len({r.prompt_length for r in report.rows}) > 1,
+    }
+    cols = [Column(h, 0 if varies.get(h) else p, j) for h, p, j, _ in BENCH_COLUMNS]
     rows = []
     for r in report.rows:
         if r.skipped or r.error:

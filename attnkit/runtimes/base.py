@@ -116,6 +116,9 @@ class Loadable(ABC):
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     #: tasks this backend cannot do, with the reason (shown once under a table and in ``env``)
     not_for: ClassVar[dict[str, str]] = {}
+    #: the backend whose forward runner runs this one's full model (the generation bench's recompute
+    #: baseline); None: this backend's own
+    full_model: ClassVar[str | None] = None
 
     def __init__(self, source: Source, precision: str = "fp32", threads: int | None = None):
         if precision not in self.precisions:
@@ -217,6 +220,9 @@ class StepRunner(Loadable):
     task = DECODE_STEP
     #: the generation artifact's role the runner reads (with ``needs``, its format)
     role: ClassVar[str] = ROLE_DECODER_WITH_PAST
+    #: the runner keeps the KV cache itself (a stateful model): ``prefill`` starts a new one, ``decode``
+    #: takes no ``past_key_values.*`` and returns no ``present.*``; the loop then hands none back
+    keeps_cache: ClassVar[bool] = False
 
     def __init__(self, source: Source, precision: str = "fp32", threads: int | None = None):
         super().__init__(source, precision, threads)
@@ -252,7 +258,8 @@ class StepRunner(Loadable):
 
     def decode(self, feeds):
         self._check_loaded()
-        self.check_cache(feeds)
+        if not self.keeps_cache:
+            self.check_cache(feeds)
         return self._decode(feeds)
 
     def _encode(self, feeds):
