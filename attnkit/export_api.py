@@ -353,7 +353,7 @@ def _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, pe
     if "openvino" in fmts:
         from .generation.export import write_openvino
 
-        records += write_openvino(stage, records, decoding.spec, say)
+        records += write_openvino(stage, records, decoding.spec, precisions, say)
     manifest.generation = section(decoding, records)
 
 
@@ -402,20 +402,29 @@ def _write_onnx(
 
 
 def _write_openvino(stage: Path, precisions, manifest: Manifest, say) -> None:
-    """OpenVINO IR of model.onnx, recorded for fp32 and, when asked, bf16 (one IR; precision is OpenVINO's
-    compile-time hint, see :mod:`attnkit.exporters.openvino`)."""
-    from .exporters.openvino import write_ir
+    """OpenVINO IR of model.onnx, recorded for fp32 and, when asked, bf16 and fp16 (one IR; precision is
+    OpenVINO's compile-time hint, see :mod:`attnkit.exporters.openvino`), each reduced one with the CPU
+    features that make it native."""
+    from .exporters.openvino import INT8_SCHEME, write_int8, write_ir
     from .exporters.precision import onnx_file
-    from .targets import OPENVINO_BF16_REQUIREMENT
+    from .targets import OPENVINO_BF16_REQUIREMENT, OPENVINO_FP16_REQUIREMENT
 
     say("converting model.onnx to OpenVINO IR")
     rel = write_ir(stage, stage / onnx_file("fp32"))
     manifest.artifacts.append(ArtifactRecord.of(stage, "openvino", rel, "fp32", inference_precision="f32"))
-    if "bf16" in precisions:
-        manifest.artifacts.append(
-            ArtifactRecord.of(
-                stage, "openvino", rel, "bf16", inference_precision="bf16", requires=OPENVINO_BF16_REQUIREMENT
+    for precision, hint, requires in (
+        ("bf16", "bf16", OPENVINO_BF16_REQUIREMENT),
+        ("fp16", "f16", OPENVINO_FP16_REQUIREMENT),
+    ):
+        if precision in precisions:
+            manifest.artifacts.append(
+                ArtifactRecord.of(stage, "openvino", rel, precision, inference_precision=hint, requires=requires)
             )
+    if "int8" in precisions:
+        say("compressing the OpenVINO IR's weights to int8 (NNCF, weight-only)")
+        rel8 = write_int8(stage, stage / rel, f"{rel}_int8")
+        manifest.artifacts.append(
+            ArtifactRecord.of(stage, "openvino", rel8, "int8", inference_precision="f32", **INT8_SCHEME)
         )
 
 

@@ -145,9 +145,19 @@ def package(
     spec = manifest.spec
     base = check_model_name(name if name is not None else spec.name.replace("/", "_"))
     result = PackageResult()
-    records = [a for a in manifest.artifacts if a.format in ("onnx", "savedmodel", "tensorrt", "openvino")]
+    # Triton's OpenVINO backend reads HINT_BF16 and nothing that asks for f16: an fp16 OpenVINO record would be
+    # served in the plugin's default precision under an fp16 name, so it is not packaged
+    servable = [a for a in manifest.artifacts if a.format in ("onnx", "savedmodel", "tensorrt", "openvino")]
+    records = records_ok(servable)
     if pick:
         records = [_picked_record(manifest, pick)]
+        if records[0] not in records_ok(servable):
+            raise AttnkitError(
+                f"the {pick} pick ({records[0].format} {records[0].precision}) cannot be served as picked: Triton's "
+                "OpenVINO backend has no f16 hint.",
+                flag="--pick",
+                hint="Package without --pick, or bench without fp16 and pick again.",
+            )
     if triton:
         repo = Path(triton)
         if repo.exists() and (not repo.is_dir() or not is_triton_repo(repo)) and not force:
@@ -197,6 +207,11 @@ def _platform_of(text: str) -> str:
         if key in text:
             return text.split(key)[1].split('"')[0]
     return "?"
+
+
+def records_ok(records: list) -> list:
+    """The records Triton can serve as they were measured (not an fp16 OpenVINO IR: see :func:`package`)."""
+    return [a for a in records if not (a.format == "openvino" and a.precision == "fp16")]
 
 
 def _picked_record(manifest, goal: str):

@@ -221,6 +221,16 @@ OPENVINO_BF16_REQUIREMENT = {
     "fix": "use fp32 here",
 }
 
+#: OpenVINO's CPU plugin computes f16 only with AVX512-FP16 (Sapphire Rapids and later; AMX-FP16 CPUs have it
+#: too); elsewhere the f16 hint compiles to f32 (measured on an AVX2-only EPYC with OpenVINO 2026.4, whose
+#: OPTIMIZATION_CAPABILITIES there list FP32 and INT8 only)
+OPENVINO_FP16_REQUIREMENT = {
+    "cpu_any": ["avx512_fp16"],
+    "what": "fp16 (OpenVINO)",
+    "otherwise": "OpenVINO runs it in f32 here, and its rows say so",
+    "fix": "use fp32 here",
+}
+
 
 def trt_requirement(target: str) -> dict:
     return {"gpu": target, "what": f"TensorRT plan for {target}", "otherwise": "cannot run (plans are per GPU)"}

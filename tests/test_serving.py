@@ -432,24 +432,27 @@ def test_openvino_ir_served_by_the_openvino_standin(serving_env, tmp_path):
     import attnkit
     from attnkit.serving.triton import TritonServer
 
-    exported = attnkit.export("encoder-tiny", tmp_path / "ov", formats="onnx,openvino", precision="fp32,bf16",
+    exported = attnkit.export("encoder-tiny", tmp_path / "ov", formats="onnx,openvino", precision="fp32,bf16,fp16,int8",
                               check=False)  # fmt: skip
     result = package(exported.out, triton=tmp_path / "repo")
     names = {m["name"]: m for m in result.triton}
     assert names["encoder-tiny_openvino"]["platform"] == "openvino"
+    # Triton's OpenVINO backend cannot ask for f16: no fp16 OpenVINO model is packaged under that name
+    assert "encoder-tiny_openvino_fp16" not in names and "encoder-tiny_openvino_int8" in names
     assert sorted(p.name for p in (tmp_path / "repo" / "encoder-tiny_openvino" / "1").iterdir()) == [
         "model.bin", "model.xml"]  # fmt: skip
     assert 'key: "HINT_BF16"' in (tmp_path / "repo" / "encoder-tiny_openvino_bf16" / "config.pbtxt").read_text()
     request = json.loads(Path(result.requests["triton"]).read_text())
     feeds = kserve_feeds(request)
-    with TritonServer(tmp_path / "repo", models=("encoder-tiny_openvino", "encoder-tiny_openvino_bf16"),
-                      env=serving_env) as server:  # fmt: skip
+    models = ("encoder-tiny_openvino", "encoder-tiny_openvino_bf16", "encoder-tiny_openvino_int8")
+    with TritonServer(tmp_path / "repo", models=models, env=serving_env) as server:
         server.start()
-        for model, props in (("encoder-tiny_openvino", {}), ("encoder-tiny_openvino_bf16",
-                                                            {"INFERENCE_PRECISION_HINT": "bf16"})):  # fmt: skip
+        for model, ir, props in (("encoder-tiny_openvino", "openvino", {}),
+                                 ("encoder-tiny_openvino_bf16", "openvino", {"INFERENCE_PRECISION_HINT": "bf16"}),
+                                 ("encoder-tiny_openvino_int8", "openvino_int8", {})):  # fmt: skip
             status, answer = http_json("POST", f"{server.http_url}/v2/models/{model}/infer", request)
             assert status == 200, answer
-            compiled = ov.Core().compile_model(str(exported.out / "openvino" / "model.xml"), "CPU",
+            compiled = ov.Core().compile_model(str(exported.out / ir / "model.xml"), "CPU",
                                                {"PERFORMANCE_HINT": "LATENCY", **props})  # fmt: skip
             expected = compiled(feeds)[compiled.output("hidden_states")]
             assert np.max(np.abs(kserve_outputs(answer)["hidden_states"] - expected)) <= ATOL, model

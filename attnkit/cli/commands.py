@@ -46,9 +46,10 @@ def models(seq: int, **kw):
     type=PRECISIONS,
     default="fp32",
     show_default=True,
-    help="Comma list of fp32, bf16, fp16, int8. SavedModels are traced under each TF policy (bf16 = "
+    help="Comma list of fp32, bf16, fp16, int8, q8, q4. SavedModels are traced under each TF policy (bf16 = "
     "mixed_bfloat16, fp16 = mixed_float16); ONNX is lowered on the graph (model.fp16.onnx, model.int8.onnx with "
-    "the --target's int8 scheme); plans are fp32/fp16.",
+    "the --target's int8 scheme, q8/q4 weight-only MatMulNBits); OpenVINO IR is one fp32 IR run under each precision hint, int8 a "
+    "weight-only IR (NNCF); plans are fp32/fp16.",
 )
 @click.option(
     "--opset",

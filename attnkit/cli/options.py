@@ -134,7 +134,7 @@ BACKEND_PRECISIONS = OptionGroup(
             type=PRECISIONS,
             default="fp32",
             show_default=True,
-            help="Comma list of precisions (fp32, bf16, fp16, int8) for backends that support them.",
+            help="Comma list of precisions (fp32, bf16, fp16, int8, q8, q4) for backends that support them.",
         ),
         click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for TensorFlow and ONNX Runtime."),
     ],  # fmt: skip

@@ -145,6 +145,22 @@ def streamed_weight_bytes(onnx_path: Path) -> int:
     return total
 
 
+def _streamed_bytes(source, fmt: str, precision: str) -> int | None:
+    """Weight bytes a decode step of the ``fmt``/``precision`` artifact streams (fp32 ONNX when nothing closer)."""
+    if fmt == "openvino":
+        from ..exporters.openvino import IR_XML
+        from ..exporters.openvino import streamed_weight_bytes as ir_bytes
+
+        record = source.generation.artifact(ROLE_DECODER_WITH_PAST, "openvino", precision)
+        if record is not None:
+            return ir_bytes(source.root / record.path / IR_XML)
+        precision = "fp32"
+    record = source.generation.artifact(ROLE_DECODER_WITH_PAST, "onnx", precision)
+    if record is None:
+        record = source.manifest.artifact("onnx", "fp32") if precision == "fp32" else None
+    return streamed_weight_bytes(source.root / record.path) if record is not None else None
+
+
 def _forward_runner(source, backend: str, precision: str):
     """The backend's own forward runner at ``precision`` for its full-recompute baseline (the registry's,
     as bench uses it), or None when the export has no artifact for it."""
@@ -201,17 +217,13 @@ def bench_generation(
     report = GenerationBenchReport(
         str(root), source.spec.name, seed, collect({"intra_op": threads}), {}, notes=unavailable_notes()
     )
-    fp32_onnx = source.manifest.artifact("onnx", "fp32")
     weight_bytes: dict[str, int] = {}
 
     def weights_of(name: str, precision: str) -> int | None:
-        key = precision if format_of(name) == "onnx" else "fp32"
+        fmt = format_of(name)
+        key = (fmt, precision) if fmt in ("onnx", "openvino") else ("onnx", "fp32")
         if key not in weight_bytes:
-            record = source.generation.artifact(ROLE_DECODER_WITH_PAST, "onnx", key)
-            path = source.root / record.path if record is not None else None
-            if path is None and fp32_onnx is not None and key == "fp32":
-                path = source.root / fp32_onnx.path
-            weight_bytes[key] = streamed_weight_bytes(path) if path else None
+            weight_bytes[key] = _streamed_bytes(source, *key)
         return weight_bytes[key]
 
     shapes = [(b, p, n) for b in batches for p in prompt_lengths for n in new_tokens]

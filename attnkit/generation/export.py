@@ -78,24 +78,30 @@ def write_onnx(
     return records
 
 
-def write_openvino(stage: Path, records: list[ArtifactRecord], g, say) -> list[ArtifactRecord]:
+def write_openvino(stage: Path, records: list[ArtifactRecord], g, precisions, say) -> list[ArtifactRecord]:
     """OpenVINO IR of the fp32 decode step (and seq2seq encoder), converted from their ONNX graphs as the
     forward IR is (:mod:`attnkit.exporters.openvino`): ``openvino_decoder_with_past/``, ``openvino_encoder/``;
-    and the stateful decoder made from the step's IR, the KV cache kept inside (``openvino_decoder_stateful/``,
-    optimum-intel's layout, :func:`attnkit.exporters.openvino.make_stateful`)."""
-    from ..exporters.openvino import write_ir, write_stateful
+    the stateful decoder made from the step's IR, the KV cache kept inside (``openvino_decoder_stateful/``,
+    optimum-intel's layout, :func:`attnkit.exporters.openvino.make_stateful`); with int8 asked, both decode
+    steps with NNCF's weight-only int8 (``..._int8/``; the encoder, run once a request, stays fp32)."""
+    from ..exporters.openvino import INT8_SCHEME, write_int8, write_ir, write_stateful
 
     out = []
+
+    def add(rel: str, role: str, precision: str = "fp32", **extra) -> None:
+        out.append(ArtifactRecord.of(stage, "openvino", rel, precision, role=role, inference_precision="f32", **extra))
+        if precision == "fp32" and role != ROLE_ENCODER and "int8" in precisions:
+            say(f"compressing {rel}'s weights to int8 (NNCF, weight-only)")
+            add(write_int8(stage, stage / rel, f"{rel}_int8"), role, "int8", **INT8_SCHEME)
+
     for item in [r for r in records if r.format == "onnx" and r.precision == "fp32"]:
         say(f"converting {item.path} to OpenVINO IR")
         rel = write_ir(stage, stage / item.path, f"openvino_{item.role}")
-        out.append(ArtifactRecord.of(stage, "openvino", rel, "fp32", role=item.role, inference_precision="f32"))
+        add(rel, item.role)
         if item.role == ROLE_DECODER_WITH_PAST:
             say("making the OpenVINO decode step stateful (KV cache as state)")
-            rel = write_stateful(stage, stage / rel, f"openvino_{ROLE_DECODER_STATEFUL}", g.past_from_present(), g.ids)
-            out.append(
-                ArtifactRecord.of(stage, "openvino", rel, "fp32", role=ROLE_DECODER_STATEFUL, inference_precision="f32")
-            )
+            stateful = f"openvino_{ROLE_DECODER_STATEFUL}"
+            add(write_stateful(stage, stage / rel, stateful, g.past_from_present(), g.ids), ROLE_DECODER_STATEFUL)
     return out
 
 
