@@ -44,7 +44,7 @@ def resolved_export(
     precisions = tuple(
         p for p in dict.fromkeys(precisions)
         if (p in TF_PRECISIONS and "savedmodel" in formats) or (p in ONNX_PRECISIONS and "onnx" in formats)
-        or (p in ("fp32", "bf16") and "openvino" in formats)
+        or (p in ("fp32", "bf16", "fp16", "int8") and "openvino" in formats)
     ) or ("fp32",)  # fmt: skip
     tmp = Path(tempfile.mkdtemp(prefix="attnkit-export-"))
     try:
