@@ -25,7 +25,8 @@ def pytest_collection_modifyitems(config, items):
     gpu_reason = None
     for item in items:
         if "slow" in item.keywords and not config.getoption("--runslow"):
-            item.add_marker(pytest.mark.skip(reason="slow (large preset); run with --runslow"))
+            why = item.get_closest_marker("slow").kwargs.get("reason", "large preset")
+            item.add_marker(pytest.mark.skip(reason=f"slow ({why}); run with --runslow"))
         if "gpu" in item.keywords:
             gpu_reason = gpu_reason or _gpu_reason() or ""
             if gpu_reason and not config.getoption("--check-gpu"):

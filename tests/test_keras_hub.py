@@ -67,7 +67,11 @@ def _keras_hub_greedy(path, ids, mask, lengths, n):
     return np.stack([tokens[b, k : k + n] for b, k in enumerate(lengths)])
 
 
-@pytest.fixture(scope="module", params=["gpt2", "opt", "llama3"])
+# OPT is GPT-2's shape (learned positions, MHA): checked with --runslow, so the suite stays near 10 minutes
+OPT = pytest.param("opt", marks=pytest.mark.slow(reason="OPT, a third keras-hub family shaped like GPT-2"))
+
+
+@pytest.fixture(scope="module", params=["gpt2", OPT, "llama3"])
 def hub_export(request, tmp_path_factory):
     family = request.param
     path = tmp_path_factory.mktemp("hub") / f"{family}.keras"

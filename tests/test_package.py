@@ -20,10 +20,21 @@ from attnkit.exporters.triton import check_config, check_model_name
 from attnkit.package import check_kserve_request, check_tfserving_request, kserve_request, package, tfserving_request
 
 
-@pytest.fixture(scope="module", params=["mha", "encoder-tiny", "decoder-small"])
+def _model(name: str, tmp_path_factory) -> str:
+    """A preset, or "decoder": a 2-layer causal LM saved to .keras (the decoder-small preset's export at every
+    precision is test_precision's; the plan and packaging logic is the same for any decoder)."""
+    if name != "decoder":
+        return name
+    from test_generation import _save
+
+    return str(_save(tmp_path_factory, "decoder", seed=31))
+
+
+@pytest.fixture(scope="module", params=["mha", "encoder-tiny", "decoder"])
 def packaged(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("pkg")
-    out = attnkit.export(request.param, root / "export", precision="fp32,int8", check=False).out
+    out = attnkit.export(_model(request.param, tmp_path_factory), root / "export", precision="fp32,int8",
+                         check=False).out  # fmt: skip
     result = package(out, triton=root / "triton", tfserving=root / "tfs", version=3)
     return out, root, result
 
