@@ -47,6 +47,12 @@ def _save(tmp_path_factory, family: str, seed: int):
     return path
 
 
+def preset_or_tiny(name: str, tmp_path_factory) -> str:
+    """A preset, or "decoder": a 2-layer causal LM saved to .keras, for tests whose logic is the same for any
+    decoder (the decoder-small preset's export at every precision is test_precision's)."""
+    return name if name != "decoder" else str(_save(tmp_path_factory, "decoder", seed=31))
+
+
 @pytest.fixture(scope="session")
 def lm_export(tmp_path_factory):
     """A 2-layer causal LM (.keras) exported with --generate in fp32, fp16 and int8, checked at export."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from google.protobuf import text_format
+from test_generation import preset_or_tiny
 from tritonclient.grpc import model_config_pb2 as mc
 
 import attnkit
@@ -20,20 +21,10 @@ from attnkit.exporters.triton import check_config, check_model_name
 from attnkit.package import check_kserve_request, check_tfserving_request, kserve_request, package, tfserving_request
 
 
-def _model(name: str, tmp_path_factory) -> str:
-    """A preset, or "decoder": a 2-layer causal LM saved to .keras (the decoder-small preset's export at every
-    precision is test_precision's; the plan and packaging logic is the same for any decoder)."""
-    if name != "decoder":
-        return name
-    from test_generation import _save
-
-    return str(_save(tmp_path_factory, "decoder", seed=31))
-
-
 @pytest.fixture(scope="module", params=["mha", "encoder-tiny", "decoder"])
 def packaged(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("pkg")
-    out = attnkit.export(_model(request.param, tmp_path_factory), root / "export", precision="fp32,int8",
+    out = attnkit.export(preset_or_tiny(request.param, tmp_path_factory), root / "export", precision="fp32,int8",
                          check=False).out  # fmt: skip
     result = package(out, triton=root / "triton", tfserving=root / "tfs", version=3)
     return out, root, result

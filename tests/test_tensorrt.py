@@ -8,6 +8,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
+from test_generation import preset_or_tiny
 
 import attnkit
 from attnkit.cli import cli
@@ -28,21 +29,11 @@ def target():
     return "sm89" if "sm89" in flavour.aot_targets else None
 
 
-def _model(name: str, tmp_path_factory) -> str:
-    """A preset, or "decoder": a 2-layer causal LM saved to .keras (the decoder-small preset's export at every
-    precision is test_precision's; the plan and packaging logic is the same for any decoder)."""
-    if name != "decoder":
-        return name
-    from test_generation import _save
-
-    return str(_save(tmp_path_factory, "decoder", seed=31))
-
-
 @pytest.fixture(scope="module", params=["mha", "encoder-tiny", "decoder"])
 def plans(request, tmp_path_factory):
     out = tmp_path_factory.mktemp("trt") / request.param
     return attnkit.export(
-        _model(request.param, tmp_path_factory),
+        preset_or_tiny(request.param, tmp_path_factory),
         out,
         formats="onnx,tensorrt",
         precision="fp32,fp16",
