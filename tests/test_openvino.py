@@ -214,3 +214,14 @@ def _stateful_ir_keeps_the_cache_inside(out, g):
         assert len(runner.step.request.query_state()) == 2 * g.num_layers
         assert runner.step.compiled.get_property("KV_CACHE_PRECISION").get_type_name() == "f32"
         assert runner.ran_as == "fp32"
+
+
+def test_bench_refuses_the_stateful_step_for_the_forward_pass(ov_export):
+    """openvino-stateful only decodes: bench (the forward pass) refuses it in one line naming --backends, why,
+    and the backends that do run the forward pass (openvino among them; no generation-only one)."""
+    from test_cli import assert_one_line_error, run
+
+    code, out = run("bench", str(ov_export.out), "--backends", "openvino-stateful")
+    assert_one_line_error(code, out, "--backends", "not a forward backend", "the forward pass: openvino")
+    valid = out.split("Valid:")[1]
+    assert "openvino," in valid and "openvino-stateful" not in valid and "onnxruntime-genai" not in valid

@@ -91,9 +91,9 @@ def runner_class(name: str, task: str = FORWARD) -> type[Loadable]:
         BackendError: unknown name, or a backend not registered for ``task``; the message lists the valid ones.
     """
     name = split_backend(name)[0]
-    valid = runner_names(task) if task != FORWARD else all_backends()
+    valid = runner_names(task)
     if task not in TASKS or name not in REGISTRY or task not in REGISTRY[name]:
-        what = "a backend" if task == FORWARD else f"a {task.replace('_', ' ')} backend"
+        what = "a backend" if name not in REGISTRY else f"a {task.replace('_', ' ')} backend"
         reason = f" ({why_not(name, task)})" if name in REGISTRY else ""
         raise BackendError(
             f"`{name}` is not {what}{reason}. Valid: {', '.join(valid)} "
