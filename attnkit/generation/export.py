@@ -88,11 +88,15 @@ def write_openvino(stage: Path, records: list[ArtifactRecord], g, precisions, sa
 
     out = []
 
-    def add(rel: str, role: str, precision: str = "fp32", **extra) -> None:
-        out.append(ArtifactRecord.of(stage, "openvino", rel, precision, role=role, inference_precision="f32", **extra))
-        if precision == "fp32" and role != ROLE_ENCODER and "int8" in precisions:
+    def add(rel: str, role: str) -> None:
+        """The fp32 IR's record and, for a decode step with int8 asked, its weight-only int8 IR's."""
+        out.append(ArtifactRecord.of(stage, "openvino", rel, "fp32", role=role, inference_precision="f32"))
+        if role != ROLE_ENCODER and "int8" in precisions:
             say(f"compressing {rel}'s weights to int8 (NNCF, weight-only)")
-            add(write_int8(stage, stage / rel, f"{rel}_int8"), role, "int8", **INT8_SCHEME)
+            rel8 = write_int8(stage, stage / rel, f"{rel}_int8")
+            out.append(
+                ArtifactRecord.of(stage, "openvino", rel8, "int8", role=role, inference_precision="f32", **INT8_SCHEME)
+            )
 
     for item in [r for r in records if r.format == "onnx" and r.precision == "fp32"]:
         say(f"converting {item.path} to OpenVINO IR")

@@ -48,9 +48,10 @@ def compile_ir(path, precision: str, threads: int | None = None, stateful: bool 
     ran_as = RAN_AS.get(took, took)
     if precision == "int8" and ran_as == "fp32":
         ran_as = "int8"  # int8 weights, decompressed and computed in f32 as asked (see exporters.openvino)
-    kv = compiled.get_property("KV_CACHE_PRECISION").get_type_name()
-    if stateful and RAN_AS.get(kv, kv) != RAN_AS.get(took, took):
-        ran_as += f" (kv-cache {kv})"
+    if stateful:  # the cache is read back only where there is one
+        kv = compiled.get_property("KV_CACHE_PRECISION").get_type_name()
+        if RAN_AS.get(kv, kv) != RAN_AS.get(took, took):
+            ran_as += f" (kv-cache {kv})"
     return compiled, ran_as
 
 
