@@ -45,7 +45,7 @@ def report() -> dict:
     except metadata.PackageNotFoundError:
         libraries["cuda-python"] = "not installed"
     from .machine import cpu_features, onednn_cap, tensorflow_features
-    from .targets import BF16_FEATURES, choose_int8, host_class
+    from .targets import BF16_FEATURES, choose_int8, host_class, openvino_runs
 
     flags, features, tf_features = cpu_flags(), cpu_features(), tensorflow_features()
     scheme, cap = choose_int8(features).name, onednn_cap()
@@ -65,9 +65,19 @@ def report() -> dict:
         reason = cls.unavailable_reason()
         for precision in cls.precisions:
             note = reason
-            if not note and precision == "bf16" and cls.needs == "openvino" and not set(BF16_FEATURES) & features:
-                note = "OpenVINO runs it in f32 here (no bf16 instructions); its rows say 'ran fp32'"
-            elif not note and precision == "bf16" and not set(BF16_FEATURES) & tf_features and cls.needs != "onnx":
+            ov_ran, ov_native = openvino_runs(precision, features)
+            if not note and cls.needs == "openvino" and not ov_native:
+                note = (
+                    f"OpenVINO runs it in f32 here (no {precision} instructions); its rows say 'ran fp32'"
+                    if ov_ran == "fp32"
+                    else f"OpenVINO emulates it here (no {precision} dot products): {precision} answers, not speed"
+                )
+            elif (
+                not note
+                and precision == "bf16"
+                and not set(BF16_FEATURES) & tf_features
+                and cls.needs not in ("onnx", "openvino")
+            ):
                 note = "runs, but this CPU has no bf16 instructions (emulated, slow)"
             if not note and precision == "int8" and cls.needs == "onnx":
                 note = (

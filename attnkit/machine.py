@@ -32,6 +32,7 @@ FEATURES = (
     "avx_vnni",
     "avx512_bf16",
     "avx512_fp16",
+    "avx_ne_convert",  # with AVX-VNNI-INT8: oneDNN's avx2_vnni_2, on which OpenVINO takes bf16 and f16
     "amx_tile",
     "amx_bf16",
     "amx_int8",
@@ -43,7 +44,7 @@ _ONEDNN_LEVELS = (
     ("AVX", set()),
     ("AVX2", {"avx2", "fma"}),
     ("AVX2_VNNI", {"avx2", "fma", "avx_vnni"}),
-    ("AVX2_VNNI_2", {"avx2", "fma", "avx_vnni"}),
+    ("AVX2_VNNI_2", {"avx2", "fma", "avx_vnni", "avx_ne_convert"}),
     ("AVX512_CORE", {"avx2", "fma", "avx512f", "avx512bw"}),
     ("AVX512_CORE_VNNI", {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"}),
     ("AVX512_CORE_BF16", {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"}),

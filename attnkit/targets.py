@@ -212,24 +212,43 @@ BF16_REQUIREMENT = {
     "otherwise": "correct but emulated and slow (no bf16 instructions)",
     "fix": "use fp32 or int8 here",
 }
-#: OpenVINO's CPU plugin does not emulate bf16: without the instructions it takes f32 instead (measured on an
-#: AVX2-only EPYC: INFERENCE_PRECISION_HINT bf16 compiles to f32); its rows say "ran fp32"
-OPENVINO_BF16_REQUIREMENT = {
-    "cpu_any": list(BF16_FEATURES),
-    "what": "bf16 (OpenVINO)",
-    "otherwise": "OpenVINO runs it in f32 here, and its rows say so",
-    "fix": "use fp32 here",
+#: How OpenVINO's CPU plugin takes a reduced-precision hint, after its own ``hasHardwareSupport``
+#: (src/plugins/intel_cpu/src/utils/precision_support.cpp): bf16 on any AVX-512 core CPU (oneDNN's
+#: ``avx512_core``: F, BW, VL and DQ; every CPU with BW has VL and DQ) and on AVX2-VNNI-2 CPUs (AVX-NE-CONVERT),
+#: f16 with AVX512-FP16 or AVX2-VNNI-2; anything else compiles to f32 (measured on an AVX2-only EPYC: the bf16
+#: and f16 hints read back f32). Taken without the dot-product instructions (``native``), the precision is
+#: emulated: its answers, not its speed.
+OPENVINO_PRECISIONS = {
+    "bf16": {"native": BF16_FEATURES, "taken": (("avx512f", "avx512bw"), ("avx_ne_convert",))},
+    "fp16": {"native": ("avx512_fp16",), "taken": (("avx512_fp16",), ("avx_ne_convert",))},
 }
 
-#: OpenVINO's CPU plugin computes f16 only with AVX512-FP16 (Sapphire Rapids and later; AMX-FP16 CPUs have it
-#: too); elsewhere the f16 hint compiles to f32 (measured on an AVX2-only EPYC with OpenVINO 2026.4, whose
-#: OPTIMIZATION_CAPABILITIES there list FP32 and INT8 only)
-OPENVINO_FP16_REQUIREMENT = {
-    "cpu_any": ["avx512_fp16"],
-    "what": "fp16 (OpenVINO)",
-    "otherwise": "OpenVINO runs it in f32 here, and its rows say so",
-    "fix": "use fp32 here",
-}
+
+def openvino_runs(precision: str, features) -> tuple[str, bool]:
+    """``(precision OpenVINO's CPU plugin computes in, natively?)`` for a ``precision`` hint on a CPU with
+    ``features`` (fp32 and int8, whose compute is f32, always natively)."""
+    rule = OPENVINO_PRECISIONS.get(precision)
+    if rule is None:
+        return precision, True
+    have = set(features)
+    if not any(set(need) <= have for need in rule["taken"]):
+        return "fp32", False
+    return precision, bool(set(rule["native"]) & have)
+
+
+def _openvino_requirement(precision: str) -> dict:
+    return {
+        "cpu_any": list(OPENVINO_PRECISIONS[precision]["native"]),
+        "what": f"{precision} (OpenVINO)",
+        "openvino": precision,  # mismatch() words the warning by what the plugin does on the running CPU
+        "otherwise": "OpenVINO runs it in f32 here, and its rows say so",
+        "emulated": f"OpenVINO emulates it here ({precision} answers, without the instructions that make it fast)",
+        "fix": "use fp32 here",
+    }
+
+
+OPENVINO_BF16_REQUIREMENT = _openvino_requirement("bf16")
+OPENVINO_FP16_REQUIREMENT = _openvino_requirement("fp16")
 
 
 def trt_requirement(target: str) -> dict:
@@ -267,9 +286,12 @@ def mismatch(record) -> str | None:
     have = machine.tensorflow_features() if req.get("runtime") == "tensorflow" else machine.cpu_features()
     if set(req["cpu_any"]) & have:
         return None
+    otherwise = req["otherwise"]
+    if "openvino" in req and openvino_runs(req["openvino"], have)[0] == req["openvino"]:
+        otherwise = req["emulated"]
     return (
         f"{record.path}: {req['what']} needs {' or '.join(req['cpu_any'])}; this machine is {machine.cpu().brand} "
-        f"({', '.join(sorted(have)) or 'no AVX2'}): {req['otherwise']}; {req.get('fix', '')}".rstrip("; ")
+        f"({', '.join(sorted(have)) or 'no AVX2'}): {otherwise}; {req.get('fix', '')}".rstrip("; ")
         + "."
     )
 

@@ -12,9 +12,6 @@ from conftest import rel_l2
 
 pytest.importorskip("openvino", reason="needs the openvino extra (pip install 'attnkit[openvino]')")
 
-BF16 = {"avx512_bf16", "amx_bf16"}
-FP16 = {"avx512_fp16"}  # OpenVINO's CPU plugin computes f16 with AVX512-FP16 only
-
 
 @pytest.fixture(scope="module")
 def ov_export(tmp_path_factory):
@@ -43,8 +40,8 @@ def test_ir_loaded_by_openvino_itself_matches_keras(ov_export):
 
 
 def test_int8_ir_is_weight_only_and_within_the_int8_tolerance(ov_export):
-    """OpenVINO itself loads the int8 IR (f32 compute forced, dynamic activation quantisation off, as the
-    runner compiles it): every MatMul weight is stored in 8 bits, and the answer is within int8's tolerance
+    """OpenVINO itself loads the int8 IR (f32 compute forced; dynamic activation quantisation off by the IR's
+    own runtime options): every MatMul weight is stored in 8 bits, and the answer is within int8's tolerance
     of Keras on inputs drawn here."""
     import openvino as ov
 
@@ -72,8 +69,9 @@ def test_int8_ir_is_weight_only_and_within_the_int8_tolerance(ov_export):
     assert sum(1 for w in weights if w) >= 4 and all("u8" in w and "f32" not in w for w in weights if w), weights
     feeds = source.spec.sample_feeds(3, 29, seed=2027)
     expected = np.asarray(source.keras_model(feeds, training=False)["hidden_states"])
-    config = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
-    compiled = ov.Core().compile_model(str(xml), "CPU", config)
+    # only f32 asked, as a user's script would: the IR itself turns dynamic activation quantisation off
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE") == 0
     got = compiled(feeds)[compiled.output("hidden_states")]
     fp32_error = rel_l2(expected, ov.Core().compile_model(str(ov_export.out / "openvino" / "model.xml"), "CPU",
                         {"INFERENCE_PRECISION_HINT": "f32"})(feeds)[0])  # fmt: skip
@@ -81,18 +79,18 @@ def test_int8_ir_is_weight_only_and_within_the_int8_tolerance(ov_export):
 
 
 def test_each_row_says_the_precision_openvino_ran(ov_export):
+    """The precision read back from the compiled model is the one OpenVINO's rule predicts for this CPU's
+    flags (bf16 on AVX-512 or AVX2-VNNI-2, f16 with AVX512-FP16 or AVX2-VNNI-2, else f32), and the row says it."""
     from attnkit.machine import cpu_features
     from attnkit.runtimes.base import Source
     from attnkit.runtimes.registry import get_runner
+    from attnkit.targets import openvino_runs
 
-    native_bf16 = bool(BF16 & set(cpu_features()))
     with get_runner("openvino")(Source(ov_export.out), "fp32") as fp32:
         assert fp32.ran_as == "fp32"  # forced: OpenVINO's own default would pick bf16 on bf16 CPUs
-    with get_runner("openvino")(Source(ov_export.out), "bf16") as bf16:
-        assert bf16.ran_as == ("bf16" if native_bf16 else "fp32")  # never a silent relabel
-    native_fp16 = bool(FP16 & set(cpu_features()))
-    with get_runner("openvino")(Source(ov_export.out), "fp16") as fp16:
-        assert fp16.ran_as == ("fp16" if native_fp16 else "fp32")
+    for precision in ("bf16", "fp16"):
+        with get_runner("openvino")(Source(ov_export.out), precision) as runner:
+            assert runner.ran_as == openvino_runs(precision, cpu_features())[0]  # never a silent relabel
     with get_runner("openvino")(Source(ov_export.out), "int8") as int8:
         assert int8.ran_as == "int8"  # int8 weights, f32 compute (the property read back says f32)
         assert int8.model.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
@@ -100,23 +98,28 @@ def test_each_row_says_the_precision_openvino_ran(ov_export):
 
 def test_an_openvino_precision_the_cpu_lacks_is_a_warning(ov_export):
     """bf16/fp16 IR records carry the CPU features that make them native; where they are missing, verify and
-    bench warn (not an error: OpenVINO then computes in f32 and the row says so)."""
+    bench warn (not an error), saying what OpenVINO does instead on this CPU: f32 (the row says so) or an
+    emulation of the asked precision."""
     from attnkit.machine import cpu_features
     from attnkit.runtimes.base import Source
     from attnkit.runtimes.registry import hardware_warnings
+    from attnkit.targets import openvino_runs
 
     have = set(cpu_features())
     warnings = hardware_warnings(Source(ov_export.out), [("openvino", "bf16"), ("openvino", "fp16")])
-    for precision, native in (("bf16", BF16 & have), ("fp16", FP16 & have)):
+    for precision in ("bf16", "fp16"):
+        ran, native = openvino_runs(precision, have)
         line = warnings.get(("openvino", precision))
-        assert (line is None) == bool(native), (precision, line)
+        assert (line is None) == native, (precision, line)
         if line:
-            assert "OpenVINO runs it in f32 here" in line[0] and not line[1]  # answers unaffected
+            said = "OpenVINO runs it in f32 here" if ran == "fp32" else "OpenVINO emulates it here"
+            assert said in line[0] and not line[1]  # answers unaffected
 
 
 def test_bench_json_records_the_precision_as_run(ov_export, tmp_path):
     from attnkit.benchmark.harness import StoppingRule
     from attnkit.machine import cpu_features
+    from attnkit.targets import openvino_runs
     from attnkit.workflow import bench
 
     report = bench(
@@ -125,8 +128,8 @@ def test_bench_json_records_the_precision_as_run(ov_export, tmp_path):
     )  # fmt: skip
     rows = {m["precision"]: m for m in report.to_dict()["measurements"]}
     assert rows["fp32"]["ran_as"] == "fp32" and rows["fp32"]["agrees"]
-    assert rows["bf16"]["ran_as"] == ("bf16" if BF16 & set(cpu_features()) else "fp32")
-    assert rows["fp16"]["ran_as"] == ("fp16" if FP16 & set(cpu_features()) else "fp32") and rows["fp16"]["agrees"]
+    assert rows["bf16"]["ran_as"] == openvino_runs("bf16", cpu_features())[0]
+    assert rows["fp16"]["ran_as"] == openvino_runs("fp16", cpu_features())[0] and rows["fp16"]["agrees"]
 
 
 def test_an_ir_changed_after_export_fails_the_integrity_check(ov_export, tmp_path):
@@ -196,11 +199,17 @@ def _int8_steps_stream_a_quarter_and_agree(result):
         for p in ("fp32", "int8")
     ]
     assert 3.0 < sizes[0] / sizes[1] <= 4.0, sizes
+    import openvino as ov
+
+    for role in ("decoder_with_past", "decoder_stateful"):  # compiled with OpenVINO's defaults: f32 activations
+        xml = result.out / section.artifact(role, "openvino", "int8").path / "model.xml"
+        assert ov.Core().compile_model(str(xml), "CPU").get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE") == 0
 
 
 def _stateful_ir_keeps_the_cache_inside(out, g):
     """OpenVINO itself reads the stateful IR: no past/present among its inputs/outputs, one state per cache
-    tensor, and under attnkit's runner that state is held in f32 (OpenVINO's own default is u8)."""
+    tensor, and that state is held in f32 (OpenVINO's own default is u8) under attnkit's runner and under
+    OpenVINO's defaults (the IR pins it)."""
     import openvino as ov
 
     from attnkit.runtimes.base import Source
@@ -214,6 +223,9 @@ def _stateful_ir_keeps_the_cache_inside(out, g):
         assert len(runner.step.request.query_state()) == 2 * g.num_layers
         assert runner.step.compiled.get_property("KV_CACHE_PRECISION").get_type_name() == "f32"
         assert runner.ran_as == "fp32"
+    # a consumer compiling with OpenVINO's defaults (Triton's backend, OpenVINO GenAI) gets the f32 cache too
+    default = ov.Core().compile_model(str(out / "openvino_decoder_stateful" / "model.xml"), "CPU")
+    assert default.get_property("KV_CACHE_PRECISION").get_type_name() == "f32"
 
 
 def test_bench_refuses_the_stateful_step_for_the_forward_pass(ov_export):
@@ -225,3 +237,14 @@ def test_bench_refuses_the_stateful_step_for_the_forward_pass(ov_export):
     assert_one_line_error(code, out, "--backends", "not a forward backend", "the forward pass: openvino")
     valid = out.split("Valid:")[1]
     assert "openvino," in valid and "openvino-stateful" not in valid and "onnxruntime-genai" not in valid
+
+
+def test_export_names_the_shared_ir_once(tmp_path):
+    """fp32 and bf16 share one IR: the export's last line names each written path once."""
+    from test_cli import run
+
+    code, output = run("export", "mha", "--format", "onnx,openvino", "--precision", "fp32,bf16", "--no-check",
+                       "--out", tmp_path / "out")  # fmt: skip
+    assert code == 0, output
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("exported ") and last.count("openvino") == 1 and "model.onnx" in last, last

@@ -66,6 +66,35 @@ def test_host_target_follows_the_machine(features, cpu_class, scheme):
     assert (t.cpu_class, t.int8.name) == (cpu_class, scheme)
 
 
+@pytest.mark.parametrize(
+    "features,bf16,fp16",
+    [
+        (AVX2, ("fp32", False), ("fp32", False)),  # measured here: both hints read back f32
+        (AVX2_VNNI, ("fp32", False), ("fp32", False)),
+        (AVX2_VNNI | {"avx_ne_convert"}, ("bf16", False), ("fp16", False)),  # oneDNN avx2_vnni_2
+        (SKYLAKE, ("bf16", False), ("fp32", False)),  # avx512_core: OpenVINO takes bf16 and emulates it
+        (ZEN4, ("bf16", True), ("fp32", False)),
+        (AMX | {"avx512_fp16"}, ("bf16", True), ("fp16", True)),  # Sapphire Rapids
+    ],
+)
+def test_openvino_precision_rule_per_cpu_class(monkeypatch, features, bf16, fp16):
+    """OpenVINO's own rule (precision_support.cpp) per class; the warning says what the plugin does there:
+    nothing where native, "emulates" where it takes the hint without the instructions, "f32" where it does
+    not take it. test_openvino checks the rule against the plugin on the machine that runs the suite."""
+    assert targets.openvino_runs("bf16", features) == bf16
+    assert targets.openvino_runs("fp16", features) == fp16
+    assert targets.openvino_runs("fp32", features) == ("fp32", True)
+    _pretend(monkeypatch, features)
+    for precision, (ran, native), req in (
+        ("bf16", bf16, targets.OPENVINO_BF16_REQUIREMENT),
+        ("fp16", fp16, targets.OPENVINO_FP16_REQUIREMENT),
+    ):
+        line = targets.mismatch(ArtifactRecord("openvino", "openvino", precision, extra={"requires": req}))
+        assert (line is None) == native, line
+        if line:
+            assert ("emulates it here" in line) == (ran == precision) and ("in f32 here" in line) == (ran == "fp32")
+
+
 def test_unknown_target_is_refused_with_the_valid_ones():
     with pytest.raises(AttnkitError, match=r"target.*cpu-avx512-vnni.*sm89"):
         targets.resolve("cpu-avx1024")

@@ -107,7 +107,7 @@ def export(model, out, **options):
         _console().print(agreement_table(result.report, _console().width))
         _print_generation(result.report)
         _warn(result.report.warnings)
-    paths = [a.path for a in result.manifest.all_artifacts()]
+    paths = list(dict.fromkeys(a.path for a in result.manifest.all_artifacts()))  # one IR serves fp32 and bf16
     click.echo(f"exported {', '.join(paths)} to {result.out}")
 
 

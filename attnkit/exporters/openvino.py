@@ -39,6 +39,18 @@ def write_ir(stage: Path, onnx_path: Path, rel_dir: str = IR_DIR) -> str:
     return rel_dir
 
 
+def pin_runtime_options(model, **options) -> None:
+    """Write ``options`` into the IR's ``runtime_options``, which OpenVINO's core applies when it compiles the
+    model without them being asked (as optimum-intel and OpenVINO GenAI pin a cache precision). OpenVINO
+    honours only some keys there: ``KV_CACHE_PRECISION`` and ``DYNAMIC_QUANTIZATION_GROUP_SIZE`` (measured with
+    OpenVINO 2026.4: both read back from a model compiled with no config; ``PERFORMANCE_HINT`` and
+    ``EXECUTION_MODE_HINT`` did not), so the inference precision is not among them. Pinned, a consumer that
+    compiles with its own defaults (Triton's OpenVINO backend, OpenVINO GenAI, a user's script) gets the
+    cache and the activations attnkit verified, not OpenVINO's u8 cache or on-the-fly int8 activations."""
+    for key, value in options.items():
+        model.set_rt_info(str(value), ["runtime_options", key])
+
+
 #: the stateful decoder's extra input: which row of the cache each row continues from (optimum-intel's name)
 BEAM_IDX = "beam_idx"
 
@@ -89,6 +101,7 @@ def write_stateful(stage: Path, step_dir: Path, rel_dir: str, pairs: dict[str, s
     """The stateful decoder (:func:`make_stateful`) of the step IR in ``step_dir``, saved as ``rel_dir/model.xml``."""
     ov = require()
     model = make_stateful(ov.Core().read_model(str(step_dir / IR_XML)), pairs, batch_input)
+    pin_runtime_options(model, KV_CACHE_PRECISION="f32")  # OpenVINO's default u8 cache: rel L2 1.45e-3
     (stage / rel_dir).mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(stage / rel_dir / IR_XML), compress_to_fp16=False)
     return rel_dir
@@ -107,13 +120,15 @@ def write_int8(stage: Path, fp32_dir: Path, rel_dir: str) -> str:
     with the overflow fix, 0.042 with SmoothQuant too, 0.048 with the attention and FFN-out MatMuls left in
     f32: all above the int8 tolerance of 0.03) and slower than f32 there; weight-only int8 was 0.016 (0.0068
     on encoder-tiny). The step of a decoder is weight-bandwidth-bound: decoder-small's stateful step ran
-    2.15 against 4.25 ms a token in f32, 99 % of its tokens identical. The compute stays f32 (the runner
-    turns OpenVINO's dynamic activation quantisation off), so the answers are the same on every CPU.
+    2.15 against 4.25 ms a token in f32, 99 % of its tokens identical. The compute stays f32 (OpenVINO's
+    dynamic activation quantisation is off, pinned in the IR and asked by the runner), so the answers are the
+    same on every CPU and in every consumer.
     """
     import nncf
 
     ov = require()
     model = nncf.compress_weights(ov.Core().read_model(str(fp32_dir / IR_XML)), mode=nncf.CompressWeightsMode.INT8_ASYM)
+    pin_runtime_options(model, DYNAMIC_QUANTIZATION_GROUP_SIZE=0)  # f32 compute wherever it is compiled
     (stage / rel_dir).mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(stage / rel_dir / IR_XML), compress_to_fp16=False)
     return rel_dir

@@ -2,10 +2,11 @@
 
 OpenVINO's CPU plugin picks its own inference precision when left alone (bf16 on CPUs with AMX or
 avx512_bf16, silently). attnkit never leaves it alone: fp32 forces ``f32``; bf16 asks for ``bf16``, fp16 for
-``f16`` (native with AVX512-FP16 only). After
-compiling, the runner reads back ``INFERENCE_PRECISION_HINT`` and reports it as :attr:`ran_as`, so a row
-that asked for bf16 on a CPU without bf16 (the plugin then runs f32, measured on an AVX2-only EPYC) says
-so, and a row that computed in bf16 is never labelled fp32.
+``f16``. The plugin takes those hints where its own rule allows (bf16 on any AVX-512 CPU, emulated without
+avx512_bf16/AMX; f16 with AVX512-FP16; see :func:`attnkit.targets.openvino_runs`) and otherwise compiles
+f32. After compiling, the runner reads back ``INFERENCE_PRECISION_HINT`` and reports it as :attr:`ran_as`,
+so a row that asked for bf16 on a CPU that ran f32 (measured on an AVX2-only EPYC) says so, and a row that
+computed in bf16 is never labelled fp32.
 """
 
 from __future__ import annotations
