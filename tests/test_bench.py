@@ -209,6 +209,38 @@ def test_peaks_come_from_the_best_installed_kernel():
     assert peaks["library"] == max(figures, key=figures.get) and peaks["gflops"] == max(figures.values())
 
 
+def test_no_row_is_above_its_peak():
+    """A whole model that beats every calibrated matmul (OpenVINO's fused bf16 graph did on the AMX Xeon) sets
+    its precision's peak itself and is named for it; rows below a peak keep theirs; each row's % is against
+    the precision it really ran in."""
+    from attnkit.benchmark.results import BenchReport, Measurement
+    from attnkit.benchmark.run import _derive
+    from attnkit.benchmark.stats import Latency
+
+    def row(backend, precision, p50_ms, ran_as=None):
+        lat = Latency.from_ns([int(p50_ms * 1e6)] * 3)
+        return Measurement(backend, precision, 8, 128, latency=lat, flops=int(200e9), ran_as=ran_as)
+
+    calibration = {"float32": {"gflops": 300.0, "library": "openvino"}, "bfloat16": {"gflops": 1000.0}}
+    rows = [
+        row("keras", "fp32", 2000),
+        row("onnxruntime", "fp32", 800),
+        row("openvino", "bf16", 160),
+        row("openvino", "fp16", 100, ran_as="fp32"),
+    ]  # fmt: skip  (1250 GFLOP/s bf16; 2000 as fp32)
+    report = BenchReport("w", {}, {}, calibration, rows)
+    _derive(report)
+    pct = {(m.backend, m.precision): m.pct_of_peak for m in report.measurements}
+    assert max(pct.values()) == pytest.approx(100.0) and all(v <= 100.0 + 1e-9 for v in pct.values())
+    bf16 = report.calibration["bfloat16"]
+    assert bf16["gflops"] == pytest.approx(1250.0) and bf16["matmul_gflops"] == 1000.0
+    assert "openvino bf16 8x128" in bf16["library"]
+    fp32 = report.calibration["float32"]  # raised by the fp16 row that ran fp32, not by the bf16 one
+    assert fp32["gflops"] == pytest.approx(2000.0) and "openvino fp16" in fp32["library"]
+    assert pct[("onnxruntime", "fp32")] == pytest.approx(100 * 250 / 2000)
+    assert report.measurements[1].speedup == pytest.approx(2.5)
+
+
 def run(*args):
     result = CliRunner().invoke(cli, list(map(str, args)))
     return result.exit_code, result.output
