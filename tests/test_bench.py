@@ -226,8 +226,10 @@ def test_no_row_is_above_its_peak():
         row("keras", "fp32", 2000),
         row("onnxruntime", "fp32", 800),
         row("openvino", "bf16", 160),
-        row("openvino", "fp16", 100, ran_as="fp32"),
-    ]  # fmt: skip  (1250 GFLOP/s bf16; 2000 as fp32)
+        row("openvino", "fp16", 100, ran_as="fp32"),  # 1250 GFLOP/s bf16 above; 2000 as fp32 here
+        row("openvino", "int8", 400),
+    ]
+    rows[-1].computes_in = "fp32"  # weight-only int8: against the fp32 peak (there is no int8 one here)
     report = BenchReport("w", {}, {}, calibration, rows)
     _derive(report)
     pct = {(m.backend, m.precision): m.pct_of_peak for m in report.measurements}
@@ -238,6 +240,7 @@ def test_no_row_is_above_its_peak():
     fp32 = report.calibration["float32"]  # raised by the fp16 row that ran fp32, not by the bf16 one
     assert fp32["gflops"] == pytest.approx(2000.0) and "openvino fp16" in fp32["library"]
     assert pct[("onnxruntime", "fp32")] == pytest.approx(100 * 250 / 2000)
+    assert pct[("openvino", "int8")] == pytest.approx(100 * 500 / 2000)
     assert report.measurements[1].speedup == pytest.approx(2.5)
 
 

@@ -123,13 +123,15 @@ def test_bench_json_records_the_precision_as_run(ov_export, tmp_path):
     from attnkit.workflow import bench
 
     report = bench(
-        str(ov_export.out), backends=["openvino"], precisions=("fp32", "bf16", "fp16"), batch_sizes="2", seq_lens="16",
+        str(ov_export.out), backends=["openvino"], precisions=("fp32", "bf16", "fp16", "int8"), batch_sizes="2", seq_lens="16",
         rule=StoppingRule(0.0, 3, 0.05), calibrate=False, baseline=False,
     )  # fmt: skip
     rows = {m["precision"]: m for m in report.to_dict()["measurements"]}
     assert rows["fp32"]["ran_as"] == "fp32" and rows["fp32"]["agrees"]
     assert rows["bf16"]["ran_as"] == openvino_runs("bf16", cpu_features())[0]
     assert rows["fp16"]["ran_as"] == openvino_runs("fp16", cpu_features())[0] and rows["fp16"]["agrees"]
+    # weight-only int8: labelled int8, its matmuls in f32 (the peak it is measured against)
+    assert (rows["int8"]["ran_as"], rows["int8"]["computes_in"]) == ("int8", "fp32") and rows["int8"]["agrees"]
 
 
 def test_an_ir_changed_after_export_fails_the_integrity_check(ov_export, tmp_path):

@@ -28,6 +28,8 @@ class Measurement:
     error: str | None = None
     #: the precision the backend reported computing in, when it differs from ``precision`` (OpenVINO)
     ran_as: str | None = None
+    #: the arithmetic the matmuls ran in, when not ``ran_as`` (OpenVINO's weight-only int8: fp32); its peak applies
+    computes_in: str | None = None
     #: agreement with eager fp32 Keras on this row's own inputs, on this machine (MLPerf's rule: a
     #: speed counts only for answers that agree): passed, rel_l2, cosine, max_abs, tolerance, failures
     agreement: dict[str, Any] | None = None
@@ -64,6 +66,7 @@ class Measurement:
             "backend": self.backend,
             "precision": self.precision,
             "ran_as": self.ran_as or self.precision,
+            "computes_in": self.computes_in or self.ran_as or self.precision,
             "batch": self.batch,
             "seq": self.seq,
             "status": self.status,

@@ -294,7 +294,8 @@ def _run_backend(source, name, precision, threads, feeds, reference, rule, say) 
         runner.load()
         for b, s in shapes:
             say(f"measuring {runner.label} batch {b} seq {s}")
-            m = Measurement(name, precision, b, s, ran_as=runner.ran_as if runner.ran_as != precision else None)
+            m = Measurement(name, precision, b, s, ran_as=runner.ran_as if runner.ran_as != precision else None,
+                            computes_in=runner.computes_in)  # fmt: skip
             try:
                 m.agreement = _agreement(reference[(b, s)], runner.infer(feeds[(b, s)]), precision)
                 m.latency = measure(lambda f=feeds[(b, s)]: runner.infer(f), rule)
@@ -326,7 +327,11 @@ def _derive(report: BenchReport) -> None:
     for m in report.measurements:
         if m.latency and (m.batch, m.seq) in base:
             m.speedup = base[(m.batch, m.seq)] / m.latency.mean
-    ran = [(m, peaks.get(m.ran_as or m.precision, "")) for m in report.measurements if m.latency and m.gflops]
+    ran = [
+        (m, peaks.get(m.computes_in or m.ran_as or m.precision, ""))
+        for m in report.measurements
+        if m.latency and m.gflops
+    ]
     for dtype, peak in report.calibration.items():  # the peak is the machine's best measured figure
         top = max((m for m, d in ran if d == dtype), key=lambda m: m.gflops, default=None)
         if peak.get("gflops") and top is not None and top.gflops > peak["gflops"]:
@@ -335,6 +340,6 @@ def _derive(report: BenchReport) -> None:
             peak["matmul_gflops"], peak["gflops"] = peak["gflops"], top.gflops
             peak["library"] = f"{top.backend} {top.precision} {top.batch}x{top.seq}, above every matmul"
     for m, dtype in ran:
-        peak = report.calibration.get(dtype, {}).get("gflops")  # the precision as it ran
+        peak = report.calibration.get(dtype, {}).get("gflops")  # the arithmetic as it ran
         if peak:
             m.pct_of_peak = 100.0 * m.gflops / peak

@@ -131,6 +131,9 @@ class Loadable(ABC):
         #: the precision the backend really computes in, as it reports it after load (OpenVINO may not take
         #: what was asked); rows are labelled with it when it differs
         self.ran_as = precision
+        #: the arithmetic its matmuls run in, when not ``ran_as``'s (weight-only int8 decompresses to f32): the
+        #: peak a row is measured against
+        self.computes_in: str | None = None
         self.threads = threads
         self.loaded = False
 

@@ -91,6 +91,8 @@ class OpenVINORunner(Runner):
     def _load(self) -> None:
         self.model = _Compiled(self.source.path("openvino", self.precision), self.precision, self.threads)
         self.ran_as = self.model.ran_as
+        if self.precision == "int8":
+            self.computes_in = "fp32"  # int8 weights, decompressed: f32 arithmetic
 
     def _infer(self, feeds):
         return self.model(feeds)
