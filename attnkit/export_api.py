@@ -351,9 +351,10 @@ def _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, pe
         records += write_onnx(stage, decoding, precisions, target or resolve_target(), per_channel, fuse, opset, say)
         records += write_genai(stage, decoding, records, say)
     if "openvino" in fmts:
+        from .exporters.genai import end_token_id
         from .generation.export import write_openvino
 
-        records += write_openvino(stage, records, decoding.spec, precisions, say)
+        records += write_openvino(stage, records, decoding.spec, precisions, say, end_token_id(decoding.model))
     manifest.generation = section(decoding, records)
 
 

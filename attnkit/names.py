@@ -34,7 +34,8 @@ ROLE_SIGNATURES = "signatures"  # the generation signatures inside savedmodel/1
 ROLE_DECODER_WITH_PAST = "decoder_with_past"  # the decode step with a KV cache (prefill = empty past)
 ROLE_ENCODER = "encoder"  # the seq2seq encoder: source -> cross-attention keys/values
 ROLE_DECODER_STATEFUL = "decoder_stateful"  # the decode step keeping its KV cache inside (OpenVINO state)
-GENERATION_ROLES = (ROLE_SIGNATURES, ROLE_DECODER_WITH_PAST, ROLE_ENCODER, ROLE_DECODER_STATEFUL)
+ROLE_DECODER_GENAI = "decoder_genai"  # the stateful decoder in OpenVINO GenAI's layout (LLMPipeline's directory)
+GENERATION_ROLES = (ROLE_SIGNATURES, ROLE_DECODER_WITH_PAST, ROLE_ENCODER, ROLE_DECODER_STATEFUL, ROLE_DECODER_GENAI)
 
 # SavedModel signature names (TF Serving serves them by these names).
 SERVING_DEFAULT = "serving_default"

@@ -208,3 +208,20 @@ def test_bart_seq2seq_is_token_exact_against_keras_hub_generate(bart_export):
               encoder_token_ids=tf.constant(src), encoder_padding_mask=tf.constant(src_mask),
               max_new_tokens=tf.constant(n), eos_id=tf.constant(-1))["output_ids"].numpy()  # fmt: skip
     np.testing.assert_array_equal(got, expected)
+
+
+def test_openvino_stateful_and_genai_on_keras_hub_llama3(tmp_path):
+    """keras-hub Llama 3 (GQA, rotary, positions by cache slot) through OpenVINO: the step IR, the stateful
+    decoder, and OpenVINO GenAI's LLMPipeline on its layout (an attention_mask it may set and the graph
+    ignores) — every token of a ragged batch equal to eager full recompute, the step logits within fp32's."""
+    pytest.importorskip("openvino_genai", reason="needs the openvino extra (pip install 'attnkit[openvino]')")
+    path = tmp_path / "llama3.keras"
+    _build("llama3", seed=SEEDS["llama3"]).save(path)
+    result = attnkit.export(str(path), tmp_path / "out", formats="onnx,openvino", generate=True)
+    report = result.report.generation
+    assert report.batch > 1 and len(set(report.prompt_lengths)) > 1 and report.max_new_tokens >= 32
+    checks = {c.label: c for c in report.checks}
+    for label in ("openvino", "openvino-stateful", "openvino-genai/generate"):
+        c = checks[label]
+        assert c.passed and c.token_match == 1.0 and c.first_mismatch is None, (label, c)
+    assert checks["openvino-stateful"].rel_l2 < 1e-5

@@ -184,6 +184,28 @@ def test_openvino_decode_step_is_token_exact(family, tmp_path_factory):
     _stateful_ir_keeps_the_cache_inside(result.out, result.manifest.generation.spec)
     if family == "decoder":  # int8 steps: one family is enough (the same code path)
         _int8_steps_stream_a_quarter_and_agree(result)
+        _genai_layout_is_what_llmpipeline_reads(result)
+    else:
+        assert ("decoder_genai", "openvino") not in roles  # GenAI's LLMPipeline is decoder-only
+
+
+def _genai_layout_is_what_llmpipeline_reads(result):
+    """OpenVINO GenAI's LLMPipeline (its own loop) gave every token of the ragged batch, fp32 and int8 as the
+    stateful step did; the directory has GenAI's names and types and shares the stateful IR's weights."""
+    import openvino as ov
+
+    checks = {c.label: c for c in result.report.generation.checks}
+    assert checks["openvino-genai/generate"].passed and checks["openvino-genai/generate"].token_match == 1.0
+    assert checks["openvino-genai/generate[int8]"].token_match == checks["openvino-stateful[int8]"].token_match
+    section = result.manifest.generation
+    genai = result.out / section.artifact("decoder_genai", "openvino").path
+    assert sorted(p.name for p in genai.iterdir()) == ["generation_config.json", "openvino_model.bin",
+                                                      "openvino_model.xml"]  # fmt: skip
+    model = ov.Core().read_model(str(genai / "openvino_model.xml"))
+    types = {next(iter(i.get_names())): i.get_element_type().get_type_name() for i in model.inputs}
+    assert types == {"input_ids": "i64", "attention_mask": "i64", "beam_idx": "i32"}, types
+    stateful = result.out / section.artifact("decoder_stateful", "openvino").path / "model.bin"
+    assert (genai / "openvino_model.bin").stat().st_ino == stateful.stat().st_ino  # one copy of the weights
 
 
 def _int8_steps_stream_a_quarter_and_agree(result):

@@ -107,6 +107,71 @@ def write_stateful(stage: Path, step_dir: Path, rel_dir: str, pairs: dict[str, s
     return rel_dir
 
 
+#: OpenVINO GenAI's file names in a model directory (``openvino_genai.LLMPipeline(DIR, "CPU")``)
+GENAI_XML = "openvino_model.xml"
+GENAI_CONFIG = "generation_config.json"
+
+
+def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: int) -> str:
+    """The stateful decoder in OpenVINO GenAI's layout, saved as ``rel_dir/openvino_model.xml`` with a
+    ``generation_config.json``: the directory ``openvino_genai.LLMPipeline`` loads (no tokenizer: it is fed
+    token ids, ``TokenizedInputs``).
+
+    GenAI drives a stateful model by fixed names and types: ``input_ids`` and ``attention_mask`` (i64, the
+    mask over past and new tokens, which is what attnkit's step takes as ``padding_mask``), ``beam_idx``
+    (i32), ``logits``. The step's inputs are renamed and given i64 tensors by OpenVINO's own
+    PrePostProcessor (a Convert in the graph); a keras-hub step (positions by cache slot) takes no mask, so
+    an ``attention_mask`` GenAI can set and the graph ignores is added (the runner hands GenAI unpadded
+    prompts of one length, as for onnxruntime-genai). Written by hand because optimum-intel, which writes
+    this layout, exports from a transformers model, not from an IR. The runtime options pinned in the
+    stateful IR (f32 cache, no dynamic quantisation) are kept. ``eos_token_id``: GenAI needs one inside the
+    vocabulary (attnkit's runner asks it to ignore it unless a request names one).
+    """
+    import json
+
+    from openvino import Type, opset13
+    from openvino.preprocess import PrePostProcessor
+
+    ov = require()
+    model = ov.Core().read_model(str(stateful_dir / IR_XML))
+    model.input(g.ids).get_tensor().set_names({"input_ids"})
+    if g.slot:
+        mask = opset13.parameter([-1, -1], Type.i64, name="attention_mask")
+        mask.output(0).get_tensor().set_names({"attention_mask"})
+        model.add_parameters([mask])
+    else:
+        model.input(g.mask).get_tensor().set_names({"attention_mask"})
+    ppp = PrePostProcessor(model)
+    for name in ("input_ids", "attention_mask"):
+        if model.input(name).get_element_type() != Type.i64:
+            ppp.input(name).tensor().set_element_type(Type.i64)
+    model = ppp.build()
+    (stage / rel_dir).mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(stage / rel_dir / GENAI_XML), compress_to_fp16=False)
+    _share_weights(stateful_dir / IR_XML, stage / rel_dir / GENAI_XML)
+    config = {"eos_token_id": int(eos_token_id), "pad_token_id": 0, "do_sample": False, "num_beams": 1}
+    (stage / rel_dir / GENAI_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    return rel_dir
+
+
+def _share_weights(source_xml: Path, written_xml: Path) -> None:
+    """Hard-link ``written_xml``'s ``.bin`` to ``source_xml``'s when they hold the same bytes (renaming inputs
+    and adding a Convert changes no constant: measured identical for decoder-small), so the GenAI layout costs
+    no second copy of the weights; a file system without links keeps the copy."""
+    import filecmp
+    import os
+
+    src, dst = source_xml.with_suffix(".bin"), written_xml.with_suffix(".bin")
+    if src.stat().st_size != dst.stat().st_size or not filecmp.cmp(src, dst, shallow=False):
+        return
+    tmp = dst.with_suffix(".bin.link")
+    try:
+        os.link(src, tmp)
+        os.replace(tmp, dst)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
 #: how ``int8`` IRs are made (recorded per artifact): NNCF weight compression, 8-bit asymmetric per output
 #: channel, computed in f32 after decompression
 INT8_SCHEME = {"method": "nncf.compress_weights", "mode": "int8_asym", "granularity": "per-channel", "compute": "f32"}

@@ -19,6 +19,7 @@ from ..exporters.manifest import ArtifactRecord, GenerationSection
 from ..names import (
     EOS_ID,
     MAX_NEW_TOKENS,
+    ROLE_DECODER_GENAI,
     ROLE_DECODER_STATEFUL,
     ROLE_DECODER_WITH_PAST,
     ROLE_ENCODER,
@@ -78,13 +79,16 @@ def write_onnx(
     return records
 
 
-def write_openvino(stage: Path, records: list[ArtifactRecord], g, precisions, say) -> list[ArtifactRecord]:
+def write_openvino(
+    stage: Path, records: list[ArtifactRecord], g, precisions, say, eos_token_id: int = 0
+) -> list[ArtifactRecord]:
     """OpenVINO IR of the fp32 decode step (and seq2seq encoder), converted from their ONNX graphs as the
     forward IR is (:mod:`attnkit.exporters.openvino`): ``openvino_decoder_with_past/``, ``openvino_encoder/``;
     the stateful decoder made from the step's IR, the KV cache kept inside (``openvino_decoder_stateful/``,
     optimum-intel's layout, :func:`attnkit.exporters.openvino.make_stateful`); with int8 asked, both decode
     steps with NNCF's weight-only int8 (``..._int8/``; the encoder, run once a request, stays fp32)."""
     from ..exporters.openvino import INT8_SCHEME, write_int8, write_ir, write_stateful
+    from ..exporters.openvino import write_genai as write_genai_ir
 
     out = []
 
@@ -106,6 +110,13 @@ def write_openvino(stage: Path, records: list[ArtifactRecord], g, precisions, sa
             say("making the OpenVINO decode step stateful (KV cache as state)")
             stateful = f"openvino_{ROLE_DECODER_STATEFUL}"
             add(write_stateful(stage, stage / rel, stateful, g.past_from_present(), g.ids), ROLE_DECODER_STATEFUL)
+    if not g.seq2seq:  # GenAI's LLMPipeline is decoder-only
+        for made in [r for r in out if r.role == ROLE_DECODER_STATEFUL]:
+            say(f"writing {made.path} in OpenVINO GenAI's layout")
+            rel = "openvino_genai" + ("" if made.precision == "fp32" else f"_{made.precision}")
+            rel = write_genai_ir(stage, stage / made.path, rel, g, eos_token_id)
+            extra = {**made.extra, "eos_token_id": eos_token_id}
+            out.append(ArtifactRecord.of(stage, "openvino", rel, made.precision, role=ROLE_DECODER_GENAI, **extra))
     return out
 
 
