@@ -298,6 +298,22 @@ class GenerateRunner(Loadable):
     def _generate(self, feeds, max_new_tokens: int, eos_id: int) -> dict[str, np.ndarray]: ...
 
 
+def by_prompt_length(ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, fill: int, run) -> np.ndarray:
+    """The new tokens (batch, max_new_tokens) of a generation library that takes unpadded prompts of one length
+    per batch (onnxruntime-genai, OpenVINO GenAI): ``run(rows)`` on each group of equal-length prompts, their
+    padding removed, returns each row's new tokens (up to its stop); ``fill`` follows a row's last token.
+    attnkit pads prompts on the right; these libraries expect left padding or none (onnxruntime-genai 0.18
+    gives a left-padded batch an all-ones mask, measured), so a ragged batch runs one length at a time."""
+    lengths = mask.sum(axis=1)
+    tokens = np.full((len(ids), max_new_tokens), fill, "int32")
+    for n in sorted(set(lengths.tolist())):
+        group = np.flatnonzero(lengths == n)
+        for b, row in zip(group, run(np.stack([ids[b, mask[b] == 1] for b in group]))):
+            row = np.asarray(row)[:max_new_tokens]
+            tokens[b, : len(row)] = row
+    return tokens
+
+
 def label(name: str, precision: str = "fp32", task: str = FORWARD) -> str:
     """How a row names a runner: ``onnxruntime``, ``onnxruntime[int8]``, ``savedmodel/generate``."""
     base = name if task != GENERATE else f"{name}/{GENERATE}"

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..names import LENGTHS, OUTPUT_IDS, ROLE_DECODER_WITH_PAST
 from ..sampling import sequence_lengths
-from .base import GenerateRunner, register
+from .base import GenerateRunner, by_prompt_length, register
 
 
 @register
@@ -86,22 +86,11 @@ class GenAIGenerate(GenerateRunner):
 
     def _generate(self, feeds, max_new_tokens, eos_id):
         g = self.gspec
-        ids, mask = np.asarray(feeds[g.ids]), np.asarray(feeds[g.mask])
         model, eos = self._model(eos_id)
-        lengths = mask.sum(axis=1)
-        # Rows of one length run as one batch. A ragged batch is not given to genai padded: genai 0.18 feeds
-        # a left-padded batch an all-ones attention_mask (measured), so padding would be attended to.
-        new: list = [None] * len(ids)
-        for n in sorted(set(lengths.tolist())):
-            group = np.flatnonzero(lengths == n)
-            rows = np.stack([ids[b, mask[b] == 1] for b in group])
-            for b, row in zip(group, self._run(model, rows, max_new_tokens)):
-                new[b] = row[:max_new_tokens]
         # with eos_id -1 (never stop) genai still stops on its config's eos_token_id: the tokens it did not
         # produce are -1, which the verification does not compare (see generation.verify._compare_steps)
-        tokens = np.full((len(ids), max_new_tokens), eos if eos_id >= 0 else -1, "int32")
-        for b, row in enumerate(new):
-            tokens[b, : len(row)] = row
+        tokens = by_prompt_length(np.asarray(feeds[g.ids]), np.asarray(feeds[g.mask]), max_new_tokens,
+                                  eos if eos_id >= 0 else -1, lambda rows: self._run(model, rows, max_new_tokens))  # fmt: skip
         return {OUTPUT_IDS: tokens, LENGTHS: sequence_lengths(tokens, eos)}
 
     def _close(self):

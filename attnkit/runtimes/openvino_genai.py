@@ -7,8 +7,10 @@ weight-only), ``ATTENTION_BACKEND: SDPA`` (the stateful model as written; GenAI'
 fails on these graphs and it falls back to the same, measured with GenAI 2026.4). No tokenizer: prompts go
 in as ``TokenizedInputs``. Greedy; ``eos_id`` -1 asks GenAI to ignore its end token.
 
-Batches: prompts of one length run as one GenAI batch; a ragged batch (attnkit pads on the right, GenAI
-expects left padding) runs one length group at a time, as for onnxruntime-genai.
+Batches: a ragged batch goes in whole, left-padded as GenAI pads (attnkit pads on the right), for attnkit's
+decoders, whose positions come from the mask (tokens identical to each row alone; decoder-small at batch 4:
+838.8 tok/s against 314.8 one length at a time, two bench-generate runs, BENCHMARKS.md); keras-hub steps take positions from the cache
+slot, so their prompts run one length at a time (:func:`attnkit.runtimes.base.by_prompt_length`).
 """
 
 from __future__ import annotations
@@ -17,8 +19,18 @@ import numpy as np
 
 from ..names import LENGTHS, OUTPUT_IDS, ROLE_DECODER_GENAI
 from ..sampling import sequence_lengths
-from .base import GenerateRunner, register
+from .base import GenerateRunner, by_prompt_length, register
 from .openvino import HINTS
+
+
+def left_padded(ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """attnkit's right-padded prompts moved to the right edge (GenAI appends each new token after the last
+    column, so every row's tokens must end there)."""
+    out_ids, out_mask = np.zeros_like(ids), np.zeros_like(mask)
+    width = ids.shape[1]
+    for b, n in enumerate(mask.sum(axis=1)):
+        out_ids[b, width - n :], out_mask[b, width - n :] = ids[b, mask[b] == 1], 1
+    return out_ids, out_mask
 
 
 @register
@@ -61,8 +73,8 @@ class OpenVINOGenAIGenerate(GenerateRunner):
         self.eos = int(record.extra.get("eos_token_id", 0))
         self.pipe = og.LLMPipeline(str(self.source.root / record.path), "CPU", ATTENTION_BACKEND="SDPA", **config)
 
-    def _run(self, rows: np.ndarray, max_new_tokens: int, eos_id: int) -> list[np.ndarray]:
-        """GenAI's greedy loop on a batch of equal-length prompts; the new tokens of each row (up to its stop)."""
+    def _run(self, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, eos_id: int) -> list[np.ndarray]:
+        """GenAI's greedy loop on one batch (``mask``: 1 = token); the new tokens of each row (up to its stop)."""
         import openvino as ov
 
         og = self._og
@@ -71,23 +83,20 @@ class OpenVINOGenAIGenerate(GenerateRunner):
         config.do_sample = False
         config.eos_token_id = eos_id if eos_id >= 0 else self.eos
         config.ignore_eos = eos_id < 0
-        ids = rows.astype("int64")
-        result = self.pipe.generate(og.TokenizedInputs(ov.Tensor(ids), ov.Tensor(np.ones_like(ids))), config)
-        return [np.asarray(t, "int64") for t in result.tokens]
+        inputs = og.TokenizedInputs(ov.Tensor(ids.astype("int64")), ov.Tensor(mask.astype("int64")))
+        return [np.asarray(t, "int64") for t in self.pipe.generate(inputs, config).tokens]
 
     def _generate(self, feeds, max_new_tokens, eos_id):
         g = self.gspec
         ids, mask = np.asarray(feeds[g.ids]), np.asarray(feeds[g.mask])
-        lengths = mask.sum(axis=1)
-        new: list = [None] * len(ids)
-        for n in sorted(set(lengths.tolist())):
-            group = np.flatnonzero(lengths == n)
-            rows = np.stack([ids[b, mask[b] == 1] for b in group])
-            for b, row in zip(group, self._run(rows, max_new_tokens, eos_id)):
-                new[b] = row[:max_new_tokens]
-        tokens = np.full((len(ids), max_new_tokens), eos_id, "int32")  # after a stop: eos, as every runner pads
-        for b, row in enumerate(new):
-            tokens[b, : len(row)] = row
+        if g.slot:  # positions by cache slot: GenAI's padding would shift them; one prompt length per call
+            tokens = by_prompt_length(ids, mask, max_new_tokens, eos_id,
+                                      lambda rows: self._run(rows, np.ones_like(rows), max_new_tokens, eos_id))  # fmt: skip
+        else:  # positions from the mask: the batch goes in whole, left-padded as GenAI pads (tokens identical)
+            tokens = np.full((len(ids), max_new_tokens), eos_id, "int32")
+            rows = self._run(*left_padded(ids, mask), max_new_tokens, eos_id)
+            for b, row in enumerate(rows):
+                tokens[b, : len(row[:max_new_tokens])] = row[:max_new_tokens]
         return {OUTPUT_IDS: tokens, LENGTHS: sequence_lengths(tokens, eos_id)}
 
     def _close(self):
