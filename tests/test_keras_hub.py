@@ -1,11 +1,12 @@
 """keras-hub CausalLM generation (issue 20): models built from config with random weights (no downloads),
 saved to .keras and loaded back as a user would, exported with --generate, and compared token by token with
 keras-hub's own ``generate()`` (greedy sampler) on ragged batches — through the SavedModel ``generate``
-signature, the ONNX decode loop and onnxruntime-genai. GPT-2 (learned positions), OPT, and Llama 3 (rotary
+signature, the ONNX decode loop, onnxruntime-genai and (Llama 3) OpenVINO and OpenVINO GenAI. GPT-2 (learned positions), OPT, and Llama 3 (rotary
 positions, grouped-query attention: 4 query heads over 2 key/value heads), and BART (Seq2SeqLM)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 
@@ -19,6 +20,7 @@ from attnkit.errors import ArtifactError
 keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is not installed (pip install 'attnkit[keras-hub]')")
 
 VOCAB, MAX_LEN = 384, 96
+HAS_OPENVINO_GENAI = importlib.util.find_spec("openvino_genai") is not None
 SEEDS = {"gpt2": 21, "opt": 22, "llama3": 23}
 
 
@@ -77,7 +79,9 @@ def hub_export(request, tmp_path_factory):
     path = tmp_path_factory.mktemp("hub") / f"{family}.keras"
     _build(family, seed=SEEDS[family]).save(path)
     out = tmp_path_factory.mktemp("hub_exports") / family
-    return family, str(path), attnkit.export(str(path), out, generate=True)
+    # Llama 3 (GQA, rotary, positions by slot) also goes through OpenVINO: one export, checked once
+    formats = "savedmodel,onnx,openvino" if family == "llama3" and HAS_OPENVINO_GENAI else "savedmodel,onnx"
+    return family, str(path), attnkit.export(str(path), out, formats=formats, generate=True)
 
 
 def test_export_check_is_token_exact_against_keras_hub_generate(hub_export):
@@ -210,14 +214,15 @@ def test_bart_seq2seq_is_token_exact_against_keras_hub_generate(bart_export):
     np.testing.assert_array_equal(got, expected)
 
 
-def test_openvino_stateful_and_genai_on_keras_hub_llama3(tmp_path):
+def test_openvino_stateful_and_genai_on_keras_hub_llama3(hub_export):
     """keras-hub Llama 3 (GQA, rotary, positions by cache slot) through OpenVINO: the step IR, the stateful
     decoder, and OpenVINO GenAI's LLMPipeline on its layout (an attention_mask it may set and the graph
     ignores) — every token of a ragged batch equal to eager full recompute, the step logits within fp32's."""
-    pytest.importorskip("openvino_genai", reason="needs the openvino extra (pip install 'attnkit[openvino]')")
-    path = tmp_path / "llama3.keras"
-    _build("llama3", seed=SEEDS["llama3"]).save(path)
-    result = attnkit.export(str(path), tmp_path / "out", formats="onnx,openvino", generate=True)
+    family, _, result = hub_export
+    if family != "llama3":
+        pytest.skip("checked once, on Llama 3")
+    if not HAS_OPENVINO_GENAI:
+        pytest.skip("needs the openvino extra (pip install 'attnkit[openvino]')")
     report = result.report.generation
     assert report.batch > 1 and len(set(report.prompt_lengths)) > 1 and report.max_new_tokens >= 32
     checks = {c.label: c for c in report.checks}

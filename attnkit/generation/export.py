@@ -86,7 +86,9 @@ def write_openvino(
     forward IR is (:mod:`attnkit.exporters.openvino`): ``openvino_decoder_with_past/``, ``openvino_encoder/``;
     the stateful decoder made from the step's IR, the KV cache kept inside (``openvino_decoder_stateful/``,
     optimum-intel's layout, :func:`attnkit.exporters.openvino.make_stateful`); with int8 asked, both decode
-    steps with NNCF's weight-only int8 (``..._int8/``; the encoder, run once a request, stays fp32)."""
+    steps with NNCF's weight-only int8 (``..._int8/``; the encoder, run once a request, stays fp32); for a
+    decoder-only model, each stateful decoder in OpenVINO GenAI's layout too (``openvino_genai[_int8]/``,
+    :func:`attnkit.exporters.openvino.write_genai`; ``eos_token_id`` goes into its generation config)."""
     from ..exporters.openvino import INT8_SCHEME, write_int8, write_ir, write_stateful
     from ..exporters.openvino import write_genai as write_genai_ir
 
