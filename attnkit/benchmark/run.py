@@ -338,7 +338,8 @@ def _derive(report: BenchReport) -> None:
             # a whole model beat every matmul calibrated (a fused graph can: measured on the AMX Xeon, OpenVINO
             # bf16 ran W-base above TensorFlow's 2048^2 bf16 matmul): that row sets the peak, and says so
             peak["matmul_gflops"], peak["gflops"] = peak["gflops"], top.gflops
-            peak["library"] = f"{top.backend} {top.precision} {top.batch}x{top.seq}, above every matmul"
+            how = f" (ran {top.ran_as})" if top.ran_as else ""
+            peak["library"] = f"{top.backend} {top.precision}{how} {top.batch}x{top.seq}, above every matmul"
     for m, dtype in ran:
         peak = report.calibration.get(dtype, {}).get("gflops")  # the arithmetic as it ran
         if peak:
