@@ -121,8 +121,8 @@ def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: 
     mask over past and new tokens, which is what attnkit's step takes as ``padding_mask``), ``beam_idx``
     (i32), ``logits``. The step's inputs are renamed and given i64 tensors by OpenVINO's own
     PrePostProcessor (a Convert in the graph); a keras-hub step (positions by cache slot) takes no mask, so
-    an ``attention_mask`` GenAI can set and the graph ignores is added (the runner hands GenAI unpadded
-    prompts of one length, as for onnxruntime-genai). Written by hand because optimum-intel, which writes
+    an ``attention_mask`` GenAI can set and the graph ignores is added (the runner hands such a model
+    unpadded prompts of one length per call). Written by hand because optimum-intel, which writes
     this layout, exports from a transformers model, not from an IR. The runtime options pinned in the
     stateful IR (f32 cache, no dynamic quantisation) are kept. ``eos_token_id``: GenAI needs one inside the
     vocabulary (attnkit's runner asks it to ignore it unless a request names one).
@@ -157,19 +157,15 @@ def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: 
 def _share_weights(source_xml: Path, written_xml: Path) -> None:
     """Hard-link ``written_xml``'s ``.bin`` to ``source_xml``'s when they hold the same bytes (renaming inputs
     and adding a Convert changes no constant: measured identical for decoder-small), so the GenAI layout costs
-    no second copy of the weights; a file system without links keeps the copy."""
+    no second copy of the weights (the packager's link-or-copy; a file system without links keeps a copy)."""
     import filecmp
-    import os
+
+    from .triton import _link_or_copy
 
     src, dst = source_xml.with_suffix(".bin"), written_xml.with_suffix(".bin")
-    if src.stat().st_size != dst.stat().st_size or not filecmp.cmp(src, dst, shallow=False):
-        return
-    tmp = dst.with_suffix(".bin.link")
-    try:
-        os.link(src, tmp)
-        os.replace(tmp, dst)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    if src.stat().st_size == dst.stat().st_size and filecmp.cmp(src, dst, shallow=False):
+        dst.unlink()  # inside the export's staging directory: nothing outside sees the gap
+        _link_or_copy(src, dst)
 
 
 #: how ``int8`` IRs are made (recorded per artifact): NNCF weight compression, 8-bit asymmetric per output
