@@ -217,7 +217,8 @@ def test_bart_seq2seq_is_token_exact_against_keras_hub_generate(bart_export):
 def test_openvino_stateful_and_genai_on_keras_hub_llama3(hub_export):
     """keras-hub Llama 3 (GQA, rotary, positions by cache slot) through OpenVINO: the step IR, the stateful
     decoder, and OpenVINO GenAI's LLMPipeline on its layout (an attention_mask it may set and the graph
-    ignores) — every token of a ragged batch equal to eager full recompute, the step logits within fp32's."""
+    ignores) — every token of a ragged batch equal to eager full recompute, the step logits within fp32's;
+    continuous batching (paged attention) refused with the reason."""
     family, _, result = hub_export
     if family != "llama3":
         pytest.skip("checked once, on Llama 3")
@@ -230,3 +231,13 @@ def test_openvino_stateful_and_genai_on_keras_hub_llama3(hub_export):
         c = checks[label]
         assert c.passed and c.token_match == 1.0 and c.first_mismatch is None, (label, c)
     assert checks["openvino-stateful"].rel_l2 < 1e-5
+    # rotary positions from the cache slot: OpenVINO's paged-attention rewrite does not take the model, so the
+    # export says so and continuous batching is refused by name, not run on a broken graph
+    from attnkit.errors import BackendError
+    from attnkit.runtimes.base import Source
+    from attnkit.runtimes.registry import generation_pairs
+
+    assert result.manifest.generation.artifact("decoder_genai", "openvino").extra["paged_attention"] is False
+    assert "openvino-genai-cb/generate" not in checks
+    with pytest.raises(BackendError, match="paged-attention rewrite does not take this model"):
+        generation_pairs(Source(result.out), ["openvino-genai-cb"])

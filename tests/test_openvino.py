@@ -190,20 +190,33 @@ def test_openvino_decode_step_is_token_exact(family, tmp_path_factory):
 
 
 def _genai_layout_is_what_llmpipeline_reads(result):
-    """OpenVINO GenAI's LLMPipeline (its own loop) gave every token of the ragged batch, fp32 and int8 as the
-    stateful step did; the directory has GenAI's names and types and shares the stateful IR's weights."""
+    """OpenVINO GenAI's LLMPipeline (its own loop) and its ContinuousBatchingPipeline (paged attention, OpenVINO
+    Model Server's engine) gave every token of the ragged batch, fp32 and int8 as the stateful step did; the
+    directory has GenAI's names and types (optimum-intel's four inputs), OpenVINO's own paged-attention
+    rewrite takes it (one PagedAttention per layer, the mask read by nothing left), and it shares the
+    stateful IR's weights."""
     import openvino as ov
+    from openvino._offline_transformations import paged_attention_transformation
 
     checks = {c.label: c for c in result.report.generation.checks}
-    assert checks["openvino-genai/generate"].passed and checks["openvino-genai/generate"].token_match == 1.0
-    assert checks["openvino-genai/generate[int8]"].token_match == checks["openvino-stateful[int8]"].token_match
+    for backend in ("openvino-genai", "openvino-genai-cb"):
+        assert checks[f"{backend}/generate"].passed and checks[f"{backend}/generate"].token_match == 1.0, backend
+        int8 = checks[f"{backend}/generate[int8]"].token_match
+        assert int8 == checks["openvino-stateful[int8]"].token_match, backend
     section = result.manifest.generation
-    genai = result.out / section.artifact("decoder_genai", "openvino").path
+    record = section.artifact("decoder_genai", "openvino")
+    genai = result.out / record.path
     assert sorted(p.name for p in genai.iterdir()) == ["generation_config.json", "openvino_model.bin",
                                                       "openvino_model.xml"]  # fmt: skip
     model = ov.Core().read_model(str(genai / "openvino_model.xml"))
     types = {next(iter(i.get_names())): i.get_element_type().get_type_name() for i in model.inputs}
-    assert types == {"input_ids": "i64", "attention_mask": "i64", "beam_idx": "i32"}, types
+    assert types == {"input_ids": "i64", "attention_mask": "i64", "beam_idx": "i32", "position_ids": "i64"}, types
+    assert record.extra["paged_attention"] is True
+    paged_attention_transformation(model)
+    model.validate_nodes_and_infer_types()
+    kinds = [op.get_type_name() for op in model.get_ops()]
+    assert kinds.count("PagedAttentionExtension") == section.spec.num_layers and "ReadValue" not in kinds
+    assert not {n for i in model.inputs for n in i.get_names()} & {"attention_mask", "beam_idx"}
     stateful = result.out / section.artifact("decoder_stateful", "openvino").path / "model.bin"
     assert (genai / "openvino_model.bin").stat().st_ino == stateful.stat().st_ino  # one copy of the weights
 

@@ -214,3 +214,40 @@ def test_a_swallowed_sigterm_still_stops_the_export(tmp_path):
         assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
     finally:
         interrupts.reset()
+
+
+CHILD_STUCK_IN_NATIVE_CODE = """
+import ctypes, multiprocessing, signal, threading, time
+from attnkit.interrupts import request
+signal.signal(signal.SIGTERM, request)  # as the CLI installs it
+libc = ctypes.CDLL(None)
+mutex = ctypes.create_string_buffer(64)  # zeroed: a default glibc mutex
+libc.pthread_mutex_lock(mutex)  # held at fork time, as glibc's resolver lock was
+said = []
+def sender():  # as OpenVINO's telemetry: a multiprocessing child forked from a worker thread
+    child = multiprocessing.get_context("fork").Process(target=libc.pthread_mutex_lock, args=(mutex,), daemon=True)
+    child.start()
+    time.sleep(0.5)
+    child.terminate()
+    child.join(10)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        said.append("alive after SIGTERM")
+    else:
+        said.append(f"exit {child.exitcode}")
+thread = threading.Thread(target=sender)
+thread.start()
+thread.join()
+print(said[0])
+"""
+
+
+def test_a_forked_child_stuck_in_native_code_still_dies_on_sigterm():
+    """A process forked under the CLI's SIGTERM handler gets SIGTERM's default action: a child stuck in native
+    code (which never runs a Python handler) is ended by ``terminate()``. Without it, OpenVINO's telemetry
+    child, deadlocked in getaddrinfo without network, kept `attnkit export --format openvino` from exiting."""
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD_STUCK_IN_NATIVE_CODE], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == f"exit {-signal.SIGTERM}", (done.stdout, done.stderr[-500:])

@@ -53,6 +53,68 @@ def pin_runtime_options(model, **options) -> None:
 
 #: the stateful decoder's extra input: which row of the cache each row continues from (optimum-intel's name)
 BEAM_IDX = "beam_idx"
+#: the stateful decoder's positions input, (batch, new) i64, where the step took them from its mask
+#: (optimum-intel's name, which OpenVINO's paged-attention rewrite and GenAI feed by)
+POSITION_IDS = "position_ids"
+
+
+def positions_from_mask(mask, new: int):
+    """What a mask-positioned step computes from its ``padding_mask`` (attnkit's ``TransformerLM.step``):
+    each token's position among its row's tokens, padding taking none; the last ``new`` columns, i64."""
+    import numpy as np
+
+    return np.maximum(np.cumsum(np.asarray(mask, "int64"), axis=1) - 1, 0)[:, mask.shape[1] - new :]
+
+
+def expose_positions(model) -> bool:
+    """Give a step that derives its positions from its mask (``max(cumsum(mask) - 1, 0)``, sliced to the new
+    tokens, into the position table's Gather) a ``position_ids`` input in their place, in place; the mask then
+    feeds only the attention. True if the graph had that one path (one CumSum reaching one Gather's indices).
+
+    Why: OpenVINO's ``SDPAToPagedAttention`` (what GenAI's ``ContinuousBatchingPipeline``, the default
+    attention backend of its ``LLMPipeline`` on CPU, and OpenVINO Model Server run) drops ``attention_mask``
+    and feeds positions through ``position_ids``; a mask still read for positions leaves the rewritten
+    graph referring to a removed input ("Model references undeclared parameters: padding_mask", measured
+    with GenAI 2026.4 on decoder-small). Written by hand: optimum-intel traces ``position_ids`` from a
+    transformers model; OpenVINO has no pass that turns a computed position into an input."""
+    from openvino import Type, opset13
+
+    cumsums = [op for op in model.get_ops() if op.get_type_name() == "CumSum"]
+    if len(cumsums) != 1:
+        return False
+    gathers, seen, todo = [], set(), [cumsums[0]]
+    while todo:  # everything downstream of the CumSum, up to the Gather that takes it as indices
+        for output in todo.pop().outputs():
+            for target in output.get_target_inputs():
+                node = target.get_node()
+                if node.get_type_name() == "Gather" and target.get_index() == 1:
+                    gathers.append(target)
+                elif node.get_friendly_name() not in seen:
+                    seen.add(node.get_friendly_name())
+                    todo.append(node)
+    if len(gathers) != 1 or gathers[0].get_partial_shape().rank.get_length() != 2:
+        return False
+    positions = opset13.parameter([-1, -1], Type.i64, name=POSITION_IDS)
+    positions.output(0).get_tensor().set_names({POSITION_IDS})
+    model.add_parameters([positions])
+    gathers[0].replace_source_output(opset13.convert(positions, gathers[0].get_element_type()).output(0))
+    model.validate_nodes_and_infer_types()
+    return True
+
+
+def takes_paged_attention(model) -> bool:
+    """Whether OpenVINO's paged-attention rewrite (``SDPAToPagedAttention``, as GenAI applies it) turns a copy
+    of ``model`` into a valid graph: ScaledDotProductAttention ops fed by the cache state, ``input_ids`` and
+    ``position_ids`` inputs, and the mask read by nothing else."""
+    from openvino._offline_transformations import paged_attention_transformation
+
+    copy = model.clone()
+    try:
+        paged_attention_transformation(copy)
+        copy.validate_nodes_and_infer_types()
+    except RuntimeError:
+        return False
+    return any(op.get_type_name() == "PagedAttentionExtension" for op in copy.get_ops())
 
 
 def make_stateful(model, pairs: dict[str, str], batch_input: str):
@@ -97,10 +159,15 @@ def make_stateful(model, pairs: dict[str, str], batch_input: str):
     return model
 
 
-def write_stateful(stage: Path, step_dir: Path, rel_dir: str, pairs: dict[str, str], batch_input: str) -> str:
-    """The stateful decoder (:func:`make_stateful`) of the step IR in ``step_dir``, saved as ``rel_dir/model.xml``."""
+def write_stateful(stage: Path, step_dir: Path, rel_dir: str, pairs: dict[str, str], batch_input: str,
+                   positions: bool = False) -> str:  # fmt: skip
+    """The stateful decoder (:func:`make_stateful`) of the step IR in ``step_dir``, saved as ``rel_dir/model.xml``;
+    ``positions``: with a ``position_ids`` input where the step computed them from its mask
+    (:func:`expose_positions`)."""
     ov = require()
     model = make_stateful(ov.Core().read_model(str(step_dir / IR_XML)), pairs, batch_input)
+    if positions:
+        expose_positions(model)
     pin_runtime_options(model, KV_CACHE_PRECISION="f32")  # OpenVINO's default u8 cache: rel L2 1.45e-3
     (stage / rel_dir).mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(stage / rel_dir / IR_XML), compress_to_fp16=False)
@@ -112,7 +179,7 @@ GENAI_XML = "openvino_model.xml"
 GENAI_CONFIG = "generation_config.json"
 
 
-def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: int) -> str:
+def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: int) -> tuple[str, bool]:
     """The stateful decoder in OpenVINO GenAI's layout, saved as ``rel_dir/openvino_model.xml`` with a
     ``generation_config.json``: the directory ``openvino_genai.LLMPipeline`` loads (no tokenizer: it is fed
     token ids, ``TokenizedInputs``).
@@ -125,7 +192,10 @@ def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: 
     unpadded prompts of one length per call). Written by hand because optimum-intel, which writes
     this layout, exports from a transformers model, not from an IR. The runtime options pinned in the
     stateful IR (f32 cache, no dynamic quantisation) are kept. ``eos_token_id``: GenAI needs one inside the
-    vocabulary (attnkit's runner asks it to ignore it unless a request names one).
+    vocabulary (attnkit's runner asks it to ignore it unless a request names one). Returns ``rel_dir`` and
+    whether the model takes GenAI's paged attention (:func:`takes_paged_attention`: attnkit's decoders, whose
+    stateful IR has ``position_ids``; not keras-hub's, whose rotary positions come from the cache slot), which
+    ``ContinuousBatchingPipeline`` and OpenVINO Model Server need.
     """
     import json
 
@@ -146,12 +216,17 @@ def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: 
         if model.input(name).get_element_type() != Type.i64:
             ppp.input(name).tensor().set_element_type(Type.i64)
     model = ppp.build()
+    for parameter in model.get_parameters():  # the paged-attention rewrite finds input_ids by its node's name
+        names = parameter.output(0).get_names() & {"input_ids", "attention_mask", BEAM_IDX, POSITION_IDS}
+        if names:
+            parameter.set_friendly_name(next(iter(names)))
+    paged = takes_paged_attention(model)
     (stage / rel_dir).mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(stage / rel_dir / GENAI_XML), compress_to_fp16=False)
     _share_weights(stateful_dir / IR_XML, stage / rel_dir / GENAI_XML)
     config = {"eos_token_id": int(eos_token_id), "pad_token_id": 0, "do_sample": False, "num_beams": 1}
     (stage / rel_dir / GENAI_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    return rel_dir
+    return rel_dir, paged
 
 
 def _share_weights(source_xml: Path, written_xml: Path) -> None:

@@ -110,14 +110,15 @@ def write_openvino(
         add(rel, item.role)
         if item.role == ROLE_DECODER_WITH_PAST:
             say("making the OpenVINO decode step stateful (KV cache as state)")
-            stateful = f"openvino_{ROLE_DECODER_STATEFUL}"
-            add(write_stateful(stage, stage / rel, stateful, g.past_from_present(), g.ids), ROLE_DECODER_STATEFUL)
+            stateful = write_stateful(stage, stage / rel, f"openvino_{ROLE_DECODER_STATEFUL}", g.past_from_present(),
+                                      g.ids, positions=not g.slot)  # fmt: skip
+            add(stateful, ROLE_DECODER_STATEFUL)
     if not g.seq2seq:  # GenAI's LLMPipeline is decoder-only
         for made in [r for r in out if r.role == ROLE_DECODER_STATEFUL]:
             say(f"writing {made.path} in OpenVINO GenAI's layout")
             rel = "openvino_genai" + ("" if made.precision == "fp32" else f"_{made.precision}")
-            rel = write_genai_ir(stage, stage / made.path, rel, g, eos_token_id)
-            extra = {**made.extra, "eos_token_id": eos_token_id}
+            rel, paged = write_genai_ir(stage, stage / made.path, rel, g, eos_token_id)
+            extra = {**made.extra, "eos_token_id": eos_token_id, "paged_attention": paged}
             out.append(ArtifactRecord.of(stage, "openvino", rel, made.precision, role=ROLE_DECODER_GENAI, **extra))
     return out
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..exporters.openvino import BEAM_IDX, IR_XML
+from ..exporters.openvino import BEAM_IDX, IR_XML, POSITION_IDS, positions_from_mask
 from ..names import ROLE_DECODER_STATEFUL, ROLE_ENCODER
 from .base import Runner, StepRunner, register
 
@@ -139,7 +139,8 @@ class OpenVINOStatefulStep(OpenVINOStep):
     """The stateful decoder (``openvino_decoder_stateful/``, optimum-intel's layout): the KV cache stays in the
     infer request's state, so a step sends one token and its mask and gets logits back, with no cache
     crossing the API. ``prefill`` resets the state (a new batch of prompts); every row continues its own
-    cache (``beam_idx`` = the row's own index: greedy has no beams to reorder)."""
+    cache (``beam_idx`` = the row's own index: greedy has no beams to reorder). A mask-positioned step's IR
+    takes ``position_ids`` (optimum-intel's input, what paged attention needs), fed as the step computed them."""
 
     name = "openvino-stateful"
     role = ROLE_DECODER_STATEFUL
@@ -158,5 +159,9 @@ class OpenVINOStatefulStep(OpenVINOStep):
         return self._decode(feeds)
 
     def _decode(self, feeds):
-        rows = np.arange(feeds[self.gspec.ids].shape[0], dtype="int32")
-        return self.step({**feeds, BEAM_IDX: rows})
+        g = self.gspec
+        rows = np.arange(feeds[g.ids].shape[0], dtype="int32")
+        extra = {BEAM_IDX: rows}
+        if POSITION_IDS in self.step.inputs:  # what the step computed from its mask (exporters.openvino)
+            extra[POSITION_IDS] = positions_from_mask(feeds[g.mask], feeds[g.ids].shape[1])
+        return self.step({**feeds, **extra})

@@ -17,7 +17,7 @@ from ..targets import BF16_REQUIREMENT, affects_answers, mismatch
 
 # isort: off
 # Each module registers its runners; the import order is the registry's order (verify's and bench's rows).
-from . import keras_runner, tf_runners, onnxruntime, genai, openvino, openvino_genai, tensorrt  # noqa: F401
+from . import keras_runner, tf_runners, onnxruntime, genai, openvino, openvino_genai, openvino_genai_cb, tensorrt  # noqa: F401
 
 # isort: on
 from .base import REGISTRY, Loadable, Runner, Source, label

@@ -1,0 +1,73 @@
+"""``openvino-genai-cb``: OpenVINO GenAI's ``ContinuousBatchingPipeline`` on the GenAI layout
+(``openvino_genai/``) — the engine OpenVINO Model Server serves LLMs with: GenAI rewrites the stateful
+model's attention into paged attention (``SDPAToPagedAttention``), keeps the KV cache in its own blocks and
+schedules every request's tokens together, each prompt unpadded.
+
+Only where the export recorded that the rewrite takes the model (``paged_attention`` in the GenAI record,
+checked at export by :func:`attnkit.exporters.openvino.takes_paged_attention`): attnkit's decoders, whose
+stateful IR has ``position_ids``. keras-hub models (rotary positions from the cache slot) do not take it;
+this pipeline has no SDPA fallback, unlike ``LLMPipeline`` (the ``openvino-genai`` backend, which this
+module shares loading rules with). Compiled as attnkit's other OpenVINO runners: f32 inference and cache,
+dynamic quantisation off (int8 is weight-only). Greedy; each row of a batch is one request.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..names import LENGTHS, OUTPUT_IDS, ROLE_DECODER_GENAI
+from ..sampling import sequence_lengths
+from .base import register
+from .openvino import HINTS
+from .openvino_genai import OpenVINOGenAIGenerate
+
+
+@register
+class OpenVINOContinuousBatching(OpenVINOGenAIGenerate):
+    name = "openvino-genai-cb"
+    not_for = {
+        "forward": "openvino-genai-cb runs generation only (the forward pass: openvino)",
+        "decode_step": "openvino-genai-cb runs its own scheduler (the generate task); the step: openvino-stateful",
+    }
+
+    @classmethod
+    def inapplicable(cls, source) -> str | None:
+        reason = super().inapplicable(source)
+        if reason:
+            return reason
+        if not source.generation.artifact(ROLE_DECODER_GENAI, "openvino", "fp32").extra.get("paged_attention"):
+            return ("OpenVINO's paged-attention rewrite does not take this model (keras-hub's positions come from the "
+                    "cache slot); run it with openvino-genai")  # fmt: skip
+        return None
+
+    def _load(self):
+        import openvino_genai as og
+
+        record = self.source.generation.artifact(ROLE_DECODER_GENAI, "openvino", self.precision)
+        hint = HINTS[self.precision]
+        config = {"INFERENCE_PRECISION_HINT": hint, "KV_CACHE_PRECISION": hint, "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        self._og = og
+        self.eos = int(record.extra.get("eos_token_id", 0))
+        # SchedulerConfig's defaults: the CPU grows the block cache as requests need it (cache_size 0)
+        path = str(self.source.root / record.path)
+        self.pipe = og.ContinuousBatchingPipeline(path, og.SchedulerConfig(), "CPU", config)
+
+    def _generate(self, feeds, max_new_tokens, eos_id):
+        import openvino as ov
+
+        og, g = self._og, self.gspec
+        ids, mask = np.asarray(feeds[g.ids]), np.asarray(feeds[g.mask])
+        config = og.GenerationConfig()
+        config.max_new_tokens = max_new_tokens
+        config.do_sample = False
+        config.eos_token_id = eos_id if eos_id >= 0 else self.eos
+        config.ignore_eos = eos_id < 0
+        prompts = [ov.Tensor(ids[b, mask[b] == 1][None, :].astype("int64")) for b in range(len(ids))]
+        results = self.pipe.generate(prompts, [config] * len(prompts))
+        tokens = np.full((len(ids), max_new_tokens), eos_id, "int32")
+        for b, result in enumerate(results):
+            row = np.asarray(result.m_generation_ids[0], "int64")[:max_new_tokens]
+            tokens[b, : len(row)] = row
+        return {OUTPUT_IDS: tokens, LENGTHS: sequence_lengths(tokens, eos_id)}
