@@ -201,8 +201,10 @@ def _genai_layout_is_what_llmpipeline_reads(result):
     checks = {c.label: c for c in result.report.generation.checks}
     for backend in ("openvino-genai", "openvino-genai-cb"):
         assert checks[f"{backend}/generate"].passed and checks[f"{backend}/generate"].token_match == 1.0, backend
-        int8 = checks[f"{backend}/generate[int8]"].token_match
-        assert int8 == checks["openvino-stateful[int8]"].token_match, backend
+        assert checks[f"{backend}/generate[int8]"].passed, backend  # int8's tolerance up to the first other token
+    # LLMPipeline runs the stateful IR's own SDPA kernel: the same int8 tokens as attnkit's loop on it (paged
+    # attention is another kernel, whose rounding may move an int8 near-tie)
+    assert checks["openvino-genai/generate[int8]"].token_match == checks["openvino-stateful[int8]"].token_match
     section = result.manifest.generation
     record = section.artifact("decoder_genai", "openvino")
     genai = result.out / record.path

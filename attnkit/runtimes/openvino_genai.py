@@ -3,12 +3,14 @@
 a CPU LLM service built on OpenVINO runs it (its own loop, cache, search and stopping rule).
 
 Compiled as attnkit's OpenVINO runners compile: f32 inference and cache, dynamic quantisation off (int8 is
-weight-only), ``ATTENTION_BACKEND: SDPA`` (the stateful model as written; GenAI's paged-attention rewrite
-fails on these graphs and it falls back to the same, measured with GenAI 2026.4). No tokenizer: prompts go
-in as ``TokenizedInputs``. Greedy; ``eos_id`` -1 asks GenAI to ignore its end token.
+weight-only), ``ATTENTION_BACKEND: SDPA``: the stateful model as written (GenAI's default on CPU is its
+paged-attention rewrite, which keras-hub models do not take and which the ``openvino-genai-cb`` backend runs
+where they do). No tokenizer: prompts go in as ``TokenizedInputs``. Greedy; ``eos_id`` -1 asks GenAI to
+ignore its end token.
 
 Batches: a ragged batch goes in whole, left-padded as GenAI pads (attnkit pads on the right), for attnkit's
-decoders, whose positions come from the mask (tokens identical to each row alone; decoder-small at batch 4:
+decoders, whose ``position_ids`` GenAI computes from the mask, padding taking none, as the step did (tokens
+identical to each row alone; decoder-small at batch 4:
 838.8 tok/s against 314.8 one length at a time, two bench-generate runs, BENCHMARKS.md); keras-hub steps
 take positions from the cache slot, so their prompts run one length at a time
 (:func:`attnkit.runtimes.base.by_prompt_length`).
