@@ -64,7 +64,9 @@ class OpenVINOGenAIGenerate(GenerateRunner):
             return "the export has no openvino_genai/ (re-export with --generate --format openvino)"
         return None
 
-    def _load(self):
+    def _layout(self) -> tuple[str, dict]:
+        """The GenAI directory of this precision and the properties every GenAI pipeline here compiles it with
+        (f32 inference and cache, no dynamic quantisation); sets ``self.eos`` from its record."""
         import openvino_genai as og
 
         record = self.source.generation.artifact(ROLE_DECODER_GENAI, "openvino", self.precision)
@@ -74,20 +76,28 @@ class OpenVINOGenAIGenerate(GenerateRunner):
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
         self._og = og
         self.eos = int(record.extra.get("eos_token_id", 0))
-        self.pipe = og.LLMPipeline(str(self.source.root / record.path), "CPU", ATTENTION_BACKEND="SDPA", **config)
+        return str(self.source.root / record.path), config
+
+    def _load(self):
+        path, config = self._layout()
+        self.pipe = self._og.LLMPipeline(path, "CPU", ATTENTION_BACKEND="SDPA", **config)
 
     def _run(self, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, eos_id: int) -> list[np.ndarray]:
         """GenAI's greedy loop on one batch (``mask``: 1 = token); the new tokens of each row (up to its stop)."""
         import openvino as ov
 
-        og = self._og
-        config = og.GenerationConfig()
+        inputs = self._og.TokenizedInputs(ov.Tensor(ids.astype("int64")), ov.Tensor(mask.astype("int64")))
+        return [np.asarray(t, "int64") for t in self.pipe.generate(inputs, self._greedy(max_new_tokens, eos_id)).tokens]
+
+    def _greedy(self, max_new_tokens: int, eos_id: int):
+        """GenAI's greedy GenerationConfig; ``eos_id`` -1: run to ``max_new_tokens`` (GenAI still needs an end
+        token inside the vocabulary: the export's)."""
+        config = self._og.GenerationConfig()
         config.max_new_tokens = max_new_tokens
         config.do_sample = False
         config.eos_token_id = eos_id if eos_id >= 0 else self.eos
         config.ignore_eos = eos_id < 0
-        inputs = og.TokenizedInputs(ov.Tensor(ids.astype("int64")), ov.Tensor(mask.astype("int64")))
-        return [np.asarray(t, "int64") for t in self.pipe.generate(inputs, config).tokens]
+        return config
 
     def _generate(self, feeds, max_new_tokens, eos_id):
         g = self.gspec

@@ -18,7 +18,6 @@ import numpy as np
 from ..names import LENGTHS, OUTPUT_IDS, ROLE_DECODER_GENAI
 from ..sampling import sequence_lengths
 from .base import register
-from .openvino import HINTS
 from .openvino_genai import OpenVINOGenAIGenerate
 
 
@@ -41,29 +40,16 @@ class OpenVINOContinuousBatching(OpenVINOGenAIGenerate):
         return None
 
     def _load(self):
-        import openvino_genai as og
-
-        record = self.source.generation.artifact(ROLE_DECODER_GENAI, "openvino", self.precision)
-        hint = HINTS[self.precision]
-        config = {"INFERENCE_PRECISION_HINT": hint, "KV_CACHE_PRECISION": hint, "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
-        if self.threads:
-            config["INFERENCE_NUM_THREADS"] = int(self.threads)
-        self._og = og
-        self.eos = int(record.extra.get("eos_token_id", 0))
+        path, config = self._layout()
         # SchedulerConfig's defaults: the CPU grows the block cache as requests need it (cache_size 0)
-        path = str(self.source.root / record.path)
-        self.pipe = og.ContinuousBatchingPipeline(path, og.SchedulerConfig(), "CPU", config)
+        self.pipe = self._og.ContinuousBatchingPipeline(path, self._og.SchedulerConfig(), "CPU", config)
 
     def _generate(self, feeds, max_new_tokens, eos_id):
         import openvino as ov
 
-        og, g = self._og, self.gspec
+        g = self.gspec
         ids, mask = np.asarray(feeds[g.ids]), np.asarray(feeds[g.mask])
-        config = og.GenerationConfig()
-        config.max_new_tokens = max_new_tokens
-        config.do_sample = False
-        config.eos_token_id = eos_id if eos_id >= 0 else self.eos
-        config.ignore_eos = eos_id < 0
+        config = self._greedy(max_new_tokens, eos_id)
         prompts = [ov.Tensor(ids[b, mask[b] == 1][None, :].astype("int64")) for b in range(len(ids))]
         results = self.pipe.generate(prompts, [config] * len(prompts))
         tokens = np.full((len(ids), max_new_tokens), eos_id, "int32")
