@@ -102,19 +102,24 @@ def expose_positions(model) -> bool:
     return True
 
 
-def takes_paged_attention(model) -> bool:
-    """Whether OpenVINO's paged-attention rewrite (``SDPAToPagedAttention``, as GenAI applies it) turns a copy
-    of ``model`` into a valid graph: ScaledDotProductAttention ops fed by the cache state, ``input_ids`` and
-    ``position_ids`` inputs, and the mask read by nothing else."""
+def takes_paged_attention(model) -> str | None:
+    """None if OpenVINO's paged-attention rewrite (``SDPAToPagedAttention``, as GenAI applies it) turns a copy
+    of ``model`` into a valid graph (ScaledDotProductAttention ops fed by the cache state, ``input_ids`` and
+    ``position_ids`` inputs, the mask read by nothing else); else why not, in the rewrite's own words (on
+    keras-hub's Llama 3: "No ScaledDotProductAttention operation observed in the graph": its step computes
+    attention with an explicit softmax over a cache written slot by slot)."""
     from openvino._offline_transformations import paged_attention_transformation
 
     copy = model.clone()
     try:
         paged_attention_transformation(copy)
         copy.validate_nodes_and_infer_types()
-    except RuntimeError:
-        return False
-    return any(op.get_type_name() == "PagedAttentionExtension" for op in copy.get_ops())
+    except RuntimeError as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        return next((line for line in lines[1:] if not line.startswith("Check ")), lines[0] if lines else "failed")
+    if not any(op.get_type_name() == "PagedAttentionExtension" for op in copy.get_ops()):
+        return "the rewrite left no PagedAttention op"
+    return None
 
 
 def make_stateful(model, pairs: dict[str, str], batch_input: str):
@@ -179,7 +184,7 @@ GENAI_XML = "openvino_model.xml"
 GENAI_CONFIG = "generation_config.json"
 
 
-def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: int) -> tuple[str, bool]:
+def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: int) -> tuple[str, str | None]:
     """The stateful decoder in OpenVINO GenAI's layout, saved as ``rel_dir/openvino_model.xml`` with a
     ``generation_config.json``: the directory ``openvino_genai.LLMPipeline`` loads (no tokenizer: it is fed
     token ids, ``TokenizedInputs``).
@@ -193,8 +198,8 @@ def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: 
     this layout, exports from a transformers model, not from an IR. The runtime options pinned in the
     stateful IR (f32 cache, no dynamic quantisation) are kept. ``eos_token_id``: GenAI needs one inside the
     vocabulary (attnkit's runner asks it to ignore it unless a request names one). Returns ``rel_dir`` and
-    whether the model takes GenAI's paged attention (:func:`takes_paged_attention`: attnkit's decoders, whose
-    stateful IR has ``position_ids``; not keras-hub's, whose rotary positions come from the cache slot), which
+    None if the model takes GenAI's paged attention, else why not (:func:`takes_paged_attention`: attnkit's
+    decoders, whose stateful IR has ``position_ids``, take it; keras-hub's do not), which
     ``ContinuousBatchingPipeline`` and OpenVINO Model Server need.
     """
     import json
@@ -220,13 +225,13 @@ def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: 
         names = parameter.output(0).get_names() & {"input_ids", "attention_mask", BEAM_IDX, POSITION_IDS}
         if names:
             parameter.set_friendly_name(next(iter(names)))
-    paged = takes_paged_attention(model)
+    refused = takes_paged_attention(model)
     (stage / rel_dir).mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(stage / rel_dir / GENAI_XML), compress_to_fp16=False)
     _share_weights(stateful_dir / IR_XML, stage / rel_dir / GENAI_XML)
     config = {"eos_token_id": int(eos_token_id), "pad_token_id": 0, "do_sample": False, "num_beams": 1}
     (stage / rel_dir / GENAI_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    return rel_dir, paged
+    return rel_dir, refused
 
 
 def _share_weights(source_xml: Path, written_xml: Path) -> None:

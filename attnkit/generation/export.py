@@ -117,8 +117,10 @@ def write_openvino(
         for made in [r for r in out if r.role == ROLE_DECODER_STATEFUL]:
             say(f"writing {made.path} in OpenVINO GenAI's layout")
             rel = "openvino_genai" + ("" if made.precision == "fp32" else f"_{made.precision}")
-            rel, paged = write_genai_ir(stage, stage / made.path, rel, g, eos_token_id)
-            extra = {**made.extra, "eos_token_id": eos_token_id, "paged_attention": paged}
+            rel, refused = write_genai_ir(stage, stage / made.path, rel, g, eos_token_id)
+            extra = {**made.extra, "eos_token_id": eos_token_id, "paged_attention": refused is None}
+            if refused:
+                extra["paged_attention_refused"] = refused
             out.append(ArtifactRecord.of(stage, "openvino", rel, made.precision, role=ROLE_DECODER_GENAI, **extra))
     return out
 

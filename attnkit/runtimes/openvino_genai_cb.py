@@ -5,7 +5,8 @@ schedules every request's tokens together, each prompt unpadded.
 
 Only where the export recorded that the rewrite takes the model (``paged_attention`` in the GenAI record,
 checked at export by :func:`attnkit.exporters.openvino.takes_paged_attention`): attnkit's decoders, whose
-stateful IR has ``position_ids``. keras-hub models (rotary positions from the cache slot) do not take it;
+stateful IR has ``position_ids``. keras-hub models do not take it (their step has no ScaledDotProductAttention
+for the rewrite to find: an explicit softmax over a cache written slot by slot), and the refusal says why;
 this pipeline has no SDPA fallback, unlike ``LLMPipeline`` (the ``openvino-genai`` backend, which this
 module shares loading rules with). Compiled as attnkit's other OpenVINO runners: f32 inference and cache,
 dynamic quantisation off (int8 is weight-only). Greedy; each row of a batch is one request.
@@ -34,9 +35,10 @@ class OpenVINOContinuousBatching(OpenVINOGenAIGenerate):
         reason = super().inapplicable(source)
         if reason:
             return reason
-        if not source.generation.artifact(ROLE_DECODER_GENAI, "openvino", "fp32").extra.get("paged_attention"):
-            return ("OpenVINO's paged-attention rewrite does not take this model (keras-hub's positions come from the "
-                    "cache slot); run it with openvino-genai")  # fmt: skip
+        extra = source.generation.artifact(ROLE_DECODER_GENAI, "openvino", "fp32").extra
+        if not extra.get("paged_attention"):
+            why = extra.get("paged_attention_refused", "exported before attnkit checked it")
+            return f"OpenVINO's paged-attention rewrite does not take this model ({why}); run it with openvino-genai"
         return None
 
     def _load(self):
