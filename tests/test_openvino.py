@@ -287,3 +287,34 @@ def test_export_names_the_shared_ir_once(tmp_path):
     assert code == 0, output
     last = output.strip().splitlines()[-1]
     assert last.startswith("exported ") and last.count("openvino") == 1 and "model.onnx" in last, last
+
+
+def test_expose_positions_replaces_the_one_mask_to_position_path_or_nothing():
+    """A step whose positions come from its mask (cumsum - 1, clamped, into the position table's Gather) gets a
+    ``position_ids`` input feeding that Gather, and then answers by it; a graph where the cumsum reaches two
+    Gathers is left alone (False), as one without a cumsum is."""
+    import openvino as ov
+    from openvino import Type, opset13
+
+    from attnkit.exporters.openvino import POSITION_IDS, expose_positions, positions_from_mask
+
+    table = np.random.default_rng(7).standard_normal((16, 4)).astype("float32")
+
+    def step(gathers: int):
+        mask = opset13.parameter([-1, -1], Type.i32, name="padding_mask")
+        one, zero = opset13.constant(np.int32(1)), opset13.constant(np.int32(0))
+        positions = opset13.maximum(opset13.subtract(opset13.cumsum(mask, one), one), zero)
+        outs = [opset13.gather(opset13.constant(table * (k + 1)), positions, zero) for k in range(gathers)]
+        return ov.Model([opset13.result(o) for o in outs], [mask])
+
+    assert expose_positions(step(2)) is False
+    model = step(1)
+    assert expose_positions(model) is True
+    assert {n for i in model.inputs for n in i.get_names()} == {"padding_mask", POSITION_IDS}
+    mask = np.array([[0, 1, 1, 1], [1, 1, 0, 0]], "int32")
+    ids = np.array([[3, 9, 1, 0], [15, 2, 4, 4]], "int64")  # not what the mask would give: the input is read
+    compiled = ov.Core().compile_model(model, "CPU")
+    got = compiled({"padding_mask": mask, POSITION_IDS: ids})[0]
+    np.testing.assert_array_equal(got, table[ids])
+    # the stateful runner feeds what the step computed: max(cumsum - 1, 0) over the last `new` columns
+    np.testing.assert_array_equal(positions_from_mask(mask, 2), [[1, 2], [1, 1]])

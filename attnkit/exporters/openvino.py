@@ -82,22 +82,25 @@ def expose_positions(model) -> bool:
     cumsums = [op for op in model.get_ops() if op.get_type_name() == "CumSum"]
     if len(cumsums) != 1:
         return False
-    gathers, seen, todo = [], set(), [cumsums[0]]
+    gathers, seen, todo = {}, set(), [cumsums[0]]
     while todo:  # everything downstream of the CumSum, up to the Gather that takes it as indices
         for output in todo.pop().outputs():
             for target in output.get_target_inputs():
                 node = target.get_node()
                 if node.get_type_name() == "Gather" and target.get_index() == 1:
-                    gathers.append(target)
+                    gathers[node.get_friendly_name()] = target
                 elif node.get_friendly_name() not in seen:
                     seen.add(node.get_friendly_name())
                     todo.append(node)
-    if len(gathers) != 1 or gathers[0].get_partial_shape().rank.get_length() != 2:
+    if len(gathers) != 1:
+        return False
+    (indices,) = gathers.values()
+    if indices.get_partial_shape().rank.get_length() != 2:
         return False
     positions = opset13.parameter([-1, -1], Type.i64, name=POSITION_IDS)
     positions.output(0).get_tensor().set_names({POSITION_IDS})
     model.add_parameters([positions])
-    gathers[0].replace_source_output(opset13.convert(positions, gathers[0].get_element_type()).output(0))
+    indices.replace_source_output(opset13.convert(positions, indices.get_element_type()).output(0))
     model.validate_nodes_and_infer_types()
     return True
 

@@ -10,10 +10,9 @@ ignore its end token.
 
 Batches: a ragged batch goes in whole, left-padded as GenAI pads (attnkit pads on the right), for attnkit's
 decoders, whose ``position_ids`` GenAI computes from the mask, padding taking none, as the step did (tokens
-identical to each row alone; decoder-small at batch 4:
-838.8 tok/s against 314.8 one length at a time, two bench-generate runs, BENCHMARKS.md); keras-hub steps
-take positions from the cache slot, so their prompts run one length at a time
-(:func:`attnkit.runtimes.base.by_prompt_length`).
+identical to each row alone; decoder-small at batch 4: 838.8 tok/s against 314.8 one length at a time, two
+bench-generate runs, BENCHMARKS.md); keras-hub steps take positions from the cache slot, so their prompts
+run one length at a time (:func:`attnkit.runtimes.base.by_prompt_length`).
 """
 
 from __future__ import annotations
