@@ -305,12 +305,21 @@ def by_prompt_length(ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, fil
     attnkit pads prompts on the right; these libraries expect left padding or none (onnxruntime-genai 0.18
     gives a left-padded batch an all-ones mask, measured), so a ragged batch runs one length at a time."""
     lengths = mask.sum(axis=1)
-    tokens = np.full((len(ids), max_new_tokens), fill, "int32")
+    rows: list = [()] * len(ids)
     for n in sorted(set(lengths.tolist())):
         group = np.flatnonzero(lengths == n)
         for b, row in zip(group, run(np.stack([ids[b, mask[b] == 1] for b in group]))):
-            row = np.asarray(row)[:max_new_tokens]
-            tokens[b, : len(row)] = row
+            rows[b] = row
+    return token_array(rows, max_new_tokens, fill)
+
+
+def token_array(rows, max_new_tokens: int, fill: int) -> np.ndarray:
+    """(batch, max_new_tokens) int32 of each row's new tokens as a generation library returned them (up to its
+    stop, perhaps longer than asked), ``fill`` after a row's last token."""
+    tokens = np.full((len(rows), max_new_tokens), fill, "int32")
+    for b, row in enumerate(rows):
+        row = np.asarray(row)[:max_new_tokens]
+        tokens[b, : len(row)] = row
     return tokens
 
 

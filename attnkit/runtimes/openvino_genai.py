@@ -21,7 +21,7 @@ import numpy as np
 
 from ..names import LENGTHS, OUTPUT_IDS, ROLE_DECODER_GENAI
 from ..sampling import sequence_lengths
-from .base import GenerateRunner, by_prompt_length, register
+from .base import GenerateRunner, by_prompt_length, register, token_array
 from .openvino import HINTS
 
 
@@ -101,15 +101,16 @@ class OpenVINOGenAIGenerate(GenerateRunner):
     def _generate(self, feeds, max_new_tokens, eos_id):
         g = self.gspec
         ids, mask = np.asarray(feeds[g.ids]), np.asarray(feeds[g.mask])
-        if g.slot:  # positions by cache slot: GenAI's padding would shift them; one prompt length per call
-            tokens = by_prompt_length(ids, mask, max_new_tokens, eos_id,
-                                      lambda rows: self._run(rows, np.ones_like(rows), max_new_tokens, eos_id))  # fmt: skip
-        else:  # positions from the mask: the batch goes in whole, left-padded as GenAI pads (tokens identical)
-            tokens = np.full((len(ids), max_new_tokens), eos_id, "int32")
-            rows = self._run(*left_padded(ids, mask), max_new_tokens, eos_id)
-            for b, row in enumerate(rows):
-                tokens[b, : len(row[:max_new_tokens])] = row[:max_new_tokens]
+        tokens = token_array(self._rows(ids, mask, max_new_tokens, eos_id), max_new_tokens, eos_id)
         return {OUTPUT_IDS: tokens, LENGTHS: sequence_lengths(tokens, eos_id)}
+
+    def _rows(self, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, eos_id: int):
+        """Each row's new tokens from GenAI (``mask``: attnkit's right padding, 1 = token)."""
+        if self.gspec.slot:  # positions by cache slot: GenAI's padding would shift them; one prompt length per call
+            return by_prompt_length(ids, mask, max_new_tokens, eos_id,
+                                    lambda rows: self._run(rows, np.ones_like(rows), max_new_tokens, eos_id))  # fmt: skip
+        # positions from the mask: the batch goes in whole, left-padded as GenAI pads (tokens identical)
+        return self._run(*left_padded(ids, mask), max_new_tokens, eos_id)
 
     def _close(self):
         self.pipe = None

@@ -14,10 +14,7 @@ dynamic quantisation off (int8 is weight-only). Greedy; each row of a batch is o
 
 from __future__ import annotations
 
-import numpy as np
-
-from ..names import LENGTHS, OUTPUT_IDS, ROLE_DECODER_GENAI
-from ..sampling import sequence_lengths
+from ..names import ROLE_DECODER_GENAI
 from .base import register
 from .openvino_genai import OpenVINOGenAIGenerate
 
@@ -46,16 +43,10 @@ class OpenVINOContinuousBatching(OpenVINOGenAIGenerate):
         # SchedulerConfig's defaults: the CPU grows the block cache as requests need it (cache_size 0)
         self.pipe = self._og.ContinuousBatchingPipeline(path, self._og.SchedulerConfig(), "CPU", config)
 
-    def _generate(self, feeds, max_new_tokens, eos_id):
+    def _rows(self, ids, mask, max_new_tokens, eos_id):
+        """Each row one request, its padding removed; GenAI schedules them together."""
         import openvino as ov
 
-        g = self.gspec
-        ids, mask = np.asarray(feeds[g.ids]), np.asarray(feeds[g.mask])
-        config = self._greedy(max_new_tokens, eos_id)
         prompts = [ov.Tensor(ids[b, mask[b] == 1][None, :].astype("int64")) for b in range(len(ids))]
-        results = self.pipe.generate(prompts, [config] * len(prompts))
-        tokens = np.full((len(ids), max_new_tokens), eos_id, "int32")
-        for b, result in enumerate(results):
-            row = np.asarray(result.m_generation_ids[0], "int64")[:max_new_tokens]
-            tokens[b, : len(row)] = row
-        return {OUTPUT_IDS: tokens, LENGTHS: sequence_lengths(tokens, eos_id)}
+        results = self.pipe.generate(prompts, [self._greedy(max_new_tokens, eos_id)] * len(prompts))
+        return [result.m_generation_ids[0] for result in results]
