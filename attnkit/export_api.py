@@ -335,7 +335,7 @@ def _write_artifacts(
     if "onnx" in fmts:
         _write_onnx(stage, keras_model, spec, precisions, manifest, say, fuse, per_channel, target)
     if "openvino" in fmts:
-        _write_openvino(stage, precisions, manifest, say)
+        _write_openvino(stage, precisions, manifest, say, spec, target)
     if decoding is not None:
         _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, per_channel, target, spec.opset)
 
@@ -402,13 +402,20 @@ def _write_onnx(
         manifest.artifacts.append(ArtifactRecord.of(stage, "onnx", rel, precision, **extra))
 
 
-def _write_openvino(stage: Path, precisions, manifest: Manifest, say) -> None:
+def _write_openvino(stage: Path, precisions, manifest: Manifest, say, spec=None, target=None) -> None:
     """OpenVINO IR of model.onnx, recorded for fp32 and, when asked, bf16 and fp16 (one IR; precision is
     OpenVINO's compile-time hint, see :mod:`attnkit.exporters.openvino`), each reduced one with the CPU
-    features that make it native."""
-    from .exporters.openvino import INT8_SCHEME, write_int8, write_ir
+    features that make it native; int8 as :mod:`attnkit.exporters.openvino_int8` chooses it for the target."""
+    from .benchmark.harness import StoppingRule, measure
+    from .exporters.openvino import IR_XML, require, write_ir
+    from .exporters.openvino_int8 import choose
     from .exporters.precision import onnx_file
+    from .machine import cpu_features
     from .targets import OPENVINO_BF16_REQUIREMENT, OPENVINO_FP16_REQUIREMENT
+
+    def int8_timer(call) -> float:
+        """Median ms of one int8 candidate: >= 5 calls and 1 s, up to 2 s while noisy."""
+        return measure(call, StoppingRule(warmup_s=0.2, min_iterations=5, min_seconds=1.0, extend=2.0)).p50
 
     say("converting model.onnx to OpenVINO IR")
     rel = write_ir(stage, stage / onnx_file("fp32"))
@@ -422,10 +429,14 @@ def _write_openvino(stage: Path, precisions, manifest: Manifest, say) -> None:
                 ArtifactRecord.of(stage, "openvino", rel, precision, inference_precision=hint, requires=requires)
             )
     if "int8" in precisions:
-        say("compressing the OpenVINO IR's weights to int8 (NNCF, weight-only)")
-        rel8 = write_int8(stage, stage / rel, f"{rel}_int8")
+        say("making the OpenVINO int8 IR (NNCF)")
+        choice = choose(stage / rel / IR_XML, spec or manifest.spec, cpu_features(), target, timer=int8_timer, say=say)
+        say(f"OpenVINO int8: {choice.name} ({choice.reason})")
+        rel8 = f"{rel}_int8"
+        (stage / rel8).mkdir(parents=True, exist_ok=True)
+        require().save_model(choice.model, str(stage / rel8 / IR_XML), compress_to_fp16=False)
         manifest.artifacts.append(
-            ArtifactRecord.of(stage, "openvino", rel8, "int8", inference_precision="f32", **INT8_SCHEME)
+            ArtifactRecord.of(stage, "openvino", rel8, "int8", inference_precision="f32", **choice.record())
         )
 
 

@@ -51,6 +51,9 @@ def test_int8_ir_is_weight_only_and_within_the_int8_tolerance(ov_export):
     source = Source(ov_export.out)
     record = ov_export.manifest.artifact("openvino", "int8")
     assert record.extra["mode"] == "int8_asym" and record.extra["method"] == "nncf.compress_weights"
+    # the default target is portable: weight-only without a search, and the record says why
+    assert record.extra["scheme"] == "weight-only" and "portable" in record.extra["chosen_by"]
+    assert "candidates" not in record.extra
     xml = ov_export.out / record.path / "model.xml"
     model = ov.Core().read_model(str(xml))
 
@@ -76,6 +79,114 @@ def test_int8_ir_is_weight_only_and_within_the_int8_tolerance(ov_export):
     fp32_error = rel_l2(expected, ov.Core().compile_model(str(ov_export.out / "openvino" / "model.xml"), "CPU",
                         {"INFERENCE_PRECISION_HINT": "f32"})(feeds)[0])  # fmt: skip
     assert fp32_error < rel_l2(expected, got) <= DEFAULT_TOLERANCES["int8"].rel_l2  # quantised, and within tolerance
+
+
+def test_int8_pick_takes_the_fastest_within_tolerance_by_a_margin_else_weight_only():
+    from attnkit.exporters.openvino_int8 import DYNAMIC, MARGIN, PTQ, WEIGHT_ONLY, Candidate, pick
+
+    def cands(dynamic_ms, ptq_ms, ptq_within=True, base_within=True):
+        return [
+            Candidate(WEIGHT_ONLY, within=base_within, ms=10.0, model="w"),
+            Candidate(DYNAMIC, within=True, ms=dynamic_ms, model="d"),
+            Candidate(PTQ, within=ptq_within, ms=ptq_ms, model="p"),
+        ]
+
+    assert pick(cands(8.0, 9.5)).name == DYNAMIC  # the fastest within tolerance, 20 % faster than weight-only
+    assert pick(cands(8.0, 5.0, ptq_within=False)).name == DYNAMIC  # faster but outside tolerance: never
+    close = pick(cands(10.0 * (1 - MARGIN / 2), 12.0))
+    assert close.name == WEIGHT_ONLY and "faster" in close.reason  # inside the margin: weight-only's CPU-free answers
+    none = pick([Candidate(WEIGHT_ONLY, within=False, ms=10.0, model="w"), Candidate(PTQ, within=False, ms=1.0)])
+    assert none.name == WEIGHT_ONLY and "no candidate within" in none.reason
+    record = pick(cands(8.0, 9.5)).record()
+    assert record["scheme"] == DYNAMIC and [c["name"] for c in record["candidates"]] == [WEIGHT_ONLY, DYNAMIC, PTQ]
+
+
+def test_int8_search_runs_only_where_this_machine_is_the_target_and_computes_int8():
+    from attnkit import targets
+    from attnkit.exporters.openvino_int8 import searches
+
+    amx = next(c for c in targets.CPU_CLASSES if c.name == "cpu-amx").features
+    avx2 = next(c for c in targets.CPU_CLASSES if c.name == "cpu-avx2").features
+    assert "portable" in searches(targets.resolve("portable"), amx)
+    assert "not of the target class cpu-amx" in searches(targets.resolve("cpu-amx"), avx2)
+    assert "no VNNI/AMX" in searches(targets.resolve("host", avx2), avx2)
+    assert searches(targets.resolve("host", amx), amx) is None
+    assert searches(targets.resolve("cpu-avx512-vnni"), amx) is None  # an AMX machine is of that class too
+
+
+def test_int8_search_measures_every_candidate_and_the_runner_runs_what_the_ir_pins(ov_export, tmp_path):
+    """Every candidate made and measured here (forced, so on every CPU class): weight-only within int8's
+    tolerance of the fp32 IR (its compute is f32 everywhere), full PTQ quantising activations, the chosen one
+    within tolerance; the dynamic candidate's IR, written and run by attnkit's runner, is compiled with the
+    group size it pins."""
+    import openvino as ov
+
+    from attnkit.compare import DEFAULT_TOLERANCES
+    from attnkit.exporters.openvino_int8 import DYNAMIC, DYNAMIC_GROUP, PTQ, WEIGHT_ONLY, choose
+    from attnkit.machine import cpu_features
+    from attnkit.runtimes.openvino import compile_ir
+
+    spec = ov_export.manifest.spec
+    from attnkit.benchmark.harness import StoppingRule, measure
+
+    timer = lambda call: measure(call, StoppingRule(0.1, 3, 0.3)).p50  # noqa: E731
+    choice = choose(ov_export.out / "openvino" / "model.xml", spec, cpu_features(), force=True, timer=timer)
+    by_name = {c.name: c for c in choice.candidates}
+    assert {WEIGHT_ONLY, DYNAMIC, PTQ} <= set(by_name)
+    assert all(c.error is None and c.ms > 0 and 0 <= c.rel_l2 < 1 for c in by_name.values())
+    assert by_name[WEIGHT_ONLY].within and by_name[WEIGHT_ONLY].rel_l2 < DEFAULT_TOLERANCES["int8"].rel_l2
+    assert any(op.get_type_name() == "FakeQuantize" for op in by_name[PTQ].model.get_ops())
+    assert by_name[choice.name].within
+    xml = tmp_path / "dynamic" / "model.xml"
+    ov.save_model(by_name[DYNAMIC].model, str(xml), compress_to_fp16=False)
+    compiled, ran_as = compile_ir(xml, "int8")
+    assert compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE") == DYNAMIC_GROUP and ran_as == "int8"
+
+
+def test_host_target_records_how_its_openvino_int8_was_chosen(tmp_path):
+    """``--target host``: where this machine computes int8 (VNNI/AMX) the candidates are measured and recorded and
+    the written IR agrees; elsewhere weight-only is written with the reason, and nothing was measured."""
+    import attnkit
+    from attnkit import targets
+    from attnkit.exporters.openvino_int8 import searches
+    from attnkit.machine import cpu_features
+
+    result = attnkit.export("mha", tmp_path / "h", formats="openvino", precision="int8", target="host")
+    extra = result.manifest.artifact("openvino", "int8").extra
+    skipped = searches(targets.resolve("host"), cpu_features())
+    if skipped:
+        assert extra["scheme"] == "weight-only" and extra["chosen_by"] == skipped and "candidates" not in extra
+    else:
+        assert extra["chosen_by"].startswith("measured here") and extra["candidates"][0]["name"] == "weight-only"
+        assert next(c for c in extra["candidates"] if c["name"] == extra["scheme"])["within"]
+    assert result.report.ok
+
+
+def test_accuracy_control_returns_layers_to_f32_until_within_tolerance(ov_export):
+    """NNCF's accuracy-aware PTQ as attnkit drives it (no overflow fix, so on a CPU without VNNI plain PTQ is
+    outside the tolerance: 0.12 on encoder-tiny, AVX2 EPYC): the result is within int8's tolerance of the fp32
+    IR, and where plain PTQ was not, it has fewer FakeQuantize nodes but not none."""
+    import openvino as ov
+
+    from attnkit.exporters import openvino_int8 as oi
+
+    spec = ov_export.manifest.spec
+    core = ov.Core()
+    fp32 = core.read_model(str(ov_export.out / "openvino" / "model.xml"))
+    accuracy = oi._accuracy_inputs(spec)
+    reference = oi._compile(core, fp32, 0)
+    expected = [oi._run(reference, f) for f in accuracy]
+    calibration = oi._calibration(spec)
+
+    def judged(model):
+        compiled = oi._compile(core, model, 0)
+        fq = sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+        return oi._agreement(expected, [oi._run(compiled, f) for f in accuracy])[2], fq
+
+    plain_ok, plain_fq = judged(oi._ptq(fp32, calibration, overflow_fix=False))
+    ok, fq = judged(oi._ptq_accuracy_control(fp32, calibration, accuracy, expected, overflow_fix=False))
+    assert ok
+    assert fq == plain_fq if plain_ok else 0 < fq < plain_fq
 
 
 def test_each_row_says_the_precision_openvino_ran(ov_export):

@@ -251,33 +251,6 @@ def _share_weights(source_xml: Path, written_xml: Path) -> None:
         _link_or_copy(src, dst)
 
 
-#: how ``int8`` IRs are made (recorded per artifact): NNCF weight compression, 8-bit asymmetric per output
-#: channel, computed in f32 after decompression
-INT8_SCHEME = {"method": "nncf.compress_weights", "mode": "int8_asym", "granularity": "per-channel", "compute": "f32"}
-
-
-def write_int8(stage: Path, fp32_dir: Path, rel_dir: str) -> str:
-    """``int8`` IR of the fp32 IR in ``fp32_dir``: its weights compressed to 8 bits by NNCF (weight-only).
-
-    Why weight-only and not NNCF's full post-training quantisation: measured on the AVX2 EPYC (OpenVINO
-    2026.4, NNCF 3.4, W-base batch 8 x 128), full PTQ with ``model_type=TRANSFORMER`` was rel L2 0.20 (0.059
-    with the overflow fix, 0.042 with SmoothQuant too, 0.048 with the attention and FFN-out MatMuls left in
-    f32: all above the int8 tolerance of 0.03) and slower than f32 there; weight-only int8 was 0.016 (0.0068
-    on encoder-tiny). The step of a decoder is weight-bandwidth-bound: decoder-small's stateful step ran
-    2.15 against 4.25 ms a token in f32, 99 % of its tokens identical. The compute stays f32 (OpenVINO's
-    dynamic activation quantisation is off, pinned in the IR and asked by the runner), so the answers are the
-    same on every CPU and in every consumer.
-    """
-    import nncf
-
-    ov = require()
-    model = nncf.compress_weights(ov.Core().read_model(str(fp32_dir / IR_XML)), mode=nncf.CompressWeightsMode.INT8_ASYM)
-    pin_runtime_options(model, DYNAMIC_QUANTIZATION_GROUP_SIZE=0)  # f32 compute wherever it is compiled
-    (stage / rel_dir).mkdir(parents=True, exist_ok=True)
-    ov.save_model(model, str(stage / rel_dir / IR_XML), compress_to_fp16=False)
-    return rel_dir
-
-
 def streamed_weight_bytes(xml: Path) -> int:
     """Bytes of the weights one step of the IR reads: every constant except tables only gathered from (a step
     reads one row of the token embedding per token), as :func:`attnkit.generation.bench.streamed_weight_bytes`

@@ -89,8 +89,9 @@ def write_openvino(
     steps with NNCF's weight-only int8 (``..._int8/``; the encoder, run once a request, stays fp32); for a
     decoder-only model, each stateful decoder in OpenVINO GenAI's layout too (``openvino_genai[_int8]/``,
     :func:`attnkit.exporters.openvino.write_genai`; ``eos_token_id`` goes into its generation config)."""
-    from ..exporters.openvino import INT8_SCHEME, write_int8, write_ir, write_stateful
     from ..exporters.openvino import write_genai as write_genai_ir
+    from ..exporters.openvino import write_ir, write_stateful
+    from ..exporters.openvino_int8 import SCHEMES, WEIGHT_ONLY, write_int8
 
     out = []
 
@@ -101,7 +102,16 @@ def write_openvino(
             say(f"compressing {rel}'s weights to int8 (NNCF, weight-only)")
             rel8 = write_int8(stage, stage / rel, f"{rel}_int8")
             out.append(
-                ArtifactRecord.of(stage, "openvino", rel8, "int8", role=role, inference_precision="f32", **INT8_SCHEME)
+                ArtifactRecord.of(
+                    stage,
+                    "openvino",
+                    rel8,
+                    "int8",
+                    role=role,
+                    inference_precision="f32",
+                    scheme=WEIGHT_ONLY,
+                    **SCHEMES[WEIGHT_ONLY],
+                )
             )
 
     for item in [r for r in records if r.format == "onnx" and r.precision == "fp32"]:

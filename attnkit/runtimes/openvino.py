@@ -37,11 +37,16 @@ def compile_ir(path, precision: str, threads: int | None = None, stateful: bool 
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
     if stateful:
         config["KV_CACHE_PRECISION"] = hint
-    if precision in ("fp32", "int8"):
-        # OpenVINO would quantise activations on the fly where it has int8 dot products (VNNI/AMX); its
-        # accuracy there is not measured (no such CPU in this project's sessions), so the answers stay
-        # those of f32 compute on every CPU
+    if precision == "fp32":
+        # OpenVINO would quantise activations on the fly where it has int8 dot products (VNNI/AMX): fp32 means
+        # f32 compute on every CPU
         config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = 0
+    elif precision == "int8":
+        # what the IR pins: 0 (f32 compute) unless the export measured dynamic activation quantisation on the
+        # CPU it was made for and found it within int8's tolerance and faster (attnkit.exporters.openvino_int8)
+        from ..exporters.openvino_int8 import pinned_group
+
+        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = pinned_group(ov.Core().read_model(str(path)))
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     compiled = ov.Core().compile_model(str(path), "CPU", config)

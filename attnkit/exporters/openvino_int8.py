@@ -1,0 +1,361 @@
+"""OpenVINO int8 chosen by measurement on the machine it is made for (issue 19: "int8 that is right and fast
+per target").
+
+By default ``export --format openvino --precision int8`` writes weight-only int8 (NNCF ``compress_weights``,
+computed in f32: the same answers on every CPU, :func:`write_int8`). Where the
+exporting machine *is* the target (``--target host``, or a CPU class the machine belongs to) and has int8 dot
+products (AVX-512 VNNI, AVX-VNNI, AMX-INT8), OpenVINO can compute in int8: its dynamic activation quantisation
+of a weight-compressed IR, and NNCF's full post-training quantisation. Whether they stay within int8's
+tolerance depends on the model and on that CPU's kernels and is known nowhere in advance (on the AMX Xeon of
+issue 19, NNCF PTQ calibrated on random ids ran 3.9x onnxruntime fp32 at rel L2 0.128 — wrong), so attnkit
+measures, as TensorRT's builder times its tactics on the GPU it builds for:
+
+1. every candidate is made: weight-only; weight-only with dynamic activation quantisation (group size
+   :data:`DYNAMIC_GROUP`); full PTQ (``model_type=TRANSFORMER``, calibrated on :data:`CALIBRATION_ITEMS`
+   batches drawn from the model's own input domain, ``spec.sample_feeds``; NNCF's overflow fix where the CPU
+   has no VNNI, whose 16-bit pair sums saturate); and, only where PTQ is the fastest candidate but outside the
+   tolerance, PTQ with NNCF's accuracy control, which returns layers to f32 until the model is within it;
+2. each is held to int8's tolerance against the fp32 IR with f32 forced (which the export check holds to eager
+   Keras at the fp32 tolerance) on fresh inputs at two shapes, and timed at the spec's optimum shape;
+3. the fastest within tolerance is written if it beats weight-only by more than :data:`MARGIN` (weight-only
+   answers do not depend on the CPU, worth a few per cent), and the manifest records every candidate.
+
+NNCF quantises and OpenVINO compiles and runs; choosing among the schemes by accuracy and speed on one machine
+is what no library does, so that part is written here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: weight-only with f32 compute; the default and the fallback
+WEIGHT_ONLY = "weight-only"
+DYNAMIC = "weight-only + dynamic activations"
+PTQ = "full PTQ"
+PTQ_ACCURACY_CONTROL = "full PTQ + accuracy control"
+#: OpenVINO's dynamic quantisation group size for the DYNAMIC candidate (its CPU plugin's default where on)
+DYNAMIC_GROUP = 32
+#: calibration batches for PTQ (each spec.batch.opt rows at a sequence length in [sequence.min, sequence.opt])
+CALIBRATION_ITEMS = 16
+#: a candidate other than weight-only must be this much faster than weight-only to be written
+MARGIN = 0.10
+
+SCHEMES = {
+    WEIGHT_ONLY: {"method": "nncf.compress_weights", "mode": "int8_asym", "granularity": "per-channel",
+                  "compute": "f32"},
+    DYNAMIC: {"method": "nncf.compress_weights", "mode": "int8_asym", "granularity": "per-channel",
+              "compute": f"int8 activations quantised at run time, group size {DYNAMIC_GROUP}"},
+    PTQ: {"method": "nncf.quantize", "model_type": "transformer", "compute": "int8"},
+    PTQ_ACCURACY_CONTROL: {"method": "nncf.quantize_with_accuracy_control", "model_type": "transformer",
+                           "compute": "int8, layers returned to f32 where int8 broke the tolerance"},
+}  # fmt: skip
+
+
+@dataclass
+class Candidate:
+    """One int8 scheme as measured on this machine."""
+
+    name: str
+    rel_l2: float | None = None  # worst over the accuracy inputs, against the fp32 IR
+    cosine: float | None = None
+    within: bool = False
+    ms: float | None = None  # median at the spec's optimum shape
+    speedup: float | None = None  # against the fp32 IR (f32 forced) timed in the same run
+    ran_as: str | None = None  # what OpenVINO reports: inference precision, dynamic quantisation group
+    error: str | None = None
+    model: Any = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("model")
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items() if v is not None}
+
+
+@dataclass
+class Choice:
+    """What :func:`choose` wrote and why."""
+
+    name: str
+    model: Any
+    candidates: list[Candidate]
+    reason: str
+
+    def record(self) -> dict:
+        """Manifest ``extra`` of the int8 IR: the scheme written and every candidate measured."""
+        extra = dict(SCHEMES[self.name], scheme=self.name, chosen_by=self.reason)
+        if self.candidates:
+            extra["candidates"] = [c.to_dict() for c in self.candidates]
+        return extra
+
+
+def searches(target, features: frozenset[str]) -> str | None:
+    """None when this machine is the target and can compute int8 (so the candidates are measured where they will
+    run), else the reason weight-only is written without a search."""
+    from ..targets import PORTABLE, VNNI_FEATURES
+
+    if target is None or target.cpu_class == PORTABLE:
+        return "weight-only: the portable target (f32 compute, the same answers on every CPU)"
+    if not target.features <= features:
+        return f"weight-only: this machine is not of the target class {target.cpu_class}, so nothing can be timed"
+    if not features & set(VNNI_FEATURES):
+        return (
+            "weight-only: no int8 dot products here (no VNNI/AMX): on this class full PTQ ran slower than f32 "
+            "(and outside int8's tolerance on W-base) and dynamic activation quantisation changed nothing (BENCHMARKS.md)"
+        )
+    return None
+
+
+def weight_only(fp32_model, group: int = 0):
+    """Weight-only int8 of ``fp32_model`` (NNCF, 8-bit asymmetric per channel) with ``group`` pinned as its
+    dynamic activation quantisation (0: f32 compute wherever it is compiled)."""
+    import nncf
+
+    from .openvino import pin_runtime_options
+
+    model = nncf.compress_weights(fp32_model.clone(), mode=nncf.CompressWeightsMode.INT8_ASYM)
+    pin_runtime_options(model, DYNAMIC_QUANTIZATION_GROUP_SIZE=group)
+    return model
+
+
+def write_int8(stage, fp32_dir, rel_dir: str) -> str:
+    """Weight-only ``int8`` IR of the fp32 IR in ``fp32_dir`` (what every target gets for a decoder's step, and
+    for a forward model where :func:`choose` does not measure something faster).
+
+    Why weight-only and not NNCF's full post-training quantisation: measured on the AVX2 EPYC (OpenVINO
+    2026.4, NNCF 3.4, W-base batch 8 x 128), full PTQ with ``model_type=TRANSFORMER`` was rel L2 0.20 (0.059
+    with the overflow fix, 0.042 with SmoothQuant too, 0.048 with the attention and FFN-out MatMuls left in
+    f32: all above the int8 tolerance of 0.03) and slower than f32 there; weight-only int8 was 0.016 (0.0068
+    on encoder-tiny). The step of a decoder is weight-bandwidth-bound: decoder-small's stateful step ran
+    2.15 against 4.25 ms a token in f32, 99 % of its tokens identical. The compute stays f32 (OpenVINO's
+    dynamic activation quantisation is off, pinned in the IR and asked by the runner), so the answers are the
+    same on every CPU and in every consumer.
+    """
+    from .openvino import IR_XML, require
+
+    ov = require()
+    model = weight_only(ov.Core().read_model(str(fp32_dir / IR_XML)))
+    (stage / rel_dir).mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(stage / rel_dir / IR_XML), compress_to_fp16=False)
+    return rel_dir
+
+
+def choose(
+    fp32_xml,
+    spec,
+    features: frozenset[str],
+    target=None,
+    force: bool = False,
+    timer: Callable[[Callable[[], Any]], float] | None = None,
+    say=lambda _msg: None,
+) -> Choice:
+    """The int8 IR to write for ``fp32_xml`` (see the module docstring).
+
+    Args:
+        fp32_xml: the fp32 IR.
+        spec: the export spec (input domain for calibration and accuracy inputs, optimum shape for timing).
+        features: this machine's CPU features.
+        target: the export's resolved ``--target``.
+        force: measure every candidate even where :func:`searches` says there is no point (tests, and the
+            evidence for a CPU class without int8 dot products).
+        timer: median milliseconds of a call (the benchmark layer's harness, handed down by the caller: the
+            exporters sit below it); needed only when the candidates are measured.
+    """
+    from .openvino import require
+
+    ov = require()
+    core = ov.Core()
+    fp32 = core.read_model(str(fp32_xml))
+    skip = None if force else searches(target, features)
+    if skip:
+        return Choice(WEIGHT_ONLY, weight_only(fp32), [], skip)
+
+    from ..targets import VNNI_FEATURES
+
+    if timer is None:
+        raise TypeError("choose() needs a timer to measure the int8 candidates")
+    accuracy = _accuracy_inputs(spec)
+    timed = spec.sample_feeds(spec.batch.opt, spec.sequence.opt, seed=7100)
+    reference = _compile(core, fp32, 0)
+    expected = [_run(reference, f) for f in accuracy]
+    fp32_ms = _time(reference, timed, timer)
+    say(f"int8 search: fp32 IR {fp32_ms:.1f} ms at {spec.batch.opt}x{spec.sequence.opt}")
+
+    def measure(name: str, make) -> Candidate:
+        c = Candidate(name)
+        try:
+            c.model = make()
+            group = pinned_group(c.model)
+            compiled = _compile(core, c.model, group)
+            c.ran_as = f"{compiled.get_property('INFERENCE_PRECISION_HINT').get_type_name()}, dynamic quantisation " \
+                       f"{compiled.get_property('DYNAMIC_QUANTIZATION_GROUP_SIZE')}"  # fmt: skip
+            c.rel_l2, c.cosine, c.within = _agreement(expected, [_run(compiled, f) for f in accuracy])
+            c.ms = _time(compiled, timed, timer)
+            c.speedup = fp32_ms / c.ms
+        except Exception as e:  # one candidate failing (an NNCF or plugin error) must not lose the others
+            c.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+            c.model = None
+        say(f"int8 search: {name}: " + (c.error or f"rel L2 {c.rel_l2:.3g}, {c.ms:.1f} ms"))
+        return c
+
+    int8_dot = bool(features & set(VNNI_FEATURES))
+    calibration = _calibration(spec)
+    candidates = [measure(WEIGHT_ONLY, lambda: weight_only(fp32))]
+    if int8_dot or force:
+        candidates.append(measure(DYNAMIC, lambda: weight_only(fp32, DYNAMIC_GROUP)))
+    ptq = measure(PTQ, lambda: _ptq(fp32, calibration, overflow_fix=not int8_dot))
+    candidates.append(ptq)
+    timed_ok = [c for c in candidates if c.ms is not None]
+    if ptq.ms is not None and not ptq.within and ptq.ms == min(c.ms for c in timed_ok):
+        candidates.append(
+            measure(
+                PTQ_ACCURACY_CONTROL,
+                lambda: _ptq_accuracy_control(fp32, calibration, accuracy, expected, overflow_fix=not int8_dot),
+            )  # fmt: skip
+        )
+    return pick(candidates)
+
+
+def pick(candidates: list[Candidate]) -> Choice:
+    """The fastest candidate within tolerance if it beats weight-only by more than :data:`MARGIN`, else
+    weight-only (which is always the first candidate)."""
+    base = candidates[0]
+    assert base.name == WEIGHT_ONLY
+    fits = [c for c in candidates if c.within and c.ms is not None]
+    best = min(fits, key=lambda c: c.ms) if fits else base
+    if best is not base and base.ms is not None and base.within and best.ms > base.ms * (1 - MARGIN):
+        best = base
+        reason = f"measured here: weight-only; no agreeing candidate was more than {MARGIN:.0%} faster"
+    elif best is base:
+        reason = "measured here: weight-only is the fastest candidate within int8's tolerance" if base.within \
+            else "measured here: no candidate within int8's tolerance; weight-only written, the export check judges it"  # fmt: skip
+    else:
+        reason = f"measured here: the fastest candidate within int8's tolerance, {best.ms:.1f} ms against weight-only's " \
+                 f"{base.ms:.1f} ms"  # fmt: skip
+    if best.model is None:  # weight-only itself could not be made: NNCF's own error, as without a search
+        raise RuntimeError(f"NNCF could not compress the IR's weights: {best.error}")
+    return Choice(best.name, best.model, candidates, reason)
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def _accuracy_inputs(spec) -> list[dict]:
+    """Fresh inputs at two shapes: a small ragged batch at an odd length, and the optimum shape."""
+    short = max(spec.sequence.min, min(spec.sequence.opt, 45))
+    return [spec.sample_feeds(2, short, seed=7000), spec.sample_feeds(spec.batch.opt, spec.sequence.opt, seed=7001)]
+
+
+def _calibration(spec) -> list[dict]:
+    """PTQ calibration batches in the model's own input domain (token ids in its vocabulary, ragged masks)."""
+    import numpy as np
+
+    rng = np.random.default_rng(7200)
+    lengths = rng.integers(spec.sequence.min, spec.sequence.opt + 1, size=CALIBRATION_ITEMS)
+    return [spec.sample_feeds(spec.batch.opt, int(n), seed=7300 + i) for i, n in enumerate(lengths)]
+
+
+def pinned_group(model) -> int:
+    """The dynamic activation quantisation group size the IR pins (0 where it pins none: f32 compute)."""
+    key = ["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"]
+    return int(model.get_rt_info(key).astype(int)) if model.has_rt_info(key) else 0
+
+
+def _compile(core, model, group: int):
+    config = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": "f32",
+        "DYNAMIC_QUANTIZATION_GROUP_SIZE": group,
+    }
+    return core.compile_model(model, "CPU", config)
+
+
+def _run(compiled, feeds: dict) -> dict:
+    # an infer request's infer(), not the compiled model's __call__: __call__ shares the caller's arrays with the
+    # plugin by default (share_inputs=True), and an 8 x 128 input fed that way was overwritten by a later
+    # inference of another request at the same shape (measured, OpenVINO 2026.4: the next accuracy check then
+    # compared other inputs' answers, rel L2 0.49)
+    wanted = {i.any_name for i in compiled.inputs}
+    result = compiled.create_infer_request().infer({k: v for k, v in feeds.items() if k in wanted})
+    return {o.any_name: result[o].copy() for o in compiled.outputs}
+
+
+def _time(compiled, feeds: dict, timer) -> float:
+    request = compiled.create_infer_request()
+    wanted = {i.any_name for i in compiled.inputs}
+    feeds = {k: v for k, v in feeds.items() if k in wanted}
+    return timer(lambda: request.infer(feeds))
+
+
+def _agreement(expected: list[dict], got: list[dict]) -> tuple[float, float, bool]:
+    from ..compare import DEFAULT_TOLERANCES, compare_outputs
+
+    worst_l2, worst_cos, ok = 0.0, 1.0, True
+    for ref, out in zip(expected, got):
+        for a in compare_outputs(ref, out, DEFAULT_TOLERANCES["int8"]):
+            worst_l2, worst_cos, ok = max(worst_l2, a.rel_l2), min(worst_cos, a.cosine), ok and a.passed
+    return worst_l2, worst_cos, ok
+
+
+def _advanced(overflow_fix: bool, smooth_quant: bool = True):
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        AdvancedSmoothQuantParameters,
+        OverflowFix,
+    )
+
+    return AdvancedQuantizationParameters(
+        overflow_fix=OverflowFix.ENABLE if overflow_fix else OverflowFix.DISABLE,
+        smooth_quant_alphas=AdvancedSmoothQuantParameters()
+        if smooth_quant
+        else AdvancedSmoothQuantParameters(matmul=-1),
+    )
+
+
+def _ptq(fp32_model, calibration: list[dict], overflow_fix: bool):
+    import nncf
+
+    from .openvino import pin_runtime_options
+
+    model = nncf.quantize(fp32_model.clone(), nncf.Dataset(calibration), subset_size=len(calibration),
+                          model_type=nncf.ModelType.TRANSFORMER, advanced_parameters=_advanced(overflow_fix))  # fmt: skip
+    pin_runtime_options(model, DYNAMIC_QUANTIZATION_GROUP_SIZE=0)
+    return model
+
+
+def _ptq_accuracy_control(fp32_model, calibration: list[dict], accuracy: list[dict], expected: list[dict],
+                          overflow_fix: bool):  # fmt: skip
+    """NNCF's accuracy-aware PTQ: quantise, then return the layers that cost the most accuracy to f32 until the
+    model's metric (one minus the worst rel L2 against the fp32 IR: NNCF divides by f32's metric, so it must not
+    be 0) is within int8's tolerance of f32's.
+
+    Without SmoothQuant: NNCF 3.4's accuracy control returns a layer to f32 by removing its FakeQuantize but
+    leaves SmoothQuant's rescaling of the layers around it, so every layer it returned made the model worse
+    (measured on encoder-tiny, AVX2 EPYC: rel L2 0.12 quantised, 0.81 with every FakeQuantize removed); without
+    SmoothQuant the same search ended within tolerance (6.4e-3, 10 of 15 MatMuls in f32)."""
+    import nncf
+
+    from ..compare import DEFAULT_TOLERANCES
+    from .openvino import pin_runtime_options
+
+    def validate(compiled, indices) -> tuple[float, list[float]]:
+        per_item = []
+        for i in indices:
+            l2, _cos, _ok = _agreement([expected[i]], [_run(compiled, accuracy[i])])
+            per_item.append(1.0 - l2)
+        return min(per_item), per_item
+
+    model = nncf.quantize_with_accuracy_control(
+        fp32_model.clone(),
+        nncf.Dataset(calibration),
+        nncf.Dataset(list(range(len(accuracy))), lambda i: accuracy[i]),
+        validate,
+        max_drop=DEFAULT_TOLERANCES["int8"].rel_l2,
+        drop_type=nncf.DropType.ABSOLUTE,
+        subset_size=len(calibration),
+        model_type=nncf.ModelType.TRANSFORMER,
+        advanced_quantization_parameters=_advanced(overflow_fix, smooth_quant=False),
+    )
+    pin_runtime_options(model, DYNAMIC_QUANTIZATION_GROUP_SIZE=0)
+    return model
