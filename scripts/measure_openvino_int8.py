@@ -2,6 +2,9 @@
 
     python scripts/measure_openvino_int8.py encoder-base --batch 8 --seq 128
 
+With ``--search``, also the export's own int8 search (``attnkit.exporters.openvino_int8.choose``) forced on
+this machine, as ``--target host`` runs it on a VNNI/AMX CPU: each candidate and what it would write.
+
 The evidence an AVX-512/VNNI or AMX session needs to choose OpenVINO's int8 per target (issue 19: full
 post-training quantisation vs weight-only, OpenVINO's dynamic activation quantisation on or off) and to
 check the deployment pick against every configuration of OpenVINO and onnxruntime on the same file. For
@@ -39,6 +42,7 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--calibration", type=int, default=32, help="NNCF calibration samples")
+    ap.add_argument("--search", action="store_true", help="also run the export's int8 search, forced")
     args = ap.parse_args()
 
     import nncf
@@ -142,6 +146,20 @@ def main() -> None:
                 continue
             infer, ran_as = openvino(quantised, {"INFERENCE_PRECISION_HINT": "f32"})
             report(label, ran_as, "int8", infer)
+
+        if args.search:
+            from attnkit.benchmark.harness import StoppingRule, measure
+            from attnkit.exporters.openvino_int8 import choose
+
+            choice = choose(xml, spec, info.features, force=True,
+                            timer=lambda call: measure(call, StoppingRule(0.2, 5, 1.0, 2.0)).p50)  # fmt: skip
+            print(f"\nexport's int8 search (forced), timed at {spec.batch.opt}x{spec.sequence.opt}: writes "
+                  f"**{choice.name}** ({choice.reason})\n")  # fmt: skip
+            print("| candidate | rel L2 (worst) | within | ms | x fp32 IR | ran as |\n|---|---:|---|---:|---:|---|")
+            for c in choice.candidates:
+                print(f"| {c.name} | {c.rel_l2 if c.rel_l2 is None else f'{c.rel_l2:.3g}'} | {c.within} | "
+                      f"{c.ms if c.ms is None else f'{c.ms:.1f}'} | "
+                      f"{c.speedup if c.speedup is None else f'{c.speedup:.2f}'} | {c.error or c.ran_as} |")  # fmt: skip
 
 
 if __name__ == "__main__":
