@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -39,7 +38,9 @@ def test_verify_generate_on_an_export_without_generation_is_refused(tiny_export)
     assert len(errors) == 1 and "no generation export" in errors[0] and "--generate" in errors[0], output
 
 
-def test_serve_triton_refuses_a_directory_it_would_serve_nothing_from(tiny_export, tmp_path):
+def test_serve_triton_refuses_a_directory_it_would_serve_nothing_from(tiny_export, tmp_path, monkeypatch):
+    import tempfile
+
     from attnkit.serving.triton import check_repository
 
     (tmp_path / "empty").mkdir()
@@ -47,10 +48,14 @@ def test_serve_triton_refuses_a_directory_it_would_serve_nothing_from(tiny_expor
         check_repository(tmp_path / "empty")
     with pytest.raises(AttnkitError, match="repository: .*export directory.*attnkit package"):
         check_repository(tiny_export.out)
-    before = set(Path(os.environ.get("TMPDIR", "/tmp")).glob("attnkit-*"))
+    # a temporary directory of its own: another test worker's files in /tmp are not this command's
+    private = tmp_path / "tmpdir"
+    private.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private))
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
     code, output = run("serve", "triton", tmp_path / "empty")
     assert code != 0 and "no model configuration" in output
-    assert set(Path(os.environ.get("TMPDIR", "/tmp")).glob("attnkit-*")) <= before  # nothing left in TMPDIR
+    assert list(private.iterdir()) == []  # nothing left in TMPDIR
 
 
 def test_results_writer_leaves_nothing_when_it_fails(tmp_path):
