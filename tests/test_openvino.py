@@ -114,12 +114,18 @@ def test_int8_search_runs_only_where_this_machine_is_the_target_and_computes_int
     assert searches(targets.resolve("cpu-avx512-vnni"), amx) is None  # an AMX machine is of that class too
 
 
-def test_int8_search_measures_every_candidate_and_the_runner_runs_what_the_ir_pins(ov_export, tmp_path):
+def test_int8_search_measures_every_candidate_and_the_runner_runs_what_the_ir_pins(ov_export, tmp_path, monkeypatch):
     """Every candidate made and measured here (forced, so on every CPU class): weight-only within int8's
     tolerance of the fp32 IR (its compute is f32 everywhere), full PTQ quantising activations, the chosen one
-    within tolerance; the dynamic candidate's IR, written and run by attnkit's runner, is compiled with the
-    group size it pins."""
+    within tolerance; each also judged as compiled with OpenVINO's defaults (made to happen here by reporting
+    a bf16 default, as AMX CPUs have); the dynamic candidate's IR, written and run by attnkit's runner, is
+    compiled with the group size it pins."""
     import openvino as ov
+
+    from attnkit.exporters import openvino_int8
+
+    real_default = openvino_int8._default_precision(ov.Core())
+    monkeypatch.setattr(openvino_int8, "_default_precision", lambda core: "bf16")
 
     from attnkit.compare import DEFAULT_TOLERANCES
     from attnkit.exporters.openvino_int8 import DYNAMIC, DYNAMIC_GROUP, PTQ, WEIGHT_ONLY, choose
@@ -134,6 +140,7 @@ def test_int8_search_measures_every_candidate_and_the_runner_runs_what_the_ir_pi
     by_name = {c.name: c for c in choice.candidates}
     assert {WEIGHT_ONLY, DYNAMIC, PTQ} <= set(by_name)
     assert all(c.error is None and c.ms > 0 and 0 <= c.rel_l2 < 1 for c in by_name.values())
+    assert {c.defaults_ran_as for c in by_name.values()} == {real_default}  # compiled with defaults too
     assert by_name[WEIGHT_ONLY].within and by_name[WEIGHT_ONLY].rel_l2 < DEFAULT_TOLERANCES["int8"].rel_l2
     assert any(op.get_type_name() == "FakeQuantize" for op in by_name[PTQ].model.get_ops())
     assert by_name[choice.name].within
