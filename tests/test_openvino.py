@@ -81,21 +81,27 @@ def test_int8_ir_is_weight_only_and_within_the_int8_tolerance(ov_export):
     assert fp32_error < rel_l2(expected, got) <= DEFAULT_TOLERANCES["int8"].rel_l2  # quantised, and within tolerance
 
 
-def test_int8_pick_takes_the_fastest_within_tolerance_by_a_margin_else_weight_only():
-    from attnkit.exporters.openvino_int8 import DYNAMIC, MARGIN, PTQ, WEIGHT_ONLY, Candidate, pick
+def test_int8_pick_takes_the_fastest_that_agrees_by_a_margin_else_weight_only():
+    from attnkit.compare import DEFAULT_TOLERANCES
+    from attnkit.exporters.openvino_int8 import DYNAMIC, HEADROOM, MARGIN, PTQ, WEIGHT_ONLY, Candidate, pick
 
-    def cands(dynamic_ms, ptq_ms, ptq_within=True, base_within=True):
+    limit = HEADROOM * DEFAULT_TOLERANCES["int8"].rel_l2
+
+    def cands(dynamic_ms, ptq_ms, ptq_within=True, dynamic_l2=0.01):
         return [
-            Candidate(WEIGHT_ONLY, within=base_within, ms=10.0, model="w"),
-            Candidate(DYNAMIC, within=True, ms=dynamic_ms, model="d"),
-            Candidate(PTQ, within=ptq_within, ms=ptq_ms, model="p"),
+            Candidate(WEIGHT_ONLY, rel_l2=0.02, within=True, ms=10.0, model="w"),
+            Candidate(DYNAMIC, rel_l2=dynamic_l2, within=True, ms=dynamic_ms, model="d"),
+            Candidate(PTQ, rel_l2=0.01 if ptq_within else 0.2, within=ptq_within, ms=ptq_ms, model="p"),
         ]
 
-    assert pick(cands(8.0, 9.5)).name == DYNAMIC  # the fastest within tolerance, 20 % faster than weight-only
+    assert pick(cands(8.0, 9.5)).name == DYNAMIC  # the fastest that agrees, 20 % faster than weight-only
     assert pick(cands(8.0, 5.0, ptq_within=False)).name == DYNAMIC  # faster but outside tolerance: never
     close = pick(cands(10.0 * (1 - MARGIN / 2), 12.0))
     assert close.name == WEIGHT_ONLY and "faster" in close.reason  # inside the margin: weight-only's CPU-free answers
-    none = pick([Candidate(WEIGHT_ONLY, within=False, ms=10.0, model="w"), Candidate(PTQ, within=False, ms=1.0)])
+    # within the tolerance but not its headroom: a replacement for weight-only must do better
+    assert pick(cands(8.0, 12.0, dynamic_l2=(limit + DEFAULT_TOLERANCES["int8"].rel_l2) / 2)).name == WEIGHT_ONLY
+    none = pick([Candidate(WEIGHT_ONLY, rel_l2=0.1, within=False, ms=10.0, model="w"),
+                 Candidate(PTQ, rel_l2=0.2, within=False, ms=1.0)])  # fmt: skip
     assert none.name == WEIGHT_ONLY and "no candidate within" in none.reason
     record = pick(cands(8.0, 9.5)).record()
     assert record["scheme"] == DYNAMIC and [c["name"] for c in record["candidates"]] == [WEIGHT_ONLY, DYNAMIC, PTQ]

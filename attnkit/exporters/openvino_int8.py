@@ -20,8 +20,9 @@ measures, as TensorRT's builder times its tactics on the GPU it builds for:
    compiles it, and, where OpenVINO's default precision is not f32 (bf16 on AMX and avx512_bf16 CPUs), also
    with OpenVINO's defaults, as Triton's OpenVINO backend and a user's script compile it — and timed at the
    spec's optimum shape (f32 forced);
-3. the fastest within tolerance is written if it beats weight-only by more than :data:`MARGIN` (weight-only
-   answers do not depend on the CPU, worth a few per cent), and the manifest records every candidate.
+3. the fastest that agrees is written if it beats weight-only by more than :data:`MARGIN` (weight-only
+   answers do not depend on the CPU, worth a few per cent); a scheme other than weight-only agrees only within
+   :data:`HEADROOM` of the tolerance; the manifest records every candidate.
 
 NNCF quantises and OpenVINO compiles and runs; choosing among the schemes by accuracy and speed on one machine
 is what no library does, so that part is written here.
@@ -44,6 +45,8 @@ DYNAMIC_GROUP = 32
 CALIBRATION_ITEMS = 16
 #: a candidate other than weight-only must be this much faster than weight-only to be written
 MARGIN = 0.10
+#: ... and its worst rel L2 within this fraction of int8's tolerance (headroom for inputs the search did not see)
+HEADROOM = 2 / 3
 
 SCHEMES = {
     WEIGHT_ONLY: {"method": "nncf.compress_weights", "mode": "int8_asym", "granularity": "per-channel",
@@ -230,21 +233,30 @@ def choose(
 
 
 def pick(candidates: list[Candidate]) -> Choice:
-    """The fastest candidate within tolerance if it beats weight-only by more than :data:`MARGIN`, else
-    weight-only (which is always the first candidate)."""
+    """The fastest candidate that agrees if it beats weight-only by more than :data:`MARGIN`, else weight-only
+    (always the first candidate). Weight-only agrees within int8's tolerance; any other scheme must stay within
+    :data:`HEADROOM` of it: the search saw two input draws, the export check and the users see others, and a
+    scheme that replaces weight-only must not be the one that fails them."""
+    from ..compare import DEFAULT_TOLERANCES
+
     base = candidates[0]
     assert base.name == WEIGHT_ONLY
-    fits = [c for c in candidates if c.within and c.ms is not None]
+    limit = HEADROOM * DEFAULT_TOLERANCES["int8"].rel_l2
+
+    def agrees(c: Candidate) -> bool:
+        return c.within and c.ms is not None and (c is base or c.rel_l2 <= limit)
+
+    fits = [c for c in candidates if agrees(c)]
     best = min(fits, key=lambda c: c.ms) if fits else base
-    if best is not base and base.ms is not None and base.within and best.ms > base.ms * (1 - MARGIN):
+    if best is not base and agrees(base) and best.ms > base.ms * (1 - MARGIN):
         best = base
         reason = f"measured here: weight-only; no agreeing candidate was more than {MARGIN:.0%} faster"
     elif best is base:
-        reason = "measured here: weight-only is the fastest candidate within int8's tolerance" if base.within \
+        reason = "measured here: weight-only is the fastest candidate that agrees" if agrees(base) \
             else "measured here: no candidate within int8's tolerance; weight-only written, the export check judges it"  # fmt: skip
     else:
-        reason = f"measured here: the fastest candidate within int8's tolerance, {best.ms:.1f} ms against weight-only's " \
-                 f"{base.ms:.1f} ms"  # fmt: skip
+        reason = f"measured here: the fastest candidate that agrees (rel L2 {best.rel_l2:.3g} <= {limit:.3g}), " \
+                 f"{best.ms:.1f} ms against weight-only's {base.ms:.1f} ms"  # fmt: skip
     if best.model is None:  # weight-only itself could not be made: NNCF's own error, as without a search
         raise RuntimeError(f"NNCF could not compress the IR's weights: {best.error}")
     return Choice(best.name, best.model, candidates, reason)
@@ -345,7 +357,7 @@ def _ptq_accuracy_control(fp32_model, calibration: list[dict], accuracy: list[di
                           overflow_fix: bool):  # fmt: skip
     """NNCF's accuracy-aware PTQ: quantise, then return the layers that cost the most accuracy to f32 until the
     model's metric (one minus the worst rel L2 against the fp32 IR: NNCF divides by f32's metric, so it must not
-    be 0) is within int8's tolerance of f32's.
+    be 0) is within :data:`HEADROOM` of int8's tolerance of f32's.
 
     Without SmoothQuant: NNCF 3.4's accuracy control returns a layer to f32 by removing its FakeQuantize but
     leaves SmoothQuant's rescaling of the layers around it, so every layer it returned made the model worse
@@ -368,7 +380,7 @@ def _ptq_accuracy_control(fp32_model, calibration: list[dict], accuracy: list[di
         nncf.Dataset(calibration),
         nncf.Dataset(list(range(len(accuracy))), lambda i: accuracy[i]),
         validate,
-        max_drop=DEFAULT_TOLERANCES["int8"].rel_l2,
+        max_drop=HEADROOM * DEFAULT_TOLERANCES["int8"].rel_l2,  # what pick() asks of a replacement
         drop_type=nncf.DropType.ABSOLUTE,
         subset_size=len(calibration),
         model_type=nncf.ModelType.TRANSFORMER,
