@@ -44,6 +44,7 @@ def report() -> dict:
         libraries["cuda-python"] = metadata.version("cuda-python")
     except metadata.PackageNotFoundError:
         libraries["cuda-python"] = "not installed"
+    from .exporters.openvino_int8 import host_openvino_int8
     from .machine import cpu_features, onednn_cap, tensorflow_features
     from .targets import BF16_FEATURES, choose_int8, host_class, openvino_runs
 
@@ -54,6 +55,7 @@ def report() -> dict:
         "cores": __import__("os").cpu_count(),
         "speed flags": ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in flags.items()),
         "cpu class (export --target host)": f"{host_class(features)}; int8 scheme {scheme}",
+        "OpenVINO int8 (export --target host)": host_openvino_int8(features),
         "gpu": gpu_info() or gpu_unavailable_reason(),
     }
     if cap:

@@ -278,6 +278,9 @@ def test_env_reports_class_and_scheme():
     cls = data["machine"]["cpu class (export --target host)"]
     assert cls.split(";")[0] == targets.host_class(HERE)
     assert ("u8s8" in cls) == HAS_VNNI
+    # OpenVINO int8 for --target host: measured at export where the CPU computes int8, else weight-only and why
+    said = data["machine"]["OpenVINO int8 (export --target host)"]
+    assert said.startswith("measured at export") == HAS_VNNI and ("no VNNI/AMX" in said) != HAS_VNNI
 
 
 @pytest.mark.skipif(not HAS_VNNI, reason="needs a CPU with avx512_vnni, avx_vnni or amx_int8 (U8S8 exact there)")

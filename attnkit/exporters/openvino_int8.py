@@ -114,6 +114,17 @@ def searches(target, features: frozenset[str]) -> str | None:
     return None
 
 
+def host_openvino_int8(features: frozenset[str]) -> str:
+    """What ``export --format openvino --precision int8 --target host`` does on a machine with ``features``
+    (``attnkit env``)."""
+    from ..targets import resolve
+
+    skip = searches(resolve("host", features), features)
+    return (
+        skip or f"measured at export: the fastest that agrees of {WEIGHT_ONLY}, {DYNAMIC}, {PTQ} (+ accuracy control)"
+    )
+
+
 def weight_only(fp32_model, group: int = 0):
     """Weight-only int8 of ``fp32_model`` (NNCF, 8-bit asymmetric per channel) with ``group`` pinned as its
     dynamic activation quantisation (0: f32 compute wherever it is compiled)."""
