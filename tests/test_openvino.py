@@ -83,7 +83,16 @@ def test_int8_ir_is_weight_only_and_within_the_int8_tolerance(ov_export):
 
 def test_int8_pick_takes_the_fastest_that_agrees_by_a_margin_else_weight_only():
     from attnkit.compare import DEFAULT_TOLERANCES
-    from attnkit.exporters.openvino_int8 import DYNAMIC, HEADROOM, MARGIN, PTQ, WEIGHT_ONLY, Candidate, pick
+    from attnkit.exporters.openvino_int8 import (
+        DYNAMIC,
+        HEADROOM,
+        MARGIN,
+        PTQ,
+        WEIGHT_ONLY,
+        Candidate,
+        computes_in,
+        pick,
+    )
 
     limit = HEADROOM * DEFAULT_TOLERANCES["int8"].rel_l2
 
@@ -105,6 +114,8 @@ def test_int8_pick_takes_the_fastest_that_agrees_by_a_margin_else_weight_only():
     assert none.name == WEIGHT_ONLY and "no candidate within" in none.reason
     record = pick(cands(8.0, 9.5)).record()
     assert record["scheme"] == DYNAMIC and [c["name"] for c in record["candidates"]] == [WEIGHT_ONLY, DYNAMIC, PTQ]
+    # the peak a bench row counts against: int8 arithmetic for a scheme that quantises activations
+    assert computes_in(record) == "int8" and computes_in(close.record()) == "fp32" and computes_in({}) == "fp32"
 
 
 def test_int8_search_runs_only_where_this_machine_is_the_target_and_computes_int8():

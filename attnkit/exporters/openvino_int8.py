@@ -97,6 +97,13 @@ class Choice:
         return extra
 
 
+def computes_in(extra: dict) -> str:
+    """The arithmetic of an int8 IR from its manifest record (the peak its bench rows count against): weight-only
+    is decompressed to f32; dynamic activations and full PTQ compute their MatMuls in int8. Records written
+    before the search (no ``compute`` key) were weight-only."""
+    return "fp32" if extra.get("compute", "f32") == "f32" else "int8"
+
+
 def searches(target, features: frozenset[str]) -> str | None:
     """None when this machine is the target and can compute int8 (so the candidates are measured where they will
     run), else the reason weight-only is written without a search."""

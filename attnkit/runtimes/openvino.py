@@ -97,7 +97,9 @@ class OpenVINORunner(Runner):
         self.model = _Compiled(self.source.path("openvino", self.precision), self.precision, self.threads)
         self.ran_as = self.model.ran_as
         if self.precision == "int8":
-            self.computes_in = "fp32"  # int8 weights, decompressed: f32 arithmetic
+            from ..exporters.openvino_int8 import computes_in
+
+            self.computes_in = computes_in(self.source.artifact("openvino", "int8").extra)
 
     def _infer(self, feeds):
         return self.model(feeds)
