@@ -431,7 +431,7 @@ def _write_openvino(stage: Path, precisions, manifest: Manifest, say, spec=None,
     if "int8" in precisions:
         say("making the OpenVINO int8 IR (NNCF)")
         choice = choose(stage / rel / IR_XML, spec or manifest.spec, cpu_features(), target, timer=int8_timer, say=say)
-        say(f"OpenVINO int8: {choice.name} ({choice.reason})")
+        say(f"OpenVINO int8 scheme: {choice.name} ({choice.reason})")
         rel8 = f"{rel}_int8"
         (stage / rel8).mkdir(parents=True, exist_ok=True)
         require().save_model(choice.model, str(stage / rel8 / IR_XML), compress_to_fp16=False)

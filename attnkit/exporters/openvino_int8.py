@@ -110,12 +110,12 @@ def searches(target, features: frozenset[str]) -> str | None:
     from ..targets import PORTABLE, VNNI_FEATURES
 
     if target is None or target.cpu_class == PORTABLE:
-        return "weight-only: the portable target (f32 compute, the same answers on every CPU)"
+        return "the portable target: f32 compute, the same answers on every CPU"
     if not target.features <= features:
-        return f"weight-only: this machine is not of the target class {target.cpu_class}, so nothing can be timed"
+        return f"this machine is not of the target class {target.cpu_class}, so nothing can be timed"
     if not features & set(VNNI_FEATURES):
         return (
-            "weight-only: no int8 dot products here (no VNNI/AMX): on this class full PTQ ran slower than f32 "
+            "no int8 dot products here (no VNNI/AMX): on this class full PTQ ran slower than f32 "
             "(and outside int8's tolerance on W-base) and dynamic activation quantisation changed nothing (BENCHMARKS.md)"
         )
     return None
@@ -127,9 +127,9 @@ def host_openvino_int8(features: frozenset[str]) -> str:
     from ..targets import resolve
 
     skip = searches(resolve("host", features), features)
-    return (
-        skip or f"measured at export: the fastest that agrees of {WEIGHT_ONLY}, {DYNAMIC}, {PTQ} (+ accuracy control)"
-    )
+    if skip:
+        return f"{WEIGHT_ONLY}: {skip}"
+    return f"measured at export: the fastest that agrees of {WEIGHT_ONLY}, {DYNAMIC}, {PTQ} (+ accuracy control)"
 
 
 def weight_only(fp32_model, group: int = 0):
@@ -268,7 +268,7 @@ def pick(candidates: list[Candidate]) -> Choice:
     best = min(fits, key=lambda c: c.ms) if fits else base
     if best is not base and agrees(base) and best.ms > base.ms * (1 - MARGIN):
         best = base
-        reason = f"measured here: weight-only; no agreeing candidate was more than {MARGIN:.0%} faster"
+        reason = f"measured here: no agreeing candidate was more than {MARGIN:.0%} faster than weight-only"
     elif best is base:
         reason = "measured here: weight-only is the fastest candidate that agrees" if agrees(base) \
             else "measured here: no candidate within int8's tolerance; weight-only written, the export check judges it"  # fmt: skip
