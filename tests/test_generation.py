@@ -439,3 +439,31 @@ def test_weight_only_q8_q4_decode_steps_are_matmulnbits_and_reported(tmp_path_fa
     for label in ("onnxruntime[q8]", "onnxruntime[q4]", "onnxruntime-genai/generate[q4]"):
         assert checks[label].steps_compared >= 1 or checks[label].task == GENERATE
         assert 0.0 < checks[label].token_match <= 1.0
+
+
+def test_static_batching_takes_what_has_arrived_when_idle():
+    """The static server of bench-arrivals on a fake clock: a generate call of 1 s; requests at 0, 0.1, 0.2 and
+    5 s. The first is served alone, the two that arrived meanwhile together, the last after waiting for it."""
+    from attnkit.generation.arrivals import serve_static
+
+    now = [0.0]
+    calls = []
+
+    class Runner:
+        def generate(self, feeds, n, eos):
+            ids, mask = feeds["ids"], feeds["mask"]
+            calls.append(mask.sum(axis=1).tolist())
+            now[0] += 1.0
+            return {"output_ids": np.repeat(ids[:, :1], n, axis=1)}
+
+    class Spec:  # the generation spec's input names are all the server reads of it
+        ids, mask = "ids", "mask"
+
+    def sleep(s):
+        now[0] += s
+
+    prompts = [np.arange(1, k + 1, dtype="int32") for k in (3, 2, 4, 1)]
+    served, batches = serve_static(Runner(), Spec(), prompts, [0.0, 0.1, 0.2, 5.0], 2, 8, lambda: now[0], sleep)
+    assert batches == 3 and calls == [[3], [2, 4], [1]]  # right-padded rows, each its own length
+    assert [done for _, done, _ in served] == [1.0, 2.0, 2.0, 6.0]
+    assert [tokens for _, _, tokens in served] == [[1, 1]] * 4

@@ -320,6 +320,7 @@ def test_openvino_decode_step_is_token_exact(family, tmp_path_factory):
     if family == "decoder":  # int8 steps: one family is enough (the same code path)
         _int8_steps_stream_a_quarter_and_agree(result)
         _genai_layout_is_what_llmpipeline_reads(result)
+        _arrivals_are_served_by_both_batchings_with_the_same_tokens(result)
     else:
         assert ("decoder_genai", "openvino") not in roles  # GenAI's LLMPipeline is decoder-only
 
@@ -356,6 +357,24 @@ def _genai_layout_is_what_llmpipeline_reads(result):
     assert not {n for i in model.inputs for n in i.get_names()} & {"attention_mask", "beam_idx"}
     stateful = result.out / section.artifact("decoder_stateful", "openvino").path / "model.bin"
     assert (genai / "openvino_model.bin").stat().st_ino == stateful.stat().st_ino  # one copy of the weights
+
+
+def _arrivals_are_served_by_both_batchings_with_the_same_tokens(result):
+    """bench-arrivals on the export: continuous batching (GenAI's ContinuousBatchingPipeline driven request by
+    request) and static batching (LLMPipeline) serve every request its tokens, the same tokens (greedy fp32),
+    and the times are consistent: first token before the last, nothing before its arrival."""
+    from attnkit.generation.arrivals import bench_arrivals
+
+    report = bench_arrivals(result.out, rate=50.0, requests=8, prompt_length=16, new_tokens=8, max_batch=4, seed=5)
+    arrivals = report.arrivals_s
+    assert arrivals[0] == 0.0 and all(b > a for a, b in zip(arrivals, arrivals[1:]))
+    continuous, static = report.servers
+    assert (continuous.mode, static.mode) == ("continuous", "static")
+    for s in report.servers:
+        assert s.tokens == 8 * 8 and s.agrees is True and s.makespan_s > arrivals[-1]
+        assert all(lat > 0 for lat in s.latency_s)
+    assert all(0 < first <= lat for first, lat in zip(continuous.first_token_s, continuous.latency_s))
+    assert static.first_token_s == [None] * 8 and 2 <= static.batches <= 8
 
 
 def _int8_steps_stream_a_quarter_and_agree(result):

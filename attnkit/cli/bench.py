@@ -9,8 +9,8 @@ import click
 
 from ..runtimes.registry import bench_defaults, runner_names
 from .group import cli
-from .options import BACKEND_PRECISIONS, MODEL_LOADING, SEED, out_dir, shapes, timing
-from .support import console, progress, stages
+from .options import BACKEND_PRECISIONS, JSON, MODEL_LOADING, SEED, out_dir, shapes, timing
+from .support import console, emit, progress, stages
 from .types import BACKENDS, POSITIVE_INTS
 
 SHAPES = shapes()
@@ -113,6 +113,38 @@ def bench_generate(target, backends, batch_sizes, prompt_lengths, new_tokens, re
     if out:
         for path in write_all(report, out):
             click.echo(f"wrote {path}")
+
+
+@cli.command("bench-arrivals")
+@click.argument("export_dir", metavar="DIR", type=click.Path(path_type=Path))
+@click.option("--rate", type=float, required=True, help="Requests per second (Poisson arrivals).")
+@click.option("--requests", default=16, show_default=True, type=click.IntRange(min=1), help="Requests in all.")
+@click.option("--prompt-length", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Longest prompt (lengths drawn in [half, this]).")  # fmt: skip
+@click.option("--new-tokens", default=32, show_default=True, type=click.IntRange(min=1), help="Tokens per request.")
+@click.option("--max-batch", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Static batching: most requests in one generate call.")  # fmt: skip
+@click.option("--static", default="openvino-genai", show_default=True,
+              help="The generate backend that serves by static batching.")  # fmt: skip
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "int8"]))
+@click.option("--threads", type=click.IntRange(min=1), help="Inference threads.")
+@SEED
+@JSON
+def bench_arrivals(export_dir, rate, requests, prompt_length, new_tokens, max_batch, static, precision, threads, **kw):
+    """Serve requests that arrive while others decode, by continuous batching (OpenVINO GenAI's
+    ContinuousBatchingPipeline, OpenVINO Model Server's engine) and by static batching on the same export, in
+    one run: tokens/s, latency from arrival to last token, time to first token, and whether both gave every
+    request the same tokens.
+
+    DIR is a --generate export of a decoder-only model with --format openvino."""
+    from ..generation.arrivals import arrivals_tables, bench_arrivals
+
+    seed, json_out = SEED.parse(kw), JSON.parse(kw)
+    report = bench_arrivals(
+        export_dir, rate=rate, requests=requests, prompt_length=prompt_length, new_tokens=new_tokens,
+        max_batch=max_batch, static=static, precision=precision, seed=seed, threads=threads, progress=progress,
+    )  # fmt: skip
+    emit(report.to_dict(), json_out, lambda data: arrivals_tables(data, console().width))
 
 
 LOADTEST_OUT = out_dir("loadtest.json, loadtest.csv, loadtest.png")

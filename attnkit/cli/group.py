@@ -45,6 +45,7 @@ def cli():
     attnkit verify artifacts/encoder-tiny  every artifact vs the eager fp32 model
     attnkit bench encoder-tiny --out b     every backend vs the eager baseline
     attnkit bench-generate decoder-small   token by token with the KV cache
+    attnkit bench-arrivals DIR --rate 8    requests arriving: continuous vs static batching
     attnkit loadtest MODEL --server URL    a running Triton / KServe v2 server under load
     attnkit run encoder-tiny               all of it, plus Triton/TF Serving layouts and report.md
     attnkit env                            what this machine can run

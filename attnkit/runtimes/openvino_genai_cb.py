@@ -50,3 +50,40 @@ class OpenVINOContinuousBatching(OpenVINOGenAIGenerate):
         prompts = [ov.Tensor(ids[b, mask[b] == 1][None, :].astype("int64")) for b in range(len(ids))]
         results = self.pipe.generate(prompts, [self._greedy(max_new_tokens, eos_id)] * len(prompts))
         return [result.m_generation_ids[0] for result in results]
+
+    def serve(self, prompts: list, arrivals, max_new_tokens: int, eos_id: int = -1, clock=None, sleep=None) -> list:
+        """Serve requests as they arrive, as OpenVINO Model Server drives this pipeline: request ``i`` (its prompt
+        ids, unpadded) is added when ``arrivals[i]`` seconds have passed, and every ``step()`` advances every
+        request added so far by one token. Returns per request ``(first_token_s, done_s, tokens)``, times from
+        the start, when its first token could be read and when it finished."""
+        import time
+
+        import numpy as np
+        import openvino as ov
+
+        clock, sleep = clock or time.perf_counter, sleep or time.sleep
+        config = self._greedy(max_new_tokens, eos_id)
+        served: list = [[None, None, []] for _ in prompts]
+        handles: dict = {}
+        start, i = clock(), 0
+        while i < len(prompts) or handles:
+            now = clock() - start
+            while i < len(prompts) and arrivals[i] <= now:
+                ids = ov.Tensor(np.asarray(prompts[i], "int64")[None, :])
+                handles[i] = self.pipe.add_request(i, ids, config)
+                i += 1
+            if not handles:  # idle until the next request arrives
+                sleep(max(0.0, arrivals[i] - now))
+                continue
+            self.pipe.step()
+            now = clock() - start
+            for r, handle in list(handles.items()):
+                if handle.can_read():
+                    new = [t for out in handle.read().values() for t in out.generated_ids]
+                    if new and served[r][0] is None:
+                        served[r][0] = now
+                    served[r][2] += new
+                if handle.get_status() != self._og.GenerationStatus.RUNNING and not handle.can_read():
+                    served[r][1] = now
+                    del handles[r]
+        return [(first, done, tokens[:max_new_tokens]) for first, done, tokens in served]
