@@ -159,7 +159,7 @@ def bench_arrivals(
     source.manifest.require_integrity(root)
     g = source.generation.spec
     if g.seq2seq:
-        raise AttnkitError("continuous batching serves decoder-only models; this export is seq2seq.", flag="MODEL")
+        raise AttnkitError("continuous batching serves decoder-only models; this export is seq2seq.", flag="DIR")
     g.check_request(prompt_length, new_tokens)
     arrivals = schedule(requests, rate, seed)
     prompts = draw_prompts(g.vocab_size, requests, prompt_length, seed)
