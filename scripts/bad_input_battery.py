@@ -135,6 +135,13 @@ def main() -> int:
         (["run", "no-such-preset"], "MODEL"),
         (["inspect", f"{W}/file.txt"], "PLAN"),
         (["inspect", f"{W}/none.plan"], "PLAN"),
+        (["bench-arrivals", f"{W}/notexp", "--rate", "2"], "DIR"),
+        (["bench-arrivals", E, "--rate", "2"], "DIR"),
+        (["bench-arrivals", E, "--rate", "0"], "--rate"),
+        (["bench-arrivals", E, "--rate", "nan"], "--rate"),
+        (["bench-arrivals", E, "--rate", "2", "--static", "pytorch"], "--static"),
+        (["bench-arrivals", E, "--rate", "2", "--requests", "0"], "--requests"),
+        (["bench-arrivals", E, "--rate", "2", "--json", W], "--json"),
         (["nosuchcommand"], "nosuchcommand"),
         (["export"], "MODEL"),
     ]

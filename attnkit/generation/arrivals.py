@@ -155,6 +155,9 @@ def bench_arrivals(
     for flag, value in (("--requests", requests), ("--max-batch", max_batch), ("--new-tokens", new_tokens)):
         if value < 1:
             raise AttnkitError(f"must be >= 1; got {value}.", flag=flag)
+    valid = [n for n in runner_names(GENERATE) if n != CONTINUOUS]
+    if static not in valid:
+        raise AttnkitError(f"`{static}` is not a generate backend. Valid: {', '.join(valid)}.", flag="--static")
     source = Source(root)
     source.manifest.require_integrity(root)
     g = source.generation.spec
@@ -165,9 +168,6 @@ def bench_arrivals(
     prompts = draw_prompts(g.vocab_size, requests, prompt_length, seed)
     report = ArrivalsReport(str(root), rate, requests, prompt_length, new_tokens, max_batch, precision, seed,
                             [float(a) for a in arrivals])  # fmt: skip
-    valid = [n for n in runner_names(GENERATE) if n != CONTINUOUS]
-    if static not in valid:
-        raise AttnkitError(f"`{static}` is not a generate backend. Valid: {', '.join(valid)}.", flag="--static")
     servers = [
         (CONTINUOUS, "continuous", runner_class(CONTINUOUS, GENERATE)),
         (static, "static", runner_class(static, GENERATE)),
