@@ -59,6 +59,11 @@ SCHEMES = {
 }  # fmt: skip
 
 
+def scheme_record(name: str, **extra) -> dict:
+    """Manifest ``extra`` of an int8 IR made by scheme ``name`` (how it was made, what it computes in)."""
+    return dict(SCHEMES[name], scheme=name, **extra)
+
+
 @dataclass
 class Candidate:
     """One int8 scheme as measured on this machine."""
@@ -91,7 +96,7 @@ class Choice:
 
     def record(self) -> dict:
         """Manifest ``extra`` of the int8 IR: the scheme written and every candidate measured."""
-        extra = dict(SCHEMES[self.name], scheme=self.name, chosen_by=self.reason)
+        extra = scheme_record(self.name, chosen_by=self.reason)
         if self.candidates:
             extra["candidates"] = [c.to_dict() for c in self.candidates]
         return extra
@@ -323,16 +328,19 @@ def _run(compiled, feeds: dict) -> dict:
     # plugin by default (share_inputs=True), and an 8 x 128 input fed that way was overwritten by a later
     # inference of another request at the same shape (measured, OpenVINO 2026.4: the next accuracy check then
     # compared other inputs' answers, rel L2 0.49)
-    wanted = {i.any_name for i in compiled.inputs}
-    result = compiled.create_infer_request().infer({k: v for k, v in feeds.items() if k in wanted})
+    result = compiled.create_infer_request().infer(_inputs(compiled, feeds))
     return {o.any_name: result[o].copy() for o in compiled.outputs}
 
 
 def _time(compiled, feeds: dict, timer) -> float:
-    request = compiled.create_infer_request()
-    wanted = {i.any_name for i in compiled.inputs}
-    feeds = {k: v for k, v in feeds.items() if k in wanted}
+    request, feeds = compiled.create_infer_request(), _inputs(compiled, feeds)
     return timer(lambda: request.infer(feeds))
+
+
+def _inputs(compiled, feeds: dict) -> dict:
+    """The feeds the compiled model takes (a spec's sample feeds may hold more)."""
+    wanted = {i.any_name for i in compiled.inputs}
+    return {k: v for k, v in feeds.items() if k in wanted}
 
 
 def _agreement(expected: list[dict], got: list[dict]) -> tuple[float, float, bool]:

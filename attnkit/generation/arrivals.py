@@ -36,6 +36,11 @@ from ..names import OUTPUT_IDS
 CONTINUOUS = "openvino-genai-cb"
 
 
+def _percentile(values, q: float) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.percentile(values, q)) if values else None
+
+
 @dataclass
 class Served:
     """One server's run: per request its latency (and time to first token where it streams)."""
@@ -53,18 +58,14 @@ class Served:
     def tokens_per_s(self) -> float:
         return self.tokens / self.makespan_s
 
-    def percentile(self, values, q: float) -> float | None:
-        values = [v for v in values if v is not None]
-        return float(np.percentile(values, q)) if values else None
-
     def to_dict(self) -> dict:
         d = asdict(self)
         d.update(
             tokens_per_s=self.tokens_per_s,
-            latency_p50_s=self.percentile(self.latency_s, 50),
-            latency_p90_s=self.percentile(self.latency_s, 90),
-            first_token_p50_s=self.percentile(self.first_token_s, 50),
-            first_token_p90_s=self.percentile(self.first_token_s, 90),
+            latency_p50_s=_percentile(self.latency_s, 50),
+            latency_p90_s=_percentile(self.latency_s, 90),
+            first_token_p50_s=_percentile(self.first_token_s, 50),
+            first_token_p90_s=_percentile(self.first_token_s, 90),
         )
         return d
 

@@ -91,7 +91,7 @@ def write_openvino(
     :func:`attnkit.exporters.openvino.write_genai`; ``eos_token_id`` goes into its generation config)."""
     from ..exporters.openvino import write_genai as write_genai_ir
     from ..exporters.openvino import write_ir, write_stateful
-    from ..exporters.openvino_int8 import SCHEMES, WEIGHT_ONLY, write_int8
+    from ..exporters.openvino_int8 import WEIGHT_ONLY, scheme_record, write_int8
 
     out = []
 
@@ -103,14 +103,7 @@ def write_openvino(
             rel8 = write_int8(stage, stage / rel, f"{rel}_int8")
             out.append(
                 ArtifactRecord.of(
-                    stage,
-                    "openvino",
-                    rel8,
-                    "int8",
-                    role=role,
-                    inference_precision="f32",
-                    scheme=WEIGHT_ONLY,
-                    **SCHEMES[WEIGHT_ONLY],
+                    stage, "openvino", rel8, "int8", role=role, inference_precision="f32", **scheme_record(WEIGHT_ONLY)
                 )
             )
 

@@ -33,6 +33,8 @@ def compile_ir(path, precision: str, threads: int | None = None, stateful: bool 
     """
     import openvino as ov
 
+    core = ov.Core()
+    model = core.read_model(str(path))  # read once: the int8 branch reads what it pins, then it is compiled
     hint = HINTS[precision]
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
     if stateful:
@@ -46,10 +48,10 @@ def compile_ir(path, precision: str, threads: int | None = None, stateful: bool 
         # CPU it was made for and found it within int8's tolerance and faster (attnkit.exporters.openvino_int8)
         from ..exporters.openvino_int8 import pinned_group
 
-        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = pinned_group(ov.Core().read_model(str(path)))
+        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = pinned_group(model)
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    compiled = core.compile_model(model, "CPU", config)
     took = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", "f16"
     ran_as = RAN_AS.get(took, took)
     if precision == "int8" and ran_as == "fp32":
