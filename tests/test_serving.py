@@ -56,6 +56,53 @@ def triton(serving_env, layouts):
     assert not server.workdir.exists() and not server.log.exists(), "the server's work directory outlived it"
 
 
+# before the first test that starts the module's `triton` server: Triton's Python backend directories of the
+# servers below are removed only while no other tritonserver is alive (see python_env_litter)
+def test_server_failures_are_one_line_with_the_servers_last_log_line(serving_env, layouts, tmp_path):
+    from attnkit.serving.triton import TritonServer, python_env_dirs, tritonservers
+
+    envs, others = python_env_dirs(), tritonservers()
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    src = layouts[0] / "triton"
+    shutil.copytree(src / "encoder-tiny_onnx", repo / "encoder-tiny_onnx", copy_function=os.link)
+    # a model that fails to load: the server exits, and the error names the model and Triton's reason
+    (repo / "encoder-tiny_onnx" / "config.pbtxt").unlink()
+    (repo / "encoder-tiny_onnx" / "config.pbtxt").write_text(
+        (src / "encoder-tiny_onnx" / "config.pbtxt").read_text().replace("TYPE_INT32", "TYPE_INT64", 1)
+    )
+    import tempfile
+
+    leftovers = set(Path(tempfile.gettempdir()).glob("attnkit-*"))
+    server = TritonServer(repo, env=serving_env)
+    with pytest.raises(ServerError) as e:
+        server.start()
+    message = str(e.value)
+    assert "exited with code" in message and "its last log line" in message and "encoder-tiny_onnx" in message
+    assert "TYPE_INT64" in message and "\n" not in message
+    assert group_members(server.pid) == []
+    # never ready within the time allowed: stopped, and said so
+    shutil.copy2(src / "encoder-tiny_onnx" / "config.pbtxt", repo / "encoder-tiny_onnx" / "config.pbtxt")
+    server = TritonServer(repo, env=serving_env)
+    with pytest.raises(ServerError, match=r"was not ready after 0\.2 s; its last log line: "):
+        server.start(timeout=0.2)
+    assert group_members(server.pid) == []
+    # a failed start, outside any `with`, leaves nothing in TMPDIR (its error already quotes the log)
+    assert set(Path(tempfile.gettempdir()).glob("attnkit-*")) == leftovers
+    # dies mid-test (SIGKILL to the server alone): the next call says so; stop() reaps the stub it left
+    with TritonServer(repo, env=serving_env) as server:
+        server.start()
+        os.kill(server.pid, signal.SIGKILL)
+        server.proc.wait(10)
+        with pytest.raises(ServerError, match=r"exited with code -9; its last log line: "):
+            server.index()
+    assert group_members(server.pid) == []
+    # the Python backend's /tmp/python_env_* of the server stopped while loading and of the one killed: removed
+    if not others and not tritonservers():
+        assert python_env_dirs() == envs, "Triton's Python backend directories outlived the failed servers"
+
+
 def onnx_session(layouts):
     from attnkit.runtimes.onnxruntime import session
 
@@ -298,46 +345,6 @@ def test_served_load_tests_batching_on_and_off(serving_env, layouts):
     assert "dynamic_batching" in (root / "triton" / "encoder-tiny_onnx" / "config.pbtxt").read_text()
 
 
-def test_server_failures_are_one_line_with_the_servers_last_log_line(serving_env, layouts, tmp_path):
-    from attnkit.serving.triton import TritonServer
-
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    src = layouts[0] / "triton"
-    shutil.copytree(src / "encoder-tiny_onnx", repo / "encoder-tiny_onnx", copy_function=os.link)
-    # a model that fails to load: the server exits, and the error names the model and Triton's reason
-    (repo / "encoder-tiny_onnx" / "config.pbtxt").unlink()
-    (repo / "encoder-tiny_onnx" / "config.pbtxt").write_text(
-        (src / "encoder-tiny_onnx" / "config.pbtxt").read_text().replace("TYPE_INT32", "TYPE_INT64", 1)
-    )
-    import tempfile
-
-    leftovers = set(Path(tempfile.gettempdir()).glob("attnkit-*"))
-    server = TritonServer(repo, env=serving_env)
-    with pytest.raises(ServerError) as e:
-        server.start()
-    message = str(e.value)
-    assert "exited with code" in message and "its last log line" in message and "encoder-tiny_onnx" in message
-    assert "TYPE_INT64" in message and "\n" not in message
-    assert group_members(server.pid) == []
-    # never ready within the time allowed: stopped, and said so
-    shutil.copy2(src / "encoder-tiny_onnx" / "config.pbtxt", repo / "encoder-tiny_onnx" / "config.pbtxt")
-    server = TritonServer(repo, env=serving_env)
-    with pytest.raises(ServerError, match=r"was not ready after 0\.2 s; its last log line: "):
-        server.start(timeout=0.2)
-    assert group_members(server.pid) == []
-    # a failed start, outside any `with`, leaves nothing in TMPDIR (its error already quotes the log)
-    assert set(Path(tempfile.gettempdir()).glob("attnkit-*")) == leftovers
-    # dies mid-test (SIGKILL to the server alone): the next call says so; stop() reaps the stub it left
-    with TritonServer(repo, env=serving_env) as server:
-        server.start()
-        os.kill(server.pid, signal.SIGKILL)
-        server.proc.wait(10)
-        with pytest.raises(ServerError, match=r"exited with code -9; its last log line: "):
-            server.index()
-    assert group_members(server.pid) == []
-
-
 def test_tfserving_standin_serves_the_layout(tiny_export, layouts, tmp_path):
     from attnkit.serving.tfserving import SERVER_HEADER, TFServingStandIn
 
@@ -456,3 +463,21 @@ def test_openvino_ir_served_by_the_openvino_standin(serving_env, tmp_path):
                                                {"PERFORMANCE_HINT": "LATENCY", **props})  # fmt: skip
             expected = compiled(feeds)[compiled.output("hidden_states")]
             assert np.max(np.abs(kserve_outputs(answer)["hidden_states"] - expected)) <= ATOL, model
+
+
+def test_python_env_litter_is_taken_only_when_no_other_tritonserver_lives(tmp_path, monkeypatch):
+    """The rule stop() removes Triton's Python backend directories by: new since the launch, and no tritonserver
+    alive (a live one may have made any of them); never the ones there before."""
+    from attnkit.serving import triton
+
+    monkeypatch.setattr(triton, "PYTHON_ENV_DIR", tmp_path)
+    old = tmp_path / "python_env_old"
+    old.mkdir()
+    before = triton.python_env_dirs()
+    new = tmp_path / "python_env_new"
+    new.mkdir()
+    (tmp_path / "other_dir").mkdir()
+    monkeypatch.setattr(triton, "tritonservers", lambda: [4242])
+    assert triton.python_env_litter(before) == set()
+    monkeypatch.setattr(triton, "tritonservers", lambda: [])
+    assert triton.python_env_litter(before) == {new}

@@ -182,17 +182,20 @@ def _die_with_parent() -> None:
         pass
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of a process group, read from /proc."""
-    members = []
+def live_processes():
+    """``(pid, name, the stat fields after the name)`` of every live (not zombie) process, from /proc."""
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
-            stat = (d / "stat").read_text()
-        except OSError:
+            head, tail = (d / "stat").read_text().rsplit(")", 1)
+        except (OSError, ValueError):
             continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(d.name))
-    return members
+        fields = tail.split()
+        if fields and fields[0] != "Z":
+            yield int(d.name), head.split("(", 1)[-1], fields
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group."""
+    return [pid for pid, _, fields in live_processes() if int(fields[2]) == pgid]

@@ -16,10 +16,17 @@ import tempfile
 from pathlib import Path
 
 from .env import ServingEnv
-from .process import LOOPBACK, ServerError, ServerProcess, free_port, http_json
+from .process import LOOPBACK, ServerError, ServerProcess, free_port, http_json, live_processes
 
 BACKENDS = Path(__file__).with_name("backends")
 STANDINS = ("onnxruntime", "tensorflow", "openvino")
+
+#: Triton's Python backend, which runs the stand-ins, makes one directory per backend it initialises with
+#: ``mkdtemp("/tmp/python_env_XXXXXX")`` (a fixed template: TMPDIR is not read) and removes it only when the
+#: server shuts down cleanly. tritonserver installs its SIGTERM handler only once its start-up models have
+#: loaded, so a server stopped while it loads (not ready in time) or one that died leaves them behind.
+#: No Triton option moves or removes them, hence :func:`python_env_litter` by hand.
+PYTHON_ENV_DIR, PYTHON_ENV_PREFIX = Path("/tmp"), "python_env_"
 
 
 def backend_directory(env: ServingEnv, into: Path) -> Path:
@@ -92,6 +99,7 @@ class TritonServer(ServerProcess):
         ]
         super().__init__(cmd, env=self.env_.environment(), log=log or self.workdir / "tritonserver.log")
         self.owned.append(self.workdir)  # close() removes the backends and the log: nothing left in TMPDIR
+        self._env_before: set[Path] | None = None  # the Python backend's directories at the launch
 
     @property
     def http_url(self) -> str:
@@ -107,6 +115,7 @@ class TritonServer(ServerProcess):
 
     def start(self, timeout: float = 120.0) -> TritonServer:
         """Start and wait until the server and every model loaded at start-up are ready."""
+        self._env_before = python_env_dirs()  # stop() removes only what appeared after this
         super().start()
         self.wait_until(self.ready, timeout)
         return self
@@ -131,8 +140,33 @@ class TritonServer(ServerProcess):
         http_json("POST", f"{self.http_url}/v2/repository/models/{model}/unload", b"{}")
 
     def stop(self, grace: float = 10.0) -> None:
-        """Stop by PID; :meth:`close` (also ``with``) then removes the work directory, log included."""
+        """Stop by PID, then remove the Python backend's directories this server left (see
+        :data:`PYTHON_ENV_PREFIX`); :meth:`close` (also ``with``) then removes the work directory, log included."""
         super().stop(grace)
+        before, self._env_before = self._env_before, None
+        if before is not None:
+            for d in python_env_litter(before):
+                try:
+                    d.rmdir()  # empty ones only: attnkit's configs set no EXECUTION_ENV_PATH to unpack there
+                except OSError:
+                    pass
+
+
+def python_env_dirs() -> set[Path]:
+    return set(PYTHON_ENV_DIR.glob(f"{PYTHON_ENV_PREFIX}*"))
+
+
+def tritonservers() -> list[int]:
+    """PIDs of the live tritonserver processes on this machine."""
+    return [pid for pid, name, _ in live_processes() if name == "tritonserver"]
+
+
+def python_env_litter(before: set[Path]) -> set[Path]:
+    """The Python backend's directories made since ``before`` (:func:`python_env_dirs` at this server's launch),
+    called once this server is gone: they are its own (or a server's that died meanwhile) only when no other
+    tritonserver is alive, since one that is can initialise a stand-in backend at any load. Otherwise none:
+    nothing is taken from a live server."""
+    return set() if tritonservers() else python_env_dirs() - before
 
 
 def check_repository(path: Path) -> None:
