@@ -6,6 +6,13 @@ For each preset: export the fp32 ONNX once, lower it with every scheme (per-tens
 per-channel), and measure against the eager fp32 Keras model on fresh inputs at two shapes
 (relative L2, cosine) and the median latency against onnxruntime fp32 at --batch x --seq, all in
 one run. Prints a markdown table (what BENCHMARKS.md quotes) with the machine's CPU features.
+
+    python scripts/measure_int8_schemes.py encoder-base --mixed wv,dense --mixed wv,dense,ffn_outer
+
+``--mixed KINDS`` adds a row per value (per-tensor): reduce-range U8S8 on every weight MatMul except those of
+the comma-separated layer kinds (matched in the node names: wq, wk, wv, dense, ffn_inner, ffn_outer), which
+get U8U8. Both are exact on every x86-64 CPU; the question is whether the mix is faster than U8U8 and
+still within the tolerance where reduce-range alone is not.
 """
 
 from __future__ import annotations
@@ -27,12 +34,42 @@ def median_ms(session, feeds, seconds: float) -> float:
     return statistics.median(times)
 
 
+def to_mixed(fp32, u8u8_kinds: list[str]):
+    """Reduce-range U8S8 on the weight MatMuls, U8U8 on those whose name holds ``/<kind>_1/`` or ``/<kind>/``:
+    two passes of onnxruntime's quantize_dynamic, each on its own nodes."""
+    import logging
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from attnkit.exporters.precision import weight_matmuls
+
+    names = weight_matmuls(fp32)
+    keep = [n for n in names if any(f"/{k}_1/" in n or f"/{k}/" in n for k in u8u8_kinds)]
+    logging.getLogger().setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "fp32.onnx"
+        onnx.save(fp32, src)
+        passes = (
+            (False, [n for n in names if n not in keep], QuantType.QInt8, True),
+            (True, keep, QuantType.QUInt8, False),
+        )
+        for last, nodes, weight, reduce_range in passes:
+            dst = Path(tmp) / f"{int(last)}.onnx"
+            if nodes:
+                quantize_dynamic(src, dst, op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
+                                 reduce_range=reduce_range, weight_type=weight)  # fmt: skip
+                src = dst
+        return onnx.load(src)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("presets", nargs="+")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--mixed", action="append", default=[], metavar="KINDS", help="U8U8 kinds, reduce-range the rest")
     args = ap.parse_args()
 
     import onnx
@@ -63,22 +100,24 @@ def main() -> None:
             fp32 = onnx.load(out / "model.onnx")
             base = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
             base_ms = median_ms(base, feeds[shapes[-1]], args.seconds)
-            for scheme in INT8_SCHEMES.values():
-                for per_channel in (False, True):
-                    model = to_int8(fp32, per_channel, scheme)
-                    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-                    names = [o.name for o in sess.get_outputs()]
-                    worst_l2, worst_cos, ok = 0.0, 1.0, True
-                    for s, f in feeds.items():
-                        got = dict(zip(names, sess.run(names, f)))
-                        for a in compare_outputs(ref[s], got, DEFAULT_TOLERANCES["int8"]):
-                            worst_l2, worst_cos, ok = max(worst_l2, a.rel_l2), min(worst_cos, a.cosine), ok and a.passed
-                    ms = median_ms(sess, feeds[shapes[-1]], args.seconds)
-                    print(
-                        f"| {preset} | {scheme.name} | {'yes' if per_channel else 'no'} | {worst_l2:.3g} | "
-                        f"{worst_cos:.5f} | {'yes' if ok else 'NO'} | {base_ms / ms:.2f} |",
-                        flush=True,
-                    )
+            candidates = [(scheme.name, per_channel, to_int8, (per_channel, scheme))
+                          for scheme in INT8_SCHEMES.values() for per_channel in (False, True)]  # fmt: skip
+            for kinds in args.mixed:
+                candidates.append((f"reduce-range, u8u8 on {kinds}", False, to_mixed, (kinds.split(","),)))
+            for name, per_channel, make, how in candidates:
+                sess = ort.InferenceSession(make(fp32, *how).SerializeToString(), providers=["CPUExecutionProvider"])
+                names = [o.name for o in sess.get_outputs()]
+                worst_l2, worst_cos, ok = 0.0, 1.0, True
+                for s, f in feeds.items():
+                    got = dict(zip(names, sess.run(names, f)))
+                    for a in compare_outputs(ref[s], got, DEFAULT_TOLERANCES["int8"]):
+                        worst_l2, worst_cos, ok = max(worst_l2, a.rel_l2), min(worst_cos, a.cosine), ok and a.passed
+                ms = median_ms(sess, feeds[shapes[-1]], args.seconds)
+                print(
+                    f"| {preset} | {name} | {'yes' if per_channel else 'no'} | {worst_l2:.3g} | "
+                    f"{worst_cos:.5f} | {'yes' if ok else 'NO'} | {base_ms / ms:.2f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
