@@ -13,6 +13,9 @@ onnxruntime quantization docs' note on saturation):
   x86-64 CPU. Measured on Zen 3 (encoder-base): rel. L2 0.023, 1.45x onnxruntime fp32.
 - U8S8 with ``reduce_range`` (7-bit weights): pair sums fit in 16 bits, so exact everywhere, but the
   coarser weights cost accuracy: rel. L2 0.039 on encoder-base (Zen 3), over the int8 tolerance.
+  Mixed with U8U8 on the value and output projections (where most of that error comes from) it is within
+  the tolerance by 7 % and 1.19x U8U8 on an AVX2 EPYC: too thin a margin for a choice made per CPU class,
+  not per model (BENCHMARKS.md).
 
 So each target gets the fastest scheme that is exact there: U8S8 where VNNI/AMX is guaranteed,
 U8U8 everywhere else. optimum's ``AutoQuantizationConfig`` makes the same split (``avx2()`` uses
