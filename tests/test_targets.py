@@ -204,6 +204,31 @@ def test_vnni_int8_file_is_right_only_where_vnni_is(tmp_path, monkeypatch):
         assert record.agreement["passed"] is False  # the truth on this machine, recorded
 
 
+def test_a_row_near_its_tolerance_must_agree_on_more_input_draws(portable_int8, monkeypatch):
+    """A lowered row that agreed on its draw by a thin margin (beyond HEADROOM of its tolerance) is held to
+    MORE_DRAWS more; one clear of it is not; a plan of fp32 only draws nothing more. encoder-tiny's U8U8 is
+    clear (rel L2 ~0.012 of 0.03), so HEADROOM 0 stands in for a model at the edge."""
+    from attnkit import compare
+    from attnkit.benchmark.harness import StoppingRule
+    from attnkit.benchmark.run import MORE_DRAWS, bench
+
+    kw = dict(backends=["onnxruntime"], batch_sizes=(2,), seq_lens=(40,), baseline=False, calibrate=False,
+              rule=StoppingRule(warmup_s=0.0, min_iterations=2, min_seconds=0.01), seed=5)  # fmt: skip
+
+    def rows(report):
+        return {m.precision: m.agreement for m in report.measurements}
+
+    clear = rows(bench(portable_int8.out, precisions=("fp32", "int8"), **kw))
+    assert "draws" not in clear["int8"] and "draws" not in clear["fp32"] and clear["int8"]["passed"]
+    monkeypatch.setattr(compare, "HEADROOM", 0.0)  # every agreeing row is now "near"
+    near = rows(bench(portable_int8.out, precisions=("fp32", "int8"), **kw))
+    assert near["int8"]["draws"] == near["fp32"]["draws"] == 1 + MORE_DRAWS
+    assert near["int8"]["rel_l2"] >= clear["int8"]["rel_l2"]  # the same first draw, and the worst of the others
+    assert near["int8"]["passed"] == (near["int8"]["rel_l2"] <= compare.DEFAULT_TOLERANCES["int8"].rel_l2)
+    fp32_only = rows(bench(portable_int8.out, precisions=("fp32",), **kw))
+    assert "draws" not in fp32_only["fp32"]  # no lowered precision planned: no more references drawn
+
+
 def test_bench_int8_on_dotted_dir_carries_agreement_per_row(portable_int8, tmp_path):
     out = tmp_path / "results.v2"
     r = CliRunner().invoke(

@@ -10,7 +10,12 @@ from ..errors import AttnkitError, BackendError
 from ..runtimes.base import Source
 from ..runtimes.registry import backends_for, get_runner, hardware_warnings, split_backend
 from .harness import StoppingRule, measure
-from .results import BASELINE, BenchReport, Measurement, _agreement  # noqa: F401  (re-exported)
+from .results import BASELINE, BenchReport, Measurement, _agreement, near_tolerance, worst_of  # noqa: F401
+
+#: input draws after the first on which a row must also agree when the first left it near its tolerance
+#: (beyond :data:`attnkit.compare.HEADROOM` of it); their eager references cost MORE_DRAWS more eager calls
+#: per shape, made only when a lowered precision is in the plan
+MORE_DRAWS = 2
 
 
 def parse_int_list(text: str | list | tuple, flag: str) -> tuple[int, ...]:
@@ -189,13 +194,20 @@ def bench(
     shapes = [(b, s) for s in seq_lens for b in batch_sizes]
     feeds = {(b, s): spec.sample_feeds(b, s, seed + i) for i, (b, s) in enumerate(shapes)}
     say("eager fp32 reference outputs (every row's agreement is measured on its own inputs)")
+    draws = {shape: [] for shape in shapes}  # (feeds, reference) of the draws after the first, per shape
     with get_runner(BASELINE)(source) as reference_runner:
         reference = {shape: reference_runner.infer(f) for shape, f in feeds.items()}
+        if any(p != "fp32" for _, p in plan):  # only a lowered precision's rows come near their tolerance
+            say(f"eager fp32 reference outputs of {MORE_DRAWS} more input draws, for rows near their tolerance")
+            for k in range(1, MORE_DRAWS + 1):
+                for i, (b, s) in enumerate(shapes):
+                    more = spec.sample_feeds(b, s, seed + k * len(shapes) + i)
+                    draws[(b, s)].append((more, reference_runner.infer(more)))
     flops = _flops_fn(source)
     if on_start:
         on_start(len(plan) * len(shapes))
     for name, precision in plan:
-        for m in _run_backend(source, name, precision, threads, feeds, reference, rule, say):
+        for m in _run_backend(source, name, precision, threads, feeds, reference, draws, rule, say):
             m.flops = flops(m.batch, m.seq) if m.latency else None
             report.measurements.append(m)
             if on_measurement:
@@ -273,7 +285,7 @@ def _check_memory(source: Source, shapes) -> None:
             )
 
 
-def _run_backend(source, name, precision, threads, feeds, reference, rule, say) -> list[Measurement]:
+def _run_backend(source, name, precision, threads, feeds, reference, draws, rule, say) -> list[Measurement]:
     cls = get_runner(name)
     shapes = list(feeds)
 
@@ -298,6 +310,9 @@ def _run_backend(source, name, precision, threads, feeds, reference, rule, say) 
                             computes_in=runner.computes_in)  # fmt: skip
             try:
                 m.agreement = _agreement(reference[(b, s)], runner.infer(feeds[(b, s)]), precision)
+                if near_tolerance(m.agreement) and draws.get((b, s)):  # agreed on one draw, by a thin margin
+                    more = [_agreement(ref, runner.infer(f), precision) for f, ref in draws[(b, s)]]
+                    m.agreement = worst_of([m.agreement, *more])
                 m.latency = measure(lambda f=feeds[(b, s)]: runner.infer(f), rule)
             except Exception as e:  # one failing shape/backend must not lose the others
                 m.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"

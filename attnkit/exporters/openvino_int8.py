@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..compare import HEADROOM
+
 #: weight-only with f32 compute; the default and the fallback
 WEIGHT_ONLY = "weight-only"
 DYNAMIC = "weight-only + dynamic activations"
@@ -45,8 +47,8 @@ DYNAMIC_GROUP = 32
 CALIBRATION_ITEMS = 16
 #: a candidate other than weight-only must be this much faster than weight-only to be written
 MARGIN = 0.10
-#: ... and its worst rel L2 within this fraction of int8's tolerance (headroom for inputs the search did not see)
-HEADROOM = 2 / 3
+# ... and its worst rel L2 within HEADROOM of int8's tolerance (headroom for inputs the search did not see;
+# attnkit.compare holds it, for the deployment pick too)
 
 SCHEMES = {
     WEIGHT_ONLY: {"method": "nncf.compress_weights", "mode": "int8_asym", "granularity": "per-channel",
