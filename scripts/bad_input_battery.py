@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,13 @@ def tree_digest(root: Path) -> str:
 
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="battery-"))
+    try:
+        return _battery(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # its export, the cases' paths and their TMPDIR
+
+
+def _battery(work: Path) -> int:
     tmp = work / "tmp"
     tmp.mkdir()
     env = {**os.environ, "TMPDIR": str(tmp), "TF_CPP_MIN_LOG_LEVEL": "3"}
