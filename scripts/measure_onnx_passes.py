@@ -64,7 +64,8 @@ def main() -> None:
     cfg = source.manifest.model.get("config", {})
     feeds = spec.sample_feeds(args.batch, args.seq, seed=0)
     rule = StoppingRule(warmup_s=1.0, min_iterations=10, min_seconds=args.min_seconds)
-    tmp = Path(tempfile.mkdtemp())
+    workdir = tempfile.TemporaryDirectory(prefix="attnkit-passes-")  # removed when the script ends (its finalizer)
+    tmp = Path(workdir.name)
     variants = {}
     raw = convert(trace(source.keras_model, spec), spec, spec.opset)
     onnx.save(raw, tmp / "raw.onnx")
