@@ -10,7 +10,7 @@ from ..errors import AttnkitError, BackendError
 from ..runtimes.base import Source
 from ..runtimes.registry import backends_for, get_runner, hardware_warnings, split_backend
 from .harness import StoppingRule, measure
-from .results import BASELINE, BenchReport, Measurement, _agreement, near_tolerance, worst_of  # noqa: F401
+from .results import BASELINE, BenchReport, Measurement, _agreement, near_tolerance, worst_of  # noqa: F401  (re-exported)
 
 #: input draws after the first on which a row must also agree when the first left it near its tolerance
 #: (beyond :data:`attnkit.compare.HEADROOM` of it); their eager references cost MORE_DRAWS more eager calls
