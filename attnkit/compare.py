@@ -37,6 +37,16 @@ class Tolerance:
 #: search); a deployment pick beyond it says so.
 HEADROOM = 2 / 3
 
+#: input draws after the first on which an answer beyond HEADROOM of its tolerance must also agree (``bench``
+#: and ``verify``, hence the export check); it then stands for the worst of the 1 + MORE_DRAWS
+MORE_DRAWS = 2
+
+
+def beyond_headroom(rel_l2: float, allowed: float) -> bool:
+    """The one rule of "near its tolerance": a rel L2 beyond :data:`HEADROOM` of the ``allowed`` one."""
+    return rel_l2 > HEADROOM * allowed
+
+
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(atol=1e-4, rtol=1e-3, rel_l2=1e-5, min_cosine=0.99999),
     "fp16": Tolerance(atol=5e-2, rtol=5e-2, rel_l2=1e-2, min_cosine=0.9995),
@@ -128,3 +138,12 @@ def compare_outputs(
         else:
             out.append(_stats(name, np.asarray(ref), np.asarray(got[name]), tolerance))
     return out
+
+
+def worst_draw(draws: list[list[Agreement]]) -> list[Agreement]:
+    """One list of agreements from several input draws of the same outputs: per output, a failing draw's
+    (the first) if any failed, else the one with the largest rel L2. It passes only if every draw passed."""
+    return [
+        next((a for a in per_output if not a.passed), None) or max(per_output, key=lambda a: a.rel_l2)
+        for per_output in zip(*draws, strict=True)
+    ]

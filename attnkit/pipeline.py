@@ -54,7 +54,7 @@ def _agreement_markdown(report) -> str:
         "|---|---|---|---|---:|---:|---:|---|",
     ]
     for r in report.results:
-        shape = f"{r.batch}x{r.seq}"
+        shape = r.shape
         if r.skipped or r.error:
             lines.append(
                 f"| {r.backend} | {r.precision} | {shape} | - | | | | "

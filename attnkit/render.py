@@ -62,7 +62,7 @@ def agreement_table(report: VerifyReport, width: int | None = None) -> Table:
     ]
     rows: list = []
     for r in report.results:
-        lead = [r.backend, r.precision, f"{r.batch}x{r.seq}"]
+        lead = [r.backend, r.precision, r.shape]
         if r.skipped:
             rows.append((lead, f"[yellow]skipped[/]: {r.skipped[:80]}"))
             continue

@@ -98,6 +98,17 @@ class ExportSpec:
                     sizes[axis] = seq
         return sizes
 
+    def sample_draws(
+        self, shapes: list[tuple[int, int]], seed: int, draws: int = 1
+    ) -> dict[tuple[int, int], list[dict[str, np.ndarray]]]:
+        """``draws`` input draws of each (batch, seq) shape, one seed each: draw k of shape i has seed
+        ``seed + k * len(shapes) + i``, so draw 0 is what a one-draw check of the same shapes sees, and the
+        draws of ``verify`` and ``bench`` are numbered alike."""
+        return {
+            (b, s): [self.sample_feeds(b, s, seed + k * len(shapes) + i) for k in range(draws)]
+            for i, (b, s) in enumerate(shapes)
+        }
+
     def sample_feeds(self, batch: int, seq: int, seed: int) -> dict[str, np.ndarray]:
         """Fresh random inputs for one shape: normal floats, token ids >= 1, ragged padding masks.
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .compare import DEFAULT_TOLERANCES, Agreement, Tolerance, compare_outputs
+from .compare import DEFAULT_TOLERANCES, MORE_DRAWS, Agreement, Tolerance, beyond_headroom, compare_outputs, worst_draw
 from .errors import AttnkitError
 from .names import FORWARD
 from .runtimes.base import REGISTRY, Runner, Source
@@ -27,6 +27,14 @@ class CheckResult:
     agreements: list[Agreement] = field(default_factory=list)
     error: str | None = None
     skipped: str | None = None  # the backend cannot run on this machine: why
+    #: input draws the agreements stand for (their worst): 1, or 1 + MORE_DRAWS when the first left it near
+    #: its tolerance
+    draws: int = 1
+
+    @property
+    def shape(self) -> str:
+        """``2x16``, and how many input draws the agreements are the worst of when more than one."""
+        return f"{self.batch}x{self.seq}" + (f" (worst of {self.draws} draws)" if self.draws > 1 else "")
 
     @property
     def passed(self) -> bool:
@@ -46,6 +54,7 @@ class CheckResult:
             "passed": None if self.skipped else self.passed,
             "skipped": self.skipped,
             "error": self.error,
+            "draws": self.draws,
             "outputs": [a.to_dict() for a in self.agreements],
         }
 
@@ -98,6 +107,7 @@ class VerifyReport:
                 continue
             s = out.setdefault((r.backend, r.precision), {"max_abs": 0.0, "rel_l2": 0.0, "cosine": 1.0, "passed": True})
             s["passed"] &= r.passed
+            s["draws"] = max(s.get("draws", 1), r.draws)
             for a in r.agreements:
                 s["max_abs"] = max(s["max_abs"], a.max_abs)
                 s["rel_l2"] = max(s["rel_l2"], a.rel_l2)
@@ -132,7 +142,10 @@ def resolve_tolerance(precision: str, atol: float | dict | None, rtol: float | d
     return DEFAULT_TOLERANCES[precision].override(pick(atol), pick(rtol))
 
 
-def _check(runner: Runner, feeds_by_shape, reference, tolerance) -> list[CheckResult]:
+def _check(runner: Runner, feeds_by_shape, reference, tolerance, draws=None) -> list[CheckResult]:
+    """``draws``: per shape, (feeds, reference) of the input draws after the first; a shape whose first draw
+    agreed beyond :data:`~attnkit.compare.HEADROOM` of the rel-L2 tolerance must agree on them too (mha's int8:
+    0.020 to 0.034 across draws at 8x128, against 0.03), and reports the worst."""
     results = []
     reason = runner.unavailable_reason()
     if reason:
@@ -149,6 +162,12 @@ def _check(runner: Runner, feeds_by_shape, reference, tolerance) -> list[CheckRe
             r = CheckResult(runner.name, runner.precision, b, s)
             try:
                 r.agreements = compare_outputs(reference[(b, s)], runner.infer(feeds), tolerance)
+                more = (draws or {}).get((b, s))
+                if more and r.passed and any(beyond_headroom(a.rel_l2, tolerance.rel_l2) for a in r.agreements):
+                    r.agreements = worst_draw(
+                        [r.agreements, *(compare_outputs(ref, runner.infer(f), tolerance) for f, ref in more)]
+                    )
+                    r.draws = 1 + len(more)
             except Exception as e:
                 r.error = f"{type(e).__name__}: {str(e)[:300]}"
             results.append(r)
@@ -177,7 +196,9 @@ def verify(
         root: export directory (has ``manifest.json``).
         backends: backend names to check; default: one per artifact in the manifest.
         atol, rtol: element-wise tolerance overrides, a number or ``{precision: number}``.
-        shapes: (batch, sequence) pairs; fresh seeded random inputs are drawn for each.
+        shapes: (batch, sequence) pairs; fresh seeded random inputs are drawn for each. A lowered precision
+            that agrees on them beyond :data:`~attnkit.compare.HEADROOM` of its rel-L2 tolerance must also
+            agree on :data:`~attnkit.compare.MORE_DRAWS` more draws (the result is the worst of them).
         seed: base seed of the inputs.
         unsafe: allow unsafe Keras deserialisation of ``model.keras`` (never taken from the manifest).
         imports: extra modules or .py files registering custom layers (beside those the export recorded).
@@ -224,12 +245,15 @@ def verify(
                 flag=flag,
                 hint="Give a tolerance for a precision the export has, or a plain number for all.",
             )
-    feeds = {(b, s): spec.sample_feeds(b, s, seed + i) for i, (b, s) in enumerate(shapes)}
+    lowered = any(p != "fp32" for _, p in pairs)  # as in bench: only a lowered precision comes near its tolerance
+    inputs = spec.sample_draws(list(shapes), seed, 1 + (MORE_DRAWS if lowered else 0))
+    feeds = {shape: d[0] for shape, d in inputs.items()}
     report = VerifyReport(str(root), spec.name, seed, mismatches=hardware_warnings(source, pairs))
     if progress:
         progress("keras (eager fp32 reference)")
     with get_runner("keras")(source) as reference_runner:
         reference = {shape: reference_runner.infer(f) for shape, f in feeds.items()}
+        draws = {shape: [(f, reference_runner.infer(f)) for f in d[1:]] for shape, d in inputs.items()}
     for name, precision in pairs:
         if progress:
             progress(f"{name} [{precision}]")
@@ -238,7 +262,7 @@ def verify(
         except AttnkitError as e:
             report.results += [CheckResult(name, precision, b, s, error=str(e)) for (b, s) in shapes]
             continue
-        report.results += _check(runner, feeds, reference, resolve_tolerance(precision, atol, rtol))
+        report.results += _check(runner, feeds, reference, resolve_tolerance(precision, atol, rtol), draws)
     if generation is not None and source.manifest.generation is not None:
         from .generation.verify import verify_generation
         from .runtimes.registry import generation_runners

@@ -229,6 +229,32 @@ def test_a_row_near_its_tolerance_must_agree_on_more_input_draws(portable_int8, 
     assert "draws" not in fp32_only["fp32"]  # no lowered precision planned: no more references drawn
 
 
+def test_verify_holds_a_check_near_its_tolerance_to_more_input_draws(portable_int8, monkeypatch):
+    """verify (and so the export check) applies the bench's rule: a shape that agreed beyond HEADROOM of its
+    rel-L2 tolerance must agree on MORE_DRAWS more draws, and reports the worst; clear ones and fp32-only
+    checks draw nothing more. HEADROOM 0 stands in for a model at the edge (encoder-tiny's U8U8 is clear)."""
+    from attnkit import compare
+
+    kw = dict(shapes=((2, 40), (3, 17)), seed=5)
+
+    def worst(report, precision):
+        return {r.shape: max(a.rel_l2 for a in r.agreements) for r in report.results if r.precision == precision}
+
+    clear = attnkit.verify(portable_int8.out, **kw)
+    assert clear.ok and all(r.draws == 1 for r in clear.results)
+    monkeypatch.setattr(compare, "HEADROOM", 0.0)  # every agreeing check is now "near"
+    near = attnkit.verify(portable_int8.out, **kw)
+    by = {(r.precision, r.batch, r.seq): r for r in near.results}
+    assert {r.draws for r in near.results} == {1 + compare.MORE_DRAWS}
+    for (precision, b, s), r in by.items():  # the same first draw, and the worst of the others
+        first = worst(clear, precision)[f"{b}x{s}"]
+        assert max(a.rel_l2 for a in r.agreements) >= first and r.shape == f"{b}x{s} (worst of 3 draws)"
+        assert r.to_dict()["draws"] == 3
+    assert near.summary()[("onnxruntime", "int8")]["draws"] == 3
+    fp32_only = attnkit.verify(portable_int8.out, backends=["onnxruntime-fp32"], **kw)
+    assert {r.precision for r in fp32_only.results} == {"fp32"} and all(r.draws == 1 for r in fp32_only.results)
+
+
 def test_bench_int8_on_dotted_dir_carries_agreement_per_row(portable_int8, tmp_path):
     out = tmp_path / "results.v2"
     r = CliRunner().invoke(

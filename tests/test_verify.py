@@ -48,6 +48,27 @@ def test_int8_tolerance_is_cosine_and_l2_only(rng):
     assert a.passed and a.cosine > 0.999
 
 
+def test_worst_draw_keeps_a_failing_draw_over_a_larger_passing_error(rng):
+    """Per output: the draw that failed (even on another criterion than rel L2) stands for the draws; without
+    a failure, the largest rel L2. The rule that sends a shape to more draws is beyond HEADROOM of rel L2."""
+    from attnkit.compare import HEADROOM, beyond_headroom, worst_draw
+
+    ref = {"y": rng.standard_normal((4, 64)), "z": rng.standard_normal((4, 8))}
+    tol = DEFAULT_TOLERANCES["int8"]
+
+    def draw(scale_y, flip_z=False):
+        got = {"y": ref["y"] * (1 + scale_y), "z": -ref["z"] if flip_z else ref["z"] * 1.001}
+        return compare_outputs(ref, got, tol)
+
+    small, large, failing = draw(0.005), draw(0.025), draw(0.001, flip_z=True)
+    y, z = worst_draw([small, large, failing])
+    assert y.rel_l2 == pytest.approx(0.025) and y.passed  # the largest error of y: it never failed
+    assert not z.passed and z.cosine == pytest.approx(-1.0)  # the failing draw of z, not the largest passing one
+    assert all(a.passed for a in worst_draw([small, large]))
+    assert beyond_headroom(large[0].rel_l2, tol.rel_l2) and not beyond_headroom(small[0].rel_l2, tol.rel_l2)
+    assert HEADROOM * tol.rel_l2 == pytest.approx(0.02)
+
+
 def test_tolerance_overrides_per_precision():
     assert resolve_tolerance("fp16", {"fp16": 0.5}, None).atol == 0.5
     assert resolve_tolerance("fp32", {"fp16": 0.5}, None).atol == DEFAULT_TOLERANCES["fp32"].atol

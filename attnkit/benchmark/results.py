@@ -171,6 +171,8 @@ def _picked(m: Measurement) -> dict:
 def pick_lines(pick: dict) -> list[str]:
     """The pick in words, one line per goal; a pick whose rel L2 is beyond :data:`~attnkit.compare.HEADROOM` of
     its tolerance says so, and over how many input draws it held (the bench adds draws to such rows)."""
+    from ..compare import beyond_headroom
+
     out = []
     for goal, what in (("latency", "p50_ms"), ("throughput", "seq_per_s")):
         p = pick.get(goal)
@@ -181,7 +183,7 @@ def pick_lines(pick: dict) -> list[str]:
         speed = f", {p['speedup']:.2f}x eager" if p.get("speedup") else ""
         allowed, draws = p.get("rel_l2_tolerance"), p.get("draws", 1)
         near = ""
-        if allowed and p["rel_l2"] is not None and _beyond_headroom(p["rel_l2"], allowed):
+        if allowed and p["rel_l2"] is not None and beyond_headroom(p["rel_l2"], allowed):
             near = f"; near its tolerance ({p['rel_l2']:.1e} of {allowed:.0e} allowed" + (
                 f", the worst of {draws} input draws)" if draws > 1
                 else "): check it on more inputs before deploying it (attnkit verify DIR --seed N)")  # fmt: skip
@@ -205,20 +207,13 @@ def _headline(m: Measurement | None) -> dict | None:
     }
 
 
-def _beyond_headroom(rel_l2: float, allowed: float) -> bool:
-    """The one rule of "near its tolerance": a rel L2 beyond :data:`~attnkit.compare.HEADROOM` of ``allowed``."""
-    from ..compare import HEADROOM
-
-    return rel_l2 > HEADROOM * allowed
-
-
 def near_tolerance(agreement: dict) -> bool:
-    """Agreed, but near the precision's tolerance (:func:`_beyond_headroom`): one draw of inputs does not settle
-    it (mha's int8: 0.020 to 0.034 across draws, against 0.03)."""
-    from ..compare import DEFAULT_TOLERANCES
+    """Agreed, but near the precision's tolerance (:func:`attnkit.compare.beyond_headroom`): one draw of inputs
+    does not settle it (mha's int8: 0.020 to 0.034 across draws, against 0.03)."""
+    from ..compare import DEFAULT_TOLERANCES, beyond_headroom
 
     allowed = DEFAULT_TOLERANCES[agreement["tolerance"]].rel_l2
-    return bool(agreement["passed"]) and _beyond_headroom(agreement["rel_l2"], allowed)
+    return bool(agreement["passed"]) and beyond_headroom(agreement["rel_l2"], allowed)
 
 
 def worst_of(agreements: list[dict]) -> dict[str, Any]:

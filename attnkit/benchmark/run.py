@@ -6,16 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..compare import MORE_DRAWS
 from ..errors import AttnkitError, BackendError
 from ..runtimes.base import Source
 from ..runtimes.registry import backends_for, get_runner, hardware_warnings, split_backend
 from .harness import StoppingRule, measure
 from .results import BASELINE, BenchReport, Measurement, _agreement, near_tolerance, worst_of  # noqa: F401  (re-exported)
-
-#: input draws after the first on which a row must also agree when the first left it near its tolerance
-#: (beyond :data:`attnkit.compare.HEADROOM` of it); their eager references cost MORE_DRAWS more eager calls
-#: per shape, made only when a lowered precision is in the plan
-MORE_DRAWS = 2
 
 
 def parse_int_list(text: str | list | tuple, flag: str) -> tuple[int, ...]:
@@ -192,17 +188,16 @@ def bench(
     )
     report.hardware = [line for line, _ in hardware_warnings(source, plan).values()]
     shapes = [(b, s) for s in seq_lens for b in batch_sizes]
-    feeds = {(b, s): spec.sample_feeds(b, s, seed + i) for i, (b, s) in enumerate(shapes)}
+    lowered = any(p != "fp32" for _, p in plan)  # only a lowered precision's rows come near their tolerance
+    inputs = spec.sample_draws(shapes, seed, 1 + (MORE_DRAWS if lowered else 0))
+    feeds = {shape: d[0] for shape, d in inputs.items()}
     say("eager fp32 reference outputs (every row's agreement is measured on its own inputs)")
-    draws = {shape: [] for shape in shapes}  # (feeds, reference) of the draws after the first, per shape
     with get_runner(BASELINE)(source) as reference_runner:
         reference = {shape: reference_runner.infer(f) for shape, f in feeds.items()}
-        if any(p != "fp32" for _, p in plan):  # only a lowered precision's rows come near their tolerance
+        if lowered:
             say(f"eager fp32 reference outputs of {MORE_DRAWS} more input draws, for rows near their tolerance")
-            for k in range(1, MORE_DRAWS + 1):
-                for i, (b, s) in enumerate(shapes):
-                    more = spec.sample_feeds(b, s, seed + k * len(shapes) + i)
-                    draws[(b, s)].append((more, reference_runner.infer(more)))
+        # (feeds, reference) of the draws after the first, per shape
+        draws = {shape: [(f, reference_runner.infer(f)) for f in d[1:]] for shape, d in inputs.items()}
     flops = _flops_fn(source)
     if on_start:
         on_start(len(plan) * len(shapes))
