@@ -174,6 +174,7 @@ def package(
             model = model_name(base, record)
             say(f"triton model {model}")
             _warn_disagreement(record, model, result)
+            _warn_default_precision(record, model, result)
             sig = signature_of(root, record)
             text = text_format.MessageToString(build_config(model, record, spec, sig, warmup))
             _require_ok(check_config(text, sig), f"the generated config of {model}")
@@ -248,6 +249,31 @@ def _warn_disagreement(record, model: str, result: PackageResult) -> None:
         )
         if line not in result.warnings:
             result.warnings.append(line)
+
+
+def _warn_default_precision(record, model: str, result: PackageResult) -> None:
+    """An OpenVINO IR attnkit ran with f32 forced, packaged for Triton, says what Triton's backend will compute.
+
+    That backend sets only ``INFERENCE_NUM_THREADS``, ``COMPILATION_NUM_THREADS``, ``HINT_BF16``, ``NUM_STREAMS``
+    and ``PERFORMANCE_HINT`` (openvino_backend's ``src/openvino.cc``), and OpenVINO's CPU plugin reads no
+    inference precision from the IR (only KV-cache and dynamic-quantisation options), so nothing attnkit can
+    write forces f32: where the CPU has avx512_bf16 or AMX the plugin's default, bf16, applies. An int8 IR whose
+    scheme the export's search also held to int8's tolerance under OpenVINO's defaults is not warned of."""
+    from .targets import BF16_FEATURES
+
+    extra = record.extra or {}
+    if record.format != "openvino" or extra.get("inference_precision") != "f32":
+        return
+    scheme = extra.get("scheme")
+    if any(c.get("name") == scheme and c.get("defaults_ran_as") for c in extra.get("candidates", [])):
+        return
+    line = (
+        f"{model}: Triton's OpenVINO backend cannot force f32, so on CPUs with {' or '.join(BF16_FEATURES)} this "
+        f"{record.precision} IR computes in bf16 (OpenVINO's default there; measured and agreed here with f32 "
+        "forced): serve the ONNX model where fp32 answers matter, or check the IR with OpenVINO's defaults there"
+    )
+    if line not in result.warnings:
+        result.warnings.append(line)
 
 
 def _package_tfserving(root, manifest, out: Path, base, version, force, result, say) -> None:

@@ -421,6 +421,29 @@ def _stateful_ir_keeps_the_cache_inside(out, g):
     assert default.get_property("KV_CACHE_PRECISION").get_type_name() == "f32"
 
 
+def test_packaging_an_f32_forced_ir_for_triton_warns_what_its_backend_computes(ov_export, tmp_path):
+    """Triton's OpenVINO backend cannot force f32, so packaging an IR attnkit ran with f32 forced (fp32, and the
+    weight-only int8) says that it computes in bf16 on avx512_bf16/AMX CPUs; bf16 (asked for by HINT_BF16) and
+    ONNX models are not warned of, nor an int8 IR whose scheme the search also held to the tolerance under
+    OpenVINO's defaults."""
+    import dataclasses
+
+    from attnkit.package import PackageResult, _warn_default_precision, package
+
+    result = package(ov_export.out, triton=tmp_path / "repo")
+    cannot = [w for w in result.warnings if "cannot force f32" in w]
+    assert sorted(w.split(":")[0] for w in cannot) == ["encoder-tiny_openvino", "encoder-tiny_openvino_int8"]
+    assert all("avx512_bf16 or amx_bf16" in w and "computes in bf16" in w for w in cannot)
+    int8 = ov_export.manifest.artifact("openvino", "int8")
+    scheme = int8.extra["scheme"]
+    held = dataclasses.replace(int8, extra={**int8.extra, "candidates": [{"name": scheme, "defaults_ran_as": "bf16"}]})
+    other = dataclasses.replace(int8, extra={**int8.extra, "candidates": [{"name": "ptq", "defaults_ran_as": "bf16"}]})
+    for record, warned in ((held, False), (other, True), (int8, True)):
+        r = PackageResult()
+        _warn_default_precision(record, "m", r)
+        assert bool(r.warnings) == warned, record.extra.get("candidates")
+
+
 def test_bench_refuses_the_stateful_step_for_the_forward_pass(ov_export):
     """openvino-stateful only decodes: bench (the forward pass) refuses it in one line naming --backends, why,
     and the backends that do run the forward pass (openvino among them; no generation-only one)."""
