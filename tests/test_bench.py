@@ -154,6 +154,33 @@ def test_worst_of_several_draws_passes_only_if_every_draw_passed():
     assert near_tolerance(a) and not near_tolerance(dict(a, rel_l2=0.019)) and not near_tolerance(b)
 
 
+def test_a_row_that_ran_as_another_precision_yields_the_pick_to_its_twin():
+    """OpenVINO's fp16 hint on a CPU without fp16 runs f32: the same computation as the fp32 row. Faster by a
+    timing draw, it must not become the pick (which `package --pick` then could not serve as measured); the fp32
+    row is. Without such a twin in the run (only fp16 asked for), the row stays a candidate, labelled as run."""
+    from attnkit.benchmark.results import BenchReport, Measurement
+    from attnkit.benchmark.stats import Latency
+
+    def row(precision, p50_ms, ran_as=None, backend="openvino"):
+        lat = Latency.from_ns([int(p50_ms * 1e6)] * 3)
+        m = Measurement(backend, precision, 8, 128, latency=lat, ran_as=ran_as)
+        m.agreement = {"passed": True, "rel_l2": 4e-7, "cosine": 1.0, "max_abs": 1e-6, "tolerance": precision,
+                       "failures": []}  # fmt: skip
+        return m
+
+    twin = BenchReport(
+        "w", {}, {}, {}, [row("fp32", 9.0), row("fp16", 8.5, ran_as="fp32"), row("fp32", 9.5, backend="onnxruntime")]
+    )
+    assert {(p["backend"], p["precision"]) for p in twin.pick().values()} == {("openvino", "fp32")}
+    assert (twin.best().backend, twin.best().precision) == ("openvino", "fp32")  # the headline alike
+    alone = BenchReport("w", {}, {}, {}, [row("fp16", 8.5, ran_as="fp32"), row("fp32", 9.5, backend="onnxruntime")])
+    assert alone.pick()["throughput"]["precision"] == "fp16" and alone.pick()["throughput"]["ran_as"] == "fp32"
+    disagreeing = row("fp32", 9.0)
+    disagreeing.agreement = dict(disagreeing.agreement, passed=False)  # a twin that does not count yields nothing
+    lone = BenchReport("w", {}, {}, {}, [disagreeing, row("fp16", 8.5, ran_as="fp32")])
+    assert lone.pick()["latency"]["precision"] == "fp16"
+
+
 def test_a_pick_near_its_tolerance_says_so():
     """Agreeing within the tolerance on one draw is the rule; beyond HEADROOM of it the line says to check more
     inputs (mha's int8: 0.020-0.034 across draws against 0.03)."""
