@@ -132,6 +132,9 @@ class ExportOptions:
     atol: float | dict | None = None
     rtol: float | dict | None = None
     generate: bool = False
+    #: the OpenVINO IR's precisions when not ``precision``'s (``run``'s defaults: those OpenVINO computes
+    #: natively on this CPU, :func:`attnkit.targets.openvino_defaults`)
+    openvino_precision: str | tuple[str, ...] | None = None
 
 
 def export(
@@ -209,6 +212,7 @@ def export(
 
         require()  # a missing package is named (with its extra) before any work
     precisions = parse_precisions(opts.precision, fmts)
+    ov_precisions = precisions if opts.openvino_precision is None else parse_precisions(opts.openvino_precision, fmts)
     _check_tensorrt_options(fmts, precisions, opts.trt_target, opts.batch, opts.seq, opts.trt_cache)
     ref = classify(str(model), flag="MODEL")
     if ref.is_export:
@@ -248,7 +252,7 @@ def export(
     with atomic_directory(out, opts.force) as stage:
         _write_artifacts(
             stage, model, keras_model, spec, fmts, precisions, manifest, say, opts.fuse, opts.per_channel, resolved,
-            decoding,
+            decoding, ov_precisions,
         )  # fmt: skip
         if trt:
             _write_tensorrt(
@@ -304,6 +308,7 @@ def _write_artifacts(
     per_channel: bool = False,
     target=None,
     decoding=None,
+    ov_precisions=None,
 ) -> None:
     from .exporters.savedmodel import export_savedmodel
     from .models import is_keras_path
@@ -335,7 +340,7 @@ def _write_artifacts(
     if "onnx" in fmts:
         _write_onnx(stage, keras_model, spec, precisions, manifest, say, fuse, per_channel, target)
     if "openvino" in fmts:
-        _write_openvino(stage, precisions, manifest, say, spec, target)
+        _write_openvino(stage, precisions if ov_precisions is None else ov_precisions, manifest, say, spec, target)
     if decoding is not None:
         _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, per_channel, target, spec.opset)
 

@@ -119,7 +119,8 @@ def run(
         get_preset(model)
     out = Path(out)
     precision_notes: list[str] = []
-    if not precision:
+    defaulted = not precision
+    if defaulted:
         precisions, precision_notes = native_precisions()
         precision = ",".join(precisions)
         for note in precision_notes:
@@ -127,8 +128,18 @@ def run(
     formats = ["savedmodel", "onnx"]
     from .runtimes.registry import get_runner
 
+    openvino_precision = None
     if get_runner("openvino").unavailable_reason() is None:
         formats.append("openvino")  # OpenVINO IR beside the ONNX graph it is converted from
+        if defaulted:
+            from .machine import cpu_features
+            from .targets import openvino_defaults
+
+            kept, notes = openvino_defaults(precisions, cpu_features())
+            openvino_precision = ",".join(kept)
+            precision_notes += notes
+            for note in notes:
+                say(note)
     trt_note = None
     if detect() is None:
         trt_note = "not built: no TensorRT Python package"
@@ -155,6 +166,7 @@ def run(
             force=force,
             unsafe=unsafe,
             generate=generate,
+            openvino_precision=openvino_precision,
             progress=say,
         )
         verify_report = exported.report

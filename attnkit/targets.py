@@ -239,6 +239,25 @@ def openvino_runs(precision: str, features) -> tuple[str, bool]:
     return precision, bool(set(rule["native"]) & have)
 
 
+def openvino_defaults(precisions, features) -> tuple[list[str], list[str]]:
+    """Of ``run``'s default precisions, those OpenVINO computes natively on a CPU with ``features``, and a note
+    for each left out: elsewhere its fp16/bf16 hint compiles to f32 (a row of the fp32 computation under
+    another name) or is emulated, which is worth measuring only when asked for."""
+    kept, notes = [], []
+    for precision in precisions:
+        ran, native = openvino_runs(precision, features)
+        if ran == precision and native:
+            kept.append(precision)
+            continue
+        how = "emulates it" if ran == precision else "computes it in f32"
+        needs = " or ".join(OPENVINO_PRECISIONS[precision]["native"])
+        notes.append(
+            f"openvino {precision} left out: OpenVINO {how} on this CPU (no {needs}); "
+            f"ask for it with --precision ...,{precision}"
+        )
+    return kept, notes
+
+
 def _openvino_requirement(precision: str) -> dict:
     return {
         "cpu_any": list(OPENVINO_PRECISIONS[precision]["native"]),

@@ -444,6 +444,17 @@ def test_packaging_an_f32_forced_ir_for_triton_warns_what_its_backend_computes(o
         assert bool(r.warnings) == warned, record.extra.get("candidates")
 
 
+def test_openvino_precision_narrows_the_ir_records_only(tmp_path):
+    """``openvino_precision`` (run's native defaults) decides the OpenVINO records; the ONNX ones follow
+    ``precision``."""
+    import attnkit
+
+    m = attnkit.export("mha", tmp_path / "n", formats="onnx,openvino", precision="fp32,fp16", openvino_precision="fp32",
+                       check=False).manifest  # fmt: skip
+    assert {(a.format, a.precision) for a in m.artifacts if a.format in ("onnx", "openvino")} == {
+        ("onnx", "fp32"), ("onnx", "fp16"), ("openvino", "fp32")}  # fmt: skip
+
+
 def test_bench_refuses_the_stateful_step_for_the_forward_pass(ov_export):
     """openvino-stateful only decodes: bench (the forward pass) refuses it in one line naming --backends, why,
     and the backends that do run the forward pass (openvino among them; no generation-only one)."""

@@ -145,6 +145,49 @@ def test_trt_plan_for_another_gpu_warns():
         assert "model.plan" in line and "sm89" in line
 
 
+def test_openvino_defaults_keep_only_what_openvino_computes_natively():
+    """run's defaults for OpenVINO: fp16/bf16 hints only where the CPU computes them (else f32 under another
+    name, or emulated), each left out with a note naming what is missing and how to ask for it anyway."""
+    SPR = AMX | {"avx512_fp16"}  # noqa: N806
+    asked = ["fp32", "bf16", "fp16", "int8"]
+    assert targets.openvino_defaults(asked, SPR) == (asked, [])
+    kept, notes = targets.openvino_defaults(asked, ZEN4)
+    assert kept == ["fp32", "bf16", "int8"] and len(notes) == 1
+    assert notes[0].startswith("openvino fp16 left out") and "f32" in notes[0] and "avx512_fp16" in notes[0]
+    kept, notes = targets.openvino_defaults(["fp32", "fp16", "int8"], AVX2)
+    assert kept == ["fp32", "int8"] and "--precision ...,fp16" in notes[0]
+    kept, notes = targets.openvino_defaults(["fp32", "bf16"], SKYLAKE)  # taken without bf16 dot products
+    assert kept == ["fp32"] and "emulates it" in notes[0] and "avx512_bf16 or amx_bf16" in notes[0]
+
+
+def test_run_defaults_narrow_the_openvino_precisions_and_an_explicit_list_does_not(monkeypatch, tmp_path):
+    """``run`` without --precision exports OpenVINO IR records only for what OpenVINO computes natively here
+    (the fp16 IR record on AVX2 would be a row of the f32 computation labelled fp16); --precision is taken as
+    asked. The export is stopped at its call: what run asked of it is the point."""
+    pytest.importorskip("openvino", reason="needs the openvino extra (pip install 'attnkit[openvino]')")
+    from attnkit import export_api, pipeline
+
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    def export(model, out, **kw):
+        asked.append(kw)
+        raise Stop
+
+    monkeypatch.setattr(export_api, "export", export)
+    _pretend(monkeypatch, AVX2)
+    notes = []
+    with pytest.raises(Stop):
+        pipeline.run("encoder-tiny", tmp_path / "a", progress=notes.append)
+    assert asked[0]["precision"] == "fp32,fp16,int8" and asked[0]["openvino_precision"] == "fp32,int8"
+    assert any(n.startswith("openvino fp16 left out") for n in notes)
+    with pytest.raises(Stop):
+        pipeline.run("encoder-tiny", tmp_path / "b", precision="fp32,fp16")
+    assert asked[1]["precision"] == "fp32,fp16" and asked[1]["openvino_precision"] is None
+
+
 def test_native_precisions_leave_out_emulated_bf16(monkeypatch):
     _pretend(monkeypatch, AVX2)
     precisions, notes = targets.native_precisions()
