@@ -285,7 +285,10 @@ def test_generation_bench_reports_latency_speedup_and_bandwidth(lm_export, tmp_p
     assert [f.name for f in files] == ["generation.json", "generation.csv", "generation.png"]
     data = json.loads(files[0].read_text())
     assert data["kind"] == "generation" and len(data["rows"]) == len(report.rows)
-    assert "| onnxruntime | 1 | 8 | 24 |" in to_markdown(data)
+    md = to_markdown(data)
+    assert "| onnxruntime | 1 | 8 | 24 |" in md and "| onnxruntime[int8] | 1 | 8 | 24 |" in md
+    # the generate signature is its own row, named apart from the step loop of the same SavedModel
+    assert "| savedmodel/generate | 1 | 8 | 24 |" in md and "| savedmodel | 1 | 8 | 24 |" in md
 
 
 def test_block_with_precomputed_masks_equals_its_own_masks(rng):

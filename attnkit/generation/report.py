@@ -167,7 +167,8 @@ def to_markdown(data: dict) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in data["rows"]:
-        label = r["backend"] if r["precision"] == "fp32" else f"{r['backend']}[{r['precision']}]"
+        # the row's own label (``savedmodel/generate`` is not the ``savedmodel`` step loop); older JSON had none
+        label = r.get("label") or (r["backend"] if r["precision"] == "fp32" else f"{r['backend']}[{r['precision']}]")
         if r["skipped"] or r["error"]:
             lines.append(f"| {label} | {r['batch']} | {r['prompt_length']} | {r['new_tokens']} | skipped: "
                          f"{r['skipped'] or r['error']} |||||||")  # fmt: skip
