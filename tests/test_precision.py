@@ -15,6 +15,7 @@ import attnkit
 from attnkit.cli import cli
 from attnkit.errors import AttnkitError, BackendError
 from attnkit.exporters.passes import fuse_layernorm, op_counts
+from attnkit.exporters.precision import to_fp16
 
 LOWERED = "fp32,bf16,fp16,int8"
 
@@ -61,6 +62,35 @@ def test_fp16_graph_keeps_fp32_islands(lowered_export):
     assert weights and all(i.data_type == f16 for i in weights)
     assert all(i.type.tensor_type.elem_type == f32 for i in model.graph.input if i.type.tensor_type.elem_type != 6)
     assert model.graph.output[0].type.tensor_type.elem_type == f32  # keep_io_types
+
+
+def test_fp16_of_an_initializer_shared_by_an_fp32_island_and_an_fp16_node_loads_and_agrees(rng):
+    """onnxconverter-common leaves an initializer read by a blocked (fp32) node and by another node fp32 while
+    the other node's inputs become fp16: onnxruntime refuses the graph (keras-hub GPT-2's token embedding:
+    ``Less(Cast(ids), 0.0)`` where ``Range`` reads the same 0.0). The readers outside the island get their own
+    copy; only the shared initializer is copied."""
+    import onnxruntime as ort
+    from onnx import TensorProto as T  # noqa: N817
+    from onnx import helper as h
+
+    c = numpy_helper.from_array(np.array(2.0, np.float32), "c")
+    nodes = [
+        h.make_node("Cast", ["ids"], ["idsf"], to=T.FLOAT, name="cast_ids"),  # int -> float: kept fp32 by name
+        h.make_node("Less", ["idsf", "c"], ["less"], name="less"),
+        h.make_node("Cast", ["less"], ["lessf"], to=T.FLOAT, name="cast_less"),
+        h.make_node("Pow", ["x", "c"], ["p"], name="pow"),  # an fp32 island reading the same c
+        h.make_node("Mul", ["p", "lessf"], ["y"], name="mul"),
+    ]
+    inputs = [h.make_tensor_value_info("x", T.FLOAT, [6]), h.make_tensor_value_info("ids", T.INT64, [6])]
+    graph = h.make_graph(nodes, "shared", inputs, [h.make_tensor_value_info("y", T.FLOAT, [6])], [c])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+    half = to_fp16(model)
+    copies = [i.name for i in half.graph.initializer if i.name.startswith("c")]
+    assert sorted(copies) == ["c", "c/unshared"] and len(model.graph.initializer) == 1  # the input is untouched
+    feeds = {"x": rng.standard_normal(6).astype(np.float32), "ids": rng.integers(0, 4, 6)}
+    (ref,) = ort.InferenceSession(model.SerializeToString()).run(None, feeds)
+    (got,) = ort.InferenceSession(half.SerializeToString()).run(None, feeds)
+    assert np.allclose(got, ref, rtol=2e-3, atol=1e-3) and (ref != 0).any() and (ref == 0).any()
 
 
 def test_fp16_file_is_half_the_fp32_file(lowered_export):

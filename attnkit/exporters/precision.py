@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import tempfile
 from pathlib import Path
@@ -60,15 +61,51 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     from onnxconverter_common import float16
 
     block = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(FP32_ISLANDS))
+    blocked_nodes = _casts_to_float(model)
+    model = _unshare_initializers(model, set(block), set(blocked_nodes))
     with warnings.catch_warnings():
         # The additive mask's -1e9 becomes -1e4 in fp16: still exp(-1e4) == 0 after the fp32 Softmax.
         warnings.filterwarnings("ignore", message="the float32 number", category=UserWarning)
         converted = float16.convert_float_to_float16(
-            model, keep_io_types=True, op_block_list=block, node_block_list=_casts_to_float(model)
+            model, keep_io_types=True, op_block_list=block, node_block_list=blocked_nodes
         )
     _reroute_output_readers(converted)
     _restore_float_outputs(model, converted)
     return converted
+
+
+def _unshare_initializers(model: onnx.ModelProto, block_ops: set[str], block_nodes: set[str]) -> onnx.ModelProto:
+    """A copy of ``model`` where a float initializer read by both blocked (fp32) and other nodes is two: the
+    blocked nodes keep it, the others read a copy of their own.
+
+    onnxconverter-common (1.16) leaves such a shared initializer fp32 while converting the other inputs of its
+    non-blocked readers to fp16, and onnxruntime refuses the graph ("Type parameter (T) of Optype (Less) bound
+    to different types"; its open pull request #329 describes it). keras-hub's GPT-2 hits it: a scalar 0.0 read
+    by the token embedding's ``Less`` and by ``Range`` (blocked). The copies are of the shared ones only
+    (scalars there), so the file does not grow.
+    """
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE}
+    inits = {i.name: i for i in model.graph.initializer if i.data_type in floats}
+    readers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in set(node.input) & set(inits):
+            readers.setdefault(name, []).append(node)
+    mixed = {
+        name: nodes
+        for name, nodes in readers.items()
+        if len({n.op_type in block_ops or n.name in block_nodes for n in nodes}) == 2
+    }
+    if not mixed:
+        return model
+    model = copy.deepcopy(model)
+    for name in mixed:
+        twin = copy.deepcopy(inits[name])
+        twin.name = f"{name}/unshared"
+        model.graph.initializer.append(twin)
+    for node in model.graph.node:
+        if node.op_type not in block_ops and node.name not in block_nodes:
+            node.input[:] = [f"{i}/unshared" if i in mixed else i for i in node.input]
+    return model
 
 
 def _reroute_output_readers(model: onnx.ModelProto) -> None:
