@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
-from .errors import AgreementError
+from .errors import AgreementError, AttnkitError
 
 
 @dataclass
@@ -46,6 +46,9 @@ class RunResult:
     packaged: object = None
     generation_bench: object = None
     served: object = None  # serving.run.ServeResult with --serve
+    #: why no heatmap was drawn, for a model whose attention scores attnkit cannot ask for (a keras-hub
+    #: backbone's layers take no return_attention_scores): a note, not a failed stage
+    attention_note: str | None = None
 
 
 def _agreement_markdown(report) -> str:
@@ -213,9 +216,14 @@ def run(
 
         source = Source(out, unsafe=unsafe)
         seq = min(32, source.spec.max_sequence or 32)
-        maps = capture(source.keras_model, source.spec, source.spec.sample_feeds(1, seq, seed), 0)
-        plot(maps, out / "attention.png", title=source.spec.name)
-        result.files.append(out / "attention.png")
+        try:
+            maps = capture(source.keras_model, source.spec, source.spec.sample_feeds(1, seq, seed), 0)
+        except AttnkitError as e:  # this model's attention cannot be captured (it says why): nothing failed
+            maps, result.attention_note = None, f"not drawn: {e.message}"
+            say(f"attention heatmaps {result.attention_note}")
+        if maps is not None:
+            plot(maps, out / "attention.png", title=source.spec.name)
+            result.files.append(out / "attention.png")
     except Exception as e:
         failures.append(f"attention heatmaps: {type(e).__name__}: {e}")
     say("package")
@@ -289,7 +297,7 @@ $benchmark
 
 $generation## Attention
 
-![per-head attention weights, first layer](attention.png)
+$attention
 
 ## Serving
 
@@ -487,6 +495,7 @@ def _write_report(result: RunResult, settings: RunSettings) -> None:
         agreement=_agreement_markdown(result.verify_report) if result.verify_report else "not run",
         benchmark=_benchmark_section(result.bench_report),
         generation=_generation_section(result),
+        attention=result.attention_note or "![per-head attention weights, first layer](attention.png)",
         serving=_serving_section(settings.out, result.packaged) + _served_section(result.served),
         environment=json.dumps(result.bench_report.environment if result.bench_report is not None else {}, indent=2),
         reproduce=_reproduce_section(settings),

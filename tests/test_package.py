@@ -192,6 +192,35 @@ def test_run_writes_every_file_its_report_links(tmp_path):
     assert pick["throughput"] == results["pick"]["throughput"]
 
 
+def test_run_notes_attention_it_cannot_capture_and_does_not_fail(tmp_path, monkeypatch):
+    """A model whose attention layers sit inside a layer that takes no return_attention_scores (every keras-hub
+    backbone) gets a note in place of the heatmap, and run exits 0: nothing of the user's failed. Another error
+    in that stage still fails it."""
+    from attnkit import attention_maps
+
+    def cannot(model, spec, feeds, layer_index=0):
+        raise AttnkitError(
+            "attention layer `transformer_layer_0/self_attention` sits inside `gpt2_backbone` (GPT2Backbone), "
+            "which does not take return_attention_scores.", flag="--layer", hint="Choose a layer of attnkit's blocks."
+        )  # fmt: skip
+
+    monkeypatch.setattr(attention_maps, "capture", cannot)
+    args = ["--precision", "fp32", "--batch-sizes", "1", "--seq-lens", "8", "--min-seconds", "0.02"]
+    r = CliRunner().invoke(cli, ["run", "mha", "--out", str(tmp_path / "a"), *args])
+    assert r.exit_code == 0, r.output
+    report = (tmp_path / "a" / "report.md").read_text()
+    assert "## Attention\n\nnot drawn: attention layer `transformer_layer_0/self_attention` sits inside" in report
+    assert "attention.png" not in report and "## Failures" not in report and "--layer" not in report
+    assert not (tmp_path / "a" / "attention.png").exists()
+
+    def broken(model, spec, feeds, layer_index=0):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(attention_maps, "capture", broken)
+    r = CliRunner().invoke(cli, ["run", "mha", "--out", str(tmp_path / "b"), *args])
+    assert r.exit_code != 0 and "attention heatmaps: ValueError: a bug" in (tmp_path / "b" / "report.md").read_text()
+
+
 def test_export_format_triton(tmp_path):
     out = attnkit.export("mha", tmp_path / "t", formats="onnx,triton", check=False).out
     cfg = (out / "triton" / "mha_onnx" / "config.pbtxt").read_text()
