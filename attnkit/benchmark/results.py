@@ -118,9 +118,8 @@ class BenchReport:
         A row that ran in another precision than it asked for (OpenVINO's fp16 or bf16 hint on a CPU without
         them: f32) is the same computation as its backend's row in that precision at the same shape, when the
         run has one: that row is the candidate, under its own name (:meth:`_candidates`). Otherwise a timing
-        draw could make the pick
-        "openvino fp16, ran fp32", an artifact that Triton cannot serve as measured (its OpenVINO backend has
-        no f16 hint) and that computes in f16 where the serving CPU has it.
+        draw could make the pick "openvino fp16, ran fp32", an artifact that Triton cannot serve as measured
+        (its OpenVINO backend has no f16 hint) and that computes in f16 where the serving CPU has it.
         """
         rows = self._candidates()
         if not rows:
