@@ -142,6 +142,19 @@ def resolve_tolerance(precision: str, atol: float | dict | None, rtol: float | d
     return DEFAULT_TOLERANCES[precision].override(pick(atol), pick(rtol))
 
 
+def reference_draws(spec, shapes, seed: int, infer: Callable, pairs) -> tuple[dict, dict, dict]:
+    """Per (batch, seq) shape: the inputs every check sees, their eager fp32 reference, and the (inputs,
+    reference) of :data:`~attnkit.compare.MORE_DRAWS` further draws for checks that pass by a thin margin,
+    drawn only when a lowered precision is among the (backend, precision) ``pairs`` (only those come near their
+    tolerance). ``verify`` and ``bench`` both take theirs from here, so their draws are numbered alike."""
+    lowered = any(p != "fp32" for _, p in pairs)
+    inputs = spec.sample_draws(list(shapes), seed, 1 + (MORE_DRAWS if lowered else 0))
+    feeds = {shape: d[0] for shape, d in inputs.items()}
+    reference = {shape: infer(f) for shape, f in feeds.items()}
+    draws = {shape: [(f, infer(f)) for f in d[1:]] for shape, d in inputs.items()}
+    return feeds, reference, draws
+
+
 def _check(runner: Runner, feeds_by_shape, reference, tolerance, draws=None) -> list[CheckResult]:
     """``draws``: per shape, (feeds, reference) of the input draws after the first; a shape whose first draw
     agreed beyond :data:`~attnkit.compare.HEADROOM` of the rel-L2 tolerance must agree on them too (mha's int8:
@@ -245,15 +258,11 @@ def verify(
                 flag=flag,
                 hint="Give a tolerance for a precision the export has, or a plain number for all.",
             )
-    lowered = any(p != "fp32" for _, p in pairs)  # as in bench: only a lowered precision comes near its tolerance
-    inputs = spec.sample_draws(list(shapes), seed, 1 + (MORE_DRAWS if lowered else 0))
-    feeds = {shape: d[0] for shape, d in inputs.items()}
     report = VerifyReport(str(root), spec.name, seed, mismatches=hardware_warnings(source, pairs))
     if progress:
         progress("keras (eager fp32 reference)")
     with get_runner("keras")(source) as reference_runner:
-        reference = {shape: reference_runner.infer(f) for shape, f in feeds.items()}
-        draws = {shape: [(f, reference_runner.infer(f)) for f in d[1:]] for shape, d in inputs.items()}
+        feeds, reference, draws = reference_draws(spec, shapes, seed, reference_runner.infer, pairs)
     for name, precision in pairs:
         if progress:
             progress(f"{name} [{precision}]")

@@ -10,6 +10,7 @@ from ..compare import MORE_DRAWS
 from ..errors import AttnkitError, BackendError
 from ..runtimes.base import Source
 from ..runtimes.registry import backends_for, get_runner, hardware_warnings, split_backend
+from ..verification import reference_draws
 from .harness import StoppingRule, measure
 from .results import BASELINE, BenchReport, Measurement, _agreement, near_tolerance, worst_of  # noqa: F401  (re-exported)
 
@@ -188,16 +189,11 @@ def bench(
     )
     report.hardware = [line for line, _ in hardware_warnings(source, plan).values()]
     shapes = [(b, s) for s in seq_lens for b in batch_sizes]
-    lowered = any(p != "fp32" for _, p in plan)  # only a lowered precision's rows come near their tolerance
-    inputs = spec.sample_draws(shapes, seed, 1 + (MORE_DRAWS if lowered else 0))
-    feeds = {shape: d[0] for shape, d in inputs.items()}
     say("eager fp32 reference outputs (every row's agreement is measured on its own inputs)")
+    if any(p != "fp32" for _, p in plan):
+        say(f"  and of {MORE_DRAWS} more input draws, for rows near their tolerance")
     with get_runner(BASELINE)(source) as reference_runner:
-        reference = {shape: reference_runner.infer(f) for shape, f in feeds.items()}
-        if lowered:
-            say(f"eager fp32 reference outputs of {MORE_DRAWS} more input draws, for rows near their tolerance")
-        # (feeds, reference) of the draws after the first, per shape
-        draws = {shape: [(f, reference_runner.infer(f)) for f in d[1:]] for shape, d in inputs.items()}
+        feeds, reference, draws = reference_draws(spec, shapes, seed, reference_runner.infer, plan)
     flops = _flops_fn(source)
     if on_start:
         on_start(len(plan) * len(shapes))

@@ -86,15 +86,11 @@ def _unshare_initializers(model: onnx.ModelProto, block_ops: set[str], block_nod
     """
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE}
     inits = {i.name: i for i in model.graph.initializer if i.data_type in floats}
-    readers: dict[str, list] = {}
+    kinds: dict[str, set[bool]] = {}  # initializer -> {blocked?} of its readers
     for node in model.graph.node:
-        for name in set(node.input) & set(inits):
-            readers.setdefault(name, []).append(node)
-    mixed = {
-        name: nodes
-        for name, nodes in readers.items()
-        if len({n.op_type in block_ops or n.name in block_nodes for n in nodes}) == 2
-    }
+        for name in set(node.input) & inits.keys():
+            kinds.setdefault(name, set()).add(node.op_type in block_ops or node.name in block_nodes)
+    mixed = {name for name, seen in kinds.items() if len(seen) == 2}
     if not mixed:
         return model
     model = copy.deepcopy(model)
