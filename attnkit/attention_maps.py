@@ -19,19 +19,50 @@ class AttentionMaps:
     valid_length: int
 
 
-def attention_layers(model) -> list:
-    """Attention layers of a model, in call order: attnkit's classic layer and Keras's."""
+def _is_attention(layer) -> bool:
+    """attnkit's classic layer, Keras's (keras-hub's cached one included), or a keras-hub model's own
+    attention layer (Llama, Mistral, Qwen, ...): keras-hub's convention is a ``_compute_attention`` that
+    turns scores into weights through ``_masked_softmax``."""
     import keras
 
     from .models.attention import MultiHeadAttention
 
-    kinds = (MultiHeadAttention, keras.layers.MultiHeadAttention)
-    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, kinds)]
+    if isinstance(layer, (MultiHeadAttention, keras.layers.MultiHeadAttention)):
+        return True
+    kind = type(layer)
+    return callable(getattr(kind, "_compute_attention", None)) and callable(getattr(kind, "_masked_softmax", None))
+
+
+def attention_layers(model) -> list:
+    """Attention layers of a model, in call order.
+
+    A functional model's (and a nested backbone's) layers are walked in the graph's order, any other
+    layer's in the order it tracks them. Keras's ``_flatten_layers`` is not call order once layers nest
+    (a keras-hub backbone came out last layer first; a decoder block cross before self attention).
+    """
+    import keras
+
+    found, seen = [], set()
+
+    def walk(layer):
+        children = layer.layers if isinstance(layer, keras.Model) else layer._flatten_layers(False, False)
+        for child in children:
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            if _is_attention(child):
+                found.append(child)
+            else:
+                walk(child)
+
+    walk(model)
+    return found
 
 
 def _owner(model, layer):
     """The top-level layer of a functional model that is ``layer`` or holds it, and how to ask it for
-    scores: ``("layer", owner)`` for an attention layer, ``("block", owner)`` for an attnkit block."""
+    scores: ``("layer", owner)`` for an attention layer, ``("block", owner)`` for an attnkit block,
+    ``("inside", owner)`` for any other layer (a keras-hub backbone)."""
     from .models.transformer import TransformerDecoderBlock, TransformerEncoderBlock
 
     for top in model.layers:
@@ -40,24 +71,18 @@ def _owner(model, layer):
         if any(inner is layer for inner in top._flatten_layers(include_self=False)):
             if isinstance(top, (TransformerEncoderBlock, TransformerDecoderBlock)):
                 return "block", top
-            raise AttnkitError(
-                f"attention layer `{layer.path}` sits inside `{top.name}` ({type(top).__name__}), which does not "
-                "take return_attention_scores.",
-                flag="--layer",
-                hint="Choose a layer of attnkit's blocks, or a top-level attention layer.",
-            )
+            return "inside", top
     raise AttnkitError(f"`{layer.path}` is not reached from the model's inputs.", flag="--layer")
 
 
 def capture(model, spec, feeds: dict, layer_index: int = 0) -> AttentionMaps:
     """Run the model eagerly once and return the weights of attention layer ``layer_index``.
 
-    The functional graph is cloned with the same layers (shared weights) and the owner of the
-    layer (the attention layer itself, or the attnkit block holding it) is called with
-    ``return_attention_scores=True``; its scores become an extra output. Nothing is patched.
+    For a layer that is, or sits in an attnkit block at, the top of the functional graph, the graph is
+    cloned with the same layers (shared weights) and the owner of the layer is called with
+    ``return_attention_scores=True``; its scores become an extra output. Nothing is patched. A layer
+    inside another model's call (a keras-hub backbone) is read while the model runs (`_read_inside`).
     """
-    import keras
-
     layers = attention_layers(model)
     if not layers:
         raise AttnkitError(f"model `{spec.name}` has no attention layer.", flag="MODEL")
@@ -68,6 +93,26 @@ def capture(model, spec, feeds: dict, layer_index: int = 0) -> AttentionMaps:
         )
     layer = layers[layer_index]
     kind, owner = _owner(model, layer)
+    feeds_in = {name: feeds[name] for name in spec.input_names}
+    args = feeds_in if isinstance(model._inputs_struct, dict) else next(iter(feeds_in.values()))
+    if kind == "inside":
+        weights = _read_inside(model, layer, owner, args)
+    else:
+        weights = _read_by_clone(model, layer, kind, owner, args)
+    mask = next((v for k, v in feeds.items() if "padding_mask" in k), None)
+    valid = int(mask[0].sum()) if mask is not None else weights.shape[-1]
+    return AttentionMaps(
+        layer.path if hasattr(layer, "path") else layer.name,
+        layer_index % len(layers),
+        len(layers),
+        weights[0],
+        valid,
+    )
+
+
+def _read_by_clone(model, layer, kind, owner, args) -> np.ndarray:
+    import keras
+
     # which entry of a block's {"self_attention": w, "cross_attention": w} is `layer`
     key = (
         "cross_attention"
@@ -97,18 +142,67 @@ def capture(model, spec, feeds: dict, layer_index: int = 0) -> AttentionMaps:
     )
     fresh.set_weights(owner.get_weights())
     probe = keras.Model(inputs, {"outputs": clone.outputs, "scores": scores[-1]})
-    feeds_in = {name: feeds[name] for name in spec.input_names}
-    result = probe(feeds_in if isinstance(struct, dict) else next(iter(feeds_in.values())))
-    weights = np.asarray(keras.ops.cast(result["scores"], "float32"))
-    mask = next((v for k, v in feeds.items() if "padding_mask" in k), None)
-    valid = int(mask[0].sum()) if mask is not None else weights.shape[-1]
-    return AttentionMaps(
-        layer.path if hasattr(layer, "path") else layer.name,
-        layer_index % len(layers),
-        len(layers),
-        weights[0],
-        valid,
-    )
+    return np.asarray(keras.ops.cast(probe(args)["scores"], "float32"))
+
+
+def _read_inside(model, layer, owner, args) -> np.ndarray:
+    """The weights of an attention layer that another model calls from its own ``call`` (a keras-hub
+    backbone, which takes no ``return_attention_scores`` and offers no hook): for one eager call, the
+    layer's *instance* reads the output of its ``_masked_softmax`` (scores to weights, in Keras's
+    MultiHeadAttention and in keras-hub's own attention layers) and, on a Keras MultiHeadAttention, asks
+    its ``_compute_attention`` (Keras's documented override point) for the scores, which sends it down
+    that explicit path instead of the fused kernel. Written here because neither Keras nor keras-hub
+    returns a nested layer's weights; both instance attributes are removed before this returns.
+    """
+    import inspect
+
+    import keras
+
+    if getattr(layer, "_flash_attention", False):
+        raise AttnkitError(
+            f"attention layer `{layer.path}` runs flash attention, which computes no weights to draw.",
+            flag="--layer",
+            hint="Call keras.config.disable_flash_attention() before loading the model.",
+        )
+    kind = type(layer)
+    if not callable(getattr(kind, "_masked_softmax", None)):
+        raise AttnkitError(
+            f"attention layer `{layer.path}` sits inside `{owner.name}` ({type(owner).__name__}), which does not "
+            "take return_attention_scores.",
+            flag="--layer",
+            hint="Choose a layer of attnkit's blocks, or a top-level attention layer.",
+        )
+    seen = []
+
+    def masked_softmax(*a, **kw):
+        weights = kind._masked_softmax(layer, *a, **kw)
+        seen.append(weights)
+        return weights
+
+    hooks = {"_masked_softmax": masked_softmax}
+    compute = inspect.signature(kind._compute_attention)
+    if "return_attention_scores" in compute.parameters:
+
+        def compute_attention(*a, **kw):
+            bound = compute.bind(layer, *a, **kw)
+            bound.arguments["return_attention_scores"] = True
+            return kind._compute_attention(*bound.args, **bound.kwargs)
+
+        hooks["_compute_attention"] = compute_attention
+    for name, hook in hooks.items():
+        object.__setattr__(layer, name, hook)
+    try:
+        model(args)
+    finally:
+        for name in hooks:
+            object.__delattr__(layer, name)
+    if not seen:
+        raise AttnkitError(
+            f"attention layer `{layer.path}` ({kind.__name__}) computed its attention in a fused kernel, which "
+            "returns no weights to draw.",
+            flag="--layer",
+        )
+    return np.asarray(keras.ops.cast(seen[0], "float32"))
 
 
 def plot(maps: AttentionMaps, path: Path, title: str) -> None:

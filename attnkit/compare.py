@@ -109,13 +109,23 @@ def _stats(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> Agree
     a.required_rtol = float((excess / np.maximum(mag, 1e-12)).max(initial=0.0))
     if np.isfinite(tol.atol) and not np.all(diff <= tol.atol + tol.rtol * mag):
         a.failures.append(
-            f"values not close enough, max abs diff {a.max_abs:.3g} (atol {tol.atol:g}, rtol {tol.rtol:g})"
+            f"values not close enough, max abs diff {_beyond(a.max_abs, tol.atol)} (atol {tol.atol:g}, rtol {tol.rtol:g})"
         )
     if a.rel_l2 > tol.rel_l2:
-        a.failures.append(f"relative L2 error {a.rel_l2:.3g} > {tol.rel_l2:g}")
+        a.failures.append(f"relative L2 error {_beyond(a.rel_l2, tol.rel_l2)} > {tol.rel_l2:g}")
     if a.cosine < tol.min_cosine:
-        a.failures.append(f"cosine similarity {a.cosine:.6f} < {tol.min_cosine}")
+        a.failures.append(f"cosine similarity {_beyond(a.cosine, tol.min_cosine, 6)} < {tol.min_cosine}")
     return a
+
+
+def _beyond(value: float, limit: float, digits: int = 3) -> str:
+    """``value`` with as many significant digits as it takes not to read as ``limit``: a rel L2 of 0.030004
+    against 0.03 printed "0.03 > 0.03"."""
+    for more in range(digits, 17):
+        text = f"{value:.{more}g}"
+        if float(text) != limit:
+            return text
+    return repr(value)
 
 
 def compare_outputs(

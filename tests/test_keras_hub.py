@@ -242,3 +242,57 @@ def test_openvino_stateful_and_genai_on_keras_hub_llama3(hub_export):
     assert "openvino-genai-cb/generate" not in checks
     with pytest.raises(BackendError, match="paged-attention rewrite does not take this model .*ScaledDotProduct"):
         generation_pairs(Source(result.out), ["openvino-genai-cb"])
+
+
+def test_attention_maps_are_read_inside_keras_hub_backbones(hub_export, tmp_path):
+    """A keras-hub backbone calls its attention layers inside its own call (GPT-2: Keras's cached
+    MultiHeadAttention; Llama 3: keras-hub's own layer, 4 query heads over 2 key/value heads). The maps are
+    read there for one call: layers numbered in call order, weights that zero padded and future keys, and on
+    GPT-2 equal to softmax(q·kᵀ/√d) recomputed here from layer 0's own projections; the model's answers and
+    the layer are as before."""
+    import keras
+
+    from attnkit.attention_maps import attention_layers, capture
+    from attnkit.models import resolve
+
+    family, path, _ = hub_export
+    model, spec, _ = resolve(path, seed=0)
+    layers = attention_layers(model)
+    assert [layer.path for layer in layers] == [f"transformer_layer_{i}/self_attention" for i in range(2)]
+    rng = np.random.default_rng(31)
+    seq, valid = 10, 7
+    mask = (np.arange(seq)[None, :] < valid).astype("int32")
+    feeds = {"token_ids": rng.integers(1, VOCAB, size=(1, seq)).astype("int32"), "padding_mask": mask}
+    before = np.asarray(model(feeds))
+    maps = [capture(model, spec, feeds, i) for i in (0, -1)]
+    assert [m.layer for m in maps] == [layer.path for layer in layers] and maps[1].layer_index == 1
+    for m in maps:
+        w = m.weights
+        assert w.shape == (4, seq, seq) and m.valid_length == valid
+        np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
+        assert np.triu(w, k=1).max() < 1e-6 and np.abs(w[:, :, valid:]).max() < 1e-6  # future, padded keys
+    assert np.abs(maps[0].weights - maps[1].weights).max() > 1e-3  # two layers, two maps
+    np.testing.assert_array_equal(np.asarray(model(feeds)), before)
+    assert all(not {"_masked_softmax", "_compute_attention"} & set(vars(layer)) for layer in layers)
+    if family == "gpt2":
+        backbone = model.get_layer("gpt2_backbone")
+        x = keras.Model(backbone.inputs, backbone.get_layer("embeddings_dropout").output)(feeds)
+        block = backbone.get_layer("transformer_layer_0")
+        h = block._self_attention_layer_norm(x)
+        attention = block._self_attention_layer
+        q, k = (np.asarray(dense(h), dtype="float64") for dense in (attention._query_dense, attention._key_dense))
+        logits = np.einsum("bqnh,bknh->bnqk", q, k)[0] / np.sqrt(q.shape[-1])
+        logits[:, ~(np.tril(np.ones((seq, seq), bool)) & (mask[0] == 1)[None, :])] = -np.inf
+        expected = np.exp(logits - logits.max(-1, keepdims=True))
+        np.testing.assert_allclose(maps[0].weights, expected / expected.sum(-1, keepdims=True), atol=2e-6)
+    code, out = run("attention", path, "--out", tmp_path / "h.png", "--layer", "-1", "--seq", "12")
+    assert code == 0 and "4 heads of transformer_layer_1/self_attention" in out, out
+    assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+    # bench's memory guard counts the heads of these layers too (Llama's are `num_query_heads`)
+    from types import SimpleNamespace
+
+    from attnkit.benchmark.run import _check_memory
+    from attnkit.errors import AttnkitError
+
+    with pytest.raises(AttnkitError, match=r"\(4 heads\)"):
+        _check_memory(SimpleNamespace(keras_model=model), [(1024, 65536)])

@@ -131,3 +131,14 @@ def test_verify_unknown_backend_lists_valid_ones(tiny_export):
 def test_verify_xla_backend_on_request(tiny_export):
     report = attnkit.verify(tiny_export.out, backends=["xla"])
     assert [r.backend for r in report.results] == ["xla", "xla"] and report.ok
+
+
+def test_a_failure_just_beyond_its_tolerance_reads_beyond_it(rng):
+    """A rel L2 of 0.03001 against int8's 0.03 printed "0.03 > 0.03" (bench --generate, keras-hub GPT-2)."""
+    ref = rng.standard_normal(4096)
+    noise = rng.standard_normal(4096)
+    got = ref + noise * (0.030012 * np.linalg.norm(ref) / np.linalg.norm(noise))
+    (a,) = compare_outputs({"y": ref}, {"y": got}, DEFAULT_TOLERANCES["int8"])
+    assert a.failures == ["relative L2 error 0.03001 > 0.03"]
+    (b,) = compare_outputs({"y": ref}, {"y": ref * 1.5}, TIGHT)  # far beyond: three digits as before
+    assert "relative L2 error 0.5 > 0.01" in b.failures

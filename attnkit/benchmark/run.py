@@ -259,7 +259,7 @@ def _check_memory(source: Source, shapes) -> None:
 
     heads = max(
         (
-            getattr(layer, "num_heads", 0) or getattr(layer, "_num_heads", 0)
+            getattr(layer, "num_heads", 0) or getattr(layer, "_num_heads", 0) or getattr(layer, "num_query_heads", 0)
             for layer in attention_layers(source.keras_model)
         ),
         default=0,
