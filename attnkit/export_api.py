@@ -64,6 +64,25 @@ def parse_precisions(precision: str | tuple[str, ...], fmts: tuple[str, ...]) ->
     return precs
 
 
+def _openvino_precisions(asked, precisions: tuple[str, ...], fmts: tuple[str, ...]) -> tuple[str, ...]:
+    """``--openvino-precision``: the OpenVINO IR's precisions, a subset of ``--precision`` (default: all of it)."""
+    if asked is None:
+        return precisions
+    flag = "--openvino-precision"
+    if "openvino" not in fmts:
+        raise AttnkitError("applies to the OpenVINO IR only.", flag=flag, hint="Add openvino to --format.")
+    items = asked.split(",") if isinstance(asked, str) else list(asked)
+    chosen = tuple(dict.fromkeys(canonical_precision(p.strip(), PRECISIONS) for p in items if p.strip()))
+    outside = [p for p in chosen if p not in precisions]
+    if not chosen or outside:
+        raise AttnkitError(
+            f"{', '.join(outside) or 'nothing'} is not among --precision's {','.join(precisions)}.",
+            flag=flag,
+            hint="Give a subset of --precision, e.g. --precision fp32,fp16,int8 --openvino-precision fp32,int8.",
+        )
+    return chosen
+
+
 def _check_tensorrt_options(fmts, precisions, trt_target, batch, seq, trt_cache) -> None:
     """TensorRT options without --format tensorrt, or a plan precision TensorRT builds none of: refused."""
     if "tensorrt" not in fmts:
@@ -212,7 +231,7 @@ def export(
 
         require()  # a missing package is named (with its extra) before any work
     precisions = parse_precisions(opts.precision, fmts)
-    ov_precisions = precisions if opts.openvino_precision is None else parse_precisions(opts.openvino_precision, fmts)
+    ov_precisions = _openvino_precisions(opts.openvino_precision, precisions, fmts)
     _check_tensorrt_options(fmts, precisions, opts.trt_target, opts.batch, opts.seq, opts.trt_cache)
     ref = classify(str(model), flag="MODEL")
     if ref.is_export:

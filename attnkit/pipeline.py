@@ -32,6 +32,8 @@ class RunSettings:
     precision_notes: list[str] = field(default_factory=list)
     generate: bool = False
     serve: bool = False
+    #: the OpenVINO IR's precisions when ``run`` kept fewer than ``precision`` (its native defaults)
+    openvino_precision: str | None = None
 
 
 @dataclass
@@ -81,6 +83,7 @@ def run(
     trt_target: str | None = None,
     target: str | None = None,
     precision: str | None = None,
+    openvino_precision: str | None = None,
     batch_sizes: str = "1,8",
     seq_lens: str = "128",
     min_seconds: float = 1.0,
@@ -95,7 +98,8 @@ def run(
 
     TensorRT plans are built when a GPU is present or ``trt_target`` names an architecture.
     ``precision`` defaults to the precisions native to this machine (:func:`attnkit.targets.native_precisions`);
-    ``target`` is export's ``--target`` (default ``portable``). ``generate`` (default: for decoder and
+    ``target`` is export's ``--target`` (default ``portable``); ``openvino_precision`` export's (default with
+    ``precision`` defaulted: :func:`attnkit.targets.openvino_defaults`). ``generate`` (default: for decoder and
     seq2seq presets) also exports, verifies and benchmarks the decode step with a KV cache.
     """
     from .benchmark import report as bench_render
@@ -131,10 +135,15 @@ def run(
     formats = ["savedmodel", "onnx"]
     from .runtimes.registry import get_runner
 
-    openvino_precision = None
+    if openvino_precision is not None and get_runner("openvino").unavailable_reason() is not None:
+        raise AttnkitError(
+            f"OpenVINO is not available here: {get_runner('openvino').unavailable_reason()}.",
+            flag="--openvino-precision",
+            hint="Leave it out, or install the openvino extra (pip install 'attnkit[openvino]').",
+        )
     if get_runner("openvino").unavailable_reason() is None:
         formats.append("openvino")  # OpenVINO IR beside the ONNX graph it is converted from
-        if defaulted:
+        if defaulted and openvino_precision is None:
             from .machine import cpu_features
             from .targets import openvino_defaults
 
@@ -257,6 +266,7 @@ def run(
         precision_notes,
         generate,
         serve,
+        openvino_precision if openvino_precision != precision else None,
     )
     _write_report(result, settings)
     return result
@@ -451,14 +461,16 @@ def _reproduce_section(settings: RunSettings) -> str:
     q, out, model = shlex.quote, settings.out, settings.model
     trt = f" --trt-target {settings.trt_target}" if settings.trt_target else ""
     shapes = f"--batch-sizes {settings.batch_sizes} --seq-lens {settings.seq_lens}"
+    # the precisions as run, so the lines record what it recorded on any CPU (run's defaults depend on this one)
+    ov = f" --openvino-precision {settings.openvino_precision}" if settings.openvino_precision else ""
     return "\n".join(
         [
-            f"attnkit run {q(model)} --out {q(str(out))} --force --precision {settings.precision} "
+            f"attnkit run {q(model)} --out {q(str(out))} --force --precision {settings.precision}{ov} "
             f"--target {settings.target} {shapes} --min-seconds {settings.min_seconds}{trt}"
             + (" --serve" if settings.serve else ""),
             "# or step by step:",
             f"attnkit export {q(model)} --out {q(str(out))} --force --format {','.join(settings.formats)} "
-            f"--precision {settings.precision} --target {settings.target}{trt}"
+            f"--precision {settings.precision}{ov} --target {settings.target}{trt}"
             + (" --generate" if settings.generate else ""),
             f"attnkit verify {q(str(out))}",
             f"attnkit bench {q(str(out))} --precision {settings.precision} {shapes} --out {q(str(out / 'bench'))}",

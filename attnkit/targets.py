@@ -253,7 +253,7 @@ def openvino_defaults(precisions, features) -> tuple[list[str], list[str]]:
         needs = " or ".join(OPENVINO_PRECISIONS[precision]["native"])
         notes.append(
             f"openvino {precision} left out: OpenVINO {how} on this CPU (no {needs}); "
-            f"ask for it with --precision ...,{precision}"
+            f"ask for it with --openvino-precision ...,{precision} (or an explicit --precision)"
         )
     return kept, notes
 

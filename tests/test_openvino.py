@@ -296,6 +296,30 @@ def test_format_openvino_without_openvino_names_the_extra(monkeypatch, tmp_path)
     assert not (tmp_path / "out").exists()
 
 
+def test_openvino_precision_narrows_the_ir_records_only(tmp_path):
+    """``export --openvino-precision``: the IR's records are the subset asked for, every other format keeps
+    --precision's (the ONNX fp16 graph stays); one outside --precision, or without the openvino format, is a
+    one-line error naming the flag, with nothing written."""
+    from test_cli import assert_one_line_error, run
+
+    from attnkit.exporters.manifest import Manifest
+
+    out = tmp_path / "mha"
+    code, text = run("export", "mha", "--out", out, "--format", "onnx,openvino", "--precision", "fp32,fp16",
+                     "--openvino-precision", "fp32", "--no-check")  # fmt: skip
+    assert code == 0, text
+    records = {(a.format, a.precision) for a in Manifest.load(out).artifacts}
+    assert {("onnx", "fp32"), ("onnx", "fp16"), ("openvino", "fp32")} <= records
+    assert ("openvino", "fp16") not in records
+    for argv, needle in (
+        (["--format", "onnx,openvino", "--precision", "fp32", "--openvino-precision", "fp32,fp16"], "fp16"),
+        (["--format", "onnx", "--precision", "fp32", "--openvino-precision", "fp32"], "--format"),
+    ):
+        code, text = run("export", "mha", "--out", tmp_path / "bad", *argv)
+        assert_one_line_error(code, text, "--openvino-precision", needle)
+        assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize("family", ["decoder", "seq2seq"])
 def test_openvino_decode_step_is_token_exact(family, tmp_path_factory):
     """The decode step's IR (and the seq2seq encoder's) through the numpy loop: tokens identical to eager full

@@ -5,6 +5,7 @@ machines: what depends on the CPU is either injected or asserted for the CPU the
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,7 +156,7 @@ def test_openvino_defaults_keep_only_what_openvino_computes_natively():
     assert kept == ["fp32", "bf16", "int8"] and len(notes) == 1
     assert notes[0].startswith("openvino fp16 left out") and "f32" in notes[0] and "avx512_fp16" in notes[0]
     kept, notes = targets.openvino_defaults(["fp32", "fp16", "int8"], AVX2)
-    assert kept == ["fp32", "int8"] and "--precision ...,fp16" in notes[0]
+    assert kept == ["fp32", "int8"] and "--openvino-precision ...,fp16" in notes[0]
     kept, notes = targets.openvino_defaults(["fp32", "bf16"], SKYLAKE)  # taken without bf16 dot products
     assert kept == ["fp32"] and "emulates it" in notes[0] and "avx512_bf16 or amx_bf16" in notes[0]
 
@@ -186,6 +187,30 @@ def test_run_defaults_narrow_the_openvino_precisions_and_an_explicit_list_does_n
     with pytest.raises(Stop):
         pipeline.run("encoder-tiny", tmp_path / "b", precision="fp32,fp16")
     assert asked[1]["precision"] == "fp32,fp16" and asked[1]["openvino_precision"] is None
+    with pytest.raises(Stop):  # --openvino-precision is taken as given, over the defaults
+        pipeline.run("encoder-tiny", tmp_path / "c", openvino_precision="fp32,fp16")
+    assert asked[2]["precision"] == "fp32,fp16,int8" and asked[2]["openvino_precision"] == "fp32,fp16"
+
+
+def test_reproduce_lines_carry_the_openvino_precisions_run_chose():
+    """report.md's reproduce lines gave the defaulted --precision explicitly and nothing else, so they exported
+    (and benched) the OpenVINO fp16 record run had left out: they now pass --openvino-precision, which both
+    commands take, and parse as the CLI's own lines."""
+    import shlex
+
+    from attnkit.pipeline import RunSettings, _reproduce_section
+
+    settings = RunSettings("encoder-tiny", Path("out"), ["savedmodel", "onnx", "openvino"], "fp32,fp16,int8", "1,8",
+                           "128", 1.0, None, None, openvino_precision="fp32,int8")  # fmt: skip
+    lines = [ln for ln in _reproduce_section(settings).splitlines() if not ln.startswith("#")]
+    for line in lines[:2]:  # run, export
+        assert "--precision fp32,fp16,int8 --openvino-precision fp32,int8" in line, line
+        argv = shlex.split(line)[1:]
+        command = cli.get_command(cli.make_context("attnkit", [argv[0]], resilient_parsing=True), argv[0])
+        params = command.make_context(argv[0], argv[1:]).params
+        assert params["openvino_precision"] == ("fp32", "int8"), line
+    plain = RunSettings("encoder-tiny", Path("out"), ["savedmodel", "onnx"], "fp32", "1", "128", 1.0, None, None)
+    assert "--openvino-precision" not in _reproduce_section(plain)
 
 
 def test_native_precisions_leave_out_emulated_bf16(monkeypatch):

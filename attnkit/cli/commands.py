@@ -15,6 +15,14 @@ from .support import console as _console
 from .support import emit, progress
 from .types import BACKENDS, FORMATS, POSITIVE_INTS, PRECISIONS, TOLERANCE, tolerances
 
+#: export's and run's: the OpenVINO IR's precisions when not all of --precision
+OPENVINO_PRECISION = click.option(
+    "--openvino-precision",
+    type=PRECISIONS,
+    help="The OpenVINO IR's precisions, a subset of --precision [default: all of it; for run without --precision, "
+    "those OpenVINO computes natively here], e.g. fp32,int8 to leave out fp16 where the CPU computes it in f32.",
+)
+
 
 @cli.command()
 @click.option(
@@ -51,6 +59,7 @@ def models(seq: int, **kw):
     "the --target's int8 scheme, q8/q4 weight-only MatMulNBits); OpenVINO IR is one fp32 IR run under each precision hint, int8 a "
     "weight-only IR (NNCF); plans are fp32/fp16.",
 )
+@OPENVINO_PRECISION
 @click.option(
     "--opset",
     default=17,
@@ -327,6 +336,7 @@ def package(directory, triton, tfserving, version, name, force, no_warmup, pick)
 @click.option("--batch-sizes", type=POSITIVE_INTS, default="1,8", show_default=True, help="Benchmark batch sizes.")
 @click.option("--seq-lens", type=POSITIVE_INTS, default="128", show_default=True, help="Benchmark sequence lengths.")
 @click.option("--min-seconds", default=1.0, show_default=True, type=float, help="Timed seconds per measurement.")
+@OPENVINO_PRECISION
 @MODEL_LOADING
 @SEED
 @click.option(
@@ -340,8 +350,8 @@ def package(directory, triton, tfserving, version, name, force, no_warmup, pick)
     help="Also load the ONNX model in Triton's own server (needs `make serving`) and load-test it with dynamic "
     "batching on and off (bench/loadtest.*, report.md).",
 )
-def run_command(model, out, force, precision, target, trt_target, batch_sizes, seq_lens, min_seconds, generate, serve,
-                **kw):  # fmt: skip
+def run_command(model, out, force, precision, target, trt_target, batch_sizes, seq_lens, min_seconds, openvino_precision,
+                generate, serve, **kw):  # fmt: skip
     """Export -> verify -> bench -> package MODEL, and write DIR/report.md linking everything."""
     from ..models import classify
     from ..pipeline import run
@@ -356,6 +366,7 @@ def run_command(model, out, force, precision, target, trt_target, batch_sizes, s
         force=force,
         trt_target=trt_target,
         precision=",".join(precision) if precision else None,
+        openvino_precision=",".join(openvino_precision) if openvino_precision else None,
         target=target,
         batch_sizes=",".join(batch_sizes),
         seq_lens=",".join(seq_lens),
