@@ -142,7 +142,7 @@ class ExportOptions:
     unsafe: bool = False
     check: bool = True
     fuse: bool = True
-    per_channel: bool = False
+    per_channel: bool | None = None
     target: str | None = None
     trt_target: str | None = None
     batch: tuple[str, ...] = ()
@@ -184,7 +184,8 @@ def export(
         unsafe: allow unsafe Keras deserialisation.
         check: run :func:`attnkit.verify` on the artifacts before moving them into place.
         fuse: fuse decomposed LayerNorms into opset-17 ``LayerNormalization`` in the ONNX graphs.
-        per_channel: per-channel int8 weight scales.
+        per_channel: int8 weight scales per output channel (True) or per tensor (False); default the target's
+            int8 scheme's (per channel for U8U8, per tensor for U8S8).
         target: where the artifacts will run: ``portable`` (default: every x86-64 CPU with AVX2, and
             GPUs), ``host`` (this machine), a CPU class (``cpu-avx2``, ``cpu-avx512``,
             ``cpu-avx512-vnni``, ``cpu-amx``) or a TensorRT architecture (``sm89``). It decides the
@@ -324,7 +325,7 @@ def _write_artifacts(
     manifest: Manifest,
     say,
     fuse: bool = True,
-    per_channel: bool = False,
+    per_channel: bool | None = None,
     target=None,
     decoding=None,
     ov_precisions=None,
@@ -398,7 +399,7 @@ def _copy_imports(stage: Path, manifest: Manifest) -> None:
 
 
 def _write_onnx(
-    stage: Path, keras_model, spec, precisions, manifest: Manifest, say, fuse: bool, per_channel: bool, target=None
+    stage: Path, keras_model, spec, precisions, manifest: Manifest, say, fuse: bool, per_channel: bool | None, target=None
 ):
     from .exporters.onnx import convert
     from .exporters.passes import fuse_layernorm, op_counts

@@ -154,7 +154,7 @@ def test_verify_in_a_fresh_process(tiny_export):
 
 
 def test_export_flags_reach_the_api(tmp_path):
-    """--no-fuse and --per-channel change the artifacts (guards the CLI -> API plumbing)."""
+    """--no-fuse and --per-tensor change the artifacts (guards the CLI -> API plumbing)."""
     code, out = run(
         "export",
         "encoder-tiny",
@@ -165,11 +165,11 @@ def test_export_flags_reach_the_api(tmp_path):
         "--precision",
         "fp32,int8",
         "--no-fuse",
-        "--per-channel",
+        "--per-tensor",
     )
     assert code == 0, out
     manifest = json.loads((tmp_path / "e" / "manifest.json").read_text())
     onnx_records = {a["precision"]: a for a in manifest["artifacts"] if a["format"] == "onnx"}
     assert "layernorm_fused" not in onnx_records["fp32"]["extra"]["passes"]
     assert onnx_records["fp32"]["extra"]["ops"]["LayerNormalization"] == 0
-    assert onnx_records["int8"]["extra"]["per_channel"] is True
+    assert onnx_records["int8"]["extra"]["per_channel"] is False  # U8U8's default is per channel

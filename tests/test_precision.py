@@ -211,9 +211,26 @@ def test_cli_bad_tolerance_conflict_and_precision(tiny_export):
     assert r.exit_code != 0 and "cannot run bf16" in r.output and "tf-function" in r.output
 
 
-def test_per_channel_option(tmp_path):
-    result = attnkit.export("encoder-tiny", tmp_path / "pc", formats="onnx", precision="int8", per_channel=True)
-    assert result.manifest.artifact("onnx", "int8").extra["per_channel"] is True and result.report.ok
+def test_int8_weight_scales_follow_the_scheme_unless_asked(tmp_path):
+    """U8U8 (portable) takes a weight scale per output channel, U8S8 (cpu-amx) one per tensor, and
+    per_channel overrides either; the file holds what its manifest record says."""
+    import onnx
+
+    def scales(result):
+        model = onnx.load(result.out / "model.int8.onnx")
+        dims = [tuple(i.dims) for i in model.graph.initializer if i.name.endswith("_scale")]
+        assert dims, "no weight scales"
+        return result.manifest.artifact("onnx", "int8").extra["per_channel"], {len(d) == 1 and d[0] > 1 for d in dims}
+
+    def export(name, **kw):
+        return attnkit.export("encoder-tiny", tmp_path / name, formats="onnx", precision="int8", **kw)
+
+    portable = export("portable")
+    assert portable.report.ok and scales(portable) == (True, {True})
+    assert scales(export("per-tensor", per_channel=False)) == (False, {False})
+    # U8S8 is made, not run, here: its answers are checked on VNNI/AMX CPUs only (test_targets)
+    assert scales(export("amx", target="cpu-amx", check=False)) == (False, {False})
+    assert scales(export("amx-pc", target="cpu-amx", check=False, per_channel=True)) == (True, {True})
 
 
 def test_reducemean_layernorm_form_is_fused_exactly(rng):

@@ -74,7 +74,12 @@ def models(seq: int, **kw):
 @click.option(
     "--fuse/--no-fuse", default=True, help="Fuse tf2onnx's decomposed LayerNorms into LayerNormalization (default on)."
 )
-@click.option("--per-channel", is_flag=True, help="Per-channel int8 weight scales.")
+@click.option(
+    "--per-channel/--per-tensor",
+    default=None,
+    help="int8 weight scales per output channel or one per tensor [default: the --target scheme's: per channel "
+    "for U8U8, per tensor for U8S8].",
+)
 @click.option(
     "--target",
     default="portable",

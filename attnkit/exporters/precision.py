@@ -204,10 +204,11 @@ def to_weight_only(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
     return quantizer.model.model
 
 
-def to_int8(model: onnx.ModelProto, per_channel: bool = False, scheme=None) -> onnx.ModelProto:
+def to_int8(model: onnx.ModelProto, per_channel: bool | None = None, scheme=None) -> onnx.ModelProto:
     """Dynamic int8 quantisation of the weight MatMuls (see module docstring).
 
     Args:
+        per_channel: weight scales per output channel; None: the scheme's choice.
         scheme: an :class:`attnkit.targets.Int8Scheme`; default the portable one (U8U8).
     """
     try:
@@ -220,6 +221,7 @@ def to_int8(model: onnx.ModelProto, per_channel: bool = False, scheme=None) -> o
     from ..targets import INT8_SCHEMES
 
     scheme = scheme or INT8_SCHEMES["u8u8"]
+    per_channel = scheme.per_channel if per_channel is None else per_channel
 
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
@@ -239,7 +241,7 @@ def to_int8(model: onnx.ModelProto, per_channel: bool = False, scheme=None) -> o
         return onnx.load(dst)
 
 
-def lower(model: onnx.ModelProto, precision: str, per_channel: bool = False, scheme=None) -> onnx.ModelProto:
+def lower(model: onnx.ModelProto, precision: str, per_channel: bool | None = None, scheme=None) -> onnx.ModelProto:
     """The fp32 ONNX model lowered to ``precision``.
 
     Raises:
@@ -261,11 +263,12 @@ def lower(model: onnx.ModelProto, precision: str, per_channel: bool = False, sch
 
 
 def write_lowered(
-    fp32: onnx.ModelProto, precisions, stage: Path, file_of, opset: int, per_channel: bool, target, say=None
+    fp32: onnx.ModelProto, precisions, stage: Path, file_of, opset: int, per_channel: bool | None, target, say=None
 ) -> list[tuple[str, str, dict]]:
     """Write the fp32 graph and its fp16/int8 lowerings (``--target``'s int8 scheme) into ``stage``.
 
     Args:
+        per_channel: int8 weight scales per output channel; None: the target's scheme's choice.
         file_of: precision -> file name relative to ``stage`` (``model.int8.onnx``...).
         say: progress callback, told of each file written (None: silent).
 
@@ -277,10 +280,12 @@ def write_lowered(
     from ..targets import int8_requirement
 
     written = []
+    per_channel = target.int8.per_channel if per_channel is None else per_channel
     for precision in ["fp32"] + [p for p in precisions if p in LOWERED_PRECISIONS]:
         rel = file_of(precision)
         if say:
-            say(f"writing {rel}" + (f" ({target.int8.name}, for {target.name})" if precision == "int8" else ""))
+            scales = ", per-channel" if per_channel else ""
+            say(f"writing {rel}" + (f" ({target.int8.name}{scales}, for {target.name})" if precision == "int8" else ""))
         graph = lower(fp32, precision, per_channel, target.int8) if precision != "fp32" else fp32
         onnx.save(graph, stage / rel)
         extra = {"opset": opset, "ops": op_counts(graph), "runs_on": ["onnxruntime (CPU)"]}

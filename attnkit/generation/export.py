@@ -52,7 +52,7 @@ def signatures_record(stage: Path, rel: str, seq2seq: bool) -> ArtifactRecord:
 
 
 def write_onnx(
-    stage: Path, decoding, precisions, target, per_channel: bool, fuse: bool, opset: int, say
+    stage: Path, decoding, precisions, target, per_channel: bool | None, fuse: bool, opset: int, say
 ) -> list[ArtifactRecord]:
     """Convert, fuse and lower the decode step (and the seq2seq encoder); returns their records."""
     from ..exporters.onnx import convert
