@@ -94,7 +94,8 @@ def capture(model, spec, feeds: dict, layer_index: int = 0) -> AttentionMaps:
     layer = layers[layer_index]
     kind, owner = _owner(model, layer)
     feeds_in = {name: feeds[name] for name in spec.input_names}
-    args = feeds_in if isinstance(model._inputs_struct, dict) else next(iter(feeds_in.values()))
+    one = len(feeds_in) == 1 and not isinstance(getattr(model, "_inputs_struct", None), dict)
+    args = next(iter(feeds_in.values())) if one else feeds_in  # as tracing.call_model calls it
     if kind == "inside":
         weights = _read_inside(model, layer, owner, args)
     else:

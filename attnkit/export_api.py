@@ -399,7 +399,15 @@ def _copy_imports(stage: Path, manifest: Manifest) -> None:
 
 
 def _write_onnx(
-    stage: Path, keras_model, spec, precisions, manifest: Manifest, say, fuse: bool, per_channel: bool | None, target=None
+    stage: Path,
+    keras_model,
+    spec,
+    precisions,
+    manifest: Manifest,
+    say,
+    fuse: bool,
+    per_channel: bool | None,
+    target=None,
 ):
     from .exporters.onnx import convert
     from .exporters.passes import fuse_layernorm, op_counts

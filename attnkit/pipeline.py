@@ -207,7 +207,7 @@ def run(
     except Exception as e:  # keep going: the report says what failed
         failures.append(f"bench: {type(e).__name__}: {e}")
     if generate:
-        say("bench --generate")
+        say("bench-generate")
         try:
             from .generation.bench import bench_generation
             from .generation.report import write_all as write_generation
@@ -217,7 +217,7 @@ def run(
             )
             result.files += write_generation(result.generation_bench, out / "bench")
         except Exception as e:
-            failures.append(f"bench --generate: {type(e).__name__}: {e}")
+            failures.append(f"bench-generate: {type(e).__name__}: {e}")
     say("attention heatmaps")
     try:
         from .attention_maps import capture, plot
@@ -476,7 +476,7 @@ def _reproduce_section(settings: RunSettings) -> str:
             f"attnkit bench {q(str(out))} --precision {settings.precision} {shapes} --out {q(str(out / 'bench'))}",
             *(
                 [
-                    f"attnkit bench {q(str(out))} --generate --prompt-lengths 32 --new-tokens 32,128 --repeats 2 "
+                    f"attnkit bench-generate {q(str(out))} --prompt-lengths 32 --new-tokens 32,128 --repeats 2 "
                     f"--out {q(str(out / 'bench'))}"
                 ]  # fmt: skip
                 if settings.generate

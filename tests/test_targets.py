@@ -202,13 +202,17 @@ def test_reproduce_lines_carry_the_openvino_precisions_run_chose():
 
     settings = RunSettings("encoder-tiny", Path("out"), ["savedmodel", "onnx", "openvino"], "fp32,fp16,int8", "1,8",
                            "128", 1.0, None, None, openvino_precision="fp32,int8")  # fmt: skip
+    settings.generate = True
     lines = [ln for ln in _reproduce_section(settings).splitlines() if not ln.startswith("#")]
-    for line in lines[:2]:  # run, export
-        assert "--precision fp32,fp16,int8 --openvino-precision fp32,int8" in line, line
+    parsed = {}
+    for line in lines:  # every line is the CLI's own: its command and options parse (no old spelling)
         argv = shlex.split(line)[1:]
         command = cli.get_command(cli.make_context("attnkit", [argv[0]], resilient_parsing=True), argv[0])
-        params = command.make_context(argv[0], argv[1:]).params
-        assert params["openvino_precision"] == ("fp32", "int8"), line
+        parsed[argv[0]] = command.make_context(argv[0], argv[1:]).params
+    assert {"run", "export", "verify", "bench", "bench-generate", "package"} <= set(parsed)
+    for name in ("run", "export"):
+        assert parsed[name]["openvino_precision"] == ("fp32", "int8") and parsed[name]["precision"] == (
+            "fp32", "fp16", "int8")  # fmt: skip
     plain = RunSettings("encoder-tiny", Path("out"), ["savedmodel", "onnx"], "fp32", "1", "128", 1.0, None, None)
     assert "--openvino-precision" not in _reproduce_section(plain)
 

@@ -1,4 +1,4 @@
-"""``attnkit bench DIR --generate``: time to first token, inter-token latency, tokens/s and the speedup of
+"""``attnkit bench-generate DIR``: time to first token, inter-token latency, tokens/s and the speedup of
 the cached decode over full recompute, for every generation backend, in one run.
 
 Methodology (the same loop for every backend, so backends are compared, not loops):
