@@ -40,12 +40,17 @@ def parse_formats(formats: str | list[str] | tuple[str, ...]) -> tuple[str, ...]
     return tuple(dict.fromkeys(items))
 
 
+def _canonical(precision: str | tuple[str, ...]) -> tuple[str, ...]:
+    """``"fp32,FP16,fp32"`` or a tuple -> canonical names, in order, once each."""
+    items = precision.split(",") if isinstance(precision, str) else list(precision)
+    return tuple(dict.fromkeys(canonical_precision(p.strip(), PRECISIONS) for p in items if p.strip()))
+
+
 def parse_precisions(precision: str | tuple[str, ...], fmts: tuple[str, ...]) -> tuple[str, ...]:
     """``"fp32,fp16,int8"`` -> canonical names, checked against the formats that can hold them."""
     from .exporters.precision import BF16_REASON
 
-    items = precision.split(",") if isinstance(precision, str) else list(precision)
-    precs = tuple(dict.fromkeys(canonical_precision(p.strip(), PRECISIONS) for p in items if p.strip()))
+    precs = _canonical(precision)
     if not precs:
         raise AttnkitError(f"is empty; give a comma list of {', '.join(PRECISIONS)}.", flag="--precision")
     onnx_only = [p for p in precs if p in ("int8",) + WEIGHT_ONLY]
@@ -71,8 +76,7 @@ def _openvino_precisions(asked, precisions: tuple[str, ...], fmts: tuple[str, ..
     flag = "--openvino-precision"
     if "openvino" not in fmts:
         raise AttnkitError("applies to the OpenVINO IR only.", flag=flag, hint="Add openvino to --format.")
-    items = asked.split(",") if isinstance(asked, str) else list(asked)
-    chosen = tuple(dict.fromkeys(canonical_precision(p.strip(), PRECISIONS) for p in items if p.strip()))
+    chosen = _canonical(asked)
     outside = [p for p in chosen if p not in precisions]
     if not chosen or outside:
         raise AttnkitError(

@@ -135,13 +135,14 @@ def run(
     formats = ["savedmodel", "onnx"]
     from .runtimes.registry import get_runner
 
-    if openvino_precision is not None and get_runner("openvino").unavailable_reason() is not None:
+    no_openvino = get_runner("openvino").unavailable_reason()
+    if openvino_precision is not None and no_openvino is not None:
         raise AttnkitError(
-            f"OpenVINO is not available here: {get_runner('openvino').unavailable_reason()}.",
+            f"OpenVINO is not available here: {no_openvino}.",
             flag="--openvino-precision",
             hint="Leave it out, or install the openvino extra (pip install 'attnkit[openvino]').",
         )
-    if get_runner("openvino").unavailable_reason() is None:
+    if no_openvino is None:
         formats.append("openvino")  # OpenVINO IR beside the ONNX graph it is converted from
         if defaulted and openvino_precision is None:
             from .machine import cpu_features
