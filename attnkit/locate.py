@@ -67,6 +67,9 @@ def keras_intermediates(model, spec, feeds) -> list[tuple[str, np.ndarray]]:
         layer
         for layer in model._flatten_layers(include_self=False)
         if not isinstance(layer, (keras.layers.InputLayer, keras.layers.Dropout))
+        # a layer Keras built without a path (the Softmax inside keras.layers.MultiHeadAttention, as keras-hub
+        # models use it) has no name scope to find in the ONNX graph
+        and layer.path is not None
     ]
     originals = {}
     for layer in layers:
@@ -88,22 +91,46 @@ def keras_intermediates(model, spec, feeds) -> list[tuple[str, np.ndarray]]:
     return captured
 
 
-def _scope_pattern(model_name: str, path: str) -> re.Pattern:
-    parts = [model_name] + path.split("/")
-    return re.compile("^" + "".join(f"{re.escape(p)}(?:_\\d+)?/" for p in parts))
+def _scope_pattern(model_name: str, path: str, nested: tuple[str, ...] = ()) -> re.Pattern:
+    """The ONNX name scope of the layer at ``path``. A nested functional model (a keras-hub backbone) opens a
+    scope when traced that its layers' paths do not carry (``gpt2_causal_lm_1/gpt2_backbone_1/transformer_layer_0_1/``
+    for ``transformer_layer_0``): ``nested`` names those models, allowed between the root and the path."""
+
+    def scope(name):
+        return f"{re.escape(name)}(?:_\\d+)?/"
+
+    models = f"(?:{'|'.join(scope(n) for n in nested)})*" if nested else ""
+    return re.compile("^" + scope(model_name) + models + "".join(scope(p) for p in path.split("/")))
 
 
 def _boundaries(onnx_model, pattern: re.Pattern) -> list[str]:
+    """Tensors that leave the nodes of a scope, and those that leave it grown by the unscoped nodes it alone
+    feeds: tf2onnx's rewriters name the nodes they make ``Gemm__N``/``Reshape__N`` without a scope (keras-hub's
+    EinsumDense projections become such a Gemm), so a layer's output can be made outside its scope."""
     nodes = [n for n in onnx_model.graph.node if pattern.match(n.name)]
-    inside = {id(n) for n in nodes}
     consumers: dict[str, list] = {}
     for n in onnx_model.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
     outputs = {o.name for o in onnx_model.graph.output}
-    return [
-        o for n in nodes for o in n.output if o in outputs or any(id(c) not in inside for c in consumers.get(o, []))
-    ]
+
+    def leaving(group):
+        inside = {id(n) for n in group}
+        return [
+            o for n in group for o in n.output if o in outputs or any(id(c) not in inside for c in consumers.get(o, []))
+        ]
+
+    constant = {i.name for i in onnx_model.graph.initializer}
+    for n in onnx_model.graph.node:  # graph order is topological: constants fold forward
+        if all(i in constant for i in n.input if i):
+            constant.update(n.output)
+    grown, made = list(nodes), {o for n in nodes for o in n.output}
+    for n in onnx_model.graph.node:
+        inputs = [i for i in n.input if i and i not in constant]
+        if "/" not in n.name and inputs and all(i in made for i in inputs) and not made.issuperset(n.output):
+            grown.append(n)
+            made.update(n.output)
+    return list(dict.fromkeys(leaving(nodes) + (leaving(grown) if len(grown) > len(nodes) else [])))
 
 
 def _onnx_values(onnx_model, names: list[str], feeds) -> dict[str, np.ndarray]:
@@ -119,6 +146,15 @@ def _onnx_values(onnx_model, names: list[str], feeds) -> dict[str, np.ndarray]:
 
     inferred = onnx.shape_inference.infer_shapes(onnx_model)
     types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    # onnx's inference stops at onnxruntime's contrib ops (MatMulNBits of q8/q4, ...) and types nothing after
+    # them; onnxruntime's symbolic shape inference knows them
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        symbolic = SymbolicShapeInference.infer_shapes(onnx_model, auto_merge=True, guess_output_rank=True)
+        types.update({v.name: v.type.tensor_type.elem_type for v in symbolic.graph.value_info})
+    except Exception:  # noqa: BLE001 - its own failure only leaves those tensors untyped, as before
+        pass
     floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
     existing = {o.name for o in onnx_model.graph.output}
     extra = [n for n in dict.fromkeys(names) if n not in existing and types.get(n) in floats]
@@ -152,6 +188,7 @@ def locate(
     Raises:
         ArtifactError: the export has no ONNX artifact at ``precision``.
     """
+    import keras
     import onnx
 
     source = Source(root, unsafe=unsafe, imports=imports)
@@ -169,7 +206,8 @@ def locate(
     model = source.keras_model
     layers = keras_intermediates(model, spec, feeds)
     onnx_model = onnx.load(source.root / record.path)
-    candidates = {path: _boundaries(onnx_model, _scope_pattern(model.name, path)) for path, _ in layers}
+    nested = tuple(sorted({m.name for m in model._flatten_layers(include_self=False) if isinstance(m, keras.Model)}))
+    candidates = {path: _boundaries(onnx_model, _scope_pattern(model.name, path, nested)) for path, _ in layers}
     values = _onnx_values(onnx_model, [n for names in candidates.values() for n in names], feeds)
     report = LocateReport(precision, record.path, asdict(tolerance))
     for path, ref in layers:
@@ -187,7 +225,20 @@ def locate(
         else:
             best.exceeds = best.rel_l2 > tolerance.rel_l2 or best.cosine < tolerance.min_cosine
         report.curve.append(best)
+    _drop_false_counterparts(report.curve)
     return report
+
+
+def _drop_false_counterparts(curve: list[LayerError]) -> None:
+    """A layer whose enclosing layer agrees cannot itself diverge: its best tensor was not its output. That
+    happens when tf2onnx renames the nodes that compute it (keras-hub's attention projections become
+    ``Gemm__N`` outside the layer's scope, so what leaves the scope is the context before the output
+    projection). Such an entry is reported as having no counterpart, not as the first divergence."""
+    agreeing = {e.layer for e in curve if e.onnx_tensor is not None and not e.exceeds}
+    for e in curve:
+        parents = ["/".join(e.layer.split("/")[:i]) for i in range(1, e.layer.count("/") + 1)]
+        if e.exceeds and any(p in agreeing for p in parents):
+            e.onnx_tensor, e.rel_l2, e.max_abs, e.cosine, e.exceeds = None, None, None, None, False
 
 
 def locate_all(

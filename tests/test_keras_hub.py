@@ -296,3 +296,30 @@ def test_attention_maps_are_read_inside_keras_hub_backbones(hub_export, tmp_path
 
     with pytest.raises(AttnkitError, match=r"\(4 heads\)"):
         _check_memory(SimpleNamespace(keras_model=model), [(1024, 65536)])
+
+
+def test_locate_maps_layers_inside_a_keras_hub_backbone(hub_export, tmp_path):
+    """verify --locate on a keras-hub model: it stopped on a layer without a path (the Softmax Keras builds in
+    MultiHeadAttention) and matched no layer of the backbone (its scope is in the ONNX names, not in the layer
+    paths). Clean: nothing diverges and the backbone's layers have counterparts; with one FFN weight scaled,
+    that layer is the first divergence."""
+    from test_precision import _perturb
+
+    from attnkit.compare import DEFAULT_TOLERANCES
+    from attnkit.exporters.manifest import Manifest, sha256_path
+    from attnkit.locate import locate
+
+    family, _, result = hub_export
+    if family != "gpt2":
+        pytest.skip("checked once, on GPT-2")
+    clean = locate(result.out, "fp32", DEFAULT_TOLERANCES["fp32"])
+    inside = [e for e in clean.curve if e.layer.startswith("transformer_layer_") and e.onnx_tensor is not None]
+    assert clean.first is None and len(inside) >= 8 and all(e.rel_l2 < 1e-5 for e in inside)
+    out = tmp_path / "p"
+    shutil.copytree(result.out, out)
+    _perturb(out / "model.onnx", "transformer_layer_1_1/feedforward_intermediate_dense")
+    manifest = Manifest.load(out)
+    manifest.artifact("onnx").sha256 = sha256_path(out / "model.onnx")
+    manifest.write(out)
+    report = locate(out, "fp32", DEFAULT_TOLERANCES["fp32"])
+    assert report.first is not None and report.first.layer == "transformer_layer_1/feedforward_intermediate_dense"

@@ -177,6 +177,21 @@ def test_locate_names_the_perturbed_layer(tiny_export, tmp_path, scope, expected
     assert data["locate"][0]["first_diverging"]["layer"] == expected and len(data["locate"][0]["curve"]) > 10
 
 
+def test_locate_reads_tensors_after_onnxruntime_contrib_ops(tiny_export):
+    """onnx's shape inference types nothing after a MatMulNBits (q8/q4), so --locate could not read any
+    layer after the first quantised weight and matched what it could read instead (on keras-hub Llama 3's q4,
+    a false "first diverging layer"); onnxruntime's symbolic inference types them."""
+    from attnkit.exporters.precision import to_weight_only
+    from attnkit.locate import _onnx_values
+
+    q4 = to_weight_only(onnx.load(tiny_export.out / "model.onnx"), "q4")
+    nbits = [i for i, n in enumerate(q4.graph.node) if n.op_type == "MatMulNBits"]
+    after = [o for n in q4.graph.node[nbits[0] + 1 :] for o in n.output if "/" in n.name and n.op_type == "Add"]
+    feeds = tiny_export.manifest.spec.sample_feeds(2, 9, seed=5)
+    values = _onnx_values(q4, after, feeds)
+    assert len(after) > 4 and set(after) <= set(values), sorted(set(after) - set(values))[:3]
+
+
 def test_locate_without_onnx_is_refused(tmp_path):
     out = attnkit.export("mha", tmp_path / "sm", formats="savedmodel").out
     result = CliRunner().invoke(cli, ["verify", str(out), "--locate"])
