@@ -48,8 +48,9 @@ class RunResult:
     packaged: object = None
     generation_bench: object = None
     served: object = None  # serving.run.ServeResult with --serve
-    #: why no heatmap was drawn, for a model whose attention scores attnkit cannot ask for (a keras-hub
-    #: backbone's layers take no return_attention_scores): a note, not a failed stage
+    #: why no heatmap was drawn, for a model whose attention weights attnkit cannot read (flash attention, or
+    #: a layer inside another that takes no return_attention_scores and has no _masked_softmax): a note, not a
+    #: failed stage
     attention_note: str | None = None
 
 

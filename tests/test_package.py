@@ -193,15 +193,15 @@ def test_run_writes_every_file_its_report_links(tmp_path):
 
 
 def test_run_notes_attention_it_cannot_capture_and_does_not_fail(tmp_path, monkeypatch):
-    """A model whose attention layers sit inside a layer that takes no return_attention_scores (every keras-hub
-    backbone) gets a note in place of the heatmap, and run exits 0: nothing of the user's failed. Another error
-    in that stage still fails it."""
+    """A model whose attention weights cannot be read (a layer that runs flash attention, or sits inside a
+    layer that takes no return_attention_scores and has no ``_masked_softmax``) gets a note in place of the
+    heatmap, and run exits 0: nothing of the user's failed. Another error in that stage still fails it."""
     from attnkit import attention_maps
 
     def cannot(model, spec, feeds, layer_index=0):
         raise AttnkitError(
-            "attention layer `transformer_layer_0/self_attention` sits inside `gpt2_backbone` (GPT2Backbone), "
-            "which does not take return_attention_scores.", flag="--layer", hint="Choose a layer of attnkit's blocks."
+            "attention layer `transformer_layer_0/self_attention` runs flash attention, which computes no weights "
+            "to draw.", flag="--layer", hint="Call keras.config.disable_flash_attention() before loading the model."
         )  # fmt: skip
 
     monkeypatch.setattr(attention_maps, "capture", cannot)
@@ -209,7 +209,7 @@ def test_run_notes_attention_it_cannot_capture_and_does_not_fail(tmp_path, monke
     r = CliRunner().invoke(cli, ["run", "mha", "--out", str(tmp_path / "a"), *args])
     assert r.exit_code == 0, r.output
     report = (tmp_path / "a" / "report.md").read_text()
-    assert "## Attention\n\nnot drawn: attention layer `transformer_layer_0/self_attention` sits inside" in report
+    assert "## Attention\n\nnot drawn: attention layer `transformer_layer_0/self_attention` runs flash" in report
     assert "attention.png" not in report and "## Failures" not in report and "--layer" not in report
     assert not (tmp_path / "a" / "attention.png").exists()
 
