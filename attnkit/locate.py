@@ -103,30 +103,46 @@ def _scope_pattern(model_name: str, path: str, nested: tuple[str, ...] = ()) -> 
     return re.compile("^" + scope(model_name) + models + "".join(scope(p) for p in path.split("/")))
 
 
-def _boundaries(onnx_model, pattern: re.Pattern) -> list[str]:
+@dataclass
+class _Graph:
+    """What every scope's boundary search reads of the graph, computed once per graph."""
+
+    nodes: list
+    consumers: dict[str, list]
+    outputs: set[str]
+    constant: set[str]  # initializers and what nodes fed only by them make
+
+    @classmethod
+    def of(cls, onnx_model) -> _Graph:
+        consumers: dict[str, list] = {}
+        for n in onnx_model.graph.node:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n)
+        constant = {i.name for i in onnx_model.graph.initializer}
+        for n in onnx_model.graph.node:  # graph order is topological: constants fold forward
+            if all(i in constant for i in n.input if i):
+                constant.update(n.output)
+        return cls(list(onnx_model.graph.node), consumers, {o.name for o in onnx_model.graph.output}, constant)
+
+
+def _boundaries(graph: _Graph, pattern: re.Pattern) -> list[str]:
     """Tensors that leave the nodes of a scope, and those that leave it grown by the unscoped nodes it alone
     feeds: tf2onnx's rewriters name the nodes they make ``Gemm__N``/``Reshape__N`` without a scope (keras-hub's
     EinsumDense projections become such a Gemm), so a layer's output can be made outside its scope."""
-    nodes = [n for n in onnx_model.graph.node if pattern.match(n.name)]
-    consumers: dict[str, list] = {}
-    for n in onnx_model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    outputs = {o.name for o in onnx_model.graph.output}
+    nodes = [n for n in graph.nodes if pattern.match(n.name)]
 
     def leaving(group):
         inside = {id(n) for n in group}
         return [
-            o for n in group for o in n.output if o in outputs or any(id(c) not in inside for c in consumers.get(o, []))
+            o
+            for n in group
+            for o in n.output
+            if o in graph.outputs or any(id(c) not in inside for c in graph.consumers.get(o, []))
         ]
 
-    constant = {i.name for i in onnx_model.graph.initializer}
-    for n in onnx_model.graph.node:  # graph order is topological: constants fold forward
-        if all(i in constant for i in n.input if i):
-            constant.update(n.output)
     grown, made = list(nodes), {o for n in nodes for o in n.output}
-    for n in onnx_model.graph.node:
-        inputs = [i for i in n.input if i and i not in constant]
+    for n in graph.nodes:
+        inputs = [i for i in n.input if i and i not in graph.constant]
         if "/" not in n.name and inputs and all(i in made for i in inputs) and not made.issuperset(n.output):
             grown.append(n)
             made.update(n.output)
@@ -207,7 +223,8 @@ def locate(
     layers = keras_intermediates(model, spec, feeds)
     onnx_model = onnx.load(source.root / record.path)
     nested = tuple(sorted({m.name for m in model._flatten_layers(include_self=False) if isinstance(m, keras.Model)}))
-    candidates = {path: _boundaries(onnx_model, _scope_pattern(model.name, path, nested)) for path, _ in layers}
+    graph = _Graph.of(onnx_model)
+    candidates = {path: _boundaries(graph, _scope_pattern(model.name, path, nested)) for path, _ in layers}
     values = _onnx_values(onnx_model, [n for names in candidates.values() for n in names], feeds)
     report = LocateReport(precision, record.path, asdict(tolerance))
     for path, ref in layers:
