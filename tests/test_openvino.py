@@ -87,6 +87,7 @@ def test_int8_pick_takes_the_fastest_that_agrees_by_a_margin_else_weight_only():
         DYNAMIC,
         HEADROOM,
         MARGIN,
+        MORE_DRAWS,
         PTQ,
         WEIGHT_ONLY,
         Candidate,
@@ -107,8 +108,11 @@ def test_int8_pick_takes_the_fastest_that_agrees_by_a_margin_else_weight_only():
     assert pick(cands(8.0, 5.0, ptq_within=False)).name == DYNAMIC  # faster but outside tolerance: never
     close = pick(cands(10.0 * (1 - MARGIN / 2), 12.0))
     assert close.name == WEIGHT_ONLY and "faster" in close.reason  # inside the margin: weight-only's CPU-free answers
-    # within the tolerance but not its headroom: a replacement for weight-only must do better
-    assert pick(cands(8.0, 12.0, dynamic_l2=(limit + DEFAULT_TOLERANCES["int8"].rel_l2) / 2)).name == WEIGHT_ONLY
+    # within the tolerance but beyond its headroom: a replacement for weight-only must have held on more draws
+    near = cands(8.0, 12.0, dynamic_l2=(limit + DEFAULT_TOLERANCES["int8"].rel_l2) / 2)
+    assert pick(near).name == WEIGHT_ONLY
+    near[1].draws = 1 + MORE_DRAWS
+    assert pick(near).name == DYNAMIC and f"on {1 + MORE_DRAWS} draws" in pick(near).reason
     none = pick([Candidate(WEIGHT_ONLY, rel_l2=0.1, within=False, ms=10.0, model="w"),
                  Candidate(PTQ, rel_l2=0.2, within=False, ms=1.0)])  # fmt: skip
     assert none.name == WEIGHT_ONLY and "no candidate within" in none.reason
@@ -144,8 +148,8 @@ def test_int8_search_measures_every_candidate_and_the_runner_runs_what_the_ir_pi
     real_default = openvino_int8._default_precision(ov.Core())
     monkeypatch.setattr(openvino_int8, "_default_precision", lambda core: "bf16")
 
-    from attnkit.compare import DEFAULT_TOLERANCES
-    from attnkit.exporters.openvino_int8 import DYNAMIC, DYNAMIC_GROUP, PTQ, WEIGHT_ONLY, choose
+    from attnkit.compare import DEFAULT_TOLERANCES, MORE_DRAWS, beyond_headroom
+    from attnkit.exporters.openvino_int8 import DYNAMIC, DYNAMIC_GROUP, PTQ, PTQ_PLAIN, WEIGHT_ONLY, choose
     from attnkit.machine import cpu_features
     from attnkit.runtimes.openvino import compile_ir
 
@@ -155,11 +159,19 @@ def test_int8_search_measures_every_candidate_and_the_runner_runs_what_the_ir_pi
     timer = lambda call: measure(call, StoppingRule(0.1, 3, 0.3)).p50  # noqa: E731
     choice = choose(ov_export.out / "openvino" / "model.xml", spec, cpu_features(), force=True, timer=timer)
     by_name = {c.name: c for c in choice.candidates}
-    assert {WEIGHT_ONLY, DYNAMIC, PTQ} <= set(by_name)
+    assert {WEIGHT_ONLY, DYNAMIC, PTQ, PTQ_PLAIN} <= set(by_name)
     assert all(c.error is None and c.ms > 0 and 0 <= c.rel_l2 < 1 for c in by_name.values())
     assert {c.defaults_ran_as for c in by_name.values()} == {real_default}  # compiled with defaults too
     assert by_name[WEIGHT_ONLY].within and by_name[WEIGHT_ONLY].rel_l2 < DEFAULT_TOLERANCES["int8"].rel_l2
-    assert any(op.get_type_name() == "FakeQuantize" for op in by_name[PTQ].model.get_ops())
+    assert all(any(op.get_type_name() == "FakeQuantize" for op in by_name[p].model.get_ops()) for p in (PTQ, PTQ_PLAIN))
+
+    # SmoothQuant rescales activations with a Multiply before each MatMul; without it there is none to add
+    def multiplies(m):
+        return sum(op.get_type_name() == "Multiply" for op in m.get_ops())
+
+    assert multiplies(by_name[PTQ].model) > multiplies(by_name[PTQ_PLAIN].model)
+    for c in by_name.values():  # a candidate near the tolerance was held to more draws; one clear of it was not
+        assert c.draws == (1 + MORE_DRAWS if c.within and beyond_headroom(c.rel_l2, 0.03) else 1) or not c.within
     assert by_name[choice.name].within
     xml = tmp_path / "dynamic" / "model.xml"
     ov.save_model(by_name[DYNAMIC].model, str(xml), compress_to_fp16=False)

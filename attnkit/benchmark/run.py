@@ -165,10 +165,10 @@ def bench(
     if calibrate:
         say("calibrating matmul peaks (fp32, bf16) with every installed library's kernel")
         calibration = calibrate_peaks(("float32", "bfloat16"))
-        int8 = source.manifest.artifact("onnx", "int8")
-        if int8 is not None and any(p == "int8" for _, p in plan):
-            scheme = int8.extra.get("int8_scheme", "u8s8")
-            say(f"calibrating int8 peak (onnxruntime {scheme})")
+        if any(p == "int8" for _, p in plan):
+            int8 = source.manifest.artifact("onnx", "int8")
+            scheme = int8.extra.get("int8_scheme", "u8s8") if int8 is not None else "u8s8"
+            say(f"calibrating int8 peak (onnxruntime {scheme}, OpenVINO)")
             calibration["int8"] = calibrate_int8(scheme)
     report = BenchReport(
         model=spec.name,

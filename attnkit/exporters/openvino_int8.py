@@ -13,16 +13,25 @@ measures, as TensorRT's builder times its tactics on the GPU it builds for:
 1. every candidate is made: weight-only; weight-only with dynamic activation quantisation (group size
    :data:`DYNAMIC_GROUP`); full PTQ (``model_type=TRANSFORMER``, calibrated on :data:`CALIBRATION_ITEMS`
    batches drawn from the model's own input domain, ``spec.sample_feeds``; NNCF's overflow fix where the CPU
-   has no VNNI, whose 16-bit pair sums saturate); and, only where PTQ is the fastest candidate but outside the
-   tolerance, PTQ with NNCF's accuracy control, which returns layers to f32 until the model is within it;
+   has no VNNI, whose 16-bit pair sums saturate), with NNCF's SmoothQuant (its default for transformers) and
+   without it (on the AMX Xeon, W-base: SmoothQuant's rescaling took PTQ from rel L2 0.025 to 0.040 and from
+   146 to 266 ms); and, only where a PTQ is the fastest candidate but does not agree, PTQ with NNCF's
+   accuracy control, which returns layers to f32 until the model is within the tolerance;
 2. each is held to int8's tolerance against the fp32 IR with f32 forced (which the export check holds to eager
    Keras at the fp32 tolerance) on fresh inputs at two shapes — compiled with f32 forced, as attnkit's runner
    compiles it, and, where OpenVINO's default precision is not f32 (bf16 on AMX and avx512_bf16 CPUs), also
    with OpenVINO's defaults, as Triton's OpenVINO backend and a user's script compile it — and timed at the
    spec's optimum shape (f32 forced);
+   a candidate beyond :data:`~attnkit.compare.HEADROOM` of the tolerance is held to
+   :data:`~attnkit.compare.MORE_DRAWS` more draws at the optimum shape, the rule ``verify`` (hence the export
+   check) and ``bench`` apply to every row;
 3. the fastest that agrees is written if it beats weight-only by more than :data:`MARGIN` (weight-only
-   answers do not depend on the CPU, worth a few per cent); a scheme other than weight-only agrees only within
-   :data:`HEADROOM` of the tolerance; the manifest records every candidate.
+   answers do not depend on the CPU, worth a few per cent); the manifest records every candidate.
+
+Until this version a replacement for weight-only had to stay within HEADROOM on two draws, stricter than
+verify and bench: on the AMX Xeon (W-base, 8 x 128) that left the fastest agreeing int8, PTQ without
+SmoothQuant (rel L2 0.025 of 0.03, 8.4x the fp32 IR), unwritten, and the export wrote weight-only with
+dynamic activations (0.020, 2.2x), slower than OpenVINO's own bf16 of the fp32 IR.
 
 NNCF quantises and OpenVINO compiles and runs; choosing among the schemes by accuracy and speed on one machine
 is what no library does, so that part is written here.
@@ -34,12 +43,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..compare import HEADROOM
+from ..compare import HEADROOM, MORE_DRAWS
 
 #: weight-only with f32 compute; the default and the fallback
 WEIGHT_ONLY = "weight-only"
 DYNAMIC = "weight-only + dynamic activations"
 PTQ = "full PTQ"
+PTQ_PLAIN = "full PTQ, no SmoothQuant"
 PTQ_ACCURACY_CONTROL = "full PTQ + accuracy control"
 #: OpenVINO's dynamic quantisation group size for the DYNAMIC candidate (its CPU plugin's default where on)
 DYNAMIC_GROUP = 32
@@ -47,8 +57,6 @@ DYNAMIC_GROUP = 32
 CALIBRATION_ITEMS = 16
 #: a candidate other than weight-only must be this much faster than weight-only to be written
 MARGIN = 0.10
-# ... and its worst rel L2 within HEADROOM of int8's tolerance (headroom for inputs the search did not see;
-# attnkit.compare holds it, for the deployment pick too)
 
 SCHEMES = {
     WEIGHT_ONLY: {"method": "nncf.compress_weights", "mode": "int8_asym", "granularity": "per-channel",
@@ -56,6 +64,7 @@ SCHEMES = {
     DYNAMIC: {"method": "nncf.compress_weights", "mode": "int8_asym", "granularity": "per-channel",
               "compute": f"int8 activations quantised at run time, group size {DYNAMIC_GROUP}"},
     PTQ: {"method": "nncf.quantize", "model_type": "transformer", "compute": "int8"},
+    PTQ_PLAIN: {"method": "nncf.quantize", "model_type": "transformer", "smooth_quant": False, "compute": "int8"},
     PTQ_ACCURACY_CONTROL: {"method": "nncf.quantize_with_accuracy_control", "model_type": "transformer",
                            "compute": "int8, layers returned to f32 where int8 broke the tolerance"},
 }  # fmt: skip
@@ -73,7 +82,8 @@ class Candidate:
     name: str
     rel_l2: float | None = None  # worst over the accuracy inputs, against the fp32 IR
     cosine: float | None = None
-    within: bool = False
+    within: bool = False  # on every draw it was held to
+    draws: int = 1  # draws at the optimum shape: 1 + MORE_DRAWS where the first was beyond HEADROOM
     ms: float | None = None  # median at the spec's optimum shape
     speedup: float | None = None  # against the fp32 IR (f32 forced) timed in the same run
     ran_as: str | None = None  # what OpenVINO reports: inference precision, dynamic quantisation group
@@ -214,23 +224,39 @@ def choose(
     fp32_ms = _time(reference, timed, timer)
     say(f"int8 search: fp32 IR {fp32_ms:.1f} ms at {spec.batch.opt}x{spec.sequence.opt}")
 
+    more: list[tuple[dict, dict]] = []  # the further draws and the fp32 IR's answers, drawn when first needed
+
+    def held(compiled_models: list, more_draws: bool = False) -> tuple[float, float, bool]:
+        """Worst agreement of every compiled form on the accuracy inputs (and on the further draws)."""
+        pairs = list(zip(accuracy, expected)) + (more if more_draws else [])
+        worst = [_agreement([e for _, e in pairs], [_run(m, f) for f, _ in pairs]) for m in compiled_models]
+        return max(w[0] for w in worst), min(w[1] for w in worst), all(w[2] for w in worst)
+
     def measure(name: str, make) -> Candidate:
+        from ..compare import DEFAULT_TOLERANCES, beyond_headroom
+
         c = Candidate(name)
         try:
             c.model = make()
             group = pinned_group(c.model)
-            compiled = _compile(core, c.model, group)
-            c.ran_as = f"{compiled.get_property('INFERENCE_PRECISION_HINT').get_type_name()}, dynamic quantisation " \
-                       f"{compiled.get_property('DYNAMIC_QUANTIZATION_GROUP_SIZE')}"  # fmt: skip
-            c.rel_l2, c.cosine, c.within = _agreement(expected, [_run(compiled, f) for f in accuracy])
+            forms = [_compile(core, c.model, group)]
+            c.ran_as = f"{forms[0].get_property('INFERENCE_PRECISION_HINT').get_type_name()}, dynamic quantisation " \
+                       f"{forms[0].get_property('DYNAMIC_QUANTIZATION_GROUP_SIZE')}"  # fmt: skip
             if default_precision != "f32":
                 # what a consumer compiling with OpenVINO's defaults computes (Triton's OpenVINO backend cannot
                 # force f32; on AMX/avx512_bf16 CPUs the default is bf16): held to the same tolerance
-                plain = core.compile_model(c.model, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
-                c.defaults_ran_as = plain.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-                l2, cosine, ok = _agreement(expected, [_run(plain, f) for f in accuracy])
-                c.rel_l2, c.cosine, c.within = max(c.rel_l2, l2), min(c.cosine, cosine), c.within and ok
-            c.ms = _time(compiled, timed, timer)
+                forms.append(core.compile_model(c.model, "CPU", {"PERFORMANCE_HINT": "LATENCY"}))
+                c.defaults_ran_as = forms[1].get_property("INFERENCE_PRECISION_HINT").get_type_name()
+            c.rel_l2, c.cosine, c.within = held(forms)
+            if c.within and beyond_headroom(c.rel_l2, DEFAULT_TOLERANCES["int8"].rel_l2):
+                # near the tolerance: held to more draws, as verify and bench hold such a row
+                if not more:
+                    for i in range(MORE_DRAWS):
+                        feeds = spec.sample_feeds(spec.batch.opt, spec.sequence.opt, seed=7010 + i)
+                        more.append((feeds, _run(reference, feeds)))
+                c.rel_l2, c.cosine, c.within = held(forms, more_draws=True)
+                c.draws = 1 + MORE_DRAWS
+            c.ms = _time(forms[0], timed, timer)
             c.speedup = fp32_ms / c.ms
         except Exception as e:  # one candidate failing (an NNCF or plugin error) must not lose the others
             c.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
@@ -244,10 +270,10 @@ def choose(
     candidates = [measure(WEIGHT_ONLY, lambda: weight_only(fp32))]
     if int8_dot or force:
         candidates.append(measure(DYNAMIC, lambda: weight_only(fp32, DYNAMIC_GROUP)))
-    ptq = measure(PTQ, lambda: _ptq(fp32, calibration, overflow_fix=not int8_dot))
-    candidates.append(ptq)
-    timed_ok = [c for c in candidates if c.ms is not None]
-    if ptq.ms is not None and not ptq.within and ptq.ms == min(c.ms for c in timed_ok):
+    for name, smooth in ((PTQ, True), (PTQ_PLAIN, False)):
+        candidates.append(measure(name, lambda s=smooth: _ptq(fp32, calibration, not int8_dot, smooth_quant=s)))
+    fastest = min((c for c in candidates if c.ms is not None), key=lambda c: c.ms, default=None)
+    if fastest is not None and fastest.name in (PTQ, PTQ_PLAIN) and not agrees(fastest, candidates[0]):
         candidates.append(
             measure(
                 PTQ_ACCURACY_CONTROL,
@@ -257,30 +283,36 @@ def choose(
     return pick(candidates)
 
 
-def pick(candidates: list[Candidate]) -> Choice:
-    """The fastest candidate that agrees if it beats weight-only by more than :data:`MARGIN`, else weight-only
-    (always the first candidate). Weight-only agrees within int8's tolerance; any other scheme must stay within
-    :data:`HEADROOM` of it: the search saw two input draws, the export check and the users see others, and a
-    scheme that replaces weight-only must not be the one that fails them."""
-    from ..compare import DEFAULT_TOLERANCES
+def agrees(c: Candidate, base: Candidate) -> bool:
+    """Within int8's tolerance, and, beyond :data:`HEADROOM` of it, on :data:`MORE_DRAWS` more draws too (the rule
+    of verify and bench; :func:`choose` draws them). Weight-only (``base``) is written whatever it measured: the
+    export check judges it, as without a search."""
+    from ..compare import DEFAULT_TOLERANCES, beyond_headroom
 
+    near = c.rel_l2 is not None and beyond_headroom(c.rel_l2, DEFAULT_TOLERANCES["int8"].rel_l2)
+    return c.within and c.ms is not None and (c is base or not near or c.draws > MORE_DRAWS)
+
+
+def pick(candidates: list[Candidate]) -> Choice:
+    """The fastest candidate that :func:`agrees` if it beats weight-only by more than :data:`MARGIN`, else
+    weight-only (always the first candidate)."""
     base = candidates[0]
     assert base.name == WEIGHT_ONLY
-    limit = HEADROOM * DEFAULT_TOLERANCES["int8"].rel_l2
 
-    def agrees(c: Candidate) -> bool:
-        return c.within and c.ms is not None and (c is base or c.rel_l2 <= limit)
+    def agrees_here(c: Candidate) -> bool:
+        return agrees(c, base)
 
-    fits = [c for c in candidates if agrees(c)]
+    fits = [c for c in candidates if agrees_here(c)]
     best = min(fits, key=lambda c: c.ms) if fits else base
-    if best is not base and agrees(base) and best.ms > base.ms * (1 - MARGIN):
+    if best is not base and agrees_here(base) and best.ms > base.ms * (1 - MARGIN):
         best = base
         reason = f"measured here: no agreeing candidate was more than {MARGIN:.0%} faster than weight-only"
     elif best is base:
-        reason = "measured here: weight-only is the fastest candidate that agrees" if agrees(base) \
+        reason = "measured here: weight-only is the fastest candidate that agrees" if agrees_here(base) \
             else "measured here: no candidate within int8's tolerance; weight-only written, the export check judges it"  # fmt: skip
     else:
-        reason = f"measured here: the fastest candidate that agrees (rel L2 {best.rel_l2:.3g} <= {limit:.3g}), " \
+        draws = f" on {best.draws} draws at the optimum shape" if best.draws > 1 else ""
+        reason = f"measured here: the fastest candidate that agrees (rel L2 {best.rel_l2:.3g}{draws}), " \
                  f"{best.ms:.1f} ms against weight-only's {base.ms:.1f} ms"  # fmt: skip
     if best.model is None:  # weight-only itself could not be made: NNCF's own error, as without a search
         raise RuntimeError(f"NNCF could not compress the IR's weights: {best.error}")
@@ -370,13 +402,14 @@ def _advanced(overflow_fix: bool, smooth_quant: bool = True):
     )
 
 
-def _ptq(fp32_model, calibration: list[dict], overflow_fix: bool):
+def _ptq(fp32_model, calibration: list[dict], overflow_fix: bool, smooth_quant: bool = True):
     import nncf
 
     from .openvino import pin_runtime_options
 
     model = nncf.quantize(fp32_model.clone(), nncf.Dataset(calibration), subset_size=len(calibration),
-                          model_type=nncf.ModelType.TRANSFORMER, advanced_parameters=_advanced(overflow_fix))  # fmt: skip
+                          model_type=nncf.ModelType.TRANSFORMER,
+                          advanced_parameters=_advanced(overflow_fix, smooth_quant))  # fmt: skip
     pin_runtime_options(model, DYNAMIC_QUANTIZATION_GROUP_SIZE=0)
     return model
 
@@ -408,7 +441,7 @@ def _ptq_accuracy_control(fp32_model, calibration: list[dict], accuracy: list[di
         nncf.Dataset(calibration),
         nncf.Dataset(list(range(len(accuracy))), lambda i: accuracy[i]),
         validate,
-        max_drop=HEADROOM * DEFAULT_TOLERANCES["int8"].rel_l2,  # what pick() asks of a replacement
+        max_drop=HEADROOM * DEFAULT_TOLERANCES["int8"].rel_l2,  # within HEADROOM: agrees without more draws
         drop_type=nncf.DropType.ABSOLUTE,
         subset_size=len(calibration),
         model_type=nncf.ModelType.TRANSFORMER,
