@@ -7,13 +7,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .compare import DEFAULT_TOLERANCES, MORE_DRAWS, Agreement, Tolerance, beyond_headroom, compare_outputs, worst_draw
+from .compare import (
+    CHECK_SHAPES,
+    DEFAULT_TOLERANCES,
+    MORE_DRAWS,
+    Agreement,
+    Tolerance,
+    beyond_headroom,
+    compare_outputs,
+    worst_draw,
+)
 from .errors import AttnkitError
 from .names import FORWARD
 from .runtimes.base import REGISTRY, Runner, Source
 from .runtimes.registry import get_runner, hardware_warnings, split_backend
 
-DEFAULT_SHAPES = ((2, 16), (3, 45))
+DEFAULT_SHAPES = CHECK_SHAPES
 
 
 @dataclass

@@ -148,7 +148,7 @@ def test_int8_search_measures_every_candidate_and_the_runner_runs_what_the_ir_pi
     real_default = openvino_int8._default_precision(ov.Core())
     monkeypatch.setattr(openvino_int8, "_default_precision", lambda core: "bf16")
 
-    from attnkit.compare import DEFAULT_TOLERANCES, MORE_DRAWS, beyond_headroom
+    from attnkit.compare import CHECK_SHAPES, DEFAULT_TOLERANCES, MORE_DRAWS, beyond_headroom
     from attnkit.exporters.openvino_int8 import DYNAMIC, DYNAMIC_GROUP, PTQ, PTQ_PLAIN, WEIGHT_ONLY, choose
     from attnkit.machine import cpu_features
     from attnkit.runtimes.openvino import compile_ir
@@ -160,6 +160,9 @@ def test_int8_search_measures_every_candidate_and_the_runner_runs_what_the_ir_pi
     choice = choose(ov_export.out / "openvino" / "model.xml", spec, cpu_features(), force=True, timer=timer)
     by_name = {c.name: c for c in choice.candidates}
     assert {WEIGHT_ONLY, DYNAMIC, PTQ, PTQ_PLAIN} <= set(by_name)
+    # judged where the export check will judge the written IR (its shapes), and at the timed optimum shape
+    shapes = openvino_int8.accuracy_shapes(spec)
+    assert set(CHECK_SHAPES) <= set(shapes) and shapes[-1] == (spec.batch.opt, spec.sequence.opt)
     assert all(c.error is None and c.ms > 0 and 0 <= c.rel_l2 < 1 for c in by_name.values())
     assert {c.defaults_ran_as for c in by_name.values()} == {real_default}  # compiled with defaults too
     assert by_name[WEIGHT_ONLY].within and by_name[WEIGHT_ONLY].rel_l2 < DEFAULT_TOLERANCES["int8"].rel_l2

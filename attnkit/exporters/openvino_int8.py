@@ -14,24 +14,24 @@ measures, as TensorRT's builder times its tactics on the GPU it builds for:
    :data:`DYNAMIC_GROUP`); full PTQ (``model_type=TRANSFORMER``, calibrated on :data:`CALIBRATION_ITEMS`
    batches drawn from the model's own input domain, ``spec.sample_feeds``; NNCF's overflow fix where the CPU
    has no VNNI, whose 16-bit pair sums saturate), with NNCF's SmoothQuant (its default for transformers) and
-   without it (on the AMX Xeon, W-base: SmoothQuant's rescaling took PTQ from rel L2 0.025 to 0.040 and from
-   146 to 266 ms); and, only where a PTQ is the fastest candidate but does not agree, PTQ with NNCF's
+   without it (on the AMX Xeon, W-base at 8 x 128: SmoothQuant's rescaling took PTQ from rel L2 0.026 to
+   0.040 and from 253 to 290 ms); and, only where a PTQ is the fastest candidate but does not agree, PTQ with NNCF's
    accuracy control, which returns layers to f32 until the model is within the tolerance;
 2. each is held to int8's tolerance against the fp32 IR with f32 forced (which the export check holds to eager
-   Keras at the fp32 tolerance) on fresh inputs at two shapes — compiled with f32 forced, as attnkit's runner
-   compiles it, and, where OpenVINO's default precision is not f32 (bf16 on AMX and avx512_bf16 CPUs), also
-   with OpenVINO's defaults, as Triton's OpenVINO backend and a user's script compile it — and timed at the
-   spec's optimum shape (f32 forced);
-   a candidate beyond :data:`~attnkit.compare.HEADROOM` of the tolerance is held to
-   :data:`~attnkit.compare.MORE_DRAWS` more draws at the optimum shape, the rule ``verify`` (hence the export
-   check) and ``bench`` apply to every row;
+   Keras at the fp32 tolerance) on fresh inputs at the export check's own shapes
+   (:data:`~attnkit.compare.CHECK_SHAPES`) and the spec's optimum shape — compiled with f32 forced, as
+   attnkit's runner compiles it, and, where OpenVINO's default precision is not f32 (bf16 on AMX and
+   avx512_bf16 CPUs), also with OpenVINO's defaults, as Triton's OpenVINO backend and a user's script compile
+   it — and timed at the optimum shape (f32 forced); a candidate beyond :data:`~attnkit.compare.HEADROOM` of
+   the tolerance is held to :data:`~attnkit.compare.MORE_DRAWS` more draws of every shape, the rule ``verify``
+   (hence the export check) and ``bench`` apply to every row;
 3. the fastest that agrees is written if it beats weight-only by more than :data:`MARGIN` (weight-only
    answers do not depend on the CPU, worth a few per cent); the manifest records every candidate.
 
-Until this version a replacement for weight-only had to stay within HEADROOM on two draws, stricter than
-verify and bench: on the AMX Xeon (W-base, 8 x 128) that left the fastest agreeing int8, PTQ without
-SmoothQuant (rel L2 0.025 of 0.03, 8.4x the fp32 IR), unwritten, and the export wrote weight-only with
-dynamic activations (0.020, 2.2x), slower than OpenVINO's own bf16 of the fp32 IR.
+Until this version the search drew 2 x 45 and 8 x 128 and asked a replacement for weight-only to stay within
+HEADROOM there. Measured on the AMX Xeon (W-base): PTQ without SmoothQuant was 0.026 at those shapes and
+0.034 at the export check's 2 x 16, so the shapes the check draws are the ones that decide; the rule near
+the tolerance is now the check's own.
 
 NNCF quantises and OpenVINO compiles and runs; choosing among the schemes by accuracy and speed on one machine
 is what no library does, so that part is written here.
@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..compare import HEADROOM, MORE_DRAWS
+from ..compare import CHECK_SHAPES, HEADROOM, MORE_DRAWS
 
 #: weight-only with f32 compute; the default and the fallback
 WEIGHT_ONLY = "weight-only"
@@ -83,7 +83,7 @@ class Candidate:
     rel_l2: float | None = None  # worst over the accuracy inputs, against the fp32 IR
     cosine: float | None = None
     within: bool = False  # on every draw it was held to
-    draws: int = 1  # draws at the optimum shape: 1 + MORE_DRAWS where the first was beyond HEADROOM
+    draws: int = 1  # draws of each shape: 1 + MORE_DRAWS where the first was beyond HEADROOM
     ms: float | None = None  # median at the spec's optimum shape
     speedup: float | None = None  # against the fp32 IR (f32 forced) timed in the same run
     ran_as: str | None = None  # what OpenVINO reports: inference precision, dynamic quantisation group
@@ -251,9 +251,8 @@ def choose(
             if c.within and beyond_headroom(c.rel_l2, DEFAULT_TOLERANCES["int8"].rel_l2):
                 # near the tolerance: held to more draws, as verify and bench hold such a row
                 if not more:
-                    for i in range(MORE_DRAWS):
-                        feeds = spec.sample_feeds(spec.batch.opt, spec.sequence.opt, seed=7010 + i)
-                        more.append((feeds, _run(reference, feeds)))
+                    further = _accuracy_inputs(spec, 1 + MORE_DRAWS)[len(accuracy) :]
+                    more.extend((feeds, _run(reference, feeds)) for feeds in further)
                 c.rel_l2, c.cosine, c.within = held(forms, more_draws=True)
                 c.draws = 1 + MORE_DRAWS
             c.ms = _time(forms[0], timed, timer)
@@ -311,7 +310,7 @@ def pick(candidates: list[Candidate]) -> Choice:
         reason = "measured here: weight-only is the fastest candidate that agrees" if agrees_here(base) \
             else "measured here: no candidate within int8's tolerance; weight-only written, the export check judges it"  # fmt: skip
     else:
-        draws = f" on {best.draws} draws at the optimum shape" if best.draws > 1 else ""
+        draws = f" on {best.draws} draws of each shape" if best.draws > 1 else ""
         reason = f"measured here: the fastest candidate that agrees (rel L2 {best.rel_l2:.3g}{draws}), " \
                  f"{best.ms:.1f} ms against weight-only's {base.ms:.1f} ms"  # fmt: skip
     if best.model is None:  # weight-only itself could not be made: NNCF's own error, as without a search
@@ -322,10 +321,19 @@ def pick(candidates: list[Candidate]) -> Choice:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _accuracy_inputs(spec) -> list[dict]:
-    """Fresh inputs at two shapes: a small ragged batch at an odd length, and the optimum shape."""
-    short = max(spec.sequence.min, min(spec.sequence.opt, 45))
-    return [spec.sample_feeds(2, short, seed=7000), spec.sample_feeds(spec.batch.opt, spec.sequence.opt, seed=7001)]
+def accuracy_shapes(spec) -> list[tuple[int, int]]:
+    """The export check's shapes (:data:`~attnkit.compare.CHECK_SHAPES`, within the spec's lengths) and the
+    spec's optimum shape, where the candidates are timed."""
+    lo, hi = spec.sequence.min, spec.max_sequence or spec.sequence.max
+    shapes = [(b, min(max(s, lo), hi)) for b, s in CHECK_SHAPES] + [(spec.batch.opt, spec.sequence.opt)]
+    return list(dict.fromkeys(shapes))
+
+
+def _accuracy_inputs(spec, draws: int = 1) -> list[dict]:
+    """Fresh inputs at :func:`accuracy_shapes`; with ``draws`` > 1, every shape's further draws after the first
+    draw of every shape."""
+    by_shape = spec.sample_draws(accuracy_shapes(spec), 7000, draws)
+    return [feeds[k] for k in range(draws) for feeds in by_shape.values()]
 
 
 def _calibration(spec) -> list[dict]:
