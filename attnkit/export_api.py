@@ -189,7 +189,7 @@ def export(
         check: run :func:`attnkit.verify` on the artifacts before moving them into place.
         fuse: fuse decomposed LayerNorms into opset-17 ``LayerNormalization`` in the ONNX graphs.
         per_channel: int8 weight scales per output channel (True) or per tensor (False); default the target's
-            int8 scheme's (per channel for U8U8, per tensor for U8S8).
+            int8 scheme's (per channel for U8U8 and U8S8).
         target: where the artifacts will run: ``portable`` (default: every x86-64 CPU with AVX2, and
             GPUs), ``host`` (this machine), a CPU class (``cpu-avx2``, ``cpu-avx512``,
             ``cpu-avx512-vnni``, ``cpu-amx``) or a TensorRT architecture (``sm89``). It decides the

@@ -227,8 +227,8 @@ def test_cli_bad_tolerance_conflict_and_precision(tiny_export):
 
 
 def test_int8_weight_scales_follow_the_scheme_unless_asked(tmp_path):
-    """U8U8 (portable) takes a weight scale per output channel, U8S8 (cpu-amx) one per tensor, and
-    per_channel overrides either; the file holds what its manifest record says."""
+    """U8U8 (portable) and U8S8 (cpu-amx) take a weight scale per output channel by default, and per_channel
+    overrides either; the file holds what its manifest record says."""
     import onnx
 
     def scales(result):
@@ -244,8 +244,8 @@ def test_int8_weight_scales_follow_the_scheme_unless_asked(tmp_path):
     assert portable.report.ok and scales(portable) == (True, {True})
     assert scales(export("per-tensor", per_channel=False)) == (False, {False})
     # U8S8 is made, not run, here: its answers are checked on VNNI/AMX CPUs only (test_targets)
-    assert scales(export("amx", target="cpu-amx", check=False)) == (False, {False})
-    assert scales(export("amx-pc", target="cpu-amx", check=False, per_channel=True)) == (True, {True})
+    assert scales(export("amx", target="cpu-amx", check=False)) == (True, {True})
+    assert scales(export("amx-pt", target="cpu-amx", check=False, per_channel=False)) == (False, {False})
 
 
 def test_reducemean_layernorm_form_is_fused_exactly(rng):

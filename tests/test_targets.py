@@ -345,7 +345,8 @@ def test_bench_int8_on_dotted_dir_carries_agreement_per_row(portable_int8, tmp_p
         assert m["agreement"]["passed"] is True and m["agrees"] is True and m["status"] == "ok"
     assert 1e-4 < rows[("onnxruntime", "int8")]["agreement"]["rel_l2"] <= 3e-2
     assert rows[("onnxruntime", "fp32")]["agreement"]["rel_l2"] <= 1e-5
-    assert data["calibration"]["int8"]["gflops"] > 0 and "u8u8" in data["calibration"]["int8"]["kernel"]
+    int8_peak = data["calibration"]["int8"]  # the export's scheme measured, beside OpenVINO's int8 kernel
+    assert int8_peak["by_library"]["onnxruntime"] > 0 and int8_peak["gflops"] >= int8_peak["by_library"]["onnxruntime"]
     assert rows[("onnxruntime", "int8")]["pct_of_peak"] > 0
     assert data["best"]["backend"] == "onnxruntime"
     csv_head = (out / "results.csv").read_text().splitlines()[0]
@@ -387,10 +388,10 @@ def test_a_row_that_disagrees_is_marked_and_never_the_headline(tmp_path):
 
 
 def test_int8_peak_uses_the_model_kernel():
-    from attnkit.benchmark.roofline import calibrate_int8
+    from attnkit.benchmark.roofline import _onnxruntime_int8_matmul
 
     for scheme in ("u8u8", "u8s8"):
-        peak = calibrate_int8(scheme, n=512, seconds=0.2)
+        peak = _onnxruntime_int8_matmul(scheme, n=512, seconds=0.2)
         assert peak["gflops"] > 1 and scheme in peak["kernel"] and peak["calls"] >= 3
 
 

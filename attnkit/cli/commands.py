@@ -77,8 +77,7 @@ def models(seq: int, **kw):
 @click.option(
     "--per-channel/--per-tensor",
     default=None,
-    help="int8 weight scales per output channel or one per tensor [default: the --target scheme's: per channel "
-    "for U8U8, per tensor for U8S8].",
+    help="int8 weight scales per output channel or one per tensor [default: the --target scheme's: per channel].",
 )
 @click.option(
     "--target",
