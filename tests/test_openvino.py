@@ -204,9 +204,11 @@ def test_host_target_records_how_its_openvino_int8_was_chosen(tmp_path):
 def test_accuracy_control_returns_layers_to_f32_until_within_tolerance(ov_export):
     """NNCF's accuracy-aware PTQ as attnkit drives it (no overflow fix, so on a CPU without VNNI plain PTQ is
     outside the tolerance: 0.12 on encoder-tiny, AVX2 EPYC): the result is within int8's tolerance of the fp32
-    IR, and where plain PTQ was not, it has fewer FakeQuantize nodes but not none."""
+    IR, and where the same PTQ without accuracy control was beyond accuracy control's target (HEADROOM of the
+    tolerance), it has fewer FakeQuantize nodes but not none, and is closer to f32."""
     import openvino as ov
 
+    from attnkit.compare import DEFAULT_TOLERANCES
     from attnkit.exporters import openvino_int8 as oi
 
     spec = ov_export.manifest.spec
@@ -220,12 +222,19 @@ def test_accuracy_control_returns_layers_to_f32_until_within_tolerance(ov_export
     def judged(model):
         compiled = oi._compile(core, model, 0)
         fq = sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
-        return oi._agreement(expected, [oi._run(compiled, f) for f in accuracy])[2], fq
+        l2, _cosine, ok = oi._agreement(expected, [oi._run(compiled, f) for f in accuracy])
+        return l2, ok, fq
 
-    plain_ok, plain_fq = judged(oi._ptq(fp32, calibration, overflow_fix=False))
-    ok, fq = judged(oi._ptq_accuracy_control(fp32, calibration, accuracy, expected, overflow_fix=False))
-    assert ok
-    assert fq == plain_fq if plain_ok else 0 < fq < plain_fq
+    # the quantisation accuracy control starts from: no overflow fix, no SmoothQuant (see _ptq_accuracy_control);
+    # its target is HEADROOM of int8's tolerance (AMX Xeon: 0.0249 from it, so one of 12 layers went back to f32)
+    target = oi.HEADROOM * DEFAULT_TOLERANCES["int8"].rel_l2
+    plain_l2, _plain_ok, plain_fq = judged(oi._ptq(fp32, calibration, overflow_fix=False, smooth_quant=False))
+    l2, ok, fq = judged(oi._ptq_accuracy_control(fp32, calibration, accuracy, expected, overflow_fix=False))
+    assert ok, l2
+    if plain_l2 <= target:
+        assert fq == plain_fq  # nothing to return
+    else:
+        assert 0 < fq < plain_fq and l2 < plain_l2, (plain_l2, l2, plain_fq, fq)
 
 
 def test_each_row_says_the_precision_openvino_ran(ov_export):
