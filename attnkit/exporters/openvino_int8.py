@@ -146,7 +146,7 @@ def host_openvino_int8(features: frozenset[str]) -> str:
     skip = searches(resolve("host", features), features)
     if skip:
         return f"{WEIGHT_ONLY}: {skip}"
-    return f"measured at export: the fastest that agrees of {WEIGHT_ONLY}, {DYNAMIC}, {PTQ} (+ accuracy control)"
+    return f"measured at export: the fastest that agrees of {WEIGHT_ONLY}, {DYNAMIC}, {PTQ} with and without SmoothQuant (+ accuracy control)"
 
 
 def weight_only(fp32_model, group: int = 0):
