@@ -166,16 +166,22 @@ def calibrate_peaks(dtypes=("float32", "bfloat16"), n: int = 2048, seconds: floa
         if dtype == "float32":
             found["onnxruntime"] = _onnxruntime_matmul(n, seconds)
         found["openvino"] = _openvino_matmul(dtype, n, seconds)
-        ok = {k: v for k, v in found.items() if v.get("gflops")}
-        library = max(ok, key=lambda k: ok[k]["gflops"]) if ok else "tensorflow"
-        out[dtype] = {
-            **found[library],
-            "dtype": dtype,
-            "n": n,
-            "library": library,
-            "by_library": {k: v.get("gflops") or v.get("error") for k, v in found.items()},
-        }
+        out[dtype] = _best_library(found, dtype, n)
     return out
+
+
+def _best_library(found: dict[str, dict], dtype: str, n: int) -> dict:
+    """One precision's peak from each library's measurement (``found``, first = the fallback name): the
+    fastest library's figure, named in ``library``, every figure (or its error) in ``by_library``."""
+    ok = {k: v for k, v in found.items() if v.get("gflops")}
+    library = max(ok, key=lambda k: ok[k]["gflops"]) if ok else next(iter(found))
+    return {
+        **found[library],
+        "dtype": dtype,
+        "n": n,
+        "library": library,
+        "by_library": {k: v.get("gflops") or v.get("error") for k, v in found.items()},
+    }
 
 
 def calibrate_int8(scheme: str = "u8u8", n: int = 2048, seconds: float = 1.0) -> dict:
@@ -192,15 +198,7 @@ def calibrate_int8(scheme: str = "u8u8", n: int = 2048, seconds: float = 1.0) ->
     like with like. ``library`` names the kernel that set the peak, ``by_library`` keeps every figure.
     """
     found = {"onnxruntime": _onnxruntime_int8_matmul(scheme, n, seconds), "openvino": _openvino_int8_matmul(n, seconds)}
-    ok = {k: v for k, v in found.items() if v.get("gflops")}
-    library = max(ok, key=lambda k: ok[k]["gflops"]) if ok else "onnxruntime"
-    return {
-        **found[library],
-        "dtype": "int8",
-        "n": n,
-        "library": library,
-        "by_library": {k: v.get("gflops") or v.get("error") for k, v in found.items()},
-    }
+    return _best_library(found, "int8", n)
 
 
 def _onnxruntime_int8_matmul(scheme: str, n: int, seconds: float) -> dict:

@@ -224,11 +224,11 @@ def choose(
     fp32_ms = _time(reference, timed, timer)
     say(f"int8 search: fp32 IR {fp32_ms:.1f} ms at {spec.batch.opt}x{spec.sequence.opt}")
 
+    first = list(zip(accuracy, expected))
     more: list[tuple[dict, dict]] = []  # the further draws and the fp32 IR's answers, drawn when first needed
 
-    def held(compiled_models: list, more_draws: bool = False) -> tuple[float, float, bool]:
-        """Worst agreement of every compiled form on the accuracy inputs (and on the further draws)."""
-        pairs = list(zip(accuracy, expected)) + (more if more_draws else [])
+    def held(compiled_models: list, pairs: list[tuple[dict, dict]]) -> tuple[float, float, bool]:
+        """Worst agreement of every compiled form on ``pairs`` of (inputs, the fp32 IR's answers)."""
         worst = [_agreement([e for _, e in pairs], [_run(m, f) for f, _ in pairs]) for m in compiled_models]
         return max(w[0] for w in worst), min(w[1] for w in worst), all(w[2] for w in worst)
 
@@ -247,13 +247,14 @@ def choose(
                 # force f32; on AMX/avx512_bf16 CPUs the default is bf16): held to the same tolerance
                 forms.append(core.compile_model(c.model, "CPU", {"PERFORMANCE_HINT": "LATENCY"}))
                 c.defaults_ran_as = forms[1].get_property("INFERENCE_PRECISION_HINT").get_type_name()
-            c.rel_l2, c.cosine, c.within = held(forms)
+            c.rel_l2, c.cosine, c.within = held(forms, first)
             if c.within and beyond_headroom(c.rel_l2, DEFAULT_TOLERANCES["int8"].rel_l2):
                 # near the tolerance: held to more draws, as verify and bench hold such a row
                 if not more:
                     further = _accuracy_inputs(spec, 1 + MORE_DRAWS)[len(accuracy) :]
                     more.extend((feeds, _run(reference, feeds)) for feeds in further)
-                c.rel_l2, c.cosine, c.within = held(forms, more_draws=True)
+                l2, cosine, ok = held(forms, more)  # the first draws' figures stand: only the new ones are run
+                c.rel_l2, c.cosine, c.within = max(c.rel_l2, l2), min(c.cosine, cosine), ok
                 c.draws = 1 + MORE_DRAWS
             c.ms = _time(forms[0], timed, timer)
             c.speedup = fp32_ms / c.ms
@@ -297,17 +298,13 @@ def pick(candidates: list[Candidate]) -> Choice:
     weight-only (always the first candidate)."""
     base = candidates[0]
     assert base.name == WEIGHT_ONLY
-
-    def agrees_here(c: Candidate) -> bool:
-        return agrees(c, base)
-
-    fits = [c for c in candidates if agrees_here(c)]
+    fits = [c for c in candidates if agrees(c, base)]
     best = min(fits, key=lambda c: c.ms) if fits else base
-    if best is not base and agrees_here(base) and best.ms > base.ms * (1 - MARGIN):
+    if best is not base and agrees(base, base) and best.ms > base.ms * (1 - MARGIN):
         best = base
         reason = f"measured here: no agreeing candidate was more than {MARGIN:.0%} faster than weight-only"
     elif best is base:
-        reason = "measured here: weight-only is the fastest candidate that agrees" if agrees_here(base) \
+        reason = "measured here: weight-only is the fastest candidate that agrees" if agrees(base, base) \
             else "measured here: no candidate within int8's tolerance; weight-only written, the export check judges it"  # fmt: skip
     else:
         draws = f" on {best.draws} draws of each shape" if best.draws > 1 else ""
