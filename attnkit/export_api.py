@@ -472,9 +472,17 @@ def _write_openvino(stage: Path, precisions, manifest: Manifest, say, spec=None,
         rel8 = f"{rel}_int8"
         (stage / rel8).mkdir(parents=True, exist_ok=True)
         require().save_model(choice.model, str(stage / rel8 / IR_XML), compress_to_fp16=False)
-        manifest.artifacts.append(
-            ArtifactRecord.of(stage, "openvino", rel8, "int8", inference_precision="f32", **choice.record())
-        )
+        record = choice.record()
+        record.setdefault("inference_precision", "f32")  # PTQ_BF16's record says bf16
+        if record["inference_precision"] == "bf16":  # its rest in bf16: warned where emulated or run as f32
+            record["requires"] = {
+                **OPENVINO_BF16_REQUIREMENT,
+                "what": "int8 with the rest in bf16 (OpenVINO)",
+                "otherwise": "OpenVINO computes the rest in f32 here (held to int8's tolerance at export too), "
+                "and its rows say so",
+                "fix": "",
+            }
+        manifest.artifacts.append(ArtifactRecord.of(stage, "openvino", rel8, "int8", **record))
 
 
 def _tensorrt_plan(fmts, trt_target) -> dict | None:

@@ -149,7 +149,17 @@ def test_int8_search_measures_every_candidate_and_the_runner_runs_what_the_ir_pi
     monkeypatch.setattr(openvino_int8, "_default_precision", lambda core: "bf16")
 
     from attnkit.compare import CHECK_SHAPES, DEFAULT_TOLERANCES, MORE_DRAWS, beyond_headroom
-    from attnkit.exporters.openvino_int8 import DYNAMIC, DYNAMIC_GROUP, PTQ, PTQ_PLAIN, WEIGHT_ONLY, choose
+    from attnkit.exporters.openvino_int8 import (
+        DYNAMIC,
+        DYNAMIC_GROUP,
+        PTQ,
+        PTQ_BF16,
+        PTQ_PLAIN,
+        WEIGHT_ONLY,
+        attention_outputs,
+        choose,
+        pinned_precision,
+    )
     from attnkit.machine import cpu_features
     from attnkit.runtimes.openvino import compile_ir
 
@@ -159,7 +169,7 @@ def test_int8_search_measures_every_candidate_and_the_runner_runs_what_the_ir_pi
     timer = lambda call: measure(call, StoppingRule(0.1, 3, 0.3)).p50  # noqa: E731
     choice = choose(ov_export.out / "openvino" / "model.xml", spec, cpu_features(), force=True, timer=timer)
     by_name = {c.name: c for c in choice.candidates}
-    assert {WEIGHT_ONLY, DYNAMIC, PTQ, PTQ_PLAIN} <= set(by_name)
+    assert {WEIGHT_ONLY, DYNAMIC, PTQ, PTQ_PLAIN, PTQ_BF16} <= set(by_name)
     # judged where the export check will judge the written IR (its shapes), and at the timed optimum shape
     shapes = openvino_int8.accuracy_shapes(spec)
     assert set(CHECK_SHAPES) <= set(shapes) and shapes[-1] == (spec.batch.opt, spec.sequence.opt)
@@ -180,6 +190,36 @@ def test_int8_search_measures_every_candidate_and_the_runner_runs_what_the_ir_pi
     ov.save_model(by_name[DYNAMIC].model, str(xml), compress_to_fp16=False)
     compiled, ran_as = compile_ir(xml, "int8")
     assert compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE") == DYNAMIC_GROUP and ran_as == "int8"
+
+    # PTQ + bf16: the attention output projections (found by the graph: attnkit's `dense` of each self-attention)
+    # keep no FakeQuantize on their activation; every other projection is quantised as in PTQ without SmoothQuant
+    mixed = by_name[PTQ_BF16].model
+    fp32 = ov.Core().read_model(str(ov_export.out / "openvino" / "model.xml"))
+    projections = [op.get_friendly_name() for op in fp32.get_ops() if op.get_type_name() == "MatMul"]
+    outputs = [n for n in projections if "self_attention" in n and "/dense" in n]
+    assert outputs and sorted(attention_outputs(fp32)) == sorted(outputs)
+
+    def quantised(model) -> set[str]:
+        """MatMuls whose activation input is FakeQuantize'd (through Tensordot's reshapes)."""
+
+        def source(op):
+            node = op.input(0).get_source_output().get_node()
+            return source(node) if node.get_type_name() in ("Reshape", "Transpose") else node
+
+        ops = [op for op in model.get_ops() if op.get_type_name() == "MatMul"]
+        return {op.get_friendly_name() for op in ops if source(op).get_type_name() == "FakeQuantize"}
+
+    assert not quantised(mixed) & set(outputs) and set(outputs) <= quantised(by_name[PTQ_PLAIN].model)
+    assert quantised(mixed) == quantised(by_name[PTQ_PLAIN].model) - set(outputs)
+    # attnkit's runner compiles it with the rest in bf16, as the search timed it, and its label says both
+    xml = tmp_path / "mixed" / "model.xml"
+    ov.save_model(mixed, str(xml), compress_to_fp16=False)
+    assert pinned_precision(ov.Core().read_model(str(xml))) == "bf16" and pinned_precision(fp32) == "f32"
+    compiled, ran_as = compile_ir(xml, "int8")
+    took = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    assert ran_as == ("int8" if took == "f32" else f"int8+{took}")
+    if set(cpu_features()) & {"avx512_bf16", "amx_bf16"}:
+        assert ran_as == "int8+bf16"
 
 
 def test_host_target_records_how_its_openvino_int8_was_chosen(tmp_path):
@@ -485,10 +525,19 @@ def test_packaging_an_f32_forced_ir_for_triton_warns_what_its_backend_computes(o
     scheme = int8.extra["scheme"]
     held = dataclasses.replace(int8, extra={**int8.extra, "candidates": [{"name": scheme, "defaults_ran_as": "bf16"}]})
     other = dataclasses.replace(int8, extra={**int8.extra, "candidates": [{"name": "ptq", "defaults_ran_as": "bf16"}]})
-    for record, warned in ((held, False), (other, True), (int8, True)):
+    # an int8 IR the search measured with the rest in bf16 (full PTQ + bf16) asks Triton's backend for bf16, as
+    # attnkit's runner does; and it is not warned of (its record's inference precision is not f32)
+    mixed = dataclasses.replace(int8, extra={**int8.extra, "scheme": "full PTQ + bf16", "inference_precision": "bf16"})
+    for record, warned in ((held, False), (other, True), (int8, True), (mixed, False)):
         r = PackageResult()
         _warn_default_precision(record, "m", r)
         assert bool(r.warnings) == warned, record.extra.get("candidates")
+    from attnkit.exporters.triton import _model_config, _new_config
+
+    def asks_bf16(record) -> bool:
+        return "HINT_BF16" in _new_config(_model_config(), "m", record, 8).parameters
+
+    assert asks_bf16(mixed) and not asks_bf16(int8)
 
 
 def test_bench_refuses_the_stateful_step_for_the_forward_pass(ov_export):

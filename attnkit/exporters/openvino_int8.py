@@ -15,14 +15,19 @@ measures, as TensorRT's builder times its tactics on the GPU it builds for:
    batches drawn from the model's own input domain, ``spec.sample_feeds``; NNCF's overflow fix where the CPU
    has no VNNI, whose 16-bit pair sums saturate), with NNCF's SmoothQuant (its default for transformers) and
    without it (on the AMX Xeon, W-base at 8 x 128: SmoothQuant's rescaling took PTQ from rel L2 0.026 to
-   0.040 and from 253 to 290 ms); and, only where a PTQ is the fastest candidate but does not agree, PTQ with NNCF's
-   accuracy control, which returns layers to f32 until the model is within the tolerance;
+   0.040 and from 253 to 290 ms); where the CPU computes bf16 natively (avx512_bf16, AMX), full PTQ without
+   SmoothQuant with the attention output projections left unquantised and the rest in bf16 (:data:`PTQ_BF16`;
+   the inference precision is pinned in the IR for attnkit's runner and asked of Triton's backend; on the AMX
+   Xeon, W-base at 8 x 128: rel L2 0.0215 at 196 ms, where PTQ without SmoothQuant was 0.039 with the rest in
+   bf16 and the fp32 IR in bf16 took 358 ms); and, only where a PTQ is the fastest candidate but does not agree,
+   PTQ with NNCF's accuracy control, which returns layers to f32 until the model is within the tolerance;
 2. each is held to int8's tolerance against the fp32 IR with f32 forced (which the export check holds to eager
    Keras at the fp32 tolerance) on fresh inputs at the export check's own shapes
-   (:data:`~attnkit.compare.CHECK_SHAPES`) and the spec's optimum shape — compiled with f32 forced, as
-   attnkit's runner compiles it, and, where OpenVINO's default precision is not f32 (bf16 on AMX and
-   avx512_bf16 CPUs), also with OpenVINO's defaults, as Triton's OpenVINO backend and a user's script compile
-   it — and timed at the optimum shape (f32 forced); a candidate beyond :data:`~attnkit.compare.HEADROOM` of
+   (:data:`~attnkit.compare.CHECK_SHAPES`) and the spec's optimum shape — compiled as attnkit's runner
+   compiles it (f32 forced, or the precision the IR pins and then f32 forced too, as a CPU without bf16
+   computes it), and, where OpenVINO's default precision is not f32 (bf16 on AMX and avx512_bf16 CPUs), also
+   with OpenVINO's defaults, as Triton's OpenVINO backend and a user's script compile it — and timed at the
+   optimum shape as attnkit's runner compiles it; a candidate beyond :data:`~attnkit.compare.HEADROOM` of
    the tolerance is held to :data:`~attnkit.compare.MORE_DRAWS` more draws of every shape, the rule ``verify``
    (hence the export check) and ``bench`` apply to every row;
 3. the fastest that agrees is written if it beats weight-only by more than :data:`MARGIN` (weight-only
@@ -51,6 +56,7 @@ DYNAMIC = "weight-only + dynamic activations"
 PTQ = "full PTQ"
 PTQ_PLAIN = "full PTQ, no SmoothQuant"
 PTQ_ACCURACY_CONTROL = "full PTQ + accuracy control"
+PTQ_BF16 = "full PTQ + bf16"
 #: OpenVINO's dynamic quantisation group size for the DYNAMIC candidate (its CPU plugin's default where on)
 DYNAMIC_GROUP = 32
 #: calibration batches for PTQ (each spec.batch.opt rows at a sequence length in [sequence.min, sequence.opt])
@@ -67,6 +73,9 @@ SCHEMES = {
     PTQ_PLAIN: {"method": "nncf.quantize", "model_type": "transformer", "smooth_quant": False, "compute": "int8"},
     PTQ_ACCURACY_CONTROL: {"method": "nncf.quantize_with_accuracy_control", "model_type": "transformer",
                            "compute": "int8, layers returned to f32 where int8 broke the tolerance"},
+    PTQ_BF16: {"method": "nncf.quantize", "model_type": "transformer", "smooth_quant": False,
+               "ignored": "attention output projections", "inference_precision": "bf16",
+               "compute": "int8 MatMuls; the attention output projections, the attention and the rest in bf16"},
 }  # fmt: skip
 
 
@@ -141,12 +150,13 @@ def searches(target, features: frozenset[str]) -> str | None:
 def host_openvino_int8(features: frozenset[str]) -> str:
     """What ``export --format openvino --precision int8 --target host`` does on a machine with ``features``
     (``attnkit env``)."""
-    from ..targets import resolve
+    from ..targets import BF16_FEATURES, resolve
 
     skip = searches(resolve("host", features), features)
     if skip:
         return f"{WEIGHT_ONLY}: {skip}"
-    return f"measured at export: the fastest that agrees of {WEIGHT_ONLY}, {DYNAMIC}, {PTQ} with and without SmoothQuant (+ accuracy control)"
+    bf16 = f", {PTQ_BF16}" if features & set(BF16_FEATURES) else ""
+    return f"measured at export: the fastest that agrees of {WEIGHT_ONLY}, {DYNAMIC}, {PTQ} with and without SmoothQuant{bf16} (+ accuracy control)"
 
 
 def weight_only(fp32_model, group: int = 0):
@@ -213,7 +223,7 @@ def choose(
     if skip:
         return Choice(WEIGHT_ONLY, weight_only(fp32), [], skip)
 
-    from ..targets import VNNI_FEATURES
+    from ..targets import BF16_FEATURES, VNNI_FEATURES
 
     if timer is None:
         raise TypeError("choose() needs a timer to measure the int8 candidates")
@@ -238,15 +248,18 @@ def choose(
         c = Candidate(name)
         try:
             c.model = make()
-            group = pinned_group(c.model)
-            forms = [_compile(core, c.model, group)]
+            group, precision = pinned_group(c.model), pinned_precision(c.model)
+            forms = [_compile(core, c.model, group, precision)]
             c.ran_as = f"{forms[0].get_property('INFERENCE_PRECISION_HINT').get_type_name()}, dynamic quantisation " \
                        f"{forms[0].get_property('DYNAMIC_QUANTIZATION_GROUP_SIZE')}"  # fmt: skip
+            if precision != "f32":
+                # the rest in f32, as a consumer that forces f32 or a CPU without bf16 computes it: held too
+                forms.append(_compile(core, c.model, group, "f32"))
             if default_precision != "f32":
                 # what a consumer compiling with OpenVINO's defaults computes (Triton's OpenVINO backend cannot
                 # force f32; on AMX/avx512_bf16 CPUs the default is bf16): held to the same tolerance
                 forms.append(core.compile_model(c.model, "CPU", {"PERFORMANCE_HINT": "LATENCY"}))
-                c.defaults_ran_as = forms[1].get_property("INFERENCE_PRECISION_HINT").get_type_name()
+                c.defaults_ran_as = forms[-1].get_property("INFERENCE_PRECISION_HINT").get_type_name()
             c.rel_l2, c.cosine, c.within = held(forms, first)
             if c.within and beyond_headroom(c.rel_l2, DEFAULT_TOLERANCES["int8"].rel_l2):
                 # near the tolerance: held to more draws, as verify and bench hold such a row
@@ -272,8 +285,12 @@ def choose(
         candidates.append(measure(DYNAMIC, lambda: weight_only(fp32, DYNAMIC_GROUP)))
     for name, smooth in ((PTQ, True), (PTQ_PLAIN, False)):
         candidates.append(measure(name, lambda s=smooth: _ptq(fp32, calibration, not int8_dot, smooth_quant=s)))
+    if features & set(BF16_FEATURES) or force:
+        keep = attention_outputs(fp32)
+        candidates.append(measure(PTQ_BF16, lambda: _ptq(fp32, calibration, not int8_dot, smooth_quant=False,
+                                                         keep_float=keep, precision="bf16")))  # fmt: skip
     fastest = min((c for c in candidates if c.ms is not None), key=lambda c: c.ms, default=None)
-    if fastest is not None and fastest.name in (PTQ, PTQ_PLAIN) and not agrees(fastest, candidates[0]):
+    if fastest is not None and fastest.name in (PTQ, PTQ_PLAIN, PTQ_BF16) and not agrees(fastest, candidates[0]):
         candidates.append(
             measure(
                 PTQ_ACCURACY_CONTROL,
@@ -353,10 +370,46 @@ def pinned_group(model) -> int:
     return int(model.get_rt_info(key).astype(int)) if model.has_rt_info(key) else 0
 
 
-def _compile(core, model, group: int):
+def pinned_precision(model) -> str:
+    """The inference precision attnkit compiles an int8 IR in (:data:`PTQ_BF16`: ``bf16``; else ``f32``). Kept in
+    the IR's own ``attnkit`` section: OpenVINO reads no inference precision from ``runtime_options``
+    (:func:`~attnkit.exporters.openvino.pin_runtime_options`), so attnkit's runner and the Triton config it writes
+    ask for it; a consumer that does not compiles OpenVINO's default, which the search held to the tolerance too."""
+    key = ["attnkit", "inference_precision"]
+    return str(model.get_rt_info(key).astype(str)) if model.has_rt_info(key) else "f32"
+
+
+def attention_outputs(model) -> list[str]:
+    """Names of the MatMuls that project attention's output: a MatMul with a constant weight whose activation comes,
+    through reshapes and transposes only, from a ``ScaledDotProductAttention`` (OpenVINO's converter fuses
+    attnkit's attention into one) or from a MatMul of two activations (the probabilities times the values, where
+    it does not). Found by the graph, not by layer names, so a keras-hub model's are found as attnkit's are."""
+    passing = {"Reshape", "Transpose", "Convert", "Squeeze", "Unsqueeze"}
+
+    def constant(node) -> bool:
+        while node.get_type_name() in passing:
+            node = node.input(0).get_source_output().get_node()
+        return node.get_type_name() == "Constant"
+
+    found = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "MatMul" or not constant(op.input(1).get_source_output().get_node()):
+            continue
+        src = op.input(0).get_source_output().get_node()
+        while src.get_type_name() in passing:
+            src = src.input(0).get_source_output().get_node()
+        kind = src.get_type_name()
+        if kind == "ScaledDotProductAttention" or (
+            kind == "MatMul" and not constant(src.input(1).get_source_output().get_node())
+        ):
+            found.append(op.get_friendly_name())
+    return found
+
+
+def _compile(core, model, group: int, precision: str = "f32"):
     config = {
         "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_PRECISION_HINT": "f32",
+        "INFERENCE_PRECISION_HINT": precision,
         "DYNAMIC_QUANTIZATION_GROUP_SIZE": group,
     }
     return core.compile_model(model, "CPU", config)
@@ -407,15 +460,21 @@ def _advanced(overflow_fix: bool, smooth_quant: bool = True):
     )
 
 
-def _ptq(fp32_model, calibration: list[dict], overflow_fix: bool, smooth_quant: bool = True):
+def _ptq(fp32_model, calibration: list[dict], overflow_fix: bool, smooth_quant: bool = True,
+         keep_float: list[str] = (), precision: str = "f32"):  # fmt: skip
+    """NNCF's PTQ; the MatMuls named in ``keep_float`` are left unquantised, and attnkit compiles the result in
+    ``precision`` (:func:`pinned_precision`)."""
     import nncf
 
     from .openvino import pin_runtime_options
 
+    ignored = {"ignored_scope": nncf.IgnoredScope(names=list(keep_float), validate=False)} if keep_float else {}
     model = nncf.quantize(fp32_model.clone(), nncf.Dataset(calibration), subset_size=len(calibration),
                           model_type=nncf.ModelType.TRANSFORMER,
-                          advanced_parameters=_advanced(overflow_fix, smooth_quant))  # fmt: skip
+                          advanced_parameters=_advanced(overflow_fix, smooth_quant), **ignored)  # fmt: skip
     pin_runtime_options(model, DYNAMIC_QUANTIZATION_GROUP_SIZE=0)
+    if precision != "f32":
+        model.set_rt_info(precision, ["attnkit", "inference_precision"])
     return model
 
 

@@ -77,7 +77,7 @@ def _new_config(mc, name: str, record, max_batch: int):
         return mc.ModelConfig(name=name, platform=PLATFORMS[record.format], max_batch_size=max_batch)
     cfg = mc.ModelConfig(name=name, backend=BACKENDS[record.format], max_batch_size=max_batch)
     cfg.parameters["PERFORMANCE_HINT"].string_value = "LATENCY"
-    if record.precision == "bf16":
+    if record.precision == "bf16" or (record.extra or {}).get("inference_precision") == "bf16":  # + PTQ_BF16 int8
         cfg.parameters["HINT_BF16"].string_value = "YES"
     return cfg
 

@@ -45,17 +45,21 @@ def compile_ir(path, precision: str, threads: int | None = None, stateful: bool 
         config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = 0
     elif precision == "int8":
         # what the IR pins: 0 (f32 compute) unless the export measured dynamic activation quantisation on the
-        # CPU it was made for and found it within int8's tolerance and faster (attnkit.exporters.openvino_int8)
-        from ..exporters.openvino_int8 import pinned_group
+        # CPU it was made for and found it within int8's tolerance and faster (attnkit.exporters.openvino_int8);
+        # the rest in f32 unless the export measured full PTQ with the rest in bf16 there (PTQ_BF16)
+        from ..exporters.openvino_int8 import pinned_group, pinned_precision
 
         config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = pinned_group(model)
+        config["INFERENCE_PRECISION_HINT"] = pinned_precision(model)
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     compiled = core.compile_model(model, "CPU", config)
     took = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", "f16"
     ran_as = RAN_AS.get(took, took)
-    if precision == "int8" and ran_as == "fp32":
-        ran_as = "int8"  # int8 weights, decompressed and computed in f32 as asked (see exporters.openvino)
+    if precision == "int8":
+        # int8 weights, decompressed and computed in f32 as asked (see exporters.openvino), or int8 MatMuls with
+        # the rest in bf16 (a PTQ_BF16 IR on a CPU that took the hint): never labelled plain bf16 or fp32
+        ran_as = "int8" if ran_as == "fp32" else f"int8+{ran_as}"
     if stateful:  # the cache is read back only where there is one
         kv = compiled.get_property("KV_CACHE_PRECISION").get_type_name()
         if RAN_AS.get(kv, kv) != RAN_AS.get(took, took):
