@@ -448,7 +448,7 @@ def _write_openvino(stage: Path, precisions, manifest: Manifest, say, spec=None,
     from .exporters.openvino_int8 import choose
     from .exporters.precision import onnx_file
     from .machine import cpu_features
-    from .targets import OPENVINO_BF16_REQUIREMENT, OPENVINO_FP16_REQUIREMENT
+    from .targets import OPENVINO_BF16_REQUIREMENT, OPENVINO_FP16_REQUIREMENT, OPENVINO_INT8_BF16_REQUIREMENT
 
     def int8_timer(call) -> float:
         """Median ms of one int8 candidate: >= 5 calls and 1 s, up to 2 s while noisy."""
@@ -475,13 +475,7 @@ def _write_openvino(stage: Path, precisions, manifest: Manifest, say, spec=None,
         record = choice.record()
         record.setdefault("inference_precision", "f32")  # PTQ_BF16's record says bf16
         if record["inference_precision"] == "bf16":  # its rest in bf16: warned where emulated or run as f32
-            record["requires"] = {
-                **OPENVINO_BF16_REQUIREMENT,
-                "what": "int8 with the rest in bf16 (OpenVINO)",
-                "otherwise": "OpenVINO computes the rest in f32 here (held to int8's tolerance at export too), "
-                "and its rows say so",
-                "fix": "",
-            }
+            record["requires"] = OPENVINO_INT8_BF16_REQUIREMENT
         manifest.artifacts.append(ArtifactRecord.of(stage, "openvino", rel8, "int8", **record))
 
 

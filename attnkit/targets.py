@@ -284,6 +284,14 @@ def _openvino_requirement(precision: str) -> dict:
 
 OPENVINO_BF16_REQUIREMENT = _openvino_requirement("bf16")
 OPENVINO_FP16_REQUIREMENT = _openvino_requirement("fp16")
+#: an int8 IR whose rest attnkit compiles in bf16 (exporters.openvino_int8.PTQ_BF16): its answers were held to int8's
+#: tolerance with f32 forced too, so a CPU without bf16 gets only slower, never wrong
+OPENVINO_INT8_BF16_REQUIREMENT = {
+    **OPENVINO_BF16_REQUIREMENT,
+    "what": "int8 with the rest in bf16 (OpenVINO)",
+    "otherwise": "OpenVINO computes the rest in f32 here (held to int8's tolerance at export too), and its rows say so",
+    "fix": "",
+}
 
 
 def trt_requirement(target: str) -> dict:

@@ -94,6 +94,14 @@ def test_openvino_precision_rule_per_cpu_class(monkeypatch, features, bf16, fp16
         assert (line is None) == native, line
         if line:
             assert ("emulates it here" in line) == (ran == precision) and ("in f32 here" in line) == (ran == "fp32")
+    # an int8 IR whose rest is compiled in bf16 (full PTQ + bf16): warned exactly where bf16 is, and says its rest
+    ran, native = bf16
+    req = targets.OPENVINO_INT8_BF16_REQUIREMENT
+    line = targets.mismatch(ArtifactRecord("openvino", "openvino_int8", "int8", extra={"requires": req}))
+    assert (line is None) == native, line
+    if line:
+        assert line.startswith("openvino_int8: int8 with the rest in bf16 (OpenVINO) needs avx512_bf16 or amx_bf16")
+        assert ("emulates it here" in line) == (ran == "bf16") and ("the rest in f32 here" in line) == (ran == "fp32")
 
 
 def test_unknown_target_is_refused_with_the_valid_ones():
