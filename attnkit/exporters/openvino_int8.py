@@ -17,10 +17,13 @@ measures, as TensorRT's builder times its tactics on the GPU it builds for:
    without it (on the AMX Xeon, W-base at 8 x 128: SmoothQuant's rescaling took PTQ from rel L2 0.026 to
    0.040 and from 253 to 290 ms); where the CPU computes bf16 natively (avx512_bf16, AMX), full PTQ without
    SmoothQuant with the attention output projections left unquantised and the rest in bf16 (:data:`PTQ_BF16`;
-   the inference precision is pinned in the IR for attnkit's runner and asked of Triton's backend; on the AMX
-   Xeon, W-base at 8 x 128: rel L2 0.0215 at 196 ms, where PTQ without SmoothQuant was 0.039 with the rest in
-   bf16 and the fp32 IR in bf16 took 358 ms); and, only where a PTQ is the fastest candidate but does not agree,
-   PTQ with NNCF's accuracy control, which returns layers to f32 until the model is within the tolerance;
+   the inference precision is pinned in the IR for attnkit's runner and asked of Triton's backend). Of the
+   layers a throw-away sweep on the AMX Xeon left unquantised (attention outputs, FFN outputs, the first or
+   last block), only the attention outputs brought PTQ within the tolerance while staying well ahead of bf16:
+   W-base at 8 x 128, rel L2 0.0215 at 217.5 ms, where PTQ without SmoothQuant was 0.039 at 281 ms and the
+   fp32 IR 899 ms; bench then timed it at 229 ms against the fp32 IR's 371 ms in bf16 (BENCHMARKS.md); and,
+   only where a PTQ is the fastest candidate but does not agree, PTQ with NNCF's accuracy control, which
+   returns layers to f32 until the model is within the tolerance;
 2. each is held to int8's tolerance against the fp32 IR with f32 forced (which the export check holds to eager
    Keras at the fp32 tolerance) on fresh inputs at the export check's own shapes
    (:data:`~attnkit.compare.CHECK_SHAPES`) and the spec's optimum shape — compiled as attnkit's runner
