@@ -448,7 +448,7 @@ def _write_openvino(stage: Path, precisions, manifest: Manifest, say, spec=None,
     from .exporters.openvino_int8 import choose
     from .exporters.precision import onnx_file
     from .machine import cpu_features
-    from .targets import OPENVINO_BF16_REQUIREMENT, OPENVINO_FP16_REQUIREMENT, OPENVINO_INT8_BF16_REQUIREMENT
+    from .targets import OPENVINO_BF16_REQUIREMENT, OPENVINO_FP16_REQUIREMENT
 
     def int8_timer(call) -> float:
         """Median ms of one int8 candidate: >= 5 calls and 1 s, up to 2 s while noisy."""
@@ -472,11 +472,7 @@ def _write_openvino(stage: Path, precisions, manifest: Manifest, say, spec=None,
         rel8 = f"{rel}_int8"
         (stage / rel8).mkdir(parents=True, exist_ok=True)
         require().save_model(choice.model, str(stage / rel8 / IR_XML), compress_to_fp16=False)
-        record = choice.record()
-        record.setdefault("inference_precision", "f32")  # PTQ_BF16's record says bf16
-        if record["inference_precision"] == "bf16":  # its rest in bf16: warned where emulated or run as f32
-            record["requires"] = OPENVINO_INT8_BF16_REQUIREMENT
-        manifest.artifacts.append(ArtifactRecord.of(stage, "openvino", rel8, "int8", **record))
+        manifest.artifacts.append(ArtifactRecord.of(stage, "openvino", rel8, "int8", **choice.record()))
 
 
 def _tensorrt_plan(fmts, trt_target) -> dict | None:

@@ -51,7 +51,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..compare import CHECK_SHAPES, HEADROOM, MORE_DRAWS
+from ..compare import CHECK_SHAPES, DEFAULT_TOLERANCES, HEADROOM, MORE_DRAWS, beyond_headroom, compare_outputs
 
 #: weight-only with f32 compute; the default and the fallback
 WEIGHT_ONLY = "weight-only"
@@ -66,6 +66,8 @@ DYNAMIC_GROUP = 32
 CALIBRATION_ITEMS = 16
 #: a candidate other than weight-only must be this much faster than weight-only to be written
 MARGIN = 0.10
+#: where an int8 IR records the inference precision attnkit compiles it in (:func:`pinned_precision`)
+PRECISION_KEY = ["attnkit", "inference_precision"]
 
 SCHEMES = {
     WEIGHT_ONLY: {"method": "nncf.compress_weights", "mode": "int8_asym", "granularity": "per-channel",
@@ -119,8 +121,14 @@ class Choice:
     reason: str
 
     def record(self) -> dict:
-        """Manifest ``extra`` of the int8 IR: the scheme written and every candidate measured."""
+        """Manifest ``extra`` of the int8 IR: the scheme written, the precision attnkit compiles it in (with the
+        CPU requirement of :data:`PTQ_BF16`'s bf16 rest) and every candidate measured."""
+        from ..targets import OPENVINO_INT8_BF16_REQUIREMENT
+
         extra = scheme_record(self.name, chosen_by=self.reason)
+        extra.setdefault("inference_precision", "f32")
+        if extra["inference_precision"] == "bf16":  # warned where bf16 is emulated or runs as f32
+            extra["requires"] = OPENVINO_INT8_BF16_REQUIREMENT
         if self.candidates:
             extra["candidates"] = [c.to_dict() for c in self.candidates]
         return extra
@@ -246,8 +254,6 @@ def choose(
         return max(w[0] for w in worst), min(w[1] for w in worst), all(w[2] for w in worst)
 
     def measure(name: str, make) -> Candidate:
-        from ..compare import DEFAULT_TOLERANCES, beyond_headroom
-
         c = Candidate(name)
         try:
             c.model = make()
@@ -307,8 +313,6 @@ def agrees(c: Candidate, base: Candidate) -> bool:
     """Within int8's tolerance, and, beyond :data:`HEADROOM` of it, on :data:`MORE_DRAWS` more draws too (the rule
     of verify and bench; :func:`choose` draws them). Weight-only (``base``) is written whatever it measured: the
     export check judges it, as without a search."""
-    from ..compare import DEFAULT_TOLERANCES, beyond_headroom
-
     near = c.rel_l2 is not None and beyond_headroom(c.rel_l2, DEFAULT_TOLERANCES["int8"].rel_l2)
     return c.within and c.ms is not None and (c is base or not near or c.draws > MORE_DRAWS)
 
@@ -378,8 +382,7 @@ def pinned_precision(model) -> str:
     the IR's own ``attnkit`` section: OpenVINO reads no inference precision from ``runtime_options``
     (:func:`~attnkit.exporters.openvino.pin_runtime_options`), so attnkit's runner and the Triton config it writes
     ask for it; a consumer that does not compiles OpenVINO's default, which the search held to the tolerance too."""
-    key = ["attnkit", "inference_precision"]
-    return str(model.get_rt_info(key).astype(str)) if model.has_rt_info(key) else "f32"
+    return str(model.get_rt_info(PRECISION_KEY).astype(str)) if model.has_rt_info(PRECISION_KEY) else "f32"
 
 
 def attention_outputs(model) -> list[str]:
@@ -439,8 +442,6 @@ def _inputs(compiled, feeds: dict) -> dict:
 
 
 def _agreement(expected: list[dict], got: list[dict]) -> tuple[float, float, bool]:
-    from ..compare import DEFAULT_TOLERANCES, compare_outputs
-
     worst_l2, worst_cos, ok = 0.0, 1.0, True
     for ref, out in zip(expected, got):
         for a in compare_outputs(ref, out, DEFAULT_TOLERANCES["int8"]):
@@ -477,7 +478,7 @@ def _ptq(fp32_model, calibration: list[dict], overflow_fix: bool, smooth_quant: 
                           advanced_parameters=_advanced(overflow_fix, smooth_quant), **ignored)  # fmt: skip
     pin_runtime_options(model, DYNAMIC_QUANTIZATION_GROUP_SIZE=0)
     if precision != "f32":
-        model.set_rt_info(precision, ["attnkit", "inference_precision"])
+        model.set_rt_info(precision, PRECISION_KEY)
     return model
 
 
@@ -493,7 +494,6 @@ def _ptq_accuracy_control(fp32_model, calibration: list[dict], accuracy: list[di
     SmoothQuant the same search ended within tolerance (6.4e-3, 10 of 15 MatMuls in f32)."""
     import nncf
 
-    from ..compare import DEFAULT_TOLERANCES
     from .openvino import pin_runtime_options
 
     def validate(compiled, indices) -> tuple[float, list[float]]:
