@@ -414,7 +414,7 @@ def _write_onnx(
     target=None,
 ):
     from .exporters.onnx import convert
-    from .exporters.passes import fuse_layernorm, op_counts
+    from .exporters.passes import apply_passes, op_counts
     from .exporters.precision import onnx_file, write_lowered
     from .targets import resolve as resolve_target
     from .tracing import trace
@@ -429,8 +429,8 @@ def _write_onnx(
         manifest.notes.append(f"bf16: SavedModel only; no model.bf16.onnx because {BF16_REASON}.")
     passes = {"tf2onnx": op_counts(fp32)}
     if fuse:
-        fp32, fused = fuse_layernorm(fp32)
-        passes["layernorm_fused"] = fused
+        fp32, counts = apply_passes(fp32)
+        passes.update(counts)
     for precision, rel, extra in write_lowered(
         fp32, precisions, stage, onnx_file, spec.opset, per_channel, target, say
     ):

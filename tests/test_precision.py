@@ -1,4 +1,4 @@
-"""Reduced precision: fp16/int8 ONNX, TF mixed policies, LayerNorm fusion, --locate."""
+"""Reduced precision: fp16/int8 ONNX, TF mixed policies, LayerNorm fusion, the GELU rewrite, --locate."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from onnx import numpy_helper
 import attnkit
 from attnkit.cli import cli
 from attnkit.errors import AttnkitError, BackendError
-from attnkit.exporters.passes import fuse_layernorm, op_counts
+from attnkit.exporters.passes import apply_passes, fuse_layernorm, op_counts
 from attnkit.exporters.precision import to_fp16
 
 LOWERED = "fp32,bf16,fp16,int8"
@@ -117,6 +117,8 @@ def test_layernorm_fusion_counts_and_agreement(tiny_export):
     record = tiny_export.manifest.artifact("onnx", "fp32")
     assert record.extra["passes"]["layernorm_fused"] == 4
     assert record.extra["passes"]["tf2onnx"]["GlobalAveragePool"] == 8  # mean + variance per LayerNorm
+    assert record.extra["passes"]["gelu_canonical"] == 2  # one GELU per FFN, none left in tf2onnx's Erfc form
+    assert not any(n.op_type == "Neg" and "/Gelu/" in n.name for n in model.graph.node)
 
 
 def test_fusion_is_exact_on_the_raw_graph(tmp_path):
@@ -125,8 +127,8 @@ def test_fusion_is_exact_on_the_raw_graph(tmp_path):
     result = attnkit.export("encoder-tiny", tmp_path / "raw", formats="onnx", fuse=False)
     raw = onnx.load(result.out / "model.onnx")
     assert op_counts(raw)["LayerNormalization"] == 0
-    fused, n = fuse_layernorm(raw)
-    assert n == 4
+    fused, counts = apply_passes(raw)
+    assert counts == {"layernorm_fused": 4, "gelu_canonical": 2}
     onnx.checker.check_model(fused, full_check=True)
     feeds = result.manifest.spec.sample_feeds(3, 21, seed=4)
     a = ort.InferenceSession(raw.SerializeToString()).run(None, feeds)[0]
@@ -289,3 +291,64 @@ def test_reducemean_layernorm_form_is_fused_exactly(rng):
     a = ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
     b = ort.InferenceSession(fused.SerializeToString()).run(None, feeds)[0]
     np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def _erfc_gelu_model():
+    """TensorFlow's exact GELU as tf2onnx lowers it: (0.5 * x) * (1 - Erf(Neg(x) * 0.7071)), built by hand."""
+    from onnx import TensorProto, helper
+
+    inits = [
+        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+        numpy_helper.from_array(np.array(2**-0.5, np.float32), "rsqrt2"),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("Mul", ["half", "x"], ["hx"], name="ffn/Gelu/mul"),
+        n("Neg", ["x"], ["nx"], name="ffn/Gelu/Neg"),
+        n("Mul", ["nx", "rsqrt2"], ["z"], name="ffn/Gelu/mul_1"),
+        n("Erf", ["z"], ["e"], name="ffn/Gelu/Erfc"),
+        n("Sub", ["one", "e"], ["erfc"], name="ffn/Gelu/Erfc_erfc"),
+        n("Mul", ["hx", "erfc"], ["y"], name="ffn/Gelu/mul_2"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, 16])
+    model = helper.make_model(
+        helper.make_graph(nodes, "gelu", [x], [y], inits), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    model.ir_version = 8
+    return model
+
+
+def _optimised_ops(model, tmp_path) -> list[str]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return [nd.op_type for nd in onnx.load(tmp_path / "optimised.onnx").graph.node]
+
+
+def test_erfc_gelu_is_rewritten_into_the_form_onnxruntime_fuses(rng, tmp_path):
+    import onnxruntime as ort
+
+    model = _erfc_gelu_model()
+    assert "Gelu" not in _optimised_ops(model, tmp_path)  # tf2onnx's form: onnxruntime fuses nothing
+    rewritten, counts = apply_passes(model)
+    assert counts["gelu_canonical"] == 1
+    assert sorted(nd.op_type for nd in rewritten.graph.node) == ["Add", "Div", "Erf", "Mul", "Mul"]
+    assert all(nd.name.startswith("ffn/Gelu/") for nd in rewritten.graph.node)  # --locate maps by scope
+    assert _optimised_ops(rewritten, tmp_path) == ["Gelu"]  # one kernel instead of five passes
+    feeds = {"x": (3 * rng.standard_normal((2, 5, 16))).astype(np.float32)}
+    a = ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
+    b = ort.InferenceSession(rewritten.SerializeToString()).run(None, feeds)[0]
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_a_gelu_like_graph_with_other_constants_is_left_alone():
+    model = _erfc_gelu_model()
+    half = next(i for i in model.graph.initializer if i.name == "half")
+    half.CopyFrom(numpy_helper.from_array(np.array(0.6, np.float32), "half"))
+    rewritten, counts = apply_passes(model)
+    assert counts["gelu_canonical"] == 0
+    assert sorted(nd.op_type for nd in rewritten.graph.node) == sorted(nd.op_type for nd in model.graph.node)

@@ -72,7 +72,10 @@ def models(seq: int, **kw):
 @click.option("--force", is_flag=True, help="Replace an existing non-empty --out.")
 @click.option("--check/--no-check", default=True, help="Check the artifacts agree with the eager model (default on).")
 @click.option(
-    "--fuse/--no-fuse", default=True, help="Fuse tf2onnx's decomposed LayerNorms into LayerNormalization (default on)."
+    "--fuse/--no-fuse",
+    default=True,
+    help="Fuse tf2onnx's decomposed LayerNorms into LayerNormalization and rewrite its GELU into the form "
+    "onnxruntime and OpenVINO fuse (default on).",
 )
 @click.option(
     "--per-channel/--per-tensor",

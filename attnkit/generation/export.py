@@ -56,7 +56,7 @@ def write_onnx(
 ) -> list[ArtifactRecord]:
     """Convert, fuse and lower the decode step (and the seq2seq encoder); returns their records."""
     from ..exporters.onnx import convert
-    from ..exporters.passes import fuse_layernorm
+    from ..exporters.passes import apply_passes
     from ..exporters.precision import write_lowered
     from ..tracing.decode import step_export_spec, trace_encode, trace_step
 
@@ -71,7 +71,7 @@ def write_onnx(
         say(f"exporting {role}.onnx (opset {opset})")
         fp32 = convert(fn, spec, opset)
         if fuse:
-            fp32, _ = fuse_layernorm(fp32)
+            fp32, _ = apply_passes(fp32)
         for precision, rel, extra in write_lowered(
             fp32, precisions, stage, lambda p, role=role: artifact_file(role, p, "onnx"), opset, per_channel, target
         ):
