@@ -1,9 +1,11 @@
 """Measure the ONNX graph passes on an export directory, with the bench harness.
 
-Variants of the fp32 graph: tf2onnx's raw output, attnkit's LayerNorm-fused ``model.onnx``,
-onnxruntime's own offline-optimised model (``optimized_model_filepath``, ORT_ENABLE_EXTENDED), and
-onnxruntime.transformers' BERT fusions (``optimize_model``, opt_level 0). For each: op counts,
-session creation time, and latency at one shape. Prints markdown; ``--json`` writes the data.
+Variants of the fp32 graph: tf2onnx's raw output, its LayerNorms fused only (attnkit before the GELU
+rewrite), attnkit's ``model.onnx`` (both passes), onnxruntime's own offline-optimised model
+(``optimized_model_filepath``, ORT_ENABLE_EXTENDED), and onnxruntime.transformers' BERT fusions
+(``optimize_model``, opt_level 0); then the LayerNorm-only graph and ``model.onnx`` lowered to int8 with the
+export's own scheme. For each: op counts in the file and in onnxruntime's session graph (``Gelu`` is fused
+there), session creation time, and latency at one shape. Prints markdown; ``--json`` writes the data.
 
     python scripts/measure_onnx_passes.py DIR --batch 8 --seq 128 [--json out.json]
 """
@@ -21,8 +23,10 @@ import onnxruntime as ort
 
 from attnkit.benchmark.harness import StoppingRule, measure
 from attnkit.exporters.onnx import convert
-from attnkit.exporters.passes import op_counts
+from attnkit.exporters.passes import fuse_layernorm, op_counts
+from attnkit.exporters.precision import to_int8
 from attnkit.runtimes.base import Source
+from attnkit.targets import INT8_SCHEMES
 from attnkit.tracing import trace
 
 SHOWN = (
@@ -70,9 +74,13 @@ def main() -> None:
     raw = convert(trace(source.keras_model, spec), spec, spec.opset)
     onnx.save(raw, tmp / "raw.onnx")
     variants["tf2onnx raw"] = tmp / "raw.onnx"
-    variants["attnkit LayerNorm-fused (model.onnx)"] = source.path("onnx", "fp32")
+    layernorm_only = fuse_layernorm(raw)[0]
+    onnx.save(layernorm_only, tmp / "ln.onnx")
+    variants["LayerNorm fused only (Erfc GELU)"] = tmp / "ln.onnx"
+    model_onnx = "attnkit passes (model.onnx: LayerNorm + GELU)"
+    variants[model_onnx] = source.path("onnx", "fp32")
     session(
-        str(variants["attnkit LayerNorm-fused (model.onnx)"]),
+        str(variants[model_onnx]),
         ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         save_to=str(tmp / "ort.onnx"),
     )
@@ -80,7 +88,7 @@ def main() -> None:
     from onnxruntime.transformers.optimizer import optimize_model
 
     optimized = optimize_model(
-        str(variants["attnkit LayerNorm-fused (model.onnx)"]),
+        str(variants[model_onnx]),
         model_type="bert",
         num_heads=cfg.get("num_heads", 0),
         hidden_size=cfg.get("d_model", 0),
@@ -88,9 +96,18 @@ def main() -> None:
     )
     optimized.save_model_to_file(str(tmp / "bert.onnx"))
     variants["onnxruntime.transformers bert fusions"] = tmp / "bert.onnx"
+    int8 = source.manifest.artifact("onnx", "int8")
+    if int8 is not None:  # the export's own int8 scheme, on the graph before and after the GELU rewrite
+        scheme = INT8_SCHEMES[int8.extra["int8_scheme"]]
+        for name, graph in (("LayerNorm fused only", layernorm_only), ("model.onnx", onnx.load(variants[model_onnx]))):
+            onnx.save(to_int8(graph, int8.extra.get("per_channel"), scheme), tmp / f"{len(variants)}.int8.onnx")
+            variants[f"{name}, int8 {scheme.name}"] = tmp / f"{len(variants)}.int8.onnx"
     rows = []
     for name, path in variants.items():
         counts = op_counts(onnx.load(path))
+        session(str(path), save_to=str(tmp / "session.onnx"))
+        in_session = op_counts(onnx.load(tmp / "session.onnx"))
+        counts["Gelu"] = f"{counts['Gelu']} ({in_session['Gelu']} in session)"
         s, load_s = session(str(path))
         lat = measure(lambda s=s: s.run(None, feeds), rule)
         rows.append(

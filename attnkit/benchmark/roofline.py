@@ -71,10 +71,11 @@ def graph_flops(model, spec: ExportSpec, batch: int, seq: int) -> int | None:
 
 
 def calibrate_matmul(dtype: str = "float32", n: int = 2048, seconds: float = 1.0) -> dict:
-    """Measured matmul throughput of this machine: best GFLOP/s of repeated n x n tf.matmul.
+    """Measured matmul throughput of this machine: GFLOP/s of repeated n x n tf.matmul, timed as a row
+    (:func:`_sustained`).
 
     Returns:
-        ``{"dtype", "n", "gflops", "calls"}``; ``gflops`` is None where the dtype is unsupported.
+        ``{"dtype", "n", "gflops", "best_gflops", "calls"}``; ``gflops`` is None where the dtype is unsupported.
     """
     import tensorflow as tf
 
@@ -82,11 +83,28 @@ def calibrate_matmul(dtype: str = "float32", n: int = 2048, seconds: float = 1.0
         a = tf.random.stateless_normal((n, n), seed=(1, 2), dtype=tf.float32)
         b = tf.random.stateless_normal((n, n), seed=(3, 4), dtype=tf.float32)
         a, b = tf.cast(a, dtype), tf.cast(b, dtype)
-        tf.matmul(a, b).numpy()  # the first call creates oneDNN's primitive: errors surface here
+        tf.matmul(a, b).numpy()  # the first call creates oneDNN's primitive (and warms up): errors surface here
     except (tf.errors.OpError, TypeError, ValueError) as e:
         return {"dtype": dtype, "n": n, "gflops": None, "calls": 0, "error": str(e).splitlines()[0][:200]}
-    best, calls = _best_of(lambda: tf.matmul(a, b).numpy(), seconds)
-    return {"dtype": dtype, "n": n, "gflops": 2 * n**3 / best / 1e9, "calls": calls}
+    return {"dtype": dtype, "n": n, **_sustained(lambda: tf.matmul(a, b).numpy(), 2 * n**3, seconds)}
+
+
+def _sustained(call, ops: int, seconds: float) -> dict:
+    """A peak kernel's throughput timed by the bench's own harness and rule, as every row is, and taken from
+    its median call as a row's GFLOP/s is: ``{"gflops", "best_gflops", "calls"}`` (``best_gflops``, the fastest
+    call, kept for the record).
+
+    Median against median, because the fastest call is no peak a row can be held to: on the 2-vCPU AMX Xeon
+    of issue 19 the int8 2048^2 kernel ran at a steady ~1100 GOP/s on one thread and, on two, at a median of
+    1118 with bursts to 2319 (the second vCPU at times its own core, at times not; 212 calls in 3 s), so a
+    peak from the fastest call scored the peak kernel itself, timed as a row, at 48 % of its own peak. A row
+    that still beats its peak (a fused model can, or a fast stretch of the VM) sets the peak and says so
+    (:func:`attnkit.benchmark.run._derive`), so no row is above 100 %."""
+    from .harness import StoppingRule, measure
+
+    latency = measure(call, StoppingRule(warmup_s=0.0, min_iterations=3, min_seconds=seconds))
+    return {"gflops": ops / (latency.p50 / 1e3) / 1e9, "best_gflops": ops / (latency.min / 1e3) / 1e9,
+            "calls": latency.count}  # fmt: skip
 
 
 def _best_of(call, seconds: float) -> tuple[float, int]:
@@ -127,8 +145,9 @@ def _onnxruntime_matmul(n: int, seconds: float) -> dict:
         return {"gflops": None, "error": "onnxruntime is not installed"}
     model, feeds = _matmul_graph(n)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    best, calls = _best_of(lambda: session.run(None, feeds), seconds)
-    return {"gflops": 2 * n**3 / best / 1e9, "calls": calls, "kernel": f"onnxruntime {ort.__version__} MatMul"}
+    session.run(None, feeds)  # warm-up (weight packing)
+    return {**_sustained(lambda: session.run(None, feeds), 2 * n**3, seconds),
+            "kernel": f"onnxruntime {ort.__version__} MatMul"}  # fmt: skip
 
 
 def _openvino_matmul(dtype: str, n: int, seconds: float) -> dict:
@@ -151,8 +170,8 @@ def _openvino_matmul(dtype: str, n: int, seconds: float) -> dict:
     if took != precision:
         return {"gflops": None, "error": f"OpenVINO runs {precision} as {took} on this CPU"}
     request, feed = compiled.create_infer_request(), {"a": rng.standard_normal((n, n)).astype(np.float32)}
-    best, calls = _best_of(lambda: request.infer(feed), seconds)
-    return {"gflops": 2 * n**3 / best / 1e9, "calls": calls, "kernel": f"OpenVINO {ov.__version__} MatMul"}
+    request.infer(feed)  # warm-up
+    return {**_sustained(lambda: request.infer(feed), 2 * n**3, seconds), "kernel": f"OpenVINO {ov.__version__} MatMul"}
 
 
 def calibrate_peaks(dtypes=("float32", "bfloat16"), n: int = 2048, seconds: float = 1.0) -> dict:
@@ -212,9 +231,9 @@ def _onnxruntime_int8_matmul(scheme: str, n: int, seconds: float) -> dict:
     model, feeds = _matmul_graph(n)
     quantised = to_int8(model, scheme=INT8_SCHEMES[scheme])
     session = ort.InferenceSession(quantised.SerializeToString(), providers=["CPUExecutionProvider"])
-    best, calls = _best_of(lambda: session.run(None, feeds), seconds)  # the first call packs the weights
+    session.run(None, feeds)  # the first call packs the weights
     kernel = f"onnxruntime {ort.__version__} DynamicQuantizeMatMul {scheme}"
-    return {"gflops": 2 * n**3 / best / 1e9, "calls": calls, "kernel": kernel}
+    return {**_sustained(lambda: session.run(None, feeds), 2 * n**3, seconds), "kernel": kernel}
 
 
 def _openvino_int8_matmul(n: int, seconds: float) -> dict:
@@ -243,8 +262,9 @@ def _openvino_int8_matmul(n: int, seconds: float) -> dict:
     if not ran & {"u8", "i8"}:
         return {"gflops": None, "calls": 0, "error": f"OpenVINO ran the quantised MatMul in {', '.join(sorted(ran))}"}
     request, feed = compiled.create_infer_request(), {"a": rng.standard_normal((n, n)).astype(np.float32)}
-    best, calls = _best_of(lambda: request.infer(feed), seconds)
-    return {"gflops": 2 * n**3 / best / 1e9, "calls": calls, "kernel": f"OpenVINO {ov.__version__} int8 FullyConnected"}
+    request.infer(feed)  # warm-up
+    kernel = f"OpenVINO {ov.__version__} int8 FullyConnected"
+    return {**_sustained(lambda: request.infer(feed), 2 * n**3, seconds), "kernel": kernel}
 
 
 class BandwidthProbes:

@@ -338,7 +338,7 @@ def _derive(report: BenchReport) -> None:
         for m in report.measurements
         if m.latency and m.gflops
     ]
-    for dtype, peak in report.calibration.items():  # the peak is the machine's best measured figure
+    for dtype, peak in report.calibration.items():  # the best library's kernel, timed as a row (median call)
         top = max((m for m, d in ran if d == dtype), key=lambda m: m.gflops, default=None)
         if peak.get("gflops") and top is not None and top.gflops > peak["gflops"]:
             # a whole model beat every matmul calibrated (a fused graph can: measured on the AMX Xeon, OpenVINO
