@@ -151,9 +151,13 @@ def apply_passes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int
     Returns:
         (new model, ``{"layernorm_fused": n, "gelu_canonical": m}``), what the manifest records.
     """
-    model, layernorms = fuse_layernorm(model)
-    model, gelus = _apply(model, _gelu_rules())
+    layernorm = _rules() if _opset(model) >= 17 else []
+    model, (layernorms, gelus) = _apply(model, [layernorm, _gelu_rules()])
     return model, {"layernorm_fused": layernorms, "gelu_canonical": gelus}
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def fuse_layernorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
@@ -166,14 +170,15 @@ def fuse_layernorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     Returns:
         (new model, number of LayerNorms fused). The input model is not modified.
     """
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset < 17:
+    if _opset(model) < 17:
         return onnx.ModelProto.FromString(model.SerializeToString()), 0
-    return _apply(model, _rules())
+    model, (count,) = _apply(model, [_rules()])
+    return model, count
 
 
-def _apply(model: onnx.ModelProto, rules) -> tuple[onnx.ModelProto, int]:
-    """``rules`` applied by onnxscript's rewriter to a copy of ``model``: (new model, rewrites made)."""
+def _apply(model: onnx.ModelProto, rule_sets: list) -> tuple[onnx.ModelProto, list[int]]:
+    """Each list of rules applied in turn by onnxscript's rewriter to one copy of ``model`` (deserialised, shape
+    inferred and constant-folded once): (new model, rewrites made by each)."""
     import onnx_ir as ir
     import onnx_ir.passes.common as common
     from onnxscript import optimizer
@@ -181,9 +186,9 @@ def _apply(model: onnx.ModelProto, rules) -> tuple[onnx.ModelProto, int]:
 
     graph = ir.serde.deserialize_model(onnx.shape_inference.infer_shapes(model))
     optimizer.fold_constants(graph)
-    count = pattern.RewriteRuleSet(rules, commute=True).apply_to_model(graph)
+    counts = [pattern.RewriteRuleSet(rules, commute=True).apply_to_model(graph) if rules else 0 for rules in rule_sets]
     common.LiftConstantsToInitializersPass(size_limit=0)(graph)  # gamma/beta as initializers, like tf2onnx's
     common.RemoveUnusedNodesPass()(graph)
     fused = ir.serde.serialize_model(graph)
     del fused.graph.value_info[:]  # the shape inference above was for matching only
-    return fused, count
+    return fused, counts
