@@ -104,6 +104,7 @@ def _sustained(call, ops: int, seconds: float) -> dict:
 
     # for ``seconds``, without the rule's extension for noisy rows: a median holds still where a fastest call does
     # not, and every bench calibrates up to seven kernels (extended, each could take three times as long)
+    # warmup_s=0: the harness still makes one untimed call, which packs weights and creates primitives
     latency = measure(call, StoppingRule(warmup_s=0.0, min_iterations=3, min_seconds=seconds, extend=1.0))
     return {"gflops": ops / (latency.p50 / 1e3) / 1e9, "best_gflops": ops / (latency.min / 1e3) / 1e9,
             "calls": latency.count}  # fmt: skip
@@ -147,7 +148,6 @@ def _onnxruntime_matmul(n: int, seconds: float) -> dict:
         return {"gflops": None, "error": "onnxruntime is not installed"}
     model, feeds = _matmul_graph(n)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    session.run(None, feeds)  # warm-up (weight packing)
     return {**_sustained(lambda: session.run(None, feeds), 2 * n**3, seconds),
             "kernel": f"onnxruntime {ort.__version__} MatMul"}  # fmt: skip
 
@@ -172,7 +172,6 @@ def _openvino_matmul(dtype: str, n: int, seconds: float) -> dict:
     if took != precision:
         return {"gflops": None, "error": f"OpenVINO runs {precision} as {took} on this CPU"}
     request, feed = compiled.create_infer_request(), {"a": rng.standard_normal((n, n)).astype(np.float32)}
-    request.infer(feed)  # warm-up
     return {**_sustained(lambda: request.infer(feed), 2 * n**3, seconds), "kernel": f"OpenVINO {ov.__version__} MatMul"}
 
 
@@ -233,7 +232,6 @@ def _onnxruntime_int8_matmul(scheme: str, n: int, seconds: float) -> dict:
     model, feeds = _matmul_graph(n)
     quantised = to_int8(model, scheme=INT8_SCHEMES[scheme])
     session = ort.InferenceSession(quantised.SerializeToString(), providers=["CPUExecutionProvider"])
-    session.run(None, feeds)  # the first call packs the weights
     kernel = f"onnxruntime {ort.__version__} DynamicQuantizeMatMul {scheme}"
     return {**_sustained(lambda: session.run(None, feeds), 2 * n**3, seconds), "kernel": kernel}
 
@@ -264,7 +262,6 @@ def _openvino_int8_matmul(n: int, seconds: float) -> dict:
     if not ran & {"u8", "i8"}:
         return {"gflops": None, "calls": 0, "error": f"OpenVINO ran the quantised MatMul in {', '.join(sorted(ran))}"}
     request, feed = compiled.create_infer_request(), {"a": rng.standard_normal((n, n)).astype(np.float32)}
-    request.infer(feed)  # warm-up
     kernel = f"OpenVINO {ov.__version__} int8 FullyConnected"
     return {**_sustained(lambda: request.infer(feed), 2 * n**3, seconds), "kernel": kernel}
 

@@ -392,22 +392,20 @@ def attention_outputs(model) -> list[str]:
     it does not). Found by the graph, not by layer names, so a keras-hub model's are found as attnkit's are."""
     passing = {"Reshape", "Transpose", "Convert", "Squeeze", "Unsqueeze"}
 
-    def constant(node) -> bool:
+    def source(op, port: int):
+        """What feeds ``op``'s input ``port``, through reshapes and transposes."""
+        node = op.input(port).get_source_output().get_node()
         while node.get_type_name() in passing:
             node = node.input(0).get_source_output().get_node()
-        return node.get_type_name() == "Constant"
+        return node
 
     found = []
     for op in model.get_ordered_ops():
-        if op.get_type_name() != "MatMul" or not constant(op.input(1).get_source_output().get_node()):
+        if op.get_type_name() != "MatMul" or source(op, 1).get_type_name() != "Constant":
             continue
-        src = op.input(0).get_source_output().get_node()
-        while src.get_type_name() in passing:
-            src = src.input(0).get_source_output().get_node()
+        src = source(op, 0)
         kind = src.get_type_name()
-        if kind == "ScaledDotProductAttention" or (
-            kind == "MatMul" and not constant(src.input(1).get_source_output().get_node())
-        ):
+        if kind == "ScaledDotProductAttention" or (kind == "MatMul" and source(src, 1).get_type_name() != "Constant"):
             found.append(op.get_friendly_name())
     return found
 
