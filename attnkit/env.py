@@ -46,7 +46,7 @@ def report() -> dict:
         libraries["cuda-python"] = "not installed"
     from .exporters.openvino_int8 import host_openvino_int8
     from .machine import cpu_features, onednn_cap, tensorflow_features
-    from .targets import BF16_FEATURES, choose_int8, host_class, openvino_runs
+    from .targets import BF16_FEATURES, choose_int8, host_class, openvino_how, openvino_runs
 
     flags, features, tf_features = cpu_flags(), cpu_features(), tensorflow_features()
     scheme, cap = choose_int8(features).name, onednn_cap()
@@ -67,13 +67,9 @@ def report() -> dict:
         reason = cls.unavailable_reason()
         for precision in cls.precisions:
             note = reason
-            ov_ran, ov_native = openvino_runs(precision, features)
-            if not note and cls.needs == "openvino" and not ov_native:
-                note = (
-                    f"OpenVINO runs it in f32 here (no {precision} instructions); its rows say 'ran fp32'"
-                    if ov_ran == "fp32"
-                    else f"OpenVINO emulates it here (no {precision} dot products): {precision} answers, not speed"
-                )
+            if not note and cls.needs == "openvino":
+                ov_ran, ov_native = openvino_runs(precision, features)
+                note = None if ov_native else openvino_how(precision, ov_ran)
             elif (
                 not note
                 and precision == "bf16"

@@ -176,3 +176,29 @@ def gpu_info() -> list[dict]:
 def gpu_sms() -> list[str]:
     """``["sm89"]``-style architecture names of the visible GPUs."""
     return [f"sm{g['compute_capability'].replace('.', '')}" for g in gpu_info() if g.get("compute_capability")]
+
+
+@functools.cache
+def openvino_compiles(precision: str) -> str | None:
+    """The precision OpenVINO's CPU plugin computes in here when asked for ``precision`` (attnkit's name), or
+    None where openvino is not installed.
+
+    Asked of the plugin, not predicted from CPU flags: a one-MatMul model is compiled with the hint and the
+    compiled model's ``INFERENCE_PRECISION_HINT`` read back, as the runner reads it after compiling a real IR.
+    The plugin's rule moves with its releases and CPUs (2026.4 compiles an f16 hint to bf16 on AMD Zen 4 and
+    Zen 5, which have AVX512_BF16 but no AVX512-FP16; to f32 on an AVX2-only EPYC), so no copy of it is kept here.
+    The compile takes a few milliseconds and is done once per precision and process.
+    """
+    from .names import OPENVINO_HINTS, OPENVINO_RAN_AS
+
+    try:
+        import numpy as np
+        import openvino as ov
+        from openvino import opset13 as ops
+    except ImportError:
+        return None
+    x = ops.parameter([1, 16], np.float32, name="x")
+    model = ov.Model([ops.matmul(x, ops.constant(np.ones((16, 16), np.float32)), False, False)], [x])
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": OPENVINO_HINTS[precision]})
+    took = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    return OPENVINO_RAN_AS.get(took, took)

@@ -70,3 +70,16 @@ def artifact_file(base: str, precision: str, ext: str) -> str:
 def base_of(role: str) -> str:
     """File base name of a role: ``model`` for the forward pass, the role itself otherwise."""
     return "model" if role == ROLE_MODEL else role
+
+
+#: attnkit precision -> OpenVINO's INFERENCE_PRECISION_HINT (int8: weight-only IRs compute in f32), and the element
+#: type names OpenVINO reads back -> attnkit precision
+OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+OPENVINO_RAN_AS = {
+    "f32": "fp32",
+    "float32": "fp32",
+    "bf16": "bf16",
+    "bfloat16": "bf16",
+    "f16": "fp16",
+    "float16": "fp16",
+}

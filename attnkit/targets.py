@@ -228,42 +228,44 @@ BF16_REQUIREMENT = {
     "otherwise": "correct but emulated and slow (no bf16 instructions)",
     "fix": "use fp32 or int8 here",
 }
-#: How OpenVINO's CPU plugin takes a reduced-precision hint, after its own ``hasHardwareSupport``
-#: (src/plugins/intel_cpu/src/utils/precision_support.cpp): bf16 on any AVX-512 core CPU (oneDNN's
-#: ``avx512_core``: F, BW, VL and DQ; every CPU with BW has VL and DQ) and on AVX2-VNNI-2 CPUs (AVX-NE-CONVERT),
-#: f16 with AVX512-FP16 or AVX2-VNNI-2; anything else compiles to f32 (measured on an AVX2-only EPYC: the bf16
-#: and f16 hints read back f32). Taken without the dot-product instructions (``native``), the precision is
-#: emulated: its answers, not its speed.
-OPENVINO_PRECISIONS = {
-    "bf16": {"native": BF16_FEATURES, "taken": (("avx512f", "avx512bw"), ("avx_ne_convert",))},
-    "fp16": {"native": ("avx512_fp16",), "taken": (("avx512_fp16",), ("avx_ne_convert",))},
-}
+#: The instructions that make OpenVINO's reduced precisions fast (its dot products), once its CPU plugin computes
+#: in them. Whether the plugin takes a hint is asked of the plugin (:func:`attnkit.machine.openvino_compiles`), not
+#: predicted from these: its rule moved between releases and CPUs (2026.4 compiles f16 to bf16 on Zen 4 and 5).
+OPENVINO_NATIVE = {"bf16": BF16_FEATURES, "fp16": ("avx512_fp16",)}
 
 
 def openvino_runs(precision: str, features) -> tuple[str, bool]:
-    """``(precision OpenVINO's CPU plugin computes in, natively?)`` for a ``precision`` hint on a CPU with
-    ``features`` (fp32 and int8, whose compute is f32, always natively)."""
-    rule = OPENVINO_PRECISIONS.get(precision)
-    if rule is None:
+    """``(precision OpenVINO's CPU plugin computes in, the asked one computed natively?)`` for a
+    ``precision`` hint on a CPU with ``features``; fp32 and int8 (whose compute is f32) always natively.
+
+    What the plugin computes in is asked of the plugin on this machine (:func:`attnkit.machine.openvino_compiles`);
+    where openvino is not installed the hint is taken as asked, since nothing here will run it.
+    """
+    if precision not in OPENVINO_NATIVE:
         return precision, True
-    have = set(features)
-    if not any(set(need) <= have for need in rule["taken"]):
-        return "fp32", False
-    return precision, bool(set(rule["native"]) & have)
+    ran = machine.openvino_compiles(precision) or precision
+    return ran, ran == precision and bool(set(OPENVINO_NATIVE[precision]) & set(features))
+
+
+def openvino_how(precision: str, ran: str) -> str:
+    """What OpenVINO does here with a ``precision`` hint it computes in ``ran`` without the native instructions."""
+    if ran == precision:
+        return f"OpenVINO emulates it here ({precision} answers, without the instructions that make it fast)"
+    return f"OpenVINO computes it in {ran} here, and its rows say so"
 
 
 def openvino_defaults(precisions, features) -> tuple[list[str], list[str]]:
     """Of ``run``'s default precisions, those OpenVINO computes natively on a CPU with ``features``, and a note
-    for each left out: elsewhere its fp16/bf16 hint compiles to f32 (a row of the fp32 computation under
-    another name) or is emulated, which is worth measuring only when asked for."""
+    for each left out: elsewhere its fp16/bf16 hint compiles to another precision (a row of that computation
+    under another name) or is emulated, which is worth measuring only when asked for."""
     kept, notes = [], []
     for precision in precisions:
         ran, native = openvino_runs(precision, features)
-        if ran == precision and native:
+        if native:
             kept.append(precision)
             continue
-        how = "emulates it" if ran == precision else "computes it in f32"
-        needs = " or ".join(OPENVINO_PRECISIONS[precision]["native"])
+        how = "emulates it" if ran == precision else f"computes it in {ran}"
+        needs = " or ".join(OPENVINO_NATIVE[precision])
         notes.append(
             f"openvino {precision} left out: OpenVINO {how} on this CPU (no {needs}); "
             f"ask for it with --openvino-precision ...,{precision} (or an explicit --precision)"
@@ -273,11 +275,9 @@ def openvino_defaults(precisions, features) -> tuple[list[str], list[str]]:
 
 def _openvino_requirement(precision: str) -> dict:
     return {
-        "cpu_any": list(OPENVINO_PRECISIONS[precision]["native"]),
+        "cpu_any": list(OPENVINO_NATIVE[precision]),
         "what": f"{precision} (OpenVINO)",
         "openvino": precision,  # mismatch() words the warning by what the plugin does on the running CPU
-        "otherwise": "OpenVINO runs it in f32 here, and its rows say so",
-        "emulated": f"OpenVINO emulates it here ({precision} answers, without the instructions that make it fast)",
         "fix": "use fp32 here",
     }
 
@@ -289,7 +289,7 @@ OPENVINO_FP16_REQUIREMENT = _openvino_requirement("fp16")
 OPENVINO_INT8_BF16_REQUIREMENT = {
     **OPENVINO_BF16_REQUIREMENT,
     "what": "int8 with the rest in bf16 (OpenVINO)",
-    "otherwise": "OpenVINO computes the rest in f32 here (held to int8's tolerance at export too), and its rows say so",
+    "otherwise_ran": "OpenVINO computes the rest in {ran} here (held to int8's tolerance at export too), and its rows say so",
     "fix": "",
 }
 
@@ -329,9 +329,12 @@ def mismatch(record) -> str | None:
     have = machine.tensorflow_features() if req.get("runtime") == "tensorflow" else machine.cpu_features()
     if set(req["cpu_any"]) & have:
         return None
-    otherwise = req["otherwise"]
-    if "openvino" in req and openvino_runs(req["openvino"], have)[0] == req["openvino"]:
-        otherwise = req["emulated"]
+    otherwise = req.get("otherwise")
+    if "openvino" in req:  # asked of the plugin on this machine: emulated, or computed in another precision
+        asked = req["openvino"]
+        ran = openvino_runs(asked, have)[0]
+        taken = ran == asked or "otherwise_ran" not in req
+        otherwise = openvino_how(asked, ran) if taken else req["otherwise_ran"].format(ran=ran)
     return (
         f"{record.path}: {req['what']} needs {' or '.join(req['cpu_any'])}; this machine is {machine.cpu().brand} "
         f"({', '.join(sorted(have)) or 'no AVX2'}): {otherwise}; {req.get('fix', '')}".rstrip("; ")

@@ -277,48 +277,89 @@ def test_accuracy_control_returns_layers_to_f32_until_within_tolerance(ov_export
         assert 0 < fq < plain_fq and l2 < plain_l2, (plain_l2, l2, plain_fq, fq)
 
 
+#: OpenVINO's element type names, written out here rather than taken from attnkit.names (the oracle is the plugin)
+_OV_TYPES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+
+
+def _plugin_says(source, precision: str, hint: str) -> str:
+    """What OpenVINO's CPU plugin reports for its own compile of the IR with ``hint``: the oracle, on any CPU."""
+    import openvino as ov
+
+    xml = source.path("openvino", precision) / "model.xml"
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": hint})
+    return _OV_TYPES[compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()]
+
+
 def test_each_row_says_the_precision_openvino_ran(ov_export):
-    """The precision read back from the compiled model is the one OpenVINO's rule predicts for this CPU's
-    flags (bf16 on AVX-512 or AVX2-VNNI-2, f16 with AVX512-FP16 or AVX2-VNNI-2, else f32), and the row says it."""
-    from attnkit.machine import cpu_features
+    """The precision a runner reports is the one OpenVINO reports for a compile of the same IR with the same hint
+    (on Zen 4/5 the f16 hint compiles to bf16, on AVX2-only CPUs both hints to f32): never a silent relabel."""
     from attnkit.runtimes.base import Source
     from attnkit.runtimes.registry import get_runner
-    from attnkit.targets import openvino_runs
 
-    with get_runner("openvino")(Source(ov_export.out), "fp32") as fp32:
+    source = Source(ov_export.out)
+    with get_runner("openvino")(source, "fp32") as fp32:
         assert fp32.ran_as == "fp32"  # forced: OpenVINO's own default would pick bf16 on bf16 CPUs
-    for precision in ("bf16", "fp16"):
-        with get_runner("openvino")(Source(ov_export.out), precision) as runner:
-            assert runner.ran_as == openvino_runs(precision, cpu_features())[0]  # never a silent relabel
-    with get_runner("openvino")(Source(ov_export.out), "int8") as int8:
+    for precision, hint in (("bf16", "bf16"), ("fp16", "f16")):
+        with get_runner("openvino")(source, precision) as runner:
+            assert runner.ran_as == _plugin_says(source, precision, hint), precision
+    with get_runner("openvino")(source, "int8") as int8:
         assert int8.ran_as == "int8"  # int8 weights, f32 compute (the property read back says f32)
         assert int8.model.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
 
 
+def test_a_hint_compiled_to_another_precision_is_labelled_as_run(monkeypatch, tmp_path):
+    """fp16 asked and bf16 computed (what OpenVINO 2026.4 does on Zen 4/5) is labelled bf16, whatever CPU runs the
+    suite: the plugin's answer is injected, the label is attnkit's."""
+    import openvino as ov
+
+    from attnkit.runtimes import openvino as ov_runner
+
+    class Compiled:
+        def __init__(self, took):
+            self.took = took
+
+        def get_property(self, name):
+            assert name == "INFERENCE_PRECISION_HINT"
+            return ov.Type.bf16 if self.took == "bf16" else ov.Type.f32
+
+    asked = {}
+
+    class Core:
+        def read_model(self, path):
+            return path
+
+        def compile_model(self, model, device, config):
+            asked.update(config)
+            return Compiled("bf16")
+
+    monkeypatch.setattr(ov, "Core", Core)
+    _compiled, ran_as = ov_runner.compile_ir(tmp_path / "model.xml", "fp16")
+    assert asked["INFERENCE_PRECISION_HINT"] == "f16" and ran_as == "bf16"
+
+
 def test_an_openvino_precision_the_cpu_lacks_is_a_warning(ov_export):
     """bf16/fp16 IR records carry the CPU features that make them native; where they are missing, verify and
-    bench warn (not an error), saying what OpenVINO does instead on this CPU: f32 (the row says so) or an
-    emulation of the asked precision."""
+    bench warn (not an error), saying what OpenVINO does instead here, as its plugin reports for this IR:
+    another precision (the row says so) or an emulation of the asked one."""
     from attnkit.machine import cpu_features
     from attnkit.runtimes.base import Source
     from attnkit.runtimes.registry import hardware_warnings
-    from attnkit.targets import openvino_runs
 
     have = set(cpu_features())
-    warnings = hardware_warnings(Source(ov_export.out), [("openvino", "bf16"), ("openvino", "fp16")])
-    for precision in ("bf16", "fp16"):
-        ran, native = openvino_runs(precision, have)
+    source = Source(ov_export.out)
+    warnings = hardware_warnings(source, [("openvino", "bf16"), ("openvino", "fp16")])
+    for precision, hint, native in (("bf16", "bf16", {"avx512_bf16", "amx_bf16"}), ("fp16", "f16", {"avx512_fp16"})):
+        ran = _plugin_says(source, precision, hint)
         line = warnings.get(("openvino", precision))
-        assert (line is None) == native, (precision, line)
+        assert (line is None) == (ran == precision and bool(native & have)), (precision, line)
         if line:
-            said = "OpenVINO runs it in f32 here" if ran == "fp32" else "OpenVINO emulates it here"
+            said = "OpenVINO emulates it here" if ran == precision else f"OpenVINO computes it in {ran} here"
             assert said in line[0] and not line[1]  # answers unaffected
 
 
 def test_bench_json_records_the_precision_as_run(ov_export, tmp_path):
     from attnkit.benchmark.harness import StoppingRule
-    from attnkit.machine import cpu_features
-    from attnkit.targets import openvino_runs
+    from attnkit.runtimes.base import Source
     from attnkit.workflow import bench
 
     report = bench(
@@ -326,9 +367,10 @@ def test_bench_json_records_the_precision_as_run(ov_export, tmp_path):
         rule=StoppingRule(0.0, 3, 0.05), calibrate=False, baseline=False,
     )  # fmt: skip
     rows = {m["precision"]: m for m in report.to_dict()["measurements"]}
+    source = Source(ov_export.out)
     assert rows["fp32"]["ran_as"] == "fp32" and rows["fp32"]["agrees"]
-    assert rows["bf16"]["ran_as"] == openvino_runs("bf16", cpu_features())[0]
-    assert rows["fp16"]["ran_as"] == openvino_runs("fp16", cpu_features())[0] and rows["fp16"]["agrees"]
+    assert rows["bf16"]["ran_as"] == _plugin_says(source, "bf16", "bf16")
+    assert rows["fp16"]["ran_as"] == _plugin_says(source, "fp16", "f16") and rows["fp16"]["agrees"]
     # weight-only int8: labelled int8, its matmuls in f32 (the peak it is measured against)
     assert (rows["int8"]["ran_as"], rows["int8"]["computes_in"]) == ("int8", "fp32") and rows["int8"]["agrees"]
 

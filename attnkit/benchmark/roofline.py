@@ -161,14 +161,16 @@ def _openvino_matmul(dtype: str, n: int, seconds: float) -> dict:
         import openvino.opset13 as ops
     except ImportError:
         return {"gflops": None, "error": "openvino is not installed"}
-    from ..runtimes.openvino import HINTS, RAN_AS
+    from ..names import OPENVINO_HINTS, OPENVINO_RAN_AS
 
     precision = {"float32": "fp32", "bfloat16": "bf16"}[dtype]
     rng = np.random.default_rng(7)
     a = ops.parameter([n, n], ov.Type.f32, name="a")
     y = ops.matmul(a, ops.constant(rng.standard_normal((n, n)).astype(np.float32)), False, False)
-    compiled = ov.Core().compile_model(ov.Model([y], [a]), "CPU", {"INFERENCE_PRECISION_HINT": HINTS[precision]})
-    took = RAN_AS.get(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+    compiled = ov.Core().compile_model(
+        ov.Model([y], [a]), "CPU", {"INFERENCE_PRECISION_HINT": OPENVINO_HINTS[precision]}
+    )
+    took = OPENVINO_RAN_AS.get(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
     if took != precision:
         return {"gflops": None, "error": f"OpenVINO runs {precision} as {took} on this CPU"}
     request, feed = compiled.create_infer_request(), {"a": rng.standard_normal((n, n)).astype(np.float32)}

@@ -2,11 +2,11 @@
 
 OpenVINO's CPU plugin picks its own inference precision when left alone (bf16 on CPUs with AMX or
 avx512_bf16, silently). attnkit never leaves it alone: fp32 forces ``f32``; bf16 asks for ``bf16``, fp16 for
-``f16``. The plugin takes those hints where its own rule allows (bf16 on any AVX-512 CPU, emulated without
-avx512_bf16/AMX; f16 with AVX512-FP16; see :func:`attnkit.targets.openvino_runs`) and otherwise compiles
-f32. After compiling, the runner reads back ``INFERENCE_PRECISION_HINT`` and reports it as :attr:`ran_as`,
-so a row that asked for bf16 on a CPU that ran f32 (measured on an AVX2-only EPYC) says so, and a row that
-computed in bf16 is never labelled fp32.
+``f16``. The plugin takes those hints where its own rule allows and otherwise compiles another precision
+(2026.4: f32 for both on an AVX2-only EPYC; bf16 for f16 on AMD Zen 4 and Zen 5, which lack AVX512-FP16).
+After compiling, the runner reads back ``INFERENCE_PRECISION_HINT`` and reports it as :attr:`ran_as`, so a
+row that asked for fp16 and computed in bf16 says ``bf16``, and a row that computed in bf16 is never labelled
+fp32. Nothing here predicts the plugin's choice from CPU flags.
 """
 
 from __future__ import annotations
@@ -14,12 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..exporters.openvino import BEAM_IDX, IR_XML, POSITION_IDS, positions_from_mask
-from ..names import ROLE_DECODER_STATEFUL, ROLE_ENCODER
+from ..names import OPENVINO_HINTS, OPENVINO_RAN_AS, ROLE_DECODER_STATEFUL, ROLE_ENCODER
 from .base import Runner, StepRunner, register
-
-#: attnkit precision -> OpenVINO's inference precision hint, and OpenVINO's element type name back
-HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}  # int8: weight-only, f32 compute
-RAN_AS = {"f32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16", "f16": "fp16", "float16": "fp16"}
 
 
 def compile_ir(path, precision: str, threads: int | None = None, stateful: bool = False):
@@ -35,7 +31,7 @@ def compile_ir(path, precision: str, threads: int | None = None, stateful: bool 
 
     core = ov.Core()
     model = core.read_model(str(path))  # read once: the int8 branch reads what it pins, then it is compiled
-    hint = HINTS[precision]
+    hint = OPENVINO_HINTS[precision]
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
     if stateful:
         config["KV_CACHE_PRECISION"] = hint
@@ -55,14 +51,14 @@ def compile_ir(path, precision: str, threads: int | None = None, stateful: bool 
         config["INFERENCE_NUM_THREADS"] = threads
     compiled = core.compile_model(model, "CPU", config)
     took = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", "f16"
-    ran_as = RAN_AS.get(took, took)
+    ran_as = OPENVINO_RAN_AS.get(took, took)
     if precision == "int8":
         # int8 weights, decompressed and computed in f32 as asked (see exporters.openvino), or int8 MatMuls with
         # the rest in bf16 (a PTQ_BF16 IR on a CPU that took the hint): never labelled plain bf16 or fp32
         ran_as = "int8" if ran_as == "fp32" else f"int8+{ran_as}"
     if stateful:  # the cache is read back only where there is one
         kv = compiled.get_property("KV_CACHE_PRECISION").get_type_name()
-        if RAN_AS.get(kv, kv) != RAN_AS.get(took, took):
+        if OPENVINO_RAN_AS.get(kv, kv) != OPENVINO_RAN_AS.get(took, took):
             ran_as += f" (kv-cache {kv})"
     return compiled, ran_as
 
@@ -95,7 +91,7 @@ class OpenVINORunner(Runner):
     needs = "openvino"
     verifies = True
     bench_default = True
-    precisions = tuple(HINTS)
+    precisions = tuple(OPENVINO_HINTS)
 
     unavailable_reason = staticmethod(_unavailable)
 

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..names import LENGTHS, OUTPUT_IDS, ROLE_DECODER_GENAI
+from ..names import LENGTHS, OPENVINO_HINTS, OUTPUT_IDS, ROLE_DECODER_GENAI
 from ..sampling import sequence_lengths
 from .base import GenerateRunner, by_prompt_length, register, token_array
-from .openvino import HINTS
 
 
 def left_padded(ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +68,7 @@ class OpenVINOGenAIGenerate(GenerateRunner):
         import openvino_genai as og
 
         record = self.source.generation.artifact(ROLE_DECODER_GENAI, "openvino", self.precision)
-        hint = HINTS[self.precision]
+        hint = OPENVINO_HINTS[self.precision]
         config = {"INFERENCE_PRECISION_HINT": hint, "KV_CACHE_PRECISION": hint, "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
