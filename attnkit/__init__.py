@@ -26,8 +26,6 @@ def _layers_known_to_keras() -> None:
     registered layers must be imported when Keras is. Keras already loaded: import them now; not yet: once
     Keras's own module has run (a one-shot import hook; ``import attnkit`` itself stays free of Keras)."""
     import importlib
-    import importlib.abc
-    import importlib.util
     import sys
 
     layers = "attnkit.models.transformer"  # imports attnkit.models.attention: every registered layer
@@ -35,10 +33,12 @@ def _layers_known_to_keras() -> None:
         importlib.import_module(layers)
         return
 
-    class AfterKeras(importlib.abc.MetaPathFinder):
+    class AfterKeras:  # a meta path finder by protocol: importlib.abc alone costs 20 ms at every CLI start
         def find_spec(self, name, path=None, target=None):
             if name != "keras":
                 return None
+            import importlib.util
+
             sys.meta_path.remove(self)
             spec = importlib.util.find_spec(name)
             if spec is None or spec.loader is None:

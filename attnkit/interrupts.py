@@ -1,10 +1,12 @@
-"""SIGTERM as an exception that cannot be lost.
+"""SIGTERM and Ctrl-C as exceptions that cannot be lost.
 
-The CLI's handler raises :class:`Terminated` (a KeyboardInterrupt, so ``finally`` blocks and staging
-clean-ups run as for Ctrl-C) *and* records the request: libraries with bare ``except:`` clauses
-(tf2onnx has several in its conversion loop) can swallow the exception, so :func:`check` raises it
-again at attnkit's checkpoints: every progress line and the moment a staged export would be moved
-into place. A library caller that never installs the handler is unaffected.
+The CLI's handlers raise :class:`Terminated` (a KeyboardInterrupt, so ``finally`` blocks and staging
+clean-ups run as for Ctrl-C) or KeyboardInterrupt *and* record the request: libraries with bare ``except:``
+clauses (tf2onnx has several in its conversion loop) can swallow the exception, and one raised inside a
+``__del__`` (TensorFlow's ``AtomicFunction.__del__``, measured: the export then went on and exited 0) is only
+printed by Python as "Exception ignored", so :func:`check` raises it again at attnkit's checkpoints: every
+progress line and the moment a staged export would be moved into place. A library caller that never
+installs the handlers is unaffected.
 
 A process forked while the handler is installed starts with SIGTERM's default action (:func:`_default_in_child`).
 """
@@ -20,6 +22,7 @@ class Terminated(KeyboardInterrupt):
 
 
 _requested = False
+_interrupted = False
 
 
 def request(signum=signal.SIGTERM, _frame=None):
@@ -29,19 +32,43 @@ def request(signum=signal.SIGTERM, _frame=None):
     raise Terminated(signum)
 
 
+def interrupt(_signum=signal.SIGINT, _frame=None):
+    """The SIGINT handler: record the interrupt, then raise."""
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
 def check() -> None:
-    """Raise Terminated again if SIGTERM was requested (and perhaps swallowed) since :func:`reset`."""
+    """Raise again a SIGTERM or Ctrl-C received (and perhaps swallowed) since :func:`reset`."""
     if _requested:
         raise Terminated(signal.SIGTERM)
+    if _interrupted:
+        raise KeyboardInterrupt
 
 
 def requested() -> bool:
     return _requested
 
 
+def interrupted() -> bool:
+    return _interrupted
+
+
 def reset() -> None:
-    global _requested
-    _requested = False
+    global _requested, _interrupted
+    _requested = _interrupted = False
+
+
+def quiet_unraisable(hook):
+    """A ``sys.unraisablehook`` that says nothing of an interrupt raised where Python cannot propagate it (a
+    ``__del__``): it was recorded by :func:`interrupt` or :func:`request` and :func:`check` raises it again."""
+
+    def unraisable(info):
+        if not (isinstance(info.exc_value, KeyboardInterrupt) and (_interrupted or _requested)):
+            hook(info)
+
+    return unraisable
 
 
 def _default_in_child() -> None:

@@ -251,3 +251,78 @@ def test_a_forked_child_stuck_in_native_code_still_dies_on_sigterm():
         [sys.executable, "-c", CHILD_STUCK_IN_NATIVE_CODE], capture_output=True, text=True, timeout=60
     )
     assert done.stdout.strip() == f"exit {-signal.SIGTERM}", (done.stdout, done.stderr[-500:])
+
+
+def _lines(stream, into: list) -> None:
+    for line in stream:
+        into.append(line)
+
+
+@pytest.mark.parametrize("when", ["imports", "exporting ONNX", "checking agreement", "exported "])
+def test_ctrl_c_into_an_existing_out_ends_in_one_line(tmp_path, when):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) during an export into an existing --out with
+    --force: one line, exit 130, the old export intact, nothing staged left; after the work is done (the
+    interpreter's teardown), the command's own exit code and its complete output. Measured before: a traceback
+    when it landed while click/numpy were importing, "Exception ignored in AtomicFunction.__del__" and exit 0
+    when it landed in a TensorFlow finaliser, exit -2 without a line in the teardown."""
+    import threading
+
+    args = ("export", "encoder-tiny", "--format", "onnx", "--out", "out", "--seed", "3")
+    first = _cli(*args, cwd=tmp_path)
+    assert first.wait(timeout=300) == 0, first.stderr.read()[-2000:]
+    before = sha256_path(tmp_path / "out" / "model.onnx")
+    p = _cli(*args, "--seed", "4", "--force", cwd=tmp_path, start_new_session=True)
+    out, err = [], []
+    readers = [
+        threading.Thread(target=_lines, args=(s, into), daemon=True) for s, into in ((p.stdout, out), (p.stderr, err))
+    ]
+    for reader in readers:
+        reader.start()
+    if when == "imports":
+        time.sleep(0.6)  # after the interpreter's own start, while attnkit's commands are importing or just began
+    else:
+        assert _wait_for(lambda: any(when in line for line in out + err), timeout=300), "".join(err)[-2000:]
+    os.killpg(p.pid, signal.SIGINT)
+    code = p.wait(timeout=120)
+    for reader in readers:
+        reader.join(10)
+    said = "".join(err)
+    assert "Traceback" not in said and "Exception ignored" not in said, said[-2000:]
+    assert not list(tmp_path.glob(".out.*"))
+    if when == "exported ":  # the work was done: its exit code, its output, the new export in place
+        assert code == 0 and sha256_path(tmp_path / "out" / "model.onnx") != before, said[-1000:]
+        return
+    assert code == 130, said[-2000:]
+    errors = [line for line in err if line.startswith("Error")]
+    assert errors == ["Error: interrupted; nothing was left half-written.\n"], said[-2000:]
+    assert sha256_path(tmp_path / "out" / "model.onnx") == before
+
+
+def test_an_interrupt_lost_in_a_finaliser_is_raised_at_the_next_checkpoint(tmp_path):
+    """A KeyboardInterrupt raised inside a ``__del__`` cannot propagate (Python prints "Exception ignored" and goes
+    on, as it did from TensorFlow's AtomicFunction.__del__): the CLI's hook says nothing of it, and the recorded
+    interrupt is raised again before a staged export would be moved into place."""
+    from attnkit import interrupts
+    from attnkit.exporters.manifest import atomic_directory
+
+    printed = []
+
+    class Finalised:
+        def __del__(self):
+            interrupts.interrupt()
+
+    previous = sys.unraisablehook
+    sys.unraisablehook = interrupts.quiet_unraisable(printed.append)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with atomic_directory(tmp_path / "out") as stage:
+                (stage / "model.onnx").write_text("x")
+                Finalised()  # collected at once: the interrupt is lost to the caller
+                (stage / "more").write_text("the export goes on")
+        assert not printed  # nothing said of it
+        assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+        sys.unraisablehook(type("Info", (), {"exc_value": ValueError("a real one")})())
+        assert len(printed) == 1  # other unraisable errors are still reported
+    finally:
+        sys.unraisablehook = previous
+        interrupts.reset()

@@ -13,7 +13,8 @@ import traceback
 import click
 
 from ..errors import AttnkitError
-from ..interrupts import Terminated, check, request, requested, reset
+from ..interrupts import Terminated, check, interrupt, interrupted, quiet_unraisable, request, requested, reset
+from . import INTERRUPTED
 
 
 @contextlib.contextmanager
@@ -56,16 +57,12 @@ class AttnkitGroup(click.Group):
 
     def _main(self, args, prog_name, complete_var, **extra) -> int:
         previous = previous_int = None
-        interrupted = []
-
-        def on_sigint(signum, frame):
-            interrupted.append(signum)  # remembered: a native call may turn the KeyboardInterrupt into its own error
-            raise KeyboardInterrupt
-
+        previous_hook, sys.unraisablehook = sys.unraisablehook, quiet_unraisable(sys.unraisablehook)
         try:
             reset()
             previous = signal.signal(signal.SIGTERM, request)
-            previous_int = signal.signal(signal.SIGINT, on_sigint)
+            # remembered: a native call may turn the KeyboardInterrupt into its own error, a __del__ may lose it
+            previous_int = signal.signal(signal.SIGINT, interrupt)
         except ValueError:  # not the main thread (e.g. an embedding application): leave signals alone
             pass
         try:
@@ -81,7 +78,7 @@ class AttnkitGroup(click.Group):
                 click.echo("Error: terminated (SIGTERM); nothing was left half-written.", err=True)
                 code = 143
             else:
-                click.echo("Error: interrupted; nothing was left half-written.", err=True)
+                click.echo(INTERRUPTED, err=True)
                 code = 130
         except click.ClickException as e:
             click.echo(f"Error: {e.format_message()}", err=True)
@@ -93,14 +90,14 @@ class AttnkitGroup(click.Group):
             click.echo("Error: terminated (SIGTERM); nothing was left half-written.", err=True)
             code = 143
         except KeyboardInterrupt:
-            click.echo("Error: interrupted; nothing was left half-written.", err=True)
+            click.echo(INTERRUPTED, err=True)
             code = 130
         except Exception as e:
-            if interrupted or requested():
+            if interrupted() or requested():
                 # Ctrl-C or SIGTERM landed inside a native call (pybind11 reports "error_already_set: MISMATCH
                 # of original and normalized active exception"): it is the interrupt, not a bug; every atomic
                 # writer has already cleaned up on the way out.
-                what = "terminated (SIGTERM)" if requested() and not interrupted else "interrupted"
+                what = "terminated (SIGTERM)" if requested() and not interrupted() else "interrupted"
                 click.echo(f"Error: {what}; nothing was left half-written.", err=True)
                 return 143 if what.startswith("terminated") else 130
             # a bug: still one line, traceback on request
@@ -112,6 +109,7 @@ class AttnkitGroup(click.Group):
             )
             code = 1
         finally:
+            sys.unraisablehook = previous_hook
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
             if previous_int is not None:
