@@ -16,6 +16,9 @@ from __future__ import annotations
 import os
 import signal
 
+#: what the CLI says when Ctrl-C ends a command
+INTERRUPTED = "Error: interrupted; nothing was left half-written."
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (timeout, CI cancellation, docker stop) turned into an exception."""

@@ -11,8 +11,6 @@ after start, ``attnkit export`` printed a 20-line import traceback), so :func:`m
 
 from __future__ import annotations
 
-INTERRUPTED = "Error: interrupted; nothing was left half-written."
-
 
 def main() -> None:
     """The console script: the commands, with SIGINT one line wherever it lands.
@@ -50,6 +48,8 @@ def main() -> None:
         cli(prog_name="attnkit")  # always ends in SystemExit (standalone mode)
         code = 0
     except KeyboardInterrupt:  # before the commands were imported, or between the group's handler and here
+        from ..interrupts import INTERRUPTED
+
         print(INTERRUPTED, file=sys.stderr)
         code = 130
     except SystemExit as done:

@@ -13,8 +13,17 @@ import traceback
 import click
 
 from ..errors import AttnkitError
-from ..interrupts import Terminated, check, interrupt, interrupted, quiet_unraisable, request, requested, reset
-from . import INTERRUPTED
+from ..interrupts import (
+    INTERRUPTED,
+    Terminated,
+    check,
+    interrupt,
+    interrupted,
+    quiet_unraisable,
+    request,
+    requested,
+    reset,
+)
 
 
 @contextlib.contextmanager
