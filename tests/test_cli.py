@@ -173,3 +173,32 @@ def test_export_flags_reach_the_api(tmp_path):
     assert "layernorm_fused" not in onnx_records["fp32"]["extra"]["passes"]
     assert onnx_records["fp32"]["extra"]["ops"]["LayerNormalization"] == 0
     assert onnx_records["int8"]["extra"]["per_channel"] is False  # U8U8's default is per channel
+
+
+def test_a_missing_custom_class_is_named(tmp_path):
+    """A .keras file whose layer is registered in the user's own module, loaded where that module is not imported:
+    the error names the class as registered (``package>ClassName``) and the module to --import, in one line.
+    Before: Keras's own message about ``Functional``, cut mid-word."""
+    import importlib.util
+
+    import keras
+
+    source = tmp_path / "user_layers_7f3.py"
+    source.write_text(
+        "import keras\n\n"
+        "@keras.saving.register_keras_serializable(package='userpkg7f3')\n"
+        "class Doubled(keras.layers.Layer):\n"
+        "    def call(self, x):\n"
+        "        return 2.0 * x\n"
+    )
+    spec = importlib.util.spec_from_file_location("user_layers_7f3", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ids = keras.Input((None,), dtype="int32", name="token_ids")
+    keras.Model(ids, module.Doubled()(keras.layers.Embedding(40, 8)(ids))).save(tmp_path / "user.keras")
+    del keras.saving.get_custom_objects()["userpkg7f3>Doubled"]  # as in a process that never imported it
+    code, out = run("export", tmp_path / "user.keras", "--out", tmp_path / "o")
+    assert_one_line_error(
+        code, out, "--import", "`userpkg7f3>Doubled`", "`user_layers_7f3`", "--import user_layers_7f3"
+    )
+    assert "Functional" not in out and not (tmp_path / "o").exists()

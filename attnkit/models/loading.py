@@ -65,6 +65,17 @@ def load_keras_file(path: str | Path, unsafe: bool = False):
             raise cause from None
         text = str(e)
         first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        missing = missing_classes(path)
+        if missing:
+            names = ", ".join(f"`{name}` (saved from module `{module}`)" for name, module in missing[:3])
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise ModelError(
+                f"`{path}` uses {'a custom class' if len(missing) == 1 else 'custom classes'} Keras cannot find: "
+                f"{names}{more}.",
+                flag="--import",
+                hint=f"Pass --import MODULE (a module name or a .py file) that defines and registers it, "
+                f"e.g. --import {missing[0][1]}.",
+            ) from None
         if "Could not locate" in text or "Unknown layer" in text or "not found" in text.lower() and "class" in text:
             raise ModelError(
                 f"`{path}` uses a custom object Keras cannot find ({first[:160]}).",
@@ -80,6 +91,47 @@ def load_keras_file(path: str | Path, unsafe: bool = False):
         raise ModelError(
             f"`{path}` could not be loaded; the file looks corrupt ({first[:160]}).", flag="MODEL"
         ) from None
+
+
+def missing_classes(path: str | Path) -> list[tuple[str, str]]:
+    """``(registered name, module)`` of every class in a ``.keras`` file's ``config.json`` that Keras cannot
+    resolve here: not registered (``keras.saving.get_registered_object``) and not in an importable Keras-family
+    module (Keras imports ``keras``, ``keras_hub``... modules itself). Read from the file rather than from Keras's
+    error, which names the outermost object that failed (``Functional``) and is cut mid-sentence."""
+    import importlib.util
+    import json
+
+    import keras
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return []
+
+    def findable(module: str) -> bool:
+        try:
+            return module.split(".")[0].startswith("keras") and importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            return False
+
+    missing: dict[str, str] = {}
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        stack.extend(node.values())
+        if not isinstance(node.get("class_name"), str) or "config" not in node or "module" not in node:
+            continue
+        module = node.get("module") or ""
+        name = node.get("registered_name") or node["class_name"]
+        if not findable(module) and keras.saving.get_registered_object(name) is None:
+            missing.setdefault(name, module)
+    return sorted(missing.items())
 
 
 def _attnkit_cause(error: BaseException) -> AttnkitError | None:
