@@ -259,7 +259,7 @@ def export(
     check_writable_out(out, opts.force)
     say = progress or (lambda _msg: None)
 
-    say(f"building {model}")
+    say(f"building {model}; artifacts for {resolved.summary()}")
     keras_model, spec, info = resolve(model, seed=opts.seed, imports=opts.imports, unsafe=opts.unsafe)
     info["unsafe"] = opts.unsafe
     decoding = None

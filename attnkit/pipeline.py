@@ -28,7 +28,7 @@ class RunSettings:
     min_seconds: float
     trt_target: str | None
     trt_note: str | None
-    target: str = "portable"
+    target: str = "host"
     precision_notes: list[str] = field(default_factory=list)
     generate: bool = False
     serve: bool = False
@@ -99,7 +99,8 @@ def run(
 
     TensorRT plans are built when a GPU is present or ``trt_target`` names an architecture.
     ``precision`` defaults to the precisions native to this machine (:func:`attnkit.targets.native_precisions`);
-    ``target`` is export's ``--target`` (default ``portable``); ``openvino_precision`` export's (default with
+    ``target`` is export's ``--target`` (default ``host``: run measures here, and its pick is for this machine);
+    ``openvino_precision`` export's (default with
     ``precision`` defaulted: :func:`attnkit.targets.openvino_defaults`). ``generate`` (default: for decoder and
     seq2seq presets) also exports, verifies and benchmarks the decode step with a KV cache.
     """
@@ -120,8 +121,10 @@ def run(
         ServingEnv.locate()
     say = progress or (lambda _m: None)
     from .models import classify, get_preset
+    from .targets import HOST
     from .targets import resolve as resolve_target
 
+    target = target or HOST
     resolve_target(target)  # a bad --target or MODEL is refused before anything is said or written
     if classify(model, flag="MODEL").kind == "preset":
         get_preset(model)
@@ -264,7 +267,7 @@ def run(
         min_seconds,
         trt_target,
         trt_note,
-        target or "portable",
+        target,
         precision_notes,
         generate,
         serve,

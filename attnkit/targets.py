@@ -150,6 +150,11 @@ class Target:
             "why": self.why(),
         }
 
+    def summary(self) -> str:
+        """``--target host (this machine: cpu-avx512-vnni, int8 u8s8)``, for a progress line."""
+        where = "this machine: " if self.name == HOST else ""
+        return f"--target {self.name} ({where}{self.cpu_class}, int8 {self.int8.name})"
+
     def why(self) -> str:
         where = (
             "every x86-64 CPU with AVX2 (and the CPU side of GPU servers)"

@@ -18,8 +18,9 @@ from .names import LOWERED_PRECISIONS, ONNX_PRECISIONS, TF_PRECISIONS
 
 @contextlib.contextmanager
 def resolved_export(
-    target: str | Path,
+    model: str | Path,
     *,
+    target: str | None = None,
     formats: tuple[str, ...] = ("savedmodel", "onnx"),
     precisions: tuple[str, ...] = ("fp32",),
     generate: bool = False,
@@ -29,18 +30,36 @@ def resolved_export(
     progress: Callable[[str], None] | None = None,
 ) -> Iterator[tuple[Path, bool]]:
     """``(export directory, exported on the fly)``. An export directory is yielded as is; a preset or
-    ``.keras`` file is exported (``formats``, ``precisions``; ``generate`` adds the decode step) into a
-    temporary directory that is removed when the block ends, however it ends.
+    ``.keras`` file is exported (``formats``, ``precisions``; ``generate`` adds the decode step) for ``target``
+    (default ``host``: the commands that export on the fly measure on this machine, so its int8 scheme and its
+    OpenVINO int8 search are the ones that count here) into a temporary directory that is removed when the block
+    ends, however it ends.
 
     Raises:
-        AttnkitError: MODEL_OR_DIR names nothing usable (the error names ``MODEL_OR_DIR``).
+        AttnkitError: MODEL_OR_DIR names nothing usable (the error names ``MODEL_OR_DIR``); ``target`` is not one,
+            or is given for an export directory (whose artifacts were made for the target it records).
     """
+    from .errors import AttnkitError
     from .export_api import export
     from .models import classify
+    from .targets import HOST
+    from .targets import resolve as resolve_target
 
-    if classify(str(target)).is_export:
-        yield Path(target), False
+    if classify(str(model)).is_export:
+        if target is not None:
+            from .exporters.manifest import Manifest
+
+            made_for = (Manifest.load(Path(model)).target or {}).get("name", "portable")
+            raise AttnkitError(
+                f"`{model}` is an export directory, made for --target {made_for}; --target applies to a preset or "
+                f".keras file exported on the fly.",
+                flag="--target",
+                hint=f"Drop --target, or re-export: attnkit export MODEL --target {target}.",
+            )
+        yield Path(model), False
         return
+    target = target or HOST
+    resolved = resolve_target(target)  # a bad --target is refused before any work
     precisions = tuple(
         p for p in dict.fromkeys(precisions)
         if (p in TF_PRECISIONS and "savedmodel" in formats) or (p in ONNX_PRECISIONS and "onnx" in formats)
@@ -49,10 +68,14 @@ def resolved_export(
     tmp = Path(tempfile.mkdtemp(prefix="attnkit-export-"))
     try:
         say = progress or (lambda _m: None)
-        say(f"exporting {target} ({', '.join(formats)}; {', '.join(precisions)}) into a temporary directory")
+        say(
+            f"exporting {model} ({', '.join(formats)}; {', '.join(precisions)}) for {resolved.summary()} "
+            "into a temporary directory"
+        )
         export(
-            str(target),
+            str(model),
             tmp / "export",
+            target=target,
             formats=formats,
             precision=",".join(precisions),
             generate=generate,
@@ -67,11 +90,12 @@ def resolved_export(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def bench(target: str | Path, **kwargs):
+def bench(model: str | Path, *, target: str | None = None, **kwargs):
     """:func:`attnkit.benchmark.run.bench` on a preset, a ``.keras`` file or an export directory.
 
-    A preset or ``.keras`` file is exported on the fly with exactly the formats and precisions the
-    requested backends read (validated first: bad shapes or names are refused before any export).
+    A preset or ``.keras`` file is exported on the fly for ``target`` (default ``host``: this machine, where it is
+    measured) with exactly the formats and precisions the requested backends read (validated first: bad shapes
+    or names are refused before any export).
     """
     from .benchmark.run import bench as run_bench
     from .benchmark.run import plan_of
@@ -80,23 +104,27 @@ def bench(target: str | Path, **kwargs):
                    kwargs.get("batch_sizes", (1, 8, 32)), kwargs.get("seq_lens", (128,)))  # fmt: skip
     formats = tuple(dict.fromkeys(f for f, _ in plan.exports)) or ("onnx",)
     with resolved_export(
-        target, formats=formats, precisions=tuple(p for _, p in plan.exports), seed=kwargs.get("seed", 0),
-        imports=kwargs.get("imports", ()), unsafe=kwargs.get("unsafe", False), progress=kwargs.get("progress"),
+        model, target=target, formats=formats, precisions=tuple(p for _, p in plan.exports),
+        seed=kwargs.get("seed", 0), imports=kwargs.get("imports", ()), unsafe=kwargs.get("unsafe", False),
+        progress=kwargs.get("progress"),
     ) as (root, on_the_fly):  # fmt: skip
         report = run_bench(root, on_the_fly=on_the_fly, **kwargs)
         if on_the_fly:
-            report.config["target"] = str(target)
+            report.config["target"] = str(model)
         return report
 
 
-def bench_generation(target: str | Path, *, precisions: tuple[str, ...] = ("fp32",), **kwargs):
+def bench_generation(
+    model: str | Path, *, target: str | None = None, precisions: tuple[str, ...] = ("fp32",), **kwargs
+):
     """:func:`attnkit.generation.bench.bench_generation` on a preset, a ``.keras`` file or a ``--generate``
-    export; a model is exported on the fly with ``--generate`` in fp32 and the reduced ``precisions`` asked."""
+    export; a model is exported on the fly for ``target`` with ``--generate`` in fp32 and the reduced
+    ``precisions`` asked."""
     from .generation.bench import bench_generation as run
 
     wanted = ("fp32",) + tuple(p for p in precisions if p in LOWERED_PRECISIONS)
     with resolved_export(
-        target, precisions=wanted, generate=True, seed=kwargs.get("seed", 0), imports=kwargs.get("imports", ()),
+        model, target=target, precisions=wanted, generate=True, seed=kwargs.get("seed", 0), imports=kwargs.get("imports", ()),
         unsafe=kwargs.get("unsafe", False), progress=kwargs.get("progress"),
     ) as (root, _):  # fmt: skip
         return run(root, **kwargs)

@@ -9,17 +9,19 @@ import click
 
 from ..runtimes.registry import bench_defaults, runner_names
 from .group import cli
-from .options import BACKEND_PRECISIONS, JSON, MODEL_LOADING, SEED, out_dir, shapes, timing
+from .options import BACKEND_PRECISIONS, JSON, MODEL_LOADING, SEED, out_dir, shapes, target, timing
 from .support import console, emit, progress, stages
 from .types import BACKENDS, POSITIVE_INTS
 
 SHAPES = shapes()
 TIMING = timing()
+#: what a preset or .keras file is exported for on the fly: this machine, where it is measured
+ON_THE_FLY = target("host")
 BENCH_OUT = out_dir("results.json, results.csv, throughput.png")
 
 
 @cli.command()
-@click.argument("target", metavar="MODEL_OR_DIR")
+@click.argument("model", metavar="MODEL_OR_DIR")
 @click.option(
     "--backends",
     type=BACKENDS,
@@ -31,12 +33,14 @@ BENCH_OUT = out_dir("results.json, results.csv, throughput.png")
 @SEED
 @click.option("--no-baseline", is_flag=True, help="Do not measure eager Keras (no speedup column).")
 @MODEL_LOADING
+@ON_THE_FLY
 @BENCH_OUT
-def bench(target, backends, no_baseline, **kw):
+def bench(model, backends, no_baseline, **kw):
     """Benchmark every backend's forward pass against the eager Keras baseline, in one run.
 
-    MODEL_OR_DIR is a preset, a .keras file (both exported on the fly into a temporary directory)
-    or an export directory (used as is; a requested backend without its artifact is refused).
+    MODEL_OR_DIR is a preset, a .keras file (both exported on the fly for --target, by default this machine,
+    into a temporary directory) or an export directory (used as is; a requested backend without its artifact
+    is refused).
     Generation: `attnkit bench-generate`; a running server: `attnkit loadtest`.
     """
     from ..benchmark import report as render
@@ -46,7 +50,7 @@ def bench(target, backends, no_baseline, **kw):
     (batch_sizes, seq_lens), rule, seed = SHAPES.parse(kw), TIMING.parse(kw), SEED.parse(kw)
     with stages() as (stage, on_start, on_measurement):
         report = run_bench(
-            target, backends=list(backends) if backends else None, batch_sizes=batch_sizes, seq_lens=seq_lens,
+            model, target=ON_THE_FLY.parse(kw), backends=list(backends) if backends else None, batch_sizes=batch_sizes, seq_lens=seq_lens,
             rule=rule, seed=seed, baseline=not no_baseline, progress=stage, on_start=on_start,
             on_measurement=on_measurement, **BACKEND_PRECISIONS.parse(kw), **MODEL_LOADING.parse(kw),
         )  # fmt: skip
@@ -67,7 +71,7 @@ GENERATE_OUT = out_dir("generation.json, generation.csv, generation.png")
 
 
 @cli.command("bench-generate")
-@click.argument("target", metavar="MODEL_OR_DIR")
+@click.argument("model", metavar="MODEL_OR_DIR")
 @click.option(
     "--backends",
     type=BACKENDS,
@@ -81,8 +85,9 @@ GENERATE_OUT = out_dir("generation.json, generation.csv, generation.png")
 @BACKEND_PRECISIONS
 @SEED
 @MODEL_LOADING
+@ON_THE_FLY
 @GENERATE_OUT
-def bench_generate(target, backends, batch_sizes, prompt_lengths, new_tokens, repeats, **kw):
+def bench_generate(model, backends, batch_sizes, prompt_lengths, new_tokens, repeats, **kw):
     """Benchmark generation token by token: time to first token, inter-token latency, tokens/s, speedup of the
     cached decode over full recompute, % of memory bandwidth.
 
@@ -95,7 +100,7 @@ def bench_generate(target, backends, batch_sizes, prompt_lengths, new_tokens, re
     out, seed, loading = GENERATE_OUT.parse(kw), SEED.parse(kw), MODEL_LOADING.parse(kw)
     precision = BACKEND_PRECISIONS.parse(kw)
     report = bench_generation(
-        target, precisions=precision["precisions"], backends=list(backends) if backends else None,
+        model, target=ON_THE_FLY.parse(kw), precisions=precision["precisions"], backends=list(backends) if backends else None,
         batches=tuple(int(b) for b in batch_sizes), prompt_lengths=tuple(int(p) for p in prompt_lengths),
         new_tokens=tuple(int(n) for n in new_tokens), repeats=repeats, seed=seed, threads=precision["threads"],
         progress=progress, **loading,

@@ -10,10 +10,13 @@ import click
 from ..errors import AttnkitError
 from ..runtimes.registry import runner_names, verifier_for
 from .group import cli
-from .options import IMPORTS, JSON, MODEL_LOADING, SEED
+from .options import IMPORTS, JSON, MODEL_LOADING, SEED, target
 from .support import console as _console
 from .support import emit, progress
 from .types import BACKENDS, FORMATS, POSITIVE_INTS, PRECISIONS, TOLERANCE, tolerances
+
+#: export ships artifacts elsewhere; run measures here (and its pick is for this machine)
+SHIPPED, MEASURED_HERE = target("portable"), target("host")
 
 #: export's and run's: the OpenVINO IR's precisions when not all of --precision
 OPENVINO_PRECISION = click.option(
@@ -82,13 +85,7 @@ def models(seq: int, **kw):
     default=None,
     help="int8 weight scales per output channel or one per tensor [default: the --target scheme's: per channel].",
 )
-@click.option(
-    "--target",
-    default="portable",
-    show_default=True,
-    help="Where the artifacts will run; decides the int8 scheme: portable (any x86-64 CPU with AVX2, and GPUs), "
-    "host (this machine), cpu-avx2, cpu-avx512, cpu-avx512-vnni, cpu-amx, or a TensorRT architecture (sm89).",
-)
+@SHIPPED
 @click.option(
     "--trt-target", help="GPU architecture of the TensorRT plan, e.g. sm89 (TensorRT-RTX) [default: local GPU]."
 )
@@ -111,7 +108,7 @@ def export(model, out, **options):
     from ..export_api import ExportOptions
     from ..export_api import export as run_export
 
-    options.update(MODEL_LOADING.parse(options))
+    options.update(MODEL_LOADING.parse(options), target=SHIPPED.parse(options))
     try:
         result = run_export(model, out, options=ExportOptions(**options), progress=progress)
     except AgreementError as e:
@@ -333,12 +330,7 @@ def package(directory, triton, tfserving, version, name, force, no_warmup, pick)
     help="Precisions to export and bench [default: those native here: fp32,fp16,int8, and bf16 on CPUs "
     "with bf16 instructions].",
 )
-@click.option(
-    "--target",
-    default="portable",
-    show_default=True,
-    help="Where the artifacts will run (see attnkit export --help).",
-)
+@MEASURED_HERE
 @click.option("--trt-target", help="Build TensorRT plans for this GPU architecture (e.g. sm89) even without a GPU.")
 @click.option("--batch-sizes", type=POSITIVE_INTS, default="1,8", show_default=True, help="Benchmark batch sizes.")
 @click.option("--seq-lens", type=POSITIVE_INTS, default="128", show_default=True, help="Benchmark sequence lengths.")
@@ -357,13 +349,13 @@ def package(directory, triton, tfserving, version, name, force, no_warmup, pick)
     help="Also load the ONNX model in Triton's own server (needs `make serving`) and load-test it with dynamic "
     "batching on and off (bench/loadtest.*, report.md).",
 )
-def run_command(model, out, force, precision, target, trt_target, batch_sizes, seq_lens, min_seconds, openvino_precision,
+def run_command(model, out, force, precision, trt_target, batch_sizes, seq_lens, min_seconds, openvino_precision,
                 generate, serve, **kw):  # fmt: skip
     """Export -> verify -> bench -> package MODEL, and write DIR/report.md linking everything."""
     from ..models import classify
     from ..pipeline import run
 
-    seed, loading = SEED.parse(kw), MODEL_LOADING.parse(kw)
+    seed, loading, target = SEED.parse(kw), MODEL_LOADING.parse(kw), MEASURED_HERE.parse(kw)
     imports, unsafe = loading["imports"], loading["unsafe"]
 
     name = classify(model, flag="MODEL").name

@@ -142,6 +142,39 @@ BACKEND_PRECISIONS = OptionGroup(
 )
 
 
+TARGET_HELP = (
+    "Where the artifacts will run; decides the int8 scheme and whether OpenVINO int8 is searched by measurement: "
+    "portable (any x86-64 CPU with AVX2, and GPUs), host (this machine), cpu-avx2, cpu-avx512, cpu-avx512-vnni, "
+    "cpu-amx, or a TensorRT architecture (sm89)."
+)
+
+
+def target(default: str) -> OptionGroup:
+    """``--target``: ``export`` ships artifacts elsewhere (default ``portable``); ``bench``, ``bench-generate`` and
+    ``run`` measure on this machine (default ``host``), so what they export on the fly is made for it."""
+    from ..targets import HOST, PORTABLE
+
+    why = {HOST: "this machine, where it measures", PORTABLE: "artifacts that run on any CPU"}.get(default, default)
+    return OptionGroup(
+        "target",
+        [click.option("--target", default=default, help=f"{TARGET_HELP} [default: {default}: {why}].")],
+        ("target",),
+        _given_or(default),
+    )
+
+
+def _given_or(default: str) -> Callable[[str], str | None]:
+    """The value as given, or None where the user left the default (a command that measures an export directory
+    refuses a --target given for it, and takes the default for a model it exports on the fly)."""
+
+    def parse(target: str) -> str | None:
+        ctx = click.get_current_context(silent=True)
+        source = ctx.get_parameter_source("target") if ctx else None
+        return None if source in (None, click.core.ParameterSource.DEFAULT) else target
+
+    return parse
+
+
 def _out_dir(out):
     if out:
         from ..exporters.manifest import check_writable_out
