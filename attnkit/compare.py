@@ -13,6 +13,7 @@ Element-wise ``|got - ref| <= atol + rtol * |ref|`` is checked too (``--atol/--r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -162,3 +163,16 @@ def worst_draw(draws: list[list[Agreement]]) -> list[Agreement]:
         next((a for a in per_output if not a.passed), None) or max(per_output, key=lambda a: a.rel_l2)
         for per_output in zip(*draws, strict=True)
     ]
+
+
+def reference_draws(spec, shapes, seed: int, infer: Callable, pairs) -> tuple[dict, dict, dict]:
+    """Per (batch, seq) shape: the inputs every check sees, their eager fp32 reference, and the (inputs,
+    reference) of :data:`MORE_DRAWS` further draws for checks that pass by a thin margin,
+    drawn only when a lowered precision is among the (backend, precision) ``pairs`` (only those come near their
+    tolerance). ``verify`` and ``bench`` both take theirs from here, so their draws are numbered alike."""
+    lowered = any(p != "fp32" for _, p in pairs)
+    inputs = spec.sample_draws(list(shapes), seed, 1 + (MORE_DRAWS if lowered else 0))
+    feeds = {shape: d[0] for shape, d in inputs.items()}
+    reference = {shape: infer(f) for shape, f in feeds.items()}
+    draws = {shape: [(f, infer(f)) for f in d[1:]] for shape, d in inputs.items()}
+    return feeds, reference, draws

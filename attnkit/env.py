@@ -11,7 +11,7 @@ def report() -> dict:
     from importlib import metadata
 
     from .exporters.tensorrt import detect
-    from .runtimes.registry import REGISTRY, all_backends, why_not
+    from .runtimes.registry import all_backends, tasks_of, why_not
 
     libraries: dict = {}
     try:
@@ -62,7 +62,7 @@ def report() -> dict:
         machine["ONEDNN_MAX_CPU_ISA"] = f"{cap[0]}: TensorFlow uses {', '.join(sorted(tf_features)) or 'no AVX2'}"
     backends, cannot = [], []
     for name in all_backends():
-        tasks = REGISTRY[name]
+        tasks = tasks_of(name)
         cls = tasks.get(FORWARD) or next(iter(tasks.values()))  # a generation-only backend: its one runner
         reason = cls.unavailable_reason()
         for precision in cls.precisions:

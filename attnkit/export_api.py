@@ -168,7 +168,7 @@ def export(
     progress: Callable[[str], None] | None = None,
     **overrides,
 ) -> ExportResult:
-    """Export a preset or ``.keras`` model to SavedModel and/or ONNX with a manifest.
+    """Export a preset or ``.keras`` model to SavedModel, ONNX, OpenVINO IR and/or TensorRT plans, with a manifest.
 
     Every field of :class:`ExportOptions` can be given as a keyword (``precision="fp32,int8"``), or
     all of them at once as ``options``; keywords override ``options``.
@@ -176,7 +176,8 @@ def export(
     Args:
         model: preset name or ``.keras`` path.
         out: export directory; default ``artifacts/<name>``.
-        formats: subset of ``savedmodel``, ``onnx``.
+        formats: subset of ``savedmodel``, ``onnx``, ``openvino``, ``tensorrt`` and ``triton`` (a model
+            repository of the others).
         precision: comma list of ``fp32``, ``bf16``, ``fp16``, ``int8``. A SavedModel is traced under
             each TF policy listed (``savedmodel/1`` for fp32, ``savedmodel_<p>/1`` otherwise); the ONNX
             graph is exported float32 (``model.onnx``) and lowered on the graph to

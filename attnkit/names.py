@@ -67,11 +67,6 @@ def artifact_file(base: str, precision: str, ext: str) -> str:
     return f"{base}.{ext}" if precision == "fp32" else f"{base}.{precision}.{ext}"
 
 
-def base_of(role: str) -> str:
-    """File base name of a role: ``model`` for the forward pass, the role itself otherwise."""
-    return "model" if role == ROLE_MODEL else role
-
-
 #: attnkit precision -> OpenVINO's INFERENCE_PRECISION_HINT (int8: weight-only IRs compute in f32), and the element
 #: type names OpenVINO reads back -> attnkit precision
 OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}

@@ -99,7 +99,7 @@ def get_sampler(name: str | Sampler = "greedy") -> Sampler:
     if name not in SAMPLERS:
         from .errors import AttnkitError
 
-        raise AttnkitError(f"`{name}` is not a sampler. Valid samplers: {', '.join(SAMPLERS)}.", flag="--sampler")
+        raise AttnkitError(f"`{name}` is not a sampler. Valid samplers: {', '.join(SAMPLERS)}.", flag="sampler")
     return SAMPLERS[name]()
 
 

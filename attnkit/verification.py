@@ -10,17 +10,16 @@ from typing import Any
 from .compare import (
     CHECK_SHAPES,
     DEFAULT_TOLERANCES,
-    MORE_DRAWS,
     Agreement,
     Tolerance,
     beyond_headroom,
     compare_outputs,
+    reference_draws,
     worst_draw,
 )
 from .errors import AttnkitError
-from .names import FORWARD
-from .runtimes.base import REGISTRY, Runner, Source
-from .runtimes.registry import get_runner, hardware_warnings, split_backend
+from .runtimes.base import Runner, Source
+from .runtimes.registry import generation_only, get_runner, hardware_warnings, split_backend
 
 DEFAULT_SHAPES = CHECK_SHAPES
 
@@ -151,19 +150,6 @@ def resolve_tolerance(precision: str, atol: float | dict | None, rtol: float | d
     return DEFAULT_TOLERANCES[precision].override(pick(atol), pick(rtol))
 
 
-def reference_draws(spec, shapes, seed: int, infer: Callable, pairs) -> tuple[dict, dict, dict]:
-    """Per (batch, seq) shape: the inputs every check sees, their eager fp32 reference, and the (inputs,
-    reference) of :data:`~attnkit.compare.MORE_DRAWS` further draws for checks that pass by a thin margin,
-    drawn only when a lowered precision is among the (backend, precision) ``pairs`` (only those come near their
-    tolerance). ``verify`` and ``bench`` both take theirs from here, so their draws are numbered alike."""
-    lowered = any(p != "fp32" for _, p in pairs)
-    inputs = spec.sample_draws(list(shapes), seed, 1 + (MORE_DRAWS if lowered else 0))
-    feeds = {shape: d[0] for shape, d in inputs.items()}
-    reference = {shape: infer(f) for shape, f in feeds.items()}
-    draws = {shape: [(f, infer(f)) for f in d[1:]] for shape, d in inputs.items()}
-    return feeds, reference, draws
-
-
 def _check(runner: Runner, feeds_by_shape, reference, tolerance, draws=None) -> list[CheckResult]:
     """``draws``: per shape, (feeds, reference) of the input draws after the first; a shape whose first draw
     agreed beyond :data:`~attnkit.compare.HEADROOM` of the rel-L2 tolerance must agree on them too (mha's int8:
@@ -247,7 +233,7 @@ def verify(
     if backends:
         selected = []
         for name, precision in (split_backend(b) for b in backends):
-            if generation is not None and name in REGISTRY and FORWARD not in REGISTRY[name]:
+            if generation is not None and generation_only(name):
                 continue  # a generation-only backend (onnxruntime-genai): checked with the generation below
             get_runner(name)  # raises on unknown names, listing the valid ones
             found = [(n, p) for n, p in pairs if n == name and precision in (None, p)]

@@ -7,7 +7,9 @@ Imports running up are read by tests/test_house.py's own walk (one layer map, no
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -37,7 +39,25 @@ def main() -> int:
                 yield f"{prefix}{name}", len([p for p in cmd.params if isinstance(p, click.Option)])
 
     print("options per command: " + ", ".join(f"{n} {k}" for n, k in walk(cli)))
+    long = sorted(_long_functions(files), key=lambda f: -f[2])
+    print(f"functions over 80 lines: {len(long)}" + "".join(f"\n  {p}:{name} {n}" for p, name, n in long))
+    literal = re.compile(r"""["'](fp32|bf16|fp16|int8|q8|q4)["']""")
+    counts = {f: len(literal.findall(f.read_text())) for f in files if f.name != "names.py"}
+    print(f"precision literals outside names.py: {sum(counts.values())} in {sum(1 for n in counts.values() if n)} files")
+    registry = [f.relative_to(ROOT).as_posix() for f in files if f.name != "registry.py" and "REGISTRY" in f.read_text()]
+    print(f"modules reading REGISTRY besides registry.py: {len(registry)} {registry}")
+    print(f"modules at the package root: {len(list((ROOT / 'attnkit').glob('*.py')))}")
     return 0
+
+
+def _long_functions(files, limit: int = 80):
+    """(file, function, lines) of every function longer than ``limit`` lines."""
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = node.end_lineno - node.lineno + 1
+                if n > limit:
+                    yield f.relative_to(ROOT).as_posix(), node.name, n
 
 
 if __name__ == "__main__":

@@ -328,12 +328,3 @@ class BandwidthProbes:
 
     def close(self) -> None:
         self._copy, self._reads = None, {}
-
-
-def calibrate_bandwidth(threads: int | None = None, mib: int = 512, seconds: float = 1.0) -> dict:
-    """Measured DRAM bandwidth of this machine: the best GB/s of a large array copy (:class:`BandwidthProbes`)."""
-    probes = BandwidthProbes(threads, mib)
-    try:
-        return probes.copy(seconds)
-    finally:
-        probes.close()

@@ -6,11 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..compare import MORE_DRAWS
+from ..compare import MORE_DRAWS, reference_draws
 from ..errors import AttnkitError, BackendError
 from ..runtimes.base import Source
 from ..runtimes.registry import backends_for, get_runner, hardware_warnings, split_backend
-from ..verification import reference_draws
 from .harness import StoppingRule, measure
 from .results import BASELINE, BenchReport, Measurement, _agreement, near_tolerance, worst_of  # noqa: F401  (re-exported)
 
@@ -122,8 +121,8 @@ def bench(
         root: an export directory (a preset or ``.keras`` file goes through :func:`attnkit.workflow.bench`,
             which exports it on the fly). A backend named in ``backends`` whose artifact the export lacks is
             refused, unless ``on_the_fly`` (the export was made for this run: the pair is listed as skipped).
-        backends: backend names, optionally with a precision suffix (``onnxruntime-int8``); default:
-            keras, tf-function, xla, savedmodel, onnxruntime.
+        backends: backend names, optionally with a precision suffix (``onnxruntime-int8``); default: the
+            registry's bench defaults (:func:`attnkit.runtimes.registry.bench_defaults`: the CPU backends).
         batch_sizes, seq_lens: workload shapes (every combination).
         precisions: precisions to run where a backend supports them; others are listed as skipped.
         threads: intra-op threads for TensorFlow and ONNX Runtime (default: all cores).

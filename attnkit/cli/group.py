@@ -37,7 +37,7 @@ def _without(args: list[str], flag: str, keep_value: bool) -> list[str]:
 def cli():
     """Export, verify, benchmark and package Keras attention models.
 
-    SavedModel (TF Serving), ONNX (fp32/fp16/int8), TensorRT plans, Triton repositories.
+    SavedModel (TF Serving), ONNX (fp32/fp16/int8/q8/q4), OpenVINO IR, TensorRT plans, Triton repositories.
 
     \b
     attnkit models                         list the presets

@@ -57,7 +57,7 @@ def size_path(path: Path) -> int:
 class ArtifactRecord:
     """One exported artifact: where it is, what precision, its size and hash, its agreement."""
 
-    format: str  # keras | savedmodel | onnx | tensorrt
+    format: str  # keras | savedmodel | onnx | openvino | tensorrt
     path: str  # relative to the export directory
     precision: str
     bytes: int = 0

@@ -31,8 +31,8 @@ from ..benchmark.stats import summarise
 from ..compare import DEFAULT_TOLERANCES
 from ..errors import AttnkitError
 from ..names import FORWARD, GENERATE, ROLE_DECODER_WITH_PAST
-from ..runtimes.base import REGISTRY, label
-from ..runtimes.registry import format_of, generation_pairs
+from ..runtimes.base import label
+from ..runtimes.registry import format_of, generation_pairs, tasks_of
 from .loop import Prompts, full_logits, recompute
 from .verify import GenerationCheck, _compare_steps, run_generation, unavailable_notes
 
@@ -164,7 +164,7 @@ def _streamed_bytes(source, fmt: str, precision: str) -> int | None:
 def _forward_runner(source, backend: str, precision: str):
     """The backend's own forward runner at ``precision`` for its full-recompute baseline (the registry's,
     as bench uses it), or None when the export has no artifact for it."""
-    cls = REGISTRY[backend].get(FORWARD)
+    cls = tasks_of(backend).get(FORWARD)
     if cls is None or precision not in cls.precisions:
         return None
     if cls.needs != "keras" and source.manifest.artifact(cls.needs, precision) is None:

@@ -45,6 +45,16 @@ def all_backends() -> list[str]:
     return list(REGISTRY)
 
 
+def tasks_of(name: str) -> dict[str, type[Loadable]]:
+    """``{task: runner class}`` of backend ``name`` (empty for an unknown name)."""
+    return dict(REGISTRY.get(name, {}))
+
+
+def generation_only(name: str) -> bool:
+    """A registered backend with generation runners and no forward one (onnxruntime-genai, OpenVINO GenAI)."""
+    return name in REGISTRY and FORWARD not in REGISTRY[name]
+
+
 def verifier_for(fmt: str) -> str | None:
     """The backend that checks artifacts of format ``fmt`` (``keras`` -> tf-function, ``onnx`` -> onnxruntime)."""
     return next((n for n in runner_names() if (c := REGISTRY[n][FORWARD]).verifies and c.needs == fmt), None)
@@ -58,7 +68,7 @@ def bench_defaults() -> list[str]:
 def format_of(name: str) -> str:
     """The artifact format a backend reads (its runners share it; a generation-only backend has no forward one)."""
     name = split_backend(name)[0]
-    if name in REGISTRY and FORWARD not in REGISTRY[name]:
+    if generation_only(name):
         return next(iter(REGISTRY[name].values())).needs
     return get_runner(name).needs
 
