@@ -15,7 +15,8 @@ PARAMS = {
     "--json": "json_out",
     "--server": "url",
     "DIR": "root",
-    "MODEL_OR_DIR": "target",
+    "MODEL_OR_DIR": "model",
+    "--max-prompt-length": "prompt_length",
 }
 
 

@@ -136,13 +136,13 @@ class GenerationSpec:
             raise AttnkitError(
                 f"a prompt of {prompt_length} tokens + {max_new_tokens} new tokens exceeds the model's maximum "
                 f"length {self.max_length}.",
-                flag="--prompt-length",
+                flag="--max-prompt-length",
                 hint=f"Keep prompt length + --max-new-tokens <= {self.max_length}.",
             )
         if self.seq2seq and source_length is not None and source_length > self.max_length:
             raise AttnkitError(
                 f"a source of {source_length} tokens exceeds the model's maximum length {self.max_length}.",
-                flag="--prompt-length",
+                flag="--max-prompt-length",
             )
 
     def to_dict(self) -> dict:

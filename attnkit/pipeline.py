@@ -34,6 +34,8 @@ class RunSettings:
     serve: bool = False
     #: the OpenVINO IR's precisions when ``run`` kept fewer than ``precision`` (its native defaults)
     openvino_precision: str | None = None
+    warmup: float = 0.5
+    min_iterations: int = 5
 
 
 @dataclass
@@ -85,9 +87,9 @@ def run(
     target: str | None = None,
     precision: str | None = None,
     openvino_precision: str | None = None,
-    batch_sizes: str = "1,8",
-    seq_lens: str = "128",
-    min_seconds: float = 1.0,
+    batch_sizes: str | tuple[int, ...] = (1, 8),
+    seq_lens: str | tuple[int, ...] = (128,),
+    rule=None,
     imports: tuple[str, ...] = (),
     seed: int = 0,
     unsafe: bool = False,
@@ -113,8 +115,9 @@ def run(
     from .package import package
     from .targets import native_precisions
 
-    parse_int_list(batch_sizes, "--batch-sizes")  # bad benchmark shapes are refused before anything is written
-    parse_int_list(seq_lens, "--seq-lens")
+    # bad benchmark shapes are refused before anything is written
+    batch_sizes, seq_lens = parse_int_list(batch_sizes, "--batch-sizes"), parse_int_list(seq_lens, "--seq-lens")
+    rule = rule or StoppingRule(0.5, 5, 1.0)
     if serve:  # a missing serving venv is refused before anything is written
         from .serving.env import ServingEnv
 
@@ -201,7 +204,7 @@ def run(
             batch_sizes=batch_sizes,
             seq_lens=seq_lens,
             precisions=tuple(p for p in precision.split(",") if p),
-            rule=StoppingRule(0.5, 5, min_seconds),
+            rule=rule,
             seed=seed,
             unsafe=unsafe,
             progress=say,
@@ -262,9 +265,9 @@ def run(
         out,
         formats,
         precision,
-        batch_sizes,
-        seq_lens,
-        min_seconds,
+        ",".join(map(str, batch_sizes)),
+        ",".join(map(str, seq_lens)),
+        rule.min_seconds,
         trt_target,
         trt_note,
         target,
@@ -272,6 +275,8 @@ def run(
         generate,
         serve,
         openvino_precision if openvino_precision != precision else None,
+        rule.warmup_s,
+        rule.min_iterations,
     )
     _write_report(result, settings)
     return result
@@ -471,8 +476,8 @@ def _reproduce_section(settings: RunSettings) -> str:
     return "\n".join(
         [
             f"attnkit run {q(model)} --out {q(str(out))} --force --precision {settings.precision}{ov} "
-            f"--target {settings.target} {shapes} --min-seconds {settings.min_seconds}{trt}"
-            + (" --serve" if settings.serve else ""),
+            f"--target {settings.target} {shapes} --warmup {settings.warmup} --min-iterations {settings.min_iterations} "
+            f"--min-seconds {settings.min_seconds}{trt}" + (" --serve" if settings.serve else ""),
             "# or step by step:",
             f"attnkit export {q(model)} --out {q(str(out))} --force --format {','.join(settings.formats)} "
             f"--precision {settings.precision}{ov} --target {settings.target}{trt}"

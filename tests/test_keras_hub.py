@@ -165,8 +165,8 @@ def test_too_many_tokens_is_a_one_line_error(hub_export):
     family, _, result = hub_export
     if family != "gpt2":
         pytest.skip("checked once, on GPT-2")
-    code, out = run("verify", str(result.out), "--generate", "--prompt-length", "64", "--max-new-tokens", "40")
-    assert_one_line_error(code, out, "--prompt-length")
+    code, out = run("verify", str(result.out), "--generate", "--max-prompt-length", "64", "--max-new-tokens", "40")
+    assert_one_line_error(code, out, "--max-prompt-length")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import click
 
 from ..runtimes.registry import bench_defaults, runner_names
 from .group import cli
-from .options import BACKEND_PRECISIONS, JSON, MODEL_LOADING, SEED, out_dir, shapes, target, timing
+from .options import BACKEND_PRECISIONS, JSON, MODEL_LOADING, SEED, batch_sizes, out_dir, shapes, target, timing
 from .support import console, emit, progress, stages
 from .types import BACKENDS, POSITIVE_INTS
 
@@ -66,7 +66,7 @@ def bench(model, backends, no_baseline, **kw):
             click.echo(f"wrote {path}")
 
 
-GENERATE_SHAPES = shapes(default_batches="1")
+GENERATE_BATCHES = batch_sizes("1")
 GENERATE_OUT = out_dir("generation.json, generation.csv, generation.png")
 
 
@@ -78,7 +78,7 @@ GENERATE_OUT = out_dir("generation.json, generation.csv, generation.png")
     help="Comma list of backends with generation runners (NAME-PRECISION pins one) [default: every one the "
     "export's artifacts allow; `attnkit env` lists them].",
 )
-@click.option("--batch-sizes", type=POSITIVE_INTS, default="1", show_default=True, help="Batch sizes.")
+@GENERATE_BATCHES
 @click.option("--prompt-lengths", type=POSITIVE_INTS, default="32", show_default=True, help="Prompt lengths.")
 @click.option("--new-tokens", type=POSITIVE_INTS, default="32,128", show_default=True, help="Tokens generated.")
 @click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Timed generations.")
@@ -87,7 +87,7 @@ GENERATE_OUT = out_dir("generation.json, generation.csv, generation.png")
 @MODEL_LOADING
 @ON_THE_FLY
 @GENERATE_OUT
-def bench_generate(model, backends, batch_sizes, prompt_lengths, new_tokens, repeats, **kw):
+def bench_generate(model, backends, prompt_lengths, new_tokens, repeats, **kw):
     """Benchmark generation token by token: time to first token, inter-token latency, tokens/s, speedup of the
     cached decode over full recompute, % of memory bandwidth.
 
@@ -101,7 +101,7 @@ def bench_generate(model, backends, batch_sizes, prompt_lengths, new_tokens, rep
     precision = BACKEND_PRECISIONS.parse(kw)
     report = bench_generation(
         model, target=ON_THE_FLY.parse(kw), precisions=precision["precisions"], backends=list(backends) if backends else None,
-        batches=tuple(int(b) for b in batch_sizes), prompt_lengths=tuple(int(p) for p in prompt_lengths),
+        batches=GENERATE_BATCHES.parse(kw), prompt_lengths=tuple(int(p) for p in prompt_lengths),
         new_tokens=tuple(int(n) for n in new_tokens), repeats=repeats, seed=seed, threads=precision["threads"],
         progress=progress, **loading,
     )  # fmt: skip
@@ -124,18 +124,17 @@ def bench_generate(model, backends, batch_sizes, prompt_lengths, new_tokens, rep
 @click.argument("export_dir", metavar="DIR", type=click.Path(path_type=Path))
 @click.option("--rate", type=float, required=True, help="Requests per second (Poisson arrivals).")
 @click.option("--requests", default=16, show_default=True, type=click.IntRange(min=1), help="Requests in all.")
-@click.option("--prompt-length", default=32, show_default=True, type=click.IntRange(min=1),
+@click.option("--max-prompt-length", default=32, show_default=True, type=click.IntRange(min=1),
               help="Longest prompt (lengths drawn in [half, this]).")  # fmt: skip
 @click.option("--new-tokens", default=32, show_default=True, type=click.IntRange(min=1), help="Tokens per request.")
 @click.option("--max-batch", default=8, show_default=True, type=click.IntRange(min=1),
               help="Static batching: most requests in one generate call.")  # fmt: skip
 @click.option("--static", default="openvino-genai", show_default=True,
               help="The generate backend that serves by static batching.")  # fmt: skip
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "int8"]))
-@click.option("--threads", type=click.IntRange(min=1), help="Inference threads.")
+@BACKEND_PRECISIONS
 @SEED
 @JSON
-def bench_arrivals(export_dir, rate, requests, prompt_length, new_tokens, max_batch, static, precision, threads, **kw):
+def bench_arrivals(export_dir, rate, requests, max_prompt_length, new_tokens, max_batch, static, **kw):
     """Serve requests that arrive while others decode, by continuous batching (OpenVINO GenAI's
     ContinuousBatchingPipeline, OpenVINO Model Server's engine) and by static batching on the same export, in
     one run: tokens/s, latency from arrival to last token, time to first token, and whether both gave every
@@ -144,10 +143,18 @@ def bench_arrivals(export_dir, rate, requests, prompt_length, new_tokens, max_ba
     DIR is a --generate export of a decoder-only model with --format openvino."""
     from ..generation.arrivals import arrivals_tables, bench_arrivals
 
-    seed, json_out = SEED.parse(kw), JSON.parse(kw)
+    seed, json_out, asked = SEED.parse(kw), JSON.parse(kw), BACKEND_PRECISIONS.parse(kw)
+    precisions = asked["precisions"]
+    if len(precisions) != 1 or precisions[0] not in ("fp32", "int8"):
+        from ..errors import AttnkitError
+
+        raise AttnkitError(
+            f"bench-arrivals serves one precision, fp32 or int8; got {','.join(precisions)}.", flag="--precision"
+        )
     report = bench_arrivals(
-        export_dir, rate=rate, requests=requests, prompt_length=prompt_length, new_tokens=new_tokens,
-        max_batch=max_batch, static=static, precision=precision, seed=seed, threads=threads, progress=progress,
+        export_dir, rate=rate, requests=requests, prompt_length=max_prompt_length, new_tokens=new_tokens,
+        max_batch=max_batch, static=static, precision=precisions[0], seed=seed, threads=asked["threads"],
+        progress=progress,
     )  # fmt: skip
     emit(report.to_dict(), json_out, lambda data: arrivals_tables(data, console().width))
 

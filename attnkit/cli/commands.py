@@ -10,13 +10,15 @@ import click
 from ..errors import AttnkitError
 from ..runtimes.registry import runner_names, verifier_for
 from .group import cli
-from .options import IMPORTS, JSON, MODEL_LOADING, SEED, target
+from .options import IMPORTS, JSON, MODEL_LOADING, SEED, shapes, target, timing
 from .support import console as _console
 from .support import emit, progress
-from .types import BACKENDS, FORMATS, POSITIVE_INTS, PRECISIONS, TOLERANCE, tolerances
+from .types import BACKENDS, FORMATS, PRECISIONS, TOLERANCE, tolerances
 
 #: export ships artifacts elsewhere; run measures here (and its pick is for this machine)
 SHIPPED, MEASURED_HERE = target("portable"), target("host")
+#: run's bench: fewer shapes and shorter timing than bench's own defaults (run does everything else too)
+RUN_SHAPES, RUN_TIMING = shapes("1,8"), timing(min_seconds=1.0, warmup=0.5, min_iterations=5)
 
 #: export's and run's: the OpenVINO IR's precisions when not all of --precision
 OPENVINO_PRECISION = click.option(
@@ -166,7 +168,7 @@ def _print_report_of(error) -> None:
     "export; --generate refuses one that is not].",
 )
 @click.option("--max-new-tokens", default=32, show_default=True, type=int, help="Tokens generated per prompt.")
-@click.option("--prompt-length", default=16, show_default=True, type=int, help="Longest prompt (others shorter).")
+@click.option("--max-prompt-length", "prompt_length", default=16, show_default=True, type=int, help="Longest prompt (others shorter).")
 @MODEL_LOADING
 def verify(directory, backends, atol, rtol, locate, generate, max_new_tokens, prompt_length, **kw):
     """Check every artifact in DIR against the eager fp32 Keras model; exit 0 only if all agree."""
@@ -332,9 +334,8 @@ def package(directory, triton, tfserving, version, name, force, no_warmup, pick)
 )
 @MEASURED_HERE
 @click.option("--trt-target", help="Build TensorRT plans for this GPU architecture (e.g. sm89) even without a GPU.")
-@click.option("--batch-sizes", type=POSITIVE_INTS, default="1,8", show_default=True, help="Benchmark batch sizes.")
-@click.option("--seq-lens", type=POSITIVE_INTS, default="128", show_default=True, help="Benchmark sequence lengths.")
-@click.option("--min-seconds", default=1.0, show_default=True, type=float, help="Timed seconds per measurement.")
+@RUN_SHAPES
+@RUN_TIMING
 @OPENVINO_PRECISION
 @MODEL_LOADING
 @SEED
@@ -349,13 +350,14 @@ def package(directory, triton, tfserving, version, name, force, no_warmup, pick)
     help="Also load the ONNX model in Triton's own server (needs `make serving`) and load-test it with dynamic "
     "batching on and off (bench/loadtest.*, report.md).",
 )
-def run_command(model, out, force, precision, trt_target, batch_sizes, seq_lens, min_seconds, openvino_precision,
+def run_command(model, out, force, precision, trt_target, openvino_precision,
                 generate, serve, **kw):  # fmt: skip
     """Export -> verify -> bench -> package MODEL, and write DIR/report.md linking everything."""
     from ..models import classify
     from ..pipeline import run
 
     seed, loading, target = SEED.parse(kw), MODEL_LOADING.parse(kw), MEASURED_HERE.parse(kw)
+    (batch_sizes, seq_lens), rule = RUN_SHAPES.parse(kw), RUN_TIMING.parse(kw)
     imports, unsafe = loading["imports"], loading["unsafe"]
 
     name = classify(model, flag="MODEL").name
@@ -367,9 +369,9 @@ def run_command(model, out, force, precision, trt_target, batch_sizes, seq_lens,
         precision=",".join(precision) if precision else None,
         openvino_precision=",".join(openvino_precision) if openvino_precision else None,
         target=target,
-        batch_sizes=",".join(batch_sizes),
-        seq_lens=",".join(seq_lens),
-        min_seconds=min_seconds,
+        batch_sizes=batch_sizes,
+        seq_lens=seq_lens,
+        rule=rule,
         imports=imports,
         seed=seed,
         unsafe=unsafe,

@@ -82,14 +82,26 @@ def _shapes(batch_sizes, seq_lens) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return tuple(int(b) for b in batch_sizes), tuple(int(s) for s in seq_lens)
 
 
+def _batch_sizes_option(default: str) -> Callable:
+    return click.option("--batch-sizes", type=POSITIVE_INTS, default=default, show_default=True, help="Batch sizes.")
+
+
+def batch_sizes(default: str = "1") -> OptionGroup:
+    """``--batch-sizes`` alone (generation measures prompt lengths, not sequence lengths)."""
+    return OptionGroup(
+        "batch sizes",
+        [_batch_sizes_option(default)],
+        ("batch_sizes",),
+        lambda batch_sizes: tuple(map(int, batch_sizes)),
+    )
+
+
 def shapes(default_batches: str = "1,8,32") -> OptionGroup:
     """``--batch-sizes`` and ``--seq-lens`` (every combination is measured)."""
     return OptionGroup(
         "shapes",
         [
-            click.option(
-                "--batch-sizes", type=POSITIVE_INTS, default=default_batches, show_default=True, help="Batch sizes."
-            ),
+            _batch_sizes_option(default_batches),
             click.option("--seq-lens", type=POSITIVE_INTS, default="128", show_default=True, help="Sequence lengths."),
         ],  # fmt: skip
         ("batch_sizes", "seq_lens"),
@@ -103,15 +115,17 @@ def _timing(warmup, min_iterations, min_seconds):
     return StoppingRule(warmup, min_iterations, min_seconds)
 
 
-def timing(min_seconds: float = 2.0) -> OptionGroup:
+def timing(min_seconds: float = 2.0, warmup: float = 1.0, min_iterations: int = 10) -> OptionGroup:
     """``--warmup``, ``--min-iterations``, ``--min-seconds``: the stopping rule, validated once."""
     return OptionGroup(
         "timing",
         [
             click.option(
-                "--warmup", default=1.0, show_default=True, type=float, help="Warm-up seconds per backend and shape."
+                "--warmup", default=warmup, show_default=True, type=float, help="Warm-up seconds per backend and shape."
             ),
-            click.option("--min-iterations", default=10, show_default=True, type=int, help="Timed calls at least."),
+            click.option(
+                "--min-iterations", default=min_iterations, show_default=True, type=int, help="Timed calls at least."
+            ),
             click.option(
                 "--min-seconds",
                 default=min_seconds,
