@@ -24,7 +24,11 @@ def _layers_known_to_keras() -> None:
     """After ``import attnkit``, ``keras.models.load_model("…/model.keras")`` finds attnkit's layers, as keras-hub's
     do after ``import keras_hub``: Keras imports a saved class's module only for its own packages, so attnkit's
     registered layers must be imported when Keras is. Keras already loaded: import them now; not yet: once
-    Keras's own module has run (a one-shot import hook; ``import attnkit`` itself stays free of Keras)."""
+    Keras's own module has run (a one-shot import hook; ``import attnkit`` itself stays free of Keras).
+
+    Where Keras is first imported by attnkit's own layer modules (``from attnkit.models.attention import ...`` in a
+    fresh process), they are mid-import and register themselves: importing them again from the hook failed with a
+    circular ImportError (found 2026-12-06; ``test_house`` imports each module first in a fresh process)."""
     import importlib
     import sys
 
@@ -47,7 +51,9 @@ def _layers_known_to_keras() -> None:
 
             def exec_module(module):
                 run(module)
-                importlib.import_module(layers)
+                own = [sys.modules.get(m) for m in ("attnkit.models.attention", layers)]
+                if not any(m is not None and getattr(m.__spec__, "_initializing", False) for m in own):
+                    importlib.import_module(layers)
 
             spec.loader.exec_module = exec_module
             return spec
@@ -61,22 +67,22 @@ __all__ = ["__version__", "export", "verify", "bench", "list_models"]
 
 
 def export(*args, **kwargs):
-    """See :func:`attnkit.export_api.export`."""
-    from .export_api import export as _export
+    """See :func:`attnkit.orchestration.export.export`."""
+    from .orchestration.export import export as _export
 
     return _export(*args, **kwargs)
 
 
 def verify(*args, **kwargs):
-    """See :func:`attnkit.verification.verify`."""
-    from .verification import verify as _verify
+    """See :func:`attnkit.checks.agreement.verify`."""
+    from .checks.agreement import verify as _verify
 
     return _verify(*args, **kwargs)
 
 
 def bench(*args, **kwargs):
-    """See :func:`attnkit.workflow.bench` (a preset, .keras file or export directory)."""
-    from .workflow import bench as _bench
+    """See :func:`attnkit.orchestration.resolve.bench` (a preset, .keras file or export directory)."""
+    from .orchestration.resolve import bench as _bench
 
     return _bench(*args, **kwargs)
 

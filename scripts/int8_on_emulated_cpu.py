@@ -9,7 +9,7 @@ Haswell (no AVX-512, no VNNI) and on this machine, one run after the other:
 The export, the quantisation and the eager Keras reference run natively; only onnxruntime runs
 under `qemu-x86_64 -cpu CPU` (TensorFlow would be far too slow emulated). Prints relative L2 and
 cosine against the eager fp32 model, native and emulated, per scheme. Evidence behind
-attnkit.targets, not a test: qemu is not a project dependency.
+attnkit.core.targets, not a test: qemu is not a project dependency.
 """
 
 from __future__ import annotations
@@ -60,10 +60,10 @@ def main() -> None:
     import onnx
 
     import attnkit
+    from attnkit.core.targets import INT8_SCHEMES
     from attnkit.exporters.precision import to_int8
     from attnkit.runtimes.base import Source
     from attnkit.runtimes.registry import get_runner
-    from attnkit.targets import INT8_SCHEMES
 
     with tempfile.TemporaryDirectory() as tmp:
         out = attnkit.export(args.preset, Path(tmp) / "e", formats="onnx", check=False).out

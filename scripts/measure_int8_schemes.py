@@ -1,4 +1,4 @@
-"""Accuracy and speed of every int8 scheme on this machine (the evidence behind attnkit.targets).
+"""Accuracy and speed of every int8 scheme on this machine (the evidence behind attnkit.core.targets).
 
     python scripts/measure_int8_schemes.py encoder-tiny encoder-base --batch 8 --seq 128
 
@@ -132,12 +132,12 @@ def main() -> None:
     import onnxruntime as ort
 
     import attnkit
-    from attnkit.compare import DEFAULT_TOLERANCES, compare_outputs
+    from attnkit.core.compare import DEFAULT_TOLERANCES, compare_outputs
+    from attnkit.core.machine import cpu
+    from attnkit.core.targets import INT8_SCHEMES, host_class
     from attnkit.exporters.precision import to_int8, to_weight_only
-    from attnkit.machine import cpu
     from attnkit.runtimes.base import Source
     from attnkit.runtimes.registry import get_runner
-    from attnkit.targets import INT8_SCHEMES, host_class
 
     info = cpu()
     print(f"CPU: {info.brand}; class {host_class(info.features)}; features: {', '.join(sorted(info.features))}")

@@ -22,11 +22,11 @@ import onnx
 import onnxruntime as ort
 
 from attnkit.benchmark.harness import StoppingRule, measure
+from attnkit.core.targets import INT8_SCHEMES
 from attnkit.exporters.onnx import convert
 from attnkit.exporters.passes import fuse_layernorm, op_counts
 from attnkit.exporters.precision import to_int8
 from attnkit.runtimes.base import Source
-from attnkit.targets import INT8_SCHEMES
 from attnkit.tracing import trace
 
 SHOWN = (

@@ -51,12 +51,12 @@ def main() -> None:
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     import attnkit
-    from attnkit.compare import DEFAULT_TOLERANCES, compare_outputs
-    from attnkit.machine import cpu
+    from attnkit.core.compare import DEFAULT_TOLERANCES, compare_outputs
+    from attnkit.core.machine import cpu
+    from attnkit.core.targets import host_class
     from attnkit.runtimes.base import Source
     from attnkit.runtimes.openvino import RAN_AS
     from attnkit.runtimes.registry import get_runner
-    from attnkit.targets import host_class
 
     info = cpu()
     core = ov.Core()

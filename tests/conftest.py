@@ -16,7 +16,7 @@ def pytest_addoption(parser):
 
 
 def _gpu_reason() -> str | None:
-    from attnkit.machine import gpu_unavailable_reason
+    from attnkit.core.machine import gpu_unavailable_reason
 
     return gpu_unavailable_reason()
 

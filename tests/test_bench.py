@@ -17,7 +17,7 @@ from attnkit.benchmark.roofline import calibrate_matmul, graph_flops
 from attnkit.benchmark.run import Measurement, parse_int_list
 from attnkit.benchmark.stats import Latency
 from attnkit.cli import cli
-from attnkit.errors import AttnkitError
+from attnkit.core.errors import AttnkitError
 from attnkit.models import get_preset
 from attnkit.runtimes import base, registry
 
@@ -136,7 +136,7 @@ def test_the_pick_is_the_fastest_agreeing_row_per_goal(small_report):
     assert all(p["rel_l2"] is not None and p["ran_as"] for p in pick.values())
     lines = pick_lines(pick)
     assert lines[0].startswith("Deploy for latency (batch 1 x 16): ") and "rel L2" in lines[1]
-    from attnkit.compare import DEFAULT_TOLERANCES
+    from attnkit.core.compare import DEFAULT_TOLERANCES
 
     for p in pick.values():  # the tolerance the pick was held to travels with it
         assert p["rel_l2_tolerance"] == DEFAULT_TOLERANCES[p["precision"]].rel_l2
@@ -185,7 +185,7 @@ def test_a_pick_near_its_tolerance_says_so():
     """Agreeing within the tolerance on one draw is the rule; beyond HEADROOM of it the line says to check more
     inputs (mha's int8: 0.020-0.034 across draws against 0.03)."""
     from attnkit.benchmark.results import pick_lines
-    from attnkit.compare import HEADROOM
+    from attnkit.core.compare import HEADROOM
 
     row = {"backend": "onnxruntime", "precision": "int8", "ran_as": "int8", "batch": 8, "seq": 128, "p50_ms": 13.0,
            "seq_per_s": 581.2, "speedup": 2.69, "rel_l2_tolerance": 0.03}  # fmt: skip
@@ -413,7 +413,7 @@ def test_bench_cli_table(tiny_export, tmp_path):
 
 
 def test_attention_heatmaps(tmp_path):
-    from attnkit.attention_maps import capture
+    from attnkit.checks.attention_maps import capture
 
     preset = get_preset("decoder-small")
     model, spec = preset.build(), preset.spec()

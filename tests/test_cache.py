@@ -8,7 +8,7 @@ import pytest
 from conftest import rel_l2
 from keras import ops
 
-from attnkit.errors import ModelError
+from attnkit.core.errors import ModelError
 from attnkit.models import resolve
 from attnkit.models.attention import MultiHeadAttention
 from attnkit.models.transformer import TransformerDecoderBlock

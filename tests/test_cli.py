@@ -128,7 +128,7 @@ def test_tampered_artifact_is_reported(tiny_export, tmp_path):
 
 def test_python_m_and_help_do_not_import_heavy_libraries():
     code = (
-        "import sys, attnkit, attnkit.cli, attnkit.errors, attnkit.spec; "
+        "import sys, attnkit, attnkit.cli, attnkit.core.errors, attnkit.core.spec; "
         "heavy = [m for m in ('tensorflow', 'onnxruntime', 'tf2onnx', 'keras', 'onnx') if m in sys.modules]; "
         "print(heavy)"
     )
@@ -202,3 +202,18 @@ def test_a_missing_custom_class_is_named(tmp_path):
         code, out, "--import", "`userpkg7f3>Doubled`", "`user_layers_7f3`", "--import user_layers_7f3"
     )
     assert "Functional" not in out and not (tmp_path / "o").exists()
+
+
+def test_library_errors_name_the_parameter_and_the_cli_the_flag():
+    from attnkit.benchmark.run import parse_int_list
+    from attnkit.core.errors import AttnkitError
+
+    with pytest.raises(AttnkitError) as e:
+        parse_int_list("1,0", "--batch-sizes")
+    assert str(e.value).startswith("batch_sizes: `0` is not a positive integer")
+    assert e.value.for_cli().startswith("--batch-sizes: `0` is not a positive integer")
+    code, output = run("bench", "mha", "--batch-sizes", "0")
+    assert code != 0 and "Error: Invalid value for '--batch-sizes'" in output  # click's own check, first
+    code, output = run("verify", "/nonexistent-attnkit-dir")
+    errors = [ln for ln in output.splitlines() if ln.startswith("Error")]
+    assert errors == [errors[0]] and errors[0].startswith("Error: DIR: ")  # the CLI names the argument

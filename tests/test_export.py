@@ -16,7 +16,7 @@ import pytest
 from conftest import rel_l2
 
 import attnkit
-from attnkit.errors import AgreementError, ModelError
+from attnkit.core.errors import AgreementError, ModelError
 from attnkit.exporters.manifest import sha256_path
 from attnkit.models import get_preset
 from attnkit.tracing import call_model
@@ -187,12 +187,12 @@ def test_failed_export_keeps_existing_directory(tiny_export, tmp_path, monkeypat
 
 
 def test_disagreement_fails_but_writes_the_directory(tmp_path, monkeypatch):
-    from attnkit import compare
+    from attnkit.core import compare
 
     strict = dict(compare.DEFAULT_TOLERANCES)
     strict["fp32"] = compare.Tolerance(atol=0.0, rtol=0.0, rel_l2=0.0, min_cosine=1.0)
     monkeypatch.setattr(compare, "DEFAULT_TOLERANCES", strict)
-    monkeypatch.setattr("attnkit.verification.DEFAULT_TOLERANCES", strict)
+    monkeypatch.setattr("attnkit.checks.agreement.DEFAULT_TOLERANCES", strict)
     with pytest.raises(AgreementError) as e:
         attnkit.export("encoder-tiny", tmp_path / "x", formats="onnx")
     assert not e.value.report.ok

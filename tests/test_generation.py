@@ -12,10 +12,10 @@ import pytest
 from test_cli import assert_one_line_error, run
 
 import attnkit
-from attnkit.errors import AttnkitError, BackendError, ModelError
+from attnkit.core.errors import AttnkitError, BackendError, ModelError
+from attnkit.core.names import DECODE_STEP, GENERATE
 from attnkit.exporters.signatures import onnx_signature, savedmodel_signature
 from attnkit.generation.loop import Prompts, decode, recompute, sequence_lengths
-from attnkit.names import DECODE_STEP, GENERATE
 from attnkit.runtimes.base import Source
 from attnkit.runtimes.registry import runner_class
 
@@ -318,7 +318,7 @@ def test_package_serves_the_decode_step_and_the_generate_signature(lm_export, tm
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    from attnkit.package import package
+    from attnkit.orchestration.package import package
 
     result = package(lm_export.out, triton=tmp_path / "repo", tfserving=tmp_path / "tfs")
     names = {m["name"] for m in result.triton}
@@ -470,3 +470,30 @@ def test_static_batching_takes_what_has_arrived_when_idle():
     assert batches == 3 and calls == [[3], [2, 4], [1]]  # right-padded rows, each its own length
     assert [done for _, done, _ in served] == [1.0, 2.0, 2.0, 6.0]
     assert [tokens for _, _, tokens in served] == [[1, 1]] * 4
+
+
+def test_verify_generate_on_an_export_without_generation_is_refused(tiny_export):
+    code, output = run("verify", tiny_export.out, "--generate")
+    assert code != 0 and "Traceback" not in output
+    errors = [ln for ln in output.splitlines() if ln.startswith("Error")]
+    assert len(errors) == 1 and "no generation export" in errors[0] and "--generate" in errors[0], output
+
+
+def test_sampler_is_one_seam_for_numpy_and_tensorflow():
+    import numpy as np
+    import tensorflow as tf
+
+    from attnkit.core.sampling import GreedySampler
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(4, 50)).astype("float32")
+    done = np.array([False, True, False, False])
+    eos = int(logits[2].argmax())  # row 2 chooses eos this step: it becomes done
+    token, now_done = GreedySampler().next_token(logits, done, eos)
+    tf_token, tf_done = GreedySampler().next_token(tf.constant(logits), tf.constant(done), eos)
+    np.testing.assert_array_equal(token, tf_token.numpy())
+    np.testing.assert_array_equal(now_done, tf_done.numpy())
+    expected = np.where(done, eos, logits.argmax(-1))  # the rule, written out: finished rows continue with eos
+    np.testing.assert_array_equal(token, expected)
+    np.testing.assert_array_equal(now_done, done | (expected == eos))
+    assert token[1] == eos and now_done[2] and token.dtype == np.int32

@@ -15,7 +15,7 @@ import pytest
 from test_cli import assert_one_line_error, run
 
 import attnkit
-from attnkit.errors import ArtifactError
+from attnkit.core.errors import ArtifactError
 
 keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is not installed (pip install 'attnkit[keras-hub]')")
 
@@ -233,7 +233,7 @@ def test_openvino_stateful_and_genai_on_keras_hub_llama3(hub_export):
     assert checks["openvino-stateful"].rel_l2 < 1e-5
     # an explicit softmax over a cache written slot by slot: OpenVINO's paged-attention rewrite finds no attention
     # op to replace, so the export records its reason and continuous batching is refused with it
-    from attnkit.errors import BackendError
+    from attnkit.core.errors import BackendError
     from attnkit.runtimes.base import Source
     from attnkit.runtimes.registry import generation_pairs
 
@@ -252,7 +252,7 @@ def test_attention_maps_are_read_inside_keras_hub_backbones(hub_export, tmp_path
     the layer are as before."""
     import keras
 
-    from attnkit.attention_maps import attention_layers, capture
+    from attnkit.checks.attention_maps import attention_layers, capture
     from attnkit.models import resolve
 
     family, path, _ = hub_export
@@ -292,7 +292,7 @@ def test_attention_maps_are_read_inside_keras_hub_backbones(hub_export, tmp_path
     from types import SimpleNamespace
 
     from attnkit.benchmark.run import _check_memory
-    from attnkit.errors import AttnkitError
+    from attnkit.core.errors import AttnkitError
 
     with pytest.raises(AttnkitError, match=r"\(4 heads\)"):
         _check_memory(SimpleNamespace(keras_model=model), [(1024, 65536)])
@@ -305,9 +305,9 @@ def test_locate_maps_layers_inside_a_keras_hub_backbone(hub_export, tmp_path):
     that layer is the first divergence."""
     from test_precision import _perturb
 
-    from attnkit.compare import DEFAULT_TOLERANCES
+    from attnkit.checks.locate import locate
+    from attnkit.core.compare import DEFAULT_TOLERANCES
     from attnkit.exporters.manifest import Manifest, sha256_path
-    from attnkit.locate import locate
 
     family, _, result = hub_export
     if family != "gpt2":

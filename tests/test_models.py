@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import rel_l2
 
-from attnkit.errors import ModelError
+from attnkit.core.errors import ModelError
 from attnkit.models import PRESETS, get_preset
 from attnkit.models.attention import (
     MultiHeadAttention,
@@ -224,7 +224,7 @@ def test_blocks_return_attention_scores_without_changing_their_output(rng):
 
 
 def test_attention_maps_come_from_return_attention_scores(rng):
-    from attnkit.attention_maps import attention_layers, capture
+    from attnkit.checks.attention_maps import attention_layers, capture
     from attnkit.models import resolve
 
     model, spec, _ = resolve("seq2seq-base", seed=0)
@@ -238,10 +238,27 @@ def test_attention_maps_come_from_return_attention_scores(rng):
 
 
 def test_heads_are_checked_without_building_a_layer():
-    from attnkit.errors import ModelError
+    from attnkit.core.errors import ModelError
     from attnkit.models.attention import check_heads
     from attnkit.models.transformer import TransformerEncoderBlock
 
     assert check_heads(64, 8) == 8
     with pytest.raises(ModelError, match=r"\(30\).*\(4\)"):
         TransformerEncoderBlock(30, 4, 64)
+
+
+def test_model_keras_loads_after_import_attnkit_alone(tiny_export, tmp_path):
+    """The README calls model.keras the float32 Keras model: `import attnkit` is all a user should need."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import attnkit, keras, numpy as np\n"
+        f"m = keras.models.load_model({str(tiny_export.out / 'model.keras')!r})\n"
+        "print('loaded', type(m).__name__, len(m.layers))\n"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "loaded" in out.stdout

@@ -45,7 +45,7 @@ def test_int8_ir_is_weight_only_and_within_the_int8_tolerance(ov_export):
     of Keras on inputs drawn here."""
     import openvino as ov
 
-    from attnkit.compare import DEFAULT_TOLERANCES
+    from attnkit.core.compare import DEFAULT_TOLERANCES
     from attnkit.runtimes.base import Source
 
     source = Source(ov_export.out)
@@ -82,12 +82,10 @@ def test_int8_ir_is_weight_only_and_within_the_int8_tolerance(ov_export):
 
 
 def test_int8_pick_takes_the_fastest_that_agrees_by_a_margin_else_weight_only():
-    from attnkit.compare import DEFAULT_TOLERANCES
+    from attnkit.core.compare import DEFAULT_TOLERANCES, HEADROOM, MORE_DRAWS
     from attnkit.exporters.openvino_int8 import (
         DYNAMIC,
-        HEADROOM,
         MARGIN,
-        MORE_DRAWS,
         PTQ,
         WEIGHT_ONLY,
         Candidate,
@@ -123,7 +121,7 @@ def test_int8_pick_takes_the_fastest_that_agrees_by_a_margin_else_weight_only():
 
 
 def test_int8_search_runs_only_where_this_machine_is_the_target_and_computes_int8():
-    from attnkit import targets
+    from attnkit.core import targets
     from attnkit.exporters.openvino_int8 import searches
 
     amx = next(c for c in targets.CPU_CLASSES if c.name == "cpu-amx").features
@@ -143,12 +141,13 @@ def test_int8_search_measures_every_candidate_and_the_runner_runs_what_the_ir_pi
     compiled with the group size it pins."""
     import openvino as ov
 
-    from attnkit.exporters import openvino_int8
+    from attnkit.exporters import openvino_nncf
 
-    real_default = openvino_int8._default_precision(ov.Core())
-    monkeypatch.setattr(openvino_int8, "_default_precision", lambda core: "bf16")
+    real_default = openvino_nncf.default_precision(ov.Core())
+    monkeypatch.setattr(openvino_nncf, "default_precision", lambda core: "bf16")
 
-    from attnkit.compare import CHECK_SHAPES, DEFAULT_TOLERANCES, MORE_DRAWS, beyond_headroom
+    from attnkit.core.compare import CHECK_SHAPES, DEFAULT_TOLERANCES, MORE_DRAWS, beyond_headroom
+    from attnkit.core.machine import cpu_features
     from attnkit.exporters.openvino_int8 import (
         DYNAMIC,
         DYNAMIC_GROUP,
@@ -156,11 +155,9 @@ def test_int8_search_measures_every_candidate_and_the_runner_runs_what_the_ir_pi
         PTQ_BF16,
         PTQ_PLAIN,
         WEIGHT_ONLY,
-        attention_outputs,
         choose,
-        pinned_precision,
     )
-    from attnkit.machine import cpu_features
+    from attnkit.exporters.openvino_nncf import attention_outputs, pinned_precision
     from attnkit.runtimes.openvino import compile_ir
 
     spec = ov_export.manifest.spec
@@ -171,7 +168,7 @@ def test_int8_search_measures_every_candidate_and_the_runner_runs_what_the_ir_pi
     by_name = {c.name: c for c in choice.candidates}
     assert {WEIGHT_ONLY, DYNAMIC, PTQ, PTQ_PLAIN, PTQ_BF16} <= set(by_name)
     # judged where the export check will judge the written IR (its shapes), and at the timed optimum shape
-    shapes = openvino_int8.accuracy_shapes(spec)
+    shapes = openvino_nncf.accuracy_shapes(spec)
     assert set(CHECK_SHAPES) <= set(shapes) and shapes[-1] == (spec.batch.opt, spec.sequence.opt)
     assert all(c.error is None and c.ms > 0 and 0 <= c.rel_l2 < 1 for c in by_name.values())
     assert {c.defaults_ran_as for c in by_name.values()} == {real_default}  # compiled with defaults too
@@ -226,9 +223,9 @@ def test_host_target_records_how_its_openvino_int8_was_chosen(tmp_path):
     """``--target host``: where this machine computes int8 (VNNI/AMX) the candidates are measured and recorded and
     the written IR agrees; elsewhere weight-only is written with the reason, and nothing was measured."""
     import attnkit
-    from attnkit import targets
+    from attnkit.core import targets
+    from attnkit.core.machine import cpu_features
     from attnkit.exporters.openvino_int8 import searches
-    from attnkit.machine import cpu_features
 
     result = attnkit.export("mha", tmp_path / "h", formats="openvino", precision="int8", target="host")
     extra = result.manifest.artifact("openvino", "int8").extra
@@ -248,28 +245,28 @@ def test_accuracy_control_returns_layers_to_f32_until_within_tolerance(ov_export
     tolerance), it has fewer FakeQuantize nodes but not none, and is closer to f32."""
     import openvino as ov
 
-    from attnkit.compare import DEFAULT_TOLERANCES
-    from attnkit.exporters import openvino_int8 as oi
+    from attnkit.core.compare import DEFAULT_TOLERANCES
+    from attnkit.exporters import openvino_nncf as oi
 
     spec = ov_export.manifest.spec
     core = ov.Core()
     fp32 = core.read_model(str(ov_export.out / "openvino" / "model.xml"))
-    accuracy = oi._accuracy_inputs(spec)
-    reference = oi._compile(core, fp32, 0)
-    expected = [oi._run(reference, f) for f in accuracy]
-    calibration = oi._calibration(spec)
+    accuracy = oi.accuracy_inputs(spec)
+    reference = oi.compile_model(core, fp32, 0)
+    expected = [oi.run(reference, f) for f in accuracy]
+    calibration = oi.calibration_inputs(spec)
 
     def judged(model):
-        compiled = oi._compile(core, model, 0)
+        compiled = oi.compile_model(core, model, 0)
         fq = sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
-        l2, _cosine, ok = oi._agreement(expected, [oi._run(compiled, f) for f in accuracy])
+        l2, _cosine, ok = oi.agreement(expected, [oi.run(compiled, f) for f in accuracy])
         return l2, ok, fq
 
     # the quantisation accuracy control starts from: no overflow fix, no SmoothQuant (see _ptq_accuracy_control);
     # its target is HEADROOM of int8's tolerance (AMX Xeon: 0.0249 from it, so one of 12 layers went back to f32)
     target = oi.HEADROOM * DEFAULT_TOLERANCES["int8"].rel_l2
-    plain_l2, _plain_ok, plain_fq = judged(oi._ptq(fp32, calibration, overflow_fix=False, smooth_quant=False))
-    l2, ok, fq = judged(oi._ptq_accuracy_control(fp32, calibration, accuracy, expected, overflow_fix=False))
+    plain_l2, _plain_ok, plain_fq = judged(oi.ptq(fp32, calibration, overflow_fix=False, smooth_quant=False))
+    l2, ok, fq = judged(oi.ptq_accuracy_control(fp32, calibration, accuracy, expected, overflow_fix=False))
     assert ok, l2
     if plain_l2 <= target:
         assert fq == plain_fq  # nothing to return
@@ -277,7 +274,7 @@ def test_accuracy_control_returns_layers_to_f32_until_within_tolerance(ov_export
         assert 0 < fq < plain_fq and l2 < plain_l2, (plain_l2, l2, plain_fq, fq)
 
 
-#: OpenVINO's element type names, written out here rather than taken from attnkit.names (the oracle is the plugin)
+#: OpenVINO's element type names, written out here rather than taken from attnkit.core.names (the oracle is the plugin)
 _OV_TYPES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
 
@@ -341,7 +338,7 @@ def test_an_openvino_precision_the_cpu_lacks_is_a_warning(ov_export):
     """bf16/fp16 IR records carry the CPU features that make them native; where they are missing, verify and
     bench warn (not an error), saying what OpenVINO does instead here, as its plugin reports for this IR:
     another precision (the row says so) or an emulation of the asked one."""
-    from attnkit.machine import cpu_features
+    from attnkit.core.machine import cpu_features
     from attnkit.runtimes.base import Source
     from attnkit.runtimes.registry import hardware_warnings
 
@@ -359,8 +356,8 @@ def test_an_openvino_precision_the_cpu_lacks_is_a_warning(ov_export):
 
 def test_bench_json_records_the_precision_as_run(ov_export, tmp_path):
     from attnkit.benchmark.harness import StoppingRule
+    from attnkit.orchestration.resolve import bench
     from attnkit.runtimes.base import Source
-    from attnkit.workflow import bench
 
     report = bench(
         str(ov_export.out), backends=["openvino"], precisions=("fp32", "bf16", "fp16", "int8"), batch_sizes="2", seq_lens="16",
@@ -376,7 +373,7 @@ def test_bench_json_records_the_precision_as_run(ov_export, tmp_path):
 
 
 def test_an_ir_changed_after_export_fails_the_integrity_check(ov_export, tmp_path):
-    from attnkit.errors import ArtifactError
+    from attnkit.core.errors import ArtifactError
     from attnkit.exporters.manifest import Manifest
 
     copy = tmp_path / "copy"
@@ -394,7 +391,7 @@ def test_format_openvino_without_openvino_names_the_extra(monkeypatch, tmp_path)
     import sys
 
     import attnkit
-    from attnkit.errors import DependencyError
+    from attnkit.core.errors import DependencyError
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
     with pytest.raises(DependencyError, match=r"attnkit\[openvino\]"):
@@ -557,7 +554,7 @@ def test_packaging_an_f32_forced_ir_for_triton_warns_what_its_backend_computes(o
     OpenVINO's defaults."""
     import dataclasses
 
-    from attnkit.package import PackageResult, _warn_default_precision, package
+    from attnkit.orchestration.package import PackageResult, _warn_default_precision, package
 
     result = package(ov_export.out, triton=tmp_path / "repo")
     cannot = [w for w in result.warnings if "cannot force f32" in w]

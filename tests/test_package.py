@@ -15,10 +15,16 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 import attnkit
 from attnkit.cli import cli
-from attnkit.errors import ArtifactError, AttnkitError
+from attnkit.core.errors import ArtifactError, AttnkitError
 from attnkit.exporters.signatures import onnx_signature, savedmodel_signature
 from attnkit.exporters.triton import check_config, check_model_name
-from attnkit.package import check_kserve_request, check_tfserving_request, kserve_request, package, tfserving_request
+from attnkit.orchestration.package import (
+    check_kserve_request,
+    check_tfserving_request,
+    kserve_request,
+    package,
+    tfserving_request,
+)
 
 
 @pytest.fixture(scope="module", params=["mha", "encoder-tiny", "decoder"])
@@ -196,7 +202,7 @@ def test_run_notes_attention_it_cannot_capture_and_does_not_fail(tmp_path, monke
     """A model whose attention weights cannot be read (a layer that runs flash attention, or sits inside a
     layer that takes no return_attention_scores and has no ``_masked_softmax``) gets a note in place of the
     heatmap, and run exits 0: nothing of the user's failed. Another error in that stage still fails it."""
-    from attnkit import attention_maps
+    from attnkit.checks import attention_maps
 
     def cannot(model, spec, feeds, layer_index=0):
         raise AttnkitError(
@@ -231,8 +237,8 @@ def test_export_format_triton(tmp_path):
 def test_package_pick_lays_out_exactly_the_recorded_pick(tiny_export, tmp_path):
     from attnkit.benchmark.harness import StoppingRule
     from attnkit.exporters.manifest import Manifest
-    from attnkit.pipeline import _record_pick
-    from attnkit.workflow import bench
+    from attnkit.orchestration.resolve import bench
+    from attnkit.orchestration.run import _record_pick
 
     root = tmp_path / "exp"
     shutil.copytree(tiny_export.out, root)

@@ -13,7 +13,7 @@ from onnx import numpy_helper
 
 import attnkit
 from attnkit.cli import cli
-from attnkit.errors import AttnkitError, BackendError
+from attnkit.core.errors import AttnkitError, BackendError
 from attnkit.exporters.passes import apply_passes, fuse_layernorm, op_counts
 from attnkit.exporters.precision import to_fp16
 
@@ -157,9 +157,9 @@ def _perturb(path, layer_scope: str, scale: float = 1.5):
     ],
 )
 def test_locate_names_the_perturbed_layer(tiny_export, tmp_path, scope, expected):
-    from attnkit.compare import DEFAULT_TOLERANCES
+    from attnkit.checks.locate import locate
+    from attnkit.core.compare import DEFAULT_TOLERANCES
     from attnkit.exporters.manifest import Manifest, sha256_path
-    from attnkit.locate import locate
 
     out = tmp_path / "p"
     shutil.copytree(tiny_export.out, out)
@@ -183,8 +183,8 @@ def test_locate_reads_tensors_after_onnxruntime_contrib_ops(tiny_export):
     """onnx's shape inference types nothing after a MatMulNBits (q8/q4), so --locate could not read any
     layer after the first quantised weight and matched what it could read instead (on keras-hub Llama 3's q4,
     a false "first diverging layer"); onnxruntime's symbolic inference types them."""
+    from attnkit.checks.locate import _onnx_values
     from attnkit.exporters.precision import to_weight_only
-    from attnkit.locate import _onnx_values
 
     q4 = to_weight_only(onnx.load(tiny_export.out / "model.onnx"), "q4")
     nbits = [i for i, n in enumerate(q4.graph.node) if n.op_type == "MatMulNBits"]

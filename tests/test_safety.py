@@ -78,7 +78,7 @@ def test_files_get_the_users_umask(int8_export, tmp_path):
     old = os.umask(0o022)
     try:
         out = attnkit.export("mha", tmp_path / "modes", formats="onnx").out
-        from attnkit.package import package
+        from attnkit.orchestration.package import package
 
         package(out, triton=tmp_path / "repo2")
     finally:
@@ -200,7 +200,7 @@ def test_honest_exits_and_output(tmp_path, int8_export):
 def test_a_swallowed_sigterm_still_stops_the_export(tmp_path):
     """tf2onnx has bare `except:` clauses that can swallow the exception the SIGTERM handler raises;
     the recorded request is raised again before a staged export would be moved into place."""
-    from attnkit import interrupts
+    from attnkit.core import interrupts
     from attnkit.exporters.manifest import atomic_directory
 
     try:
@@ -218,7 +218,7 @@ def test_a_swallowed_sigterm_still_stops_the_export(tmp_path):
 
 CHILD_STUCK_IN_NATIVE_CODE = """
 import ctypes, multiprocessing, signal, threading, time
-from attnkit.interrupts import request
+from attnkit.core.interrupts import request
 signal.signal(signal.SIGTERM, request)  # as the CLI installs it
 libc = ctypes.CDLL(None)
 mutex = ctypes.create_string_buffer(64)  # zeroed: a default glibc mutex
@@ -302,7 +302,7 @@ def test_an_interrupt_lost_in_a_finaliser_is_raised_at_the_next_checkpoint(tmp_p
     """A KeyboardInterrupt raised inside a ``__del__`` cannot propagate (Python prints "Exception ignored" and goes
     on, as it did from TensorFlow's AtomicFunction.__del__): the CLI's hook says nothing of it, and the recorded
     interrupt is raised again before a staged export would be moved into place."""
-    from attnkit import interrupts
+    from attnkit.core import interrupts
     from attnkit.exporters.manifest import atomic_directory
 
     printed = []
@@ -326,3 +326,23 @@ def test_an_interrupt_lost_in_a_finaliser_is_raised_at_the_next_checkpoint(tmp_p
     finally:
         sys.unraisablehook = previous
         interrupts.reset()
+
+
+def test_results_writer_leaves_nothing_when_it_fails(tmp_path):
+    from attnkit.core.errors import AttnkitError
+    from attnkit.exporters.manifest import write_outputs
+
+    def broken(path):
+        path.write_text("half")
+        raise OSError(28, "No space left on device")
+
+    out = tmp_path / "new" / "bench"
+    with pytest.raises(AttnkitError, match="out: .*nothing was left"):
+        write_outputs(out, {"results.json": lambda p: p.write_text("{}"), "results.csv": broken})
+    assert not out.exists()  # a directory the call created is gone again
+    keep = tmp_path / "old"
+    keep.mkdir()
+    (keep / "results.json").write_text("old")
+    with pytest.raises(AttnkitError):
+        write_outputs(keep, {"results.json": lambda p: p.write_text("new"), "results.csv": broken})
+    assert (keep / "results.json").read_text() == "old" and sorted(p.name for p in keep.iterdir()) == ["results.json"]

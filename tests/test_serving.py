@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from test_cli import assert_one_line_error, run
 
-from attnkit.package import package
+from attnkit.orchestration.package import package
 from attnkit.serving.process import ServerError, group_members, http_json
 from attnkit.serving.run import kserve_feeds, kserve_outputs
 
@@ -329,7 +329,7 @@ def test_old_bench_server_spelling_runs_loadtest_and_says_so(tmp_path):
 
 
 def test_served_load_tests_batching_on_and_off(serving_env, layouts):
-    from attnkit.pipeline import _served_section
+    from attnkit.orchestration.report import _served_section
     from attnkit.serving.run import serve_load_tests
 
     root, result = layouts
@@ -482,3 +482,24 @@ def test_python_env_litter_is_taken_only_when_no_other_tritonserver_lives(tmp_pa
     assert triton.python_env_litter(before) == set()
     monkeypatch.setattr(triton, "tritonservers", lambda: [])
     assert triton.python_env_litter(before) == {new}
+
+
+def test_serve_triton_refuses_a_directory_it_would_serve_nothing_from(tiny_export, tmp_path, monkeypatch):
+    import tempfile
+
+    from attnkit.core.errors import AttnkitError
+    from attnkit.serving.triton import check_repository
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AttnkitError, match="repository: .*no model configuration"):
+        check_repository(tmp_path / "empty")
+    with pytest.raises(AttnkitError, match="repository: .*export directory.*attnkit package"):
+        check_repository(tiny_export.out)
+    # a temporary directory of its own: another test worker's files in /tmp are not this command's
+    private = tmp_path / "tmpdir"
+    private.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private))
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    code, output = run("serve", "triton", tmp_path / "empty")
+    assert code != 0 and "no model configuration" in output
+    assert list(private.iterdir()) == []  # nothing left in TMPDIR

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 import attnkit
-from attnkit import machine, targets
 from attnkit.cli import cli
-from attnkit.errors import AttnkitError
+from attnkit.core import machine, targets
+from attnkit.core.errors import AttnkitError
 from attnkit.exporters.manifest import ArtifactRecord
 
 AVX2 = frozenset({"avx2", "fma"})
@@ -200,7 +200,8 @@ def test_run_defaults_narrow_the_openvino_precisions_and_an_explicit_list_does_n
     (the fp16 IR record on AVX2 would be a row of the f32 computation labelled fp16); --precision is taken as
     asked. The export is stopped at its call: what run asked of it is the point."""
     pytest.importorskip("openvino", reason="needs the openvino extra (pip install 'attnkit[openvino]')")
-    from attnkit import export_api, pipeline
+    from attnkit.orchestration import export as export_api
+    from attnkit.orchestration import run as pipeline
 
     asked = []
 
@@ -233,7 +234,7 @@ def test_reproduce_lines_carry_the_openvino_precisions_run_chose():
     commands take, and parse as the CLI's own lines."""
     import shlex
 
-    from attnkit.pipeline import RunSettings, _reproduce_section
+    from attnkit.orchestration.report import RunSettings, _reproduce_section
 
     settings = RunSettings("encoder-tiny", Path("out"), ["savedmodel", "onnx", "openvino"], "fp32,fp16,int8", "1,8",
                            "128", 1.0, None, None, openvino_precision="fp32,int8")  # fmt: skip
@@ -315,9 +316,9 @@ def test_a_row_near_its_tolerance_must_agree_on_more_input_draws(portable_int8, 
     """A lowered row that agreed on its draw by a thin margin (beyond HEADROOM of its tolerance) is held to
     MORE_DRAWS more; one clear of it is not; a plan of fp32 only draws nothing more. encoder-tiny's U8U8 is
     clear (rel L2 ~0.012 of 0.03), so HEADROOM 0 stands in for a model at the edge."""
-    from attnkit import compare
     from attnkit.benchmark.harness import StoppingRule
     from attnkit.benchmark.run import MORE_DRAWS, bench
+    from attnkit.core import compare
 
     kw = dict(backends=["onnxruntime"], batch_sizes=(2,), seq_lens=(40,), baseline=False, calibrate=False,
               rule=StoppingRule(warmup_s=0.0, min_iterations=2, min_seconds=0.01), seed=5)  # fmt: skip
@@ -340,7 +341,7 @@ def test_verify_holds_a_check_near_its_tolerance_to_more_input_draws(portable_in
     """verify (and so the export check) applies the bench's rule: a shape that agreed beyond HEADROOM of its
     rel-L2 tolerance must agree on MORE_DRAWS more draws, and reports the worst; clear ones and fp32-only
     checks draw nothing more. HEADROOM 0 stands in for a model at the edge (encoder-tiny's U8U8 is clear)."""
-    from attnkit import compare
+    from attnkit.core import compare
 
     kw = dict(shapes=((2, 40), (3, 17)), seed=5)
 

@@ -12,10 +12,10 @@ from test_generation import preset_or_tiny
 
 import attnkit
 from attnkit.cli import cli
-from attnkit.errors import AttnkitError, ExportError
+from attnkit.core.errors import AttnkitError, ExportError
+from attnkit.core.spec import ExportSpec, TensorSpec
 from attnkit.exporters.manifest import sha256_path
 from attnkit.exporters.tensorrt import build_plan, detect, parse_range
-from attnkit.spec import ExportSpec, TensorSpec
 
 pytestmark = pytest.mark.tensorrt
 if detect() is None:
@@ -71,7 +71,7 @@ def test_fp16_plan_is_built_from_the_fp16_graph(plans):
 
 
 def test_verify_lists_plans_as_skipped_without_gpu(plans):
-    from attnkit.machine import gpu_unavailable_reason
+    from attnkit.core.machine import gpu_unavailable_reason
 
     reason = gpu_unavailable_reason()
     if reason is None:
@@ -87,8 +87,8 @@ def test_only_skipped_checks_say_nothing_ran_and_plans_warn(plans, tmp_path):
     is one line."""
     import shutil
 
+    from attnkit.core.machine import gpu_sms, gpu_unavailable_reason
     from attnkit.exporters.manifest import sha256_path
-    from attnkit.machine import gpu_sms, gpu_unavailable_reason
 
     reason = gpu_unavailable_reason()
     r = CliRunner().invoke(cli, ["verify", str(plans.out), "--backends", "tensorrt"])
@@ -173,7 +173,7 @@ def test_unsupported_op_lists_the_failing_node(tmp_path):
         (TensorSpec("x", "float32", (None, None, 4), ("batch", "sequence", None)),),
         (TensorSpec("y", "float32", (None, None, 4), ("batch", "sequence", None)),),
     )
-    from attnkit.spec import ShapeRange
+    from attnkit.core.spec import ShapeRange
 
     with pytest.raises(ExportError, match="the_bad_node.*MysteryOp"):
         build_plan(
@@ -200,7 +200,7 @@ def test_env_reports_every_backend_truthfully():
     data = json.loads(result.output)
     rows = {(b["backend"], b["precision"]): b for b in data["backends"]}
     assert rows[("onnxruntime", "int8")]["available"] is True
-    from attnkit.machine import gpu_unavailable_reason
+    from attnkit.core.machine import gpu_unavailable_reason
 
     if gpu_unavailable_reason():
         for name in ("tensorrt", "onnxruntime-cuda", "onnxruntime-trt"):

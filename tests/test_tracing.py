@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import rel_l2
 
-from attnkit.errors import AttnkitError
+from attnkit.core.errors import AttnkitError
 from attnkit.models import get_preset
 from attnkit.tracing import call_model, canonical_precision, policy_scope, trace, with_policy
 

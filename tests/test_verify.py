@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import attnkit
-from attnkit.compare import DEFAULT_TOLERANCES, Tolerance, compare_outputs
-from attnkit.errors import ArtifactError, BackendError
-from attnkit.verification import resolve_tolerance
+from attnkit.checks.agreement import resolve_tolerance
+from attnkit.core.compare import DEFAULT_TOLERANCES, Tolerance, compare_outputs
+from attnkit.core.errors import ArtifactError, BackendError
 
 TIGHT = Tolerance(atol=1e-3, rtol=0.0, rel_l2=1e-2, min_cosine=0.999)
 
@@ -51,7 +51,7 @@ def test_int8_tolerance_is_cosine_and_l2_only(rng):
 def test_worst_draw_keeps_a_failing_draw_over_a_larger_passing_error(rng):
     """Per output: the draw that failed (even on another criterion than rel L2) stands for the draws; without
     a failure, the largest rel L2. The rule that sends a shape to more draws is beyond HEADROOM of rel L2."""
-    from attnkit.compare import HEADROOM, beyond_headroom, worst_draw
+    from attnkit.core.compare import HEADROOM, beyond_headroom, worst_draw
 
     ref = {"y": rng.standard_normal((4, 64)), "z": rng.standard_normal((4, 8))}
     tol = DEFAULT_TOLERANCES["int8"]

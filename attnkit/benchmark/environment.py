@@ -7,8 +7,8 @@ import platform
 import subprocess
 from pathlib import Path
 
+from ..core.machine import cpu_flags, cpu_model
 from ..exporters.manifest import library_versions
-from ..machine import cpu_flags, cpu_model
 
 
 def _memory_gib() -> float | None:

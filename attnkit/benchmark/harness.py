@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import AttnkitError
+from ..core.errors import AttnkitError
 from .stats import CV_WARNING, Latency
 
 

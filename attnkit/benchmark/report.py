@@ -144,8 +144,8 @@ def table(report: BenchReport, width: int | None = None) -> Table:
     """The results as a rich table; with ``width``, the least important columns give way first."""
     from rich.markup import escape
 
-    from ..tables import Column as TableColumn
-    from ..tables import fitted_table
+    from ..core.tables import Column as TableColumn
+    from ..core.tables import fitted_table
 
     data = report.to_dict(raw=False)
     columns = [TableColumn(c.header, c.priority, "left" if i < 2 else "right") for i, c in enumerate(TABLE_COLUMNS)]
@@ -183,7 +183,7 @@ def to_csv(report: BenchReport) -> str:
 def plot_throughput(report: BenchReport, path: Path) -> None:
     """Throughput (sequences/s) against batch size: colour by backend, line style and marker by
     precision; rows whose answers disagree with eager fp32 are drawn with a red cross and say so."""
-    from ..plotting import pyplot, save_png
+    from ..core.plotting import pyplot, save_png
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)

@@ -163,7 +163,7 @@ class BenchReport:
 
 
 def _picked(m: Measurement) -> dict:
-    from ..compare import DEFAULT_TOLERANCES
+    from ..core.compare import DEFAULT_TOLERANCES
 
     return {
         "backend": m.backend,
@@ -181,9 +181,9 @@ def _picked(m: Measurement) -> dict:
 
 
 def pick_lines(pick: dict) -> list[str]:
-    """The pick in words, one line per goal; a pick whose rel L2 is beyond :data:`~attnkit.compare.HEADROOM` of
+    """The pick in words, one line per goal; a pick whose rel L2 is beyond :data:`~attnkit.core.compare.HEADROOM` of
     its tolerance says so, and over how many input draws it held (the bench adds draws to such rows)."""
-    from ..compare import beyond_headroom
+    from ..core.compare import beyond_headroom
 
     out = []
     for goal, what in (("latency", "p50_ms"), ("throughput", "seq_per_s")):
@@ -220,9 +220,9 @@ def _headline(m: Measurement | None) -> dict | None:
 
 
 def near_tolerance(agreement: dict) -> bool:
-    """Agreed, but near the precision's tolerance (:func:`attnkit.compare.beyond_headroom`): one draw of inputs
+    """Agreed, but near the precision's tolerance (:func:`attnkit.core.compare.beyond_headroom`): one draw of inputs
     does not settle it (mha's int8: 0.020 to 0.034 across draws, against 0.03)."""
-    from ..compare import DEFAULT_TOLERANCES, beyond_headroom
+    from ..core.compare import DEFAULT_TOLERANCES, beyond_headroom
 
     allowed = DEFAULT_TOLERANCES[agreement["tolerance"]].rel_l2
     return bool(agreement["passed"]) and beyond_headroom(agreement["rel_l2"], allowed)
@@ -244,7 +244,7 @@ def worst_of(agreements: list[dict]) -> dict[str, Any]:
 
 def _agreement(reference: dict, got: dict, precision: str) -> dict[str, Any]:
     """Worst agreement over the outputs of one call, against the default tolerance of ``precision``."""
-    from ..compare import DEFAULT_TOLERANCES, compare_outputs
+    from ..core.compare import DEFAULT_TOLERANCES, compare_outputs
 
     found = compare_outputs(reference, got, DEFAULT_TOLERANCES[precision])
     return {

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from ..spec import ExportSpec
+from ..core.spec import ExportSpec
 
 
 def preset_flops(model_info: dict, seq: int) -> int | None:
@@ -161,7 +161,7 @@ def _openvino_matmul(dtype: str, n: int, seconds: float) -> dict:
         import openvino.opset13 as ops
     except ImportError:
         return {"gflops": None, "error": "openvino is not installed"}
-    from ..names import OPENVINO_HINTS, OPENVINO_RAN_AS
+    from ..core.names import OPENVINO_HINTS, OPENVINO_RAN_AS
 
     precision = {"float32": "fp32", "bfloat16": "bf16"}[dtype]
     rng = np.random.default_rng(7)
@@ -224,8 +224,8 @@ def calibrate_int8(scheme: str = "u8u8", n: int = 2048, seconds: float = 1.0) ->
 
 
 def _onnxruntime_int8_matmul(scheme: str, n: int, seconds: float) -> dict:
+    from ..core.targets import INT8_SCHEMES
     from ..exporters.precision import to_int8
-    from ..targets import INT8_SCHEMES
 
     try:
         import onnxruntime as ort

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..compare import MORE_DRAWS, reference_draws
-from ..errors import AttnkitError, BackendError
+from ..core.compare import MORE_DRAWS, reference_draws
+from ..core.errors import AttnkitError, BackendError
 from ..runtimes.base import Source
 from ..runtimes.registry import backends_for, get_runner, hardware_warnings, split_backend
 from .harness import StoppingRule, measure
@@ -84,7 +84,7 @@ class Plan:
 
 def plan_of(backends, precisions, baseline: bool, batch_sizes, seq_lens) -> Plan:
     """Validate a bench request before any work (names, precisions, shapes); one-line errors naming the flag."""
-    from ..names import PRECISIONS
+    from ..core.names import PRECISIONS
     from ..tracing import canonical_precision
 
     batch_sizes = parse_int_list(batch_sizes, "--batch-sizes")
@@ -117,8 +117,11 @@ def bench(
 ) -> BenchReport:
     """Benchmark every backend at every shape against the eager Keras baseline, in one run.
 
+    About 90 lines: the run's order is its honesty (peaks calibrated first, eager references drawn once, one
+    backend loaded, measured on every shape and closed before the next), kept readable in one place.
+
     Args:
-        root: an export directory (a preset or ``.keras`` file goes through :func:`attnkit.workflow.bench`,
+        root: an export directory (a preset or ``.keras`` file goes through :func:`attnkit.orchestration.resolve.bench`,
             which exports it on the fly). A backend named in ``backends`` whose artifact the export lacks is
             refused, unless ``on_the_fly`` (the export was made for this run: the pair is listed as skipped).
         backends: backend names, optionally with a precision suffix (``onnxruntime-int8``); default: the
@@ -253,7 +256,7 @@ def _runnable_from_export(source: Source, plan, explicit: bool) -> list[tuple[st
 def _check_memory(source: Source, shapes) -> None:
     """Refuse shapes whose attention logits alone (batch x heads x seq² floats) would not fit in half
     of this machine's memory, before anything is allocated (TensorFlow would fail or swap)."""
-    from ..attention_maps import attention_layers
+    from ..checks.attention_maps import attention_layers
     from .environment import _memory_gib
 
     heads = max(

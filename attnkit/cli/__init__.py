@@ -48,7 +48,7 @@ def main() -> None:
         cli(prog_name="attnkit")  # always ends in SystemExit (standalone mode)
         code = 0
     except KeyboardInterrupt:  # before the commands were imported, or between the group's handler and here
-        from ..interrupts import INTERRUPTED
+        from ..core.interrupts import INTERRUPTED
 
         print(INTERRUPTED, file=sys.stderr)
         code = 130

@@ -44,7 +44,7 @@ def bench(model, backends, no_baseline, **kw):
     Generation: `attnkit bench-generate`; a running server: `attnkit loadtest`.
     """
     from ..benchmark import report as render
-    from ..workflow import bench as run_bench
+    from ..orchestration.resolve import bench as run_bench
 
     out = BENCH_OUT.parse(kw)
     (batch_sizes, seq_lens), rule, seed = SHAPES.parse(kw), TIMING.parse(kw), SEED.parse(kw)
@@ -95,7 +95,7 @@ def bench_generate(model, backends, prompt_lengths, new_tokens, repeats, **kw):
     (fp32 and the reduced --precision asked) into a temporary directory.
     """
     from ..generation.report import bench_table, write_all
-    from ..workflow import bench_generation
+    from ..orchestration.resolve import bench_generation
 
     out, seed, loading = GENERATE_OUT.parse(kw), SEED.parse(kw), MODEL_LOADING.parse(kw)
     precision = BACKEND_PRECISIONS.parse(kw)
@@ -146,7 +146,7 @@ def bench_arrivals(export_dir, rate, requests, max_prompt_length, new_tokens, ma
     seed, json_out, asked = SEED.parse(kw), JSON.parse(kw), BACKEND_PRECISIONS.parse(kw)
     precisions = asked["precisions"]
     if len(precisions) != 1 or precisions[0] not in ("fp32", "int8"):
-        from ..errors import AttnkitError
+        from ..core.errors import AttnkitError
 
         raise AttnkitError(
             f"bench-arrivals serves one precision, fp32 or int8; got {','.join(precisions)}.", flag="--precision"
@@ -189,7 +189,7 @@ def loadtest(model, server, request, batch_size, seq_len, concurrency, warmup, m
              max_requests, **kw):  # fmt: skip
     """Load-test MODEL (its name on a running server): throughput, p50/p90/p95/p99 latency, stdev and errors per
     concurrency level, each measured until steady (perf_analyzer's stability rule)."""
-    from ..errors import AttnkitError
+    from ..core.errors import AttnkitError
     from ..serving import report as render
     from ..serving.loadtest import load_test, read_request
 

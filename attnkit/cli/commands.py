@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import AttnkitError
+from ..core.errors import AttnkitError
 from ..runtimes.registry import runner_names, verifier_for
 from .group import cli
 from .options import IMPORTS, JSON, MODEL_LOADING, SEED, shapes, target, timing
@@ -37,7 +37,7 @@ OPENVINO_PRECISION = click.option(
 def models(seq: int, **kw):
     """List the presets with dims, parameter count and FLOPs per sequence."""
     from ..models.presets import list_models
-    from ..render import models_table
+    from .render import models_table
 
     emit(list_models(seq), JSON.parse(kw), lambda rows: [models_table(rows)])
 
@@ -106,9 +106,9 @@ def export(model, out, **options):
     MODEL may also be an export directory with --format tensorrt: plans are then built from its ONNX
     graphs and added to it in place.
     """
-    from ..errors import AgreementError
-    from ..export_api import ExportOptions
-    from ..export_api import export as run_export
+    from ..core.errors import AgreementError
+    from ..orchestration.export import ExportOptions
+    from ..orchestration.export import export as run_export
 
     options.update(MODEL_LOADING.parse(options), target=SHIPPED.parse(options))
     try:
@@ -117,7 +117,7 @@ def export(model, out, **options):
         _print_report_of(e)
         raise
     if result.report is not None:
-        from ..render import agreement_table
+        from .render import agreement_table
 
         _console().print(agreement_table(result.report, _console().width))
         _print_generation(result.report)
@@ -142,7 +142,7 @@ def _warn(lines) -> None:
 def _print_report_of(error) -> None:
     report = getattr(error, "report", None)
     if report is not None:
-        from ..render import agreement_table
+        from .render import agreement_table
 
         _console().print(agreement_table(report, _console().width))
 
@@ -168,13 +168,20 @@ def _print_report_of(error) -> None:
     "export; --generate refuses one that is not].",
 )
 @click.option("--max-new-tokens", default=32, show_default=True, type=int, help="Tokens generated per prompt.")
-@click.option("--max-prompt-length", "prompt_length", default=16, show_default=True, type=int, help="Longest prompt (others shorter).")
+@click.option(
+    "--max-prompt-length",
+    "prompt_length",
+    default=16,
+    show_default=True,
+    type=int,
+    help="Longest prompt (others shorter).",
+)
 @MODEL_LOADING
 def verify(directory, backends, atol, rtol, locate, generate, max_new_tokens, prompt_length, **kw):
     """Check every artifact in DIR against the eager fp32 Keras model; exit 0 only if all agree."""
-    from ..errors import AgreementError
-    from ..render import agreement_table
-    from ..verification import verify as run_verify
+    from ..checks.agreement import verify as run_verify
+    from ..core.errors import AgreementError
+    from .render import agreement_table
 
     seed, json_out, loading = SEED.parse(kw), JSON.parse(kw), MODEL_LOADING.parse(kw)
     imports, unsafe = loading["imports"], loading["unsafe"]
@@ -229,7 +236,7 @@ def attention(model, out, layer, seq, **kw):
 
     MODEL is a preset, a .keras file or an export directory.
     """
-    from ..attention_maps import capture, maps_for, plot
+    from ..checks.attention_maps import capture, maps_for, plot
     from ..exporters.manifest import check_writable_file
 
     seed, imports = SEED.parse(kw), IMPORTS.parse(kw)
@@ -243,8 +250,8 @@ def attention(model, out, layer, seq, **kw):
 
 def _locate_all(directory, report, atol, rtol, seed, unsafe=False, imports=()) -> list[dict]:
     """Run --locate on every ONNX artifact; print the first diverging layer of each."""
-    from ..locate import locate_all
-    from ..render import locate_table
+    from ..checks.locate import locate_all
+    from .render import locate_table
 
     out = []
     for result in locate_all(
@@ -267,7 +274,7 @@ def _locate_all(directory, report, atol, rtol, seed, unsafe=False, imports=()) -
 def inspect(plan, **kw):
     """Show what a TensorRT PLAN holds: flavour, target, profiles, I/O and its engine layers."""
     from ..exporters.tensorrt import read_sidecar
-    from ..render import plan_tables
+    from .render import plan_tables
 
     json_out = JSON.parse(kw)
     emit(read_sidecar(plan), json_out, plan_tables)
@@ -277,8 +284,8 @@ def inspect(plan, **kw):
 @JSON
 def env(**kw):
     """What this machine can run: every backend, task and precision, available or why not."""
-    from ..env import report
-    from ..render import env_tables
+    from ..checks.env import report
+    from .render import env_tables
 
     json_out = JSON.parse(kw)
     emit(report(), json_out, env_tables)
@@ -299,7 +306,7 @@ def env(**kw):
 )
 def package(directory, triton, tfserving, version, name, force, no_warmup, pick):
     """Lay out DIR's artifacts for Triton and TF Serving, with configs checked against each artifact."""
-    from ..package import package as run_package
+    from ..orchestration.package import package as run_package
 
     result = run_package(
         directory,
@@ -354,7 +361,7 @@ def run_command(model, out, force, precision, trt_target, openvino_precision,
                 generate, serve, **kw):  # fmt: skip
     """Export -> verify -> bench -> package MODEL, and write DIR/report.md linking everything."""
     from ..models import classify
-    from ..pipeline import run
+    from ..orchestration.run import run
 
     seed, loading, target = SEED.parse(kw), MODEL_LOADING.parse(kw), MEASURED_HERE.parse(kw)
     (batch_sizes, seq_lens), rule = RUN_SHAPES.parse(kw), RUN_TIMING.parse(kw)

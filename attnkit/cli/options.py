@@ -166,7 +166,7 @@ TARGET_HELP = (
 def target(default: str) -> OptionGroup:
     """``--target``: ``export`` ships artifacts elsewhere (default ``portable``); ``bench``, ``bench-generate`` and
     ``run`` measure on this machine (default ``host``), so what they export on the fly is made for it."""
-    from ..targets import HOST, PORTABLE
+    from ..core.targets import HOST, PORTABLE
 
     why = {HOST: "this machine, where it measures", PORTABLE: "artifacts that run on any CPU"}.get(default, default)
     return OptionGroup(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import AttnkitError
+from ..core.errors import AttnkitError
 from .support import progress
 
 VENV_HELP = "Serving virtualenv [default: $ATTNKIT_SERVING_VENV, else .venv-serving of the checkout]."

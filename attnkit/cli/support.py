@@ -12,8 +12,8 @@ import traceback
 
 import click
 
-from ..errors import AttnkitError
-from ..interrupts import (
+from ..core.errors import AttnkitError
+from ..core.interrupts import (
     INTERRUPTED,
     Terminated,
     check,

@@ -76,7 +76,7 @@ def _backend(item: str) -> None:
 
 
 def _precision(item: str) -> None:
-    from ..names import PRECISIONS
+    from ..core.names import PRECISIONS
     from ..tracing import _ALIASES
 
     if _ALIASES.get(item, item) not in PRECISIONS:
@@ -84,7 +84,7 @@ def _precision(item: str) -> None:
 
 
 def _formats() -> tuple[str, ...]:
-    from ..export_api import FORMATS
+    from ..orchestration.export import FORMATS
 
     return FORMATS
 
@@ -124,7 +124,7 @@ class Tolerance(click.ParamType):
 
 def tolerances(pairs, flag: str) -> dict[str, float] | None:
     """Repeated ``--atol`` values -> ``{precision or "*": value}``; one key with two values conflicts."""
-    from ..errors import AttnkitError
+    from ..core.errors import AttnkitError
 
     out: dict[str, float] = {}
     for key, value in pairs:

@@ -8,7 +8,7 @@ the config is the whole adaptation: ``type: "llama"`` (genai's generic decoder-o
 mapped, ``past_present_share_buffer: false`` (the cache grows by concatenation, as in the step graph).
 
 - ``attention_mask`` maps to ``padding_mask`` for attnkit's own decoders; keras-hub models' steps take no
-  mask (slot positions, :mod:`attnkit.genspec`). Either way give genai unpadded prompts of one length per
+  mask (slot positions, :mod:`attnkit.core.genspec`). Either way give genai unpadded prompts of one length per
   batch: genai 0.18 feeds a left-padded batch an all-ones mask (measured), so padding would be attended to.
 - One config names the fp32 file; the other precisions are the same config with another
   ``model.decoder.filename`` (``onnxruntime_genai.Config.overlay``), as :mod:`attnkit.runtimes.genai` does.
@@ -22,8 +22,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import ArtifactError
-from ..genspec import GenerationSpec
+from ..core.errors import ArtifactError
+from ..core.genspec import GenerationSpec
 
 CONFIG = "genai_config.json"
 

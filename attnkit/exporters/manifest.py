@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..errors import ArtifactError, ExportError
-from ..genspec import GenerationSpec
-from ..interrupts import check as check_interrupt
-from ..names import GENERATION_ROLES, MANIFEST, ROLE_MODEL
-from ..spec import ExportSpec
+from ..core.errors import ArtifactError, ExportError
+from ..core.genspec import GenerationSpec
+from ..core.interrupts import check as check_interrupt
+from ..core.names import GENERATION_ROLES, MANIFEST, ROLE_MODEL
+from ..core.spec import ExportSpec
 
 _VERSIONED = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy")
 
@@ -64,7 +64,7 @@ class ArtifactRecord:
     sha256: str = ""
     agreement: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    role: str = ROLE_MODEL  # attnkit.names: model, signatures, decoder_with_past, encoder
+    role: str = ROLE_MODEL  # attnkit.core.names: model, signatures, decoder_with_past, encoder
 
     @classmethod
     def of(cls, root: Path, fmt: str, rel: str, precision: str, role: str = ROLE_MODEL, **extra: Any) -> ArtifactRecord:
@@ -290,7 +290,7 @@ def atomic_directory(out: str | Path, force: bool = False) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         yield staging
-        check_interrupt()  # never move a staged export into place after a SIGTERM (see attnkit.interrupts)
+        check_interrupt()  # never move a staged export into place after a SIGTERM (see attnkit.core.interrupts)
         readable_dir(staging)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))

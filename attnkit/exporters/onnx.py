@@ -16,8 +16,8 @@ import contextlib
 import logging
 import os
 
-from ..errors import AttnkitError, ExportError
-from ..spec import ExportSpec
+from ..core.errors import AttnkitError, ExportError
+from ..core.spec import ExportSpec
 
 #: opsets tf2onnx 1.17 converts to (its OPSET_TO_IR_VERSION table) that onnxruntime also runs.
 MIN_OPSET = 13

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import DependencyError
+from ..core.errors import DependencyError
 
 IR_DIR = "openvino"
 IR_XML = "model.xml"

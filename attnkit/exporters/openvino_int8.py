@@ -26,12 +26,12 @@ measures, as TensorRT's builder times its tactics on the GPU it builds for:
    returns layers to f32 until the model is within the tolerance;
 2. each is held to int8's tolerance against the fp32 IR with f32 forced (which the export check holds to eager
    Keras at the fp32 tolerance) on fresh inputs at the export check's own shapes
-   (:data:`~attnkit.compare.CHECK_SHAPES`) and the spec's optimum shape — compiled as attnkit's runner
+   (:data:`~attnkit.core.compare.CHECK_SHAPES`) and the spec's optimum shape — compiled as attnkit's runner
    compiles it (f32 forced, or the precision the IR pins and then f32 forced too, as a CPU without bf16
    computes it), and, where OpenVINO's default precision is not f32 (bf16 on AMX and avx512_bf16 CPUs), also
    with OpenVINO's defaults, as Triton's OpenVINO backend and a user's script compile it — and timed at the
-   optimum shape as attnkit's runner compiles it; a candidate beyond :data:`~attnkit.compare.HEADROOM` of
-   the tolerance is held to :data:`~attnkit.compare.MORE_DRAWS` more draws of every shape, the rule ``verify``
+   optimum shape as attnkit's runner compiles it; a candidate beyond :data:`~attnkit.core.compare.HEADROOM` of
+   the tolerance is held to :data:`~attnkit.core.compare.MORE_DRAWS` more draws of every shape, the rule ``verify``
    (hence the export check) and ``bench`` apply to every row;
 3. the fastest that agrees is written if it beats weight-only by more than :data:`MARGIN` (weight-only
    answers do not depend on the CPU, worth a few per cent); the manifest records every candidate.
@@ -51,7 +51,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..compare import CHECK_SHAPES, DEFAULT_TOLERANCES, HEADROOM, MORE_DRAWS, beyond_headroom, compare_outputs
+from ..core.compare import DEFAULT_TOLERANCES, MORE_DRAWS, beyond_headroom
+from . import openvino_nncf as calls
 
 #: weight-only with f32 compute; the default and the fallback
 WEIGHT_ONLY = "weight-only"
@@ -62,12 +63,8 @@ PTQ_ACCURACY_CONTROL = "full PTQ + accuracy control"
 PTQ_BF16 = "full PTQ + bf16"
 #: OpenVINO's dynamic quantisation group size for the DYNAMIC candidate (its CPU plugin's default where on)
 DYNAMIC_GROUP = 32
-#: calibration batches for PTQ (each spec.batch.opt rows at a sequence length in [sequence.min, sequence.opt])
-CALIBRATION_ITEMS = 16
 #: a candidate other than weight-only must be this much faster than weight-only to be written
 MARGIN = 0.10
-#: where an int8 IR records the inference precision attnkit compiles it in (:func:`pinned_precision`)
-PRECISION_KEY = ["attnkit", "inference_precision"]
 
 SCHEMES = {
     WEIGHT_ONLY: {"method": "nncf.compress_weights", "mode": "int8_asym", "granularity": "per-channel",
@@ -123,7 +120,7 @@ class Choice:
     def record(self) -> dict:
         """Manifest ``extra`` of the int8 IR: the scheme written, the precision attnkit compiles it in (with the
         CPU requirement of :data:`PTQ_BF16`'s bf16 rest) and every candidate measured."""
-        from ..targets import OPENVINO_INT8_BF16_REQUIREMENT
+        from ..core.targets import OPENVINO_INT8_BF16_REQUIREMENT
 
         extra = scheme_record(self.name, chosen_by=self.reason)
         extra.setdefault("inference_precision", "f32")
@@ -144,7 +141,7 @@ def computes_in(extra: dict) -> str:
 def searches(target, features: frozenset[str]) -> str | None:
     """None when this machine is the target and can compute int8 (so the candidates are measured where they will
     run), else the reason weight-only is written without a search."""
-    from ..targets import PORTABLE, VNNI_FEATURES
+    from ..core.targets import PORTABLE, VNNI_FEATURES
 
     if target is None or target.cpu_class == PORTABLE:
         return "the portable target: f32 compute, the same answers on every CPU"
@@ -161,7 +158,7 @@ def searches(target, features: frozenset[str]) -> str | None:
 def host_openvino_int8(features: frozenset[str]) -> str:
     """What ``export --format openvino --precision int8 --target host`` does on a machine with ``features``
     (``attnkit env``)."""
-    from ..targets import BF16_FEATURES, resolve
+    from ..core.targets import BF16_FEATURES, resolve
 
     skip = searches(resolve("host", features), features)
     if skip:
@@ -234,79 +231,93 @@ def choose(
     if skip:
         return Choice(WEIGHT_ONLY, weight_only(fp32), [], skip)
 
-    from ..targets import BF16_FEATURES, VNNI_FEATURES
+    from ..core.targets import BF16_FEATURES, VNNI_FEATURES
 
     if timer is None:
         raise TypeError("choose() needs a timer to measure the int8 candidates")
-    accuracy = _accuracy_inputs(spec)
-    timed = spec.sample_feeds(spec.batch.opt, spec.sequence.opt, seed=7100)
-    reference = _compile(core, fp32, 0)
-    expected = [_run(reference, f) for f in accuracy]
-    fp32_ms = _time(reference, timed, timer)
-    say(f"int8 search: fp32 IR {fp32_ms:.1f} ms at {spec.batch.opt}x{spec.sequence.opt}")
-
-    first = list(zip(accuracy, expected))
-    more: list[tuple[dict, dict]] = []  # the further draws and the fp32 IR's answers, drawn when first needed
-
-    def held(compiled_models: list, pairs: list[tuple[dict, dict]]) -> tuple[float, float, bool]:
-        """Worst agreement of every compiled form on ``pairs`` of (inputs, the fp32 IR's answers)."""
-        worst = [_agreement([e for _, e in pairs], [_run(m, f) for f, _ in pairs]) for m in compiled_models]
-        return max(w[0] for w in worst), min(w[1] for w in worst), all(w[2] for w in worst)
-
-    def measure(name: str, make) -> Candidate:
-        c = Candidate(name)
-        try:
-            c.model = make()
-            group, precision = pinned_group(c.model), pinned_precision(c.model)
-            forms = [_compile(core, c.model, group, precision)]
-            c.ran_as = f"{forms[0].get_property('INFERENCE_PRECISION_HINT').get_type_name()}, dynamic quantisation " \
-                       f"{forms[0].get_property('DYNAMIC_QUANTIZATION_GROUP_SIZE')}"  # fmt: skip
-            if precision != "f32":
-                # the rest in f32, as a consumer that forces f32 or a CPU without bf16 computes it: held too
-                forms.append(_compile(core, c.model, group, "f32"))
-            if default_precision != "f32":
-                # what a consumer compiling with OpenVINO's defaults computes (Triton's OpenVINO backend cannot
-                # force f32; on AMX/avx512_bf16 CPUs the default is bf16): held to the same tolerance
-                forms.append(core.compile_model(c.model, "CPU", {"PERFORMANCE_HINT": "LATENCY"}))
-                c.defaults_ran_as = forms[-1].get_property("INFERENCE_PRECISION_HINT").get_type_name()
-            c.rel_l2, c.cosine, c.within = held(forms, first)
-            if c.within and beyond_headroom(c.rel_l2, DEFAULT_TOLERANCES["int8"].rel_l2):
-                # near the tolerance: held to more draws, as verify and bench hold such a row
-                if not more:
-                    further = _accuracy_inputs(spec, 1 + MORE_DRAWS)[len(accuracy) :]
-                    more.extend((feeds, _run(reference, feeds)) for feeds in further)
-                l2, cosine, ok = held(forms, more)  # the first draws' figures stand: only the new ones are run
-                c.rel_l2, c.cosine, c.within = max(c.rel_l2, l2), min(c.cosine, cosine), ok
-                c.draws = 1 + MORE_DRAWS
-            c.ms = _time(forms[0], timed, timer)
-            c.speedup = fp32_ms / c.ms
-        except Exception as e:  # one candidate failing (an NNCF or plugin error) must not lose the others
-            c.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
-            c.model = None
-        say(f"int8 search: {name}: " + (c.error or f"rel L2 {c.rel_l2:.3g}, {c.ms:.1f} ms"))
-        return c
-
-    default_precision = _default_precision(core)
+    bench = _Bench(core, fp32, spec, timer, say)
     int8_dot = bool(features & set(VNNI_FEATURES))
-    calibration = _calibration(spec)
-    candidates = [measure(WEIGHT_ONLY, lambda: weight_only(fp32))]
+    calibration = calls.calibration_inputs(spec)
+    candidates = [bench.measure(WEIGHT_ONLY, lambda: weight_only(fp32))]
     if int8_dot or force:
-        candidates.append(measure(DYNAMIC, lambda: weight_only(fp32, DYNAMIC_GROUP)))
+        candidates.append(bench.measure(DYNAMIC, lambda: weight_only(fp32, DYNAMIC_GROUP)))
     for name, smooth in ((PTQ, True), (PTQ_PLAIN, False)):
-        candidates.append(measure(name, lambda s=smooth: _ptq(fp32, calibration, not int8_dot, smooth_quant=s)))
+        candidates.append(
+            bench.measure(name, lambda s=smooth: calls.ptq(fp32, calibration, not int8_dot, smooth_quant=s))
+        )
     if features & set(BF16_FEATURES) or force:
-        keep = attention_outputs(fp32)
-        candidates.append(measure(PTQ_BF16, lambda: _ptq(fp32, calibration, not int8_dot, smooth_quant=False,
-                                                         keep_float=keep, precision="bf16")))  # fmt: skip
+        keep = calls.attention_outputs(fp32)
+        candidates.append(bench.measure(PTQ_BF16, lambda: calls.ptq(fp32, calibration, not int8_dot, smooth_quant=False,
+                                                                   keep_float=keep, precision="bf16")))  # fmt: skip
     fastest = min((c for c in candidates if c.ms is not None), key=lambda c: c.ms, default=None)
     if fastest is not None and fastest.name in (PTQ, PTQ_PLAIN, PTQ_BF16) and not agrees(fastest, candidates[0]):
+        accuracy, expected = bench.accuracy, bench.expected
         candidates.append(
-            measure(
+            bench.measure(
                 PTQ_ACCURACY_CONTROL,
-                lambda: _ptq_accuracy_control(fp32, calibration, accuracy, expected, overflow_fix=not int8_dot),
+                lambda: calls.ptq_accuracy_control(fp32, calibration, accuracy, expected, overflow_fix=not int8_dot),
             )  # fmt: skip
         )
     return pick(candidates)
+
+
+class _Bench:
+    """The measuring half of :func:`choose`: the fp32 IR's answers on the accuracy draws and its time at the
+    optimum shape, then each candidate compiled in every form a consumer may compile it in, held to int8's
+    tolerance (more draws near it) and timed."""
+
+    def __init__(self, core, fp32, spec, timer, say):
+        self.core, self.spec, self.timer, self.say = core, spec, timer, say
+        self.accuracy = calls.accuracy_inputs(spec)
+        self.timed = spec.sample_feeds(spec.batch.opt, spec.sequence.opt, seed=7100)
+        self.reference = calls.compile_model(core, fp32, 0)
+        self.expected = [calls.run(self.reference, f) for f in self.accuracy]
+        self.fp32_ms = calls.time_ms(self.reference, self.timed, timer)
+        self.default_precision = calls.default_precision(core)
+        self.more: list[tuple[dict, dict]] = []  # further draws and the fp32 IR's answers, drawn when first needed
+        say(f"int8 search: fp32 IR {self.fp32_ms:.1f} ms at {spec.batch.opt}x{spec.sequence.opt}")
+
+    def held(self, compiled_models: list, pairs: list[tuple[dict, dict]]) -> tuple[float, float, bool]:
+        """Worst agreement of every compiled form on ``pairs`` of (inputs, the fp32 IR's answers)."""
+        worst = [calls.agreement([e for _, e in pairs], [calls.run(m, f) for f, _ in pairs]) for m in compiled_models]
+        return max(w[0] for w in worst), min(w[1] for w in worst), all(w[2] for w in worst)
+
+    def forms(self, c: Candidate) -> list:
+        """The candidate compiled as attnkit's runner compiles it, then as other consumers may: the rest in f32 (a
+        consumer that forces f32, or a CPU without bf16) and with OpenVINO's defaults (Triton's OpenVINO backend
+        cannot force f32; on AMX/avx512_bf16 CPUs the default is bf16)."""
+        group, precision = calls.pinned_group(c.model), calls.pinned_precision(c.model)
+        forms = [calls.compile_model(self.core, c.model, group, precision)]
+        c.ran_as = f"{forms[0].get_property('INFERENCE_PRECISION_HINT').get_type_name()}, dynamic quantisation " \
+                   f"{forms[0].get_property('DYNAMIC_QUANTIZATION_GROUP_SIZE')}"  # fmt: skip
+        if precision != "f32":
+            forms.append(calls.compile_model(self.core, c.model, group, "f32"))
+        if self.default_precision != "f32":
+            forms.append(self.core.compile_model(c.model, "CPU", {"PERFORMANCE_HINT": "LATENCY"}))
+            c.defaults_ran_as = forms[-1].get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        return forms
+
+    def measure(self, name: str, make) -> Candidate:
+        c = Candidate(name)
+        try:
+            c.model = make()
+            forms = self.forms(c)
+            c.rel_l2, c.cosine, c.within = self.held(forms, list(zip(self.accuracy, self.expected)))
+            if c.within and beyond_headroom(c.rel_l2, DEFAULT_TOLERANCES["int8"].rel_l2):
+                # near the tolerance: held to more draws, as verify and bench hold such a row
+                if not self.more:
+                    further = calls.accuracy_inputs(self.spec, 1 + MORE_DRAWS)[len(self.accuracy) :]
+                    self.more.extend((feeds, calls.run(self.reference, feeds)) for feeds in further)
+                l2, cosine, ok = self.held(forms, self.more)  # the first draws' figures stand: only new ones run
+                c.rel_l2, c.cosine, c.within = max(c.rel_l2, l2), min(c.cosine, cosine), ok
+                c.draws = 1 + MORE_DRAWS
+            c.ms = calls.time_ms(forms[0], self.timed, self.timer)
+            c.speedup = self.fp32_ms / c.ms
+        except Exception as e:  # one candidate failing (an NNCF or plugin error) must not lose the others
+            c.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+            c.model = None
+        self.say(f"int8 search: {name}: " + (c.error or f"rel L2 {c.rel_l2:.3g}, {c.ms:.1f} ms"))
+        return c
 
 
 def agrees(c: Candidate, base: Candidate) -> bool:
@@ -339,178 +350,4 @@ def pick(candidates: list[Candidate]) -> Choice:
     return Choice(best.name, best.model, candidates, reason)
 
 
-# ---------------------------------------------------------------------------------------------------
-
-
-def accuracy_shapes(spec) -> list[tuple[int, int]]:
-    """The export check's shapes (:data:`~attnkit.compare.CHECK_SHAPES`, within the spec's lengths) and the
-    spec's optimum shape, where the candidates are timed."""
-    lo, hi = spec.sequence.min, spec.max_sequence or spec.sequence.max
-    shapes = [(b, min(max(s, lo), hi)) for b, s in CHECK_SHAPES] + [(spec.batch.opt, spec.sequence.opt)]
-    return list(dict.fromkeys(shapes))
-
-
-def _accuracy_inputs(spec, draws: int = 1) -> list[dict]:
-    """Fresh inputs at :func:`accuracy_shapes`; with ``draws`` > 1, every shape's further draws after the first
-    draw of every shape."""
-    by_shape = spec.sample_draws(accuracy_shapes(spec), 7000, draws)
-    return [feeds[k] for k in range(draws) for feeds in by_shape.values()]
-
-
-def _calibration(spec) -> list[dict]:
-    """PTQ calibration batches in the model's own input domain (token ids in its vocabulary, ragged masks)."""
-    import numpy as np
-
-    rng = np.random.default_rng(7200)
-    lengths = rng.integers(spec.sequence.min, spec.sequence.opt + 1, size=CALIBRATION_ITEMS)
-    return [spec.sample_feeds(spec.batch.opt, int(n), seed=7300 + i) for i, n in enumerate(lengths)]
-
-
-def _default_precision(core) -> str:
-    """The inference precision OpenVINO's CPU plugin picks by itself on this machine ("f32", "bf16", "f16")."""
-    return core.get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
-
-
-def pinned_group(model) -> int:
-    """The dynamic activation quantisation group size the IR pins (0 where it pins none: f32 compute)."""
-    key = ["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"]
-    return int(model.get_rt_info(key).astype(int)) if model.has_rt_info(key) else 0
-
-
-def pinned_precision(model) -> str:
-    """The inference precision attnkit compiles an int8 IR in (:data:`PTQ_BF16`: ``bf16``; else ``f32``). Kept in
-    the IR's own ``attnkit`` section: OpenVINO reads no inference precision from ``runtime_options``
-    (:func:`~attnkit.exporters.openvino.pin_runtime_options`), so attnkit's runner and the Triton config it writes
-    ask for it; a consumer that does not compiles OpenVINO's default, which the search held to the tolerance too."""
-    return str(model.get_rt_info(PRECISION_KEY).astype(str)) if model.has_rt_info(PRECISION_KEY) else "f32"
-
-
-def attention_outputs(model) -> list[str]:
-    """Names of the MatMuls that project attention's output: a MatMul with a constant weight whose activation comes,
-    through reshapes and transposes only, from a ``ScaledDotProductAttention`` (OpenVINO's converter fuses
-    attnkit's attention into one) or from a MatMul of two activations (the probabilities times the values, where
-    it does not). Found by the graph, not by layer names, so a keras-hub model's are found as attnkit's are."""
-    passing = {"Reshape", "Transpose", "Convert", "Squeeze", "Unsqueeze"}
-
-    def source(op, port: int):
-        """What feeds ``op``'s input ``port``, through reshapes and transposes."""
-        node = op.input(port).get_source_output().get_node()
-        while node.get_type_name() in passing:
-            node = node.input(0).get_source_output().get_node()
-        return node
-
-    found = []
-    for op in model.get_ordered_ops():
-        if op.get_type_name() != "MatMul" or source(op, 1).get_type_name() != "Constant":
-            continue
-        src = source(op, 0)
-        kind = src.get_type_name()
-        if kind == "ScaledDotProductAttention" or (kind == "MatMul" and source(src, 1).get_type_name() != "Constant"):
-            found.append(op.get_friendly_name())
-    return found
-
-
-def _compile(core, model, group: int, precision: str = "f32"):
-    config = {
-        "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_PRECISION_HINT": precision,
-        "DYNAMIC_QUANTIZATION_GROUP_SIZE": group,
-    }
-    return core.compile_model(model, "CPU", config)
-
-
-def _run(compiled, feeds: dict) -> dict:
-    # an infer request's infer(), not the compiled model's __call__: __call__ shares the caller's arrays with the
-    # plugin by default (share_inputs=True), and an 8 x 128 input fed that way was overwritten by a later
-    # inference of another request at the same shape (measured, OpenVINO 2026.4: the next accuracy check then
-    # compared other inputs' answers, rel L2 0.49)
-    result = compiled.create_infer_request().infer(_inputs(compiled, feeds))
-    return {o.any_name: result[o].copy() for o in compiled.outputs}
-
-
-def _time(compiled, feeds: dict, timer) -> float:
-    request, feeds = compiled.create_infer_request(), _inputs(compiled, feeds)
-    return timer(lambda: request.infer(feeds))
-
-
-def _inputs(compiled, feeds: dict) -> dict:
-    """The feeds the compiled model takes (a spec's sample feeds may hold more)."""
-    wanted = {i.any_name for i in compiled.inputs}
-    return {k: v for k, v in feeds.items() if k in wanted}
-
-
-def _agreement(expected: list[dict], got: list[dict]) -> tuple[float, float, bool]:
-    worst_l2, worst_cos, ok = 0.0, 1.0, True
-    for ref, out in zip(expected, got):
-        for a in compare_outputs(ref, out, DEFAULT_TOLERANCES["int8"]):
-            worst_l2, worst_cos, ok = max(worst_l2, a.rel_l2), min(worst_cos, a.cosine), ok and a.passed
-    return worst_l2, worst_cos, ok
-
-
-def _advanced(overflow_fix: bool, smooth_quant: bool = True):
-    from nncf.quantization.advanced_parameters import (
-        AdvancedQuantizationParameters,
-        AdvancedSmoothQuantParameters,
-        OverflowFix,
-    )
-
-    return AdvancedQuantizationParameters(
-        overflow_fix=OverflowFix.ENABLE if overflow_fix else OverflowFix.DISABLE,
-        smooth_quant_alphas=AdvancedSmoothQuantParameters()
-        if smooth_quant
-        else AdvancedSmoothQuantParameters(matmul=-1),
-    )
-
-
-def _ptq(fp32_model, calibration: list[dict], overflow_fix: bool, smooth_quant: bool = True,
-         keep_float: list[str] = (), precision: str = "f32"):  # fmt: skip
-    """NNCF's PTQ; the MatMuls named in ``keep_float`` are left unquantised, and attnkit compiles the result in
-    ``precision`` (:func:`pinned_precision`)."""
-    import nncf
-
-    from .openvino import pin_runtime_options
-
-    ignored = {"ignored_scope": nncf.IgnoredScope(names=list(keep_float), validate=False)} if keep_float else {}
-    model = nncf.quantize(fp32_model.clone(), nncf.Dataset(calibration), subset_size=len(calibration),
-                          model_type=nncf.ModelType.TRANSFORMER,
-                          advanced_parameters=_advanced(overflow_fix, smooth_quant), **ignored)  # fmt: skip
-    pin_runtime_options(model, DYNAMIC_QUANTIZATION_GROUP_SIZE=0)
-    if precision != "f32":
-        model.set_rt_info(precision, PRECISION_KEY)
-    return model
-
-
-def _ptq_accuracy_control(fp32_model, calibration: list[dict], accuracy: list[dict], expected: list[dict],
-                          overflow_fix: bool):  # fmt: skip
-    """NNCF's accuracy-aware PTQ: quantise, then return the layers that cost the most accuracy to f32 until the
-    model's metric (one minus the worst rel L2 against the fp32 IR: NNCF divides by f32's metric, so it must not
-    be 0) is within :data:`HEADROOM` of int8's tolerance of f32's.
-
-    Without SmoothQuant: NNCF 3.4's accuracy control returns a layer to f32 by removing its FakeQuantize but
-    leaves SmoothQuant's rescaling of the layers around it, so every layer it returned made the model worse
-    (measured on encoder-tiny, AVX2 EPYC: rel L2 0.12 quantised, 0.81 with every FakeQuantize removed); without
-    SmoothQuant the same search ended within tolerance (6.4e-3, 10 of 15 MatMuls in f32)."""
-    import nncf
-
-    from .openvino import pin_runtime_options
-
-    def validate(compiled, indices) -> tuple[float, list[float]]:
-        per_item = []
-        for i in indices:
-            l2, _cos, _ok = _agreement([expected[i]], [_run(compiled, accuracy[i])])
-            per_item.append(1.0 - l2)
-        return min(per_item), per_item
-
-    model = nncf.quantize_with_accuracy_control(
-        fp32_model.clone(),
-        nncf.Dataset(calibration),
-        nncf.Dataset(list(range(len(accuracy))), lambda i: accuracy[i]),
-        validate,
-        max_drop=HEADROOM * DEFAULT_TOLERANCES["int8"].rel_l2,  # within HEADROOM: agrees without more draws
-        drop_type=nncf.DropType.ABSOLUTE,
-        subset_size=len(calibration),
-        model_type=nncf.ModelType.TRANSFORMER,
-        advanced_quantization_parameters=_advanced(overflow_fix, smooth_quant=False),
-    )
-    pin_runtime_options(model, DYNAMIC_QUANTIZATION_GROUP_SIZE=0)
-    return model
+#

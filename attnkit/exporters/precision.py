@@ -4,7 +4,7 @@
   outputs) and an explicit block list, so LayerNorm, Softmax, reductions and the ops of a
   decomposed LayerNorm stay fp32 islands.
 - int8: onnxruntime's ``quantize_dynamic`` with the scheme the export target calls for (U8U8, U8S8,
-  U8S8 reduce-range: see :mod:`attnkit.targets`), per-tensor or per-channel weight scales,
+  U8S8 reduce-range: see :mod:`attnkit.core.targets`), per-tensor or per-channel weight scales,
   restricted to MatMuls with a constant weight: the projections and the FFN. The two
   activation x activation MatMuls of attention (q kᵀ and weights·v), LayerNorm and Softmax stay
   float: quantising attention scores dynamically costs accuracy for little speed at these sizes.
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import onnx
 
-from ..errors import AttnkitError
-from ..names import LOWERED_PRECISIONS, ONNX_PRECISIONS, WEIGHT_ONLY, artifact_file
+from ..core.errors import AttnkitError
+from ..core.names import LOWERED_PRECISIONS, ONNX_PRECISIONS, WEIGHT_ONLY, artifact_file
 
 #: ops kept in fp32 inside the fp16 graph, on top of onnxconverter-common's default block list
 FP32_ISLANDS = (
@@ -209,16 +209,16 @@ def to_int8(model: onnx.ModelProto, per_channel: bool | None = None, scheme=None
 
     Args:
         per_channel: weight scales per output channel; None: the scheme's choice.
-        scheme: an :class:`attnkit.targets.Int8Scheme`; default the portable one (U8U8).
+        scheme: an :class:`attnkit.core.targets.Int8Scheme`; default the portable one (U8U8).
     """
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError:
-        from ..errors import DependencyError
+        from ..core.errors import DependencyError
 
         raise DependencyError("onnxruntime", "cpu", "int8 quantisation") from None
 
-    from ..targets import INT8_SCHEMES
+    from ..core.targets import INT8_SCHEMES
 
     scheme = scheme or INT8_SCHEMES["u8u8"]
     per_channel = scheme.per_channel if per_channel is None else per_channel
@@ -276,8 +276,8 @@ def write_lowered(
         ``(precision, file, manifest extra)`` per file: opset, op counts, where it runs, and for int8 the
         scheme, target and what the scheme requires of the CPU.
     """
-    from ..exporters.passes import op_counts
-    from ..targets import int8_requirement
+    from ..core.targets import int8_requirement
+    from .passes import op_counts
 
     written = []
     per_channel = target.int8.per_channel if per_channel is None else per_channel

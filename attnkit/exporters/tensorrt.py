@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import AttnkitError, DependencyError, ExportError
-from ..names import ROLE_MODEL
-from ..spec import ExportSpec, ShapeRange
+from ..core.errors import AttnkitError, DependencyError, ExportError
+from ..core.names import ROLE_MODEL
+from ..core.spec import ExportSpec, ShapeRange
 
 MODULES = (("tensorrt", "tensorrt"), ("tensorrt_rtx_bindings", "tensorrt-rtx"))
 
@@ -116,7 +116,7 @@ def profiles_from(
 
 def resolve_target(flavour: Flavour, target: str | None) -> str:
     """The compute capability to build for: the requested one, or the local GPU."""
-    from ..machine import gpu_unavailable_reason
+    from ..core.machine import gpu_unavailable_reason
 
     if target:
         target = target.lower()
@@ -245,25 +245,7 @@ def build_plan(
         config.set_compute_capability(trt.ComputeCapability.CURRENT, 0)
     if hasattr(trt, "ProfilingVerbosity"):
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    recorded = []
-    for item in explicit or []:
-        profile = builder.create_optimization_profile()
-        for name, dims in item["shapes"].items():
-            profile.set_shape(name, dims["min"], dims["opt"], dims["max"])
-        config.add_optimization_profile(profile)
-        recorded.append(item)
-    for batch, seq in profiles if explicit is None else []:
-        profile = builder.create_optimization_profile()
-        shapes = {}
-        for t in spec.inputs:
-            dims = [
-                [d if d is not None else getattr(batch if a == "batch" else seq, k) for d, a in zip(t.shape, t.axes)]
-                for k in ("min", "opt", "max")
-            ]
-            profile.set_shape(t.name, *dims)
-            shapes[t.name] = {"min": dims[0], "opt": dims[1], "max": dims[2]}
-        config.add_optimization_profile(profile)
-        recorded.append({"batch": batch.as_list(), "sequence": seq.as_list(), "shapes": shapes})
+    recorded = _add_profiles(builder, config, spec, profiles, explicit)
     cache = _load_cache(config, cache_path) if flavour.timing_cache else {"path": None, "reused": False}
     start = time.perf_counter()
     plan = builder.build_serialized_network(network, config)
@@ -274,22 +256,7 @@ def build_plan(
     data = bytes(plan)
     if flavour.timing_cache and cache_path is not None:
         cache.update(_save_cache(config, cache_path))
-    engine_layers = {
-        "source": "builder verbose log (the engine inspector needs a GPU)",
-        "layers": layers_from_log(logger.messages),
-        "per_layer_precision": "not reported by the builder log",
-    }
-    from ..machine import gpu_unavailable_reason
-
-    if gpu_unavailable_reason() is None and target in ("local", "current"):
-        inspected = inspect_engine(data, flavour)  # per-layer detail, precision included
-        if inspected is not None:
-            engine_layers = {
-                "source": "engine inspector",
-                "layers": inspected,
-                "per_layer_precision": "in each layer's entry",
-            }
-    engine_layers["count"] = len(engine_layers["layers"])
+    engine_layers = _engine_layers(data, flavour, target, logger.messages)
     runs_on = (
         f"NVIDIA GPUs of compute capability {target[2:-1]}.{target[-1]} ({target}) only"
         if target.startswith("sm")
@@ -312,6 +279,53 @@ def build_plan(
         "engine_layers": engine_layers,
     }
     return data, sidecar
+
+
+def _add_profiles(builder, config, spec: ExportSpec, profiles, explicit: list[dict] | None) -> list[dict]:
+    """One optimisation profile per ``explicit`` entry, else per (batch, sequence) range pair over the spec's
+    inputs; the profiles as recorded in the sidecar."""
+    recorded = []
+    for item in explicit or []:
+        profile = builder.create_optimization_profile()
+        for name, dims in item["shapes"].items():
+            profile.set_shape(name, dims["min"], dims["opt"], dims["max"])
+        config.add_optimization_profile(profile)
+        recorded.append(item)
+    for batch, seq in profiles if explicit is None else []:
+        profile = builder.create_optimization_profile()
+        shapes = {}
+        for t in spec.inputs:
+            dims = [
+                [d if d is not None else getattr(batch if a == "batch" else seq, k) for d, a in zip(t.shape, t.axes)]
+                for k in ("min", "opt", "max")
+            ]
+            profile.set_shape(t.name, *dims)
+            shapes[t.name] = {"min": dims[0], "opt": dims[1], "max": dims[2]}
+        config.add_optimization_profile(profile)
+        recorded.append({"batch": batch.as_list(), "sequence": seq.as_list(), "shapes": shapes})
+    return recorded
+
+
+def _engine_layers(data: bytes, flavour, target: str, messages) -> dict:
+    """The engine's layers: from the engine inspector where a GPU can deserialise the plan (precision included),
+    else from the builder's verbose log."""
+    from ..core.machine import gpu_unavailable_reason
+
+    engine_layers = {
+        "source": "builder verbose log (the engine inspector needs a GPU)",
+        "layers": layers_from_log(messages),
+        "per_layer_precision": "not reported by the builder log",
+    }
+    if gpu_unavailable_reason() is None and target in ("local", "current"):
+        inspected = inspect_engine(data, flavour)  # per-layer detail, precision included
+        if inspected is not None:
+            engine_layers = {
+                "source": "engine inspector",
+                "layers": inspected,
+                "per_layer_precision": "in each layer's entry",
+            }
+    engine_layers["count"] = len(engine_layers["layers"])
+    return engine_layers
 
 
 def _load_cache(config, path: Path | None) -> dict:
@@ -351,7 +365,7 @@ def read_sidecar(plan: str | Path) -> dict:
     """
     import json
 
-    from ..errors import ArtifactError
+    from ..core.errors import ArtifactError
 
     plan = Path(plan)
     sidecar_path = plan.with_name(plan.name + ".json")

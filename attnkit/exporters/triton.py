@@ -13,9 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..errors import ArtifactError, AttnkitError
-from ..names import TRITON_DTYPES
-from ..spec import ExportSpec
+from ..core.errors import ArtifactError, AttnkitError
+from ..core.names import TRITON_DTYPES
+from ..core.spec import ExportSpec
 from .signatures import IOSpec
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "savedmodel": "tensorflow_savedmodel", "tensorrt": "tensorrt_plan"}
@@ -32,7 +32,7 @@ def _model_config():
     try:
         from tritonclient.grpc import model_config_pb2
     except ImportError:
-        from ..errors import DependencyError
+        from ..core.errors import DependencyError
 
         raise DependencyError("tritonclient", "triton", "Writing Triton configs") from None
     return model_config_pb2
@@ -208,7 +208,7 @@ def write_model(repo: Path, name: str, root: Path, record, config_text: str, ver
     replaced atomically; an existing ``version`` is refused unless ``force`` (then swapped, not
     deleted first). A failure leaves the model as it was.
     """
-    from ..errors import AttnkitError
+    from ..core.errors import AttnkitError
     from .manifest import readable_dir, write_text_atomic
 
     target = repo / name

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import AttnkitError
-from ..names import OUTPUT_IDS
+from ..core.errors import AttnkitError
+from ..core.names import OUTPUT_IDS
 
 CONTINUOUS = "openvino-genai-cb"
 
@@ -146,7 +146,7 @@ def bench_arrivals(
 ) -> ArrivalsReport:
     """Serve the same arrivals with continuous batching and with static batching (``static``); see the module
     docstring. Raises AttnkitError naming the flag for bad values, or where a server cannot run this export."""
-    from ..names import GENERATE
+    from ..core.names import GENERATE
     from ..runtimes.base import Source
     from ..runtimes.registry import runner_class, runner_names
 
@@ -209,7 +209,7 @@ def bench_arrivals(
 
 def arrivals_tables(data: dict, width: int | None = None) -> list:
     """The report as a table (``--json`` gives the same numbers): one row per server."""
-    from ..tables import Column, fitted_table
+    from ..core.tables import Column, fitted_table
 
     def ms(v) -> str:
         return "-" if v is None else f"{1e3 * v:.0f}"

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from ..benchmark.stats import summarise
-from ..compare import DEFAULT_TOLERANCES
-from ..errors import AttnkitError
-from ..names import FORWARD, GENERATE, ROLE_DECODER_WITH_PAST
+from ..core.compare import DEFAULT_TOLERANCES
+from ..core.errors import AttnkitError
+from ..core.names import FORWARD, GENERATE, ROLE_DECODER_WITH_PAST
 from ..runtimes.base import label
 from ..runtimes.registry import format_of, generation_pairs, tasks_of
 from .loop import Prompts, full_logits, recompute
@@ -189,22 +189,21 @@ def bench_generation(
     imports: tuple[str, ...] = (),
     progress: Callable[[str], None] | None = None,
 ) -> GenerationBenchReport:
+    """Generation token by token for every generation runner the export allows, against eager Keras's full
+    recompute and each backend's own, with the memory bandwidth measured between backends.
+
+    About 85 lines: one backend at a time is loaded, measured on every shape and closed (onnxruntime's thread pools
+    spin after a run), with a bandwidth probe after each; the loop holds that order in one place.
+    """
     from ..benchmark.environment import collect
     from ..benchmark.roofline import BandwidthProbes
     from ..runtimes.base import Source
 
     say = progress or (lambda _m: None)
-    if repeats < 1:
-        raise AttnkitError(f"must be >= 1; got {repeats}.", flag="--repeats")
     source = Source(root, unsafe=unsafe, imports=imports)
     source.manifest.require_integrity(root)
     g = source.generation.spec
-    for b in batches:
-        if b < 1:
-            raise AttnkitError(f"must be >= 1; got {b}.", flag="--batch-sizes")
-    for p in prompt_lengths:
-        for n in new_tokens:
-            g.check_request(p, n, p)
+    _check_shapes(g, repeats, batches, prompt_lengths, new_tokens)
     pairs = generation_pairs(source, backends)
     probes: list[dict] = []
     bandwidth = BandwidthProbes(threads)
@@ -228,7 +227,7 @@ def bench_generation(
 
     shapes = [(b, p, n) for b in batches for p in prompt_lengths for n in new_tokens]
     prompts = {shape: Prompts.random(g, shape[0], shape[1], seed, source_length=shape[1]) for shape in shapes}
-    refs, eager_recompute, baselines = {}, {}, {}
+    refs, eager_recompute = {}, {}
     with runner_class_forward(source, "keras", "fp32") as eager:
         for shape in shapes:
             say(f"eager full recompute (the reference): batch {shape[0]}, prompt {shape[1]}, {shape[2]} new tokens")
@@ -236,7 +235,7 @@ def bench_generation(
                 eager, g, prompts[shape], shape[2], recompute_repeats
             )
             report.recompute.append(_recompute_record("keras", "fp32", shape, eager_recompute[shape]))
-    baselines[("keras", "fp32")] = eager_recompute
+    baselines = {("keras", "fp32"): eager_recompute}
     # One backend at a time, loaded, measured on every shape and closed: nothing else runs or holds
     # threads (onnxruntime's pools spin after a run) while a backend is timed.
     for cls, precision in pairs:
@@ -253,17 +252,8 @@ def bench_generation(
                 for shape, row in rows.items():
                     say(f"{runner.label}: batch {shape[0]}, prompt {shape[1]}, {shape[2]} new tokens")
                     _measure(row, runner, prompts[shape], shape[2], refs[shape], repeats)
-            full_name = cls.full_model or cls.name
-            baseline = baselines.get((full_name, precision))
-            if baseline is None and (full := _forward_runner(source, full_name, precision)) is not None:
-                baseline = {}
-                with full:
-                    for shape in shapes:
-                        say(f"full recompute on {full.label}: {shape[2]} new tokens")
-                        _timed_recompute(full, g, prompts[shape], min(shape[2], 2), 1)  # warm-up
-                        _, baseline[shape] = _timed_recompute(full, g, prompts[shape], shape[2], recompute_repeats)
-                        report.recompute.append(_recompute_record(full_name, precision, shape, baseline[shape]))
-                baselines[(full_name, precision)] = baseline
+            baseline = _full_baseline(source, cls.full_model or cls.name, precision, baselines, prompts,
+                                      recompute_repeats, report, say)  # fmt: skip
         except AttnkitError:
             raise
         except Exception as e:  # a backend that crashes is reported in its rows, the others go on
@@ -273,18 +263,52 @@ def bench_generation(
         for shape, row in rows.items():
             _derive(row, g, baseline.get(shape) if baseline else None, eager_recompute[shape], weights_of)
         probe(f"after {label(cls.name, precision, cls.task)}")
-        for size in sorted({r.bytes_per_step for r in rows.values() if r.bytes_per_step}):
-            probes.append(
-                {
-                    **bandwidth.read(size, PROBE_SECONDS),
-                    "when": f"working set of {rows[shapes[0]].label}",
-                    "for": rows[shapes[0]].label,
-                    "size": size,
-                }  # fmt: skip
-            )
+        probes += _working_set_probes(bandwidth, rows[shapes[0]].label, rows.values())
     bandwidth.close()
     _bound(report, probes)
     return report
+
+
+def _check_shapes(g, repeats: int, batches, prompt_lengths, new_tokens) -> None:
+    """One-line errors, before anything is measured, for a request the model cannot serve."""
+    if repeats < 1:
+        raise AttnkitError(f"must be >= 1; got {repeats}.", flag="--repeats")
+    for b in batches:
+        if b < 1:
+            raise AttnkitError(f"must be >= 1; got {b}.", flag="--batch-sizes")
+    for p in prompt_lengths:
+        for n in new_tokens:
+            g.check_request(p, n, p)
+
+
+def _full_baseline(source, full_name: str, precision: str, baselines: dict, prompts: dict, repeats: int, report,
+                   say) -> dict | None:  # fmt: skip
+    """Per shape, the full-recompute time of the backend's own forward runner at ``precision`` (the denominator of
+    its "x recompute"), measured once per (backend, precision) and kept in ``baselines``; None where the export has
+    no forward artifact for it."""
+    baseline = baselines.get((full_name, precision))
+    if baseline is not None:
+        return baseline
+    full = _forward_runner(source, full_name, precision)
+    if full is None:
+        return None
+    g, baseline = source.generation.spec, {}
+    with full:
+        for shape, prompt in prompts.items():
+            say(f"full recompute on {full.label}: {shape[2]} new tokens")
+            _timed_recompute(full, g, prompt, min(shape[2], 2), 1)  # warm-up
+            _, baseline[shape] = _timed_recompute(full, g, prompt, shape[2], repeats)
+            report.recompute.append(_recompute_record(full_name, precision, shape, baseline[shape]))
+    baselines[(full_name, precision)] = baseline
+    return baseline
+
+
+def _working_set_probes(bandwidth, label_: str, rows) -> list[dict]:
+    """A read of each distinct per-step working set of ``rows``: the bandwidth that bounds them where it fits in
+    cache (the DRAM copy probe bounds them where it does not)."""
+    sizes = sorted({r.bytes_per_step for r in rows if r.bytes_per_step})
+    return [{**bandwidth.read(size, PROBE_SECONDS), "when": f"working set of {label_}", "for": label_, "size": size}
+            for size in sizes]  # fmt: skip
 
 
 def _bound(report: GenerationBenchReport, probes: list[dict]) -> None:

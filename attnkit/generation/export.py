@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..exporters.manifest import ArtifactRecord, GenerationSection
-from ..names import (
+from ..core.names import (
     EOS_ID,
     MAX_NEW_TOKENS,
     ROLE_DECODER_GENAI,
@@ -30,6 +29,7 @@ from ..names import (
     SIG_PREFILL,
     artifact_file,
 )
+from ..exporters.manifest import ArtifactRecord, GenerationSection
 
 
 def savedmodel_endpoints(decoding, sampler="greedy") -> dict:
@@ -188,8 +188,8 @@ def step_profiles(g, batch, seq, encoder: bool = False) -> list[dict]:
 def write_tensorrt(stage: Path, manifest, precisions, trt: dict, cache, say) -> None:
     """TensorRT plans of ``decoder_with_past`` (and ``encoder``) for each precision a plan is built in,
     recorded in the manifest's generation section. Running them needs an NVIDIA GPU."""
+    from ..core.names import PLAN_PRECISIONS
     from ..exporters.tensorrt import write_plan
-    from ..names import PLAN_PRECISIONS
     from ..tracing.decode import step_export_spec
 
     section = manifest.generation

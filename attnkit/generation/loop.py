@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..genspec import GenerationSpec
-from ..sampling import get_sampler, sequence_lengths  # noqa: F401  (re-exported)
+from ..core.genspec import GenerationSpec
+from ..core.sampling import get_sampler, sequence_lengths  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -88,7 +88,7 @@ def decode(
     runner, prompts: Prompts, max_new_tokens: int, eos_id: int = -1, keep_logits: bool = True, sampler="greedy"
 ) -> Generation:
     """Decoding with the KV cache through ``runner`` (a decode-step runner), each token chosen by ``sampler``
-    (:mod:`attnkit.sampling`; greedy by default)."""
+    (:mod:`attnkit.core.sampling`; greedy by default)."""
     sampler = get_sampler(sampler)
     g: GenerationSpec = runner.gspec
     check_request(g, prompts, max_new_tokens)
@@ -124,7 +124,7 @@ def decode(
 
 
 def _decode_slots(runner, prompts: Prompts, max_new_tokens: int, eos_id: int, keep_logits: bool, sampler):
-    """keras-hub's loop (``positions="slot"``, see :mod:`attnkit.genspec`): prefill the slots every prompt
+    """keras-hub's loop (``positions="slot"``, see :mod:`attnkit.core.genspec`): prefill the slots every prompt
     fills, then one slot per step for the whole batch; a row still inside its prompt is fed its next prompt
     token, a row past it the token it chose. Every row gets ``max_new_tokens`` tokens after its own prompt."""
     g: GenerationSpec = runner.gspec

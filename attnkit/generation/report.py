@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from ..tables import Column, fitted_table
+from ..core.tables import Column, fitted_table
 
 FILES = ("generation.json", "generation.csv", "generation.png")
 
@@ -112,7 +112,7 @@ def to_csv(report) -> str:
 
 
 def plot(report, path: Path) -> None:
-    from ..plotting import pyplot, save_png
+    from ..core.plotting import pyplot, save_png
 
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))

@@ -7,7 +7,7 @@ the SavedModel's ``decode_step`` and ``generate`` signatures, and onnxruntime on
 ``decoder_with_past*.onnx``.
 
 - fp32 backends pass when their tokens are identical to the reference's and the logits of every step
-  agree within the fp32 tolerance of :mod:`attnkit.compare`.
+  agree within the fp32 tolerance of :mod:`attnkit.core.compare`.
 - Reduced precisions (fp16, int8) report the token match rate and the first step whose token differs;
   they pass on their logits tolerance, measured on the steps before the first difference (after it the
   two sequences are different inputs). Their tokens are reported, not required to match: a greedy
@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from ..compare import DEFAULT_TOLERANCES, compare_outputs
-from ..errors import AttnkitError
-from ..names import DECODE_STEP, GENERATE, OUTPUT_IDS
+from ..core.compare import DEFAULT_TOLERANCES, compare_outputs
+from ..core.errors import AttnkitError
+from ..core.names import DECODE_STEP, GENERATE, OUTPUT_IDS
 from ..runtimes.registry import all_backends, generation_pairs, generation_runners, label, runner_class, why_not
 from .loop import Generation, Prompts, decode, full_logits, recompute
 

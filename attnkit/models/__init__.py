@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import AttnkitError
-from ..names import MANIFEST
+from ..core.errors import AttnkitError
+from ..core.names import MANIFEST
 from .presets import PRESETS, Preset, get_preset
 
 __all__ = ["PRESETS", "Preset", "get_preset", "resolve", "is_keras_path", "classify", "ModelRef"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from ..errors import ModelError
+from ..core.errors import ModelError
 
 NEG_INF = -1e9
 

@@ -21,8 +21,8 @@ import re
 
 from keras import ops
 
-from ..errors import ModelError
-from ..genspec import GenerationSpec
+from ..core.errors import ModelError
+from ..core.genspec import GenerationSpec
 from .attention import additive_padding_mask, causal_mask
 from .transformer import TokenAndPositionEmbedding, TransformerDecoderBlock, TransformerEncoderBlock
 

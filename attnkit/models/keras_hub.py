@@ -16,7 +16,7 @@ long (the past, then zeros for the new tokens) with ``cache_update_index = past`
 keys/values into the zeros and attends over ``past + new`` slots. The arithmetic is keras-hub's own call;
 only the cache's length and its per-layer split change (tested: tokens identical to ``generate()``).
 
-The spec records ``positions="slot"`` (see :mod:`attnkit.genspec`): the step graphs take no padding mask,
+The spec records ``positions="slot"`` (see :mod:`attnkit.core.genspec`): the step graphs take no padding mask,
 and the loops feed each row's prompt slot by slot as ``generate()`` does.
 """
 
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from keras import ops
 
-from ..errors import ModelError
-from ..genspec import GenerationSpec
+from ..core.errors import ModelError
+from ..core.genspec import GenerationSpec
 
 # keras-hub models with rotary positions (Llama, Mistral, Gemma, Qwen) have no maximum length of their own;
 # generation requests and TensorRT profiles need one.

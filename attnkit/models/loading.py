@@ -8,8 +8,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-from ..errors import AttnkitError, ModelError
-from ..spec import ExportSpec, ShapeRange, TensorSpec
+from ..core.errors import AttnkitError, ModelError
+from ..core.spec import ExportSpec, ShapeRange, TensorSpec
 
 
 def import_modules(modules: tuple[str, ...] | list[str]) -> None:

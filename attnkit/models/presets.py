@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ModelError
-from ..spec import ExportSpec, ShapeRange, TensorSpec
+from ..core.errors import ModelError
+from ..core.spec import ExportSpec, ShapeRange, TensorSpec
 
 DEFAULT_SEQ = 128
 

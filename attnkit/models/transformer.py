@@ -11,7 +11,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from ..errors import ModelError
+from ..core.errors import ModelError
 from .attention import MultiHeadAttention, additive_padding_mask, causal_mask, check_heads
 from .policy import island_dtype
 

@@ -4,7 +4,7 @@ Runners follow Polygraphy's template methods: public ``load``/``infer``/``close`
 inputs, then call ``_load``/``_infer``/``_close``. Heavy work happens in ``load``, never in
 ``__init__``, and heavy libraries are imported there too.
 
-One registry, keyed by backend and task (:data:`attnkit.names.TASKS`): a backend module registers a
+One registry, keyed by backend and task (:data:`attnkit.core.names.TASKS`): a backend module registers a
 runner class per thing it can do (``forward``: :class:`Runner`; ``decode_step``: :class:`StepRunner`;
 ``generate``: :class:`GenerateRunner`). A backend that cannot do a task registers nothing for it, and may
 say why (``not_for``), so tables and ``env`` can tell the user once instead of listing empty rows.
@@ -20,11 +20,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ArtifactError, BackendError
+from ..core.errors import ArtifactError, BackendError
+from ..core.genspec import GenerationSpec
+from ..core.names import DECODE_STEP, FORWARD, GENERATE, ROLE_DECODER_WITH_PAST, ROLE_SIGNATURES
+from ..core.spec import ExportSpec
 from ..exporters.manifest import ArtifactRecord, GenerationSection, Manifest
-from ..genspec import GenerationSpec
-from ..names import DECODE_STEP, FORWARD, GENERATE, ROLE_DECODER_WITH_PAST, ROLE_SIGNATURES
-from ..spec import ExportSpec
 
 
 class Source:

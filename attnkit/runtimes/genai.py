@@ -17,8 +17,8 @@ import json
 
 import numpy as np
 
-from ..names import LENGTHS, OUTPUT_IDS, ROLE_DECODER_WITH_PAST
-from ..sampling import sequence_lengths
+from ..core.names import LENGTHS, OUTPUT_IDS, ROLE_DECODER_WITH_PAST
+from ..core.sampling import sequence_lengths
 from .base import GenerateRunner, by_prompt_length, register
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..names import LENGTHS, OUTPUT_IDS
-from ..sampling import sequence_lengths
+from ..core.names import LENGTHS, OUTPUT_IDS
+from ..core.sampling import sequence_lengths
 from .base import GenerateRunner, Runner, StepRunner, register
 
 
@@ -83,7 +83,7 @@ class KerasHubGenerate(GenerateRunner):
         return None if source.generation.spec.slot else "keras-hub's generate() runs keras-hub models only"
 
     def _load(self):
-        from ..errors import BackendError
+        from ..core.errors import BackendError
 
         self.model = self.source.keras_model
         if not callable(getattr(self.model, "generate", None)):

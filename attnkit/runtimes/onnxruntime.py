@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..names import DECODE_STEP, GENERATE, ROLE_DECODER_WITH_PAST, ROLE_ENCODER
+from ..core.names import DECODE_STEP, GENERATE, ROLE_DECODER_WITH_PAST, ROLE_ENCODER
 from .base import Runner, StepRunner, register
 
 _GPU_GENERATION = "attnkit's generation loop runs onnxruntime's CPU provider only (GPU decode: the tensorrt backend)"
@@ -39,7 +39,7 @@ class OnnxRuntimeRunner(Runner):
         except ImportError:
             return "onnxruntime is not installed (pip install 'attnkit[cpu]', or 'attnkit[gpu]' on a GPU server)"
         if cls.needs_gpu:
-            from ..machine import gpu_unavailable_reason
+            from ..core.machine import gpu_unavailable_reason
 
             reason = gpu_unavailable_reason()
             if reason:

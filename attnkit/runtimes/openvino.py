@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.names import OPENVINO_HINTS, OPENVINO_RAN_AS, ROLE_DECODER_STATEFUL, ROLE_ENCODER
 from ..exporters.openvino import BEAM_IDX, IR_XML, POSITION_IDS, positions_from_mask
-from ..names import OPENVINO_HINTS, OPENVINO_RAN_AS, ROLE_DECODER_STATEFUL, ROLE_ENCODER
 from .base import Runner, StepRunner, register
 
 
@@ -43,7 +43,7 @@ def compile_ir(path, precision: str, threads: int | None = None, stateful: bool 
         # what the IR pins: 0 (f32 compute) unless the export measured dynamic activation quantisation on the
         # CPU it was made for and found it within int8's tolerance and faster (attnkit.exporters.openvino_int8);
         # the rest in f32 unless the export measured full PTQ with the rest in bf16 there (PTQ_BF16)
-        from ..exporters.openvino_int8 import pinned_group, pinned_precision
+        from ..exporters.openvino_nncf import pinned_group, pinned_precision
 
         config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = pinned_group(model)
         config["INFERENCE_PRECISION_HINT"] = pinned_precision(model)

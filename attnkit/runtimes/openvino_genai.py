@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..names import LENGTHS, OPENVINO_HINTS, OUTPUT_IDS, ROLE_DECODER_GENAI
-from ..sampling import sequence_lengths
+from ..core.names import LENGTHS, OPENVINO_HINTS, OUTPUT_IDS, ROLE_DECODER_GENAI
+from ..core.sampling import sequence_lengths
 from .base import GenerateRunner, by_prompt_length, register, token_array
 
 

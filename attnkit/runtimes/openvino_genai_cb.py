@@ -14,7 +14,7 @@ dynamic quantisation off (int8 is weight-only). Greedy; each row of a batch is o
 
 from __future__ import annotations
 
-from ..names import ROLE_DECODER_GENAI
+from ..core.names import ROLE_DECODER_GENAI
 from .base import register
 from .openvino_genai import OpenVINOGenAIGenerate
 

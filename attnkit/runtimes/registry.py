@@ -10,10 +10,10 @@ choices read only the functions here.
 
 from __future__ import annotations
 
-from ..errors import BackendError
+from ..core.errors import BackendError
+from ..core.names import DECODE_STEP, FORWARD, GENERATE, PRECISIONS, TASKS
+from ..core.targets import BF16_REQUIREMENT, affects_answers, mismatch
 from ..exporters.manifest import ArtifactRecord
-from ..names import DECODE_STEP, FORWARD, GENERATE, PRECISIONS, TASKS
-from ..targets import BF16_REQUIREMENT, affects_answers, mismatch
 
 # isort: off
 # Each module registers its runners; the import order is the registry's order (verify's and bench's rows).
@@ -155,7 +155,7 @@ def generation_pairs(source, names: list[str] | None = None) -> list[tuple[type[
 
 def hardware_warnings(source: Source, pairs) -> dict[tuple[str, str], tuple[str, bool]]:
     """(backend, precision) -> (warning line, whether answers are affected) for each pair this
-    machine lacks what its artifact was made for (see :mod:`attnkit.targets`)."""
+    machine lacks what its artifact was made for (see :mod:`attnkit.core.targets`)."""
 
     out = {}
     for name, precision in pairs:

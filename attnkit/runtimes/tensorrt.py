@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..names import PLAN_PRECISIONS, ROLE_DECODER_WITH_PAST, ROLE_ENCODER
+from ..core.names import PLAN_PRECISIONS, ROLE_DECODER_WITH_PAST, ROLE_ENCODER
 from .base import Runner, StepRunner, register
 
 
@@ -30,8 +30,8 @@ def _check(result):
 
 
 def _unavailable() -> str | None:
+    from ..core.machine import gpu_unavailable_reason
     from ..exporters.tensorrt import detect
-    from ..machine import gpu_unavailable_reason
 
     if detect() is None:
         return "no TensorRT Python package (pip install 'attnkit[tensorrt-rtx]' or tensorrt)"

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..names import DECODE_STEP, GENERATE, ROLE_SIGNATURES, SERVING_DEFAULT, SIG_DECODE_STEP, SIG_ENCODE, SIG_PREFILL
+from ..core.names import (
+    DECODE_STEP,
+    GENERATE,
+    ROLE_SIGNATURES,
+    SERVING_DEFAULT,
+    SIG_DECODE_STEP,
+    SIG_ENCODE,
+    SIG_PREFILL,
+)
 from .base import GenerateRunner, Runner, StepRunner, register
 
 XLA_REASON = (
@@ -160,7 +168,7 @@ class SavedModelGenerate(_Signatures, GenerateRunner):
     def _generate(self, feeds, max_new_tokens, eos_id):
         import tensorflow as tf
 
-        from ..names import EOS_ID, MAX_NEW_TOKENS
+        from ..core.names import EOS_ID, MAX_NEW_TOKENS
 
         g = self.gspec
         names = [t.name for t in g.prompt_inputs()] + ([g.encoder_ids, g.encoder_mask] if g.seq2seq else [])

@@ -19,7 +19,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import AttnkitError
+from ..core.errors import AttnkitError
 
 CONSTRAINTS = Path(__file__).with_name("constraints.txt")
 MARKER = "attnkit-serving.json"

@@ -23,8 +23,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from ..errors import AttnkitError
-from ..names import NUMPY_OF_KSERVE
+from ..core.errors import AttnkitError
+from ..core.names import NUMPY_OF_KSERVE
 from .process import ServerError, http_json
 
 LEVELS = (1, 2, 4, 8, 16)
@@ -277,7 +277,10 @@ def run_level(
     (default 4 x concurrency) answers completed in it (a slow model's batches finish in bursts: a window
     holding one burst would be noise), at most ``max_window_s``. Windows repeat until the last three agree
     within ``stability_pct`` % (:func:`stable`), at most ``max_windows``; the last three are reported, pooled
-    (an unstable level says so). It also ends when ``max_requests`` have been sent."""
+    (an unstable level says so). It also ends when ``max_requests`` have been sent.
+
+    Long (about 90 lines) on purpose: the clients, the window clock and the stopping rule share one lock and one
+    set of counters; split into functions they would pass the same six mutable cells around."""
     from ..benchmark.stats import summarise
 
     min_answers = min_answers or 4 * concurrency

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..errors import AttnkitError
+from ..core.errors import AttnkitError
 
 LOOPBACK = "127.0.0.1"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from ..tables import Column, fitted_table
+from ..core.tables import Column, fitted_table
 
 FILES = ("loadtest.json", "loadtest.csv", "loadtest.png")
 
@@ -82,7 +82,7 @@ def to_csv(reports) -> str:
 
 def plot(reports, path: Path) -> None:
     """Throughput (x) against p50 and p99 latency (y), one line per run, points labelled by concurrency."""
-    from ..plotting import pyplot, save_png
+    from ..core.plotting import pyplot, save_png
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArtifactError
+from ..core.errors import ArtifactError
 from .process import ServerError, http_json
 
 #: served answers must match onnxruntime on the same file to this max abs difference
@@ -33,7 +33,7 @@ def kserve_outputs(body: dict) -> dict[str, np.ndarray]:
 
 
 def kserve_feeds(request: dict) -> dict[str, np.ndarray]:
-    from ..names import NUMPY_OF_KSERVE
+    from ..core.names import NUMPY_OF_KSERVE
 
     return {
         i["name"]: np.asarray(i["data"], NUMPY_OF_KSERVE[i["datatype"]]).reshape(i["shape"]) for i in request["inputs"]

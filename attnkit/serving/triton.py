@@ -176,8 +176,8 @@ def check_repository(path: Path) -> None:
         AttnkitError: not a directory, an attnkit export directory (package it first), or no
             ``<model>/config.pbtxt`` in it. The error names ``REPOSITORY``.
     """
-    from ..errors import AttnkitError
-    from ..names import MANIFEST
+    from ..core.errors import AttnkitError
+    from ..core.names import MANIFEST
 
     path = Path(path)
     if not path.is_dir():

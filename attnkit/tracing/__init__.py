@@ -13,9 +13,9 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import AttnkitError
+from ..core.errors import AttnkitError
+from ..core.spec import ExportSpec
 from ..models.policy import FP32_LAYERS  # the fp32-island rule, written once beside the layers
-from ..spec import ExportSpec
 
 #: short name -> Keras dtype policy
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 
-from ..genspec import GenerationSpec
-from ..names import EOS_ID, LENGTHS, MAX_NEW_TOKENS, OUTPUT_IDS
-from ..spec import ExportSpec, ShapeRange
+from ..core.genspec import GenerationSpec
+from ..core.names import EOS_ID, LENGTHS, MAX_NEW_TOKENS, OUTPUT_IDS
+from ..core.spec import ExportSpec, ShapeRange
 from . import tensor_signature as _signature
 
 
@@ -31,7 +31,7 @@ def _pairs(flat):
 
 def _split(g: GenerationSpec, args, with_past: bool):
     """(ids, mask, encoder_mask, cross, past) from the positional arguments of a step function."""
-    if g.slot:  # no padding mask (see attnkit.genspec)
+    if g.slot:  # no padding mask (see attnkit.core.genspec)
         ids, mask, rest = args[0], None, list(args[1:])
     else:
         ids, mask, rest = args[0], args[1], list(args[2:])
@@ -87,7 +87,7 @@ def trace_encode(decoding, jit_compile: bool = False):
 
 def generate_inputs(g: GenerationSpec):
     """The ``generate`` signature's inputs: the prompt (and source), ``max_new_tokens``, ``eos_id``."""
-    from ..spec import TensorSpec
+    from ..core.spec import TensorSpec
 
     prompt = g.prompt_inputs()
     source = g.encoder_inputs() if g.seq2seq else ()
@@ -102,13 +102,13 @@ def trace_generate(decoding, sampler="greedy"):
     mask, ``max_new_tokens`` (>= 1) and ``eos_id`` (a row that produced it is finished and continues with
     ``eos_id``; -1 never stops). Outputs: ``output_ids`` (batch, max_new_tokens) and
     ``sequence_lengths`` (batch,), the tokens up to and including the first ``eos_id``. The loop ends
-    early when every row is finished. Each token is chosen by ``sampler`` (:mod:`attnkit.sampling`, the
+    early when every row is finished. Each token is chosen by ``sampler`` (:mod:`attnkit.core.sampling`, the
     same object the numpy loop calls, so both loops share one next-token rule). The request fails (InvalidArgument) for ``max_new_tokens`` < 1 or
     a prompt + ``max_new_tokens`` longer than the model's maximum length.
     """
     import tensorflow as tf
 
-    from ..sampling import get_sampler
+    from ..core.sampling import get_sampler
 
     sampler = get_sampler(sampler)
     g = decoding.spec
@@ -240,7 +240,7 @@ def _trace_generate_slots(decoding, sampler):
 
 def _tf_lengths(out, eos):
     """Tokens up to and including the first ``eos`` per row (all of them when there is none);
-    the numpy twin is :func:`attnkit.sampling.sequence_lengths`."""
+    the numpy twin is :func:`attnkit.core.sampling.sequence_lengths`."""
     import tensorflow as tf
 
     hit = tf.equal(out, eos)

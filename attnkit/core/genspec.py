@@ -1,6 +1,6 @@
 """GenerationSpec: the interface of the exported decode step (names, dtypes, dynamic axes of the KV cache).
 
-It plays for generation what :class:`attnkit.spec.ExportSpec` plays for the full forward pass: export
+It plays for generation what :class:`attnkit.core.spec.ExportSpec` plays for the full forward pass: export
 writes it into the manifest (``generation.spec``), and verify, bench and packaging read it back.
 
 Naming follows optimum's ``*-with-past`` exports, which users of ONNX Runtime already know:

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import AgreementError, AttnkitError
-from .exporters.manifest import ArtifactRecord, Manifest, atomic_directory, check_writable_out
-from .names import PLAN_PRECISIONS, PRECISIONS, ROLE_MODEL, SERVING_DEFAULT, TF_PRECISIONS, WEIGHT_ONLY, artifact_file
-from .tracing import canonical_precision
-from .verification import VerifyReport, verify
+from ..checks.agreement import VerifyReport, verify
+from ..core.errors import AgreementError, AttnkitError
+from ..core.names import (
+    PLAN_PRECISIONS,
+    PRECISIONS,
+    WEIGHT_ONLY,
+)
+from ..exporters.manifest import Manifest, atomic_directory, check_writable_out
+from ..tracing import canonical_precision
+from .writers import plan_name, tensorrt_plan, write_artifacts, write_tensorrt
 
 FORMATS = ("savedmodel", "onnx", "openvino", "tensorrt", "triton")
 DEFAULT_FORMATS = ("savedmodel", "onnx")
-SAVEDMODEL_VERSION = 1
 
 
 @dataclass
@@ -48,7 +51,7 @@ def _canonical(precision: str | tuple[str, ...]) -> tuple[str, ...]:
 
 def parse_precisions(precision: str | tuple[str, ...], fmts: tuple[str, ...]) -> tuple[str, ...]:
     """``"fp32,fp16,int8"`` -> canonical names, checked against the formats that can hold them."""
-    from .exporters.precision import BF16_REASON
+    from ..exporters.precision import BF16_REASON
 
     precs = _canonical(precision)
     if not precs:
@@ -127,12 +130,6 @@ def _check_addition(root: Path, requested: tuple[str, ...], out) -> None:
         )
 
 
-def savedmodel_dir(precision: str) -> str:
-    """``savedmodel/1`` for fp32, ``savedmodel_bf16/1`` etc. (each a TF Serving model base path)."""
-    base = "savedmodel" if precision == "fp32" else f"savedmodel_{precision}"
-    return f"{base}/{SAVEDMODEL_VERSION}"
-
-
 @dataclass(frozen=True)
 class ExportOptions:
     """Everything ``export`` can be asked for besides MODEL and --out (the CLI's flags, by name)."""
@@ -156,7 +153,7 @@ class ExportOptions:
     rtol: float | dict | None = None
     generate: bool = False
     #: the OpenVINO IR's precisions when not ``precision``'s (``run``'s defaults: those OpenVINO computes
-    #: natively on this CPU, :func:`attnkit.targets.openvino_defaults`)
+    #: natively on this CPU, :func:`attnkit.core.targets.openvino_defaults`)
     openvino_precision: str | tuple[str, ...] | None = None
 
 
@@ -194,7 +191,7 @@ def export(
         target: where the artifacts will run: ``portable`` (default: every x86-64 CPU with AVX2, and
             GPUs), ``host`` (this machine), a CPU class (``cpu-avx2``, ``cpu-avx512``,
             ``cpu-avx512-vnni``, ``cpu-amx``) or a TensorRT architecture (``sm89``). It decides the
-            int8 scheme (see :mod:`attnkit.targets`); the manifest records it, the scheme and why.
+            int8 scheme (see :mod:`attnkit.core.targets`); the manifest records it, the scheme and why.
         trt_target: GPU architecture a TensorRT plan is built for (``sm89``...); default: the local GPU.
         batch, seq: ``MIN:OPT:MAX`` ranges, one TensorRT optimisation profile per pair.
         trt_cache: timing-cache file reused across builds (default ``DIR/trt_timing.cache``).
@@ -213,99 +210,49 @@ def export(
         opts = dataclasses.replace(options or ExportOptions(), **overrides)
     except TypeError as e:
         raise TypeError(f"export() {e}; options are the fields of ExportOptions") from None
-    from .exporters.onnx import check_opset
-    from .models import classify, resolve
-    from .targets import machine_summary
-    from .targets import resolve as resolve_target
+    from ..core.targets import machine_summary
+    from ..exporters.onnx import check_opset
+    from ..models import classify, resolve
 
-    fmts = parse_formats(opts.formats)
-    resolved = resolve_target(opts.target)
-    if resolved.trt_target and opts.trt_target and opts.trt_target.lower() != resolved.trt_target:
-        raise AttnkitError(
-            f"--target {resolved.trt_target} and --trt-target {opts.trt_target} name different GPUs.",
-            flag="--trt-target",
-            hint="Give one of them.",
-        )
-    trt_target = resolved.trt_target or opts.trt_target
-    requested = fmts
-    triton = "triton" in fmts  # a layout of the other artifacts, made after they are in place
-    fmts = tuple(f for f in fmts if f != "triton") or DEFAULT_FORMATS
-    if ("tensorrt" in fmts or "openvino" in fmts) and "onnx" not in fmts:
-        fmts = fmts + ("onnx",)  # plans and OpenVINO IR are built from the ONNX graphs
-    if "openvino" in fmts:
-        from .exporters.openvino import require
-
-        require()  # a missing package is named (with its extra) before any work
-    precisions = parse_precisions(opts.precision, fmts)
-    ov_precisions = _openvino_precisions(opts.openvino_precision, precisions, fmts)
-    _check_tensorrt_options(fmts, precisions, opts.trt_target, opts.batch, opts.seq, opts.trt_cache)
+    plan = _plan(opts)
     ref = classify(str(model), flag="MODEL")
     if ref.is_export:
-        _check_addition(Path(model), requested, out)
+        _check_addition(Path(model), plan.requested, out)
         return add_tensorrt(
-            model,
-            precisions,
-            trt_target=trt_target,
-            batch=opts.batch,
-            seq=opts.seq,
-            trt_cache=opts.trt_cache,
-            force=opts.force,
-            progress=progress,
-        )
-    trt = _tensorrt_plan(fmts, trt_target)
-    if "onnx" in fmts:
+            model, plan.precisions, trt_target=plan.trt_target, batch=opts.batch, seq=opts.seq,
+            trt_cache=opts.trt_cache, force=opts.force, progress=progress,
+        )  # fmt: skip
+    trt = tensorrt_plan(plan.formats, plan.trt_target)
+    if "onnx" in plan.formats:
         check_opset(opts.opset)
-    name = ref.name
-    out = Path(out) if out else Path("artifacts") / name
+    out = Path(out) if out else Path("artifacts") / ref.name
     check_writable_out(out, opts.force)
     say = progress or (lambda _msg: None)
 
-    say(f"building {model}; artifacts for {resolved.summary()}")
+    say(f"building {model}; artifacts for {plan.target.summary()}")
     keras_model, spec, info = resolve(model, seed=opts.seed, imports=opts.imports, unsafe=opts.unsafe)
     info["unsafe"] = opts.unsafe
     decoding = None
     if opts.generate:
-        from .models.keras_hub import decoding_for
+        from ..models.keras_hub import decoding_for
 
         decoding = decoding_for(keras_model)  # refuses a model with no causal decoder before any work
     spec = dataclasses.replace(spec, opset=opts.opset)
     if trt:
-        from .exporters.tensorrt import profiles_from
+        from ..exporters.tensorrt import profiles_from
 
         trt["profiles"] = profiles_from(spec, opts.batch, opts.seq)
-    manifest = Manifest(model=info, spec=spec, target=resolved.to_dict(), machine=machine_summary())
+    manifest = Manifest(model=info, spec=spec, target=plan.target.to_dict(), machine=machine_summary())
     with atomic_directory(out, opts.force) as stage:
-        _write_artifacts(
-            stage, model, keras_model, spec, fmts, precisions, manifest, say, opts.fuse, opts.per_channel, resolved,
-            decoding, ov_precisions,
+        write_artifacts(
+            stage, model, keras_model, spec, plan.formats, plan.precisions, manifest, say, opts.fuse,
+            opts.per_channel, plan.target, decoding, plan.ov_precisions,
         )  # fmt: skip
         if trt:
-            _write_tensorrt(
-                stage, spec, precisions, manifest, say, trt, Path(opts.trt_cache) if opts.trt_cache else None
-            )
-            if manifest.generation:
-                from .generation.export import write_tensorrt
-
-                write_tensorrt(stage, manifest, precisions, trt, Path(opts.trt_cache) if opts.trt_cache else None, say)
+            _write_plans(stage, spec, plan.precisions, manifest, say, trt, opts.trt_cache)
         manifest.write(stage)
-        report = None
-        if opts.check:
-            say("checking agreement")
-            report = verify(
-                stage,
-                atol=opts.atol,
-                rtol=opts.rtol,
-                seed=opts.seed + 1000,
-                unsafe=opts.unsafe,
-                progress=say,
-                generation={} if decoding is not None else None,
-            )
-            report.root = str(out)
-            _record_agreement(manifest, report)
-            manifest.write(stage)
-            for line in report.warnings:
-                say(f"warning: {line}")
-    if triton:
+        report = _check(stage, out, manifest, opts, decoding is not None, say) if opts.check else None
+    if plan.triton:
         from .package import package
 
         say("packaging the Triton model repository")
@@ -320,188 +267,68 @@ def export(
     return ExportResult(out, manifest, report)
 
 
-def _write_artifacts(
-    stage: Path,
-    model: str,
-    keras_model,
-    spec,
-    fmts,
-    precisions,
-    manifest: Manifest,
-    say,
-    fuse: bool = True,
-    per_channel: bool | None = None,
-    target=None,
-    decoding=None,
-    ov_precisions=None,
-) -> None:
-    from .exporters.savedmodel import export_savedmodel
-    from .models import is_keras_path
-    from .targets import BF16_REQUIREMENT
-    from .tracing import trace
+@dataclass(frozen=True)
+class _Plan:
+    """What ``export`` will write, validated from its options before any work."""
 
-    say("saving model.keras (the reference)")
-    _copy_imports(stage, manifest)
-    if is_keras_path(model):
-        shutil.copyfile(model, stage / "model.keras")
-    else:
-        keras_model.save(stage / "model.keras")
-    manifest.artifacts.append(ArtifactRecord.of(stage, "keras", "model.keras", "fp32"))
-    if "savedmodel" in fmts:
-        for precision in [p for p in precisions if p in TF_PRECISIONS] or ["fp32"]:
-            say(f"exporting SavedModel ({precision})")
-            rel = savedmodel_dir(precision)
-            endpoints = None
-            if decoding is not None and precision == "fp32":
-                from .generation.export import savedmodel_endpoints
+    requested: tuple[str, ...]  # the formats as asked (``triton`` included)
+    formats: tuple[str, ...]  # the artifact formats (ONNX added where plans or IR are built from it)
+    triton: bool  # a model repository of the others, made after they are in place
+    precisions: tuple[str, ...]
+    ov_precisions: tuple[str, ...] | None
+    target: object  # attnkit.core.targets.Target
+    trt_target: str | None
 
-                say("tracing prefill, decode_step and generate signatures")
-                endpoints = savedmodel_endpoints(decoding)
-            export_savedmodel(trace(keras_model, spec, precision), stage / rel, endpoints)
-            extra = {"requires": BF16_REQUIREMENT} if precision == "bf16" else {}
-            manifest.artifacts.append(
-                ArtifactRecord.of(stage, "savedmodel", rel, precision, signature=SERVING_DEFAULT, **extra)
-            )
-    if "onnx" in fmts:
-        _write_onnx(stage, keras_model, spec, precisions, manifest, say, fuse, per_channel, target)
+
+def _plan(opts: ExportOptions) -> _Plan:
+    """Formats, precisions and targets checked against each other (a missing package named with its extra)."""
+    from ..core.targets import resolve as resolve_target
+
+    requested = parse_formats(opts.formats)
+    resolved = resolve_target(opts.target)
+    if resolved.trt_target and opts.trt_target and opts.trt_target.lower() != resolved.trt_target:
+        raise AttnkitError(
+            f"--target {resolved.trt_target} and --trt-target {opts.trt_target} name different GPUs.",
+            flag="--trt-target",
+            hint="Give one of them.",
+        )
+    fmts = tuple(f for f in requested if f != "triton") or DEFAULT_FORMATS
+    if ("tensorrt" in fmts or "openvino" in fmts) and "onnx" not in fmts:
+        fmts = fmts + ("onnx",)  # plans and OpenVINO IR are built from the ONNX graphs
     if "openvino" in fmts:
-        _write_openvino(stage, precisions if ov_precisions is None else ov_precisions, manifest, say, spec, target)
-    if decoding is not None:
-        _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, per_channel, target, spec.opset)
+        from ..exporters.openvino import require
+
+        require()  # a missing package is named (with its extra) before any work
+    precisions = parse_precisions(opts.precision, fmts)
+    ov_precisions = _openvino_precisions(opts.openvino_precision, precisions, fmts)
+    _check_tensorrt_options(fmts, precisions, opts.trt_target, opts.batch, opts.seq, opts.trt_cache)
+    return _Plan(requested, fmts, "triton" in requested, precisions, ov_precisions, resolved,
+                 resolved.trt_target or opts.trt_target)  # fmt: skip
 
 
-def _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, per_channel, target, opset) -> None:
-    from .generation.export import section, signatures_record, write_genai, write_onnx
-    from .targets import resolve as resolve_target
+def _write_plans(stage: Path, spec, precisions, manifest: Manifest, say, trt: dict, trt_cache) -> None:
+    """The forward pass's TensorRT plans and, for a --generate export, the decode step's."""
+    cache = Path(trt_cache) if trt_cache else None
+    write_tensorrt(stage, spec, precisions, manifest, say, trt, cache)
+    if manifest.generation:
+        from ..generation.export import write_tensorrt as write_step_plans
 
-    records = []
-    if "savedmodel" in fmts:
-        records.append(signatures_record(stage, savedmodel_dir("fp32"), decoding.spec.seq2seq))
-    if "onnx" in fmts:
-        records += write_onnx(stage, decoding, precisions, target or resolve_target(), per_channel, fuse, opset, say)
-        records += write_genai(stage, decoding, records, say)
-    if "openvino" in fmts:
-        from .exporters.genai import end_token_id
-        from .generation.export import write_openvino
-
-        records += write_openvino(stage, records, decoding.spec, precisions, say, end_token_id(decoding.model))
-    manifest.generation = section(decoding, records)
+        write_step_plans(stage, manifest, precisions, trt, cache, say)
 
 
-def _copy_imports(stage: Path, manifest: Manifest) -> None:
-    """Copy ``--import`` .py files into ``custom_objects/`` and record them relative to the export, so
-    verify and bench re-import them from any working directory (module names are kept as they are)."""
-    recorded = []
-    for mod in manifest.model.get("imports", []):
-        if mod.endswith(".py") and Path(mod).is_file():
-            rel = f"custom_objects/{Path(mod).name}"
-            (stage / "custom_objects").mkdir(exist_ok=True)
-            shutil.copyfile(mod, stage / rel)
-            recorded.append(rel)
-        else:
-            recorded.append(mod)
-    manifest.model["imports"] = recorded
-
-
-def _write_onnx(
-    stage: Path,
-    keras_model,
-    spec,
-    precisions,
-    manifest: Manifest,
-    say,
-    fuse: bool,
-    per_channel: bool | None,
-    target=None,
-):
-    from .exporters.onnx import convert
-    from .exporters.passes import apply_passes, op_counts
-    from .exporters.precision import onnx_file, write_lowered
-    from .targets import resolve as resolve_target
-    from .tracing import trace
-
-    target = target or resolve_target()
-
-    say(f"exporting ONNX (opset {spec.opset})")
-    fp32 = convert(trace(keras_model, spec, "fp32"), spec, spec.opset)
-    if "bf16" in precisions:
-        from .exporters.precision import BF16_REASON
-
-        manifest.notes.append(f"bf16: SavedModel only; no model.bf16.onnx because {BF16_REASON}.")
-    passes = {"tf2onnx": op_counts(fp32)}
-    if fuse:
-        fp32, counts = apply_passes(fp32)
-        passes.update(counts)
-    for precision, rel, extra in write_lowered(
-        fp32, precisions, stage, onnx_file, spec.opset, per_channel, target, say
-    ):
-        if precision == "fp32":
-            extra["passes"] = passes
-        manifest.artifacts.append(ArtifactRecord.of(stage, "onnx", rel, precision, **extra))
-
-
-def _write_openvino(stage: Path, precisions, manifest: Manifest, say, spec=None, target=None) -> None:
-    """OpenVINO IR of model.onnx, recorded for fp32 and, when asked, bf16 and fp16 (one IR; precision is
-    OpenVINO's compile-time hint, see :mod:`attnkit.exporters.openvino`), each reduced one with the CPU
-    features that make it native; int8 as :mod:`attnkit.exporters.openvino_int8` chooses it for the target."""
-    from .benchmark.harness import StoppingRule, measure
-    from .exporters.openvino import IR_XML, require, write_ir
-    from .exporters.openvino_int8 import choose
-    from .exporters.precision import onnx_file
-    from .machine import cpu_features
-    from .targets import OPENVINO_BF16_REQUIREMENT, OPENVINO_FP16_REQUIREMENT
-
-    def int8_timer(call) -> float:
-        """Median ms of one int8 candidate: >= 5 calls and 1 s, up to 2 s while noisy."""
-        return measure(call, StoppingRule(warmup_s=0.2, min_iterations=5, min_seconds=1.0, extend=2.0)).p50
-
-    say("converting model.onnx to OpenVINO IR")
-    rel = write_ir(stage, stage / onnx_file("fp32"))
-    manifest.artifacts.append(ArtifactRecord.of(stage, "openvino", rel, "fp32", inference_precision="f32"))
-    for precision, hint, requires in (
-        ("bf16", "bf16", OPENVINO_BF16_REQUIREMENT),
-        ("fp16", "f16", OPENVINO_FP16_REQUIREMENT),
-    ):
-        if precision in precisions:
-            manifest.artifacts.append(
-                ArtifactRecord.of(stage, "openvino", rel, precision, inference_precision=hint, requires=requires)
-            )
-    if "int8" in precisions:
-        say("making the OpenVINO int8 IR (NNCF)")
-        choice = choose(stage / rel / IR_XML, spec or manifest.spec, cpu_features(), target, timer=int8_timer, say=say)
-        say(f"OpenVINO int8 scheme: {choice.name} ({choice.reason})")
-        rel8 = f"{rel}_int8"
-        (stage / rel8).mkdir(parents=True, exist_ok=True)
-        require().save_model(choice.model, str(stage / rel8 / IR_XML), compress_to_fp16=False)
-        manifest.artifacts.append(ArtifactRecord.of(stage, "openvino", rel8, "int8", **choice.record()))
-
-
-def _tensorrt_plan(fmts, trt_target) -> dict | None:
-    """Feature detection and target resolution before any work; None when no plan is wanted."""
-    if "tensorrt" not in fmts:
-        return None
-    from .exporters.tensorrt import require, resolve_target
-
-    flavour = require()
-    return {"flavour": flavour, "target": resolve_target(flavour, trt_target)}
-
-
-def _plan_name(precision: str) -> str:
-    return artifact_file("model", precision, "plan")
-
-
-def _write_tensorrt(root: Path, spec, precisions, manifest: Manifest, say, trt: dict, cache: Path | None) -> None:
-    from .exporters.precision import onnx_file
-    from .exporters.tensorrt import write_plan
-
-    for precision in [p for p in precisions if p in PLAN_PRECISIONS] or ["fp32"]:
-        onnx_path = root / onnx_file(precision)
-        if not onnx_path.is_file():
-            continue
-        name = _plan_name(precision)
-        record = write_plan(root, onnx_path, name, spec, precision, trt, cache, say, role=ROLE_MODEL)
-        manifest.artifacts = [a for a in manifest.artifacts if not (a.format == "tensorrt" and a.path == name)]
-        manifest.artifacts.append(record)
+def _check(stage: Path, out: Path, manifest: Manifest, opts: ExportOptions, generation: bool, say) -> VerifyReport:
+    """verify on the staged export, recorded in its manifest (each artifact's worst agreement and the machine)."""
+    say("checking agreement")
+    report = verify(
+        stage, atol=opts.atol, rtol=opts.rtol, seed=opts.seed + 1000, unsafe=opts.unsafe, progress=say,
+        generation={} if generation else None,
+    )  # fmt: skip
+    report.root = str(out)
+    _record_agreement(manifest, report)
+    manifest.write(stage)
+    for line in report.warnings:
+        say(f"warning: {line}")
+    return report
 
 
 def add_tensorrt(
@@ -512,8 +339,8 @@ def add_tensorrt(
     Each plan, sidecar and the manifest are written atomically; other artifacts are untouched, and an
     existing plan is replaced only with ``force``.
     """
-    from .exporters.precision import onnx_file
-    from .exporters.tensorrt import profiles_from
+    from ..exporters.precision import onnx_file
+    from ..exporters.tensorrt import profiles_from
 
     root = Path(root)
     manifest = Manifest.load(root)
@@ -526,14 +353,14 @@ def add_tensorrt(
             flag="--precision",
             hint=f"Export it first: attnkit export MODEL --format onnx --precision {','.join(missing)} --out NEW",
         )
-    existing = [_plan_name(p) for p in wanted if (root / _plan_name(p)).exists()]
+    existing = [plan_name(p) for p in wanted if (root / plan_name(p)).exists()]
     if existing and not force:
         raise AttnkitError(
             f"`{root}` already has {', '.join(existing)}.", flag="--force", hint="Pass --force to rebuild it."
         )
-    trt = _tensorrt_plan(("tensorrt",), trt_target)
+    trt = tensorrt_plan(("tensorrt",), trt_target)
     trt["profiles"] = profiles_from(manifest.spec, batch, seq)
-    _write_tensorrt(
+    write_tensorrt(
         root,
         manifest.spec,
         precisions,
@@ -548,8 +375,8 @@ def add_tensorrt(
 
 def _record_agreement(manifest: Manifest, report: VerifyReport) -> None:
     """Each artifact's worst agreement, with the machine it was measured on (a result holds there)."""
-    from .runtimes.registry import get_runner
-    from .targets import machine_summary
+    from ..core.targets import machine_summary
+    from ..runtimes.registry import get_runner
 
     machine = machine_summary()
     if report.generation is not None:

@@ -234,7 +234,7 @@ BF16_REQUIREMENT = {
     "fix": "use fp32 or int8 here",
 }
 #: The instructions that make OpenVINO's reduced precisions fast (its dot products), once its CPU plugin computes
-#: in them. Whether the plugin takes a hint is asked of the plugin (:func:`attnkit.machine.openvino_compiles`), not
+#: in them. Whether the plugin takes a hint is asked of the plugin (:func:`attnkit.core.machine.openvino_compiles`), not
 #: predicted from these: its rule moved between releases and CPUs (2026.4 compiles f16 to bf16 on Zen 4 and 5).
 OPENVINO_NATIVE = {"bf16": BF16_FEATURES, "fp16": ("avx512_fp16",)}
 
@@ -243,7 +243,7 @@ def openvino_runs(precision: str, features) -> tuple[str, bool]:
     """``(precision OpenVINO's CPU plugin computes in, the asked one computed natively?)`` for a
     ``precision`` hint on a CPU with ``features``; fp32 and int8 (whose compute is f32) always natively.
 
-    What the plugin computes in is asked of the plugin on this machine (:func:`attnkit.machine.openvino_compiles`);
+    What the plugin computes in is asked of the plugin on this machine (:func:`attnkit.core.machine.openvino_compiles`);
     where openvino is not installed the hint is taken as asked, since nothing here will run it.
     """
     if precision not in OPENVINO_NATIVE:

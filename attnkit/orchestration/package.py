@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ArtifactError, AttnkitError
-from .exporters.manifest import Manifest, readable_dir, write_text_atomic
-from .exporters.signatures import IOSpec, signature_of
-from .names import EOS_ID, KSERVE_DTYPES, MAX_NEW_TOKENS, ROLE_ENCODER, SERVING_DEFAULT, SIG_GENERATE
-from .spec import ExportSpec
+from ..core.errors import ArtifactError, AttnkitError
+from ..core.names import EOS_ID, KSERVE_DTYPES, MAX_NEW_TOKENS, ROLE_ENCODER, SERVING_DEFAULT, SIG_GENERATE
+from ..core.spec import ExportSpec
+from ..exporters.manifest import Manifest, readable_dir, write_text_atomic
+from ..exporters.signatures import IOSpec, signature_of
 
 
 @dataclass
@@ -114,6 +114,9 @@ def package(
 ) -> PackageResult:
     """Lay an export directory's artifacts out for Triton and/or TF Serving.
 
+    About 85 lines: each layout is staged, checked against the artifacts and swapped in version by version; the
+    checks and the swaps share the staging directories, which one function holds and always cleans.
+
     Args:
         root: export directory.
         triton: Triton model repository to write into (created, or added to if it is one).
@@ -130,7 +133,7 @@ def package(
     """
     from google.protobuf import text_format
 
-    from .exporters.triton import build_config, check_config, check_model_name, is_triton_repo, model_name, write_model
+    from ..exporters.triton import build_config, check_config, check_model_name, is_triton_repo, model_name, write_model
 
     if version < 1:
         raise AttnkitError(f"must be >= 1; got {version}.", flag="--version")
@@ -217,7 +220,7 @@ def records_ok(records: list) -> list:
 
 def _picked_record(manifest, goal: str):
     """The artifact of the deployment pick ``goal`` (latency or throughput) that ``attnkit run`` recorded."""
-    from .runtimes.registry import format_of
+    from ..runtimes.registry import format_of
 
     choice = (manifest.pick or {}).get(goal)
     if not choice:
@@ -259,7 +262,7 @@ def _warn_default_precision(record, model: str, result: PackageResult) -> None:
     inference precision from the IR (only KV-cache and dynamic-quantisation options), so nothing attnkit can
     write forces f32: where the CPU has avx512_bf16 or AMX the plugin's default, bf16, applies. An int8 IR whose
     scheme the export's search also held to int8's tolerance under OpenVINO's defaults is not warned of."""
-    from .targets import BF16_FEATURES
+    from ..core.targets import BF16_FEATURES
 
     extra = record.extra or {}
     if record.format != "openvino" or extra.get("inference_precision") != "f32":
@@ -277,7 +280,7 @@ def _warn_default_precision(record, model: str, result: PackageResult) -> None:
 
 
 def _package_tfserving(root, manifest, out: Path, base, version, force, result, say) -> None:
-    from .exporters.triton import _link_or_copy
+    from ..exporters.triton import _link_or_copy
 
     for record in [a for a in manifest.artifacts if a.format == "savedmodel"]:
         name = base if record.precision == "fp32" else f"{base}_{record.precision}"
@@ -324,7 +327,7 @@ def _package_tfserving(root, manifest, out: Path, base, version, force, result, 
 
 def generate_request(manifest, max_new_tokens: int = 16, seed: int = 0) -> dict:
     """A TF Serving REST request for the ``generate`` signature: two prompts of different lengths."""
-    from .generation.loop import Prompts
+    from ..generation.loop import Prompts
 
     g = manifest.generation.spec
     prompts = Prompts.random(g, 2, 8, seed, source_length=8)
@@ -337,7 +340,7 @@ def generate_request(manifest, max_new_tokens: int = 16, seed: int = 0) -> dict:
 def step_request(g, role: str, seed: int = 0) -> dict:
     """A KServe v2 request for a generation graph: the encoder on one source, or the prefill (a step with
     an empty past, past_sequence 0) on one prompt."""
-    from .generation.loop import Prompts
+    from ..generation.loop import Prompts
 
     prompts = Prompts.random(g, 1, 8, seed, ragged=False, source_length=8)
     if role == ROLE_ENCODER:
@@ -361,8 +364,8 @@ def _package_generation_triton(root, manifest, repo, base, version, force, resul
     requests carry caches of different lengths), each with a KServe v2 request example."""
     from google.protobuf import text_format
 
-    from .exporters.triton import build_config, check_config, check_model_name, write_model
-    from .tracing.decode import step_export_spec
+    from ..exporters.triton import build_config, check_config, check_model_name, write_model
+    from ..tracing.decode import step_export_spec
 
     g = manifest.generation.spec
     for record in manifest.generation.artifacts:

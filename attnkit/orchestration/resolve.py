@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .names import LOWERED_PRECISIONS, ONNX_PRECISIONS, TF_PRECISIONS
+from ..core.names import LOWERED_PRECISIONS, ONNX_PRECISIONS, TF_PRECISIONS
 
 
 @contextlib.contextmanager
@@ -39,15 +39,15 @@ def resolved_export(
         AttnkitError: MODEL_OR_DIR names nothing usable (the error names ``MODEL_OR_DIR``); ``target`` is not one,
             or is given for an export directory (whose artifacts were made for the target it records).
     """
-    from .errors import AttnkitError
-    from .export_api import export
-    from .models import classify
-    from .targets import HOST
-    from .targets import resolve as resolve_target
+    from ..core.errors import AttnkitError
+    from ..core.targets import HOST
+    from ..core.targets import resolve as resolve_target
+    from ..models import classify
+    from .export import export
 
     if classify(str(model)).is_export:
         if target is not None:
-            from .exporters.manifest import Manifest
+            from ..exporters.manifest import Manifest
 
             made_for = (Manifest.load(Path(model)).target or {}).get("name", "portable")
             raise AttnkitError(
@@ -97,8 +97,8 @@ def bench(model: str | Path, *, target: str | None = None, **kwargs):
     measured) with exactly the formats and precisions the requested backends read (validated first: bad shapes
     or names are refused before any export).
     """
-    from .benchmark.run import bench as run_bench
-    from .benchmark.run import plan_of
+    from ..benchmark.run import bench as run_bench
+    from ..benchmark.run import plan_of
 
     plan = plan_of(kwargs.get("backends"), kwargs.get("precisions", ("fp32",)), kwargs.get("baseline", True),
                    kwargs.get("batch_sizes", (1, 8, 32)), kwargs.get("seq_lens", (128,)))  # fmt: skip
@@ -120,7 +120,7 @@ def bench_generation(
     """:func:`attnkit.generation.bench.bench_generation` on a preset, a ``.keras`` file or a ``--generate``
     export; a model is exported on the fly for ``target`` with ``--generate`` in fp32 and the reduced
     ``precisions`` asked."""
-    from .generation.bench import bench_generation as run
+    from ..generation.bench import bench_generation as run
 
     wanted = ("fp32",) + tuple(p for p in precisions if p in LOWERED_PRECISIONS)
     with resolved_export(

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .compare import (
+from ..core.compare import (
     CHECK_SHAPES,
     DEFAULT_TOLERANCES,
     Agreement,
@@ -17,9 +17,9 @@ from .compare import (
     reference_draws,
     worst_draw,
 )
-from .errors import AttnkitError
-from .runtimes.base import Runner, Source
-from .runtimes.registry import generation_only, get_runner, hardware_warnings, split_backend
+from ..core.errors import AttnkitError
+from ..runtimes.base import Runner, Source
+from ..runtimes.registry import generation_only, get_runner, hardware_warnings, split_backend
 
 DEFAULT_SHAPES = CHECK_SHAPES
 
@@ -79,18 +79,22 @@ class VerifyReport:
     mismatches: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)
     #: token-by-token generation checks of a --generate export (attnkit.generation.verify)
     generation: Any = None
+    #: --data: the data's record, fp32 eager's task metrics on its held-out rows, and each runner's check there
+    data: dict | None = None
+    data_base: Any = None
+    data_checks: list = field(default_factory=list)
+
+    def _checks(self) -> list:
+        return self.results + (self.generation.checks if self.generation is not None else []) + self.data_checks
 
     @property
     def failed_checks(self) -> int:
-        return sum(r.failed for r in self.results) + (
-            sum(c.failed for c in self.generation.checks) if self.generation is not None else 0
-        )
+        return sum(c.failed for c in self._checks())
 
     @property
     def ok(self) -> bool:
         """Every check that could run here passed, and at least one ran."""
-        checks = self.results + (self.generation.checks if self.generation is not None else [])
-        return any(r.passed for r in checks) and not self.failed_checks
+        return any(r.passed for r in self._checks()) and not self.failed_checks
 
     @property
     def warnings(self) -> list[str]:
@@ -101,9 +105,10 @@ class VerifyReport:
         """Like ``ok``, but a failure of an artifact made for hardware this machine lacks (and whose
         answers depend on it) is not held against the export: it is measured, recorded and warned of."""
         excused = {pair for pair, (_, answers) in self.mismatches.items() if answers}
-        checks = self.results + (self.generation.checks if self.generation is not None else [])
-        return any(r.passed for r in self.results) and not any(
-            r.failed and (r.backend, r.precision) not in excused for r in checks
+        return (
+            any(r.passed for r in self.results)
+            and not any(r.failed and (r.backend, r.precision) not in excused for r in self.results + self.data_checks)
+            and not (self.generation is not None and any(c.failed for c in self.generation.checks))
         )
 
     def summary(self) -> dict[tuple[str, str], dict[str, Any]]:
@@ -131,14 +136,35 @@ class VerifyReport:
             "warnings": self.warnings,
             "results": [r.to_dict() for r in self.results],
             **({"generation": self.generation.to_dict()} if self.generation is not None else {}),
+            **({"data": self._data_dict()} if self.data is not None else {}),
         }
+
+    def _data_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        base = asdict(self.data_base) if self.data_base is not None else None
+        return {**self.data, "fp32_eager": base, "checks": [c.to_dict() for c in self.data_checks]}
 
 
 def default_backends(source: Source) -> list[tuple[str, str]]:
     """(backend, precision) pairs that can run the artifacts of an export directory."""
-    from .runtimes.registry import verifier_for
+    from ..runtimes.registry import verifier_for
 
     return [(name, a.precision) for a in source.manifest.artifacts if (name := verifier_for(a.format))]
+
+
+def _check_data(report, source, pairs, data, accuracy_target, atol, rtol, progress) -> None:
+    from ..core.data import UserData, load_data
+    from ..core.metrics import ACCURACY_TARGET
+    from .task import check_data
+
+    if not isinstance(data, UserData):
+        data = load_data(data, source.spec)
+    target = ACCURACY_TARGET if accuracy_target is None else accuracy_target
+    report.data = {**data.record(), "accuracy_target": target}
+    report.data_base, report.data_checks = check_data(
+        source, pairs, data, lambda p: resolve_tolerance(p, atol, rtol), target, progress
+    )
 
 
 def resolve_tolerance(precision: str, atol: float | dict | None, rtol: float | dict | None) -> Tolerance:
@@ -152,7 +178,7 @@ def resolve_tolerance(precision: str, atol: float | dict | None, rtol: float | d
 
 def _check(runner: Runner, feeds_by_shape, reference, tolerance, draws=None) -> list[CheckResult]:
     """``draws``: per shape, (feeds, reference) of the input draws after the first; a shape whose first draw
-    agreed beyond :data:`~attnkit.compare.HEADROOM` of the rel-L2 tolerance must agree on them too (mha's int8:
+    agreed beyond :data:`~attnkit.core.compare.HEADROOM` of the rel-L2 tolerance must agree on them too (mha's int8:
     0.020 to 0.034 across draws at 8x128, against 0.03), and reports the worst."""
     results = []
     reason = runner.unavailable_reason()
@@ -197,6 +223,8 @@ def verify(
     progress: Callable[[str], None] | None = None,
     generation: dict | None = None,
     require_generation: bool = False,
+    data=None,
+    accuracy_target: float | None = None,
 ) -> VerifyReport:
     """Check every artifact of an export directory against the eager fp32 Keras model.
 
@@ -205,8 +233,8 @@ def verify(
         backends: backend names to check; default: one per artifact in the manifest.
         atol, rtol: element-wise tolerance overrides, a number or ``{precision: number}``.
         shapes: (batch, sequence) pairs; fresh seeded random inputs are drawn for each. A lowered precision
-            that agrees on them beyond :data:`~attnkit.compare.HEADROOM` of its rel-L2 tolerance must also
-            agree on :data:`~attnkit.compare.MORE_DRAWS` more draws (the result is the worst of them).
+            that agrees on them beyond :data:`~attnkit.core.compare.HEADROOM` of its rel-L2 tolerance must also
+            agree on :data:`~attnkit.core.compare.MORE_DRAWS` more draws (the result is the worst of them).
         seed: base seed of the inputs.
         unsafe: allow unsafe Keras deserialisation of ``model.keras`` (never taken from the manifest).
         imports: extra modules or .py files registering custom layers (beside those the export recorded).
@@ -215,6 +243,10 @@ def verify(
             (:func:`attnkit.generation.verify.verify_generation`) with these options (``{}``: defaults).
         require_generation: refuse an export without a generation section (``verify --generate`` asked
             for it explicitly) instead of checking the forward pass alone.
+        data: the user's inputs (a path to an ``.npz``, or :class:`attnkit.core.data.UserData`): every runner is
+            also checked on its held-out rows (:mod:`attnkit.checks.task`), gated by the task metric where the
+            model has class scores.
+        accuracy_target: the share of fp32's task metric a runner must keep on ``data`` (default 0.99).
 
     Returns:
         VerifyReport; ``report.ok`` is True only if every output of every backend passed.
@@ -267,9 +299,11 @@ def verify(
             report.results += [CheckResult(name, precision, b, s, error=str(e)) for (b, s) in shapes]
             continue
         report.results += _check(runner, feeds, reference, resolve_tolerance(precision, atol, rtol), draws)
+    if data is not None:
+        _check_data(report, source, pairs, data, accuracy_target, atol, rtol, progress)
     if generation is not None and source.manifest.generation is not None:
-        from .generation.verify import verify_generation
-        from .runtimes.registry import generation_runners
+        from ..generation.verify import verify_generation
+        from ..runtimes.registry import generation_runners
 
         names = None
         if backends:  # --backends narrows the generation checks too (those that have generation runners)

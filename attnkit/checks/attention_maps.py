@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AttnkitError
+from ..core.errors import AttnkitError
 
 
 @dataclass
@@ -25,7 +25,7 @@ def _is_attention(layer) -> bool:
     turns scores into weights through ``_masked_softmax``."""
     import keras
 
-    from .models.attention import MultiHeadAttention
+    from ..models.attention import MultiHeadAttention
 
     if isinstance(layer, (MultiHeadAttention, keras.layers.MultiHeadAttention)):
         return True
@@ -63,7 +63,7 @@ def _owner(model, layer):
     """The top-level layer of a functional model that is ``layer`` or holds it, and how to ask it for
     scores: ``("layer", owner)`` for an attention layer, ``("block", owner)`` for an attnkit block,
     ``("inside", owner)`` for any other layer (a keras-hub backbone)."""
-    from .models.transformer import TransformerDecoderBlock, TransformerEncoderBlock
+    from ..models.transformer import TransformerDecoderBlock, TransformerEncoderBlock
 
     for top in model.layers:
         if top is layer:
@@ -208,7 +208,7 @@ def _read_inside(model, layer, owner, args) -> np.ndarray:
 
 def plot(maps: AttentionMaps, path: Path, title: str) -> None:
     """A grid of heatmaps, one per head (query on y, key on x), written atomically as PNG."""
-    from .plotting import pyplot, save_png
+    from ..core.plotting import pyplot, save_png
 
     plt = pyplot()
     heads = maps.weights.shape[0]
@@ -240,9 +240,9 @@ def maps_for(model: str, *, layer: int, seq: int, seed: int, imports: tuple[str,
         AttnkitError: ``seq`` beyond the model's maximum position (names ``--seq``).
     """
 
-    from .errors import AttnkitError
-    from .models import classify, resolve
-    from .runtimes.base import Source
+    from ..core.errors import AttnkitError
+    from ..models import classify, resolve
+    from ..runtimes.base import Source
 
     if classify(model).is_export:
         source = Source(model, imports=imports)

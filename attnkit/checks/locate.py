@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .compare import Tolerance, compare_outputs
-from .errors import ArtifactError
-from .runtimes.base import Source
+from ..core.compare import Tolerance, compare_outputs
+from ..core.errors import ArtifactError
+from ..runtimes.base import Source
 
 
 @dataclass
@@ -60,7 +60,7 @@ def keras_intermediates(model, spec, feeds) -> list[tuple[str, np.ndarray]]:
     """(layer path, float output) of every nested layer, in the order the calls return."""
     import keras
 
-    from .tracing import call_model
+    from ..tracing import call_model
 
     captured: list[tuple[str, np.ndarray]] = []
     layers = [
@@ -156,7 +156,7 @@ def _onnx_values(onnx_model, names: list[str], feeds) -> dict[str, np.ndarray]:
     try:
         import onnxruntime as ort
     except ImportError:
-        from .errors import DependencyError
+        from ..core.errors import DependencyError
 
         raise DependencyError("onnxruntime", "cpu", "--locate") from None
 
@@ -233,7 +233,7 @@ def locate(
             got = values.get(name)
             if got is None or got.size != ref.size:
                 continue
-            # the one comparison of the package (attnkit.compare), on this layer's output
+            # the one comparison of the package (attnkit.core.compare), on this layer's output
             (a,) = compare_outputs({path: ref}, {path: got.reshape(ref.shape)}, tolerance)
             if best is None or a.rel_l2 < best.rel_l2:
                 best = LayerError(path, name, list(ref.shape), a.rel_l2, a.max_abs, a.cosine)
@@ -273,9 +273,9 @@ def locate_all(
     Raises:
         ArtifactError: the export has no ONNX artifact (names ``--locate``).
     """
-    from .errors import ArtifactError
-    from .exporters.manifest import Manifest
-    from .verification import resolve_tolerance
+    from ..core.errors import ArtifactError
+    from ..exporters.manifest import Manifest
+    from .agreement import resolve_tolerance
 
     precisions = [a.precision for a in Manifest.load(root).artifacts if a.format == "onnx"]
     if not precisions:

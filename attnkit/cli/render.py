@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from .verification import VerifyReport
+from ..checks.agreement import VerifyReport
 
 
 def _si(n: float, unit: str = "") -> str:
@@ -45,7 +45,7 @@ def models_table(rows: list[dict]) -> Table:
 
 def agreement_table(report: VerifyReport, width: int | None = None) -> Table:
     """One row per backend x shape x output: errors, cosine, required tolerance, verdict."""
-    from .tables import Column, fitted_table
+    from ..core.tables import Column, fitted_table
 
     columns = [
         Column("backend"),
