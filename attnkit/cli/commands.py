@@ -10,7 +10,7 @@ import click
 from ..core.errors import AttnkitError
 from ..runtimes.registry import runner_names, verifier_for
 from .group import cli
-from .options import IMPORTS, JSON, MODEL_LOADING, SEED, shapes, target, timing
+from .options import DATA, IMPORTS, JSON, MODEL_LOADING, SEED, shapes, target, timing
 from .support import console as _console
 from .support import emit, progress
 from .types import BACKENDS, FORMATS, PRECISIONS, TOLERANCE, tolerances
@@ -100,6 +100,7 @@ def models(seq: int, **kw):
     help="Also export the decode step with a KV cache (decoder and seq2seq models): SavedModel signatures "
     "prefill, decode_step, generate (+ encode) and decoder_with_past.onnx (+ encoder.onnx), in each precision.",
 )
+@DATA
 def export(model, out, **options):
     """Export MODEL (a preset name or a .keras file) and check the artifacts agree with it.
 
@@ -110,7 +111,7 @@ def export(model, out, **options):
     from ..orchestration.export import ExportOptions
     from ..orchestration.export import export as run_export
 
-    options.update(MODEL_LOADING.parse(options), target=SHIPPED.parse(options))
+    options.update(MODEL_LOADING.parse(options), target=SHIPPED.parse(options), **DATA.parse(options))
     try:
         result = run_export(model, out, options=ExportOptions(**options), progress=progress)
     except AgreementError as e:
@@ -121,9 +122,17 @@ def export(model, out, **options):
 
         _console().print(agreement_table(result.report, _console().width))
         _print_generation(result.report)
+        _print_data(result.report)
         _warn(result.report.warnings)
     paths = list(dict.fromkeys(a.path for a in result.manifest.all_artifacts()))  # one IR serves fp32 and bf16
     click.echo(f"exported {', '.join(paths)} to {result.out}")
+
+
+def _print_data(report) -> None:
+    if report.data is not None:
+        from .render import data_table
+
+        _console().print(data_table(report, _console().width))
 
 
 def _print_generation(report) -> None:
@@ -177,13 +186,14 @@ def _print_report_of(error) -> None:
     help="Longest prompt (others shorter).",
 )
 @MODEL_LOADING
+@DATA
 def verify(directory, backends, atol, rtol, locate, generate, max_new_tokens, prompt_length, **kw):
     """Check every artifact in DIR against the eager fp32 Keras model; exit 0 only if all agree."""
     from ..checks.agreement import verify as run_verify
     from ..core.errors import AgreementError
     from .render import agreement_table
 
-    seed, json_out, loading = SEED.parse(kw), JSON.parse(kw), MODEL_LOADING.parse(kw)
+    seed, json_out, loading, data = SEED.parse(kw), JSON.parse(kw), MODEL_LOADING.parse(kw), DATA.parse(kw)
     imports, unsafe = loading["imports"], loading["unsafe"]
     report = run_verify(
         directory,
@@ -198,17 +208,19 @@ def verify(directory, backends, atol, rtol, locate, generate, max_new_tokens, pr
         if generate is not False
         else None,
         require_generation=bool(generate),
+        **data,
     )
     if json_out != "-":
         _console().print(agreement_table(report, _console().width))
         _print_generation(report)
+        _print_data(report)
     _warn(report.warnings)
     data = report.to_dict()
     if locate:
         data["locate"] = _locate_all(directory, report, atol, rtol, seed, unsafe=unsafe, imports=imports)
     if json_out:
         emit(data, json_out, lambda _d: [])
-    checks = report.results + (report.generation.checks if report.generation is not None else [])
+    checks = report.results + (report.generation.checks if report.generation is not None else []) + report.data_checks
     if not any(r.passed or r.failed for r in checks):
         reasons = sorted({r.skipped for r in checks if r.skipped})
         raise AttnkitError(

@@ -156,6 +156,37 @@ BACKEND_PRECISIONS = OptionGroup(
 )
 
 
+def _data(data, accuracy_target):
+    if accuracy_target is not None and data is None:
+        from ..core.errors import AttnkitError
+
+        raise AttnkitError("applies to --data only (the task metric is measured on the user's data).",
+                           flag="--accuracy-target", hint="Give --data FILE.npz, or drop --accuracy-target.")  # fmt: skip
+    return {"data": str(data) if data else None, "accuracy_target": accuracy_target}
+
+
+#: ``--data FILE.npz`` (the user's inputs: calibration rows and held-out rows, attnkit.core.data) and the share of
+#: fp32's task metric a reduced precision must keep on them
+DATA = OptionGroup(
+    "data",
+    [
+        click.option(
+            "--data",
+            type=click.Path(path_type=Path),
+            help="Your inputs: an .npz with one array per model input (and optional labels). Half the rows (at most "
+            "64) calibrate int8, the rest are held out; every artifact is also checked on them with a task metric.",
+        ),
+        click.option(
+            "--accuracy-target",
+            type=click.FloatRange(0.0, 1.0, min_open=True),
+            help="Share of fp32's task metric a reduced precision must keep on --data [default: 0.99, MLPerf's rule].",
+        ),
+    ],  # fmt: skip
+    ("data", "accuracy_target"),
+    _data,
+)
+
+
 TARGET_HELP = (
     "Where the artifacts will run; decides the int8 scheme and whether OpenVINO int8 is searched by measurement: "
     "portable (any x86-64 CPU with AVX2, and GPUs), host (this machine), cpu-avx2, cpu-avx512, cpu-avx512-vnni, "

@@ -172,3 +172,35 @@ def _not_registered(items: list[dict]) -> str | None:
     for item in items:
         by_reason.setdefault(item["reason"], []).append(f"{item['backend']} {item['task']}")
     return "\n".join(f"not registered: {', '.join(w)}: {r}" for r, w in by_reason.items()) or None
+
+
+def data_table(report: VerifyReport, width: int | None = None) -> Table:
+    """verify --data: each runner on the held-out rows, rel L2 and task metrics against eager fp32, and the gate."""
+    from ..core.tables import Column, fitted_table
+
+    d = report.data
+    base = report.data_base
+    title = f"on your data: {d['held_out_rows']} held-out rows of {d['path']} (sha256 {d['sha256'][:12]})"
+    if base is not None:
+        known = {k: v for k, v in (("accuracy", base.accuracy), ("next-token accuracy", base.next_token_accuracy),
+                                   ("perplexity", base.perplexity)) if v is not None}  # fmt: skip
+        title += "; fp32 eager: " + (", ".join(f"{k} {v:.4f}" for k, v in known.items()) or "top-1 is the reference")
+    columns = [Column("backend"), Column("precision"), Column("rel L2"), Column("top-1 = fp32"), Column("accuracy", 2),
+               Column("next token", 2), Column("ppl", 3), Column("result")]  # fmt: skip
+    rows: list = []
+
+    def f(v, spec=".4f"):
+        return "-" if v is None else format(v, spec)
+
+    for c in report.data_checks:
+        lead = [c.backend, c.precision]
+        if c.skipped or c.error:
+            rows.append(
+                (lead, f"[yellow]skipped[/]: {c.skipped[:80]}" if c.skipped else f"[red]ERROR[/] {c.error[:80]}")
+            )
+            continue
+        m = c.metrics
+        verdict = ("[green]pass[/] " if c.passed else "[red]FAIL[/] ") + c.verdict
+        rows.append(lead + [f(c.rel_l2, ".2e"), f(m and m.top1_agreement), f(m and m.accuracy),
+                            f(m and m.next_token_accuracy), f(m and m.perplexity, ".3f"), verdict])  # fmt: skip
+    return fitted_table(title, columns, rows, width)

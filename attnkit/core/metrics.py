@@ -11,7 +11,8 @@ same rows:
 
 The gate follows MLPerf Inference's rule: a reduced precision is right only where it keeps at least
 ``target`` (default :data:`ACCURACY_TARGET`, 99 %) of fp32's value of the gating metric: accuracy against labels
-where given, else next-token accuracy for a language model, else top-1 agreement with fp32 (fp32's own is 1).
+where given, else next-token accuracy for a language model, each where fp32 scores above zero on it, else top-1
+agreement with fp32 (fp32's own is 1).
 Outputs that are not class scores (an encoder's hidden states) have no task metric: their gate stays rel L2.
 """
 
@@ -37,12 +38,15 @@ class TaskMetrics:
     perplexity: float | None = None
     extra: dict = field(default_factory=dict)
 
-    def gating(self) -> tuple[str, float] | None:
-        """``(metric, value)`` the gate compares with fp32's."""
-        for name in ("accuracy", "next_token_accuracy", "top1_agreement"):
-            if getattr(self, name) is not None:
-                return name, getattr(self, name)
-        return None
+    def gating(self, fp32: TaskMetrics) -> tuple[str, float, float] | None:
+        """``(metric, value, fp32's value)`` the gate compares: accuracy against labels, else next-token accuracy,
+        where fp32 scores above zero on it (a random-weight model's next-token accuracy is 0: nothing to keep),
+        else top-1 agreement with fp32 (fp32's own is 1)."""
+        for name in ("accuracy", "next_token_accuracy"):
+            value, base = getattr(self, name), getattr(fp32, name)
+            if value is not None and base:
+                return name, value, base
+        return ("top1_agreement", self.top1_agreement, 1.0) if self.top1_agreement is not None else None
 
 
 def class_output(spec, outputs: dict[str, np.ndarray]) -> str | None:
@@ -109,13 +113,13 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
 
 def keeps(fp32: TaskMetrics, lowered: TaskMetrics, target: float = ACCURACY_TARGET) -> tuple[bool, str]:
     """Whether ``lowered`` keeps ``target`` of fp32's gating metric, and the line that says so."""
-    gate = lowered.gating()
+    gate = lowered.gating(fp32)
     if gate is None:
         return True, "no task metric"
-    metric, value = gate
-    base = getattr(fp32, metric) if metric != "top1_agreement" else 1.0
-    if base is None or base <= 0:
-        return True, f"{metric} {value:.4f} (fp32 has none to keep)"
+    metric, value, base = gate
     kept = value / base
-    verdict = "keeps" if kept >= target else "does NOT keep"
-    return kept >= target, f"{metric} {value:.4f} = {kept:.2%} of fp32's {base:.4f}: {verdict} {target:.0%}"
+    ok = kept >= target
+    return (
+        ok,
+        f"{metric.replace('_', ' ')} {kept:.2%} of fp32's ({value:.4f} / {base:.4f}) {'>=' if ok else '<'} {target:.0%}",
+    )

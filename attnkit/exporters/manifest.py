@@ -134,6 +134,8 @@ class Manifest:
     generation: GenerationSection | None = None  # export --generate
     #: `attnkit run`'s deployment pick on the machine it measured (latency and throughput; see BenchReport.pick)
     pick: dict[str, Any] = field(default_factory=dict)
+    #: export --data: the user's data (path, sha256, rows, the calibration/held-out split), as calibrated and checked
+    data: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -148,6 +150,7 @@ class Manifest:
             "machine": self.machine,
             **({"generation": self.generation.to_dict()} if self.generation else {}),
             **({"pick": self.pick} if self.pick else {}),
+            **({"data": self.data} if self.data else {}),
         }
 
     def write(self, root: Path) -> None:
@@ -194,6 +197,7 @@ class Manifest:
                 machine=d.get("machine", {}),
                 generation=GenerationSection.from_dict(d["generation"]) if d.get("generation") else None,
                 pick=d.get("pick", {}),
+                data=d.get("data", {}),
             )
         except (ValueError, KeyError, TypeError) as e:
             raise ArtifactError(f"`{path}` is not a valid manifest ({type(e).__name__}: {e}).", flag="DIR") from None

@@ -209,6 +209,7 @@ def choose(
     force: bool = False,
     timer: Callable[[Callable[[], Any]], float] | None = None,
     say=lambda _msg: None,
+    data=None,
 ) -> Choice:
     """The int8 IR to write for ``fp32_xml`` (see the module docstring).
 
@@ -221,6 +222,9 @@ def choose(
             evidence for a CPU class without int8 dot products).
         timer: median milliseconds of a call (the benchmark layer's harness, handed down by the caller: the
             exporters sit below it); needed only when the candidates are measured.
+        data: the user's inputs (:class:`attnkit.core.data.UserData`): PTQ calibrates on its calibration rows
+            instead of random ids from the input domain, and every candidate is also held to int8's tolerance on
+            its held-out rows.
     """
     from .openvino import require
 
@@ -235,9 +239,9 @@ def choose(
 
     if timer is None:
         raise TypeError("choose() needs a timer to measure the int8 candidates")
-    bench = _Bench(core, fp32, spec, timer, say)
+    bench = _Bench(core, fp32, spec, timer, say, data.batches("held_out") if data is not None else [])
     int8_dot = bool(features & set(VNNI_FEATURES))
-    calibration = calls.calibration_inputs(spec)
+    calibration = data.batches("calibration") if data is not None else calls.calibration_inputs(spec)
     candidates = [bench.measure(WEIGHT_ONLY, lambda: weight_only(fp32))]
     if int8_dot or force:
         candidates.append(bench.measure(DYNAMIC, lambda: weight_only(fp32, DYNAMIC_GROUP)))
@@ -266,9 +270,10 @@ class _Bench:
     optimum shape, then each candidate compiled in every form a consumer may compile it in, held to int8's
     tolerance (more draws near it) and timed."""
 
-    def __init__(self, core, fp32, spec, timer, say):
+    def __init__(self, core, fp32, spec, timer, say, held_out: list[dict]):
         self.core, self.spec, self.timer, self.say = core, spec, timer, say
-        self.accuracy = calls.accuracy_inputs(spec)
+        self.drawn = len(calls.accuracy_inputs(spec))  # the random draws come first; the data's rows follow
+        self.accuracy = calls.accuracy_inputs(spec) + held_out
         self.timed = spec.sample_feeds(spec.batch.opt, spec.sequence.opt, seed=7100)
         self.reference = calls.compile_model(core, fp32, 0)
         self.expected = [calls.run(self.reference, f) for f in self.accuracy]
@@ -306,7 +311,7 @@ class _Bench:
             if c.within and beyond_headroom(c.rel_l2, DEFAULT_TOLERANCES["int8"].rel_l2):
                 # near the tolerance: held to more draws, as verify and bench hold such a row
                 if not self.more:
-                    further = calls.accuracy_inputs(self.spec, 1 + MORE_DRAWS)[len(self.accuracy) :]
+                    further = calls.accuracy_inputs(self.spec, 1 + MORE_DRAWS)[self.drawn :]
                     self.more.extend((feeds, calls.run(self.reference, feeds)) for feeds in further)
                 l2, cosine, ok = self.held(forms, self.more)  # the first draws' figures stand: only new ones run
                 c.rel_l2, c.cosine, c.within = max(c.rel_l2, l2), min(c.cosine, cosine), ok

@@ -155,6 +155,10 @@ class ExportOptions:
     #: the OpenVINO IR's precisions when not ``precision``'s (``run``'s defaults: those OpenVINO computes
     #: natively on this CPU, :func:`attnkit.core.targets.openvino_defaults`)
     openvino_precision: str | tuple[str, ...] | None = None
+    #: the user's inputs (an .npz, :mod:`attnkit.core.data`): int8 calibrates on its calibration rows, the check
+    #: also runs on its held-out rows with a task metric that must keep ``accuracy_target`` of fp32's
+    data: str | Path | None = None
+    accuracy_target: float | None = None
 
 
 def export(
@@ -238,20 +242,27 @@ def export(
 
         decoding = decoding_for(keras_model)  # refuses a model with no causal decoder before any work
     spec = dataclasses.replace(spec, opset=opts.opset)
+    data = None
+    if opts.data is not None:
+        from ..core.data import load_data
+
+        data = load_data(opts.data, spec)  # refused with one line before anything is written
+        say(f"your data: {data.record()['split']} ({data.path})")
     if trt:
         from ..exporters.tensorrt import profiles_from
 
         trt["profiles"] = profiles_from(spec, opts.batch, opts.seq)
-    manifest = Manifest(model=info, spec=spec, target=plan.target.to_dict(), machine=machine_summary())
+    manifest = Manifest(model=info, spec=spec, target=plan.target.to_dict(), machine=machine_summary(),
+                        data=data.record() if data is not None else {})  # fmt: skip
     with atomic_directory(out, opts.force) as stage:
         write_artifacts(
             stage, model, keras_model, spec, plan.formats, plan.precisions, manifest, say, opts.fuse,
-            opts.per_channel, plan.target, decoding, plan.ov_precisions,
+            opts.per_channel, plan.target, decoding, plan.ov_precisions, data,
         )  # fmt: skip
         if trt:
             _write_plans(stage, spec, plan.precisions, manifest, say, trt, opts.trt_cache)
         manifest.write(stage)
-        report = _check(stage, out, manifest, opts, decoding is not None, say) if opts.check else None
+        report = _check(stage, out, manifest, opts, decoding is not None, data, say) if opts.check else None
     if plan.triton:
         from .package import package
 
@@ -316,15 +327,19 @@ def _write_plans(stage: Path, spec, precisions, manifest: Manifest, say, trt: di
         write_step_plans(stage, manifest, precisions, trt, cache, say)
 
 
-def _check(stage: Path, out: Path, manifest: Manifest, opts: ExportOptions, generation: bool, say) -> VerifyReport:
+def _check(
+    stage: Path, out: Path, manifest: Manifest, opts: ExportOptions, generation: bool, data, say
+) -> VerifyReport:
     """verify on the staged export, recorded in its manifest (each artifact's worst agreement and the machine)."""
     say("checking agreement")
     report = verify(
         stage, atol=opts.atol, rtol=opts.rtol, seed=opts.seed + 1000, unsafe=opts.unsafe, progress=say,
-        generation={} if generation else None,
+        generation={} if generation else None, data=data, accuracy_target=opts.accuracy_target,
     )  # fmt: skip
     report.root = str(out)
     _record_agreement(manifest, report)
+    if report.data is not None:
+        manifest.data["checks"] = report.to_dict()["data"]["checks"]
     manifest.write(stage)
     for line in report.warnings:
         say(f"warning: {line}")

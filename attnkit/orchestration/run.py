@@ -177,8 +177,7 @@ def _export_stage(settings: RunSettings, force, imports, seed, unsafe, say) -> R
         exported = export(
             settings.model, settings.out, formats=",".join(settings.formats), precision=settings.precision,
             target=settings.target, trt_target=settings.trt_target, imports=imports, seed=seed, force=force,
-            unsafe=unsafe, generate=settings.generate, openvino_precision=settings.openvino_precision or
-            settings.precision, progress=say,
+            unsafe=unsafe, generate=settings.generate, openvino_precision=settings.openvino_precision, progress=say,
         )  # fmt: skip
         verify_report = exported.report
     except AgreementError as e:  # the directory is written; the report shows what disagreed

@@ -34,6 +34,7 @@ def write_artifacts(
     target=None,
     decoding=None,
     ov_precisions=None,
+    data=None,
 ) -> None:
     from ..core.targets import BF16_REQUIREMENT
     from ..exporters.savedmodel import export_savedmodel
@@ -65,7 +66,9 @@ def write_artifacts(
     if "onnx" in fmts:
         _write_onnx(stage, keras_model, spec, precisions, manifest, say, fuse, per_channel, target)
     if "openvino" in fmts:
-        _write_openvino(stage, precisions if ov_precisions is None else ov_precisions, manifest, say, spec, target)
+        _write_openvino(
+            stage, precisions if ov_precisions is None else ov_precisions, manifest, say, spec, target, data
+        )
     if decoding is not None:
         _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, per_channel, target, spec.opset)
 
@@ -140,7 +143,7 @@ def _write_onnx(
         manifest.artifacts.append(ArtifactRecord.of(stage, "onnx", rel, precision, **extra))
 
 
-def _write_openvino(stage: Path, precisions, manifest: Manifest, say, spec=None, target=None) -> None:
+def _write_openvino(stage: Path, precisions, manifest: Manifest, say, spec=None, target=None, data=None) -> None:
     """OpenVINO IR of model.onnx, recorded for fp32 and, when asked, bf16 and fp16 (one IR; precision is
     OpenVINO's compile-time hint, see :mod:`attnkit.exporters.openvino`), each reduced one with the CPU
     features that make it native; int8 as :mod:`attnkit.exporters.openvino_int8` chooses it for the target."""
@@ -168,7 +171,8 @@ def _write_openvino(stage: Path, precisions, manifest: Manifest, say, spec=None,
             )
     if "int8" in precisions:
         say("making the OpenVINO int8 IR (NNCF)")
-        choice = choose(stage / rel / IR_XML, spec or manifest.spec, cpu_features(), target, timer=int8_timer, say=say)
+        choice = choose(stage / rel / IR_XML, spec or manifest.spec, cpu_features(), target, timer=int8_timer, say=say,
+                        data=data)  # fmt: skip
         say(f"OpenVINO int8 scheme: {choice.name} ({choice.reason})")
         rel8 = f"{rel}_int8"
         (stage / rel8).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,224 @@
+"""The user's own data (--data): checked against the model's inputs, split into calibration and held-out rows,
+task metrics beside rel L2, and MLPerf's gate (a reduced precision keeps >= 99 % of fp32's task metric)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from test_cli import assert_one_line_error, run
+
+from attnkit.core.data import MAX_CALIBRATION, load_data
+from attnkit.core.errors import AttnkitError
+from attnkit.core.metrics import TaskMetrics, keeps, task_metrics
+from attnkit.core.spec import ExportSpec, TensorSpec
+
+VOCAB = 64
+LM_SPEC = ExportSpec(
+    "lm",
+    (
+        TensorSpec("token_ids", "int32", (None, None), ("batch", "sequence"), "tokens", VOCAB),
+        TensorSpec("padding_mask", "int32", (None, None), ("batch", "sequence"), "padding_mask"),
+    ),
+    (TensorSpec("logits", "float32", (None, None, VOCAB), ("batch", "sequence", None)),),
+    max_sequence=64,
+)
+
+
+def _tokens(rows: int, seq: int, seed: int = 11) -> np.ndarray:
+    return np.random.default_rng(seed).integers(1, VOCAB, size=(rows, seq)).astype("int32")
+
+
+def test_data_is_checked_split_and_checksummed(tmp_path):
+    path = tmp_path / "d.npz"
+    ids = _tokens(300, 12)
+    np.savez(path, token_ids=ids)  # no padding_mask: every position real
+    data = load_data(path, LM_SPEC)
+    assert data.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert data.calibration == MAX_CALIBRATION and data.rows == 300  # half the rows, at most the cap
+    calibration, held = data.batches("calibration"), data.batches("held_out", batch=7)
+    np.testing.assert_array_equal(np.concatenate([b["token_ids"] for b in calibration]), ids[:MAX_CALIBRATION])
+    np.testing.assert_array_equal(np.concatenate([b["token_ids"] for b in held]), ids[MAX_CALIBRATION:])
+    assert all(len(b["token_ids"]) <= 7 for b in held)
+    assert all(b["padding_mask"].all() and b["padding_mask"].shape == b["token_ids"].shape for b in held)
+    small = tmp_path / "s.npz"
+    np.savez(small, token_ids=ids[:9], padding_mask=np.ones((9, 12), "int64"))
+    assert load_data(small, LM_SPEC).calibration == 4  # rows // 2
+    assert data.record()["held_out_rows"] == 300 - MAX_CALIBRATION
+
+
+@pytest.mark.parametrize(
+    "case,arrays,needle",
+    [
+        ("missing input", {"padding_mask": np.ones((8, 4), "int32")}, "no array `token_ids`"),
+        ("unknown array", {"token_ids": _tokens(8, 4), "tokens": _tokens(8, 4)}, "tokens that are not model inputs"),
+        ("float ids", {"token_ids": _tokens(8, 4).astype("float32")}, "must be integers"),
+        ("ids past the vocabulary", {"token_ids": _tokens(8, 4) + VOCAB}, f"the vocabulary is [0, {VOCAB})"),
+        ("negative ids", {"token_ids": -_tokens(8, 4)}, "the vocabulary is"),
+        ("too few rows", {"token_ids": _tokens(2, 4)}, "at least 3 are needed"),
+        ("rows disagree", {"token_ids": _tokens(8, 4), "padding_mask": np.ones((7, 4), "int32")}, "different numbers"),
+        ("wrong rank", {"token_ids": _tokens(8, 4)[..., None]}, "3 dimension(s)"),
+        ("too long", {"token_ids": _tokens(4, 65)}, "at most 64"),
+        ("labels", {"token_ids": _tokens(8, 4), "labels": np.zeros(5, "int64")}, "one entry per row"),
+        ("empty", {}, "holds no arrays"),
+    ],
+)
+def test_bad_data_is_one_line_naming_the_flag(tmp_path, case, arrays, needle):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(AttnkitError, match="data: ") as e:
+        load_data(path, LM_SPEC)
+    assert needle in str(e.value) and e.value.for_cli().startswith("--data: ")
+
+
+def test_not_an_npz_and_a_missing_file_are_refused(tmp_path):
+    (tmp_path / "x.npz").write_text("token_ids")
+    for path, needle in ((tmp_path / "x.npz", "not an .npz"), (tmp_path / "none.npz", "does not exist")):
+        with pytest.raises(AttnkitError, match=needle):
+            load_data(path, LM_SPEC)
+
+
+def _lm_logits(tokens: np.ndarray, p: float) -> np.ndarray:
+    """Logits under which position t gives the next token, tokens[t + 1], probability ``p`` (the rest uniform)."""
+    rows, seq = tokens.shape
+    logp = np.full((rows, seq, VOCAB), np.log((1 - p) / (VOCAB - 1)), np.float32)
+    nxt = np.roll(tokens, -1, axis=1)
+    np.put_along_axis(logp, nxt[..., None], np.log(p), -1)
+    return logp
+
+
+def test_task_metrics_on_logits_whose_answers_are_known():
+    tokens = _tokens(6, 10)
+    mask = np.ones_like(tokens)
+    mask[0, 7:] = 0  # padding is never counted
+    feeds = [{"token_ids": tokens, "padding_mask": mask}]
+    reference = [{"logits": _lm_logits(tokens, 0.5)}]
+    m = task_metrics(LM_SPEC, feeds, reference, reference, None)
+    real_pairs = int((mask[:, :-1] & mask[:, 1:]).sum())
+    assert m.top1_agreement == 1.0 and m.positions == int(mask.sum())
+    assert m.next_token_accuracy == 1.0  # p = 0.5 beats every other token's share
+    assert m.perplexity == pytest.approx(2.0, rel=1e-5)  # exp(-log 0.5) at every counted position
+    flipped = reference[0]["logits"].copy()
+    swap = (1, 3)  # one real position gets another argmax
+    flipped[swap][(tokens[1, 4] + 1) % VOCAB] = 10.0
+    got = task_metrics(LM_SPEC, feeds, reference, [{"logits": flipped}], None)
+    assert got.top1_agreement == pytest.approx((int(mask.sum()) - 1) / int(mask.sum()))
+    assert got.next_token_accuracy == pytest.approx((real_pairs - 1) / real_pairs)
+    labels = np.roll(tokens, -1, axis=1)  # per-position labels: what the logits' argmax is everywhere
+    labels[2, 5] = (labels[2, 5] + 1) % VOCAB  # one real position labelled otherwise
+    labels[0, 8] = (labels[0, 8] + 1) % VOCAB  # and one padded one, which does not count
+    accuracy = task_metrics(LM_SPEC, feeds, reference, reference, [labels]).accuracy
+    assert accuracy == pytest.approx((int(mask.sum()) - 1) / int(mask.sum()))
+
+
+def test_the_gate_keeps_a_share_of_fp32s_metric():
+    fp32 = TaskMetrics("logits", 100, top1_agreement=1.0, accuracy=0.80, next_token_accuracy=0.5)
+    assert keeps(fp32, TaskMetrics("logits", 100, top1_agreement=0.9, accuracy=0.795))[0]  # 99.4 % of 0.80
+    ok, line = keeps(fp32, TaskMetrics("logits", 100, top1_agreement=0.999, accuracy=0.78))  # 97.5 %
+    assert not ok and line.startswith("accuracy") and "< 99%" in line
+    assert keeps(fp32, TaskMetrics("logits", 100, top1_agreement=0.999, accuracy=0.78), target=0.97)[0]
+    # no labels: next-token accuracy where fp32 scores on it, else top-1 agreement with fp32
+    no_labels = TaskMetrics("logits", 100, top1_agreement=1.0, next_token_accuracy=0.5)
+    ok, line = keeps(no_labels, TaskMetrics("logits", 100, top1_agreement=0.98, next_token_accuracy=0.5))
+    assert ok and line.startswith("next token accuracy")
+    random_weights = TaskMetrics("logits", 100, top1_agreement=1.0, next_token_accuracy=0.0)
+    ok, line = keeps(random_weights, TaskMetrics("logits", 100, top1_agreement=0.98, next_token_accuracy=0.0))
+    assert not ok and line.startswith("top1 agreement")
+
+
+@pytest.fixture(scope="module")
+def lm_export(tmp_path_factory):
+    """A tiny Keras LM (token ids -> logits) exported to ONNX fp32 and int8."""
+    import keras
+
+    import attnkit
+
+    root = tmp_path_factory.mktemp("lm")
+    ids = keras.Input((None,), dtype="int32", name="token_ids")
+    x = keras.layers.Dense(32, activation="relu")(keras.layers.Embedding(VOCAB, 16)(ids))
+    keras.Model(ids, {"logits": keras.layers.Dense(VOCAB, name="logits")(x)}).save(root / "lm.keras")
+    return attnkit.export(str(root / "lm.keras"), root / "exp", formats="onnx", precision="fp32,int8")
+
+
+def test_verify_data_gates_each_runner_by_its_task_metric(lm_export, tmp_path):
+    """On held-out rows only, against eager fp32 on the same rows; the exit code follows the gate, and the gate's
+    verdict follows the measured values (int8 is held to the target it is given, either way)."""
+    path = tmp_path / "data.npz"
+    tokens = _tokens(40, 24, seed=5)
+    np.savez(path, token_ids=tokens, labels=(tokens * 7) % VOCAB)
+    code, out = run("verify", lm_export.out, "--data", path, "--json", tmp_path / "r.json")
+    data = json.loads((tmp_path / "r.json").read_text())["data"]
+    assert data["held_out_rows"] == 20 and data["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    checks = {(c["backend"], c["precision"]): c for c in data["checks"]}
+    assert {("onnxruntime", "fp32"), ("onnxruntime", "int8")} <= set(checks)
+    base = data["fp32_eager"]["accuracy"]
+    assert base is not None and 0 < base < 1  # labels given and fp32 scores on them: accuracy is the gate
+    for c in checks.values():
+        kept = c["metrics"]["accuracy"] / base
+        assert c["passed"] == (kept >= 0.99) and c["verdict"].startswith("accuracy"), c
+    assert checks[("onnxruntime", "fp32")]["metrics"]["top1_agreement"] == 1.0
+    assert (code == 0) == all(c["passed"] for c in checks.values()), out
+    strict = checks[("onnxruntime", "int8")]["metrics"]["accuracy"] / base + 1e-6
+    if strict <= 1.0:  # a target just above what int8 kept fails it, and not fp32
+        code, out = run("verify", lm_export.out, "--data", path, "--accuracy-target", str(strict), "--json",
+                        tmp_path / "strict.json")  # fmt: skip
+        again = {
+            (c["backend"], c["precision"]): c
+            for c in json.loads((tmp_path / "strict.json").read_text())["data"]["checks"]
+        }
+        assert code != 0 and not again[("onnxruntime", "int8")]["passed"] and again[("onnxruntime", "fp32")]["passed"]
+
+
+def test_export_data_calibrates_and_records_it(tmp_path):
+    """export --data records the data's checksum and split in the manifest and checks on its held-out rows; bad
+    data is refused before anything is written."""
+    import keras
+
+    ids = keras.Input((None,), dtype="int32", name="token_ids")
+    x = keras.layers.Embedding(VOCAB, 8)(ids)
+    keras.Model(ids, {"logits": keras.layers.Dense(VOCAB, name="logits")(x)}).save(tmp_path / "m.keras")
+    np.savez(tmp_path / "bad.npz", token_ids=_tokens(6, 8) + VOCAB)
+    code, out = run("export", tmp_path / "m.keras", "--format", "onnx", "--data", tmp_path / "bad.npz", "--out",
+                    tmp_path / "o")  # fmt: skip
+    assert_one_line_error(code, out, "--data", "vocabulary")
+    assert not (tmp_path / "o").exists()
+    np.savez(tmp_path / "good.npz", token_ids=_tokens(10, 8))
+    code, out = run("export", tmp_path / "m.keras", "--format", "onnx", "--data", tmp_path / "good.npz",
+                    "--accuracy-target", "0.5", "--out", tmp_path / "o")  # fmt: skip
+    assert code == 0, out
+    recorded = json.loads((tmp_path / "o" / "manifest.json").read_text())["data"]
+    assert recorded["calibration_rows"] == 5 and recorded["held_out_rows"] == 5
+    assert recorded["sha256"] == hashlib.sha256((tmp_path / "good.npz").read_bytes()).hexdigest()
+    assert recorded["checks"] and all(c["passed"] for c in recorded["checks"])
+
+
+def test_openvino_int8_search_calibrates_on_the_data(tmp_path, monkeypatch):
+    """NNCF's PTQ gets the data's calibration rows, not random ids, and candidates are held on its held-out rows."""
+    pytest.importorskip("openvino", reason="needs the openvino extra (pip install 'attnkit[openvino]')")
+    import attnkit
+    from attnkit.core.data import load_data
+    from attnkit.exporters import openvino_int8, openvino_nncf
+
+    exp = attnkit.export("encoder-tiny", tmp_path / "exp", formats="onnx,openvino", check=False)
+    spec = exp.manifest.spec
+    tokens = np.random.default_rng(2).integers(1, spec.inputs[0].high, size=(12, 16)).astype("int32")
+    np.savez(tmp_path / "d.npz", token_ids=tokens, padding_mask=np.ones_like(tokens))
+    data = load_data(tmp_path / "d.npz", spec)
+    seen, judged = [], []
+
+    def ptq(fp32_model, calibration, *args, **kwargs):
+        seen.append(calibration)
+        raise RuntimeError("stopped by the test")
+
+    real_run = openvino_nncf.run
+    monkeypatch.setattr(openvino_nncf, "ptq", ptq)
+    monkeypatch.setattr(openvino_nncf, "run", lambda c, feeds: judged.append(feeds) or real_run(c, feeds))
+    choice = openvino_int8.choose(exp.out / "openvino" / "model.xml", spec, frozenset(), force=True,
+                                  timer=lambda call: (call(), 1.0)[1], data=data)  # fmt: skip
+    assert choice.name == openvino_int8.WEIGHT_ONLY and seen
+    for calibration in seen:
+        np.testing.assert_array_equal(np.concatenate([b["token_ids"] for b in calibration]), tokens[:6])
+    held = tokens[6:]
+    assert any(f["token_ids"].shape == held.shape and (f["token_ids"] == held).all() for f in judged)
