@@ -136,6 +136,7 @@ def lm_export(tmp_path_factory):
     import attnkit
 
     root = tmp_path_factory.mktemp("lm")
+    keras.utils.set_random_seed(17)
     ids = keras.Input((None,), dtype="int32", name="token_ids")
     x = keras.layers.Dense(32, activation="relu")(keras.layers.Embedding(VOCAB, 16)(ids))
     keras.Model(ids, {"logits": keras.layers.Dense(VOCAB, name="logits")(x)}).save(root / "lm.keras")
@@ -145,9 +146,16 @@ def lm_export(tmp_path_factory):
 def test_verify_data_gates_each_runner_by_its_task_metric(lm_export, tmp_path):
     """On held-out rows only, against eager fp32 on the same rows; the exit code follows the gate, and the gate's
     verdict follows the measured values (int8 is held to the target it is given, either way)."""
+    import keras
+
     path = tmp_path / "data.npz"
     tokens = _tokens(40, 24, seed=5)
-    np.savez(path, token_ids=tokens, labels=(tokens * 7) % VOCAB)
+    # labels a user might have: mostly what the model answers, 30 % of positions something else
+    eager = keras.models.load_model(lm_export.out / "model.keras")
+    labels = np.asarray(eager(tokens)["logits"]).argmax(-1)
+    other = np.random.default_rng(6).random(labels.shape) < 0.3
+    labels[other] = (labels[other] + 1) % VOCAB
+    np.savez(path, token_ids=tokens, labels=labels)
     code, out = run("verify", lm_export.out, "--data", path, "--json", tmp_path / "r.json")
     data = json.loads((tmp_path / "r.json").read_text())["data"]
     assert data["held_out_rows"] == 20 and data["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -222,3 +230,40 @@ def test_openvino_int8_search_calibrates_on_the_data(tmp_path, monkeypatch):
         np.testing.assert_array_equal(np.concatenate([b["token_ids"] for b in calibration]), tokens[:6])
     held = tokens[6:]
     assert any(f["token_ids"].shape == held.shape and (f["token_ids"] == held).all() for f in judged)
+
+
+def test_bench_data_gates_the_pick(lm_export, tmp_path, monkeypatch):
+    """bench --data checks every measured backend x precision on the held-out rows; a row that does not keep the
+    target share of fp32's task metric disagrees, and the pick never takes it."""
+    from attnkit.benchmark.harness import StoppingRule
+    from attnkit.checks import task
+    from attnkit.orchestration.resolve import bench
+
+    path = tmp_path / "data.npz"
+    np.savez(path, token_ids=_tokens(20, 16, seed=8))
+    rule = StoppingRule(0.0, 3, 0.05)
+    report = bench(str(lm_export.out), backends=["onnxruntime"], precisions=("fp32", "int8"), batch_sizes="2",
+                   seq_lens="16", rule=rule, calibrate=False, data=str(path))  # fmt: skip
+    assert report.config["data"]["held_out_rows"] == 10 and report.config["data"]["fp32_eager"]["output"] == "logits"
+    rows = {(m.backend, m.precision): m for m in report.measurements}
+    for key in (("onnxruntime", "fp32"), ("onnxruntime", "int8")):
+        checked = rows[key].agreement["data"]
+        assert checked["rows"] == 10 and checked["metrics"]["top1_agreement"] is not None
+        assert checked["passed"] or not rows[key].agrees  # a row that fails on the data never agrees
+
+    real = task.check_data
+
+    def int8_fails(*args, **kwargs):
+        base, checks = real(*args, **kwargs)
+        for c in checks:
+            if c.precision == "int8":
+                c.passed, c.verdict = False, "top1 agreement 90.00% of fp32's (0.9000 / 1.0000) < 99%"
+        return base, checks
+
+    monkeypatch.setattr(task, "check_data", int8_fails)
+    report = bench(str(lm_export.out), backends=["onnxruntime"], precisions=("fp32", "int8"), batch_sizes="2",
+                   seq_lens="16", rule=rule, calibrate=False, data=str(path))  # fmt: skip
+    int8 = next(m for m in report.measurements if m.precision == "int8")
+    assert not int8.agrees and int8.agreement["failures"][-1].startswith("on your data: top1 agreement 90.00%")
+    assert all(p is None or p["precision"] != "int8" for p in report.pick().values())
+    assert any("on your data" in w for w in report.warnings())

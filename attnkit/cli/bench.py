@@ -9,7 +9,18 @@ import click
 
 from ..runtimes.registry import bench_defaults, runner_names
 from .group import cli
-from .options import BACKEND_PRECISIONS, JSON, MODEL_LOADING, SEED, batch_sizes, out_dir, shapes, target, timing
+from .options import (
+    BACKEND_PRECISIONS,
+    DATA,
+    JSON,
+    MODEL_LOADING,
+    SEED,
+    batch_sizes,
+    out_dir,
+    shapes,
+    target,
+    timing,
+)
 from .support import console, emit, progress, stages
 from .types import BACKENDS, POSITIVE_INTS
 
@@ -34,6 +45,7 @@ BENCH_OUT = out_dir("results.json, results.csv, throughput.png")
 @click.option("--no-baseline", is_flag=True, help="Do not measure eager Keras (no speedup column).")
 @MODEL_LOADING
 @ON_THE_FLY
+@DATA
 @BENCH_OUT
 def bench(model, backends, no_baseline, **kw):
     """Benchmark every backend's forward pass against the eager Keras baseline, in one run.
@@ -53,6 +65,7 @@ def bench(model, backends, no_baseline, **kw):
             model, target=ON_THE_FLY.parse(kw), backends=list(backends) if backends else None, batch_sizes=batch_sizes, seq_lens=seq_lens,
             rule=rule, seed=seed, baseline=not no_baseline, progress=stage, on_start=on_start,
             on_measurement=on_measurement, **BACKEND_PRECISIONS.parse(kw), **MODEL_LOADING.parse(kw),
+            **DATA.parse(kw),
         )  # fmt: skip
     console().print(render.table(report, console().width))
     from ..benchmark.results import pick_lines

@@ -369,6 +369,7 @@ def package(directory, triton, tfserving, version, name, force, no_warmup, pick)
     help="Also load the ONNX model in Triton's own server (needs `make serving`) and load-test it with dynamic "
     "batching on and off (bench/loadtest.*, report.md).",
 )
+@DATA
 def run_command(model, out, force, precision, trt_target, openvino_precision,
                 generate, serve, **kw):  # fmt: skip
     """Export -> verify -> bench -> package MODEL, and write DIR/report.md linking everything."""
@@ -376,7 +377,7 @@ def run_command(model, out, force, precision, trt_target, openvino_precision,
     from ..orchestration.run import run
 
     seed, loading, target = SEED.parse(kw), MODEL_LOADING.parse(kw), MEASURED_HERE.parse(kw)
-    (batch_sizes, seq_lens), rule = RUN_SHAPES.parse(kw), RUN_TIMING.parse(kw)
+    (batch_sizes, seq_lens), rule, data = RUN_SHAPES.parse(kw), RUN_TIMING.parse(kw), DATA.parse(kw)
     imports, unsafe = loading["imports"], loading["unsafe"]
 
     name = classify(model, flag="MODEL").name
@@ -391,6 +392,7 @@ def run_command(model, out, force, precision, trt_target, openvino_precision,
         batch_sizes=batch_sizes,
         seq_lens=seq_lens,
         rule=rule,
+        **data,
         imports=imports,
         seed=seed,
         unsafe=unsafe,

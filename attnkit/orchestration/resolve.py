@@ -28,6 +28,7 @@ def resolved_export(
     imports: tuple[str, ...] = (),
     unsafe: bool = False,
     progress: Callable[[str], None] | None = None,
+    data=None,
 ) -> Iterator[tuple[Path, bool]]:
     """``(export directory, exported on the fly)``. An export directory is yielded as is; a preset or
     ``.keras`` file is exported (``formats``, ``precisions``; ``generate`` adds the decode step) for ``target``
@@ -84,18 +85,23 @@ def resolved_export(
             unsafe=unsafe,
             check=False,
             force=True,
+            data=data,
         )  # fmt: skip  (one progress line for the whole temporary export, as before)
         yield tmp / "export", True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def bench(model: str | Path, *, target: str | None = None, **kwargs):
+def bench(model: str | Path, *, target: str | None = None, data=None, accuracy_target: float | None = None,
+          **kwargs):  # fmt: skip
     """:func:`attnkit.benchmark.run.bench` on a preset, a ``.keras`` file or an export directory.
 
     A preset or ``.keras`` file is exported on the fly for ``target`` (default ``host``: this machine, where it is
     measured) with exactly the formats and precisions the requested backends read (validated first: bad shapes
-    or names are refused before any export).
+    or names are refused before any export). With ``data`` (an ``.npz`` of the user's inputs) the on-the-fly
+    export calibrates on it, and every measured backend x precision is checked on its held-out rows
+    (:func:`gate_on_data`): a row whose task metric does not keep ``accuracy_target`` of fp32's does not agree,
+    and the pick never takes it.
     """
     from ..benchmark.run import bench as run_bench
     from ..benchmark.run import plan_of
@@ -106,12 +112,49 @@ def bench(model: str | Path, *, target: str | None = None, **kwargs):
     with resolved_export(
         model, target=target, formats=formats, precisions=tuple(p for _, p in plan.exports),
         seed=kwargs.get("seed", 0), imports=kwargs.get("imports", ()), unsafe=kwargs.get("unsafe", False),
-        progress=kwargs.get("progress"),
+        progress=kwargs.get("progress"), data=data,
     ) as (root, on_the_fly):  # fmt: skip
+        if data is not None:  # refused before anything is measured
+            from ..core.data import load_data
+            from ..exporters.manifest import Manifest
+
+            data = load_data(data, Manifest.load(root).spec)
         report = run_bench(root, on_the_fly=on_the_fly, **kwargs)
         if on_the_fly:
             report.config["target"] = str(model)
+        if data is not None:
+            gate_on_data(report, root, data, accuracy_target, kwargs.get("unsafe", False), kwargs.get("progress"))
         return report
+
+
+def gate_on_data(report, root, data, accuracy_target, unsafe: bool = False, progress=None) -> None:
+    """Each measured backend x precision checked on the held-out rows of ``data`` (verify's
+    :func:`attnkit.checks.task.check_data`), recorded in its rows' agreement; a row that does not keep the
+    target share of fp32's task metric there disagrees (its speed does not count, the pick skips it)."""
+    from dataclasses import asdict
+
+    from ..checks.agreement import resolve_tolerance
+    from ..checks.task import check_data
+    from ..core.data import UserData, load_data
+    from ..core.metrics import ACCURACY_TARGET
+    from ..runtimes.base import Source
+
+    source = Source(root, unsafe=unsafe)
+    loaded = data if isinstance(data, UserData) else load_data(data, source.spec)
+    target = ACCURACY_TARGET if accuracy_target is None else accuracy_target
+    pairs = list(dict.fromkeys((m.backend, m.precision) for m in report.measurements if m.latency))
+    base, checks = check_data(source, pairs, loaded, lambda p: resolve_tolerance(p, None, None), target, progress)
+    by_pair = {(c.backend, c.precision): c for c in checks}
+    report.config["data"] = {**loaded.record(), "accuracy_target": target,
+                             "fp32_eager": asdict(base) if base is not None else None}  # fmt: skip
+    for m in report.measurements:
+        c = by_pair.get((m.backend, m.precision))
+        if c is None or m.agreement is None:
+            continue
+        m.agreement["data"] = c.to_dict()
+        if not c.passed:
+            m.agreement["passed"] = False
+            m.agreement.setdefault("failures", []).append(f"on your data: {c.verdict or c.error or c.skipped}")
 
 
 def bench_generation(

@@ -31,6 +31,8 @@ def run(
     generate: bool | None = None,
     serve: bool = False,
     progress: Callable[[str], None] | None = None,
+    data: str | Path | None = None,
+    accuracy_target: float | None = None,
 ) -> RunResult:
     """Export every format available here, verify, benchmark, package, and write ``out/report.md``.
 
@@ -39,7 +41,9 @@ def run(
     ``target`` is export's ``--target`` (default ``host``: run measures here, and its pick is for this machine);
     ``openvino_precision`` export's (default with ``precision`` defaulted:
     :func:`attnkit.core.targets.openvino_defaults`). ``generate`` (default: for decoder and seq2seq presets) also
-    exports, verifies and benchmarks the decode step with a KV cache. Each stage after the export is run by
+    exports, verifies and benchmarks the decode step with a KV cache. ``data`` (an ``.npz`` of the user's inputs)
+    calibrates the export's int8 and gates the check and the bench's pick by the task metric on its held-out rows
+    (``accuracy_target`` of fp32's, default 0.99). Each stage after the export is run by
     :func:`_stage`: a failure is written into the report and does not lose the other stages.
     """
     from .report import write_report
@@ -47,8 +51,9 @@ def run(
     say = progress or (lambda _m: None)
     settings = plan(model, out, trt_target, target, precision, openvino_precision, batch_sizes, seq_lens, rule,
                     generate, serve, say)  # fmt: skip
-    result = _export_stage(settings, force, imports, seed, unsafe, say)
-    _bench_stage(result, settings, seed, unsafe, say)
+    data_options = {"data": data, "accuracy_target": accuracy_target}
+    result = _export_stage(settings, force, imports, seed, unsafe, data_options, say)
+    _bench_stage(result, settings, seed, unsafe, data_options, say)
     if settings.generate:
         with _stage(result, "bench-generate", say):
             from ..generation.bench import bench_generation
@@ -167,7 +172,7 @@ def _stage(result: RunResult, name: str, say):
         result.failures.append(f"{name}: {type(e).__name__}: {e}")
 
 
-def _export_stage(settings: RunSettings, force, imports, seed, unsafe, say) -> RunResult:
+def _export_stage(settings: RunSettings, force, imports, seed, unsafe, data_options: dict, say) -> RunResult:
     """Export with its agreement check; a disagreement is a failure in the report, not the end of the run."""
     from .export import export
 
@@ -178,6 +183,7 @@ def _export_stage(settings: RunSettings, force, imports, seed, unsafe, say) -> R
             settings.model, settings.out, formats=",".join(settings.formats), precision=settings.precision,
             target=settings.target, trt_target=settings.trt_target, imports=imports, seed=seed, force=force,
             unsafe=unsafe, generate=settings.generate, openvino_precision=settings.openvino_precision, progress=say,
+            **data_options,
         )  # fmt: skip
         verify_report = exported.report
     except AgreementError as e:  # the directory is written; the report shows what disagreed
@@ -189,7 +195,7 @@ def _export_stage(settings: RunSettings, force, imports, seed, unsafe, say) -> R
     return result
 
 
-def _bench_stage(result: RunResult, settings: RunSettings, seed: int, unsafe: bool, say) -> None:
+def _bench_stage(result: RunResult, settings: RunSettings, seed: int, unsafe: bool, data_options: dict, say) -> None:
     from ..benchmark import report as bench_render
     from ..benchmark.harness import StoppingRule
     from ..benchmark.run import bench
@@ -201,6 +207,11 @@ def _bench_stage(result: RunResult, settings: RunSettings, seed: int, unsafe: bo
             precisions=tuple(p for p in settings.precision.split(",") if p), rule=rule, seed=seed, unsafe=unsafe,
             progress=say,
         )  # fmt: skip
+        if data_options["data"] is not None:
+            from .resolve import gate_on_data
+
+            gate_on_data(result.bench_report, result.out, data_options["data"], data_options["accuracy_target"],
+                         unsafe, say)  # fmt: skip
         result.files += bench_render.write_all(result.bench_report, result.out / "bench")
         result.warnings += [w for w in result.bench_report.hardware if w not in result.warnings]
         _record_pick(result.out, result.bench_report)
