@@ -630,3 +630,17 @@ def test_expose_positions_replaces_the_one_mask_to_position_path_or_nothing():
     np.testing.assert_array_equal(got, table[ids])
     # the stateful runner feeds what the step computed: max(cumsum - 1, 0) over the last `new` columns
     np.testing.assert_array_equal(positions_from_mask(mask, 2), [[1, 2], [1, 1]])
+
+
+def test_int8_search_stops_starting_candidates_when_its_budget_is_spent(ov_export):
+    """Weight-only is always measured; past the budget the rest are recorded as not measured, never written."""
+    from attnkit.exporters.openvino_int8 import PTQ_BF16, WEIGHT_ONLY, choose
+
+    xml = ov_export.out / "openvino" / "model.xml"
+    choice = choose(xml, ov_export.manifest.spec, frozenset(), force=True, timer=lambda call: (call(), 1.0)[1],
+                    budget_s=0.0)  # fmt: skip
+    by_name = {c.name: c for c in choice.candidates}
+    assert choice.name == WEIGHT_ONLY and by_name[WEIGHT_ONLY].ms is not None
+    rest = [c for c in choice.candidates if c.name != WEIGHT_ONLY]
+    assert rest and all(c.ms is None and c.error.startswith("not measured: the search's time budget") for c in rest)
+    assert [c.name for c in choice.candidates][:2] == [WEIGHT_ONLY, PTQ_BF16]  # the most promising first

@@ -36,6 +36,10 @@ measures, as TensorRT's builder times its tactics on the GPU it builds for:
 3. the fastest that agrees is written if it beats weight-only by more than :data:`MARGIN` (weight-only
    answers do not depend on the CPU, worth a few per cent); the manifest records every candidate.
 
+The candidates are measured most promising first, and none is started once the search has spent
+:data:`SEARCH_SECONDS` (10 min): ``bench`` and ``run`` export on the fly for this machine, so the search runs
+whenever they are asked for int8 on a CPU with int8 dot products, and must end.
+
 Until this version the search drew 2 x 45 and 8 x 128 and asked a replacement for weight-only to stay within
 HEADROOM there. Measured on the AMX Xeon (W-base): PTQ without SmoothQuant was 0.026 at those shapes and
 0.034 at the export check's 2 x 16, so the shapes the check draws are the ones that decide; the rule near
@@ -47,6 +51,7 @@ is what no library does, so that part is written here.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -65,6 +70,9 @@ PTQ_BF16 = "full PTQ + bf16"
 DYNAMIC_GROUP = 32
 #: a candidate other than weight-only must be this much faster than weight-only to be written
 MARGIN = 0.10
+#: the search's time budget: no candidate is started after it (W-base, the largest preset, on 2 cores: about 6 min
+#: on Zen 5 with accuracy control, issue 34; encoder-tiny's takes seconds)
+SEARCH_SECONDS = 600.0
 
 SCHEMES = {
     WEIGHT_ONLY: {"method": "nncf.compress_weights", "mode": "int8_asym", "granularity": "per-channel",
@@ -210,6 +218,7 @@ def choose(
     timer: Callable[[Callable[[], Any]], float] | None = None,
     say=lambda _msg: None,
     data=None,
+    budget_s: float = SEARCH_SECONDS,
 ) -> Choice:
     """The int8 IR to write for ``fp32_xml`` (see the module docstring).
 
@@ -225,6 +234,8 @@ def choose(
         data: the user's inputs (:class:`attnkit.core.data.UserData`): PTQ calibrates on its calibration rows
             instead of random ids from the input domain, and every candidate is also held to int8's tolerance on
             its held-out rows.
+        budget_s: once this many seconds of the search have passed, no further candidate is started (each one
+            left is recorded as not measured, and the pick is among those measured; weight-only always is).
     """
     from .openvino import require
 
@@ -242,24 +253,26 @@ def choose(
     bench = _Bench(core, fp32, spec, timer, say, data.batches("held_out") if data is not None else [])
     int8_dot = bool(features & set(VNNI_FEATURES))
     calibration = data.batches("calibration") if data is not None else calls.calibration_inputs(spec)
-    candidates = [bench.measure(WEIGHT_ONLY, lambda: weight_only(fp32))]
-    if int8_dot or force:
-        candidates.append(bench.measure(DYNAMIC, lambda: weight_only(fp32, DYNAMIC_GROUP)))
-    for name, smooth in ((PTQ, True), (PTQ_PLAIN, False)):
-        candidates.append(
-            bench.measure(name, lambda s=smooth: calls.ptq(fp32, calibration, not int8_dot, smooth_quant=s))
-        )
+    # the most promising first (full PTQ + bf16 was the pick on AMX, Zen 4 and Zen 5; PTQ without SmoothQuant next),
+    # so that a search stopped by its time budget has measured those
+    plan = [(WEIGHT_ONLY, lambda: weight_only(fp32))]
     if features & set(BF16_FEATURES) or force:
         keep = calls.attention_outputs(fp32)
-        candidates.append(bench.measure(PTQ_BF16, lambda: calls.ptq(fp32, calibration, not int8_dot, smooth_quant=False,
-                                                                   keep_float=keep, precision="bf16")))  # fmt: skip
+        plan.append((PTQ_BF16, lambda: calls.ptq(fp32, calibration, not int8_dot, smooth_quant=False, keep_float=keep,
+                                                  precision="bf16")))  # fmt: skip
+    plan += [(name, lambda s=smooth: calls.ptq(fp32, calibration, not int8_dot, smooth_quant=s))
+             for name, smooth in ((PTQ_PLAIN, False), (PTQ, True))]  # fmt: skip
+    if int8_dot or force:
+        plan.append((DYNAMIC, lambda: weight_only(fp32, DYNAMIC_GROUP)))
+    candidates = [bench.within_budget(name, make, budget_s) for name, make in plan]
     fastest = min((c for c in candidates if c.ms is not None), key=lambda c: c.ms, default=None)
     if fastest is not None and fastest.name in (PTQ, PTQ_PLAIN, PTQ_BF16) and not agrees(fastest, candidates[0]):
         accuracy, expected = bench.accuracy, bench.expected
         candidates.append(
-            bench.measure(
+            bench.within_budget(
                 PTQ_ACCURACY_CONTROL,
                 lambda: calls.ptq_accuracy_control(fp32, calibration, accuracy, expected, overflow_fix=not int8_dot),
+                budget_s,
             )  # fmt: skip
         )
     return pick(candidates)
@@ -272,6 +285,7 @@ class _Bench:
 
     def __init__(self, core, fp32, spec, timer, say, held_out: list[dict]):
         self.core, self.spec, self.timer, self.say = core, spec, timer, say
+        self.started = time.perf_counter()
         self.drawn = len(calls.accuracy_inputs(spec))  # the random draws come first; the data's rows follow
         self.accuracy = calls.accuracy_inputs(spec) + held_out
         self.timed = spec.sample_feeds(spec.batch.opt, spec.sequence.opt, seed=7100)
@@ -301,6 +315,16 @@ class _Bench:
             forms.append(self.core.compile_model(c.model, "CPU", {"PERFORMANCE_HINT": "LATENCY"}))
             c.defaults_ran_as = forms[-1].get_property("INFERENCE_PRECISION_HINT").get_type_name()
         return forms
+
+    def within_budget(self, name: str, make, budget_s: float) -> Candidate:
+        """:meth:`measure`, or a candidate recorded as not measured once the search has spent ``budget_s`` (weight-only,
+        the first, is always measured)."""
+        spent = time.perf_counter() - self.started
+        if name != WEIGHT_ONLY and spent > budget_s:
+            c = Candidate(name, error=f"not measured: the search's time budget of {budget_s:.0f} s was spent")
+            self.say(f"int8 search: {name}: {c.error}")
+            return c
+        return self.measure(name, make)
 
     def measure(self, name: str, make) -> Candidate:
         c = Candidate(name)
