@@ -252,8 +252,9 @@ def test_attention_maps_are_read_inside_keras_hub_backbones(hub_export, tmp_path
     the layer are as before."""
     import keras
 
-    from attnkit.checks.attention_maps import attention_layers, capture
+    from attnkit.checks.attention_maps import capture
     from attnkit.models import resolve
+    from attnkit.models.attention import attention_layers
 
     family, path, _ = hub_export
     model, spec, _ = resolve(path, seed=0)

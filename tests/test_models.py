@@ -224,8 +224,9 @@ def test_blocks_return_attention_scores_without_changing_their_output(rng):
 
 
 def test_attention_maps_come_from_return_attention_scores(rng):
-    from attnkit.checks.attention_maps import attention_layers, capture
+    from attnkit.checks.attention_maps import capture
     from attnkit.models import resolve
+    from attnkit.models.attention import attention_layers
 
     model, spec, _ = resolve("seq2seq-base", seed=0)
     layers = attention_layers(model)

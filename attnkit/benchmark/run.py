@@ -256,7 +256,7 @@ def _runnable_from_export(source: Source, plan, explicit: bool) -> list[tuple[st
 def _check_memory(source: Source, shapes) -> None:
     """Refuse shapes whose attention logits alone (batch x heads x seq² floats) would not fit in half
     of this machine's memory, before anything is allocated (TensorFlow would fail or swap)."""
-    from ..checks.attention_maps import attention_layers
+    from ..models.attention import attention_layers
     from .environment import _memory_gib
 
     heads = max(

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import AttnkitError
+from ..models.attention import attention_layers
 
 
 @dataclass
@@ -17,46 +18,6 @@ class AttentionMaps:
     num_layers: int
     weights: np.ndarray  # (heads, query, key), float32
     valid_length: int
-
-
-def _is_attention(layer) -> bool:
-    """attnkit's classic layer, Keras's (keras-hub's cached one included), or a keras-hub model's own
-    attention layer (Llama, Mistral, Qwen, ...): keras-hub's convention is a ``_compute_attention`` that
-    turns scores into weights through ``_masked_softmax``."""
-    import keras
-
-    from ..models.attention import MultiHeadAttention
-
-    if isinstance(layer, (MultiHeadAttention, keras.layers.MultiHeadAttention)):
-        return True
-    kind = type(layer)
-    return callable(getattr(kind, "_compute_attention", None)) and callable(getattr(kind, "_masked_softmax", None))
-
-
-def attention_layers(model) -> list:
-    """Attention layers of a model, in call order.
-
-    A functional model's (and a nested backbone's) layers are walked in the graph's order, any other
-    layer's in the order it tracks them. Keras's ``_flatten_layers`` is not call order once layers nest
-    (a keras-hub backbone came out last layer first; a decoder block cross before self attention).
-    """
-    import keras
-
-    found, seen = [], set()
-
-    def walk(layer):
-        children = layer.layers if isinstance(layer, keras.Model) else layer._flatten_layers(False, False)
-        for child in children:
-            if id(child) in seen:
-                continue
-            seen.add(id(child))
-            if _is_attention(child):
-                found.append(child)
-            else:
-                walk(child)
-
-    walk(model)
-    return found
 
 
 def _owner(model, layer):

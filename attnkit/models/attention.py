@@ -192,3 +192,37 @@ def copy_weights_to_keras_mha(src: MultiHeadAttention, dst: keras.layers.MultiHe
         einsum.set_weights([dense.kernel.numpy().reshape(d, h, depth), dense.bias.numpy().reshape(h, depth)])
     out = dst._output_dense
     out.set_weights([src.dense.kernel.numpy().reshape(h, depth, d), src.dense.bias.numpy()])
+
+
+def _is_attention(layer) -> bool:
+    """attnkit's classic layer, Keras's (keras-hub's cached one included), or a keras-hub model's own
+    attention layer (Llama, Mistral, Qwen, ...): keras-hub's convention is a ``_compute_attention`` that
+    turns scores into weights through ``_masked_softmax``."""
+    if isinstance(layer, (MultiHeadAttention, keras.layers.MultiHeadAttention)):
+        return True
+    kind = type(layer)
+    return callable(getattr(kind, "_compute_attention", None)) and callable(getattr(kind, "_masked_softmax", None))
+
+
+def attention_layers(model) -> list:
+    """Attention layers of a model, in call order.
+
+    A functional model's (and a nested backbone's) layers are walked in the graph's order, any other
+    layer's in the order it tracks them. Keras's ``_flatten_layers`` is not call order once layers nest
+    (a keras-hub backbone came out last layer first; a decoder block cross before self attention).
+    """
+    found, seen = [], set()
+
+    def walk(layer):
+        children = layer.layers if isinstance(layer, keras.Model) else layer._flatten_layers(False, False)
+        for child in children:
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            if _is_attention(child):
+                found.append(child)
+            else:
+                walk(child)
+
+    walk(model)
+    return found
