@@ -267,3 +267,32 @@ def test_bench_data_gates_the_pick(lm_export, tmp_path, monkeypatch):
     assert not int8.agrees and int8.agreement["failures"][-1].startswith("on your data: top1 agreement 90.00%")
     assert all(p is None or p["precision"] != "int8" for p in report.pick().values())
     assert any("on your data" in w for w in report.warnings())
+
+
+def test_generation_on_the_datas_prompts(tmp_path):
+    """verify --generate --data: the prompts are the first held-out rows (cut to what the positions allow beside
+    the new tokens); each check reports the share of rows identical to the reference to the end and the tokens
+    kept identical before the first divergence (fp32: all of them)."""
+    import keras
+
+    import attnkit
+    from attnkit.checks.agreement import verify
+    from attnkit.models.presets import _BASE
+    from attnkit.models.transformer import build_decoder_lm
+
+    keras.utils.set_random_seed(3)
+    cfg = {**_BASE, "vocab_size": VOCAB, "max_length": 40, "num_layers": 1, "d_model": 32, "num_heads": 2,
+           "ffn_dim": 64, "activation": "gelu"}  # fmt: skip
+    build_decoder_lm(cfg, name="tinylm").save(tmp_path / "tiny.keras")
+    exp = attnkit.export(str(tmp_path / "tiny.keras"), tmp_path / "exp", formats="onnx", generate=True, check=False)
+    tokens = _tokens(12, 36, seed=4)
+    np.savez(tmp_path / "d.npz", token_ids=tokens, padding_mask=np.ones_like(tokens))
+    report = verify(exp.out, backends=["onnxruntime"], data=tmp_path / "d.npz",
+                    generation={"max_new_tokens": 8})  # fmt: skip
+    g = report.generation
+    assert (
+        g.batch == 6 and g.prompt_lengths == [32] * 6
+    )  # held-out rows 6..11, cut to 40 - 8 positions (a .keras file with 40 positions: verify once drew 3 x 45 for it)
+    first = {c.label: c for c in g.checks}["onnxruntime"]
+    assert first.passed and first.sequences_identical == 1.0 and first.identical_prefix == 8.0
+    assert report.data["held_out_rows"] == 6 and report.ok

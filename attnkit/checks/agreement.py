@@ -153,7 +153,8 @@ def default_backends(source: Source) -> list[tuple[str, str]]:
     return [(name, a.precision) for a in source.manifest.artifacts if (name := verifier_for(a.format))]
 
 
-def _check_data(report, source, pairs, data, accuracy_target, atol, rtol, progress) -> None:
+def _check_data(report, source, pairs, data, accuracy_target, atol, rtol, progress):
+    """The data checks into ``report``; the loaded data back (generation takes its prompts from it)."""
     from ..core.data import UserData, load_data
     from ..core.metrics import ACCURACY_TARGET
     from .task import check_data
@@ -165,6 +166,7 @@ def _check_data(report, source, pairs, data, accuracy_target, atol, rtol, progre
     report.data_base, report.data_checks = check_data(
         source, pairs, data, lambda p: resolve_tolerance(p, atol, rtol), target, progress
     )
+    return data
 
 
 def resolve_tolerance(precision: str, atol: float | dict | None, rtol: float | dict | None) -> Tolerance:
@@ -300,7 +302,7 @@ def verify(
             continue
         report.results += _check(runner, feeds, reference, resolve_tolerance(precision, atol, rtol), draws)
     if data is not None:
-        _check_data(report, source, pairs, data, accuracy_target, atol, rtol, progress)
+        data = _check_data(report, source, pairs, data, accuracy_target, atol, rtol, progress)
     if generation is not None and source.manifest.generation is not None:
         from ..generation.verify import verify_generation
         from ..runtimes.registry import generation_runners
@@ -310,6 +312,7 @@ def verify(
             names = [b for b in backends if generation_runners(split_backend(b)[0])]
         if names is None or names:
             report.generation = verify_generation(
-                root, backends=names, seed=seed, unsafe=unsafe, imports=imports, progress=progress, **generation
-            )
+                root, backends=names, seed=seed, unsafe=unsafe, imports=imports, progress=progress, data=data,
+                **generation,
+            )  # fmt: skip
     return report

@@ -39,6 +39,28 @@ class Prompts:
         return self.mask.sum(axis=1).astype("int32")
 
     @classmethod
+    def from_data(cls, g: GenerationSpec, data, max_new_tokens: int, rows: int = 8) -> Prompts:
+        """The first ``rows`` held-out rows of the user's data (:class:`attnkit.core.data.UserData`) as prompts,
+        each cut to what the model's positions allow beside ``max_new_tokens`` (its padding mask kept).
+
+        Raises:
+            AttnkitError: a seq2seq model (its prompts are source and target: not supported from ``--data`` yet).
+        """
+        from ..core.errors import AttnkitError
+
+        if g.seq2seq:
+            raise AttnkitError(
+                "prompts from --data are for decoder-only models; a seq2seq model's generation is checked on random "
+                "prompts.", flag="--data", hint="Drop --data, or --no-generate to check the forward pass on it.",
+            )  # fmt: skip
+        held = data.batches("held_out", batch=rows)[0]
+        keep = max(1, min(held[g.ids].shape[1], g.max_length - max_new_tokens))
+        mask = held[g.mask][:, :keep].astype("int32") if g.mask in held else np.ones_like(held[g.ids][:, :keep])
+        mask[:, 0] = 1  # a prompt has at least one token
+        ids = np.where(mask == 1, held[g.ids][:, :keep], 0).astype("int32")
+        return cls(ids, mask)
+
+    @classmethod
     def random(
         cls, g: GenerationSpec, batch: int, length: int, seed: int, ragged: bool = True, source_length: int = 0
     ) -> Prompts:

@@ -23,6 +23,7 @@ def verify_table(report, width: int | None = None):
         Column("backend"),
         Column("tokens", justify="right"),
         Column("first diff", 2, "right"),
+        Column("rows identical", 2, "right"),
         Column("steps", 3, "right"),
         Column("max abs", 1, "right"),
         Column("rel L2", 1, "right"),
@@ -42,6 +43,7 @@ def verify_table(report, width: int | None = None):
             + [
                 f"{c.token_match:.1%}",
                 "none" if c.first_mismatch is None else str(c.first_mismatch),
+                f"{c.sequences_identical:.0%} (~{c.identical_prefix:.1f})",
                 str(c.steps_compared),
                 f"{c.max_abs:.2e}" if c.steps_compared else "–",
                 f"{c.rel_l2:.2e}" if c.steps_compared else "–",

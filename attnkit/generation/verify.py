@@ -50,6 +50,10 @@ class GenerationCheck:
     skipped: str | None = None
     tokens_required: bool = True
     stopped_early: int = 0  # rows the runner stopped before max_new_tokens on its own end token
+    #: the share of rows whose tokens equal the reference's to the end, and the mean number of new tokens each
+    #: row keeps identical before its first divergence (the task metrics of generation)
+    sequences_identical: float = 0.0
+    identical_prefix: float = 0.0
 
     @property
     def passed(self) -> bool:
@@ -98,6 +102,8 @@ def _compare_steps(check: GenerationCheck, ref: Generation, got_tokens, got_logi
     same = equal | ~produced
     check.token_match = float(equal[produced].mean()) if produced.any() else 0.0
     check.stopped_early = int((~produced).any(axis=1).sum())
+    check.sequences_identical = float(same.all(axis=1).mean())
+    check.identical_prefix = float(np.where(same.all(axis=1), same.shape[1], (~same).argmax(axis=1)).mean())
     steps = np.where(~same.all(axis=0))[0]
     check.first_mismatch = int(steps[0]) if steps.size else None
     n = len(got_logits) if check.first_mismatch is None else min(check.first_mismatch + 1, len(got_logits))
@@ -142,12 +148,15 @@ def verify_generation(
     unsafe: bool = False,
     imports: tuple[str, ...] = (),
     progress: Callable[[str], None] | None = None,
+    data=None,
 ) -> GenerationReport:
     """Tokens of every generation runner of a ``--generate`` export against eager full recompute.
 
     Args:
         backends: backend names (``NAME`` or ``NAME-PRECISION``) to check; default every one the export's
             artifacts allow (:func:`attnkit.runtimes.registry.generation_pairs`).
+        data: the user's inputs (:class:`attnkit.core.data.UserData`): the prompts are its first held-out rows
+            (:meth:`Prompts.from_data`) instead of random ids.
 
     Raises:
         ArtifactError: no generation section, or an artifact is missing or tampered with.
@@ -166,7 +175,10 @@ def verify_generation(
     if batch < 1:
         raise AttnkitError(f"must be >= 1; got {batch}.", flag="--batch")
     pairs = generation_pairs(source, backends)
-    prompts = Prompts.random(g, batch, prompt_length, seed, source_length=prompt_length)
+    if data is not None:
+        prompts = Prompts.from_data(g, data, max_new_tokens)
+    else:
+        prompts = Prompts.random(g, batch, prompt_length, seed, source_length=prompt_length)
     say = progress or (lambda _m: None)
     say(f"{REFERENCE} (eager full recompute, no cache: the reference)")
     with runner_class("keras")(source) as eager:
@@ -174,7 +186,7 @@ def verify_generation(
     report = GenerationReport(
         str(root),
         seed,
-        batch,
+        prompts.batch,
         prompts.lengths.tolist(),
         prompts.source_mask.sum(1).tolist() if g.seq2seq else None,
         max_new_tokens,

@@ -213,12 +213,14 @@ def spec_from_model(model, name: str) -> ExportSpec:
 
 
 def _max_positions(model) -> int | None:
-    """The longest sequence a model with learned positions takes: the smallest table of its position
-    embeddings (keras-hub's ``PositionEmbedding.sequence_length``, e.g. GPT-2's ``max_sequence_length``);
-    None for models without one (rotary positions, attnkit's own layers record theirs elsewhere)."""
+    """The longest sequence a model with a position table takes: the smallest such table (keras-hub's
+    ``PositionEmbedding.sequence_length``, e.g. GPT-2's ``max_sequence_length``; attnkit's
+    ``TokenAndPositionEmbedding.max_length``, which a saved attnkit decoder brings: without it verify drew 3 x 45
+    inputs for a 40-position model and TensorFlow failed); None for models without one (rotary positions)."""
+    tables = {"PositionEmbedding": "sequence_length", "TokenAndPositionEmbedding": "max_length"}
     lengths = [
-        layer.sequence_length
+        getattr(layer, tables[type(layer).__name__])
         for layer in model._flatten_layers()
-        if type(layer).__name__ == "PositionEmbedding" and isinstance(getattr(layer, "sequence_length", None), int)
+        if type(layer).__name__ in tables and isinstance(getattr(layer, tables[type(layer).__name__], None), int)
     ]
     return min(lengths) if lengths else None
