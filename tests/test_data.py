@@ -296,3 +296,12 @@ def test_generation_on_the_datas_prompts(tmp_path):
     first = {c.label: c for c in g.checks}["onnxruntime"]
     assert first.passed and first.sequences_identical == 1.0 and first.identical_prefix == 8.0
     assert report.data["held_out_rows"] == 6 and report.ok
+    # bench-generate takes the same prompts; a batch larger than the held-out rows is refused, naming --data
+    from attnkit.generation.bench import bench_generation
+
+    bench = bench_generation(exp.out, backends=["onnxruntime"], batches=(2,), new_tokens=(4,), repeats=1,
+                             data=tmp_path / "d.npz")  # fmt: skip
+    assert {(r.batch, r.prompt_length) for r in bench.rows} == {(2, 36)}  # 36 fit beside 4 new tokens
+    assert bench.notes[0].startswith("prompts: the first")
+    with pytest.raises(AttnkitError, match="6 held-out rows; batch 8"):
+        bench_generation(exp.out, backends=["onnxruntime"], batches=(8,), new_tokens=(4,), data=tmp_path / "d.npz")

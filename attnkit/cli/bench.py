@@ -15,6 +15,7 @@ from .options import (
     JSON,
     MODEL_LOADING,
     SEED,
+    OptionGroup,
     batch_sizes,
     out_dir,
     shapes,
@@ -80,6 +81,8 @@ def bench(model, backends, no_baseline, **kw):
 
 
 GENERATE_BATCHES = batch_sizes("1")
+#: bench-generate's --data: prompts from the user's held-out rows (no gate: tokens and speed are reported)
+GENERATE_DATA = OptionGroup("data", DATA.options[:1], ("data",), lambda data: {"data": str(data) if data else None})
 GENERATE_OUT = out_dir("generation.json, generation.csv, generation.png")
 
 
@@ -99,6 +102,7 @@ GENERATE_OUT = out_dir("generation.json, generation.csv, generation.png")
 @SEED
 @MODEL_LOADING
 @ON_THE_FLY
+@GENERATE_DATA
 @GENERATE_OUT
 def bench_generate(model, backends, prompt_lengths, new_tokens, repeats, **kw):
     """Benchmark generation token by token: time to first token, inter-token latency, tokens/s, speedup of the
@@ -111,12 +115,12 @@ def bench_generate(model, backends, prompt_lengths, new_tokens, repeats, **kw):
     from ..orchestration.resolve import bench_generation
 
     out, seed, loading = GENERATE_OUT.parse(kw), SEED.parse(kw), MODEL_LOADING.parse(kw)
-    precision = BACKEND_PRECISIONS.parse(kw)
+    precision, data = BACKEND_PRECISIONS.parse(kw), GENERATE_DATA.parse(kw)
     report = bench_generation(
         model, target=ON_THE_FLY.parse(kw), precisions=precision["precisions"], backends=list(backends) if backends else None,
         batches=GENERATE_BATCHES.parse(kw), prompt_lengths=tuple(int(p) for p in prompt_lengths),
         new_tokens=tuple(int(n) for n in new_tokens), repeats=repeats, seed=seed, threads=precision["threads"],
-        progress=progress, **loading,
+        progress=progress, **loading, **data,
     )  # fmt: skip
     console().print(bench_table(report, console().width))
     for note in report.notes:

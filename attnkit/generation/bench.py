@@ -188,6 +188,7 @@ def bench_generation(
     unsafe: bool = False,
     imports: tuple[str, ...] = (),
     progress: Callable[[str], None] | None = None,
+    data=None,
 ) -> GenerationBenchReport:
     """Generation token by token for every generation runner the export allows, against eager Keras's full
     recompute and each backend's own, with the memory bandwidth measured between backends.
@@ -225,8 +226,8 @@ def bench_generation(
             weight_bytes[key] = _streamed_bytes(source, *key)
         return weight_bytes[key]
 
-    shapes = [(b, p, n) for b in batches for p in prompt_lengths for n in new_tokens]
-    prompts = {shape: Prompts.random(g, shape[0], shape[1], seed, source_length=shape[1]) for shape in shapes}
+    prompts = _prompts(source, g, batches, prompt_lengths, new_tokens, seed, data, report)
+    shapes = list(prompts)
     refs, eager_recompute = {}, {}
     with runner_class_forward(source, "keras", "fp32") as eager:
         for shape in shapes:
@@ -267,6 +268,31 @@ def bench_generation(
     bandwidth.close()
     _bound(report, probes)
     return report
+
+
+def _prompts(source, g, batches, prompt_lengths, new_tokens, seed: int, data, report) -> dict:
+    """``{(batch, prompt length, new tokens): Prompts}``: random ids, or with ``data`` (an ``.npz`` of the user's
+    inputs) its first held-out rows, cut to what the positions allow beside the new tokens (their length then
+    replaces ``prompt_lengths``)."""
+    if data is None:
+        shapes = [(b, p, n) for b in batches for p in prompt_lengths for n in new_tokens]
+        return {shape: Prompts.random(g, shape[0], shape[1], seed, source_length=shape[1]) for shape in shapes}
+    from ..core.data import UserData, load_data
+
+    data = data if isinstance(data, UserData) else load_data(data, source.spec)
+    held = data.rows - data.calibration
+    if max(batches) > held:
+        raise AttnkitError(
+            f"`{data.path}` has {held} held-out rows; batch {max(batches)} needs as many.", flag="--data",
+            hint="Give more rows, or smaller --batch-sizes.",
+        )  # fmt: skip
+    report.notes.insert(0, f"prompts: the first held-out rows of {data.path} (sha256 {data.sha256[:12]})")
+    out = {}
+    for b in batches:
+        for n in new_tokens:
+            prompts = Prompts.from_data(g, data, n, rows=b)
+            out[(b, int(prompts.ids.shape[1]), n)] = prompts
+    return out
 
 
 def _check_shapes(g, repeats: int, batches, prompt_lengths, new_tokens) -> None:

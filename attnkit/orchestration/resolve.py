@@ -168,6 +168,6 @@ def bench_generation(
     wanted = ("fp32",) + tuple(p for p in precisions if p in LOWERED_PRECISIONS)
     with resolved_export(
         model, target=target, precisions=wanted, generate=True, seed=kwargs.get("seed", 0), imports=kwargs.get("imports", ()),
-        unsafe=kwargs.get("unsafe", False), progress=kwargs.get("progress"),
+        unsafe=kwargs.get("unsafe", False), progress=kwargs.get("progress"), data=kwargs.get("data"),
     ) as (root, _):  # fmt: skip
         return run(root, **kwargs)
