@@ -35,6 +35,35 @@ def windows(text: bytes, rows: int, seq: int, seed: int) -> np.ndarray:
     return np.stack([data[s : s + seq + 1] for s in starts])
 
 
+def train(seconds: float | None = None, steps: int | None = None, config: dict | None = None, seq: int = 64,
+          batch: int = 32, say=print):  # fmt: skip
+    """attnkit's decoder trained on the training files' bytes for ``seconds`` or ``steps`` (seeded)."""
+    import keras
+
+    from attnkit.models.presets import _BASE
+    from attnkit.models.transformer import build_decoder_lm
+
+    keras.utils.set_random_seed(0)
+    model = build_decoder_lm({**_BASE, **(config or CONFIG)}, name="bytelm")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss={"logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})  # fmt: skip
+    text = corpus(held_out=False)
+    start, step = time.perf_counter(), 0
+    while (steps is None or step < steps) and (seconds is None or time.perf_counter() - start < seconds):
+        rows = windows(text, batch, seq, seed=step)
+        x = {"token_ids": rows[:, :-1], "padding_mask": np.ones_like(rows[:, :-1])}
+        loss = model.train_on_batch(x, {"logits": rows[:, 1:]})
+        step += 1
+        if step % 200 == 0:
+            say(f"step {step}: loss {float(np.asarray(loss).ravel()[0]):.3f} ({time.perf_counter() - start:.0f} s)")
+    return model, step
+
+
+def held_out(rows: int, seq: int) -> np.ndarray:
+    """``rows`` windows of ``seq`` byte ids from the held-out files."""
+    return windows(corpus(held_out=True), rows, seq, seed=10_000)[:, :-1]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -43,27 +72,10 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=256, help="held-out windows written to heldout.npz")
     args = parser.parse_args()
 
-    import keras
-
-    from attnkit.models.presets import _BASE
-    from attnkit.models.transformer import build_decoder_lm
-
-    keras.utils.set_random_seed(0)
-    model = build_decoder_lm({**_BASE, **CONFIG}, name="bytelm")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss={"logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})  # fmt: skip
-    train = corpus(held_out=False)
-    start, step = time.perf_counter(), 0
-    while time.perf_counter() - start < args.seconds:
-        batch = windows(train, 32, args.seq, seed=step)
-        x = {"token_ids": batch[:, :-1], "padding_mask": np.ones_like(batch[:, :-1])}
-        loss = model.train_on_batch(x, {"logits": batch[:, 1:]})
-        step += 1
-        if step % 200 == 0:
-            print(f"step {step}: loss {float(np.asarray(loss).ravel()[0]):.3f} ({time.perf_counter() - start:.0f} s)")
+    model, step = train(seconds=args.seconds, seq=args.seq)
     args.out.mkdir(parents=True, exist_ok=True)
     model.save(args.out / "lm.keras")
-    held = windows(corpus(held_out=True), args.rows, args.seq, seed=10_000)[:, :-1]
+    held = held_out(args.rows, args.seq)
     np.savez(args.out / "heldout.npz", token_ids=held, padding_mask=np.ones_like(held))
     logits = np.asarray(model({"token_ids": held, "padding_mask": np.ones_like(held)})["logits"])
     accuracy = float((logits[:, :-1].argmax(-1) == held[:, 1:]).mean())

@@ -121,9 +121,10 @@ def _checked_inputs(path: Path, loaded: dict[str, np.ndarray], spec, flag: str) 
             flag=flag,
         )
     arrays: dict[str, np.ndarray] = {}
+    others = [t for t in spec.inputs if t.role != "padding_mask"]
     for t in spec.inputs:
         if t.name not in loaded:
-            if t.role == "padding_mask" and arrays:
+            if t.role == "padding_mask" and others:
                 continue  # filled below: every position real
             raise AttnkitError(
                 f"`{path}` has no array `{t.name}`; the model's inputs are {', '.join(spec.input_names)}.",
@@ -139,7 +140,7 @@ def _checked_inputs(path: Path, loaded: dict[str, np.ndarray], spec, flag: str) 
         if t.name not in arrays:  # a left-out padding mask, the shape of the tokens it masks
             tokens = next(a for n, a in arrays.items() if n != t.name)
             arrays[t.name] = np.ones(tokens.shape[: len(t.shape)], dtype=t.dtype)
-    return arrays
+    return {t.name: arrays[t.name] for t in spec.inputs}
 
 
 def _checked_array(path: Path, a: np.ndarray, t, spec, flag: str) -> np.ndarray:
