@@ -18,7 +18,7 @@ Outputs that are not class scores (an encoder's hidden states) have no task metr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,7 +36,6 @@ class TaskMetrics:
     accuracy: float | None = None
     next_token_accuracy: float | None = None
     perplexity: float | None = None
-    extra: dict = field(default_factory=dict)
 
     def gating(self, fp32: TaskMetrics) -> tuple[str, float, float] | None:
         """``(metric, value, fp32's value)`` the gate compares: accuracy against labels, else next-token accuracy,
