@@ -63,6 +63,12 @@ def _battery(work: Path) -> int:
     (work / "bad.keras").write_text("not a zip")
     (work / "full").mkdir()
     (work / "full" / "keep").write_text("keep me")
+    import numpy as np
+
+    np.savez(work / "empty.npz")
+    np.savez(work / "wrongname.npz", tokens=np.ones((8, 4, 512), "float32"))
+    np.savez(work / "intx.npz", x=np.ones((8, 4, 512), "int32"))
+    np.savez(work / "few.npz", x=np.ones((2, 4, 512), "float32"))
     E, W = str(exp), str(work)
     cases: list[tuple[list[str], str]] = [
         (["export", "no-such-preset"], "MODEL"),
@@ -103,6 +109,17 @@ def _battery(work: Path) -> int:
         (["verify", E, "--atol", "fp16=1e-2"], "--atol"),
         (["verify", E, "--atol", "fp32=1e-2", "--atol", "fp32=1e-3"], "--atol"),
         (["verify", E, "--json", W], "--json"),
+        (["verify", E, "--data", f"{W}/nope.npz"], "--data"),
+        (["verify", E, "--data", f"{W}/file.txt"], "--data"),
+        (["verify", E, "--data", f"{W}/empty.npz"], "--data"),
+        (["verify", E, "--data", f"{W}/wrongname.npz"], "--data"),
+        (["verify", E, "--data", f"{W}/intx.npz"], "--data"),
+        (["verify", E, "--data", f"{W}/few.npz"], "--data"),
+        (["verify", E, "--accuracy-target", "0.9"], "--accuracy-target"),
+        (["verify", E, "--data", f"{W}/few.npz", "--accuracy-target", "0"], "--accuracy-target"),
+        (["bench", E, "--target", "host"], "--target"),
+        (["bench", "mha", "--data", f"{W}/wrongname.npz", "--batch-sizes", "1"], "--data"),
+        (["export", "mha", "--data", f"{W}/intx.npz", "--out", f"{W}/fromdata"], "--data"),
         (["verify", E, "--json", "/proc/x.json"], "--json"),
         (["verify", E, "--seed", "abc"], "--seed"),
         (["bench", "mha", "--batch-sizes", "0"], "--batch-sizes"),

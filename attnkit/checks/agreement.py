@@ -154,13 +154,10 @@ def default_backends(source: Source) -> list[tuple[str, str]]:
 
 
 def _check_data(report, source, pairs, data, accuracy_target, atol, rtol, progress):
-    """The data checks into ``report``; the loaded data back (generation takes its prompts from it)."""
-    from ..core.data import UserData, load_data
+    """The data checks into ``report``; the data back (generation takes its prompts from it)."""
     from ..core.metrics import ACCURACY_TARGET
     from .task import check_data
 
-    if not isinstance(data, UserData):
-        data = load_data(data, source.spec)
     target = ACCURACY_TARGET if accuracy_target is None else accuracy_target
     report.data = {**data.record(), "accuracy_target": target}
     report.data_base, report.data_checks = check_data(
@@ -261,6 +258,10 @@ def verify(
     if require_generation and source.manifest.generation is None:
         source.generation  # raises: no generation export, and how to make one  # noqa: B018
     spec = source.spec
+    if data is not None:  # refused with one line before anything is checked
+        from ..core.data import UserData, load_data
+
+        data = data if isinstance(data, UserData) else load_data(data, spec)
     if spec.max_sequence:
         shapes = tuple((b, min(s, spec.max_sequence)) for b, s in shapes)
     pairs = default_backends(source)
