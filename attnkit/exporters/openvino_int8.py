@@ -26,7 +26,9 @@ measures, as TensorRT's builder times its tactics on the GPU it builds for:
    returns layers to f32 until the model is within the tolerance;
 2. each is held to int8's tolerance against the fp32 IR with f32 forced (which the export check holds to eager
    Keras at the fp32 tolerance) on fresh inputs at the export check's own shapes
-   (:data:`~attnkit.core.compare.CHECK_SHAPES`) and the spec's optimum shape — compiled as attnkit's runner
+   (:data:`~attnkit.core.compare.CHECK_SHAPES`, :data:`~.openvino_nncf.CHECK_DRAWS` draws of each: a scheme's
+   error can swing with the padding of a draw, and the check's own draw is another one) and the spec's optimum
+   shape — compiled as attnkit's runner
    compiles it (f32 forced, or the precision the IR pins and then f32 forced too, as a CPU without bf16
    computes it), and, where OpenVINO's default precision is not f32 (bf16 on AMX and avx512_bf16 CPUs), also
    with OpenVINO's defaults, as Triton's OpenVINO backend and a user's script compile it — and timed at the
@@ -102,7 +104,7 @@ class Candidate:
     rel_l2: float | None = None  # worst over the accuracy inputs, against the fp32 IR
     cosine: float | None = None
     within: bool = False  # on every draw it was held to
-    draws: int = 1  # draws of each shape: 1 + MORE_DRAWS where the first was beyond HEADROOM
+    draws: int = 1  # draws of the optimum shape, CHECK_DRAWS times as many of the check's: 1 + MORE_DRAWS near HEADROOM
     ms: float | None = None  # median at the spec's optimum shape
     speedup: float | None = None  # against the fp32 IR (f32 forced) timed in the same run
     ran_as: str | None = None  # what OpenVINO reports: inference precision, dynamic quantisation group
@@ -286,8 +288,8 @@ class _Bench:
     def __init__(self, core, fp32, spec, timer, say, held_out: list[dict]):
         self.core, self.spec, self.timer, self.say = core, spec, timer, say
         self.started = time.perf_counter()
-        self.drawn = len(calls.accuracy_inputs(spec))  # the random draws come first; the data's rows follow
-        self.accuracy = calls.accuracy_inputs(spec) + held_out
+        self.drawn = calls.accuracy_draws(spec)  # the random draws come first; the data's rows follow
+        self.accuracy = list(self.drawn.values()) + held_out
         self.timed = spec.sample_feeds(spec.batch.opt, spec.sequence.opt, seed=7100)
         self.reference = calls.compile_model(core, fp32, 0)
         self.expected = [calls.run(self.reference, f) for f in self.accuracy]
@@ -335,7 +337,8 @@ class _Bench:
             if c.within and beyond_headroom(c.rel_l2, DEFAULT_TOLERANCES["int8"].rel_l2):
                 # near the tolerance: held to more draws, as verify and bench hold such a row
                 if not self.more:
-                    further = calls.accuracy_inputs(self.spec, 1 + MORE_DRAWS)[self.drawn :]
+                    more = calls.accuracy_draws(self.spec, 1 + MORE_DRAWS)
+                    further = [feeds for key, feeds in more.items() if key not in self.drawn]
                     self.more.extend((feeds, calls.run(self.reference, feeds)) for feeds in further)
                 l2, cosine, ok = self.held(forms, self.more)  # the first draws' figures stand: only new ones run
                 c.rel_l2, c.cosine, c.within = max(c.rel_l2, l2), min(c.cosine, cosine), ok
@@ -371,7 +374,7 @@ def pick(candidates: list[Candidate]) -> Choice:
         reason = "measured here: weight-only is the fastest candidate that agrees" if agrees(base, base) \
             else "measured here: no candidate within int8's tolerance; weight-only written, the export check judges it"  # fmt: skip
     else:
-        draws = f" on {best.draws} draws of each shape" if best.draws > 1 else ""
+        draws = f" on {best.draws * calls.CHECK_DRAWS} draws of each check shape"
         reason = f"measured here: the fastest candidate that agrees (rel L2 {best.rel_l2:.3g}{draws}), " \
                  f"{best.ms:.1f} ms against weight-only's {base.ms:.1f} ms"  # fmt: skip
     if best.model is None:  # weight-only itself could not be made: NNCF's own error, as without a search
