@@ -83,7 +83,6 @@ def test_int8_ir_is_weight_only_and_within_the_int8_tolerance(ov_export):
 
 def test_int8_pick_takes_the_fastest_that_agrees_by_a_margin_else_weight_only():
     from attnkit.core.compare import DEFAULT_TOLERANCES, HEADROOM, MORE_DRAWS
-    from attnkit.exporters.openvino_nncf import CHECK_DRAWS
     from attnkit.exporters.openvino_int8 import (
         DYNAMIC,
         MARGIN,
@@ -93,6 +92,7 @@ def test_int8_pick_takes_the_fastest_that_agrees_by_a_margin_else_weight_only():
         computes_in,
         pick,
     )
+    from attnkit.exporters.openvino_nncf import CHECK_DRAWS
 
     limit = HEADROOM * DEFAULT_TOLERANCES["int8"].rel_l2
 
