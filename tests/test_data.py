@@ -80,6 +80,71 @@ def test_not_an_npz_and_a_missing_file_are_refused(tmp_path):
             load_data(path, LM_SPEC)
 
 
+TEXT_VOCAB = 258
+TEXT_SPEC = ExportSpec(
+    "bytes",
+    (
+        TensorSpec("token_ids", "int32", (None, None), ("batch", "sequence"), "tokens", TEXT_VOCAB),
+        TensorSpec("padding_mask", "int32", (None, None), ("batch", "sequence"), "padding_mask"),
+    ),
+    (TensorSpec("logits", "float32", (None, None, TEXT_VOCAB), ("batch", "sequence", None)),),
+    max_sequence=64,
+)
+
+
+def _byte_tokenizer():
+    """A stand-in for a keras-hub tokenizer: bytes + 1, as a model's tokenizer maps a text to ids; start token 257."""
+    return (lambda text: np.frombuffer(text.encode(), np.uint8).astype("int32") + 1), TEXT_VOCAB - 1
+
+
+def test_texts_are_tokenised_with_the_models_tokenizer(tmp_path):
+    """A .txt (one text per line) and a .jsonl (text and label) become ids with a start token and a padding mask,
+    cut to the longest sequence the model takes; the record says how."""
+    lines = ["hello world", "", "ab", "x" * 80, "0123"]
+    (tmp_path / "t.txt").write_text("\n".join(lines) + "\n")
+    data = load_data(tmp_path / "t.txt", TEXT_SPEC, tokenizer=_byte_tokenizer)
+    ids, mask = data.arrays["token_ids"], data.arrays["padding_mask"]
+    assert data.rows == 4 and ids.shape == mask.shape == (4, 64)  # the empty line is no text; 81 ids cut to 64
+    assert list(ids[0, :12]) == [TEXT_VOCAB - 1] + [b + 1 for b in b"hello world"] and mask[0].sum() == 12
+    assert (
+        list(ids[1, :3]) == [TEXT_VOCAB - 1, ord("a") + 1, ord("b") + 1] and mask[1].sum() == 3 and not ids[1, 3:].any()
+    )
+    assert mask[2].all() and data.texts == {"tokenizer": "function", "texts": 4, "longest": 64, "truncated": 1,
+                                            "start_token": TEXT_VOCAB - 1}  # fmt: skip
+    assert data.record()["texts"]["truncated"] == 1 and data.labels is None
+    rows = [{"text": "one", "label": 1}, {"text": "two", "label": 0}, {"text": "three", "label": 1}]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    labelled = load_data(tmp_path / "t.jsonl", TEXT_SPEC, tokenizer=_byte_tokenizer)
+    assert list(labelled.labels) == [1, 0, 1] and labelled.arrays["padding_mask"].sum(1).tolist() == [4, 4, 6]
+
+
+@pytest.mark.parametrize(
+    "name,text,tokenizer,needle",
+    [
+        ("t.txt", "hello\nworld\nagain\n", None, "carries no tokenizer"),
+        ("t.txt", "\n\n", _byte_tokenizer, "holds no text"),
+        ("t.jsonl", '{"text": "a"}\nnot json\n{"text": "b"}\n', _byte_tokenizer, "line 2 is not JSON"),
+        ("t.jsonl", '{"text": "a"}\n{"label": 1}\n{"text": "b"}\n', _byte_tokenizer, "line 2 has no string `text`"),
+        ("t.jsonl", '{"text": "a", "label": 1}\n{"text": "b"}\n{"text": "c"}\n', _byte_tokenizer, "some lines have"),
+        ("t.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", "label": 1}\n', _byte_tokenizer, "must be an integer"),
+        ("t.txt", "one\ntwo\n", _byte_tokenizer, "at least 3 are needed"),
+    ],
+)
+def test_bad_texts_are_one_line_naming_the_flag(tmp_path, name, text, tokenizer, needle):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(AttnkitError, match="data: ") as e:
+        load_data(tmp_path / name, TEXT_SPEC, tokenizer=tokenizer)
+    assert needle in str(e.value), str(e.value)
+
+
+def test_texts_for_a_model_with_more_inputs_are_refused(tmp_path):
+    spec = ExportSpec("s2s", TEXT_SPEC.inputs + (TensorSpec("decoder_token_ids", "int32", (None, None),
+                      ("batch", "sequence"), "tokens", TEXT_VOCAB),), TEXT_SPEC.outputs)  # fmt: skip
+    (tmp_path / "t.txt").write_text("a\nb\nc\n")
+    with pytest.raises(AttnkitError, match="which one text per row does not fill"):
+        load_data(tmp_path / "t.txt", spec, tokenizer=_byte_tokenizer)
+
+
 def _lm_logits(tokens: np.ndarray, p: float) -> np.ndarray:
     """Logits under which position t gives the next token, tokens[t + 1], probability ``p`` (the rest uniform)."""
     rows, seq = tokens.shape
@@ -111,6 +176,26 @@ def test_task_metrics_on_logits_whose_answers_are_known():
     labels[0, 8] = (labels[0, 8] + 1) % VOCAB  # and one padded one, which does not count
     accuracy = task_metrics(LM_SPEC, feeds, reference, reference, [labels]).accuracy
     assert accuracy == pytest.approx((int(mask.sum()) - 1) / int(mask.sum()))
+
+
+def test_a_seq2seq_models_metrics_count_its_decoder_positions():
+    """A translator's logits are over its decoder positions: the decoder's mask says which are real and its ids
+    are the next tokens, never the encoder's (whose source here is longer and unpadded)."""
+    inputs = tuple(TensorSpec(f"{side}_{name}", "int32", (None, None), ("batch", "sequence"), role, high)
+                   for side in ("encoder", "decoder")
+                   for name, role, high in (("token_ids", "tokens", VOCAB), ("padding_mask", "padding_mask", 2)))  # fmt: skip
+    spec = ExportSpec("s2s", inputs, LM_SPEC.outputs)
+    target = _tokens(4, 6)
+    dec_mask = np.ones_like(target)
+    dec_mask[1:, 3:] = 0
+    feeds = [{"encoder_token_ids": _tokens(4, 9, seed=3), "encoder_padding_mask": np.ones((4, 9), "int32"),
+              "decoder_token_ids": target, "decoder_padding_mask": dec_mask}]  # fmt: skip
+    labels = np.roll(target, -1, axis=1)
+    logits = _lm_logits(target, 0.5)
+    logits[1, 4] = 0.0  # a padded position answers wrongly: it does not count
+    logits[1, 4, (labels[1, 4] + 1) % VOCAB] = 9.0
+    m = task_metrics(spec, feeds, [{"logits": logits}], [{"logits": logits}], [labels])
+    assert m.positions == int(dec_mask.sum()) and m.accuracy == 1.0 and m.next_token_accuracy == 1.0
 
 
 def test_the_gate_keeps_a_share_of_fp32s_metric():

@@ -169,6 +169,36 @@ def test_too_many_tokens_is_a_one_line_error(hub_export):
     assert_one_line_error(code, out, "--max-prompt-length")
 
 
+def test_data_texts_go_through_the_models_own_tokenizer(hub_export, tmp_path):
+    """--data texts.txt: GPT-2 (saved with its preprocessor) tokenises them as its preprocessor does (start token,
+    then BPE ids), and verify checks every runner on them; Llama 3 saved without one refuses texts in one line."""
+    import keras
+
+    from attnkit.runtimes.base import Source
+
+    family, path, result = hub_export
+    texts = ["abab", "aab", "babba", "ab", "bbbb", "abba"]
+    (tmp_path / "t.txt").write_text("\n".join(texts) + "\n")
+    if family != "gpt2":
+        code, out = run("verify", str(result.out), "--data", str(tmp_path / "t.txt"))
+        assert_one_line_error(code, out, "carries no tokenizer")
+        return
+    data = Source(result.out).data(tmp_path / "t.txt")
+    preprocessor = keras.saving.load_model(path).preprocessor
+    want = preprocessor.generate_preprocess(texts)  # keras-hub's own: start token, ids, padded to its length
+    for i in range(len(texts)):
+        n = int(data.arrays["padding_mask"][i].sum())
+        assert n == int(np.asarray(want["padding_mask"][i]).sum()) > 1
+        np.testing.assert_array_equal(data.arrays["token_ids"][i, :n], np.asarray(want["token_ids"][i])[:n])
+    assert data.texts["tokenizer"] == "GPT2Tokenizer" and data.texts["start_token"] == VOCAB - 1
+    code, out = run("verify", str(result.out), "--data", str(tmp_path / "t.txt"), "--backends", "onnxruntime",
+                    "--json", str(tmp_path / "r.json"))  # fmt: skip
+    assert code == 0, out
+    record = json.loads((tmp_path / "r.json").read_text())["data"]
+    assert record["texts"]["texts"] == len(texts) and record["held_out_rows"] == len(texts) - 3
+    assert {c["backend"] for c in record["checks"]} == {"onnxruntime"} and all(c["passed"] for c in record["checks"])
+
+
 @pytest.fixture(scope="module")
 def bart_export(tmp_path_factory):
     import keras

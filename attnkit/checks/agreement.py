@@ -259,9 +259,7 @@ def verify(
         source.generation  # raises: no generation export, and how to make one  # noqa: B018
     spec = source.spec
     if data is not None:  # refused with one line before anything is checked
-        from ..core.data import UserData, load_data
-
-        data = data if isinstance(data, UserData) else load_data(data, spec)
+        data = source.data(data)
     if spec.max_sequence:
         shapes = tuple((b, min(s, spec.max_sequence)) for b, s in shapes)
     pairs = default_backends(source)

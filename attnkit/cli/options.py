@@ -165,7 +165,7 @@ def _data(data, accuracy_target):
     return {"data": str(data) if data else None, "accuracy_target": accuracy_target}
 
 
-#: ``--data FILE.npz`` (the user's inputs: calibration rows and held-out rows, attnkit.core.data) and the share of
+#: ``--data FILE`` (the user's inputs: calibration rows and held-out rows, attnkit.core.data) and the share of
 #: fp32's task metric a reduced precision must keep on them
 DATA = OptionGroup(
     "data",
@@ -173,8 +173,9 @@ DATA = OptionGroup(
         click.option(
             "--data",
             type=click.Path(path_type=Path),
-            help="Your inputs: an .npz with one array per model input (and optional labels). Half the rows (at most "
-            "64) calibrate int8, the rest are held out; every artifact is also checked on them with a task metric.",
+            help="Your inputs: an .npz with one array per model input (and optional labels), or texts (.txt, one per "
+            'line; .jsonl, {"text", "label"}) for a model saved with its keras-hub tokenizer. Half the rows (at '
+            "most 64) calibrate int8, the rest are held out; every artifact is also checked on them with a task metric.",
         ),
         click.option(
             "--accuracy-target",

@@ -54,9 +54,16 @@ def class_output(spec, outputs: dict[str, np.ndarray]) -> str | None:
     return next((n for n in names if "logits" in n), None)
 
 
+def _output_side(spec, role: str) -> str | None:
+    """The input of ``role`` on the side the logits are over: a seq2seq model's decoder input (its encoder's ids
+    and mask are not the positions it predicts), else the one there is."""
+    names = [t.name for t in spec.inputs if t.role == role]
+    return next((n for n in names if "decoder" in n), names[-1] if names else None)
+
+
 def _real_positions(spec, feeds: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
     """A boolean mask over the output's leading axes: the padding mask where there is one, else all True."""
-    mask_name = next((t.name for t in spec.inputs if t.role == "padding_mask"), None)
+    mask_name = _output_side(spec, "padding_mask")
     lead = shape[:-1]
     if mask_name is None or len(lead) < 2:
         return np.ones(lead, bool)
@@ -74,8 +81,8 @@ def task_metrics(
     correct = labelled = 0
     nt_correct = nt_total = 0
     nll = 0.0
-    tokens_name = next((t.name for t in spec.inputs if t.role == "tokens"), None)
-    vocab = next((t.high for t in spec.inputs if t.role == "tokens"), None)
+    tokens_name = _output_side(spec, "tokens")
+    vocab = next((t.high for t in spec.inputs if t.name == tokens_name), None)
     for i, (f, ref, out) in enumerate(zip(feeds, reference, got)):
         r, g = np.asarray(ref[name], np.float32), np.asarray(out[name], np.float32)
         real = _real_positions(spec, f, r.shape)

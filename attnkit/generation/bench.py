@@ -277,9 +277,7 @@ def _prompts(source, g, batches, prompt_lengths, new_tokens, seed: int, data, re
     if data is None:
         shapes = [(b, p, n) for b in batches for p in prompt_lengths for n in new_tokens]
         return {shape: Prompts.random(g, shape[0], shape[1], seed, source_length=shape[1]) for shape in shapes}
-    from ..core.data import UserData, load_data
-
-    data = data if isinstance(data, UserData) else load_data(data, source.spec)
+    data = source.data(data)
     held = data.rows - data.calibration
     if max(batches) > held:
         raise AttnkitError(

@@ -41,19 +41,16 @@ class Prompts:
     @classmethod
     def from_data(cls, g: GenerationSpec, data, max_new_tokens: int, rows: int = 8) -> Prompts:
         """The first ``rows`` held-out rows of the user's data (:class:`attnkit.core.data.UserData`) as prompts,
-        each cut to what the model's positions allow beside ``max_new_tokens`` (its padding mask kept).
-
-        Raises:
-            AttnkitError: a seq2seq model (its prompts are source and target: not supported from ``--data`` yet).
-        """
-        from ..core.errors import AttnkitError
-
-        if g.seq2seq:
-            raise AttnkitError(
-                "prompts from --data are for decoder-only models; a seq2seq model's generation is checked on random "
-                "prompts.", flag="--data", hint="Drop --data, or --no-generate to check the forward pass on it.",
-            )  # fmt: skip
+        each cut to what the model's positions allow beside ``max_new_tokens`` (its padding mask kept). For a
+        seq2seq model the rows' source (encoder ids and mask) is translated from the first decoder token of each
+        row (its start token): what a translation service is asked."""
         held = data.batches("held_out", batch=rows)[0]
+        if g.seq2seq:
+            src_mask = held[g.encoder_mask].astype("int32") if g.encoder_mask in held \
+                else np.ones_like(held[g.encoder_ids])  # fmt: skip
+            src = np.where(src_mask == 1, held[g.encoder_ids], 0).astype("int32")
+            ids = held[g.ids][:, :1].astype("int32")
+            return cls(ids, np.ones_like(ids), src, src_mask)
         keep = max(1, min(held[g.ids].shape[1], g.max_length - max_new_tokens))
         mask = held[g.mask][:, :keep].astype("int32") if g.mask in held else np.ones_like(held[g.ids][:, :keep])
         mask[:, 0] = 1  # a prompt has at least one token

@@ -32,6 +32,18 @@ from ..core.genspec import GenerationSpec
 ROTARY_MAX_LENGTH = 2048
 
 
+def tokenizer_of(model) -> tuple:
+    """``(tokenizer, start token id or None)`` of a keras-hub task's preprocessor (the start token where the
+    preprocessor prepends one, as ``CausalLMPreprocessor`` does by default), or ``(None, None)``: how ``--data``
+    texts become the ids the model was trained on."""
+    preprocessor = getattr(model, "preprocessor", None)
+    tokenizer = getattr(preprocessor, "tokenizer", None)
+    if tokenizer is None:
+        return None, None
+    start = getattr(tokenizer, "start_token_id", None) if getattr(preprocessor, "add_start_token", False) else None
+    return tokenizer, (int(start) if isinstance(start, int) else None)
+
+
 def has_cached_call(model) -> bool:
     """True for a model that provides keras-hub's ``CausalLM`` cache contract: ``call_with_cache`` and
     ``_build_cache`` (which gives the cache's layout), with a ``backbone`` that has ``vocabulary_size`` and

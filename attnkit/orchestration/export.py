@@ -245,8 +245,10 @@ def export(
     data = None
     if opts.data is not None:
         from ..core.data import load_data
+        from ..models.keras_hub import tokenizer_of
 
-        data = load_data(opts.data, spec)  # refused with one line before anything is written
+        # refused with one line before anything is written; texts are tokenised with the model's own tokenizer
+        data = load_data(opts.data, spec, tokenizer=lambda: tokenizer_of(keras_model))
         say(f"your data: {data.record()['split']} ({data.path})")
     if trt:
         from ..exporters.tensorrt import profiles_from

@@ -115,10 +115,9 @@ def bench(model: str | Path, *, target: str | None = None, data=None, accuracy_t
         progress=kwargs.get("progress"), data=data,
     ) as (root, on_the_fly):  # fmt: skip
         if data is not None:  # refused before anything is measured
-            from ..core.data import load_data
-            from ..exporters.manifest import Manifest
+            from ..runtimes.base import Source
 
-            data = load_data(data, Manifest.load(root).spec)
+            data = Source(root, unsafe=kwargs.get("unsafe", False), imports=kwargs.get("imports", ())).data(data)
         report = run_bench(root, on_the_fly=on_the_fly, **kwargs)
         if on_the_fly:
             report.config["target"] = str(model)
@@ -135,12 +134,11 @@ def gate_on_data(report, root, data, accuracy_target, unsafe: bool = False, prog
 
     from ..checks.agreement import resolve_tolerance
     from ..checks.task import check_data
-    from ..core.data import UserData, load_data
     from ..core.metrics import ACCURACY_TARGET
     from ..runtimes.base import Source
 
     source = Source(root, unsafe=unsafe)
-    loaded = data if isinstance(data, UserData) else load_data(data, source.spec)
+    loaded = source.data(data)
     target = ACCURACY_TARGET if accuracy_target is None else accuracy_target
     pairs = list(dict.fromkeys((m.backend, m.precision) for m in report.measurements if m.latency))
     base, checks = check_data(source, pairs, loaded, lambda p: resolve_tolerance(p, None, None), target, progress)

@@ -90,6 +90,21 @@ class Source:
             )
         return self.root / record.path
 
+    def data(self, data, flag: str = "--data"):
+        """The user's ``--data`` (a path, or :class:`~attnkit.core.data.UserData` as is) checked against this
+        export's inputs; texts are tokenised with the saved model's own tokenizer (loaded only for texts)."""
+        from ..core.data import UserData, load_data
+
+        if isinstance(data, UserData):
+            return data
+
+        def tokenizer():
+            from ..models.keras_hub import tokenizer_of
+
+            return tokenizer_of(self.keras_model)
+
+        return load_data(data, self.spec, flag, tokenizer=tokenizer)
+
     @cached_property
     def keras_model(self):
         """The float32 Keras model saved in the export (the reference), loaded once."""
