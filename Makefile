@@ -23,7 +23,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[cpu,openvino,keras-hub,genai,tensorrt-rtx,triton,dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[cpu,openvino,keras-hub,genai,tensorrt-rtx,triton,fixtures,dev]'
 	touch $@
 
 # export (SavedModel, ONNX fp32/fp16/int8, bf16 SavedModel) -> verify -> bench -> Triton + TF Serving

@@ -176,14 +176,16 @@ def _print_report_of(error) -> None:
     help="Check generation token by token against eager full recompute [default: when DIR is a --generate "
     "export; --generate refuses one that is not].",
 )
-@click.option("--max-new-tokens", default=32, show_default=True, type=int, help="Tokens generated per prompt.")
+@click.option(
+    "--max-new-tokens",
+    type=int,
+    help="Tokens generated per prompt [default: 32, or half the model's maximum length where that is shorter].",
+)
 @click.option(
     "--max-prompt-length",
     "prompt_length",
-    default=16,
-    show_default=True,
     type=int,
-    help="Longest prompt (others shorter).",
+    help="Longest prompt (others shorter) [default: 16, or what the model's positions leave beside the new tokens].",
 )
 @MODEL_LOADING
 @DATA

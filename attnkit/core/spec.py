@@ -14,6 +14,9 @@ import numpy as np
 
 from .errors import AttnkitError
 
+#: the dynamic axis of a seq2seq model's decoder side (its encoder side is "sequence")
+TARGET_AXIS = "target_sequence"
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -105,18 +108,28 @@ class ExportSpec:
         ``seed + k * len(shapes) + i``, so draw 0 is what a one-draw check of the same shapes sees, and the
         draws of ``verify`` and ``bench`` are numbered alike."""
         return {
-            (b, s): [self.sample_feeds(b, s, seed + k * len(shapes) + i) for k in range(draws)]
+            (b, s): [self.sample_feeds(b, s, seed + k * len(shapes) + i, self.check_target(s)) for k in range(draws)]
             for i, (b, s) in enumerate(shapes)
         }
 
-    def sample_feeds(self, batch: int, seq: int, seed: int) -> dict[str, np.ndarray]:
+    def check_target(self, seq: int) -> int:
+        """The target length a check draws beside a source of ``seq`` (a seq2seq model's decoder side): a third
+        shorter, within the spec's range, so that source and target lengths differ wherever the range allows. Equal
+        lengths hid an int8 ONNX whose shape inference had tied the two (a translator failed on its first real
+        data, issue 35)."""
+        return max(min(self.sequence.min, seq), seq - seq // 3)
+
+    def sample_feeds(self, batch: int, seq: int, seed: int, target: int | None = None) -> dict[str, np.ndarray]:
         """Fresh random inputs for one shape: normal floats, token ids >= 1, ragged padding masks.
 
         The first row of every padding mask is full length and the others have random valid
-        lengths in ``[seq // 2, seq]``, so masked positions are exercised but no row is empty.
+        lengths in ``[seq // 2, seq]``, so masked positions are exercised but no row is empty. ``target``: the
+        length of a seq2seq model's :data:`TARGET_AXIS` (default ``seq``).
         """
         rng = np.random.default_rng(seed)
         sizes = self.sizes(batch, seq)
+        if target is not None and TARGET_AXIS in sizes:
+            sizes[TARGET_AXIS] = target
         feeds = {}
         for t in self.inputs:
             shape = t.concrete_shape(sizes)

@@ -36,7 +36,7 @@ def accuracy_draws(spec, draws: int = 1) -> dict[tuple[int, int, int], dict]:
     out = {}
     for i, (b, s) in enumerate(shapes):
         for k in range(draws * (1 if (b, s) == opt else CHECK_DRAWS)):
-            out[(b, s, k)] = spec.sample_feeds(b, s, seed=7000 + k * len(shapes) + i)
+            out[(b, s, k)] = spec.sample_feeds(b, s, seed=7000 + k * len(shapes) + i, target=spec.check_target(s))
     return out
 
 

@@ -161,13 +161,17 @@ def output_names(model) -> list[str]:
     return list(model.output_names)
 
 
-def _axes(name: str, shape) -> tuple[str | None, ...]:
+def _axes(name: str, shape, target: bool = False) -> tuple[str | None, ...]:
+    """Dynamic axes by position; ``target``: the decoder side of a seq2seq model, whose length is its own (the same
+    name would tell ONNX Runtime that source and target lengths are equal)."""
+    from ..core.spec import TARGET_AXIS
+
     axes = []
     for i, dim in enumerate(shape):
         if i == 0:
             axes.append("batch")
         elif dim is None:
-            axes.append("sequence" if i == 1 else f"{name}_dim{i}")
+            axes.append((TARGET_AXIS if target else "sequence") if i == 1 else f"{name}_dim{i}")
         else:
             axes.append(None)
     return tuple(axes)
@@ -192,6 +196,9 @@ def spec_from_model(model, name: str) -> ExportSpec:
             hint="Wrap the model in keras.Model(inputs, outputs) before saving it.",
         )
     high = _token_high(model)
+    names = [t.name for t in inputs]
+    # a seq2seq model (encoder_* and decoder_* inputs): its decoder inputs and its outputs are over the target
+    seq2seq = any(n.startswith("encoder_") for n in names) and any(n.startswith("decoder_") for n in names)
     in_specs = []
     for t in inputs:
         shape = (None,) + tuple(t.shape[1:])
@@ -199,12 +206,13 @@ def spec_from_model(model, name: str) -> ExportSpec:
         role = "features"
         if "int" in dtype or dtype == "bool":
             role = "padding_mask" if "mask" in t.name or dtype == "bool" else "tokens"
-        in_specs.append(TensorSpec(t.name, dtype, shape, _axes(t.name, shape), role, high))
+        target = seq2seq and t.name.startswith("decoder_")
+        in_specs.append(TensorSpec(t.name, dtype, shape, _axes(t.name, shape, target), role, high))
     out_specs = []
     for n, t in zip(output_names(model), outputs):
         shape = (None,) + tuple(t.shape[1:])
         dtype = "float32" if "float" in str(t.dtype) else str(t.dtype)
-        out_specs.append(TensorSpec(n, dtype, shape, _axes(n, shape)))
+        out_specs.append(TensorSpec(n, dtype, shape, _axes(n, shape, seq2seq)))
     longest = _max_positions(model)
     if longest is None:
         return ExportSpec(name=name, inputs=tuple(in_specs), outputs=tuple(out_specs))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import ModelError
-from ..core.spec import ExportSpec, ShapeRange, TensorSpec
+from ..core.spec import TARGET_AXIS, ExportSpec, ShapeRange, TensorSpec
 
 DEFAULT_SEQ = 128
 
@@ -116,7 +116,7 @@ class Preset:
             inputs = tokens("", bs)
             outputs = (TensorSpec("logits", "float32", (None, None, c["vocab_size"]), bs + (None,)),)
         else:
-            target = ("batch", "target_sequence")
+            target = ("batch", TARGET_AXIS)
             inputs = tokens("encoder_", bs) + tokens("decoder_", target)
             outputs = (TensorSpec("logits", "float32", (None, None, c["vocab_size"]), target + (None,)),)
         return ExportSpec(self.name, inputs, outputs, sequence=seq_range, max_sequence=max_len)
