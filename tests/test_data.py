@@ -315,6 +315,11 @@ def test_openvino_int8_search_calibrates_on_the_data(tmp_path, monkeypatch):
         np.testing.assert_array_equal(np.concatenate([b["token_ids"] for b in calibration]), tokens[:6])
     held = tokens[6:]
     assert any(f["token_ids"].shape == held.shape and (f["token_ids"] == held).all() for f in judged)
+    assert choice.calibrated_on == "data" and "calibrated_on" not in choice.record()  # weight-only: no calibration
+    choice.name = openvino_int8.PTQ_BF16  # a calibrated scheme records what calibrated it, and warns without data
+    assert choice.record()["calibrated_on"] == "data"
+    assert "--data" in openvino_int8.random_calibration_note(choice.name)
+    assert openvino_int8.random_calibration_note(openvino_int8.WEIGHT_ONLY) is None
 
 
 def test_bench_data_gates_the_pick(lm_export, tmp_path, monkeypatch):

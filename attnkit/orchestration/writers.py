@@ -151,7 +151,7 @@ def _write_openvino(stage: Path, precisions, manifest: Manifest, say, spec=None,
     from ..core.machine import cpu_features
     from ..core.targets import OPENVINO_BF16_REQUIREMENT, OPENVINO_FP16_REQUIREMENT
     from ..exporters.openvino import IR_XML, require, write_ir
-    from ..exporters.openvino_int8 import choose
+    from ..exporters.openvino_int8 import choose, random_calibration_note
     from ..exporters.precision import onnx_file
 
     def int8_timer(call) -> float:
@@ -174,6 +174,8 @@ def _write_openvino(stage: Path, precisions, manifest: Manifest, say, spec=None,
         choice = choose(stage / rel / IR_XML, spec or manifest.spec, cpu_features(), target, timer=int8_timer, say=say,
                         data=data)  # fmt: skip
         say(f"OpenVINO int8 scheme: {choice.name} ({choice.reason})")
+        if data is None and random_calibration_note(choice.name):
+            say(random_calibration_note(choice.name))
         rel8 = f"{rel}_int8"
         (stage / rel8).mkdir(parents=True, exist_ok=True)
         require().save_model(choice.model, str(stage / rel8 / IR_XML), compress_to_fp16=False)
