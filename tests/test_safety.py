@@ -321,8 +321,13 @@ def test_an_interrupt_lost_in_a_finaliser_is_raised_at_the_next_checkpoint(tmp_p
                 (stage / "more").write_text("the export goes on")
         assert not printed  # nothing said of it
         assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+        # after the interrupt: a finaliser of an object it left half-built fails (TensorFlow's ApiDefMap, CI at
+        # 29861af); a side effect of the interrupt, said as nothing
+        sys.unraisablehook(type("Info", (), {"exc_value": AttributeError("no attribute '_api_def_map'")})())
+        assert not printed
+        interrupts.reset()
         sys.unraisablehook(type("Info", (), {"exc_value": ValueError("a real one")})())
-        assert len(printed) == 1  # other unraisable errors are still reported
+        assert len(printed) == 1  # without an interrupt, unraisable errors are reported
     finally:
         sys.unraisablehook = previous
         interrupts.reset()

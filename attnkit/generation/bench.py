@@ -66,6 +66,7 @@ class GenerationRow:
     per_position_ms: list[float] = field(default_factory=list)
     token_match: float | None = None
     first_mismatch: int | None = None
+    sequences_identical: float | None = None  # share of the batch's rows identical to the reference to the end
     agrees: bool | None = None
     agreement: str = ""
     skipped: str | None = None
@@ -440,6 +441,7 @@ def _measure(row: GenerationRow, runner, prompts, n: int, ref, repeats: int) -> 
     row.repeats = repeats
     row.tokens_per_s = prompts.batch * n / row.total_s
     row.token_match, row.first_mismatch = check.token_match, check.first_mismatch
+    row.sequences_identical = check.sequences_identical
     row.agrees = check.passed
     row.agreement = (
         "tokens identical" if check.passed and check.first_mismatch is None

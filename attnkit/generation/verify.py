@@ -30,6 +30,8 @@ from ..runtimes.registry import all_backends, generation_pairs, generation_runne
 from .loop import Generation, Prompts, decode, full_logits, recompute
 
 DEFAULT_BATCH, DEFAULT_PROMPT, DEFAULT_NEW = 3, 16, 32
+#: prompts taken from --data by default (its first held-out rows)
+DATA_PROMPTS = 8
 REFERENCE = "keras-recompute"
 
 
@@ -140,7 +142,7 @@ def verify_generation(
     root: str | Path,
     *,
     backends: list[str] | None = None,
-    batch: int = DEFAULT_BATCH,
+    batch: int | None = None,
     prompt_length: int | None = None,
     max_new_tokens: int | None = None,
     eos_id: int = -1,
@@ -155,6 +157,8 @@ def verify_generation(
     Args:
         backends: backend names (``NAME`` or ``NAME-PRECISION``) to check; default every one the export's
             artifacts allow (:func:`attnkit.runtimes.registry.generation_pairs`).
+        batch: prompts generated at once [default: 3 random prompts; with ``data``, its first 8 held-out rows
+            (at most as many as it holds)].
         data: the user's inputs (:class:`attnkit.core.data.UserData`): the prompts are its first held-out rows
             (:meth:`Prompts.from_data`) instead of random ids.
 
@@ -172,11 +176,13 @@ def verify_generation(
         max_new_tokens = min(DEFAULT_NEW, max(1, g.max_length // 2))
     if prompt_length is None:
         prompt_length = min(DEFAULT_PROMPT, max(1, g.max_length - max_new_tokens))
+    if batch is None:
+        batch = DATA_PROMPTS if data is not None else DEFAULT_BATCH
     if batch < 1:
         raise AttnkitError(f"must be >= 1; got {batch}.", flag="--batch")
     pairs = generation_pairs(source, backends)
     if data is not None:
-        prompts = Prompts.from_data(g, data, max_new_tokens)
+        prompts = Prompts.from_data(g, data, max_new_tokens, rows=batch)
     else:
         prompts = Prompts.random(g, batch, prompt_length, seed, source_length=prompt_length)
     say = progress or (lambda _m: None)
