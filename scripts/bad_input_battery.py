@@ -69,6 +69,8 @@ def _battery(work: Path) -> int:
     np.savez(work / "wrongname.npz", tokens=np.ones((8, 4, 512), "float32"))
     np.savez(work / "intx.npz", x=np.ones((8, 4, 512), "int32"))
     np.savez(work / "few.npz", x=np.ones((2, 4, 512), "float32"))
+    (work / "bad.jsonl").write_text('{"text": "one"}\nnot json\n')
+    (work / "texts.txt").write_text("one\ntwo\nthree\nfour\n")
     E, W = str(exp), str(work)
     cases: list[tuple[list[str], str]] = [
         (["export", "no-such-preset"], "MODEL"),
@@ -115,6 +117,9 @@ def _battery(work: Path) -> int:
         (["verify", E, "--data", f"{W}/wrongname.npz"], "--data"),
         (["verify", E, "--data", f"{W}/intx.npz"], "--data"),
         (["verify", E, "--data", f"{W}/few.npz"], "--data"),
+        (["verify", E, "--data", f"{W}/bad.jsonl"], "--data"),
+        (["verify", E, "--data", f"{W}/texts.txt"], "--data"),
+        (["export", "decoder-small", "--data", f"{W}/texts.txt", "--out", f"{W}/fromtexts"], "--data"),
         (["verify", E, "--accuracy-target", "0.9"], "--accuracy-target"),
         (["verify", E, "--data", f"{W}/few.npz", "--accuracy-target", "0"], "--accuracy-target"),
         (["bench", E, "--target", "host"], "--target"),
