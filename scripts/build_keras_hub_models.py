@@ -1,9 +1,12 @@
 """Build the keras-hub models BENCHMARKS.md measures, from config with random weights (no download), and save
 them as ``.keras`` files: ``llama3-small.keras`` (Llama3CausalLM, 4 layers, hidden 512, 8 query heads over 2
 key/value heads, FFN 1408, vocab 8192) and ``gpt2-small.keras`` (GPT2CausalLM, 4 layers, hidden 512, 8 heads,
-FFN 2048, vocab 8192, 512 positions).
+FFN 2048, vocab 8192, 512 positions); with ``--large``, models whose weights do not fit in any CPU's cache, so
+their decode meets the DRAM wall (issue 36): ``llama3-124m`` (12 layers, hidden 768, 12 query heads over 4
+key/value heads, FFN 2048, vocab 32000) and ``gpt2-124m`` (GPT-2 small's own shape: 12 layers, hidden 768,
+12 heads, FFN 3072, vocab 50257, 1024 positions).
 
-    python scripts/build_keras_hub_models.py [--out DIR] [--seed 0]
+    python scripts/build_keras_hub_models.py [--out DIR] [--seed 0] [--large]
 """
 
 from __future__ import annotations
@@ -18,6 +21,14 @@ def build(name: str, seed: int):
 
     keras.utils.set_random_seed(seed)
     m = keras_hub.models
+    if name == "llama3-124m":
+        backbone = m.Llama3Backbone(vocabulary_size=32000, num_layers=12, num_query_heads=12, num_key_value_heads=4,
+                                    hidden_dim=768, intermediate_dim=2048)  # fmt: skip
+        return m.Llama3CausalLM(backbone=backbone, preprocessor=None)
+    if name == "gpt2-124m":
+        backbone = m.GPT2Backbone(vocabulary_size=50257, num_layers=12, num_heads=12, hidden_dim=768,
+                                  intermediate_dim=3072, max_sequence_length=1024)  # fmt: skip
+        return m.GPT2CausalLM(backbone=backbone, preprocessor=None)
     if name == "llama3-small":
         backbone = m.Llama3Backbone(vocabulary_size=8192, num_layers=4, num_query_heads=8, num_key_value_heads=2,
                                     hidden_dim=512, intermediate_dim=1408)  # fmt: skip
@@ -31,9 +42,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--large", action="store_true", help="the ~124 M models instead of the small ones")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in ("llama3-small", "gpt2-small"):
+    for name in ("llama3-124m", "gpt2-124m") if args.large else ("llama3-small", "gpt2-small"):
         model = build(name, args.seed)
         path = args.out / f"{name}.keras"
         model.save(path)
