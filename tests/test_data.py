@@ -16,15 +16,22 @@ from attnkit.core.metrics import TaskMetrics, keeps, task_metrics
 from attnkit.core.spec import ExportSpec, TensorSpec
 
 VOCAB = 64
-LM_SPEC = ExportSpec(
-    "lm",
-    (
-        TensorSpec("token_ids", "int32", (None, None), ("batch", "sequence"), "tokens", VOCAB),
-        TensorSpec("padding_mask", "int32", (None, None), ("batch", "sequence"), "padding_mask"),
-    ),
-    (TensorSpec("logits", "float32", (None, None, VOCAB), ("batch", "sequence", None)),),
-    max_sequence=64,
-)
+
+
+def _lm_spec(name: str, vocab: int) -> ExportSpec:
+    """A language model's interface: token ids and a padding mask in, logits over ``vocab`` out, 64 positions."""
+    return ExportSpec(
+        name,
+        (
+            TensorSpec("token_ids", "int32", (None, None), ("batch", "sequence"), "tokens", vocab),
+            TensorSpec("padding_mask", "int32", (None, None), ("batch", "sequence"), "padding_mask"),
+        ),
+        (TensorSpec("logits", "float32", (None, None, vocab), ("batch", "sequence", None)),),
+        max_sequence=64,
+    )
+
+
+LM_SPEC = _lm_spec("lm", VOCAB)
 
 
 def _tokens(rows: int, seq: int, seed: int = 11) -> np.ndarray:
@@ -81,15 +88,7 @@ def test_not_an_npz_and_a_missing_file_are_refused(tmp_path):
 
 
 TEXT_VOCAB = 258
-TEXT_SPEC = ExportSpec(
-    "bytes",
-    (
-        TensorSpec("token_ids", "int32", (None, None), ("batch", "sequence"), "tokens", TEXT_VOCAB),
-        TensorSpec("padding_mask", "int32", (None, None), ("batch", "sequence"), "padding_mask"),
-    ),
-    (TensorSpec("logits", "float32", (None, None, TEXT_VOCAB), ("batch", "sequence", None)),),
-    max_sequence=64,
-)
+TEXT_SPEC = _lm_spec("bytes", TEXT_VOCAB)
 
 
 def _byte_tokenizer():
