@@ -426,3 +426,59 @@ def test_attention_heatmaps(tmp_path):
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
     code, out = run("attention", "encoder-tiny", "--out", tmp_path / "h.png", "--layer", "7")
     assert code != 0 and "--layer" in out and "2 attention layers" in out
+
+
+def _results(path, cpu_flags: dict, rows: list[tuple], onnxruntime: str = "1.31.1"):
+    """A results.json as `attnkit bench` writes it (BenchReport.to_dict), from rows of (backend, precision, batch,
+    median ms, speedup, passed)."""
+    from attnkit.benchmark.results import BenchReport
+
+    env = {"cpu": "AMD EPYC", "cpu_flags": cpu_flags, "cores": 2, "threads": {"requested": None},
+           "versions": {"onnxruntime": onnxruntime, "tensorflow": "2.21.0"}, "attnkit": "test"}  # fmt: skip
+    report = BenchReport("encoder-tiny", {}, env, {})
+    rng = np.random.default_rng(len(rows))
+    for backend, precision, batch, ms, speedup, passed in rows:
+        latency = Latency.from_ns([int(ms * 1e6 * (1 + 0.01 * x)) for x in rng.standard_normal(9)])
+        agreement = {"passed": passed, "rel_l2": 1e-7 if precision == "fp32" else 1e-2, "tolerance": precision}
+        report.measurements.append(Measurement(backend, precision, batch, 16, latency, speedup=speedup,
+                                               agreement=agreement))  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.to_dict()))
+    return report
+
+
+def test_compare_puts_machines_side_by_side_and_reproduces_each_pick(tmp_path):
+    """compare reads each results.json back, gives each the pick its own measurements give (the file's, exactly),
+    names what differs between the machines instead of averaging them, and refuses a file whose recorded pick its
+    measurements do not give (exit 1) and anything that is not a bench result (one line naming RESULTS)."""
+    avx2 = {"avx2": True, "fma": True, "avx512f": False, "avx512_vnni": False}
+    vnni = {"avx2": True, "fma": True, "avx512f": True, "avx512bw": True, "avx512_vnni": True}
+    a = _results(tmp_path / "zen3" / "results.json", avx2,
+                 [("keras", "fp32", 2, 9.0, 1.0, True), ("onnxruntime", "fp32", 2, 3.0, 3.0, True),
+                  ("onnxruntime", "int8", 2, 2.5, 3.6, True)])  # fmt: skip
+    b = _results(tmp_path / "zen4" / "results.json", vnni,
+                 [("keras", "fp32", 2, 8.0, 1.0, True), ("onnxruntime", "fp32", 2, 2.0, 4.0, True),
+                  ("openvino", "int8", 2, 1.0, 8.0, False)], onnxruntime="1.30.0")  # fmt: skip
+    r = CliRunner().invoke(cli, ["compare", str(tmp_path / "zen3"), str(tmp_path / "zen4" / "results.json"),
+                                 "--out", str(tmp_path / "cmp")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "CPU class" in r.output and "onnxruntime version" in r.output and "none is averaged" in r.output
+    got = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert [i["pick"] for i in got["inputs"]] == [a.pick(), b.pick()]  # each file's pick, exactly
+    assert got["inputs"][1]["pick"]["throughput"]["backend"] == "onnxruntime"  # the disagreeing int8 never
+    assert [i["machine"]["cpu_class"] for i in got["inputs"]] == ["cpu-avx2", "cpu-avx512-vnni"]
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 0
+
+    edited = json.loads((tmp_path / "zen4" / "results.json").read_text())
+    edited["pick"]["throughput"]["backend"] = "openvino"  # a pick its measurements do not give
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    r = CliRunner().invoke(cli, ["compare", str(tmp_path / "zen3"), str(tmp_path / "edited.json")])
+    assert r.exit_code == 1 and "NO" in r.output and "edited.json" in r.output.splitlines()[-1]
+
+    (tmp_path / "gen.json").write_text(json.dumps({"kind": "generation", "rows": []}))
+    (tmp_path / "bad.json").write_text("{not json")
+    for path, needle in ((tmp_path / "none.json", "is not a results.json"), (tmp_path / "gen.json", "generation"),
+                         (tmp_path / "bad.json", "could not be read as JSON")):  # fmt: skip
+        r = CliRunner().invoke(cli, ["compare", str(path)])
+        assert r.exit_code == 2 and needle in r.output and "Traceback" not in r.output, r.output
+        assert r.output.strip().startswith("Error: RESULTS:") and len(r.output.strip().splitlines()) == 1

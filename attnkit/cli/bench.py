@@ -30,6 +30,7 @@ TIMING = timing()
 #: what a preset or .keras file is exported for on the fly: this machine, where it is measured
 ON_THE_FLY = target("host")
 BENCH_OUT = out_dir("results.json, results.csv, throughput.png")
+COMPARE_OUT = out_dir("compare.json, compare.png")
 
 
 @cli.command()
@@ -78,6 +79,41 @@ def bench(model, backends, no_baseline, **kw):
     if out:
         for path in render.write_all(report, out):
             click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("results", nargs=-1, metavar="RESULTS...")
+@COMPARE_OUT
+def compare(results, **kw):
+    """Bench results (results.json, or the --out directories holding them) from several machines or runs side by
+    side: per run its machine and the pick its own measurements give; machines that differ in CPU class, threads
+    or library versions are named, and nothing is averaged across them. Exits 1 when a file's recorded pick is
+    not what its measurements give."""
+    from ..benchmark.compare import compare as run_compare
+    from ..benchmark.compare import plot
+    from ..core.errors import AgreementError
+    from .render import compare_table
+
+    out = COMPARE_OUT.parse(kw)
+    comparison = run_compare(list(results))
+    console().print(compare_table(comparison))
+    for model, differences in comparison.differences.items():
+        if differences:
+            click.echo(f"{model}: machines differ in {', '.join(differences)}: each ratio is within its own run, none "
+                       "is averaged across them")  # fmt: skip
+    if out:
+        import json
+
+        from ..exporters.manifest import write_outputs
+
+        writers = {"compare.json": lambda p: p.write_text(json.dumps(comparison.to_dict(), indent=2) + "\n"),
+                   "compare.png": lambda p: plot(comparison, p)}  # fmt: skip
+        for path in write_outputs(out, writers):
+            click.echo(f"wrote {path}")
+    wrong = [i.path for i in comparison.inputs if not i.pick_reproduced]
+    if wrong:
+        raise AgreementError(f"the recorded pick of {', '.join(wrong)} is not what its own measurements give (edited, "
+                             "or written by another attnkit).", flag="RESULTS")  # fmt: skip
 
 
 GENERATE_BATCHES = batch_sizes("1")

@@ -204,3 +204,29 @@ def data_table(report: VerifyReport, width: int | None = None) -> Table:
         rows.append(lead + [f(c.rel_l2, ".2e"), f(m and m.top1_agreement), f(m and m.accuracy),
                             f(m and m.next_token_accuracy), f(m and m.perplexity, ".3f"), verdict])  # fmt: skip
     return fitted_table(title, columns, rows, width)
+
+
+def compare_table(comparison) -> Table:
+    """``attnkit compare``: one row per results.json, its machine and the pick its own measurements give."""
+    t = Table(title="attnkit compare: each run's pick, against its own eager baseline")
+    for col in ("results", "model", "machine", "latency pick", "throughput pick", "rel L2 / tol", "pick reproduced"):
+        t.add_column(col)
+
+    def pick(p: dict | None, figure: str) -> str:
+        if not p:
+            return "none agrees"
+        ran = f" (ran {p['ran_as']})" if p.get("ran_as") and p["ran_as"] != p["precision"] else ""
+        value = f"{p['p50_ms']:.2f} ms" if figure == "latency" else f"{p['seq_per_s']:.1f} seq/s"
+        speedup = f", {p['speedup']:.2f}x" if p.get("speedup") else ""
+        return f"{p['backend']} {p['precision']}{ran} {p['batch']}x{p['seq']}: {value}{speedup}"
+
+    for i in comparison.inputs:
+        m = i.machine
+        t.add_row(
+            i.path, i.model, f"{m['cpu']} ({m['cpu_class']}, {m['cores']} cores)",
+            pick(i.pick.get("latency"), "latency"), pick(i.pick.get("throughput"), "throughput"),
+            (f"{i.pick['throughput']['rel_l2']:.1e} / {i.pick['throughput']['rel_l2_tolerance']:g}"
+             if i.pick.get("throughput") else "-"),
+            "yes" if i.pick_reproduced else "NO: the file's recorded pick differs",
+        )  # fmt: skip
+    return t
