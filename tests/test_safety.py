@@ -351,3 +351,31 @@ def test_results_writer_leaves_nothing_when_it_fails(tmp_path):
     with pytest.raises(AttnkitError):
         write_outputs(keep, {"results.json": lambda p: p.write_text("new"), "results.csv": broken})
     assert (keep / "results.json").read_text() == "old" and sorted(p.name for p in keep.iterdir()) == ["results.json"]
+
+
+def test_an_interrupt_a_library_turned_into_its_own_error_ends_as_the_interrupt(monkeypatch, capsys):
+    """Ctrl-C inside Keras's load_model came out as "model.keras ... looks corrupt" (a ModelError, exit 2; CI at
+    c4c6681): once an interrupt was recorded, a typed error that follows it is the interrupt's doing: one line,
+    exit 130. Without an interrupt the same error is itself (exit 2)."""
+    from attnkit.benchmark import compare as compare_module
+    from attnkit.cli import cli
+    from attnkit.core import interrupts
+    from attnkit.core.errors import ModelError
+
+    def swallowed_then_typed(paths):
+        if paths == ["interrupted"]:
+            try:
+                interrupts.interrupt()  # what the SIGINT handler does; a library swallows the KeyboardInterrupt
+            except KeyboardInterrupt:
+                pass
+        raise ModelError("`model.keras` could not be loaded; the file looks corrupt.", flag="MODEL")
+
+    monkeypatch.setattr(compare_module, "compare", swallowed_then_typed)
+    try:
+        assert cli.main(["compare", "interrupted"], standalone_mode=False) == 130
+        err = capsys.readouterr().err
+        assert err.strip() == interrupts.INTERRUPTED and "corrupt" not in err
+        assert cli.main(["compare", "plain"], standalone_mode=False) == 2
+        assert "looks corrupt" in capsys.readouterr().err
+    finally:
+        interrupts.reset()

@@ -54,6 +54,13 @@ def native_stderr_silenced():
         os.close(devnull)
 
 
+def _interrupted_exit() -> int:
+    """The one line and exit code of a Ctrl-C (130) or SIGTERM (143) that a library turned into an error."""
+    what = "terminated (SIGTERM)" if requested() and not interrupted() else "interrupted"
+    click.echo(f"Error: {what}; nothing was left half-written.", err=True)
+    return 143 if what.startswith("terminated") else 130
+
+
 class AttnkitGroup(click.Group):
     """A click group that turns every exception into one line and an exit code."""
 
@@ -93,6 +100,10 @@ class AttnkitGroup(click.Group):
             click.echo(f"Error: {e.format_message()}", err=True)
             code = e.exit_code
         except AttnkitError as e:  # the library names the parameter; the face names the flag that sets it
+            if interrupted() or requested():
+                # the interrupt landed in a library that turned it into its own error, which attnkit then typed
+                # (CI at c4c6681: Ctrl-C inside Keras's load_model became "model.keras ... looks corrupt", exit 2)
+                return _interrupted_exit()
             click.echo(f"Error: {e.for_cli()}", err=True)
             code = e.exit_code
         except Terminated:
@@ -106,9 +117,7 @@ class AttnkitGroup(click.Group):
                 # Ctrl-C or SIGTERM landed inside a native call (pybind11 reports "error_already_set: MISMATCH
                 # of original and normalized active exception"): it is the interrupt, not a bug; every atomic
                 # writer has already cleaned up on the way out.
-                what = "terminated (SIGTERM)" if requested() and not interrupted() else "interrupted"
-                click.echo(f"Error: {what}; nothing was left half-written.", err=True)
-                return 143 if what.startswith("terminated") else 130
+                return _interrupted_exit()
             # a bug: still one line, traceback on request
             if os.environ.get("ATTNKIT_DEBUG"):
                 traceback.print_exc()
