@@ -258,7 +258,7 @@ def test_accuracy_control_returns_layers_to_f32_until_within_tolerance(ov_export
     spec = ov_export.manifest.spec
     core = ov.Core()
     fp32 = core.read_model(str(ov_export.out / "openvino" / "model.xml"))
-    accuracy = oi.accuracy_inputs(spec)
+    accuracy = list(oi.accuracy_draws(spec).values())
     reference = oi.compile_model(core, fp32, 0)
     expected = [oi.run(reference, f) for f in accuracy]
     calibration = oi.calibration_inputs(spec)

@@ -1,7 +1,7 @@
 """``attnkit compare RESULTS...``: bench results from several machines (or several runs on one) side by side.
 
 Each ``results.json`` records its machine (``environment``: CPU, flags, cores, threads, library versions) and its
-measurements. This module reads them back into :class:`~attnkit.benchmark.results.BenchReport` and asks the same
+measurements. This module reads them back (:meth:`~attnkit.benchmark.results.BenchReport.from_dict`) and asks the same
 :meth:`~attnkit.benchmark.results.BenchReport.pick` that wrote them, so a file whose recorded pick is not what its
 own measurements give (edited, or written by another attnkit) is named. Figures from machines of another CPU class,
 thread setting or library versions are put side by side, each under its own machine, and never averaged: the
@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import AttnkitError
-from .results import BenchReport, Measurement
-from .stats import Latency
+from .results import BenchReport
 
 #: library versions whose difference makes two machines' figures different experiments
 COMPARED_VERSIONS = ("tensorflow", "onnxruntime", "openvino", "keras", "tf2onnx")
@@ -71,37 +70,6 @@ def machine_of(environment: dict) -> dict[str, Any]:
     }
 
 
-def report_of(d: dict) -> BenchReport:
-    """A :class:`BenchReport` rebuilt from its ``to_dict()`` (the fields the pick and the table read)."""
-    report = BenchReport(d["model"], d.get("config", {}), d.get("environment", {}), d.get("calibration", {}))
-    for m in d["measurements"]:
-        lat = m.get("latency")
-        latency = None
-        if lat:
-            keys = ("count", "mean", "stdev", "p50", "p90", "p95", "p99", "min", "max", "total_s")
-            latency = Latency(**{k: lat[k] for k in keys}, values=tuple(lat.get("values", ())))
-        ran_as = m.get("ran_as")
-        computes_in = m.get("computes_in")
-        report.measurements.append(
-            Measurement(
-                m["backend"],
-                m["precision"],
-                m["batch"],
-                m["seq"],
-                latency,
-                m.get("flops_per_call"),
-                m.get("speedup"),
-                m.get("pct_of_peak"),
-                m.get("skipped"),
-                m.get("error"),
-                ran_as if ran_as != m["precision"] else None,
-                computes_in if computes_in != (ran_as or m["precision"]) else None,
-                m.get("agreement"),
-            )  # fmt: skip
-        )
-    return report
-
-
 def read(path: str | Path) -> Input:
     """One bench ``results.json`` (a file, or a directory holding one), checked and read back.
 
@@ -125,7 +93,7 @@ def read(path: str | Path) -> Input:
         raise AttnkitError(f"`{p}` is {what}: compare takes `attnkit bench` results (model, environment, measurements,"
                            " pick).", flag="RESULTS")  # fmt: skip
     try:
-        report = report_of(d)
+        report = BenchReport.from_dict(d)
     except (KeyError, TypeError) as e:
         raise AttnkitError(
             f"`{p}`: a measurement lacks {e}; was it written by `attnkit bench`?", flag="RESULTS"
@@ -165,7 +133,7 @@ def _same_pick(a: dict, b: dict) -> bool:
 
 def plot(comparison: Comparison, path: Path) -> None:
     """Each input's throughput pick (speedup over its own eager baseline), one bar per input, labelled by machine."""
-    from ..core.plotting import pyplot
+    from ..core.plotting import pyplot, save_png
 
     plt = pyplot()
     labels, values = [], []
@@ -179,5 +147,4 @@ def plot(comparison: Comparison, path: Path) -> None:
     ax.set_ylabel("pick's speedup over eager Keras (same run)")
     ax.set_title("attnkit compare: each machine's pick, against its own baseline")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_png(fig, path)

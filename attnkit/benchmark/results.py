@@ -61,6 +61,19 @@ class Measurement:
         """Achieved GFLOP/s: FLOPs per call over the median latency."""
         return self.flops / (self.latency.p50 / 1e3) / 1e9 if self.latency and self.flops else None
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Measurement:
+        """The inverse of :meth:`to_dict` (``ran_as``/``computes_in`` equal to the precision are not differences)."""
+        ran_as, computes_in = d.get("ran_as"), d.get("computes_in")
+        return cls(
+            d["backend"], d["precision"], d["batch"], d["seq"],
+            Latency.from_dict(d["latency"]) if d.get("latency") else None,
+            d.get("flops_per_call"), d.get("speedup"), d.get("pct_of_peak"), d.get("skipped"), d.get("error"),
+            ran_as if ran_as != d["precision"] else None,
+            computes_in if computes_in != (ran_as or d["precision"]) else None,
+            d.get("agreement"),
+        )  # fmt: skip
+
     def to_dict(self, raw: bool = True) -> dict[str, Any]:
         return {
             "backend": self.backend,
@@ -147,6 +160,13 @@ class BenchReport:
                     f"{m.latency.cv:.0%} > 10%; the machine was busy or the run too short (raise --min-seconds)"
                 )
         return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BenchReport:
+        """A report read back from :meth:`to_dict` (``attnkit compare``): its measurements, and with them its pick."""
+        report = cls(d["model"], d.get("config", {}), d.get("environment", {}), d.get("calibration", {}))
+        report.measurements = [Measurement.from_dict(m) for m in d["measurements"]]
+        return report
 
     def to_dict(self, raw: bool = True) -> dict[str, Any]:
         return {

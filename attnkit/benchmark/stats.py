@@ -64,6 +64,12 @@ class Latency:
     def noisy(self) -> bool:
         return self.cv > CV_WARNING
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Latency:
+        """The inverse of :meth:`to_dict` (raw values where it kept them)."""
+        keys = ("count", "mean", "stdev", "p50", "p90", "p95", "p99", "min", "max", "total_s")
+        return cls(**{k: d[k] for k in keys}, values=tuple(d.get("values", ())))
+
     def to_dict(self, raw: bool = True) -> dict:
         d = {
             k: getattr(self, k) for k in ("count", "mean", "stdev", "p50", "p90", "p95", "p99", "min", "max", "total_s")

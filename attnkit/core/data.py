@@ -135,10 +135,10 @@ def _user_data(path: Path, sha256: str, arrays: dict, labels, flag: str, texts: 
     return UserData(str(path), sha256, arrays, labels, calibration_rows(rows), texts)
 
 
-def _read_texts(path: Path, flag: str) -> tuple[list[str], list[int] | None]:
+def _read_texts(path: Path, raw: bytes, flag: str) -> tuple[list[str], list[int] | None]:
     """The texts of a ``.txt`` (one per non-empty line) or ``.jsonl`` (``text``, optional ``label``) file."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = raw.decode("utf-8").splitlines()
     except UnicodeDecodeError as e:
         raise AttnkitError(f"`{path}` is not UTF-8 text ({e.reason} at byte {e.start}).", flag=flag) from None
     numbered = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
@@ -176,7 +176,8 @@ def _load_texts(path: Path, spec, flag: str, tokenizer) -> UserData:
             f"`{path}` holds texts; this model takes {', '.join(spec.input_names)}, which one text per row does not "
             "fill.", flag=flag, hint="Give an .npz with one array per input.",
         )  # fmt: skip
-    texts, labels = _read_texts(path, flag)
+    raw = path.read_bytes()
+    texts, labels = _read_texts(path, raw, flag)
     if not texts:
         raise AttnkitError(f"`{path}` holds no text.", flag=flag, hint="Write one text per line.")
     model_tokenizer, start = tokenizer() if tokenizer is not None else (None, None)
@@ -202,7 +203,7 @@ def _load_texts(path: Path, spec, flag: str, tokenizer) -> UserData:
     arrays = {t.name: _checked_array(path, arrays[t.name], t, spec, flag) for t in spec.inputs}
     record = {"tokenizer": type(model_tokenizer).__name__, "texts": len(texts), "longest": width,
               "truncated": truncated, "start_token": start}  # fmt: skip
-    return _user_data(path, hashlib.sha256(path.read_bytes()).hexdigest(), arrays,
+    return _user_data(path, hashlib.sha256(raw).hexdigest(), arrays,
                       np.asarray(labels, np.int64) if labels is not None else None, flag, record)  # fmt: skip
 
 

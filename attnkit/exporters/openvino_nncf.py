@@ -40,11 +40,6 @@ def accuracy_draws(spec, draws: int = 1) -> dict[tuple[int, int, int], dict]:
     return out
 
 
-def accuracy_inputs(spec, draws: int = 1) -> list[dict]:
-    """The inputs of :func:`accuracy_draws`."""
-    return list(accuracy_draws(spec, draws).values())
-
-
 def calibration_inputs(spec) -> list[dict]:
     """PTQ calibration batches in the model's own input domain (token ids in its vocabulary, ragged masks)."""
     import numpy as np
