@@ -16,7 +16,7 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 REST_PORT ?= 8501
 
-.PHONY: install demo test lint format bench clean serving triton tfserving serving-demo
+.PHONY: install demo test lint format bench clean serving triton tfserving serving-demo peers
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,30 @@ bench: install
 	$(VENV)/bin/attnkit bench encoder-base --batch-sizes 8 --seq-lens 128 --min-seconds 10 --out bench-results/w-base
 	$(PY) -m attnkit.benchmark.report bench-results/w-tiny/results.json > bench-results/w-tiny/results.md
 	$(PY) -m attnkit.benchmark.report bench-results/w-base/results.json > bench-results/w-base/results.md
+
+# The peers' venv (issue 36): what a user of the same architecture would run instead of attnkit -- PyTorch
+# (the CPU build on this disk), transformers, optimum-intel, OpenVINO GenAI, onnxruntime-genai's model builder and
+# llama.cpp (built from source here: ~15 min on 2 cores) -- pinned by scripts/peers/requirements.txt, kept out
+# of attnkit's venv. Used by scripts/decode_peers.py only, never by the tests.
+PEERS_VENV ?= .venv-peers
+peers: $(PEERS_VENV)/.installed
+
+$(PEERS_VENV)/.installed: scripts/peers/requirements.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install --quiet -r scripts/peers/requirements.txt
+	# optimum-intel asks for torchvision, which no LLM export imports (PyPI's torchvision does not import
+	# beside the CPU torch build): installed without its dependencies, which the file above pins
+	$(PEERS_VENV)/bin/python -m pip install --quiet --no-deps optimum-intel==2.2.0
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(PEERS_VENV)/bin/python -m pip install --quiet --no-cache-dir llama-cpp-python==0.3.36
+	# llama.cpp's own converter (convert_hf_to_gguf.py, conversion/, gguf-py) from the same release's source
+	rm -rf $(PEERS_VENV)/src && mkdir -p $(PEERS_VENV)/src
+	$(PEERS_VENV)/bin/python -m pip download --quiet --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d $(PEERS_VENV)/src
+	tar -xzf $(PEERS_VENV)/src/llama_cpp_python-0.3.36.tar.gz -C $(PEERS_VENV)/src --strip-components=2 \
+		llama_cpp_python-0.3.36/vendor/llama.cpp/convert_hf_to_gguf.py llama_cpp_python-0.3.36/vendor/llama.cpp/conversion \
+		llama_cpp_python-0.3.36/vendor/llama.cpp/gguf-py
+	$(PEERS_VENV)/bin/python -m pip install --quiet $(PEERS_VENV)/src/llama.cpp/gguf-py
+	touch $@
 
 # The serving venv: nvidia-pytriton (tritonserver 2.51 + Triton's Python backend), onnxruntime and
 # TensorFlow for attnkit's stand-in backends, numpy < 2; pinned by attnkit/serving/constraints.txt.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -247,8 +248,66 @@ def test_package_pick_lays_out_exactly_the_recorded_pick(tiny_export, tmp_path):
     report = bench(str(root), backends=["onnxruntime", "savedmodel"], batch_sizes="1,2", seq_lens="16",
                    rule=StoppingRule(0.0, 3, 0.05), calibrate=False)  # fmt: skip
     _record_pick(root, report)
+    assert Manifest.load(root).pick["threads"] == (os.cpu_count() or 1)  # bench measured on every core
     choice = Manifest.load(root).pick["throughput"]
     result = package(root, triton=tmp_path / "repo", pick="throughput")
     assert len(result.triton) == 1
     fmt = {"onnxruntime": "onnx", "savedmodel": "savedmodel"}[choice["backend"]]
     assert result.triton[0]["artifact"] == Manifest.load(root).artifact(fmt, choice["precision"]).path
+
+
+def test_kserve_inference_service_serves_the_repository_with_the_measured_cpus(tiny_export, tmp_path):
+    """package --kserve: KServe's Triton runtime (modelFormat triton, protocol v2) over the repository's storage
+    URI, with requests equal to limits: the CPUs a recorded pick was measured with, and memory that covers the
+    repository twice."""
+    import yaml
+
+    from attnkit.exporters.manifest import Manifest
+
+    root = tmp_path / "exp"
+    shutil.copytree(tiny_export.out, root)
+    manifest = Manifest.load(root)
+    manifest.pick = {"latency": None, "throughput": None, "threads": 3, "machine": {"cpu": "X", "class": "cpu-avx2"}}
+    manifest.write(root)
+    result = package(root, triton=tmp_path / "repo", kserve="pvc://models/encoder", name="Encoder_Tiny")
+    doc = yaml.safe_load(Path(result.kserve).read_text())
+    assert Path(result.kserve).parent == tmp_path / "repo"  # a file at the top: Triton loads no model from it
+    assert doc["kind"] == "InferenceService" and doc["metadata"]["name"] == "encoder-tiny"
+    model = doc["spec"]["predictor"]["model"]
+    assert model["modelFormat"] == {"name": "triton"} and model["protocolVersion"] == "v2"
+    assert model["storageUri"] == "pvc://models/encoder"
+    assert model["resources"]["requests"] == model["resources"]["limits"]
+    assert model["resources"]["limits"]["cpu"] == "3" and {"name": "OMP_NUM_THREADS", "value": "3"} in model["env"]
+    repo_bytes = sum(p.stat().st_size for p in (tmp_path / "repo").rglob("*") if p.is_file())
+    assert int(model["resources"]["limits"]["memory"].removesuffix("Mi")) * (1 << 20) >= 2 * repo_bytes
+    assert "cpu-avx2" in doc["metadata"]["annotations"]["attnkit/measured-on"]
+
+
+def test_bench_cell_measures_one_cell_of_the_grid(tiny_export, tmp_path):
+    """bench --cell K (a --plan pod's share): only the K-th (batch, sequence), batch-major."""
+    r = CliRunner().invoke(cli, ["bench", str(tiny_export.out), "--backends", "onnxruntime", "--no-baseline",
+                                 "--batch-sizes", "1,2", "--seq-lens", "8,16", "--cell", "2", "--warmup", "0",
+                                 "--min-iterations", "3", "--min-seconds", "0.05", "--out", str(tmp_path / "c")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "c" / "results.json").read_text())["measurements"]
+    assert {(m["batch"], m["seq"]) for m in rows} == {(2, 8)}
+
+
+def test_plan_and_kserve_bad_input_is_one_line(tiny_export, tmp_path):
+    from test_cli import assert_one_line_error, run
+
+    code, out = run("package", tiny_export.out, "--triton", tmp_path / "r", "--kserve", "ftp://host/x")
+    assert_one_line_error(code, out, "--kserve", "s3://")
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+    code, out = run("package", tiny_export.out, "--tfserving", tmp_path / "t", "--kserve", "s3://b/r")
+    assert_one_line_error(code, out, "--kserve", "--triton")
+    code, out = run("package", tiny_export.out, "--triton", tmp_path / "r", "--kserve", "s3://b/r", "--name", "9x")
+    assert_one_line_error(code, out, "--name")
+    (tmp_path / "job.yaml").write_text("mine")
+    code, out = run("bench", "encoder-tiny", "--plan", tmp_path / "job.yaml")
+    assert_one_line_error(code, out, "--plan", "exists")
+    assert (tmp_path / "job.yaml").read_text() == "mine"
+    code, out = run("bench", "encoder-tiny", "--plan", tmp_path / "j2.yaml", "--out", tmp_path / "o")
+    assert_one_line_error(code, out, "--out")
+    code, out = run("bench", tiny_export.out, "--batch-sizes", "1", "--seq-lens", "8", "--cell", "1")
+    assert_one_line_error(code, out, "--cell", "0..0")

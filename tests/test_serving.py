@@ -503,3 +503,40 @@ def test_serve_triton_refuses_a_directory_it_would_serve_nothing_from(tiny_expor
     code, output = run("serve", "triton", tmp_path / "empty")
     assert code != 0 and "no model configuration" in output
     assert list(private.iterdir()) == []  # nothing left in TMPDIR
+
+
+def test_kserve_and_job_manifests_pass_the_official_models_and_break_on_errors(serving_env, tiny_export, tmp_path):
+    """package --kserve and bench --plan write manifests that KServe's and Kubernetes' own Python models accept
+    (attnkit.serving.kube_check in the serving venv); the same check names a misspelled field, a value of the
+    wrong type and requests that differ from limits."""
+    import yaml
+
+    from attnkit.serving.manifests import validate
+
+    repo = tmp_path / "repo"
+    code, out = run("package", str(tiny_export.out), "--triton", str(repo), "--kserve", "s3://models/tiny")
+    assert code == 0 and "checked against KServe's and Kubernetes' models" in out, out
+    isvc = repo / "inferenceservice.yaml"
+    code, out = run("bench", "encoder-tiny", "--batch-sizes", "1,8", "--seq-lens", "32,64,128", "--plan",
+                    str(tmp_path / "job.yaml"), "--threads", "2")  # fmt: skip
+    assert code == 0, out
+    job = tmp_path / "job.yaml"
+    assert validate([isvc, job], serving_env) == {str(isvc): [], str(job): []}
+    doc = yaml.safe_load(job.read_text())
+    assert doc["spec"]["completionMode"] == "Indexed" and doc["spec"]["completions"] == 6
+
+    broken = yaml.safe_load(isvc.read_text())
+    model = broken["spec"]["predictor"]["model"]
+    model["storageURI"] = model.pop("storageUri")  # a misspelled key
+    model["resources"]["limits"]["cpu"] = "4"  # limits above requests
+    (tmp_path / "bad-isvc.yaml").write_text(yaml.safe_dump(broken))
+    bad_job = yaml.safe_load(job.read_text())
+    bad_job["spec"]["completions"] = "six"  # a string where the schema has an int
+    del bad_job["spec"]["template"]["spec"]["containers"]  # a required field
+    (tmp_path / "bad-job.yaml").write_text(yaml.safe_dump(bad_job))
+    problems = validate([tmp_path / "bad-isvc.yaml", tmp_path / "bad-job.yaml"], serving_env)
+    isvc_problems, job_problems = problems[str(tmp_path / "bad-isvc.yaml")], problems[str(tmp_path / "bad-job.yaml")]
+    assert any("storageURI" in p and "schema" in p for p in isvc_problems), isvc_problems
+    assert any("requests" in p and "limits" in p for p in isvc_problems), isvc_problems
+    assert any("completions" in p and "int" in p for p in job_problems), job_problems
+    assert any("containers" in p for p in job_problems), job_problems

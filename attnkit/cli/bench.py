@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from .._version import __version__
 from ..runtimes.registry import bench_defaults, runner_names
 from .group import cli
 from .options import (
@@ -49,7 +50,23 @@ COMPARE_OUT = out_dir("compare.json, compare.png")
 @ON_THE_FLY
 @DATA
 @BENCH_OUT
-def bench(model, backends, no_baseline, **kw):
+@click.option(
+    "--cell",
+    type=click.IntRange(min=0),
+    metavar="K",
+    help="Measure only the K-th (batch, sequence) of the grid, 0-based, batch-major (a --plan pod's share).",
+)
+@click.option(
+    "--plan",
+    type=click.Path(path_type=Path),
+    metavar="JOB.yaml",
+    help="Measure nothing: write the sweep as a Kubernetes Indexed Job, one pod per (batch, sequence), "
+    "each asking for the CPUs it measures with (requests = limits).",
+)
+@click.option("--image", default=f"attnkit:{__version__}", show_default=True, help="--plan: the pods' image.")
+@click.option("--claim", default="attnkit-data", show_default=True,
+              help="--plan: PersistentVolumeClaim mounted at /data (results land in /data/results/cell-K).")  # fmt: skip
+def bench(model, backends, no_baseline, cell, plan, image, claim, **kw):
     """Benchmark every backend's forward pass against the eager Keras baseline, in one run.
 
     MODEL_OR_DIR is a preset, a .keras file (both exported on the fly for --target, by default this machine,
@@ -62,6 +79,14 @@ def bench(model, backends, no_baseline, **kw):
 
     out = BENCH_OUT.parse(kw)
     (batch_sizes, seq_lens), rule, seed = SHAPES.parse(kw), TIMING.parse(kw), SEED.parse(kw)
+    if plan is not None:
+        return _write_plan(plan, image, claim, model, backends, no_baseline, batch_sizes, seq_lens, rule, seed, out, kw)
+    if cell is not None:
+        grid = [(b, s) for b in batch_sizes for s in seq_lens]
+        if cell >= len(grid):
+            raise click.BadParameter(f"{cell} is past the grid's {len(grid)} cells (0..{len(grid) - 1}).",
+                                     param_hint="--cell")  # fmt: skip
+        batch_sizes, seq_lens = (grid[cell][0],), (grid[cell][1],)
     with stages() as (stage, on_start, on_measurement):
         report = run_bench(
             model, target=ON_THE_FLY.parse(kw), backends=list(backends) if backends else None, batch_sizes=batch_sizes, seq_lens=seq_lens,
@@ -79,6 +104,61 @@ def bench(model, backends, no_baseline, **kw):
     if out:
         for path in render.write_all(report, out):
             click.echo(f"wrote {path}")
+
+
+def _write_plan(path: Path, image, claim, model, backends, no_baseline, batch_sizes, seq_lens, rule, seed, out, kw):
+    """``bench --plan``: the same bench, one Indexed Job pod per cell (:func:`attnkit.serving.manifests.bench_job`).
+
+    Every pod runs with ``--threads`` set to the CPUs it asks for: inside a container, the runtimes would
+    otherwise size their pools by the node's cores, not by the pod's limit."""
+    import os
+
+    from ..core.errors import AttnkitError
+    from ..serving.manifests import bench_job, dns_name, to_yaml
+
+    if out is not None:
+        raise click.BadParameter(
+            "each pod writes /data/results/cell-K; --plan writes the Job only.", param_hint="--out"
+        )
+    precision = BACKEND_PRECISIONS.parse(kw)
+    threads = precision["threads"] or os.cpu_count() or 1
+    data, target_name = DATA.parse(kw), ON_THE_FLY.parse(kw)
+    loading = MODEL_LOADING.parse(kw)
+    flags = {
+        "--batch-sizes": ",".join(map(str, batch_sizes)),
+        "--seq-lens": ",".join(map(str, seq_lens)),
+        "--precision": ",".join(precision["precisions"]),
+        "--threads": str(threads),
+        "--warmup": str(rule.warmup_s),
+        "--min-iterations": str(rule.min_iterations),
+        "--min-seconds": str(rule.min_seconds),
+        "--seed": str(seed),
+    }
+    args = ["bench", model, *(x for pair in flags.items() for x in pair)]
+    args += ["--target", str(target_name)] if target_name else []  # default: the pod's own machine (host)
+    args += ["--backends", ",".join(backends)] if backends else []
+    args += ["--no-baseline"] if no_baseline else []
+    args += [a for m in loading["imports"] for a in ("--import", m)] + (["--unsafe"] if loading["unsafe"] else [])
+    if data.get("data") is not None:
+        args += ["--data", str(data["data"])]
+        args += ["--accuracy-target", str(data["accuracy_target"])] if data["accuracy_target"] is not None else []
+    # Kubernetes expands $(CELL) in args from the container's env (CELL: the pod's completion index)
+    args += ["--cell", "$(CELL)", "--out", "/data/results/cell-$(CELL)"]
+    cells = len(batch_sizes) * len(seq_lens)
+    memory = 4 << 30  # TensorFlow, the runtimes and one model's artifacts: a stated allowance, not a measurement
+    name = dns_name(f"attnkit-bench-{Path(model).stem}", "MODEL_OR_DIR")
+    job = bench_job(name, image, ["attnkit"], cells, threads, memory, claim)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    container["args"] = args
+    container["env"] = [{"name": "CELL", "valueFrom": {"fieldRef": {
+        "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}}]  # fmt: skip
+    if path.exists():  # nothing existing is lost
+        raise AttnkitError(f"`{path}` exists.", flag="--plan", hint="Give a new file name, or remove it first.")
+    from ..exporters.manifest import write_text_atomic
+
+    write_text_atomic(path, to_yaml(job), flag="--plan")
+    click.echo(f"wrote {path}: {cells} pods ({' x '.join(map(str, (len(batch_sizes), len(seq_lens))))} cells), "
+               f"{threads} CPUs each (requests = limits); then `attnkit compare` their results.json")  # fmt: skip
 
 
 @cli.command()

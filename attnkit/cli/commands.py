@@ -318,7 +318,13 @@ def env(**kw):
     type=click.Choice(["latency", "throughput"]),
     help="Package for Triton only the artifact of this deployment pick (`attnkit run` records it).",
 )
-def package(directory, triton, tfserving, version, name, force, no_warmup, pick):
+@click.option(
+    "--kserve",
+    metavar="URI",
+    help="Also write REPO/inferenceservice.yaml: KServe serving the --triton repository from this storage URI "
+    "(s3://, gs://, pvc://...), with the CPUs the model was measured with.",
+)
+def package(directory, triton, tfserving, version, name, force, no_warmup, pick, kserve):
     """Lay out DIR's artifacts for Triton and TF Serving, with configs checked against each artifact."""
     from ..orchestration.package import package as run_package
 
@@ -331,6 +337,7 @@ def package(directory, triton, tfserving, version, name, force, no_warmup, pick)
         force=force,
         warmup=not no_warmup,
         pick=pick,
+        kserve=kserve,
         progress=progress,
     )
     for m in result.triton:
@@ -339,6 +346,8 @@ def package(directory, triton, tfserving, version, name, force, no_warmup, pick)
         click.echo(f"tf serving: {m['name']} version {m['version']} -> {m['path']}")
     for what, path in result.requests.items():
         click.echo(f"request example ({what}): {path}")
+    if result.kserve:
+        click.echo(f"kserve: {result.kserve} (kubectl apply -f it once the repository is at its storageUri)")
     _warn(result.warnings)
 
 

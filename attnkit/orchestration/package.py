@@ -28,6 +28,7 @@ class PackageResult:
     triton: list[dict] = field(default_factory=list)  # name, platform, path, artifact
     tfserving: list[dict] = field(default_factory=list)  # name, version, path
     requests: dict[str, str] = field(default_factory=dict)  # what -> file
+    kserve: str | None = None  # the InferenceService written beside the Triton repository
     warnings: list[str] = field(default_factory=list)  # e.g. an artifact packaged after failing its check
 
 
@@ -110,6 +111,7 @@ def package(
     force: bool = False,
     warmup: bool = True,
     pick: str | None = None,
+    kserve: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> PackageResult:
     """Lay an export directory's artifacts out for Triton and/or TF Serving.
@@ -127,6 +129,8 @@ def package(
             existing TF Serving version.
         pick: ``latency`` or ``throughput``: package for Triton only the artifact of that deployment pick
             (recorded by ``attnkit run`` in the manifest), instead of every artifact.
+        kserve: the storage URI the Triton repository will be uploaded to: writes ``inferenceservice.yaml``
+            (KServe, :mod:`attnkit.serving.manifests`) at the repository's top level, where Triton reads no model.
 
     Raises:
         AttnkitError: bad version or name; ArtifactError: tampered artifacts or a config mismatch.
@@ -141,6 +145,13 @@ def package(
         raise AttnkitError(f"`{pick}` is not a goal; give latency or throughput.", flag="--pick")
     if not triton and not tfserving:
         raise AttnkitError("nothing to do.", flag="--triton", hint="Give --triton REPO and/or --tfserving DIR.")
+    if kserve is not None:
+        from ..serving.manifests import check_storage_uri, dns_name
+
+        if not triton:
+            raise AttnkitError("KServe serves the Triton repository.", flag="--kserve", hint="Give --triton REPO too.")
+        check_storage_uri(kserve)
+        dns_name(name if name is not None else Manifest.load(Path(root)).spec.name, "--name")  # before writing
     say = progress or (lambda _m: None)
     root = Path(root)
     manifest = Manifest.load(root)
@@ -200,9 +211,45 @@ def package(
             result.requests["triton"] = str(target)
         if manifest.generation:
             _package_generation_triton(root, manifest, repo, base, version, force, result, say)
+        if kserve is not None:
+            result.kserve = _write_inference_service(repo, base, kserve, manifest.pick or {}, say)
     if tfserving:
         _package_tfserving(root, manifest, Path(tfserving), base, version, force, result, say)
     return result
+
+
+def _write_inference_service(repo: Path, base: str, storage_uri: str, pick: dict, say) -> str:
+    """``repo/inferenceservice.yaml``: the repository served by KServe's Triton runtime, with the CPUs its pick
+    was measured with (``attnkit run`` records them; else this machine's cores, which ``bench`` uses)."""
+    import os
+
+    from ..serving.manifests import dns_name, inference_service, to_yaml
+
+    threads = int(pick.get("threads") or os.cpu_count() or 1)
+    doc = inference_service(dns_name(base, "--name"), storage_uri, repo, threads, pick.get("machine"))
+    target = repo / "inferenceservice.yaml"
+    say(f"kserve: {target} ({threads} CPUs, requests = limits)")
+    write_text_atomic(target, to_yaml(doc), flag="--triton")
+    note = _validate_manifest(target)
+    if note:
+        say(note)
+    return str(target)
+
+
+def _validate_manifest(path: Path) -> str | None:
+    """Check ``path`` against KServe's and Kubernetes' Python models where the serving venv has them (else say
+    so); a manifest they refuse is removed and is an error, never left for ``kubectl`` to find."""
+    from ..serving.env import ServingEnvError
+    from ..serving.manifests import validate
+
+    try:
+        problems = validate([path])[str(path)]
+    except ServingEnvError as e:
+        return f"{path.name} not checked against KServe's models: {e.message}"
+    if problems:
+        path.unlink()
+        raise ArtifactError(f"{path.name} does not match the official models: {problems[0]}", flag="--kserve")
+    return f"{path.name} checked against KServe's and Kubernetes' models"
 
 
 def _platform_of(text: str) -> str:

@@ -240,5 +240,8 @@ def _record_pick(out: Path, bench_report) -> None:
     from ..exporters.manifest import Manifest
 
     manifest = Manifest.load(out)
-    manifest.pick = {**bench_report.pick(), "machine": machine_summary(), "target": manifest.target.get("name")}
+    env = bench_report.environment or {}
+    threads = (env.get("threads") or {}).get("requested") or env.get("cores")  # what the rows were measured with
+    manifest.pick = {**bench_report.pick(), "machine": machine_summary(), "target": manifest.target.get("name"),
+                     "threads": threads}  # fmt: skip
     manifest.write(out)

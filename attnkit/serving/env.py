@@ -23,7 +23,7 @@ from ..core.errors import AttnkitError
 
 CONSTRAINTS = Path(__file__).with_name("constraints.txt")
 MARKER = "attnkit-serving.json"
-BASE_PACKAGES = ("nvidia-pytriton", "onnxruntime", "openvino", "numpy<2")
+BASE_PACKAGES = ("nvidia-pytriton", "onnxruntime", "openvino", "numpy<2", "kserve", "kubernetes")
 
 
 class ServingEnvError(AttnkitError):
@@ -163,7 +163,8 @@ def build(
         "v = lambda p: (m.version(p) if p in {d.metadata['Name'].lower() for d in m.distributions()} else None)\n"
         "print(json.dumps({'python': f'{sys.version_info.major}.{sys.version_info.minor}', "
         "'site_packages': site.getsitepackages()[0], 'pytriton': v('nvidia-pytriton'), "
-        "'onnxruntime': v('onnxruntime'), 'openvino': v('openvino'), 'tensorflow': v('tensorflow'), 'numpy': v('numpy')}))"
+        "'onnxruntime': v('onnxruntime'), 'openvino': v('openvino'), 'tensorflow': v('tensorflow'), 'numpy': v('numpy'), "
+        "'kserve': v('kserve'), 'kubernetes': v('kubernetes')}))"
     )
     out = _run([str(root / "bin" / "python"), "-c", probe], "probing the virtualenv")
     info = {**json.loads(out.strip().splitlines()[-1]), "libpython_dir": libpython_dir, "constraints": digest}

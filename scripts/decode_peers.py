@@ -1,0 +1,201 @@
+"""attnkit's decode of a keras-hub CausalLM against the runtimes a user of the same architecture would pick
+instead (issue 36), in one run on this machine, with the DRAM bandwidth measured around every row.
+
+    make peers                      # the peers' pinned venv (.venv-peers), once
+    python scripts/decode_peers.py MODEL.keras --work DIR [--batch 1] [--prompt-length 32] [--new-tokens 128]
+        [--repeats 3] [--peers transformers,optimum-intel,openvino-genai,onnxruntime-genai,llama.cpp]
+        [--attnkit-backends onnxruntime,openvino-stateful]
+
+1. The checkpoint: keras-hub's own ``export_to_transformers`` writes MODEL's weights as a Hugging Face
+   checkpoint (``DIR/hf``), so every peer runs the same weights (Llama 3, GPT-2, Mistral, Gemma, Qwen: the
+   architectures keras-hub exports).
+2. attnkit: ``attnkit export MODEL --generate --format onnx,openvino --precision fp32`` (``DIR/attnkit``, made
+   once) and ``attnkit bench-generate`` over it (its rows checked token for token against keras-hub's eager
+   decode, its own bandwidth probes).
+3. Each peer through its own exporter and API (``scripts/peers/decode_peer.py`` in ``.venv-peers``): the
+   transformers model (PyTorch eager, the architecture's reference), optimum-intel's stateful OpenVINO model,
+   OpenVINO GenAI's ``LLMPipeline`` on it, onnxruntime-genai's model builder output, llama.cpp's GGUF; each
+   at its defaults (OpenVINO's default on a CPU with bf16 is bf16 compute and a u8 KV cache, labelled so)
+   and in fp32. Peer tokens are compared with the transformers fp32 reference; the transformers reference
+   with keras-hub's own ``generate()`` on the same prompts (the same weights give the same tokens).
+4. A DRAM copy probe (attnkit's :class:`~attnkit.benchmark.roofline.BandwidthProbes`, same threads) before
+   the first and after every peer; the bound of the table is the highest probe of the run, attnkit's included.
+
+Writes ``DIR/peers.json`` and prints a markdown table: tokens/s, its ratio to the best peer, GB/s of weights
+streamed a token (the bytes of attnkit's fp32 step, halved for a row that ran bf16) and its share of the bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+PEER_PY = ROOT / ".venv-peers" / "bin" / "python"
+PEER_SCRIPT = ROOT / "scripts" / "peers" / "decode_peer.py"
+ATTNKIT = ROOT / ".venv" / "bin" / "attnkit"
+DEFAULT_PEERS = "transformers,optimum-intel,openvino-genai,onnxruntime-genai,llama.cpp"
+#: bytes a weight takes in the precision a row ran in, against fp32
+WEIGHT_SCALE = {"fp32": 1.0, "f32": 1.0, "bf16": 0.5, "f16": 0.5}
+
+
+def export_checkpoint(model_path: Path, out: Path):
+    """``(keras model, Hugging Face checkpoint dir)``: keras-hub's own exporter, the same weights."""
+    import keras
+
+    model = keras.saving.load_model(model_path)
+    if not (out / "config.json").exists():
+        tmp = out.with_name(out.name + ".tmp")
+        model.export_to_transformers(str(tmp))
+        tmp.replace(out)
+    return model, out
+
+
+def keras_hub_tokens(model, prompts: np.ndarray, n: int) -> np.ndarray:
+    """keras-hub's own greedy ``generate()`` (the model's reference), every row padded to its last token."""
+    batch, length = prompts.shape
+    ids = np.zeros((batch, length + n), "int32")
+    ids[:, :length] = prompts
+    mask = np.zeros_like(ids, dtype=bool)
+    mask[:, :length] = True
+    model.compile(sampler="greedy")
+    out = model.generate({"token_ids": ids, "padding_mask": mask}, max_length=length + n, stop_token_ids=None)
+    return np.asarray(out["token_ids"])[:, length:]
+
+
+def run_peer(peer: str, precision: str, args, hf: Path, prompts_path: Path) -> dict:
+    out = args.work / f"peer-{peer}-{precision}.json"
+    cmd = [str(PEER_PY), str(PEER_SCRIPT), peer, "--model", str(hf), "--work", str(args.work / "peers"),
+           "--prompts", str(prompts_path), "--precision", precision, "--new-tokens", str(args.new_tokens),
+           "--repeats", str(args.repeats), "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "PEER_THREADS": str(args.threads)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        return {"peer": peer, "precision": precision, "error": tail[0][:300]}
+    return json.loads(out.read_text())
+
+
+def attnkit_rows(args, model_path: Path) -> dict:
+    exp = args.attnkit_export or args.work / "attnkit"
+    if not (exp / "manifest.json").exists():
+        subprocess.run([str(ATTNKIT), "export", str(model_path), "--out", str(exp), "--generate",
+                        "--format", "onnx,openvino", "--precision", "fp32"], check=True)  # fmt: skip
+    out = args.work / "attnkit-bench"
+    subprocess.run([str(ATTNKIT), "bench-generate", str(exp), "--backends", args.attnkit_backends,
+                    "--batch-sizes", str(args.batch), "--prompt-lengths", str(args.prompt_length),
+                    "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats),
+                    "--precision", args.attnkit_precisions,
+                    "--threads", str(args.threads), "--out", str(out)], check=True)  # fmt: skip
+    return json.loads((out / "generation.json").read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", type=Path, help="a keras-hub CausalLM .keras file")
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--prompt-length", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--peers", default=DEFAULT_PEERS)
+    ap.add_argument("--precisions", default="default,f32", help="peer precisions: default (its own), f32")
+    ap.add_argument("--attnkit-backends", default="onnxruntime,openvino-stateful,openvino-genai")
+    ap.add_argument("--attnkit-precisions", default="fp32", help="bench-generate's --precision (bf16: OpenVINO's hint)")
+    ap.add_argument("--attnkit-export", type=Path, help="an existing `attnkit export --generate` of MODEL to use")
+    ap.add_argument("--skip-reference", action="store_true", help="no keras-hub generate() cross-check")
+    args = ap.parse_args()
+    if not PEER_PY.exists():
+        sys.exit("no peers venv: run `make peers` first (.venv-peers, scripts/peers/requirements.txt)")
+    args.work.mkdir(parents=True, exist_ok=True)
+    from attnkit.benchmark.roofline import BandwidthProbes
+
+    model, hf = export_checkpoint(args.model, args.work / "hf")
+    vocab = int(model.backbone.vocabulary_size)
+    prompts = np.random.default_rng(args.seed).integers(3, vocab, (args.batch, args.prompt_length)).astype("int64")
+    prompts_path = args.work / "prompts.npy"
+    np.save(prompts_path, prompts)
+    reference_kh = None if args.skip_reference else keras_hub_tokens(model, prompts, args.new_tokens)
+    del model
+
+    probes = BandwidthProbes(threads=args.threads)
+    copies = [probes.copy()["gbps"]]
+    peers = []
+    for peer in args.peers.split(","):
+        for precision in args.precisions.split(","):
+            if peer == "transformers" and precision != "f32":
+                continue  # PyTorch eager has no other CPU default than fp32
+            if peer == "onnxruntime-genai" and precision == "default":
+                continue  # the builder's fp32 is its default for -p fp32; no runtime precision switch
+            if peer == "llama.cpp" and precision == "default":
+                continue  # llama.cpp runs the GGUF's own types: f32 asked
+            started = time.perf_counter()
+            result = run_peer(peer, precision, args, hf, prompts_path)
+            result["wall_s"] = round(time.perf_counter() - started, 1)
+            copies.append(probes.copy()["gbps"])
+            peers.append(result)
+            print(f"{peer} {precision}: {result.get('tokens_per_s') or result.get('error')}", flush=True)
+    ours = attnkit_rows(args, args.model)
+    copies.append(probes.copy()["gbps"])
+
+    reference = next((np.asarray(p["tokens"]) for p in peers if p["peer"] == "transformers" and "tokens" in p), None)
+    for p in peers:
+        if reference is not None and "tokens" in p:
+            p["token_match_vs_transformers"] = float((np.asarray(p["tokens"]) == reference).mean())
+    fp32_row = next((r for r in ours["rows"] if r["precision"] == "fp32" and r.get("bytes_per_step")), None)
+    weight_bytes = fp32_row["bytes_per_step"] if fp32_row else None
+    # DRAM copies only: a read probe of a working set that fits in the last-level cache is no bound for a model
+    # that does not
+    bound = max(copies + [p["gbps"] for p in ours["bandwidth"].get("probes", []) if p.get("kind") == "copy"])
+    rows = []
+    for r in ours["rows"]:
+        if r.get("tokens_per_s"):
+            rows.append({"who": "attnkit", "row": f"{r['label']} ({r['precision']})", "ran_as": r["precision"],
+                         "tokens_per_s": r["tokens_per_s"], "bytes": r.get("bytes_per_step"),
+                         "tokens": f"identical to keras-hub eager: {r.get('token_match')}"})  # fmt: skip
+    for p in peers:
+        if "tokens_per_s" not in p:
+            rows.append({"who": p["peer"], "row": f"{p['peer']} ({p['precision']})", "error": p["error"]})
+            continue
+        scale = WEIGHT_SCALE.get(p["ran_as"].split(" ")[0], 1.0)
+        rows.append({"who": p["peer"], "row": f"{p['peer']} ({p['precision']})", "ran_as": p["ran_as"],
+                     "tokens_per_s": p["tokens_per_s"], "bytes": weight_bytes and weight_bytes * scale,
+                     "tokens": f"match vs transformers: {p.get('token_match_vs_transformers')}"})  # fmt: skip
+    best_peer = max((r["tokens_per_s"] for r in rows if r["who"] != "attnkit" and "tokens_per_s" in r), default=None)
+    for r in rows:
+        if "tokens_per_s" in r:
+            r["x_best_peer"] = r["tokens_per_s"] / best_peer if best_peer else None
+            if r.get("bytes"):
+                r["gbps"] = r["bytes"] * r["tokens_per_s"] / args.batch / 1e9  # weights stream once a step
+                r["pct_of_bound"] = 100 * r["gbps"] / bound
+    summary = {
+        "model": str(args.model), "batch": args.batch, "prompt_length": args.prompt_length,
+        "new_tokens": args.new_tokens, "threads": args.threads, "copy_probes_gbps": copies, "bound_gbps": bound,
+        "keras_hub_vs_transformers": None if reference_kh is None or reference is None
+        else float((reference_kh == reference).mean()),
+        "environment": ours.get("environment"), "rows": rows, "peers": peers,
+    }  # fmt: skip
+    (args.work / "peers.json").write_text(json.dumps(summary, indent=1, default=str))
+    print(f"\ncopy probes {', '.join(f'{c:.1f}' for c in copies)} GB/s; bound {bound:.1f} GB/s; keras-hub generate() "
+          f"tokens vs transformers: {summary['keras_hub_vs_transformers']}")  # fmt: skip
+    print("| row | ran as | tok/s | x best peer | GB/s | % of bound | tokens |\n|---|---|---:|---:|---:|---:|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['row']} | - | - | - | - | - | not run: {r['error']} |")
+            continue
+        gbps = f"{r['gbps']:.1f} | {r['pct_of_bound']:.0f} %" if r.get("gbps") else "- | -"
+        xb = f"{r['x_best_peer']:.2f}" if r.get("x_best_peer") else "-"
+        print(f"| {r['row']} | {r['ran_as']} | {r['tokens_per_s']:.1f} | {xb} | {gbps} | {r['tokens']} |")
+
+
+if __name__ == "__main__":
+    main()
