@@ -540,3 +540,60 @@ def test_kserve_and_job_manifests_pass_the_official_models_and_break_on_errors(s
     assert any("requests" in p and "limits" in p for p in isvc_problems), isvc_problems
     assert any("completions" in p and "int" in p for p in job_problems), job_problems
     assert any("containers" in p for p in job_problems), job_problems
+
+
+def test_tune_searches_on_the_real_server_writes_only_a_confirmed_winner_and_keeps_the_packaged(
+    serving_env, layouts, tmp_path, monkeypatch
+):
+    """attnkit.serving.tune on Triton: the packaged configuration is measured first; a configuration Triton refuses
+    is reported with Triton's own line and never written; a winner is written only past MIN_GAIN (forced to 0 here
+    and the packaged point scored lower, so that one is), the packaged config kept as configs/packaged.pbtxt, the written one parsed by Triton's schema,
+    loaded from disk by the server and answering exactly as the packaged one did."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from attnkit.serving import tune as tuning
+
+    root, result = layouts
+    repo = tmp_path / "repo"
+    shutil.copytree(root / "triton", repo, symlinks=True)
+    model = next(m["name"] for m in result.triton if m["platform"] == "onnxruntime_onnx")
+    packaged_text = (repo / model / "config.pbtxt").read_text()
+    refused = tuning.Candidate(1, 0, 100)  # dynamic batching with the batch axis left out of dims
+    monkeypatch.setattr(tuning, "coarse", lambda packaged: [refused, tuning.Candidate(2, 8, 0)])
+    monkeypatch.setattr(tuning, "refine", lambda best, seen: [])
+    monkeypatch.setattr(tuning, "MIN_GAIN", 0.0)
+    winner = tuning.Candidate(2, 8, 0)
+    score = tuning._score
+
+    def packaged_scored_lower(point, load_report, budget):  # which one wins is noise here: make it the candidate
+        score(point, load_report, budget)
+        if point.candidate != winner and point.inferences_per_s:
+            point.inferences_per_s /= 100
+
+    monkeypatch.setattr(tuning, "_score", packaged_scored_lower)
+    report = tuning.tune(repo, model, latency_budget_ms=10_000, time_budget_s=120, levels=(1, 4), warmup_s=0.2,
+                         window_s=0.3, env=serving_env)  # fmt: skip
+    roles = [p.role for p in report.points]
+    assert roles[0] == "packaged" and "confirm" in roles
+    bad = next(p for p in report.points if p.candidate == refused)
+    assert bad.status == "refused" and "refused to load" in bad.error and "dimensions" in bad.error
+    assert all(p.levels and p.inferences_per_s for p in report.points if p.status == "ok")
+    assert report.best.candidate == winner and report.written
+    assert (repo / model / "configs" / "packaged.pbtxt").read_text() == packaged_text
+    written = text_format.Parse((repo / model / "config.pbtxt").read_text(), mc.ModelConfig())
+    assert written.instance_group[0].count == 2 and written.max_batch_size == 8
+    assert written.dynamic_batching.max_queue_delay_microseconds == 0
+    assert report.answers_identical is True
+    assert written.max_batch_size != 0  # the refused candidate was never written
+
+
+def test_tune_bad_input_is_one_line(layouts, tmp_path):
+    root, _ = layouts
+    code, out = run("tune", root / "triton", "--model", "nope", "--latency-budget", "10")
+    assert_one_line_error(code, out, "--model", "encoder-tiny_onnx")
+    code, out = run("tune", root / "triton", "--model", "encoder-tiny_onnx", "--latency-budget", "-1")
+    assert_one_line_error(code, out, "--latency-budget")
+    code, out = run("tune", root / "triton", "--model", "encoder-tiny_onnx", "--latency-budget", "5",
+                    "--concurrency", "0,2")  # fmt: skip
+    assert_one_line_error(code, out, "--concurrency")

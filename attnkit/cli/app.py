@@ -6,9 +6,10 @@ from __future__ import annotations
 # isort: off
 from .group import cli
 from . import commands, bench  # noqa: E402,F401  (each module adds its commands to `cli`)
-from .serve import serve  # noqa: E402
+from .serve import serve, tune  # noqa: E402
 
 # isort: on
 cli.add_command(serve)
+cli.add_command(tune)
 
 __all__ = ["cli"]

@@ -115,3 +115,74 @@ def tfserving(directory, port, model_name, timeout):
             click.echo(f"{name}: {server.url}/v1/models/{name}")
         click.echo(f"TF Serving stand-in pid {server.pid} ready at {server.url} (Ctrl-C stops)")
         _wait(server)
+
+
+@click.command("tune")
+@click.argument("repository", metavar="REPO", type=click.Path(path_type=Path))
+@click.option("--model", required=True, help="The model of REPO whose configuration is searched.")
+@click.option("--latency-budget", type=float, required=True, metavar="MS",
+              help="p99 latency a counted measurement must stay within, in milliseconds.")  # fmt: skip
+@click.option("--time-budget", default=600.0, show_default=True, type=float, metavar="S",
+              help="Seconds the search may take (a point is not started that would not fit).")  # fmt: skip
+@click.option("--concurrency", default="1,4,16", show_default=True, metavar="A,B,...",
+              help="In-flight requests, one load-test level each, at every point.")  # fmt: skip
+@click.option(
+    "--request",
+    type=click.Path(path_type=Path),
+    help="A KServe v2 JSON request [default: REPO/request_MODEL.json, else one from the model's metadata].",
+)
+@click.option("--dry-run", is_flag=True, help="Measure and report; write no config.pbtxt.")
+@click.option("--venv", type=click.Path(path_type=Path), help=VENV_HELP)
+@click.option(
+    "--out", type=click.Path(path_type=Path), help="Write tune.json, tune.md, tune.png here [default: tune-MODEL]."
+)
+def tune(repository, model, latency_budget, time_budget, concurrency, request, dry_run, venv, out):
+    """Search MODEL's Triton configuration in REPO (instance count, max batch size, dynamic batching's queue
+    delay) on the real tritonserver for the most inferences/s within a p99 --latency-budget; write the winner as
+    its config.pbtxt (the packaged one kept as configs/packaged.pbtxt) when it is confirmed >= 1.10x faster."""
+    import json
+    import shlex
+
+    from ..exporters.manifest import write_outputs
+    from ..serving.env import ServingEnv
+    from ..serving.loadtest import read_request
+    from ..serving.tune import plot, table_lines
+    from ..serving.tune import tune as run_tune
+
+    try:
+        levels = tuple(int(c) for c in concurrency.split(","))
+        if any(c < 1 for c in levels):
+            raise ValueError
+    except ValueError:
+        raise AttnkitError(f"`{concurrency}` is not a comma list of integers >= 1.", flag="--concurrency") from None
+    body = read_request(request) if request else None
+    env = ServingEnv.locate(venv)
+    report = run_tune(repository, model, latency_budget_ms=latency_budget, time_budget_s=time_budget, levels=levels,
+                      body=body, write=not dry_run, env=env, progress=progress)  # fmt: skip
+    report.command = shlex.join(
+        ["attnkit", "tune", str(repository), "--model", model, "--latency-budget", f"{latency_budget:g}",
+         "--time-budget", f"{time_budget:g}", "--concurrency", concurrency]
+        + (["--request", str(request)] if request else []) + (["--dry-run"] if dry_run else [])
+    )  # fmt: skip
+    lines = table_lines(report)
+    for line in lines:
+        click.echo(line)
+    best = report.best
+    if best is None:
+        click.echo(f"no configuration kept p99 within {latency_budget:g} ms at any level: nothing written")
+    elif best.role == "packaged" or report.confirmed_gain is None:
+        click.echo(f"best: the packaged configuration ({best.inferences_per_s:.1f} inferences/s): nothing written")
+    else:
+        click.echo(f"best: {best.candidate.label}, {best.inferences_per_s:.1f} inferences/s at p99 {best.p99_ms:.2f} ms "
+                   f"({report.gain:.2f}x the packaged; back to back {report.confirmed_gain:.2f}x)")  # fmt: skip
+    if report.written:
+        click.echo(f"wrote {report.written}; the packaged configuration is {report.kept}; served answers "
+                   f"{'identical' if report.answers_identical else 'DIFFER'} to the packaged configuration's")  # fmt: skip
+    out = out or Path(f"tune-{model}")
+    md = "\n".join([f"# attnkit tune {model}", "", f"Reproduce: `{report.command}`", "", *lines, ""])
+    writers = {"tune.json": lambda p: p.write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n"),
+               "tune.md": lambda p: p.write_text(md), "tune.png": lambda p: plot(report, p)}  # fmt: skip
+    for path in write_outputs(out, writers):
+        click.echo(f"wrote {path}")
+    if report.written and not report.answers_identical:
+        raise AttnkitError("the written configuration's answers differ from the packaged one's.", flag="REPO")
