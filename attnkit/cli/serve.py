@@ -131,12 +131,14 @@ def tfserving(directory, port, model_name, timeout):
     type=click.Path(path_type=Path),
     help="A KServe v2 JSON request [default: REPO/request_MODEL.json, else one from the model's metadata].",
 )
+@click.option("--batch-size", type=click.IntRange(min=1), help="Rows of a request built from the model's metadata.")
+@click.option("--seq-len", type=click.IntRange(min=1), help="Sequence length of a request built from metadata.")
 @click.option("--dry-run", is_flag=True, help="Measure and report; write no config.pbtxt.")
 @click.option("--venv", type=click.Path(path_type=Path), help=VENV_HELP)
 @click.option(
     "--out", type=click.Path(path_type=Path), help="Write tune.json, tune.md, tune.png here [default: tune-MODEL]."
 )
-def tune(repository, model, latency_budget, time_budget, concurrency, request, dry_run, venv, out):
+def tune(repository, model, latency_budget, time_budget, concurrency, request, batch_size, seq_len, dry_run, venv, out):
     """Search MODEL's Triton configuration in REPO (instance count, max batch size, dynamic batching's queue
     delay) on the real tritonserver for the most inferences/s within a p99 --latency-budget; write the winner as
     its config.pbtxt (the packaged one kept as configs/packaged.pbtxt) when it is confirmed >= 1.10x faster."""
@@ -155,14 +157,18 @@ def tune(repository, model, latency_budget, time_budget, concurrency, request, d
             raise ValueError
     except ValueError:
         raise AttnkitError(f"`{concurrency}` is not a comma list of integers >= 1.", flag="--concurrency") from None
+    if request and (batch_size or seq_len):
+        raise AttnkitError("a --request file fixes the shapes itself.", flag="--batch-size",
+                           hint="Drop --batch-size/--seq-len, or drop --request.")  # fmt: skip
     body = read_request(request) if request else None
     env = ServingEnv.locate(venv)
     report = run_tune(repository, model, latency_budget_ms=latency_budget, time_budget_s=time_budget, levels=levels,
-                      body=body, write=not dry_run, env=env, progress=progress)  # fmt: skip
+                      body=body, batch=batch_size, seq=seq_len, write=not dry_run, env=env, progress=progress)  # fmt: skip
     report.command = shlex.join(
         ["attnkit", "tune", str(repository), "--model", model, "--latency-budget", f"{latency_budget:g}",
          "--time-budget", f"{time_budget:g}", "--concurrency", concurrency]
         + (["--request", str(request)] if request else []) + (["--dry-run"] if dry_run else [])
+        + (["--batch-size", str(batch_size)] if batch_size else []) + (["--seq-len", str(seq_len)] if seq_len else [])
     )  # fmt: skip
     lines = table_lines(report)
     for line in lines:

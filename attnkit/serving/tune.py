@@ -199,13 +199,18 @@ def tune(
     time_budget_s: float = 600.0,
     levels: tuple[int, ...] = LEVELS,
     body: dict | None = None,
+    batch: int | None = None,
+    seq: int | None = None,
     warmup_s: float = 0.5,
     window_s: float = 1.0,
     write: bool = True,
     env=None,
     progress=None,
 ) -> TuneReport:
-    """Search ``model``'s configuration in the Triton repository ``repo`` (see the module docstring)."""
+    """Search ``model``'s configuration in the Triton repository ``repo`` (see the module docstring).
+
+    The request is ``body`` (KServe v2 JSON), else one of ``batch`` x ``seq`` built from the model's metadata
+    (seeded) when either is given, else the repository's ``request_<model>.json``, else 1 x 128 from metadata."""
     from google.protobuf import json_format, text_format
 
     from ..benchmark.environment import collect
@@ -216,6 +221,10 @@ def tune(
     say = progress or (lambda _m: None)
     repo = Path(repo)
     config_path = repo / model / "config.pbtxt"
+    if not repo.is_dir():
+        raise AttnkitError(
+            f"`{repo}` is not a directory.", flag="REPO", hint="Give a Triton repository (attnkit package --triton)."
+        )
     if not config_path.is_file():
         names = sorted(p.parent.name for p in repo.glob("*/config.pbtxt"))
         raise AttnkitError(f"`{repo}` has no model `{model}`; it has {', '.join(names) or 'none'}.", flag="--model")
@@ -225,8 +234,9 @@ def tune(
         raise AttnkitError(f"must be a number of seconds > 0; got {time_budget_s}.", flag="--time-budget")
     packaged_text = config_path.read_text()
     base = _config_of(packaged_text)
-    if body is None and (repo / f"request_{model}.json").is_file():
+    if body is None and batch is None and seq is None and (repo / f"request_{model}.json").is_file():
         body = read_request(repo / f"request_{model}.json")
+    batch, seq = batch or 1, seq or 128
     report = TuneReport(str(repo), model, latency_budget_ms, time_budget_s, tuple(levels), environment=collect())
     started = time.perf_counter()
     seen: set[Candidate] = set()
@@ -242,7 +252,7 @@ def tune(
             try:
                 server.load(model, config=config)
                 result = load_test(server.http_url, model, body, concurrency=tuple(levels), warmup_s=warmup_s,
-                                   window_s=window_s)  # fmt: skip
+                                   window_s=window_s, batch=batch, seq=seq)  # fmt: skip
                 _score(point, result, latency_budget_ms)
             except ServerError as e:
                 point.status = "refused" if "refused to load" in str(e) else "failed"
@@ -259,6 +269,10 @@ def tune(
 
         packaged = packaged_candidate(base)
         measure(packaged, "packaged")
+        if body is None and report.points[0].status == "ok":  # the same request every point was measured with
+            from .loadtest import Endpoint, request_from_metadata
+
+            body = request_from_metadata(Endpoint.parse(server.http_url), model, batch, seq)
         reference = _answer(server, model, body) if body else None
         queue = coarse(packaged)
         while queue and time_left():
