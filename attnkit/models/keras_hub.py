@@ -149,9 +149,11 @@ class CachedCallDecoding:
             cache = ops.concatenate([self._to_keras_hub(past), fresh], axis=3)
             index = ops.shape(past[0][0])[2]
         else:
-            # only the cache's length is read (the causal mask); its values come in through cache_writes_from
+            # only this cache's length is read (keras-hub's causal mask); the keys and values come in through
+            # cache_writes_from, so its heads and depth are 1: a zero tensor the runtimes fill and slice every step
+            # (tf2onnx keeps it), 256x smaller than keras-hub's layout for 4 heads of 64
             index = ops.shape(past[0][0])[2]
-            cache = ops.zeros((batch, g.num_layers, 2, index + new, g.num_heads, g.depth), self.dtype)
+            cache = ops.zeros((batch, g.num_layers, 2, index + new, 1, 1), self.dtype)
         if self.seq2seq:
             source = ops.shape(cross[0][0])[2]
             # the encoder output is not read when the cross cache is given (update index None): zeros of its shape
@@ -221,8 +223,8 @@ def cache_writes_from(past):
     ``ops.slice_update`` (``CachedMultiHeadAttention``, ``LlamaAttention``, ...; layer by layer, in order). So
     every write's result is exactly ``concat(past, update)`` on the sequence axis. Written as that, from the
     step's own inputs, the step graph has no 6-D cache to stack, transpose, slice per layer and stack again
-    (measured on llama3-124m: 2738 -> see BENCHMARKS.md nodes a step) and each present is one Concat of the past
-    and the new keys: the cache layout runtimes recognise (OpenVINO's stateful SDPA, genai's shared buffers).
+    (llama3-124m: 2738 -> 2392 ONNX nodes a step, BENCHMARKS.md) and each present is one Concat of the past and
+    the new keys. The write's ``inputs`` (keras-hub's cache slice) is read for its dtype only.
 
     Raises:
         ModelError: the model wrote its cache some other way (not two sequence-offset writes per layer); its
