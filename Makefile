@@ -48,7 +48,7 @@ bench: install
 
 # The peers' venv (issue 36): what a user of the same architecture would run instead of attnkit -- PyTorch
 # (the CPU build on this disk), transformers, optimum-intel, OpenVINO GenAI, onnxruntime-genai's model builder and
-# llama.cpp (built from source here: ~15 min on 2 cores) -- pinned by scripts/peers/requirements.txt, kept out
+# llama.cpp (built from source here; `make peers` from nothing took 5 min 46 s on 2 cores) -- pinned by scripts/peers/requirements.txt, kept out
 # of attnkit's venv. Used by scripts/decode_peers.py only, never by the tests.
 PEERS_VENV ?= .venv-peers
 peers: $(PEERS_VENV)/.installed
