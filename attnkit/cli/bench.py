@@ -114,6 +114,7 @@ def _write_plan(path: Path, image, claim, model, backends, no_baseline, batch_si
     import os
 
     from ..core.errors import AttnkitError
+    from ..exporters.manifest import write_text_atomic
     from ..serving.manifests import bench_job, dns_name, to_yaml
 
     if out is not None:
@@ -154,10 +155,8 @@ def _write_plan(path: Path, image, claim, model, backends, no_baseline, batch_si
         "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}}]  # fmt: skip
     if path.exists():  # nothing existing is lost
         raise AttnkitError(f"`{path}` exists.", flag="--plan", hint="Give a new file name, or remove it first.")
-    from ..exporters.manifest import write_text_atomic
-
     write_text_atomic(path, to_yaml(job), flag="--plan")
-    click.echo(f"wrote {path}: {cells} pods ({' x '.join(map(str, (len(batch_sizes), len(seq_lens))))} cells), "
+    click.echo(f"wrote {path}: {cells} pods ({len(batch_sizes)} x {len(seq_lens)} cells), "
                f"{threads} CPUs each (requests = limits); then `attnkit compare` their results.json")  # fmt: skip
 
 

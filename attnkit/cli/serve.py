@@ -9,6 +9,7 @@ import click
 
 from ..core.errors import AttnkitError
 from .support import progress
+from .types import POSITIVE_INTS
 
 VENV_HELP = "Serving virtualenv [default: $ATTNKIT_SERVING_VENV, else .venv-serving of the checkout]."
 
@@ -124,7 +125,7 @@ def tfserving(directory, port, model_name, timeout):
               help="p99 latency a counted measurement must stay within, in milliseconds.")  # fmt: skip
 @click.option("--time-budget", default=600.0, show_default=True, type=float, metavar="S",
               help="Seconds the search may take (a point is not started that would not fit).")  # fmt: skip
-@click.option("--concurrency", default="1,4,16", show_default=True, metavar="A,B,...",
+@click.option("--concurrency", type=POSITIVE_INTS, default="1,4,16", show_default=True,
               help="In-flight requests, one load-test level each, at every point.")  # fmt: skip
 @click.option(
     "--request",
@@ -151,12 +152,7 @@ def tune(repository, model, latency_budget, time_budget, concurrency, request, b
     from ..serving.tune import plot, table_lines
     from ..serving.tune import tune as run_tune
 
-    try:
-        levels = tuple(int(c) for c in concurrency.split(","))
-        if any(c < 1 for c in levels):
-            raise ValueError
-    except ValueError:
-        raise AttnkitError(f"`{concurrency}` is not a comma list of integers >= 1.", flag="--concurrency") from None
+    levels = tuple(int(c) for c in concurrency)
     if request and (batch_size or seq_len):
         raise AttnkitError("a --request file fixes the shapes itself.", flag="--batch-size",
                            hint="Drop --batch-size/--seq-len, or drop --request.")  # fmt: skip
@@ -166,7 +162,7 @@ def tune(repository, model, latency_budget, time_budget, concurrency, request, b
                       body=body, batch=batch_size, seq=seq_len, write=not dry_run, env=env, progress=progress)  # fmt: skip
     report.command = shlex.join(
         ["attnkit", "tune", str(repository), "--model", model, "--latency-budget", f"{latency_budget:g}",
-         "--time-budget", f"{time_budget:g}", "--concurrency", concurrency]
+         "--time-budget", f"{time_budget:g}", "--concurrency", ",".join(map(str, levels))]
         + (["--request", str(request)] if request else []) + (["--dry-run"] if dry_run else [])
         + (["--batch-size", str(batch_size)] if batch_size else []) + (["--seq-len", str(seq_len)] if seq_len else [])
     )  # fmt: skip

@@ -26,7 +26,7 @@ from ..core.errors import AttnkitError
 ISVC_API = "serving.kserve.io/v1beta1"
 #: the URI schemes KServe's storage initializer downloads from (its docs: "Model storage")
 STORAGE_SCHEMES = ("s3", "gs", "pvc", "hdfs", "webhdfs", "http", "https", "oci", "hf", "azure")
-#: where KServe's storage initializer puts the model, and what its triton runtime serves
+#: memory allowed for the server itself beside twice the repository's bytes (a stated allowance, not measured)
 SERVER_OVERHEAD_BYTES = 1 << 30
 
 

@@ -40,18 +40,23 @@ def kserve_feeds(request: dict) -> dict[str, np.ndarray]:
     }
 
 
+def served(server, model: str, request: dict) -> dict[str, np.ndarray]:
+    """``model``'s answer to the KServe v2 ``request`` from a running server, as arrays of their shapes."""
+    status, answer = http_json("POST", f"{server.http_url}/v2/models/{model}/infer", request, timeout=60)
+    if status != 200:
+        raise server.fail(f"answered `{model}` with HTTP {status}: {answer.get('error', answer)}")
+    return kserve_outputs(answer)
+
+
 def served_vs_onnxruntime(server, model: str, onnx_path: Path, request: dict) -> float:
     """Send ``request`` to ``model`` and return the largest |served - onnxruntime| over its outputs."""
     from ..runtimes.onnxruntime import session
 
-    status, answer = http_json("POST", f"{server.http_url}/v2/models/{model}/infer", request)
-    if status != 200:
-        raise server.fail(f"answered `{model}` with HTTP {status}: {answer.get('error', answer)}")
-    served = kserve_outputs(answer)
+    served_ = served(server, model, request)
     sess = session(onnx_path)
-    names = list(served)
+    names = list(served_)
     expected = dict(zip(names, sess.run(names, kserve_feeds(request))))
-    return max(float(np.max(np.abs(served[n] - expected[n]))) for n in names)
+    return max(float(np.max(np.abs(served_[n] - expected[n]))) for n in names)
 
 
 def unbatched_config(text: str, name: str) -> str:

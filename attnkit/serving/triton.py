@@ -11,7 +11,6 @@ names, so the repository is loaded unchanged.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -134,7 +133,7 @@ class TritonServer(ServerProcess):
         given (Triton's load API override: the repository is not touched); Triton's refusal becomes a
         ServerError carrying its message."""
         self.check_alive()
-        payload = json.dumps({"parameters": {"config": config}}).encode() if config else b"{}"
+        payload = {"parameters": {"config": config}} if config else b"{}"
         status, body = http_json("POST", f"{self.http_url}/v2/repository/models/{model}/load", payload, timeout=300)
         if status != 200:  # the Python backend appends the stub's traceback ("At: ..."): keep Triton's first line
             error = str(body.get("error", body)).strip().splitlines()[0]

@@ -24,7 +24,6 @@ Why by hand: Model Analyzer and perf_analyzer ship in Triton's SDK container, in
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -181,16 +180,6 @@ def _score(point: Point, report, budget_ms: float) -> None:
     )
 
 
-def _answer(server, model: str, body: dict) -> dict[str, np.ndarray]:
-    from .process import http_json
-    from .run import kserve_outputs
-
-    status, out = http_json("POST", f"{server.http_url}/v2/models/{model}/infer", json.dumps(body).encode(), timeout=60)
-    if status != 200:
-        raise ServerError(f"tritonserver answered `{model}` with HTTP {status}: {out}")
-    return kserve_outputs(out)
-
-
 def tune(
     repo: str | Path,
     model: str,
@@ -216,6 +205,7 @@ def tune(
     from ..benchmark.environment import collect
     from ..exporters.manifest import write_text_atomic
     from .loadtest import load_test, read_request
+    from .run import served
     from .triton import TritonServer
 
     say = progress or (lambda _m: None)
@@ -273,7 +263,7 @@ def tune(
             from .loadtest import Endpoint, request_from_metadata
 
             body = request_from_metadata(Endpoint.parse(server.http_url), model, batch, seq)
-        reference = _answer(server, model, body) if body else None
+        reference = served(server, model, body) if body else None
         queue = coarse(packaged)
         while queue and time_left():
             measure(queue.pop(0), "coarse")
@@ -304,7 +294,7 @@ def tune(
             )
             server.load(model)  # from disk, as a server started on the repository will
             if reference is not None:
-                got = _answer(server, model, body)
+                got = served(server, model, body)
                 report.answers_identical = all(np.array_equal(got[k], reference[k]) for k in reference)
     return report
 
