@@ -206,3 +206,30 @@ def test_preset_weights_are_deterministic_per_seed():
     c = get_preset("mha").build(seed=2).get_weights()[0]
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+def test_a_captured_constant_is_written_into_the_onnx_graph():
+    """A tensor the traced function captures that is not a variable (Gemma's backbone scales its embeddings by a
+    constant computed eagerly while the functional model was built) is left by tf2onnx as a graph input the
+    caller cannot feed; attnkit writes its value in, so the graph takes only the spec's inputs and computes
+    the captured constant's product."""
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    from attnkit.core.spec import ExportSpec, TensorSpec
+    from attnkit.exporters.onnx import convert
+
+    rng = np.random.default_rng(7)
+    scale = tf.constant(rng.uniform(1.5, 3.0, size=(4,)).astype("float32"))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")], autograph=False)
+    def fn(x):
+        return {"y": tf.identity(x * scale, name="y")}
+
+    spec = ExportSpec("captured", (TensorSpec("x", "float32", (None, 4), ("batch", None)),),
+                      (TensorSpec("y", "float32", (None, 4), ("batch", None)),))  # fmt: skip
+    model = convert(fn, spec)
+    assert [i.name for i in model.graph.input] == ["x"]
+    x = rng.standard_normal((3, 4)).astype("float32")
+    (y,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(y, x * scale.numpy(), rtol=1e-6)

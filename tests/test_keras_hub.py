@@ -130,6 +130,38 @@ def test_saved_artifacts_equal_keras_hub_generate_on_new_prompts(hub_export):
         np.testing.assert_array_equal(tokens[:stop], expected[b, :stop], err_msg=f"{family}: genai row {b}")
 
 
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_keras_attention_op_is_traced_as_matmuls_with_the_same_answers(kv_heads):
+    """keras.ops.dot_product_attention as the step traces it (MatMuls over (batch, heads, sequence, depth),
+    keys and values repeated for grouped queries) gives Keras's own answers, masked or not; with one
+    key/value head, where Keras's TensorFlow op cannot broadcast, it gives the answers of the heads repeated
+    by hand. Gemma's attention layer takes keras-hub's fused-op path only while the step is traced."""
+    import keras
+
+    from attnkit.models.keras_hub import _attention_as_matmuls, keras_attention_op
+
+    rng = np.random.default_rng(kv_heads)
+    q = rng.standard_normal((2, 3, 4, 8)).astype("float32")
+    k, v = (rng.standard_normal((2, 5, kv_heads, 8)).astype("float32") for _ in range(2))
+    mask = rng.random((2, 1, 3, 5)) < 0.7
+    mask[..., 0] = True  # every query attends somewhere
+    original = keras.ops.dot_product_attention
+    for m in (None, mask):
+        got = np.asarray(_attention_as_matmuls(original, q, k, v, mask=m, scale=0.3))
+        kk, vv = (np.repeat(t, 4 // kv_heads, axis=2) for t in (k, v)) if kv_heads == 1 else (k, v)
+        want = np.asarray(original(q, kk, vv, mask=m, scale=0.3))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+    backbone = keras_hub.models.GemmaBackbone(vocabulary_size=VOCAB, num_layers=1, num_query_heads=4,
+                                              num_key_value_heads=kv_heads, hidden_dim=32, intermediate_dim=64,
+                                              head_dim=8)  # fmt: skip
+    layer = backbone.transformer_layers[0].attention
+    assert layer._use_fused_attention_op() is False  # keras-hub's TensorFlow path: its own 5-D einsum
+    with keras_attention_op(backbone):
+        assert layer._use_fused_attention_op() is True and keras.ops.dot_product_attention is not original
+    assert layer._use_fused_attention_op() is False and keras.ops.dot_product_attention is original
+
+
 def test_step_graph_is_per_layer_past_present_with_kv_heads(hub_export):
     """The ONNX step keeps keras-hub's key/value head count (GQA: 2 for Llama 3's 4 query heads) and takes
     no padding mask (slot positions)."""
@@ -269,17 +301,70 @@ def test_openvino_stateful_and_genai_on_keras_hub_llama3(hub_export):
         c = checks[label]
         assert c.passed and c.token_match == 1.0 and c.first_mismatch is None, (label, c)
     assert checks["openvino-stateful"].rel_l2 < 1e-5
-    # an explicit softmax over a cache written slot by slot: OpenVINO's paged-attention rewrite finds no attention
-    # op to replace, so the export records its reason and continuous batching is refused with it
+    # keras-hub's explicit softmax attention became one ScaledDotProductAttention per layer in the step IR, and
+    # OpenVINO's CPU plugin compiled each, with the cache read and appended inside the node (its own
+    # ScaledDotProductAttentionWithKVCache), into the stateful decoder: asked of the compiled model
+    import openvino as ov
+
+    from attnkit.exporters.openvino_attention import fuse_attention
+
+    generation = result.manifest.generation
+    stateful = generation.artifact("decoder_stateful", "openvino")
+    layers = generation.spec.num_layers
+    assert stateful.extra["fused_attention"] == layers == stateful.extra["softmax"]
+    core = ov.Core()
+    xml = str(result.out / stateful.path / "model.xml")
+    assert fuse_attention(core.read_model(xml), {}).softmax == 0  # no Softmax left in the written IR
+    compiled = core.compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True})
+    request = compiled.create_infer_request()
+    ids = np.random.default_rng(3).integers(1, 100, (1, 3))
+    request.infer({"token_ids": ids.astype(compiled.input("token_ids").get_element_type().to_dtype()),
+                   "beam_idx": np.zeros(1, np.int32)})  # fmt: skip
+    kinds = [info.node_type for info in request.profiling_info]
+    assert kinds.count("ScaledDotProductAttentionWithKVCache") == layers, sorted(set(kinds))
+    # the paged-attention rewrite would take the fused graph, but a keras-hub step reads its positions from the
+    # cache's length, which the rewrite removes: the export records why and continuous batching is refused with it
     from attnkit.core.errors import BackendError
     from attnkit.runtimes.base import Source
     from attnkit.runtimes.registry import generation_pairs
 
-    extra = result.manifest.generation.artifact("decoder_genai", "openvino").extra
-    assert extra["paged_attention"] is False and "ScaledDotProductAttention" in extra["paged_attention_refused"]
+    extra = generation.artifact("decoder_genai", "openvino").extra
+    assert extra["paged_attention"] is False and "cache slot" in extra["paged_attention_refused"]
     assert "openvino-genai-cb/generate" not in checks
-    with pytest.raises(BackendError, match="paged-attention rewrite does not take this model .*ScaledDotProduct"):
+    with pytest.raises(BackendError, match="paged-attention rewrite does not take this model .*cache slot"):
         generation_pairs(Source(result.out), ["openvino-genai-cb"])
+
+
+def test_openvino_attention_fusion_is_proven_or_refused(hub_export, tmp_path, monkeypatch):
+    """Each family's traced attention (GPT-2: Keras's MultiHeadAttention, scores as tf2onnx's (k q^T)^T; Llama 3:
+    keras-hub's GQA with rotary) becomes one ScaledDotProductAttention per layer, every cache a concat in
+    (batch, heads, sequence, depth), and the fused step gives the unfused step's outputs. A rewrite that got the
+    attention wrong (here: its scale doubled) is caught by that comparison, and the step IR is left as it was."""
+    if not HAS_OPENVINO_GENAI:
+        pytest.skip("needs the openvino extra (pip install 'attnkit[openvino]')")
+    import openvino as ov
+
+    from attnkit.exporters import openvino_attention as fusion
+
+    family, _, result = hub_export
+    g = result.manifest.generation.spec
+    pairs = g.past_from_present()
+    xml = tmp_path / "model.xml"
+    ov.save_model(ov.convert_model(str(result.out / "decoder_with_past.onnx")), str(xml), compress_to_fp16=False)
+    core = ov.Core()
+    model = core.read_model(str(xml))
+    done = fusion.fuse_attention(model, pairs)
+    assert done.attention == done.softmax == g.num_layers and done.caches == 2 * g.num_layers, (family, done)
+    kinds = [op.get_type_name() for op in model.get_ops()]
+    assert kinds.count("ScaledDotProductAttention") == g.num_layers and "Softmax" not in kinds
+    assert fusion.agrees(core.read_model(str(xml)), model, pairs, g.ids, None) is None
+
+    right = fusion._scores
+    monkeypatch.setattr(fusion, "_scores", lambda out: (lambda m: m and (m[0], 2 * m[1], m[2]))(right(out)))
+    before = xml.read_bytes()
+    record = fusion.fuse_ir(xml, pairs, g.ids, None)
+    assert record["fused_attention"] == 0 and "logits differs" in record["fusion_refused"], record
+    assert xml.read_bytes() == before and not list(tmp_path.glob("*.fused.*"))
 
 
 def test_attention_maps_are_read_inside_keras_hub_backbones(hub_export, tmp_path):

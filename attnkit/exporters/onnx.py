@@ -8,6 +8,10 @@ Two things tf2onnx does not do for Keras 3 models, written here:
   update's index grid, start indices clamped as XLA clamps them.
 - tf2onnx names dynamic dimensions ``unk__N``; we rename them to the spec's axis names (``batch``,
   ``sequence``) so ONNX Runtime, TensorRT profiles and Triton see meaningful names.
+- A constant a Keras functional model computed eagerly while it was built (Gemma's backbone scales its
+  embeddings by ``ops.cast(ops.sqrt(hidden_dim), x.dtype)``) is captured by the trace as a tensor, not a
+  variable; tf2onnx freezes variables only and leaves such a capture as an extra graph input ("Required
+  inputs ([...Mul/y:0]) are missing"). We write its value in as an initializer.
 """
 
 from __future__ import annotations
@@ -116,6 +120,23 @@ def _from_function(tf2onnx, fn, opset: int):
     return model
 
 
+def _fold_captured_constants(model, fn) -> None:
+    """Each graph input of ``model`` that is a non-variable tensor ``fn`` captured becomes an initializer
+    holding the captured value (see module docstring)."""
+    from onnx import numpy_helper
+
+    values = {}
+    for external, internal in fn.get_concrete_function().graph.captures:
+        if external.dtype.name != "resource" and hasattr(external, "numpy"):
+            values[internal.name] = external.numpy()
+    keep = [value for value in model.graph.input if value.name not in values]
+    for value in model.graph.input:
+        if value.name in values:
+            model.graph.initializer.append(numpy_helper.from_array(values[value.name], value.name))
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+
+
 def _dynamic_update_slice_handler(ctx, node, name, args):
     """XlaDynamicUpdateSlice(x, update, start) -> ScatterND(x, grid, update), grid[..., d] = start[d] + i_d.
 
@@ -169,6 +190,7 @@ def convert(fn, spec: ExportSpec, opset: int = 17):
     unconverted = sorted({n.op_type for n in model.graph.node if n.domain not in ("", "ai.onnx", "com.microsoft")})
     if unconverted:
         raise ExportError(f"tf2onnx left TensorFlow ops it cannot convert in `{spec.name}`: {', '.join(unconverted)}.")
+    _fold_captured_constants(model, fn)
     _name_dynamic_axes(model, spec)
     model.producer_name = "attnkit (tf2onnx)"
     try:

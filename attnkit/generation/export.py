@@ -89,33 +89,38 @@ def write_openvino(
     steps with NNCF's weight-only int8 (``..._int8/``; the encoder, run once a request, stays fp32); for a
     decoder-only model, each stateful decoder in OpenVINO GenAI's layout too (``openvino_genai[_int8]/``,
     :func:`attnkit.exporters.openvino.write_genai`; ``eos_token_id`` goes into its generation config)."""
+    from ..exporters.openvino import IR_XML, write_ir, write_stateful
     from ..exporters.openvino import write_genai as write_genai_ir
-    from ..exporters.openvino import write_ir, write_stateful
+    from ..exporters.openvino_attention import fuse_ir
     from ..exporters.openvino_int8 import WEIGHT_ONLY, scheme_record, write_int8
 
     out = []
 
-    def add(rel: str, role: str) -> None:
+    def add(rel: str, role: str, **extra) -> None:
         """The fp32 IR's record and, for a decode step with int8 asked, its weight-only int8 IR's."""
-        out.append(ArtifactRecord.of(stage, "openvino", rel, "fp32", role=role, inference_precision="f32"))
+        out.append(ArtifactRecord.of(stage, "openvino", rel, "fp32", role=role, inference_precision="f32", **extra))
         if role != ROLE_ENCODER and "int8" in precisions:
             say(f"compressing {rel}'s weights to int8 (NNCF, weight-only)")
             rel8 = write_int8(stage, stage / rel, f"{rel}_int8")
+            scheme = {**scheme_record(WEIGHT_ONLY), **extra}
             out.append(
-                ArtifactRecord.of(
-                    stage, "openvino", rel8, "int8", role=role, inference_precision="f32", **scheme_record(WEIGHT_ONLY)
-                )
+                ArtifactRecord.of(stage, "openvino", rel8, "int8", role=role, inference_precision="f32", **scheme)
             )
 
     for item in [r for r in records if r.format == "onnx" and r.precision == "fp32"]:
         say(f"converting {item.path} to OpenVINO IR")
         rel = write_ir(stage, stage / item.path, f"openvino_{item.role}")
-        add(rel, item.role)
+        fusion = {}
+        if item.role == ROLE_DECODER_WITH_PAST and not g.seq2seq:
+            fusion = fuse_ir(stage / rel / IR_XML, g.past_from_present(), g.ids, None if g.slot else g.mask)
+            if fusion.get("fused_attention"):
+                say(f"fused {fusion['fused_attention']} attention blocks into ScaledDotProductAttention")
+        add(rel, item.role, **fusion)
         if item.role == ROLE_DECODER_WITH_PAST:
             say("making the OpenVINO decode step stateful (KV cache as state)")
             stateful = write_stateful(stage, stage / rel, f"openvino_{ROLE_DECODER_STATEFUL}", g.past_from_present(),
                                       g.ids, positions=not g.slot)  # fmt: skip
-            add(stateful, ROLE_DECODER_STATEFUL)
+            add(stateful, ROLE_DECODER_STATEFUL, **fusion)
     if not g.seq2seq:  # GenAI's LLMPipeline is decoder-only
         for made in [r for r in out if r.role == ROLE_DECODER_STATEFUL]:
             say(f"writing {made.path} in OpenVINO GenAI's layout")

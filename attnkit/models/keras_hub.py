@@ -77,8 +77,16 @@ class CachedCallDecoding:
                      int(backbone.hidden_dim) // int(backbone.num_heads))  # fmt: skip
             self.dtype = model.compute_dtype
         else:
-            _, cache = model._build_cache(ops.ones((1, 1), "int32"))
-            shape = tuple(int(d) for d in cache.shape)
+            try:
+                _, cache = model._build_cache(ops.ones((1, 1), "int32"))
+            except TypeError as e:  # Gemma 3: per-layer cache tuples, image inputs (keras-hub 0.32)
+                raise ModelError(
+                    f"`{name}`'s cache contract is not keras-hub's one-tensor cache ({e}); attnkit cannot export "
+                    "its decode step (export it without --generate).",
+                    flag="--generate",
+                ) from None
+            shape = tuple(getattr(cache, "shape", ()))
+            shape = tuple(int(d) for d in shape)
             self.dtype = cache.dtype
         if len(shape) != 6 or shape[2] != 2:
             raise ModelError(
@@ -168,10 +176,10 @@ class CachedCallDecoding:
                 cross_attention_cache_update_index=None,
             )
         elif past is None:
-            with slice_update_as_concat():
+            with slice_update_as_concat(), keras_attention_op(self.model):
                 logits, _, cache = self.model.call_with_cache(ids, cache, index)
         else:
-            with cache_writes_from(past) as presents:
+            with cache_writes_from(past) as presents, keras_attention_op(self.model):
                 logits, _, _ = self.model.call_with_cache(ids, cache, index)
             return ops.cast(logits, "float32"), presents
         return ops.cast(logits, "float32"), self._from_keras_hub(cache, g.num_layers)
@@ -203,6 +211,67 @@ def slice_update_as_concat():
         yield
     finally:
         keras.ops.slice_update = original
+
+
+@contextlib.contextmanager
+def keras_attention_op(model):
+    """keras-hub's attention layers that can compute through ``keras.ops.dot_product_attention`` (Gemma's,
+    Mixtral's, Qwen-MoE's: ``_use_fused_attention_op``) do so while :meth:`CachedCallDecoding.step` is traced,
+    and that op is traced as :func:`_attention_as_matmuls`.
+
+    keras-hub takes the op's path on JAX and PyTorch only; on TensorFlow it falls back to its own attention,
+    for Gemma a grouped 5-D einsum that tf2onnx lowers to batched 3-D MatMuls between Reshapes, which no
+    runtime recognises as attention (OpenVINO's fusion in :mod:`attnkit.exporters.openvino_attention`
+    included). Not for a layer with a logit soft cap (Gemma 2: TensorFlow's ``dot_product_attention`` ignores
+    one, Keras 3.15) or with dropout. The export's check holds the result to keras-hub's own eager decode."""
+    import keras
+
+    original = keras.ops.dot_product_attention
+    layers = [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if callable(getattr(type(layer), "_use_fused_attention_op", None))
+        and getattr(layer, "logit_soft_cap", None) is None
+        and not getattr(layer, "dropout", 0)
+    ]
+    for layer in layers:
+        layer._use_fused_attention_op = lambda: True
+    keras.ops.dot_product_attention = lambda *args, **kwargs: _attention_as_matmuls(original, *args, **kwargs)
+    try:
+        yield
+    finally:
+        keras.ops.dot_product_attention = original
+        for layer in layers:
+            del layer._use_fused_attention_op
+
+
+def _attention_as_matmuls(original, query, key, value, bias=None, mask=None, scale=None, is_causal=False, **kwargs):
+    """TensorFlow's ``keras.ops.dot_product_attention`` (Keras 3.15: repeat keys and values for grouped
+    queries, scaled logits in float32, ``where(mask, logits, very negative)``, softmax, back to the inputs'
+    dtype), with its two einsums written as MatMuls of (batch, heads, sequence, depth) tensors: tf2onnx lowers
+    Keras's ``BTNH,BSNH->BNTS`` einsum to 3-D batched MatMuls between computed Reshapes, where a MatMul keeps
+    the heads axis the runtimes' attention fusions look for. Also repeats a single key/value head, which the
+    Keras op leaves to a broadcast TensorFlow's einsum refuses (multi-query attention, Gemma 2B: "Dimensions
+    must be equal, but are 4 and 1"). Anything else (a bias, a causal flag, a soft cap) goes to ``original``."""
+    if bias is not None or is_causal or any(v for v in kwargs.values()) or len(query.shape) != 4:
+        return original(query, key, value, bias=bias, mask=mask, scale=scale, is_causal=is_causal, **kwargs)
+    import keras
+
+    heads, kv_heads, depth = query.shape[2], key.shape[2], query.shape[3]
+    if heads and kv_heads and heads > kv_heads:
+        key, value = ops.repeat(key, heads // kv_heads, axis=2), ops.repeat(value, heads // kv_heads, axis=2)
+    dtype = keras.backend.result_type(query.dtype, key.dtype, value.dtype)
+    query, key, value = (ops.cast(t, dtype) for t in (query, key, value))
+    scale = float(scale) if scale is not None else 1.0 / float(depth) ** 0.5
+    logits_dtype = keras.backend.result_type(dtype, "float32")
+    logits = ops.matmul(ops.transpose(query, (0, 2, 1, 3)), ops.transpose(key, (0, 2, 3, 1)))
+    logits = ops.multiply(ops.cast(logits, logits_dtype), ops.cast(scale, logits_dtype))
+    if mask is not None:
+        from keras.src.backend.tensorflow.nn import _get_large_negative
+
+        logits = ops.where(mask, logits, _get_large_negative(logits.dtype))
+    probs = ops.cast(ops.softmax(logits, axis=-1), dtype)
+    return ops.transpose(ops.matmul(probs, ops.transpose(value, (0, 2, 1, 3))), (0, 2, 1, 3))
 
 
 def _offsets_sequence_only(start_indices) -> bool:

@@ -5,8 +5,9 @@ schedules every request's tokens together, each prompt unpadded.
 
 Only where the export recorded that the rewrite takes the model (``paged_attention`` in the GenAI record,
 checked at export by :func:`attnkit.exporters.openvino.takes_paged_attention`): attnkit's decoders, whose
-stateful IR has ``position_ids``. keras-hub models do not take it (their step has no ScaledDotProductAttention
-for the rewrite to find: an explicit softmax over a cache written slot by slot), and the refusal says why;
+stateful IR has ``position_ids``. keras-hub models do not take it (their attention is fused into
+ScaledDotProductAttention at export, but their step reads its positions and causal mask from the cache's
+length, which the rewrite removes: ``SLOT_POSITIONS_REFUSED``), and the refusal says why;
 this pipeline has no SDPA fallback, unlike ``LLMPipeline`` (the ``openvino-genai`` backend, which this
 module shares loading rules with). Compiled as attnkit's other OpenVINO runners: f32 inference and cache,
 dynamic quantisation off (int8 is weight-only). Greedy; each row of a batch is one request.
