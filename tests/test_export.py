@@ -233,3 +233,19 @@ def test_a_captured_constant_is_written_into_the_onnx_graph():
     x = rng.standard_normal((3, 4)).astype("float32")
     (y,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     np.testing.assert_allclose(y, x * scale.numpy(), rtol=1e-6)
+
+
+def test_the_transpose_pass_is_left_out_only_while_asked():
+    """Decode steps convert without tf2onnx's TransposeOptimizer (it ran gpt2-124m's step out of memory);
+    tf2onnx's optimizer list is the same, in the same order, afterwards, even when the conversion fails."""
+    from tf2onnx import optimizer
+
+    from attnkit.exporters.onnx import _without_transpose_pass
+
+    before = list(optimizer._optimizers)
+    assert "optimize_transpose" in before
+    with pytest.raises(RuntimeError, match="inside"):
+        with _without_transpose_pass():
+            assert "optimize_transpose" not in optimizer._optimizers
+            raise RuntimeError("inside")
+    assert list(optimizer._optimizers) == before
