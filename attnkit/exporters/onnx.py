@@ -1,6 +1,6 @@
 """ONNX export through ``tf2onnx.convert.from_function`` (``from_keras`` is broken on Keras 3).
 
-Two things tf2onnx does not do for Keras 3 models, written here:
+What tf2onnx does not do for Keras 3 models, written here:
 - Keras 3's exact GELU traces to the TF op ``Erfc``, which tf2onnx has no handler for; we register
   one that emits ``1 - Erf(x)`` (``Erf`` is in every opset tf2onnx targets).
 - Keras's ``ops.slice_update`` (keras-hub's cached attention writes its cache with it) traces to

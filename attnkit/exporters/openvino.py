@@ -117,9 +117,10 @@ SLOT_POSITIONS_REFUSED = (
 def takes_paged_attention(model) -> str | None:
     """None if OpenVINO's paged-attention rewrite (``SDPAToPagedAttention``, as GenAI applies it) turns a copy
     of ``model`` into a valid graph (ScaledDotProductAttention ops fed by the cache state, ``input_ids`` and
-    ``position_ids`` inputs, the mask read by nothing else); else why not, in the rewrite's own words (on
-    keras-hub's Llama 3: "No ScaledDotProductAttention operation observed in the graph": its step computes
-    attention with an explicit softmax over a cache written slot by slot)."""
+    ``position_ids`` inputs, the mask read by nothing else); else why not, in the rewrite's own words (a step
+    whose attention is not ScaledDotProductAttention: "No ScaledDotProductAttention operation observed in the
+    graph", as keras-hub's were before :mod:`attnkit.exporters.openvino_attention` fused them). Asked for
+    mask-positioned steps only (:data:`SLOT_POSITIONS_REFUSED`)."""
     from openvino._offline_transformations import paged_attention_transformation
 
     copy = model.clone()

@@ -253,22 +253,24 @@ def _attention_as_matmuls(original, query, key, value, bias=None, mask=None, sca
     the heads axis the runtimes' attention fusions look for. Also repeats a single key/value head, which the
     Keras op leaves to a broadcast TensorFlow's einsum refuses (multi-query attention, Gemma 2B: "Dimensions
     must be equal, but are 4 and 1"). Anything else (a bias, a causal flag, a soft cap) goes to ``original``."""
-    if bias is not None or is_causal or any(v for v in kwargs.values()) or len(query.shape) != 4:
-        return original(query, key, value, bias=bias, mask=mask, scale=scale, is_causal=is_causal, **kwargs)
     import keras
 
-    heads, kv_heads, depth = query.shape[2], key.shape[2], query.shape[3]
+    try:
+        from keras.src.backend.tensorflow.nn import _get_large_negative  # the masked logit Keras's op writes
+    except ImportError:  # another Keras: its own op, as keras-hub would call it
+        _get_large_negative = None
+    heads, kv_heads, depth = (query.shape[2], key.shape[2], query.shape[3]) if len(query.shape) == 4 else (0, 0, 0)
+    if bias is not None or is_causal or any(kwargs.values()) or not depth or _get_large_negative is None:
+        return original(query, key, value, bias=bias, mask=mask, scale=scale, is_causal=is_causal, **kwargs)
     if heads and kv_heads and heads > kv_heads:
         key, value = ops.repeat(key, heads // kv_heads, axis=2), ops.repeat(value, heads // kv_heads, axis=2)
     dtype = keras.backend.result_type(query.dtype, key.dtype, value.dtype)
     query, key, value = (ops.cast(t, dtype) for t in (query, key, value))
-    scale = float(scale) if scale is not None else 1.0 / float(depth) ** 0.5
+    scale = 1.0 / float(depth) ** 0.5 if scale is None else scale
     logits_dtype = keras.backend.result_type(dtype, "float32")
     logits = ops.matmul(ops.transpose(query, (0, 2, 1, 3)), ops.transpose(key, (0, 2, 3, 1)))
     logits = ops.multiply(ops.cast(logits, logits_dtype), ops.cast(scale, logits_dtype))
     if mask is not None:
-        from keras.src.backend.tensorflow.nn import _get_large_negative
-
         logits = ops.where(mask, logits, _get_large_negative(logits.dtype))
     probs = ops.cast(ops.softmax(logits, axis=-1), dtype)
     return ops.transpose(ops.matmul(probs, ops.transpose(value, (0, 2, 1, 3))), (0, 2, 1, 3))
