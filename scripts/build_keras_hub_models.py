@@ -4,7 +4,9 @@ key/value heads, FFN 1408, vocab 8192) and ``gpt2-small.keras`` (GPT2CausalLM, 4
 FFN 2048, vocab 8192, 512 positions); with ``--large``, models whose weights do not fit in any CPU's cache, so
 their decode meets the DRAM wall (issue 36): ``llama3-124m`` (12 layers, hidden 768, 12 query heads over 4
 key/value heads, FFN 2048, vocab 32000) and ``gpt2-124m`` (GPT-2 small's own shape: 12 layers, hidden 768,
-12 heads, FFN 3072, vocab 50257, 1024 positions).
+12 heads, FFN 3072, vocab 50257, 1024 positions). Every weight is drawn on its own
+(:func:`attnkit.models.keras_hub.independent_weights`): keras-hub's own initialisation gives Llama equal key and
+value kernels, which OpenVINO merges into one projection (files built before 2026-12-07 have them).
 
     python scripts/build_keras_hub_models.py [--out DIR] [--seed 0] [--large]
 """
@@ -39,6 +41,8 @@ def build(name: str, seed: int):
 
 
 def main() -> None:
+    from attnkit.models.keras_hub import independent_weights
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument("--seed", type=int, default=0)
@@ -47,6 +51,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for name in ("llama3-124m", "gpt2-124m") if args.large else ("llama3-small", "gpt2-small"):
         model = build(name, args.seed)
+        # keras-hub's cloned initializers give equal key and value kernels, which OpenVINO merges (see there)
+        independent_weights(model, args.seed)
         path = args.out / f"{name}.keras"
         model.save(path)
         print(f"{path}: {model.count_params() / 1e6:.1f} M parameters")

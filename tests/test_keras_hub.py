@@ -16,6 +16,7 @@ from test_cli import assert_one_line_error, run
 
 import attnkit
 from attnkit.core.errors import ArtifactError
+from attnkit.models.keras_hub import independent_weights
 
 keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is not installed (pip install 'attnkit[keras-hub]')")
 
@@ -77,7 +78,10 @@ OPT = pytest.param("opt", marks=pytest.mark.slow(reason="OPT, a third keras-hub 
 def hub_export(request, tmp_path_factory):
     family = request.param
     path = tmp_path_factory.mktemp("hub") / f"{family}.keras"
-    _build(family, seed=SEEDS[family]).save(path)
+    model = _build(family, seed=SEEDS[family])
+    # keras-hub's cloned initializers give Llama equal key and value kernels: a rewrite that swapped them would agree
+    independent_weights(model, SEEDS[family])
+    model.save(path)
     out = tmp_path_factory.mktemp("hub_exports") / family
     # Llama 3 (GQA, rotary, positions by slot) also goes through OpenVINO: one export, checked once
     formats = "savedmodel,onnx,openvino" if family == "llama3" and HAS_OPENVINO_GENAI else "savedmodel,onnx"
@@ -247,7 +251,9 @@ def bart_export(tmp_path_factory):
     backbone = keras_hub.models.BartBackbone(vocabulary_size=VOCAB, num_layers=1, num_heads=4, hidden_dim=64,
                                              intermediate_dim=128, max_sequence_length=MAX_LEN)  # fmt: skip
     path = tmp_path_factory.mktemp("hub") / "bart.keras"
-    keras_hub.models.BartSeq2SeqLM(backbone=backbone, preprocessor=None).save(path)
+    model = keras_hub.models.BartSeq2SeqLM(backbone=backbone, preprocessor=None)
+    independent_weights(model, 24)
+    model.save(path)
     return str(path), attnkit.export(str(path), tmp_path_factory.mktemp("hub_exports") / "bart", generate=True)
 
 
@@ -322,6 +328,11 @@ def test_openvino_stateful_and_genai_on_keras_hub_llama3(hub_export):
                    "beam_idx": np.zeros(1, np.int32)})  # fmt: skip
     kinds = [info.node_type for info in request.profiling_info]
     assert kinds.count("ScaledDotProductAttentionWithKVCache") == layers, sorted(set(kinds))
+    # keras-hub's stacked rotate-half, rewritten as transformers writes it: one RoPE node per query and key
+    assert stateful.extra["rotary_rewritten"] == 2 * layers
+    assert kinds.count("RoPE") == 2 * layers, sorted(set(kinds))
+    # and its RMS norms (two a layer and the final one), reassociated as OpenVINO's RMSFusion matches them
+    assert stateful.extra["rms_rewritten"] == 2 * layers + 1 == kinds.count("RMS"), sorted(set(kinds))
     # the paged-attention rewrite would take the fused graph, but a keras-hub step reads its positions from the
     # cache's length, which the rewrite removes: the export records why and continuous batching is refused with it
     from attnkit.core.errors import BackendError
@@ -355,6 +366,8 @@ def test_openvino_attention_fusion_is_proven_or_refused(hub_export, tmp_path, mo
     model = core.read_model(str(xml))
     done = fusion.fuse_attention(model, pairs)
     assert done.attention == done.softmax == g.num_layers and done.caches == 2 * g.num_layers, (family, done)
+    llama = family == "llama3"  # GPT-2: no rotary, LayerNorm
+    assert (done.rotary, done.rms) == ((2 * g.num_layers, 2 * g.num_layers + 1) if llama else (0, 0)), (family, done)
     kinds = [op.get_type_name() for op in model.get_ops()]
     assert kinds.count("ScaledDotProductAttention") == g.num_layers and "Softmax" not in kinds
     assert fusion.agrees(core.read_model(str(xml)), model, pairs, g.ids, None) is None
@@ -469,7 +482,9 @@ def test_gemma_multi_query_decodes_with_fused_attention(tmp_path):
                                               num_key_value_heads=1, hidden_dim=64, intermediate_dim=128,
                                               head_dim=16)  # fmt: skip
     path = tmp_path / "gemma.keras"
-    keras_hub.models.GemmaCausalLM(backbone=backbone, preprocessor=None).save(path)
+    model = keras_hub.models.GemmaCausalLM(backbone=backbone, preprocessor=None)
+    independent_weights(model, 24)
+    model.save(path)
     result = attnkit.export(str(path), tmp_path / "out", formats="onnx,openvino", generate=True)
     checks = {c.label: c for c in result.report.generation.checks}
     for label in ("onnxruntime", "openvino", "openvino-stateful", "openvino-genai/generate"):

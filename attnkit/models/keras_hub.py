@@ -46,6 +46,32 @@ def tokenizer_of(model) -> tuple:
     return tokenizer, (int(start) if isinstance(start, int) else None)
 
 
+def independent_weights(model, seed: int = 0) -> int:
+    """Re-draw every weight of rank >= 2 of a model built from config from its own normal stream (the
+    standard deviation it was initialised with; 0.02 where it was constant); returns how many were drawn.
+
+    Why: keras-hub's attention layers clone one initializer, seed included, for their query, key, value and
+    output kernels, so a model built from config has its key and value kernels equal and its query and
+    output kernels starting with the same numbers (measured on Llama3Backbone, keras-hub 0.32). Runtimes
+    then do what trained weights never allow: OpenVINO merges the equal key and value projections into one
+    FullyConnected (llama3-124m: 73 of 85 a step, 2 % fewer bytes than a trained model streams), and a graph
+    rewrite that swapped keys for values would still agree. Random models for timing and for the agreement
+    tests are drawn through this.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    drawn = 0
+    for weight in model.weights:
+        if len(weight.shape) < 2:
+            continue
+        value = np.asarray(weight.numpy())
+        std = float(value.std()) or 0.02
+        weight.assign(rng.normal(0.0, std, value.shape).astype(value.dtype))
+        drawn += 1
+    return drawn
+
+
 def has_cached_call(model) -> bool:
     """True for a model that provides keras-hub's ``CausalLM`` cache contract: ``call_with_cache`` and
     ``_build_cache`` (which gives the cache's layout), with a ``backbone`` that has ``vocabulary_size`` and
