@@ -524,17 +524,16 @@ def _one_over_root_mean_square(output, x):
     one = _vector(div.input_value(0)) if div.get_type_name() == "Divide" else None
     if one is None or one.size != 1 or float(np.ravel(one)[0]) != 1.0:
         return None
-    add = (
-        div.input_value(1).get_node().input_value(0).get_node()
-        if div.input_value(1).get_node().get_type_name() == "Sqrt"
-        else None
-    )
+    sqrt = div.input_value(1).get_node()
+    add = sqrt.input_value(0).get_node() if sqrt.get_type_name() == "Sqrt" else None
     if add is None or add.get_type_name() != "Add":
         return None
     for i in (0, 1):
         mean, eps = add.input_value(i).get_node(), add.input_value(1 - i)
         if mean.get_type_name() != "ReduceMean" or _vector(eps) is None or _vector(eps).size != 1:
             continue
+        if not mean.get_attributes().get("keep_dims"):  # the rewrite keeps the reduced axis
+            return None
         power, axes = mean.input_value(0).get_node(), _vector(mean.input_value(1))
         two = _vector(power.input_value(1)) if power.get_type_name() == "Power" else None
         rank = x.get_partial_shape().rank
