@@ -1,0 +1,166 @@
+"""The rotary embedding and the RMS norm of a traced keras-hub decode step, rewritten into the forms OpenVINO's
+own fusions recognise (steps 3 and 4 of :mod:`attnkit.exporters.openvino_attention`, which proves and writes
+them).
+
+Why by hand: keras-hub computes both as its Keras code says, and OpenVINO's ``RoPEFusion*`` and ``RMSFusion``
+passes match the graphs the PyTorch frontend makes of transformers' code. The values are the same; only the
+form differs:
+
+- rotate-half: keras-hub ``reshape(stack((-x2, x1), axis=-2), shape(x))`` (``RotaryEmbedding``); transformers
+  ``concat((-x2, x1), axis=-1)``, which ``RoPEFusionGPTNEOX`` turns, with ``x * cos + rotated * sin``, into one
+  ``RoPE`` node;
+- RMS norm: keras-hub ``x * (1 / sqrt(mean(x^2, axis=2) + eps) * scale)`` (``LlamaLayerNorm``); the form
+  ``RMSFusion`` matches, ``scale * (x * 1 / sqrt(mean(x^2, axis=-1) + eps))``, becomes one ``RMS`` node.
+
+Each function rewrites an ``ov.Model`` in place and returns how many places it rewrote; anything that does
+not match is left as it was.
+"""
+
+from __future__ import annotations
+
+
+def constant_values(output):
+    """The values of a Constant output, else None."""
+    node = output.get_node()
+    if node.get_type_name() != "Constant":
+        return None
+    return node.get_data()
+
+
+def _unsqueezed(output, axis: int):
+    """The input of ``output``'s op if that op inserts one axis at ``axis`` of a rank-4 tensor (an Unsqueeze,
+    or a Reshape whose output has size 1 there); else None."""
+    import numpy as np
+
+    node = output.get_node()
+    src = node.input_value(0) if node.get_input_size() else None
+    if src is None or src.get_partial_shape().rank.get_length() != 4:
+        return None
+    if node.get_type_name() == "Unsqueeze":
+        axes = constant_values(node.input_value(1))
+        return src if axes is not None and [int(a) % 5 for a in np.ravel(axes)] == [axis] else None
+    if node.get_type_name() == "Reshape":
+        out = node.get_output_partial_shape(0)
+        return src if out.rank.get_length() == 5 and out[axis].is_static and out[axis].get_length() == 1 else None
+    return None
+
+
+def _halves(negated, first):
+    """``x`` if ``negated`` is minus the second half of ``x`` (a Negative, or a Multiply by -1) and ``first`` its
+    first half, both from one Split (or an even VariadicSplit) of a rank-4 ``x`` on its last axis; else None."""
+    import numpy as np
+
+    neg = negated.get_node()
+    if neg.get_type_name() == "Multiply":
+        minus = constant_values(neg.input_value(1))
+        if minus is None or minus.size != 1 or float(np.ravel(minus)[0]) != -1.0:
+            return None
+    elif neg.get_type_name() != "Negative":
+        return None
+    second, split = neg.input_value(0), neg.input_value(0).get_node()
+    if first.get_node() is not split or (second.get_index(), first.get_index()) != (1, 0):
+        return None
+    if split.get_type_name() not in ("Split", "VariadicSplit") or split.get_output_size() != 2:
+        return None
+    x = split.input_value(0)
+    shape, axis = x.get_partial_shape(), constant_values(split.input_value(1))
+    if shape.rank.get_length() != 4 or axis is None or int(np.ravel(axis)[0]) % 4 != 3 or not shape[3].is_static:
+        return None
+    if split.get_type_name() == "VariadicSplit":
+        lengths = constant_values(split.input_value(2))
+        if lengths is None or [int(v) for v in np.ravel(lengths)] != [shape[3].get_length() // 2] * 2:
+            return None
+    return x
+
+
+def canonical_rotary(model) -> int:
+    """In place: every ``Reshape(Concat(Unsqueeze(-x2, 3), Unsqueeze(x1, 3)))``
+    back to rank 4 with ``x``'s last dimension becomes ``Concat(-x2, x1, axis=-1)`` over a ``VariadicSplit`` of
+    ``x``; returns how many. (Why the same values: stacking two halves of ``h`` on a new axis before the last
+    and merging the two axes lays out, per row, the ``h`` values of ``-x2`` then the ``h`` of ``x1``.)"""
+    import numpy as np
+    from openvino import opset13
+
+    done = 0
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "Reshape":
+            continue
+        concat = node.input_value(0).get_node()
+        if concat.get_type_name() != "Concat" or concat.get_input_size() != 2:
+            continue
+        if concat.get_output_partial_shape(0).rank.get_length() != 5 or concat.get_axis() % 5 != 3:
+            continue
+        negated, first = (_unsqueezed(concat.input_value(i), 3) for i in range(2))
+        x = _halves(negated, first) if negated is not None and first is not None else None
+        out = node.get_output_partial_shape(0)
+        if x is None or out.rank.get_length() != 4 or not out[3].is_static or out[3] != x.get_partial_shape()[3]:
+            continue
+        half = x.get_partial_shape()[3].get_length() // 2
+        lengths = opset13.constant(np.array([half, half], np.int64))
+        split = opset13.variadic_split(x, opset13.constant(np.int64(3)), lengths)
+        minus = opset13.multiply(split.output(1), opset13.constant(np.array(-1.0, x.get_element_type().to_dtype())))
+        node.output(0).replace(opset13.concat([minus.output(0), split.output(0)], -1).output(0))
+        done += 1
+    return done
+
+
+def _one_over_root_mean_square(output, x):
+    """``(mean-square ReduceMean, eps)`` if ``output`` is ``1 / sqrt(ReduceMean(x ** 2, last axis) + eps)`` with
+    a constant ``eps``; else None."""
+    import numpy as np
+
+    div = output.get_node()
+    one = constant_values(div.input_value(0)) if div.get_type_name() == "Divide" else None
+    if one is None or one.size != 1 or float(np.ravel(one)[0]) != 1.0:
+        return None
+    sqrt = div.input_value(1).get_node()
+    add = sqrt.input_value(0).get_node() if sqrt.get_type_name() == "Sqrt" else None
+    if add is None or add.get_type_name() != "Add":
+        return None
+    for i in (0, 1):
+        mean, eps = add.input_value(i).get_node(), add.input_value(1 - i)
+        if mean.get_type_name() != "ReduceMean" or constant_values(eps) is None or constant_values(eps).size != 1:
+            continue
+        if not mean.get_attributes().get("keep_dims"):  # the rewrite keeps the reduced axis
+            return None
+        power, axes = mean.input_value(0).get_node(), constant_values(mean.input_value(1))
+        two = constant_values(power.input_value(1)) if power.get_type_name() == "Power" else None
+        rank = x.get_partial_shape().rank
+        if two is None or two.size != 1 or float(np.ravel(two)[0]) != 2.0 or power.input_value(0) != x:
+            return None
+        if (
+            axes is None
+            or not rank.is_static
+            or [int(a) % rank.get_length() for a in np.ravel(axes)] != [rank.get_length() - 1]
+        ):
+            return None
+        return mean, eps
+    return None
+
+
+def canonical_rms(model) -> int:
+    """In place: every ``x * (1 / sqrt(mean(x^2) + eps) * scale)`` (scale a
+    constant) becomes ``scale * (x * 1 / sqrt(mean(x^2, axis=-1) + eps))``; returns how many."""
+    import numpy as np
+    from openvino import opset13
+
+    done = 0
+    for mul in model.get_ordered_ops():
+        if mul.get_type_name() != "Multiply":
+            continue
+        for xi, ri in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            x, scaled = mul.input_value(xi), mul.input_value(1 - xi).get_node()
+            if scaled.get_type_name() != "Multiply" or constant_values(scaled.input_value(1 - ri)) is None:
+                continue
+            found = _one_over_root_mean_square(scaled.input_value(ri), x)
+            if found is None:
+                continue
+            mean, eps = found
+            square_mean = opset13.reduce_mean(mean.input_value(0), opset13.constant(np.array([-1], np.int64)), True)
+            root = opset13.sqrt(opset13.add(square_mean, eps))
+            one = scaled.input_value(ri).get_node().input_value(0)
+            normed = opset13.multiply(x, opset13.divide(one, root))
+            mul.output(0).replace(opset13.multiply(scaled.input_value(1 - ri), normed).output(0))
+            done += 1
+            break
+    return done
