@@ -8,7 +8,10 @@ key/value heads, FFN 2048, vocab 32000) and ``gpt2-124m`` (GPT-2 small's own sha
 (:func:`attnkit.models.keras_hub.independent_weights`): keras-hub's own initialisation gives Llama equal key and
 value kernels, which OpenVINO merges into one projection (files built before 2026-12-07 have them).
 
-    python scripts/build_keras_hub_models.py [--out DIR] [--seed 0] [--large]
+    python scripts/build_keras_hub_models.py [--out DIR] [--seed 0] [--large] [--only qwen2-150m]
+
+``qwen2-150m`` (QwenCausalLM, 12 layers, hidden 896, 14 query heads over 2 key/value heads, FFN 2432, vocab
+32000, untied output) is a third family and size, built only when asked.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ def build(name: str, seed: int):
         backbone = m.GPT2Backbone(vocabulary_size=50257, num_layers=12, num_heads=12, hidden_dim=768,
                                   intermediate_dim=3072, max_sequence_length=1024)  # fmt: skip
         return m.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    if name == "qwen2-150m":  # another family and size than the two above (Qwen 2: q/k/v biases, 14 heads over 2)
+        backbone = m.QwenBackbone(vocabulary_size=32000, num_layers=12, num_query_heads=14, num_key_value_heads=2,
+                                  hidden_dim=896, intermediate_dim=2432, tie_word_embeddings=False)  # fmt: skip
+        return m.QwenCausalLM(backbone=backbone, preprocessor=None)
     if name == "llama3-small":
         backbone = m.Llama3Backbone(vocabulary_size=8192, num_layers=4, num_query_heads=8, num_key_value_heads=2,
                                     hidden_dim=512, intermediate_dim=1408)  # fmt: skip
@@ -47,9 +54,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--large", action="store_true", help="the ~124 M models instead of the small ones")
+    parser.add_argument("--only", help="comma list of model names to build instead (e.g. qwen2-150m)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in ("llama3-124m", "gpt2-124m") if args.large else ("llama3-small", "gpt2-small"):
+    names = ("llama3-124m", "gpt2-124m") if args.large else ("llama3-small", "gpt2-small")
+    for name in args.only.split(",") if args.only else names:
         model = build(name, args.seed)
         # keras-hub's cloned initializers give equal key and value kernels, which OpenVINO merges (see there)
         independent_weights(model, args.seed)

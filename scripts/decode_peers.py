@@ -4,7 +4,7 @@ instead (issue 36), in one run on this machine, with the DRAM bandwidth measured
     make peers                      # the peers' pinned venv (.venv-peers), once
     python scripts/decode_peers.py MODEL.keras --work DIR [--batch 1] [--prompt-length 32] [--new-tokens 128]
         [--repeats 3] [--peers transformers,optimum-intel,openvino-genai,onnxruntime-genai,llama.cpp]
-        [--attnkit-backends onnxruntime,openvino-stateful]
+        [--attnkit-backends onnxruntime,openvino-stateful] [--rounds 1]
 
 1. The checkpoint: keras-hub's own ``export_to_transformers`` writes MODEL's weights as a Hugging Face
    checkpoint (``DIR/hf``), so every peer runs the same weights (Llama 3, GPT-2, Mistral, Gemma, Qwen: the
@@ -20,6 +20,8 @@ instead (issue 36), in one run on this machine, with the DRAM bandwidth measured
    with keras-hub's own ``generate()`` on the same prompts (the same weights give the same tokens).
 4. A DRAM copy probe (attnkit's :class:`~attnkit.benchmark.roofline.BandwidthProbes`, same threads) before
    the first and after every peer; the bound of the table is the highest probe of the run, attnkit's included.
+5. ``--rounds N``: all of 3 and 2 again, N times in turn, each row's tok/s the median of its N (a shared VM's
+   bandwidth drifts over minutes, and rows run one after another; measured 38-53 GB/s within one run).
 
 Writes ``DIR/peers.json`` and prints a markdown table: tokens/s, its ratio to the best peer, GB/s of weights
 streamed a token (the bytes of attnkit's fp32 step, halved for a row that ran bf16) and its share of the bound.
@@ -83,12 +85,12 @@ def run_peer(peer: str, precision: str, args, hf: Path, prompts_path: Path) -> d
     return json.loads(out.read_text())
 
 
-def attnkit_rows(args, model_path: Path) -> dict:
+def attnkit_rows(args, model_path: Path, round_: int = 0) -> dict:
     exp = args.attnkit_export or args.work / "attnkit"
     if not (exp / "manifest.json").exists():
         subprocess.run([str(ATTNKIT), "export", str(model_path), "--out", str(exp), "--generate",
                         "--format", "onnx,openvino", "--precision", "fp32"], check=True)  # fmt: skip
-    out = args.work / "attnkit-bench"
+    out = args.work / ("attnkit-bench" if not round_ else f"attnkit-bench-{round_ + 1}")
     subprocess.run([str(ATTNKIT), "bench-generate", str(exp), "--backends", args.attnkit_backends,
                     "--batch-sizes", str(args.batch), "--prompt-lengths", str(args.prompt_length),
                     "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats),
@@ -113,6 +115,9 @@ def main() -> None:
     ap.add_argument("--attnkit-precisions", default="fp32", help="bench-generate's --precision (bf16: OpenVINO's hint)")
     ap.add_argument("--attnkit-export", type=Path, help="an existing `attnkit export --generate` of MODEL to use")
     ap.add_argument("--skip-reference", action="store_true", help="no keras-hub generate() cross-check")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every row this many times, the rows in turn each round; a row's tok/s is its median over "
+                         "the rounds (a shared VM's bandwidth drifts while rows run one after another)")  # fmt: skip
     args = ap.parse_args()
     if not PEER_PY.exists():
         sys.exit("no peers venv: run `make peers` first (.venv-peers, scripts/peers/requirements.txt)")
@@ -129,23 +134,42 @@ def main() -> None:
 
     probes = BandwidthProbes(threads=args.threads)
     copies = [probes.copy()["gbps"]]
-    peers = []
-    for peer in args.peers.split(","):
-        for precision in args.precisions.split(","):
-            if peer == "transformers" and precision != "f32":
-                continue  # PyTorch eager has no other CPU default than fp32
-            if peer == "onnxruntime-genai" and precision == "default":
-                continue  # the builder's fp32 is its default for -p fp32; no runtime precision switch
-            if peer == "llama.cpp" and precision == "default":
-                continue  # llama.cpp runs the GGUF's own types: f32 asked
-            started = time.perf_counter()
-            result = run_peer(peer, precision, args, hf, prompts_path)
-            result["wall_s"] = round(time.perf_counter() - started, 1)
-            copies.append(probes.copy()["gbps"])
-            peers.append(result)
-            print(f"{peer} {precision}: {result.get('tokens_per_s') or result.get('error')}", flush=True)
-    ours = attnkit_rows(args, args.model)
-    copies.append(probes.copy()["gbps"])
+    peers, rounds = [], []
+    for round_ in range(args.rounds):
+        for peer in args.peers.split(","):
+            for precision in args.precisions.split(","):
+                if peer == "transformers" and precision != "f32":
+                    continue  # PyTorch eager has no other CPU default than fp32
+                if peer == "onnxruntime-genai" and precision == "default":
+                    continue  # the builder's fp32 is its default for -p fp32; no runtime precision switch
+                if peer == "llama.cpp" and precision == "default":
+                    continue  # llama.cpp runs the GGUF's own types: f32 asked
+                started = time.perf_counter()
+                result = run_peer(peer, precision, args, hf, prompts_path)
+                result["wall_s"] = round(time.perf_counter() - started, 1)
+                copies.append(probes.copy()["gbps"])
+                if round_ == 0:
+                    peers.append(result)
+                else:  # the same row again: its tok/s joins the first round's
+                    first = next(p for p in peers if (p["peer"], p["precision"]) == (peer, precision))
+                    if "tokens_per_s" in first and "tokens_per_s" in result:
+                        first.setdefault("rounds_tokens_per_s", [first["tokens_per_s"]]).append(result["tokens_per_s"])
+                print(
+                    f"[{round_ + 1}] {peer} {precision}: {result.get('tokens_per_s') or result.get('error')}",
+                    flush=True,
+                )
+        rounds.append(attnkit_rows(args, args.model, round_))
+        copies.append(probes.copy()["gbps"])
+    ours = rounds[0]
+    for r in ours["rows"]:  # every round's tok/s of the same row, the median the table's figure
+        same = [next((x for x in o["rows"] if (x["label"], x["precision"]) == (r["label"], r["precision"])), {})
+                for o in rounds]  # fmt: skip
+        seen = [x["tokens_per_s"] for x in same if x.get("tokens_per_s")]
+        if r.get("tokens_per_s") and len(seen) > 1:
+            r["rounds_tokens_per_s"], r["tokens_per_s"] = seen, float(np.median(seen))
+    for p in peers:
+        if len(p.get("rounds_tokens_per_s", [])) > 1:
+            p["tokens_per_s"] = float(np.median(p["rounds_tokens_per_s"]))
 
     reference = next((np.asarray(p["tokens"]) for p in peers if p["peer"] == "transformers" and "tokens" in p), None)
     for p in peers:
@@ -161,6 +185,7 @@ def main() -> None:
         if r.get("tokens_per_s"):
             rows.append({"who": "attnkit", "row": f"{r['label']} ({r['precision']})", "ran_as": r["precision"],
                          "tokens_per_s": r["tokens_per_s"], "bytes": r.get("bytes_per_step"),
+                         "rounds": r.get("rounds_tokens_per_s"),
                          "tokens": f"identical to keras-hub eager: {r.get('token_match')}"})  # fmt: skip
     for p in peers:
         if "tokens_per_s" not in p:
@@ -169,6 +194,7 @@ def main() -> None:
         scale = WEIGHT_SCALE.get(p["ran_as"].split(" ")[0], 1.0)
         rows.append({"who": p["peer"], "row": f"{p['peer']} ({p['precision']})", "ran_as": p["ran_as"],
                      "tokens_per_s": p["tokens_per_s"], "bytes": weight_bytes and weight_bytes * scale,
+                     "rounds": p.get("rounds_tokens_per_s"),
                      "tokens": f"match vs transformers: {p.get('token_match_vs_transformers')}"})  # fmt: skip
     best_peer = max((r["tokens_per_s"] for r in rows if r["who"] != "attnkit" and "tokens_per_s" in r), default=None)
     for r in rows:
@@ -179,7 +205,8 @@ def main() -> None:
                 r["pct_of_bound"] = 100 * r["gbps"] / bound
     summary = {
         "model": str(args.model), "batch": args.batch, "prompt_length": args.prompt_length,
-        "new_tokens": args.new_tokens, "threads": args.threads, "copy_probes_gbps": copies, "bound_gbps": bound,
+        "new_tokens": args.new_tokens, "threads": args.threads, "rounds": args.rounds, "copy_probes_gbps": copies,
+        "bound_gbps": bound,
         "keras_hub_vs_transformers": None if reference_kh is None or reference is None
         else float((reference_kh == reference).mean()),
         "environment": ours.get("environment"), "rows": rows, "peers": peers,
@@ -187,14 +214,16 @@ def main() -> None:
     (args.work / "peers.json").write_text(json.dumps(summary, indent=1, default=str))
     print(f"\ncopy probes {', '.join(f'{c:.1f}' for c in copies)} GB/s; bound {bound:.1f} GB/s; keras-hub generate() "
           f"tokens vs transformers: {summary['keras_hub_vs_transformers']}")  # fmt: skip
-    print("| row | ran as | tok/s | x best peer | GB/s | % of bound | tokens |\n|---|---|---:|---:|---:|---:|---|")
+    head = "tok/s" if args.rounds == 1 else f"tok/s (median of {args.rounds} rounds: each round's)"
+    print(f"| row | ran as | {head} | x best peer | GB/s | % of bound | tokens |\n|---|---|---:|---:|---:|---:|---|")
     for r in rows:
         if "error" in r:
             print(f"| {r['row']} | - | - | - | - | - | not run: {r['error']} |")
             continue
         gbps = f"{r['gbps']:.1f} | {r['pct_of_bound']:.0f} %" if r.get("gbps") else "- | -"
         xb = f"{r['x_best_peer']:.2f}" if r.get("x_best_peer") else "-"
-        print(f"| {r['row']} | {r['ran_as']} | {r['tokens_per_s']:.1f} | {xb} | {gbps} | {r['tokens']} |")
+        each = f" ({', '.join(f'{t:.1f}' for t in r['rounds'])})" if r.get("rounds") else ""
+        print(f"| {r['row']} | {r['ran_as']} | {r['tokens_per_s']:.1f}{each} | {xb} | {gbps} | {r['tokens']} |")
 
 
 if __name__ == "__main__":

@@ -491,3 +491,5 @@ def test_gemma_multi_query_decodes_with_fused_attention(tmp_path):
         assert checks[label].passed and checks[label].token_match == 1.0, (label, checks[label])
     stateful = result.manifest.generation.artifact("decoder_stateful", "openvino")
     assert stateful.extra["fused_attention"] == stateful.extra["softmax"] == 2
+    # its RMS norms square as x * x and scale by a folded 1 + scale: rewritten too (two a layer, the final one)
+    assert stateful.extra["rms_rewritten"] == 5 and stateful.extra["rotary_rewritten"] == 4, stateful.extra

@@ -9,7 +9,8 @@ form differs:
 - rotate-half: keras-hub ``reshape(stack((-x2, x1), axis=-2), shape(x))`` (``RotaryEmbedding``); transformers
   ``concat((-x2, x1), axis=-1)``, which ``RoPEFusionGPTNEOX`` turns, with ``x * cos + rotated * sin``, into one
   ``RoPE`` node;
-- RMS norm: keras-hub ``x * (1 / sqrt(mean(x^2, axis=2) + eps) * scale)`` (``LlamaLayerNorm``); the form
+- RMS norm: keras-hub ``x * (1 / sqrt(mean(x^2, axis=2) + eps) * scale)`` (``LlamaLayerNorm``; Gemma's
+  ``RMSNormalization`` squares as ``x * x``, its scale ``1 + scale`` folded to a constant); the form
   ``RMSFusion`` matches, ``scale * (x * 1 / sqrt(mean(x^2, axis=-1) + eps))``, becomes one ``RMS`` node.
 
 Each function rewrites an ``ov.Model`` in place and returns how many places it rewrote; anything that does
@@ -123,10 +124,9 @@ def _one_over_root_mean_square(output, x):
             continue
         if not mean.get_attributes().get("keep_dims"):  # the rewrite keeps the reduced axis
             return None
-        power, axes = mean.input_value(0).get_node(), constant_values(mean.input_value(1))
-        two = constant_values(power.input_value(1)) if power.get_type_name() == "Power" else None
+        square, axes = mean.input_value(0).get_node(), constant_values(mean.input_value(1))
         rank = x.get_partial_shape().rank
-        if two is None or two.size != 1 or float(np.ravel(two)[0]) != 2.0 or power.input_value(0) != x:
+        if not _squares(square, x):
             return None
         if (
             axes is None
@@ -138,9 +138,19 @@ def _one_over_root_mean_square(output, x):
     return None
 
 
+def _squares(node, x) -> bool:
+    """True if ``node`` is ``x ** 2`` (a Power by 2, or ``x * x`` as tf2onnx writes Keras's ``square``: Gemma)."""
+    import numpy as np
+
+    if node.get_type_name() == "Multiply":
+        return node.input_value(0) == x and node.input_value(1) == x
+    two = constant_values(node.input_value(1)) if node.get_type_name() == "Power" else None
+    return two is not None and two.size == 1 and float(np.ravel(two)[0]) == 2.0 and node.input_value(0) == x
+
+
 def canonical_rms(model) -> int:
-    """In place: every ``x * (1 / sqrt(mean(x^2) + eps) * scale)`` (scale a
-    constant) becomes ``scale * (x * 1 / sqrt(mean(x^2, axis=-1) + eps))``; returns how many."""
+    """In place: every ``x * (1 / sqrt(mean(x^2) + eps) * scale)`` (scale a constant, ``x^2`` a Power or
+    ``x * x``) becomes ``scale * (x * 1 / sqrt(mean(x ** 2, axis=-1) + eps))``; returns how many."""
     import numpy as np
     from openvino import opset13
 
@@ -155,8 +165,9 @@ def canonical_rms(model) -> int:
             found = _one_over_root_mean_square(scaled.input_value(ri), x)
             if found is None:
                 continue
-            mean, eps = found
-            square_mean = opset13.reduce_mean(mean.input_value(0), opset13.constant(np.array([-1], np.int64)), True)
+            _, eps = found
+            square = opset13.power(x, opset13.constant(np.array(2.0, x.get_element_type().to_dtype())))
+            square_mean = opset13.reduce_mean(square, opset13.constant(np.array([-1], np.int64)), True)
             root = opset13.sqrt(opset13.add(square_mean, eps))
             one = scaled.input_value(ri).get_node().input_value(0)
             normed = opset13.multiply(x, opset13.divide(one, root))
