@@ -57,7 +57,24 @@ def export_checkpoint(model_path: Path, out: Path):
         tmp = out.with_name(out.name + ".tmp")
         model.export_to_transformers(str(tmp))
         tmp.replace(out)
+    with_architecture(out / "config.json")
     return model, out
+
+
+def with_architecture(config_path: Path) -> None:
+    """Write ``architectures`` into a checkpoint's config where keras-hub's exporter left it out (GPT-2, Qwen 2
+    in keras-hub 0.32; Llama's has it): onnxruntime-genai's model builder and llama.cpp's converter pick their
+    model class by it, and transformers' ``save_pretrained`` always writes it. The class is transformers' own
+    causal-LM class for the config's ``model_type``, asked of the peers' venv."""
+    config = json.loads(config_path.read_text())
+    if config.get("architectures"):
+        return
+    ask = ("import sys; from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as m; "
+           "print(m[sys.argv[1]])")  # fmt: skip
+    done = subprocess.run([str(PEER_PY), "-c", ask, config["model_type"]], capture_output=True, text=True)
+    if done.returncode == 0 and done.stdout.strip():
+        config["architectures"] = [done.stdout.strip()]
+        config_path.write_text(json.dumps(config, indent=2))
 
 
 def keras_hub_tokens(model, prompts: np.ndarray, n: int) -> np.ndarray:
