@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .openvino_forms import canonical_rms, canonical_rotary, constant_values
+from .openvino_forms import canonical_rms, canonical_rotary, constant_values, rank_of
 
 #: the permutation between (batch, sequence, heads, depth) and (batch, heads, sequence, depth); its own inverse
 BSHD_BHSD = [0, 2, 1, 3]
@@ -299,7 +299,7 @@ def _fuse_one(softmax, caches: dict):
     import numpy as np
     from openvino import opset13
 
-    if softmax.get_output_partial_shape(0).rank.get_length() != 4:
+    if rank_of(softmax.get_output_partial_shape(0)) != 4:
         return "not rank 4"
     if softmax.get_attributes().get("axis") not in (-1, 3):
         return "softmax not over the last axis"

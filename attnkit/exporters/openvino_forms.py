@@ -28,6 +28,11 @@ def constant_values(output):
     return node.get_data()
 
 
+def rank_of(shape) -> int:
+    """The rank of a partial shape, -1 where it is dynamic (what no pattern here matches)."""
+    return shape.rank.get_length() if shape.rank.is_static else -1
+
+
 def _unsqueezed(output, axis: int):
     """The input of ``output``'s op if that op inserts one axis at ``axis`` of a rank-4 tensor (an Unsqueeze,
     or a Reshape whose output has size 1 there); else None."""
@@ -35,14 +40,14 @@ def _unsqueezed(output, axis: int):
 
     node = output.get_node()
     src = node.input_value(0) if node.get_input_size() else None
-    if src is None or src.get_partial_shape().rank.get_length() != 4:
+    if src is None or rank_of(src.get_partial_shape()) != 4:
         return None
     if node.get_type_name() == "Unsqueeze":
         axes = constant_values(node.input_value(1))
         return src if axes is not None and [int(a) % 5 for a in np.ravel(axes)] == [axis] else None
     if node.get_type_name() == "Reshape":
         out = node.get_output_partial_shape(0)
-        return src if out.rank.get_length() == 5 and out[axis].is_static and out[axis].get_length() == 1 else None
+        return src if rank_of(out) == 5 and out[axis].is_static and out[axis].get_length() == 1 else None
     return None
 
 
@@ -65,7 +70,7 @@ def _halves(negated, first):
         return None
     x = split.input_value(0)
     shape, axis = x.get_partial_shape(), constant_values(split.input_value(1))
-    if shape.rank.get_length() != 4 or axis is None or int(np.ravel(axis)[0]) % 4 != 3 or not shape[3].is_static:
+    if rank_of(shape) != 4 or axis is None or int(np.ravel(axis)[0]) % 4 != 3 or not shape[3].is_static:
         return None
     if split.get_type_name() == "VariadicSplit":
         lengths = constant_values(split.input_value(2))
@@ -89,12 +94,12 @@ def canonical_rotary(model) -> int:
         concat = node.input_value(0).get_node()
         if concat.get_type_name() != "Concat" or concat.get_input_size() != 2:
             continue
-        if concat.get_output_partial_shape(0).rank.get_length() != 5 or concat.get_axis() % 5 != 3:
+        if rank_of(concat.get_output_partial_shape(0)) != 5 or concat.get_axis() % 5 != 3:
             continue
         negated, first = (_unsqueezed(concat.input_value(i), 3) for i in range(2))
         x = _halves(negated, first) if negated is not None and first is not None else None
         out = node.get_output_partial_shape(0)
-        if x is None or out.rank.get_length() != 4 or not out[3].is_static or out[3] != x.get_partial_shape()[3]:
+        if x is None or rank_of(out) != 4 or not out[3].is_static or out[3] != x.get_partial_shape()[3]:
             continue
         half = x.get_partial_shape()[3].get_length() // 2
         lengths = opset13.constant(np.array([half, half], np.int64))
