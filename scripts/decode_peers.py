@@ -77,6 +77,17 @@ def with_architecture(config_path: Path) -> None:
         config_path.write_text(json.dumps(config, indent=2))
 
 
+def merge_rounds(rounds: list[list[dict]], key) -> list[dict]:
+    """The first round's rows, each that ran in more than one round with every round's tok/s
+    (``rounds_tokens_per_s``) and their median as its ``tokens_per_s``; rows are matched by ``key(row)``."""
+    first = rounds[0]
+    for row in first:
+        seen = [x["tokens_per_s"] for other in rounds for x in other if key(x) == key(row) and x.get("tokens_per_s")]
+        if row.get("tokens_per_s") and len(seen) > 1:
+            row["rounds_tokens_per_s"], row["tokens_per_s"] = seen, float(np.median(seen))
+    return first
+
+
 def keras_hub_tokens(model, prompts: np.ndarray, n: int) -> np.ndarray:
     """keras-hub's own greedy ``generate()`` (the model's reference), every row padded to its last token."""
     batch, length = prompts.shape
@@ -151,8 +162,9 @@ def main() -> None:
 
     probes = BandwidthProbes(threads=args.threads)
     copies = [probes.copy()["gbps"]]
-    peers, rounds = [], []
+    peer_rounds, rounds = [], []
     for round_ in range(args.rounds):
+        peer_rounds.append([])
         for peer in args.peers.split(","):
             for precision in args.precisions.split(","):
                 if peer == "transformers" and precision != "f32":
@@ -165,28 +177,16 @@ def main() -> None:
                 result = run_peer(peer, precision, args, hf, prompts_path)
                 result["wall_s"] = round(time.perf_counter() - started, 1)
                 copies.append(probes.copy()["gbps"])
-                if round_ == 0:
-                    peers.append(result)
-                else:  # the same row again: its tok/s joins the first round's
-                    first = next(p for p in peers if (p["peer"], p["precision"]) == (peer, precision))
-                    if "tokens_per_s" in first and "tokens_per_s" in result:
-                        first.setdefault("rounds_tokens_per_s", [first["tokens_per_s"]]).append(result["tokens_per_s"])
+                peer_rounds[-1].append(result)
                 print(
                     f"[{round_ + 1}] {peer} {precision}: {result.get('tokens_per_s') or result.get('error')}",
                     flush=True,
                 )
         rounds.append(attnkit_rows(args, args.model, round_))
         copies.append(probes.copy()["gbps"])
+    peers = merge_rounds(peer_rounds, lambda p: (p["peer"], p["precision"]))
     ours = rounds[0]
-    for r in ours["rows"]:  # every round's tok/s of the same row, the median the table's figure
-        same = [next((x for x in o["rows"] if (x["label"], x["precision"]) == (r["label"], r["precision"])), {})
-                for o in rounds]  # fmt: skip
-        seen = [x["tokens_per_s"] for x in same if x.get("tokens_per_s")]
-        if r.get("tokens_per_s") and len(seen) > 1:
-            r["rounds_tokens_per_s"], r["tokens_per_s"] = seen, float(np.median(seen))
-    for p in peers:
-        if len(p.get("rounds_tokens_per_s", [])) > 1:
-            p["tokens_per_s"] = float(np.median(p["rounds_tokens_per_s"]))
+    ours["rows"] = merge_rounds([o["rows"] for o in rounds], lambda r: (r["label"], r["precision"]))
 
     reference = next((np.asarray(p["tokens"]) for p in peers if p["peer"] == "transformers" and "tokens" in p), None)
     for p in peers:

@@ -13,7 +13,7 @@ by ``ReadValue -> Gather(beam_idx) -> Concat -> Unsqueeze -> Broadcast -> Reshap
 
 Written by hand because no library does it for a graph that did not come from PyTorch: OpenVINO's own
 ``SDPAFusion`` matches PyTorch's traced patterns only, optimum-intel builds its IR from a transformers model.
-The rewrite here is three steps, all on the decode step's IR (before it is made stateful):
+The rewrite here is four steps, all on the decode step's IR (before it is made stateful):
 
 1. :func:`canonical_caches`: each ``present = Transpose(Concat(Transpose(past), new))`` becomes
    ``Concat(past, Transpose(new))`` on the sequence axis of (batch, heads, sequence, depth), the layout of
@@ -30,10 +30,10 @@ The rewrite here is three steps, all on the decode step's IR (before it is made 
    query's and key's rotation into one ``RoPE`` node (llama3-124m: 24 ``RoPE``, 800 -> 620 compiled nodes a
    step; the peers' IR has them too).
 4. ``openvino_forms.canonical_rms``: keras-hub's RMS norm computes
-   ``x * (1 / sqrt(mean(x^2, axis=last) + eps) * scale)`` with the axis as a positive number; OpenVINO's ``RMSFusion`` matches ``scale * (x * 1 / sqrt(mean(x^2,
-   axis=-1) + eps))`` only. Reassociated so (the same product in another order, equal within fp32's rounding,
-   proven below), the CPU plugin compiles each norm into one ``RMS`` node (llama3-124m: 25, 620 -> 470 compiled
-   nodes a step).
+   ``x * (1 / sqrt(mean(x^2, axis=last) + eps) * scale)`` with the axis as a positive number; OpenVINO's
+   ``RMSFusion`` matches ``scale * (x * 1 / sqrt(mean(x^2, axis=-1) + eps))`` only. Reassociated so (the same
+   product in another order, equal within fp32's rounding, proven below), the CPU plugin compiles each norm
+   into one ``RMS`` node (llama3-124m: 25, 620 -> 470 compiled nodes a step).
 
 Anything that does not match is left as it was. The caller proves the rewrite: :func:`agrees` compiles both
 graphs and compares every output on seeded random inputs (a prefill and a decode step), and the exporter keeps
@@ -337,7 +337,7 @@ def _fuse_one(softmax, caches: dict):
 
 
 def fuse_attention(model, pairs: dict[str, str]) -> Fused:
-    """Both steps of the module docstring on ``model`` (an ``ov.Model`` of a decode step), in place."""
+    """The four steps of the module docstring on ``model`` (an ``ov.Model`` of a decode step), in place."""
     caches = canonical_caches(model, pairs)
     done = Fused(caches=len({v.get_node().get_friendly_name() for v in caches.values()}))
     softmaxes = [op for op in model.get_ordered_ops() if op.get_type_name() == "Softmax"]

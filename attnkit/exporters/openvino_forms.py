@@ -63,10 +63,10 @@ def _halves(negated, first):
             return None
     elif neg.get_type_name() != "Negative":
         return None
-    second, split = neg.input_value(0), neg.input_value(0).get_node()
-    if first.get_node() is not split or (second.get_index(), first.get_index()) != (1, 0):
-        return None
+    split = neg.input_value(0).get_node()
     if split.get_type_name() not in ("Split", "VariadicSplit") or split.get_output_size() != 2:
+        return None
+    if neg.input_value(0) != split.output(1) or first != split.output(0):
         return None
     x = split.input_value(0)
     shape, axis = x.get_partial_shape(), constant_values(split.input_value(1))
@@ -111,8 +111,8 @@ def canonical_rotary(model) -> int:
 
 
 def _one_over_root_mean_square(output, x):
-    """``(mean-square ReduceMean, eps)`` if ``output`` is ``1 / sqrt(ReduceMean(x ** 2, last axis) + eps)`` with
-    a constant ``eps``; else None."""
+    """``eps`` if ``output`` is ``1 / sqrt(ReduceMean(x ** 2, last axis) + eps)`` with a constant ``eps``; else
+    None."""
     import numpy as np
 
     div = output.get_node()
@@ -129,17 +129,10 @@ def _one_over_root_mean_square(output, x):
             continue
         if not mean.get_attributes().get("keep_dims"):  # the rewrite keeps the reduced axis
             return None
-        square, axes = mean.input_value(0).get_node(), constant_values(mean.input_value(1))
-        rank = x.get_partial_shape().rank
-        if not _squares(square, x):
+        axes, rank = constant_values(mean.input_value(1)), rank_of(x.get_partial_shape())
+        if not _squares(mean.input_value(0).get_node(), x) or axes is None or rank < 0:
             return None
-        if (
-            axes is None
-            or not rank.is_static
-            or [int(a) % rank.get_length() for a in np.ravel(axes)] != [rank.get_length() - 1]
-        ):
-            return None
-        return mean, eps
+        return eps if [int(a) % rank for a in np.ravel(axes)] == [rank - 1] else None
     return None
 
 
@@ -167,10 +160,9 @@ def canonical_rms(model) -> int:
             x, scaled = mul.input_value(xi), mul.input_value(1 - xi).get_node()
             if scaled.get_type_name() != "Multiply" or constant_values(scaled.input_value(1 - ri)) is None:
                 continue
-            found = _one_over_root_mean_square(scaled.input_value(ri), x)
-            if found is None:
+            eps = _one_over_root_mean_square(scaled.input_value(ri), x)
+            if eps is None:
                 continue
-            _, eps = found
             square = opset13.power(x, opset13.constant(np.array(2.0, x.get_element_type().to_dtype())))
             square_mean = opset13.reduce_mean(square, opset13.constant(np.array([-1], np.int64)), True)
             root = opset13.sqrt(opset13.add(square_mean, eps))

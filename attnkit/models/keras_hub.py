@@ -111,8 +111,7 @@ class CachedCallDecoding:
                     "its decode step (export it without --generate).",
                     flag="--generate",
                 ) from None
-            shape = tuple(getattr(cache, "shape", ()))
-            shape = tuple(int(d) for d in shape)
+            shape = tuple(int(d) for d in getattr(cache, "shape", ()))
             self.dtype = cache.dtype
         if len(shape) != 6 or shape[2] != 2:
             raise ModelError(
