@@ -60,6 +60,9 @@ $(PEERS_VENV)/.installed: scripts/peers/requirements.txt
 	# optimum-intel asks for torchvision, which no LLM export imports (PyPI's torchvision does not import
 	# beside the CPU torch build): installed without its dependencies, which the file above pins
 	$(PEERS_VENV)/bin/python -m pip install --quiet --no-deps optimum-intel==2.2.0
+	# optimum-intel 2.2 exports Gemma and Gemma 3 only with transformers <= 5.0: that one beside the venv, put
+	# on the path by scripts/peers/decode_peer.py for those exports only
+	$(PEERS_VENV)/bin/python -m pip install --quiet --no-deps --target $(PEERS_VENV)/transformers-5.0 transformers==5.0.0
 	CMAKE_BUILD_PARALLEL_LEVEL=2 $(PEERS_VENV)/bin/python -m pip install --quiet --no-cache-dir llama-cpp-python==0.3.36
 	# llama.cpp's own converter (convert_hf_to_gguf.py, conversion/, gguf-py) from the same release's source
 	rm -rf $(PEERS_VENV)/src && mkdir -p $(PEERS_VENV)/src

@@ -11,7 +11,9 @@ value kernels, which OpenVINO merges into one projection (files built before 202
     python scripts/build_keras_hub_models.py [--out DIR] [--seed 0] [--large] [--only qwen2-150m]
 
 ``qwen2-150m`` (QwenCausalLM, 12 layers, hidden 896, 14 query heads over 2 key/value heads, FFN 2432, vocab
-32000, untied output) is a third family and size, built only when asked.
+32000, untied output) is a third family and size, built only when asked; so is ``gemma3-270m`` (Gemma 3 270M's
+own shape: Gemma3CausalLM, 18 layers, hidden 640, 4 query heads over 1 key/value head of 256, FFN 2048, vocab
+262144 tied, five sliding-window layers (512) to one global, q/k norms).
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ def build(name: str, seed: int):
         backbone = m.QwenBackbone(vocabulary_size=32000, num_layers=12, num_query_heads=14, num_key_value_heads=2,
                                   hidden_dim=896, intermediate_dim=2432, tie_word_embeddings=False)  # fmt: skip
         return m.QwenCausalLM(backbone=backbone, preprocessor=None)
+    if name == "gemma3-270m":  # Gemma 3 270M's config; text only (no vision encoder)
+        backbone = m.Gemma3Backbone(vocabulary_size=262144, image_size=896, num_layers=18, num_query_heads=4,
+                                    num_key_value_heads=1, hidden_dim=640, intermediate_dim=2048, head_dim=256,
+                                    use_post_ffw_norm=True, use_post_attention_norm=True,
+                                    use_sliding_window_attention=True, sliding_window_size=512)  # fmt: skip
+        return m.Gemma3CausalLM(backbone=backbone, preprocessor=None)
     if name == "llama3-small":
         backbone = m.Llama3Backbone(vocabulary_size=8192, num_layers=4, num_query_heads=8, num_key_value_heads=2,
                                     hidden_dim=512, intermediate_dim=1408)  # fmt: skip

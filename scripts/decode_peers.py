@@ -20,6 +20,8 @@ instead (issue 36), in one run on this machine, with the DRAM bandwidth measured
    with keras-hub's own ``generate()`` on the same prompts (the same weights give the same tokens).
 4. A DRAM copy probe (attnkit's :class:`~attnkit.benchmark.roofline.BandwidthProbes`, same threads) before
    the first and after every peer; the bound of the table is the highest probe of the run, attnkit's included.
+   Beside each, a read-only probe of the same size (a float32 matrix-vector product, how a step reads its
+   weights; its "% of read probe" column): a copy counts its writes too, and a step only reads.
 5. ``--rounds N``: all of 3 and 2 again, N times in turn, each row's tok/s the median of its N (a shared VM's
    bandwidth drifts over minutes, and rows run one after another; measured 38-53 GB/s within one run).
 
@@ -90,13 +92,16 @@ def merge_rounds(rounds: list[list[dict]], key) -> list[dict]:
 
 def keras_hub_tokens(model, prompts: np.ndarray, n: int) -> np.ndarray:
     """keras-hub's own greedy ``generate()`` (the model's reference), every row padded to its last token."""
+    from attnkit.models.keras_hub import text_inputs
+
     batch, length = prompts.shape
     ids = np.zeros((batch, length + n), "int32")
     ids[:, :length] = prompts
     mask = np.zeros_like(ids, dtype=bool)
     mask[:, :length] = True
     model.compile(sampler="greedy")
-    out = model.generate({"token_ids": ids, "padding_mask": mask}, max_length=length + n, stop_token_ids=None)
+    inputs = text_inputs(model, {"token_ids": ids, "padding_mask": mask})
+    out = model.generate(inputs, max_length=length + n, stop_token_ids=None)
     return np.asarray(out["token_ids"])[:, length:]
 
 
@@ -161,7 +166,15 @@ def main() -> None:
     del model
 
     probes = BandwidthProbes(threads=args.threads)
-    copies = [probes.copy()["gbps"]]
+    # beside each copy, a read-only probe of the same DRAM size (a matrix-vector product, as a decode step reads
+    # its weights): a copy's figure counts its writes, and on this VM the two cores read at ~60 % of it
+    reads: list[float] = []
+
+    def probe() -> float:
+        reads.append(probes.read(probes.mib << 20)["gbps"])
+        return probes.copy()["gbps"]
+
+    copies = [probe()]
     peer_rounds, rounds = [], []
     for round_ in range(args.rounds):
         peer_rounds.append([])
@@ -176,14 +189,14 @@ def main() -> None:
                 started = time.perf_counter()
                 result = run_peer(peer, precision, args, hf, prompts_path)
                 result["wall_s"] = round(time.perf_counter() - started, 1)
-                copies.append(probes.copy()["gbps"])
+                copies.append(probe())
                 peer_rounds[-1].append(result)
                 print(
                     f"[{round_ + 1}] {peer} {precision}: {result.get('tokens_per_s') or result.get('error')}",
                     flush=True,
                 )
         rounds.append(attnkit_rows(args, args.model, round_))
-        copies.append(probes.copy()["gbps"])
+        copies.append(probe())
     peers = merge_rounds(peer_rounds, lambda p: (p["peer"], p["precision"]))
     ours = rounds[0]
     ours["rows"] = merge_rounds([o["rows"] for o in rounds], lambda r: (r["label"], r["precision"]))
@@ -220,24 +233,30 @@ def main() -> None:
             if r.get("bytes"):
                 r["gbps"] = r["bytes"] * r["tokens_per_s"] / args.batch / 1e9  # weights stream once a step
                 r["pct_of_bound"] = 100 * r["gbps"] / bound
+                r["pct_of_read"] = 100 * r["gbps"] / max(reads)
     summary = {
         "model": str(args.model), "batch": args.batch, "prompt_length": args.prompt_length,
         "new_tokens": args.new_tokens, "threads": args.threads, "rounds": args.rounds, "copy_probes_gbps": copies,
-        "bound_gbps": bound,
+        "bound_gbps": bound, "read_probes_gbps": reads,
         "keras_hub_vs_transformers": None if reference_kh is None or reference is None
         else float((reference_kh == reference).mean()),
         "environment": ours.get("environment"), "rows": rows, "peers": peers,
     }  # fmt: skip
     (args.work / "peers.json").write_text(json.dumps(summary, indent=1, default=str))
-    print(f"\ncopy probes {', '.join(f'{c:.1f}' for c in copies)} GB/s; bound {bound:.1f} GB/s; keras-hub generate() "
-          f"tokens vs transformers: {summary['keras_hub_vs_transformers']}")  # fmt: skip
+    print(f"\ncopy probes {', '.join(f'{c:.1f}' for c in copies)} GB/s; bound {bound:.1f} GB/s; read probes "
+          f"{', '.join(f'{c:.1f}' for c in reads)} GB/s; keras-hub generate() tokens vs transformers: "
+          f"{summary['keras_hub_vs_transformers']}")  # fmt: skip
     head = "tok/s" if args.rounds == 1 else f"tok/s (median of {args.rounds} rounds: each round's)"
-    print(f"| row | ran as | {head} | x best peer | GB/s | % of bound | tokens |\n|---|---|---:|---:|---:|---:|---|")
+    print(
+        f"| row | ran as | {head} | x best peer | GB/s | % of bound | % of read probe | tokens |\n"
+        "|---|---|---:|---:|---:|---:|---:|---|"
+    )
     for r in rows:
         if "error" in r:
-            print(f"| {r['row']} | - | - | - | - | - | not run: {r['error']} |")
+            print(f"| {r['row']} | - | - | - | - | - | - | not run: {r['error']} |")
             continue
-        gbps = f"{r['gbps']:.1f} | {r['pct_of_bound']:.0f} %" if r.get("gbps") else "- | -"
+        gbps = (f"{r['gbps']:.1f} | {r['pct_of_bound']:.0f} % | {r['pct_of_read']:.0f} %" if r.get("gbps")
+                else "- | - | -")  # fmt: skip
         xb = f"{r['x_best_peer']:.2f}" if r.get("x_best_peer") else "-"
         each = f" ({', '.join(f'{t:.1f}' for t in r['rounds'])})" if r.get("rounds") else ""
         print(f"| {r['row']} | {r['ran_as']} | {r['tokens_per_s']:.1f}{each} | {xb} | {gbps} | {r['tokens']} |")

@@ -249,3 +249,42 @@ def test_the_transpose_pass_is_left_out_only_while_asked():
             assert "optimize_transpose" not in optimizer._optimizers
             raise RuntimeError("inside")
     assert list(optimizer._optimizers) == before
+
+
+def test_the_frugal_freeze_gives_tf2onnx_the_graph_its_own_freeze_gives():
+    """attnkit freezes variables without TensorFlow's concrete-function round trip (it ran Gemma 3 270M out of
+    memory): on an attention model the ONNX graph has the same ops and weights as with tf2onnx's own freeze,
+    and onnxruntime's outputs are bit-identical; tf2onnx's loader is its own again afterwards."""
+    import collections
+
+    import tensorflow as tf
+    import tf2onnx
+    from tf2onnx import tf_loader
+
+    from attnkit.exporters.onnx import _from_function, _frugal_freeze
+
+    keras.utils.set_random_seed(5)
+    x_in = keras.Input((None, 16), name="x")
+    h = keras.layers.MultiHeadAttention(num_heads=2, key_dim=8)(x_in, x_in)
+    model = keras.Model(x_in, keras.layers.Dense(16, activation="gelu")(h))
+    fn = tf.function(lambda x: model(x), input_signature=[tf.TensorSpec([None, None, 16], tf.float32, name="x")])
+    own = tf_loader.from_function
+    theirs = _from_function(tf2onnx, fn, 17)
+    with _frugal_freeze():
+        assert tf_loader.from_function is not own
+        ours = _from_function(tf2onnx, fn, 17)
+    assert tf_loader.from_function is own
+
+    def ops(m):
+        return collections.Counter(n.op_type for n in m.graph.node)
+
+    def weights(m):
+        return sorted(onnx.numpy_helper.to_array(t).tobytes() for t in m.graph.initializer)
+
+    assert ops(ours) == ops(theirs) and ops(ours)["MatMul"] >= 3
+    assert weights(ours) == weights(theirs)
+    x = np.random.default_rng(8).standard_normal((2, 7, 16)).astype("float32")
+    run = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (ours, theirs)]
+    a, b = (s.run(None, {s.get_inputs()[0].name: x})[0] for s in run)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a).max() > 0.1

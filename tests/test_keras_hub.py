@@ -493,3 +493,38 @@ def test_gemma_multi_query_decodes_with_fused_attention(tmp_path):
     assert stateful.extra["fused_attention"] == stateful.extra["softmax"] == 2
     # its RMS norms square as x * x and scale by a folded 1 + scale: rewritten too (two a layer, the final one)
     assert stateful.extra["rms_rewritten"] == 5 and stateful.extra["rotary_rewritten"] == 4, stateful.extra
+
+
+@pytest.mark.slow(reason="Gemma 3: a keras-hub family with per-layer caches and sliding-window layers")
+def test_gemma3_per_layer_cache_and_sliding_window_decode_with_fused_attention(tmp_path):
+    """keras-hub Gemma 3 (its cache one (key, value) pair a layer; five sliding-window layers to one global,
+    q/k norms, multi-query): exported with --generate, prompts and new tokens longer than its window of 16, so
+    the sliding mask cuts in; every backend's tokens equal eager full recompute and keras-hub's own generate()
+    (which takes a text prompt only with zero images), and every layer's attention fused for OpenVINO."""
+    if not HAS_OPENVINO_GENAI:
+        pytest.skip("needs the openvino extra (pip install 'attnkit[openvino]')")
+    import keras
+
+    from attnkit.models.keras_hub import CachedCallDecoding
+
+    keras.utils.set_random_seed(25)
+    backbone = keras_hub.models.Gemma3Backbone(vocabulary_size=VOCAB, image_size=896, num_layers=6,
+                                               num_query_heads=4, num_key_value_heads=1, hidden_dim=64,
+                                               intermediate_dim=128, head_dim=16, use_post_ffw_norm=True,
+                                               use_post_attention_norm=True, use_sliding_window_attention=True,
+                                               sliding_window_size=16)  # fmt: skip
+    model = keras_hub.models.Gemma3CausalLM(backbone=backbone, preprocessor=None)
+    independent_weights(model, 25)
+    decoding = CachedCallDecoding(model)
+    assert decoding.per_layer and (decoding.spec.num_layers, decoding.spec.num_heads, decoding.spec.depth) == (6, 1, 16)
+    path = tmp_path / "gemma3.keras"
+    model.save(path)
+    result = attnkit.export(str(path), tmp_path / "out", formats="onnx,openvino", generate=True)
+    generation = result.report.generation
+    assert max(generation.prompt_lengths) + generation.max_new_tokens > 16  # past the window
+    checks = {c.label: c for c in generation.checks}
+    for label in ("keras/generate", "onnxruntime", "openvino", "openvino-stateful", "openvino-genai/generate"):
+        assert checks[label].passed and checks[label].token_match == 1.0, (label, checks[label])
+    stateful = result.manifest.generation.artifact("decoder_stateful", "openvino")
+    assert stateful.extra["fused_attention"] == stateful.extra["softmax"] == 6
+    assert stateful.extra["rotary_rewritten"] == 12, stateful.extra

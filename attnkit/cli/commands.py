@@ -154,6 +154,8 @@ def _print_report_of(error) -> None:
         from .render import agreement_table
 
         _console().print(agreement_table(report, _console().width))
+        _print_generation(report)  # a failing generation or data check is in these tables, not the first
+        _print_data(report)
 
 
 @cli.command()

@@ -1,8 +1,9 @@
-"""The decode step of a keras-hub ``CausalLM`` (GPT-2, OPT, Llama 3, Mistral, Gemma, Qwen, ...), by its own
-``call_with_cache``.
+"""The decode step of a keras-hub ``CausalLM`` (GPT-2, OPT, Llama 3, Mistral, Gemma, Gemma 3, Qwen, ...), by its
+own ``call_with_cache``.
 
 keras-hub's contract: ``call_with_cache(token_ids, cache, cache_update_index) -> (logits, hidden, cache)``
-with one preallocated cache ``(batch, num_layers, 2, max_length, kv_heads, head_dim)`` that each call updates
+with one preallocated cache ``(batch, num_layers, 2, max_length, kv_heads, head_dim)`` (Gemma 3: one
+``(key, value)`` pair of ``(batch, max_length, kv_heads, head_dim)`` a layer) that each call updates
 in place at ``cache_update_index``; ``generate()`` pads the prompts on the right, seeds the cache with one
 call over the whole padded length, then decodes slot by slot from the shortest prompt, keeping each row's
 prompt tokens until its prompt ends. Positions are the cache slot (``cache_update_index``), the same for
@@ -72,6 +73,17 @@ def independent_weights(model, seed: int = 0) -> int:
     return drawn
 
 
+def text_inputs(model, inputs: dict) -> dict:
+    """``inputs`` (token ids, padding mask) for keras-hub's ``generate()`` without a preprocessor: a model that
+    also reads images (Gemma 3, keras-hub 0.32) returns its ``images`` input with the tokens and fails
+    concatenating a missing one; its preprocessor gives a text prompt zero images, and so does this."""
+    if hasattr(getattr(model, "backbone", None), "text_only_model"):
+        import numpy as np
+
+        inputs = {**inputs, "images": np.zeros((len(inputs["token_ids"]), 0, 1, 1, 3), "float32")}
+    return inputs
+
+
 def has_cached_call(model) -> bool:
     """True for a model that provides keras-hub's ``CausalLM`` cache contract: ``call_with_cache`` and
     ``_build_cache`` (which gives the cache's layout), with a ``backbone`` that has ``vocabulary_size`` and
@@ -85,18 +97,24 @@ class CachedCallDecoding:
     """Prefill / decode-step functions over a keras-hub ``CausalLM`` (same interface as
     :class:`attnkit.models.decoding.Decoding`: ``spec``, ``step``).
 
+    keras-hub's Gemma 3 keeps its cache as one ``(key, value)`` pair a layer, each (batch, length, kv_heads,
+    depth), instead of one tensor (``per_layer``); the step hands it and reads it back in that layout, the rest
+    is the same call.
+
     A ``Seq2SeqLM`` (BART: ``call_encoder`` + ``call_decoder_with_cache``) is the seq2seq family: ``encode``
     gives every decoder layer's cross-attention cache, the step reuses it (``cross_attention_cache_update_index``
     None) beside the growing self-attention cache.
 
     Raises:
-        ModelError: a cache whose layout is not keras-hub's (names MODEL).
+        ModelError: a cache whose layout is neither of keras-hub's (names MODEL), or that cannot be built
+            (names --generate).
     """
 
     def __init__(self, model):
         name = type(model).__name__
         self.model = model
         self.seq2seq = callable(getattr(model, "call_decoder_with_cache", None))
+        self.per_layer = False
         backbone = model.backbone
         if self.seq2seq:  # BartSeq2SeqLM: (batch, layers, 2, length, heads, depth) for both caches
             shape = (1, int(backbone.num_layers), 2, 1, int(backbone.num_heads),
@@ -104,15 +122,23 @@ class CachedCallDecoding:
             self.dtype = model.compute_dtype
         else:
             try:
-                _, cache = model._build_cache(ops.ones((1, 1), "int32"))
-            except TypeError as e:  # Gemma 3: per-layer cache tuples, image inputs (keras-hub 0.32)
+                cache = _built_cache(model)
+            except (TypeError, ValueError) as e:
                 raise ModelError(
-                    f"`{name}`'s cache contract is not keras-hub's one-tensor cache ({e}); attnkit cannot export "
-                    "its decode step (export it without --generate).",
+                    f"`{name}`'s cache could not be built as keras-hub's `_build_cache` builds it ({e}); attnkit "
+                    "cannot export its decode step (export it without --generate).",
                     flag="--generate",
                 ) from None
-            shape = tuple(int(d) for d in getattr(cache, "shape", ()))
-            self.dtype = cache.dtype
+            # Gemma 3: one (key, value) pair a layer, each (batch, length, kv_heads, depth)
+            self.per_layer = isinstance(cache, (tuple, list)) and all(
+                isinstance(pair, (tuple, list)) and len(pair) == 2 for pair in cache
+            )
+            if self.per_layer:
+                key = cache[0][0]
+                shape = (int(key.shape[0]), len(cache), 2, *(int(d) for d in key.shape[1:]))
+            else:
+                shape = tuple(int(d) for d in getattr(cache, "shape", ()))
+            self.dtype = cache[0][0].dtype if self.per_layer else cache.dtype
         if len(shape) != 6 or shape[2] != 2:
             raise ModelError(
                 f"`{name}`'s call_with_cache cache has shape {shape}, not keras-hub's "
@@ -140,10 +166,20 @@ class CachedCallDecoding:
         stacked = ops.stack([ops.stack([k, v], axis=1) for k, v in pairs], axis=1)
         return ops.transpose(stacked, (0, 1, 2, 4, 3, 5))
 
-    @staticmethod
-    def _from_keras_hub(cache, num_layers):
+    def _from_keras_hub(self, cache, num_layers):
+        """keras-hub's cache -> ``[(key, value)]`` of (batch, heads, length, depth)."""
+        if self.per_layer:
+            return [(ops.transpose(k, (0, 2, 1, 3)), ops.transpose(v, (0, 2, 1, 3))) for k, v in cache]
         cache = ops.transpose(cache, (0, 1, 2, 4, 3, 5))
         return [(cache[:, i, 0], cache[:, i, 1]) for i in range(num_layers)]
+
+    def _zeros(self, batch, length, heads, depth):
+        """A zero cache ``length`` slots long in the model's own layout (one tensor, or a pair a layer)."""
+        g = self.spec
+        if self.per_layer:
+            zero = ops.zeros((batch, length, heads, depth), self.dtype)
+            return tuple((zero, zero) for _ in range(g.num_layers))
+        return ops.zeros((batch, g.num_layers, 2, length, heads, depth), self.dtype)
 
     def encode(self, ids, mask):
         """BART: the encoder's output, and from it every decoder layer's cross-attention keys/values
@@ -175,10 +211,10 @@ class CachedCallDecoding:
         """
         batch, new = ops.shape(ids)[0], ops.shape(ids)[1]
         g = self.spec
-        fresh = ops.zeros((batch, g.num_layers, 2, new, g.num_heads, g.depth), self.dtype)
         if past is None:
-            cache, index = fresh, 0
+            cache, index = self._zeros(batch, new, g.num_heads, g.depth), 0
         elif self.seq2seq:
+            fresh = self._zeros(batch, new, g.num_heads, g.depth)
             cache = ops.concatenate([self._to_keras_hub(past), fresh], axis=3)
             index = ops.shape(past[0][0])[2]
         else:
@@ -186,7 +222,7 @@ class CachedCallDecoding:
             # cache_writes_from, so its heads and depth are 1: a zero tensor the runtimes fill and slice every step
             # (tf2onnx keeps it), 256x smaller than keras-hub's layout for 4 heads of 64
             index = ops.shape(past[0][0])[2]
-            cache = ops.zeros((batch, g.num_layers, 2, index + new, 1, 1), self.dtype)
+            cache = self._zeros(batch, index + new, 1, 1)
         if self.seq2seq:
             source = ops.shape(cross[0][0])[2]
             # the encoder output is not read when the cross cache is given (update index None): zeros of its shape
@@ -358,6 +394,16 @@ def cache_writes_from(past):
         )
     as_bhsd = [ops.transpose(t, (0, 2, 1, 3)) for t in presents]
     out.extend(zip(as_bhsd[0::2], as_bhsd[1::2]))
+
+
+def _built_cache(model):
+    """keras-hub's empty cache for one token (``_build_cache``; Gemma 3's also takes image inputs, given as None
+    for a text-only decode)."""
+    import inspect
+
+    extra = list(inspect.signature(model._build_cache).parameters)[1:]
+    _, cache = model._build_cache(ops.ones((1, 1), "int32"), *[None] * len(extra))
+    return cache
 
 
 def decoding_for(model):

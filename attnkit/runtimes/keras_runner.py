@@ -91,6 +91,8 @@ class KerasHubGenerate(GenerateRunner):
         self.model.compile(sampler="greedy")
 
     def _generate(self, feeds, max_new_tokens, eos_id):
+        from ..models.keras_hub import text_inputs
+
         g = self.gspec
         ids, mask = np.asarray(feeds[g.ids]), np.asarray(feeds[g.mask])
         lengths = mask.sum(axis=1).astype(int)
@@ -100,7 +102,7 @@ class KerasHubGenerate(GenerateRunner):
         # token ids in, token ids out: an attached preprocessor (it takes strings) is set aside for the call
         preprocessor, self.model.preprocessor = self.model.preprocessor, None
         try:
-            inputs = {g.ids: np.pad(ids, pad), g.mask: np.pad(mask, pad)}
+            inputs = text_inputs(self.model, {g.ids: np.pad(ids, pad), g.mask: np.pad(mask, pad)})
             if g.seq2seq:
                 inputs.update({g.encoder_ids: feeds[g.encoder_ids], g.encoder_mask: feeds[g.encoder_mask]})
             out = self.model.generate(inputs, stop_token_ids=None if eos_id < 0 else (eos_id,))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -52,8 +53,20 @@ def prepare(peer: str, model: Path, work: Path, precision: str) -> Path:
         out = work / "optimum-openvino"
         if not (out / "openvino_model.xml").exists():
             # fp32 weights in the IR; the precision is the compile-time hint (run())
-            _run([sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model", str(model),
-                  "--task", "text-generation-with-past", "--weight-format", "fp32", str(out)])  # fmt: skip
+            cmd = [sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model", str(model),
+                   "--task", "text-generation-with-past", "--weight-format", "fp32", str(out)]  # fmt: skip
+            try:
+                _run(cmd)
+            except SystemExit as e:
+                # optimum-intel 2.2 caps some families below the venv's transformers (Gemma, Gemma 3: "Maximum
+                # required is 5.0"); their users export with that transformers, which `make peers` keeps beside
+                # the venv (--target, first on the path for this one command)
+                cap = re.search(r"Maximum required is ([0-9.]+)", str(e))
+                older = Path(sys.prefix) / f"transformers-{cap.group(1)}" if cap else None
+                if older is None or not older.is_dir():
+                    raise
+                _run(cmd, env={**os.environ, "PYTHONPATH": str(older)})
+                (out / "exported-with.txt").write_text(f"transformers {cap.group(1)} (optimum-intel's cap)\n")
         return out
     if peer == "onnxruntime-genai":
         out = work / f"ortgenai-{precision}"
@@ -101,8 +114,8 @@ def _llama_cpp_converter() -> Path:
     return candidate
 
 
-def _run(cmd: list[str]) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True)
+def _run(cmd: list[str], env: dict | None = None) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode:
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
         raise SystemExit(f"{' '.join(cmd[:4])} ... failed: {' | '.join(tail)}")
