@@ -528,3 +528,28 @@ def test_gemma3_per_layer_cache_and_sliding_window_decode_with_fused_attention(t
     stateful = result.manifest.generation.artifact("decoder_stateful", "openvino")
     assert stateful.extra["fused_attention"] == stateful.extra["softmax"] == 6
     assert stateful.extra["rotary_rewritten"] == 12, stateful.extra
+
+
+def test_sliding_window_mask_by_position_is_keras_hubs_mask():
+    """The sliding-window mask computed from positions (query_len x L) is keras-hub's own band (L x L, sliced)
+    element for element: inside and past the window, one and several query rows, a padded key; keras-hub's
+    method is back afterwards."""
+    from attnkit.models.keras_hub import sliding_window_by_position
+
+    backbone = keras_hub.models.Gemma3Backbone(vocabulary_size=VOCAB, image_size=896, num_layers=1,
+                                               num_query_heads=2, num_key_value_heads=1, hidden_dim=32,
+                                               intermediate_dim=64, head_dim=16, use_sliding_window_attention=True,
+                                               sliding_window_size=6)  # fmt: skip
+    model = keras_hub.models.Gemma3CausalLM(backbone=backbone, preprocessor=None)
+    (layer,) = [x for x in model._flatten_layers() if hasattr(type(x), "_mask_sliding_window")]
+    rng = np.random.default_rng(12)
+    cases = [(1, 4), (1, 5), (1, 6), (1, 23), (3, 23), (7, 7), (2, 40)]  # (new, key_len): window 6
+    for new, key_len in cases:
+        mask = rng.random((2, new, key_len)) > 0.1
+        theirs = np.asarray(layer._mask_sliding_window(mask, cache_update_index=key_len - new))
+        with sliding_window_by_position(model):
+            ours = np.asarray(layer._mask_sliding_window(mask, cache_update_index=key_len - new))
+        np.testing.assert_array_equal(ours, theirs, err_msg=f"{new} new of {key_len}")
+        if key_len > 6:
+            assert not ours[:, -1, 0].any()  # the first key is outside the last query's window
+    assert "_mask_sliding_window" not in vars(layer)

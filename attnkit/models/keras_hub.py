@@ -237,10 +237,14 @@ class CachedCallDecoding:
                 cross_attention_cache_update_index=None,
             )
         elif past is None:
-            with slice_update_as_concat(), keras_attention_op(self.model):
+            with slice_update_as_concat(), keras_attention_op(self.model), sliding_window_by_position(self.model):
                 logits, _, cache = self.model.call_with_cache(ids, cache, index)
         else:
-            with cache_writes_from(past) as presents, keras_attention_op(self.model):
+            with (
+                cache_writes_from(past) as presents,
+                keras_attention_op(self.model),
+                sliding_window_by_position(self.model),
+            ):
                 logits, _, _ = self.model.call_with_cache(ids, cache, index)
             return ops.cast(logits, "float32"), presents
         return ops.cast(logits, "float32"), self._from_keras_hub(cache, g.num_layers)
@@ -304,6 +308,42 @@ def keras_attention_op(model):
         keras.ops.dot_product_attention = original
         for layer in layers:
             del layer._use_fused_attention_op
+
+
+@contextlib.contextmanager
+def sliding_window_by_position(model):
+    """keras-hub's sliding-window mask (Gemma 2/3, Qwen, ...: ``_mask_sliding_window``) computed from positions
+    while :meth:`CachedCallDecoding.step` is traced: keras-hub builds a ``key_len x key_len`` band
+    (``tf.linalg.band_part`` of ones, ``|i - j| <= min(key_len, window - 1)``) and slices the query rows out of
+    it, so a decode step at L cached positions builds L^2 booleans in every sliding layer; the same rows are
+    ``|(cache_update_index + q) - k| <= min(key_len, window - 1)`` over ``q < query_len``, ``k < key_len``:
+    query_len x L. The same mask element for element (tested: tokens identical past the window). Layers with
+    bidirectional attention keep keras-hub's."""
+    layers = [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if callable(getattr(type(layer), "_mask_sliding_window", None))
+        and isinstance(getattr(layer, "sliding_window_size", None), int)
+        and not getattr(layer, "use_bidirectional_attention", False)
+    ]
+
+    def by_position(layer):
+        def mask(attention_mask, cache_update_index=0):
+            _, query_len, key_len = ops.shape(attention_mask)
+            rows = ops.expand_dims(ops.arange(query_len, dtype="int32") + ops.cast(cache_update_index, "int32"), 1)
+            band = ops.minimum(ops.cast(key_len, "int32"), layer.sliding_window_size - 1)
+            within = ops.abs(rows - ops.expand_dims(ops.arange(key_len, dtype="int32"), 0)) <= band
+            return ops.logical_and(attention_mask, ops.expand_dims(within, 0))
+
+        return mask
+
+    for layer in layers:
+        layer._mask_sliding_window = by_position(layer)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer._mask_sliding_window
 
 
 def _attention_as_matmuls(original, query, key, value, bias=None, mask=None, scale=None, is_causal=False, **kwargs):
