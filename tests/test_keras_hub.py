@@ -142,7 +142,7 @@ def test_keras_attention_op_is_traced_as_matmuls_with_the_same_answers(kv_heads)
     by hand. Gemma's attention layer takes keras-hub's fused-op path only while the step is traced."""
     import keras
 
-    from attnkit.models.keras_hub import _attention_as_matmuls, keras_attention_op
+    from attnkit.models.keras_hub_trace import _attention_as_matmuls, keras_attention_op
 
     rng = np.random.default_rng(kv_heads)
     q = rng.standard_normal((2, 3, 4, 8)).astype("float32")
@@ -534,7 +534,7 @@ def test_sliding_window_mask_by_position_is_keras_hubs_mask():
     """The sliding-window mask computed from positions (query_len x L) is keras-hub's own band (L x L, sliced)
     element for element: inside and past the window, one and several query rows, a padded key; keras-hub's
     method is back afterwards."""
-    from attnkit.models.keras_hub import sliding_window_by_position
+    from attnkit.models.keras_hub_trace import sliding_window_by_position
 
     backbone = keras_hub.models.Gemma3Backbone(vocabulary_size=VOCAB, image_size=896, num_layers=1,
                                                num_query_heads=2, num_key_value_heads=1, hidden_dim=32,

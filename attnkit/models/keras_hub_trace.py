@@ -1,0 +1,203 @@
+"""What :class:`attnkit.models.keras_hub.CachedCallDecoding` changes in Keras and keras-hub while a decode step
+is traced: each a context manager that patches one call for the length of the trace and restores it (the
+arithmetic stays keras-hub's; every change is an equal value in fewer, or fused, nodes).
+
+- :func:`slice_update_as_concat`: ``ops.slice_update`` of a sequence offset as Slice + Concat (prefill);
+- :func:`cache_writes_from`: each layer's cache write as ``concat(past, new)`` from the step's own inputs;
+- :func:`keras_attention_op`: attention through ``keras.ops.dot_product_attention`` traced as MatMuls;
+- :func:`sliding_window_by_position`: the sliding-window mask from positions, not an L x L band.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from keras import ops
+
+from ..core.errors import ModelError
+
+
+@contextlib.contextmanager
+def slice_update_as_concat():
+    """``keras.ops.slice_update`` lowered to Slice + Concat while keras-hub's cached call runs in :meth:`step`.
+
+    keras-hub writes a step's keys and values with ``ops.slice_update(cache, [0, index, 0, 0], update)``
+    (``CachedMultiHeadAttention``, ``LlamaAttention``): TensorFlow's ``XlaDynamicUpdateSlice``, which tf2onnx
+    lowers to a ScatterND fed by an index grid built each step (Range, Expand, Concat, Cast ...: measured on
+    gpt2-small, 771 nodes a step). Where only the sequence axis is offset, as here, the same tensor is
+    ``cache[:, :index]``, the update, ``cache[:, index + new:]`` concatenated: the same values, bit for bit
+    (tested: tokens identical to keras-hub's ``generate()``), a handful of nodes. Any other call is passed on.
+    """
+    import keras
+
+    original = keras.ops.slice_update
+
+    def lowered(inputs, start_indices, updates):
+        if not _offsets_sequence_only(start_indices):
+            return original(inputs, start_indices, updates)
+        index, new = list(start_indices)[1], ops.shape(updates)[1]
+        return ops.concatenate([inputs[:, :index], ops.cast(updates, inputs.dtype), inputs[:, index + new :]], axis=1)
+
+    keras.ops.slice_update = lowered
+    try:
+        yield
+    finally:
+        keras.ops.slice_update = original
+
+
+@contextlib.contextmanager
+def keras_attention_op(model):
+    """keras-hub's attention layers that can compute through ``keras.ops.dot_product_attention`` (Gemma's,
+    Mixtral's, Qwen-MoE's: ``_use_fused_attention_op``) do so while :meth:`CachedCallDecoding.step` is traced,
+    and that op is traced as :func:`_attention_as_matmuls`.
+
+    keras-hub takes the op's path on JAX and PyTorch only; on TensorFlow it falls back to its own attention,
+    for Gemma a grouped 5-D einsum that tf2onnx lowers to batched 3-D MatMuls between Reshapes, which no
+    runtime recognises as attention (OpenVINO's fusion in :mod:`attnkit.exporters.openvino_attention`
+    included). Not for a layer with a logit soft cap (Gemma 2: TensorFlow's ``dot_product_attention`` ignores
+    one, Keras 3.15) or with dropout. The export's check holds the result to keras-hub's own eager decode."""
+    import keras
+
+    original = keras.ops.dot_product_attention
+    layers = [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if callable(getattr(type(layer), "_use_fused_attention_op", None))
+        and getattr(layer, "logit_soft_cap", None) is None
+        and not getattr(layer, "dropout", 0)
+    ]
+    for layer in layers:
+        layer._use_fused_attention_op = lambda: True
+    keras.ops.dot_product_attention = lambda *args, **kwargs: _attention_as_matmuls(original, *args, **kwargs)
+    try:
+        yield
+    finally:
+        keras.ops.dot_product_attention = original
+        for layer in layers:
+            del layer._use_fused_attention_op
+
+
+@contextlib.contextmanager
+def sliding_window_by_position(model):
+    """keras-hub's sliding-window mask (Gemma 2/3, Qwen, ...: ``_mask_sliding_window``) computed from positions
+    while :meth:`CachedCallDecoding.step` is traced: keras-hub builds a ``key_len x key_len`` band
+    (``tf.linalg.band_part`` of ones, ``|i - j| <= min(key_len, window - 1)``) and slices the query rows out of
+    it, so a decode step at L cached positions builds L^2 booleans in every sliding layer; the same rows are
+    ``|(cache_update_index + q) - k| <= min(key_len, window - 1)`` over ``q < query_len``, ``k < key_len``:
+    query_len x L. The same mask element for element (tested: tokens identical past the window). Layers with
+    bidirectional attention keep keras-hub's."""
+    layers = [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if callable(getattr(type(layer), "_mask_sliding_window", None))
+        and isinstance(getattr(layer, "sliding_window_size", None), int)
+        and not getattr(layer, "use_bidirectional_attention", False)
+    ]
+
+    def by_position(layer):
+        def mask(attention_mask, cache_update_index=0):
+            _, query_len, key_len = ops.shape(attention_mask)
+            rows = ops.expand_dims(ops.arange(query_len, dtype="int32") + ops.cast(cache_update_index, "int32"), 1)
+            band = ops.minimum(ops.cast(key_len, "int32"), layer.sliding_window_size - 1)
+            within = ops.abs(rows - ops.expand_dims(ops.arange(key_len, dtype="int32"), 0)) <= band
+            return ops.logical_and(attention_mask, ops.expand_dims(within, 0))
+
+        return mask
+
+    for layer in layers:
+        layer._mask_sliding_window = by_position(layer)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer._mask_sliding_window
+
+
+def _attention_as_matmuls(original, query, key, value, bias=None, mask=None, scale=None, is_causal=False, **kwargs):
+    """TensorFlow's ``keras.ops.dot_product_attention`` (Keras 3.15: repeat keys and values for grouped
+    queries, scaled logits in float32, ``where(mask, logits, very negative)``, softmax, back to the inputs'
+    dtype), with its two einsums written as MatMuls of (batch, heads, sequence, depth) tensors: tf2onnx lowers
+    Keras's ``BTNH,BSNH->BNTS`` einsum to 3-D batched MatMuls between computed Reshapes, where a MatMul keeps
+    the heads axis the runtimes' attention fusions look for. Also repeats a single key/value head, which the
+    Keras op leaves to a broadcast TensorFlow's einsum refuses (multi-query attention, Gemma 2B: "Dimensions
+    must be equal, but are 4 and 1"). Anything else (a bias, a causal flag, a soft cap) goes to ``original``."""
+    import keras
+
+    try:
+        from keras.src.backend.tensorflow.nn import _get_large_negative  # the masked logit Keras's op writes
+    except ImportError:  # another Keras: its own op, as keras-hub would call it
+        _get_large_negative = None
+    heads, kv_heads, depth = (query.shape[2], key.shape[2], query.shape[3]) if len(query.shape) == 4 else (0, 0, 0)
+    if bias is not None or is_causal or any(kwargs.values()) or not depth or _get_large_negative is None:
+        return original(query, key, value, bias=bias, mask=mask, scale=scale, is_causal=is_causal, **kwargs)
+    if heads and kv_heads and heads > kv_heads:
+        key, value = ops.repeat(key, heads // kv_heads, axis=2), ops.repeat(value, heads // kv_heads, axis=2)
+    dtype = keras.backend.result_type(query.dtype, key.dtype, value.dtype)
+    query, key, value = (ops.cast(t, dtype) for t in (query, key, value))
+    scale = 1.0 / float(depth) ** 0.5 if scale is None else scale
+    logits_dtype = keras.backend.result_type(dtype, "float32")
+    logits = ops.matmul(ops.transpose(query, (0, 2, 1, 3)), ops.transpose(key, (0, 2, 3, 1)))
+    logits = ops.multiply(ops.cast(logits, logits_dtype), ops.cast(scale, logits_dtype))
+    if mask is not None:
+        logits = ops.where(mask, logits, _get_large_negative(logits.dtype))
+    probs = ops.cast(ops.softmax(logits, axis=-1), dtype)
+    return ops.transpose(ops.matmul(probs, ops.transpose(value, (0, 2, 1, 3))), (0, 2, 1, 3))
+
+
+def _offsets_sequence_only(start_indices) -> bool:
+    """``start_indices`` is ``[0, index, 0, ...]``: an update that offsets the sequence axis (1) only."""
+    starts = list(start_indices) if isinstance(start_indices, (list, tuple)) else None
+    return (
+        starts is not None and len(starts) >= 2 and all(isinstance(s, int) and s == 0 for s in starts[:1] + starts[2:])
+    )
+
+
+@contextlib.contextmanager
+def cache_writes_from(past):
+    """keras-hub's cache writes in a decode step, taken from the step's own ``past`` (one ``(key, value)`` per
+    layer, (batch, kv_heads, past, depth)): yields the list that fills with each layer's present key and value.
+
+    In :meth:`CachedCallDecoding.step` keras-hub's cache is the past followed by zeros for the new tokens, and
+    each cached attention writes its new keys, then its new values, at ``cache_update_index = past`` with
+    ``ops.slice_update`` (``CachedMultiHeadAttention``, ``LlamaAttention``, ...; layer by layer, in order). So
+    every write's result is exactly ``concat(past, update)`` on the sequence axis. Written as that, from the
+    step's own inputs, the step graph has no 6-D cache to stack, transpose, slice per layer and stack again
+    (llama3-124m: 2738 -> 2392 ONNX nodes a step, BENCHMARKS.md) and each present is one Concat of the past and
+    the new keys. The write's ``inputs`` (keras-hub's cache slice) is read for its dtype only.
+
+    Raises:
+        ModelError: the model wrote its cache some other way (not two sequence-offset writes per layer); its
+            step is then not exported from a guess.
+    """
+    import keras
+
+    original = keras.ops.slice_update
+    pending = [ops.transpose(t, (0, 2, 1, 3)) for pair in past for t in pair]  # keras-hub's (batch, seq, heads, depth)
+    expected = len(pending)
+    presents: list = []
+
+    def write(inputs, start_indices, updates):
+        if not _offsets_sequence_only(start_indices) or not pending:
+            raise ModelError(
+                "a keras-hub cached call wrote its cache other than once for keys and once for values per layer "
+                "along the sequence axis; attnkit cannot export its decode step (report the model's class).",
+                flag="MODEL",
+            )
+        present = ops.concatenate([pending.pop(0), ops.cast(updates, inputs.dtype)], axis=1)
+        presents.append(present)
+        return present
+
+    keras.ops.slice_update = write
+    out: list = []
+    try:
+        yield out
+    finally:
+        keras.ops.slice_update = original
+    if pending or len(presents) != expected:
+        raise ModelError(
+            f"a keras-hub cached call made {len(presents)} cache writes for {expected} past tensors; attnkit "
+            "cannot export its decode step (report the model's class).",
+            flag="MODEL",
+        )
+    as_bhsd = [ops.transpose(t, (0, 2, 1, 3)) for t in presents]
+    out.extend(zip(as_bhsd[0::2], as_bhsd[1::2]))
