@@ -115,17 +115,23 @@ def export(model, out, **options):
     try:
         result = run_export(model, out, options=ExportOptions(**options), progress=progress)
     except AgreementError as e:
-        _print_report_of(e)
+        if getattr(e, "report", None) is not None:
+            _print_tables(e.report)  # a failing generation or data check is in the later tables, not the first
         raise
     if result.report is not None:
-        from .render import agreement_table
-
-        _console().print(agreement_table(result.report, _console().width))
-        _print_generation(result.report)
-        _print_data(result.report)
+        _print_tables(result.report)
         _warn(result.report.warnings)
     paths = list(dict.fromkeys(a.path for a in result.manifest.all_artifacts()))  # one IR serves fp32 and bf16
     click.echo(f"exported {', '.join(paths)} to {result.out}")
+
+
+def _print_tables(report) -> None:
+    """An export's check: the agreement table, then the generation and data tables where it has them."""
+    from .render import agreement_table
+
+    _console().print(agreement_table(report, _console().width))
+    _print_generation(report)
+    _print_data(report)
 
 
 def _print_data(report) -> None:
@@ -146,16 +152,6 @@ def _warn(lines) -> None:
     """One ``Warning:`` line on stderr per hardware mismatch (or other caveat)."""
     for line in lines:
         click.echo(f"Warning: {line}", err=True)
-
-
-def _print_report_of(error) -> None:
-    report = getattr(error, "report", None)
-    if report is not None:
-        from .render import agreement_table
-
-        _console().print(agreement_table(report, _console().width))
-        _print_generation(report)  # a failing generation or data check is in these tables, not the first
-        _print_data(report)
 
 
 @cli.command()

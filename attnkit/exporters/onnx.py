@@ -15,8 +15,7 @@ What tf2onnx does not do for Keras 3 models, written here:
 - tf2onnx freezes the variables through TensorFlow's ``convert_variables_to_constants_v2``, which builds a
   concrete function back from the frozen graph: on keras-hub Gemma 3 270M (1.07 GB of weights) the process
   grew past this machine's 24 GB inside that round trip (``wrap_function`` -> ``get_function_def``, seen with
-  py-spy) and was killed. We freeze with the
-  graph-def half of the same TensorFlow machinery (``_replace_variables_by_constants``, which tf2onnx's own
+  py-spy) and was killed. We freeze with the graph-def half of the same TensorFlow machinery (``_replace_variables_by_constants``, which tf2onnx's own
   ``large_model`` path uses) and keep every later step of tf2onnx's normal path (its freeze fix-ups,
   grappler): the same ONNX ops and weights, outputs bit-identical (tested), Gemma 3 270M converts.
 """
@@ -234,13 +233,12 @@ def convert(fn, spec: ExportSpec, opset: int = 17, transpose_pass: bool = True):
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     try:
         passes = contextlib.nullcontext() if transpose_pass else _without_transpose_pass()
-        with passes:
+        with passes, _frugal_freeze():
             try:
-                with _env(TF2ONNX_CATCH_ERRORS="FALSE"), _fresh_node_protos(), _frugal_freeze():
+                with _env(TF2ONNX_CATCH_ERRORS="FALSE"), _fresh_node_protos():
                     model = _from_function(tf2onnx, fn, opset)
             except Exception:
-                with _frugal_freeze():  # tf2onnx's default: skip a failing optimizer pass
-                    model = _from_function(tf2onnx, fn, opset)
+                model = _from_function(tf2onnx, fn, opset)  # tf2onnx's default: skip a failing optimizer pass
     except Exception as e:
         raise ExportError(f"tf2onnx could not convert `{spec.name}`: {type(e).__name__}: {str(e)[:200]}") from None
     unconverted = sorted({n.op_type for n in model.graph.node if n.domain not in ("", "ai.onnx", "com.microsoft")})

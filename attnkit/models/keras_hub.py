@@ -27,7 +27,7 @@ from keras import ops
 
 from ..core.errors import ModelError
 from ..core.genspec import GenerationSpec
-from .keras_hub_trace import cache_writes_from, keras_attention_op, slice_update_as_concat, sliding_window_by_position
+from .keras_hub_trace import cache_writes_from, layer_patches, slice_update_as_concat
 
 # keras-hub models with rotary positions (Llama, Mistral, Gemma, Qwen) have no maximum length of their own;
 # generation requests and TensorRT profiles need one.
@@ -135,9 +135,10 @@ class CachedCallDecoding:
             if self.per_layer:
                 key = cache[0][0]
                 shape = (int(key.shape[0]), len(cache), 2, *(int(d) for d in key.shape[1:]))
+                self.dtype = key.dtype
             else:
                 shape = tuple(int(d) for d in getattr(cache, "shape", ()))
-            self.dtype = cache[0][0].dtype if self.per_layer else cache.dtype
+                self.dtype = cache.dtype
         if len(shape) != 6 or shape[2] != 2:
             raise ModelError(
                 f"`{name}`'s call_with_cache cache has shape {shape}, not keras-hub's "
@@ -165,12 +166,12 @@ class CachedCallDecoding:
         stacked = ops.stack([ops.stack([k, v], axis=1) for k, v in pairs], axis=1)
         return ops.transpose(stacked, (0, 1, 2, 4, 3, 5))
 
-    def _from_keras_hub(self, cache, num_layers):
+    def _from_keras_hub(self, cache):
         """keras-hub's cache -> ``[(key, value)]`` of (batch, heads, length, depth)."""
         if self.per_layer:
             return [(ops.transpose(k, (0, 2, 1, 3)), ops.transpose(v, (0, 2, 1, 3))) for k, v in cache]
         cache = ops.transpose(cache, (0, 1, 2, 4, 3, 5))
-        return [(cache[:, i, 0], cache[:, i, 1]) for i in range(num_layers)]
+        return [(cache[:, i, 0], cache[:, i, 1]) for i in range(self.spec.num_layers)]
 
     def _zeros(self, batch, length, heads, depth):
         """A zero cache ``length`` slots long in the model's own layout (one tensor, or a pair a layer)."""
@@ -198,7 +199,7 @@ class CachedCallDecoding:
             cross_attention_cache=cross,
             cross_attention_cache_update_index=0,
         )
-        return self._from_keras_hub(cross, g.num_layers)
+        return self._from_keras_hub(cross)
 
     def step(self, ids, mask=None, past=None, cross=None, encoder_mask=None):
         """Logits (batch, new, vocab) of ``ids`` at slots ``past .. past + new - 1`` and the cache grown by them.
@@ -236,17 +237,13 @@ class CachedCallDecoding:
                 cross_attention_cache_update_index=None,
             )
         elif past is None:
-            with slice_update_as_concat(), keras_attention_op(self.model), sliding_window_by_position(self.model):
+            with slice_update_as_concat(), layer_patches(self.model):
                 logits, _, cache = self.model.call_with_cache(ids, cache, index)
         else:
-            with (
-                cache_writes_from(past) as presents,
-                keras_attention_op(self.model),
-                sliding_window_by_position(self.model),
-            ):
+            with cache_writes_from(past) as presents, layer_patches(self.model):
                 logits, _, _ = self.model.call_with_cache(ids, cache, index)
             return ops.cast(logits, "float32"), presents
-        return ops.cast(logits, "float32"), self._from_keras_hub(cache, g.num_layers)
+        return ops.cast(logits, "float32"), self._from_keras_hub(cache)
 
 
 def _built_cache(model):

@@ -5,7 +5,8 @@ arithmetic stays keras-hub's; every change is an equal value in fewer, or fused,
 - :func:`slice_update_as_concat`: ``ops.slice_update`` of a sequence offset as Slice + Concat (prefill);
 - :func:`cache_writes_from`: each layer's cache write as ``concat(past, new)`` from the step's own inputs;
 - :func:`keras_attention_op`: attention through ``keras.ops.dot_product_attention`` traced as MatMuls;
-- :func:`sliding_window_by_position`: the sliding-window mask from positions, not an L x L band.
+- :func:`sliding_window_by_position`: the sliding-window mask from positions, not an L x L band;
+- :func:`layer_patches`: the last two together, as both the prefill and the decode step take them.
 """
 
 from __future__ import annotations
@@ -75,6 +76,13 @@ def keras_attention_op(model):
         keras.ops.dot_product_attention = original
         for layer in layers:
             del layer._use_fused_attention_op
+
+
+@contextlib.contextmanager
+def layer_patches(model):
+    """:func:`keras_attention_op` and :func:`sliding_window_by_position` on ``model``'s layers, for one trace."""
+    with keras_attention_op(model), sliding_window_by_position(model):
+        yield
 
 
 @contextlib.contextmanager

@@ -66,7 +66,6 @@ def prepare(peer: str, model: Path, work: Path, precision: str) -> Path:
                 if older is None or not older.is_dir():
                     raise
                 _run(cmd, env={**os.environ, "PYTHONPATH": str(older)})
-                (out / "exported-with.txt").write_text(f"transformers {cap.group(1)} (optimum-intel's cap)\n")
         return out
     if peer == "onnxruntime-genai":
         out = work / f"ortgenai-{precision}"
