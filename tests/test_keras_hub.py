@@ -6,6 +6,7 @@ positions, grouped-query attention: 4 query heads over 2 key/value heads), and B
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import shutil
@@ -188,6 +189,8 @@ def test_step_graph_is_per_layer_past_present_with_kv_heads(hub_export):
         n.op_type for n in onnx.load(str(result.out / "decoder_with_past.onnx"), load_external_data=False).graph.node
     ]
     assert "ScatterND" not in ops, sorted(set(ops))
+    # the rotary cosines once a step, not once per layer's queries and keys (once_per_step)
+    assert ops.count("Cos") == (1 if family == "llama3" else 0), ops.count("Cos")
 
 
 def test_genai_config_that_no_longer_matches_is_refused(hub_export, tmp_path):
@@ -553,3 +556,49 @@ def test_sliding_window_mask_by_position_is_keras_hubs_mask():
         if key_len > 6:
             assert not ours[:, -1, 0].any()  # the first key is outside the last query's window
     assert "_mask_sliding_window" not in vars(layer)
+
+
+def test_causal_mask_windows_and_rotary_are_computed_once_a_step(monkeypatch):
+    """keras-hub recomputes the causal mask in every decoder block and the rotary cosines for every layer's
+    queries and keys; traced through :func:`once_per_step`, a step computes each once (one causal mask, one
+    sliding-window mask per window, one cosine per rotary config: Gemma 3's local and global layers differ),
+    with logits equal to the step traced the way keras-hub computes it, and keras-hub's functions back after."""
+    import tensorflow as tf
+    from keras_hub.src.layers.modeling import transformer_layer_utils
+    from keras_hub.src.models.gemma3 import gemma3_decoder_block
+
+    from attnkit.models import keras_hub_trace
+    from attnkit.models.keras_hub import CachedCallDecoding
+
+    backbone = keras_hub.models.Gemma3Backbone(vocabulary_size=VOCAB, image_size=896, num_layers=7,
+                                               num_query_heads=2, num_key_value_heads=1, hidden_dim=32,
+                                               intermediate_dim=64, head_dim=16, use_sliding_window_attention=True,
+                                               sliding_window_size=6)  # fmt: skip
+    model = keras_hub.models.Gemma3CausalLM(backbone=backbone, preprocessor=None)
+    independent_weights(model, 26)
+    decoding = CachedCallDecoding(model)
+    g = decoding.spec
+    rng = np.random.default_rng(26)
+    ids = rng.integers(1, VOCAB, (2, 3)).astype("int32")
+    past = [tuple(rng.standard_normal((2, g.num_heads, 9, g.depth)).astype("float32") for _ in "kv")
+            for _ in range(g.num_layers)]  # fmt: skip
+    specs = (tf.TensorSpec((None, None), tf.int32),
+             [(tf.TensorSpec((None, g.num_heads, None, g.depth)),) * 2 for _ in range(g.num_layers)])  # fmt: skip
+
+    def traced():
+        step = tf.function(lambda ids, past: decoding.step(ids, past=past)[0]).get_concrete_function(*specs)
+        kinds = [op.type for op in step.graph.get_operations()]
+        return step(tf.constant(ids), [tuple(tf.constant(t) for t in pair) for pair in past]).numpy(), kinds
+
+    ours, kinds = traced()
+    assert kinds.count("Cos") == kinds.count("Sin") == 2, kinds.count("Cos")  # local and global rotary configs
+    assert kinds.count("GreaterEqual") == 1  # the causal mask's i >= j
+    assert kinds.count("Abs") == 1  # the one window's |slot - k|
+    monkeypatch.setattr(keras_hub_trace, "once_per_step", lambda model, index: contextlib.nullcontext())
+    theirs, every_layer = traced()
+    assert every_layer.count("Cos") == 2 * g.num_layers and every_layer.count("GreaterEqual") == g.num_layers
+    np.testing.assert_array_equal(ours, theirs)
+    original = transformer_layer_utils.compute_causal_mask
+    assert gemma3_decoder_block.compute_causal_mask is original
+    assert not any("_compute_cos_sin_embedding" in vars(x) or "_mask_sliding_window" in vars(x)
+                   for x in model._flatten_layers())  # fmt: skip

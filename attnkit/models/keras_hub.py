@@ -237,10 +237,10 @@ class CachedCallDecoding:
                 cross_attention_cache_update_index=None,
             )
         elif past is None:
-            with slice_update_as_concat(), layer_patches(self.model):
+            with slice_update_as_concat(), layer_patches(self.model, index):
                 logits, _, cache = self.model.call_with_cache(ids, cache, index)
         else:
-            with cache_writes_from(past) as presents, layer_patches(self.model):
+            with cache_writes_from(past) as presents, layer_patches(self.model, index):
                 logits, _, _ = self.model.call_with_cache(ids, cache, index)
             return ops.cast(logits, "float32"), presents
         return ops.cast(logits, "float32"), self._from_keras_hub(cache)

@@ -6,7 +6,9 @@ arithmetic stays keras-hub's; every change is an equal value in fewer, or fused,
 - :func:`cache_writes_from`: each layer's cache write as ``concat(past, new)`` from the step's own inputs;
 - :func:`keras_attention_op`: attention through ``keras.ops.dot_product_attention`` traced as MatMuls;
 - :func:`sliding_window_by_position`: the sliding-window mask from positions, not an L x L band;
-- :func:`layer_patches`: the last two together, as both the prefill and the decode step take them.
+- :func:`once_per_step`: the causal mask, the sliding-window masks and the rotary sines and cosines computed
+  once a step, not in every layer;
+- :func:`layer_patches`: the last three together, as both the prefill and the decode step take them.
 """
 
 from __future__ import annotations
@@ -79,10 +81,109 @@ def keras_attention_op(model):
 
 
 @contextlib.contextmanager
-def layer_patches(model):
-    """:func:`keras_attention_op` and :func:`sliding_window_by_position` on ``model``'s layers, for one trace."""
-    with keras_attention_op(model), sliding_window_by_position(model):
+def layer_patches(model, index):
+    """:func:`keras_attention_op`, :func:`sliding_window_by_position` and :func:`once_per_step` on ``model``'s
+    layers, for one trace of a call at cache index ``index``."""
+    with keras_attention_op(model), sliding_window_by_position(model), once_per_step(model, index):
         yield
+
+
+@contextlib.contextmanager
+def once_per_step(model, index):
+    """Values every layer of one cached call recomputes, computed by the first layer and reused by the others,
+    for one trace: keras-hub's causal mask (``compute_causal_mask``, called by every decoder block), each
+    distinct sliding-window mask (:func:`sliding_window_by_position`) and each distinct rotary embedding's
+    cosines and sines (``RotaryEmbedding._compute_cos_sin_embedding``, called for every layer's queries and
+    keys). transformers computes both once a forward pass (``LlamaModel.forward``: ``causal_mask``,
+    ``position_embeddings``), and so does the peers' IR; keras-hub's step carried them once a layer, about
+    25 compiled nodes a layer on OpenVINO whose shapes change every step (Gemma 3 270M: 1738 compiled nodes a
+    step against optimum-intel's 628). Nothing is shared across layers that could differ: a mask only for
+    calls at this call's own cache ``index`` (the same object), whose queries are the residual stream (one
+    batch, one length, in every layer) and whose keys are the cache (one length in every layer); a rotary
+    embedding only between layers of one class and one config, at ``index``, positions not given. The
+    export's check holds the result to keras-hub's eager decode, token for token.
+
+    Written by hand: keras-hub has no hook to hand its layers a precomputed mask or embedding in a cached call.
+    """
+    import sys
+
+    from keras_hub.src.layers.modeling import transformer_layer_utils
+    from keras_hub.src.layers.modeling.rotary_embedding import RotaryEmbedding
+
+    original = transformer_layer_utils.compute_causal_mask
+    memo: dict = {}
+
+    def causal_mask(batch_size, input_length, output_length, cache_index=0):
+        if cache_index is not index:
+            return original(batch_size, input_length, output_length, cache_index)
+        if "causal" not in memo:
+            memo["causal"] = original(batch_size, input_length, output_length, cache_index)
+        return memo["causal"]
+
+    # each decoder module imported the function by name: patched where it was imported
+    modules = [
+        m
+        for name, m in list(sys.modules.items())
+        if name.startswith("keras_hub.") and getattr(m, "compute_causal_mask", None) is original
+    ]
+    for m in modules:
+        m.compute_causal_mask = causal_mask
+    rotaries = [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, RotaryEmbedding)]
+
+    def shared_rotary(layer):
+        compute = layer._compute_cos_sin_embedding
+        config = {k: v for k, v in layer.get_config().items() if k not in ("name", "trainable")}
+        kind = (type(layer), repr(sorted(config.items())), layer.compute_dtype)
+
+        def cos_sin(inputs, start_index=0, positions=None):
+            if positions is not None or start_index is not index:
+                return compute(inputs, start_index, positions)
+            key = ("rotary", kind, len(inputs.shape), inputs.shape[-1])
+            if key not in memo:
+                memo[key] = compute(inputs, start_index, positions)
+            return memo[key]
+
+        return cos_sin
+
+    for layer in rotaries:
+        layer._compute_cos_sin_embedding = shared_rotary(layer)
+    try:
+        with _shared_sliding_windows(model, index, memo):
+            yield
+    finally:
+        for m in modules:
+            m.compute_causal_mask = original
+        for layer in rotaries:
+            del layer._compute_cos_sin_embedding
+
+
+@contextlib.contextmanager
+def _shared_sliding_windows(model, index, memo: dict):
+    """Each layer's ``_mask_sliding_window`` (:func:`sliding_window_by_position`, entered first) reused between
+    layers of one window given the same mask at ``index`` (:func:`once_per_step`)."""
+    layers = [layer for layer in model._flatten_layers(include_self=False) if "_mask_sliding_window" in vars(layer)]
+
+    def shared(layer):
+        compute = layer._mask_sliding_window
+
+        def mask(attention_mask, cache_update_index=0):
+            if cache_update_index is not index:
+                return compute(attention_mask, cache_update_index)
+            key = ("window", layer.sliding_window_size)
+            if key not in memo or memo[key][0] is not attention_mask:
+                memo[key] = (attention_mask, compute(attention_mask, cache_update_index))
+            return memo[key][1]
+
+        return mask
+
+    entered = {id(layer): layer._mask_sliding_window for layer in layers}
+    for layer in layers:
+        layer._mask_sliding_window = shared(layer)
+    try:
+        yield
+    finally:
+        for layer in layers:  # back to sliding_window_by_position's, which restores keras-hub's
+            layer._mask_sliding_window = entered[id(layer)]
 
 
 @contextlib.contextmanager
