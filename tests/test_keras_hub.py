@@ -602,3 +602,40 @@ def test_causal_mask_windows_and_rotary_are_computed_once_a_step(monkeypatch):
     assert gemma3_decoder_block.compute_causal_mask is original
     assert not any("_compute_cos_sin_embedding" in vars(x) or "_mask_sliding_window" in vars(x)
                    for x in model._flatten_layers())  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "equation, x_shape, kernel_shape, lowered",
+    [
+        ("btd,dnh->btnh", (2, 3, 8), (8, 4, 5), True),  # keras-hub's query/key/value projections
+        ("btnh,nhd->btd", (2, 3, 4, 5), (4, 5, 8), True),  # and the output projection
+        ("btd,ndh->btnh", (2, 3, 8), (4, 8, 5), True),  # Gemma's (heads first in the kernel)
+        ("btd,df->btf", (2, 3, 8), (8, 6), True),
+        ("bi,j->bij", (2, 3), (4,), False),  # not a projection (rotary frequencies): keras's einsum
+        ("btd,bd->bt", (2, 3, 8), (2, 8), False),
+    ],
+)
+def test_dense_einsums_are_traced_as_one_matmul(equation, x_shape, kernel_shape, lowered):
+    """An einsum that projects its input's trailing axes (EinsumDense's) is traced as a MatMul by the kernel as a
+    matrix, within fp32 rounding of numpy's einsum, at a batch and sequence length the trace did not know; any
+    other einsum is left to Keras; keras.ops.einsum is Keras's own afterwards."""
+    import keras
+    import tensorflow as tf
+
+    from attnkit.models.keras_hub_trace import dense_einsums_as_matmuls
+
+    original = keras.ops.einsum
+    rng = np.random.default_rng(27)
+    x = rng.standard_normal(x_shape).astype("float32")
+    kernel = rng.standard_normal(kernel_shape).astype("float32")
+    spec = [tf.TensorSpec([None] * 2 + list(x_shape[2:])), tf.TensorSpec(kernel_shape)]
+
+    def project(x, kernel):
+        with dense_einsums_as_matmuls():
+            return keras.ops.einsum(equation, x, kernel)
+
+    traced = tf.function(project, input_signature=spec).get_concrete_function()
+    kinds = {op.type for op in traced.graph.get_operations()}
+    assert ("Einsum" not in kinds and "BatchMatMulV2" in kinds) if lowered else "BatchMatMulV2" not in kinds, kinds
+    np.testing.assert_allclose(traced(x, kernel).numpy(), np.einsum(equation, x, kernel), rtol=1e-5, atol=1e-5)
+    assert keras.ops.einsum is original

@@ -8,7 +8,8 @@ arithmetic stays keras-hub's; every change is an equal value in fewer, or fused,
 - :func:`sliding_window_by_position`: the sliding-window mask from positions, not an L x L band;
 - :func:`once_per_step`: the causal mask, the sliding-window masks and the rotary sines and cosines computed
   once a step, not in every layer;
-- :func:`layer_patches`: the last three together, as both the prefill and the decode step take them.
+- :func:`dense_einsums_as_matmuls`: a projection written as an einsum (``EinsumDense``) traced as one MatMul;
+- :func:`layer_patches`: the last four together, as both the prefill and the decode step take them.
 """
 
 from __future__ import annotations
@@ -85,7 +86,97 @@ def layer_patches(model, index):
     """:func:`keras_attention_op`, :func:`sliding_window_by_position` and :func:`once_per_step` on ``model``'s
     layers, for one trace of a call at cache index ``index``."""
     with keras_attention_op(model), sliding_window_by_position(model), once_per_step(model, index):
+        with dense_einsums_as_matmuls():
+            yield
+
+
+@contextlib.contextmanager
+def dense_einsums_as_matmuls():
+    """``keras.ops.einsum`` of a projection (``EinsumDense``'s ``btd,dnh->btnh``, ``btnh,nhd->btd``: the input's
+    trailing axes contracted with the kernel's, the output its leading axes then the kernel's others) traced as
+    one MatMul of the input, its contracted axes merged, by the kernel as a matrix, then one Reshape to the
+    output's axes; any other einsum is passed on.
+
+    Why: TensorFlow's ``Einsum`` reaches tf2onnx, whose einsum decomposition merges the batch and sequence
+    axes into one and splits them again around a 2-D Gemm (Unsqueeze, Reshape, Gemm, Shape, Gather, Concat,
+    Reshape, Squeeze): OpenVINO compiled that as about 22 nodes a layer of Gemma 3 270M's step (queries, keys,
+    values, output), where the peers' IR has one FullyConnected and a Reshape. The same sums of products; the
+    export's check holds the tokens to keras-hub's eager decode.
+    """
+    import keras
+    from keras.src import ops as src_ops
+
+    original = src_ops.einsum
+
+    def lowered(subscripts, *operands, **kwargs):
+        plan = _projection(subscripts, operands) if len(operands) == 2 and not kwargs else None
+        if plan is None:
+            return original(subscripts, *operands, **kwargs)
+        import tensorflow as tf
+
+        prefix, contracted, out, perm = plan
+        x, kernel = (tf.convert_to_tensor(t) for t in operands)
+        lead = tf.shape(x)[:prefix]
+        if perm != sorted(perm):
+            kernel = tf.transpose(kernel, perm)
+        size = _product(kernel.shape[: len(contracted)])
+        kernel = tf.reshape(kernel, (size, _product(kernel.shape[len(contracted) :])))
+        if len(contracted) > 1:
+            x = tf.reshape(x, tf.concat([lead, [size]], 0))
+        # a batched MatMul by a matrix (BatchMatMulV2 broadcasts it): ONNX's MatMul of the input as it is, where
+        # Keras's matmul would go through tensordot's flattening Reshapes
+        y = tf.linalg.matmul(x, kernel)
+        return tf.reshape(y, tf.concat([lead, out], 0)) if len(out) > 1 else y
+
+    bound = {module: module.einsum for module in (src_ops, keras.ops) if module.einsum is original}
+    for module in bound:
+        module.einsum = lowered
+    try:
         yield
+    finally:
+        for module, function in bound.items():
+            module.einsum = function
+
+
+def _product(dims) -> int:
+    out = 1
+    for d in dims:
+        out *= int(d)
+    return out
+
+
+def _projection(subscripts, operands):
+    """``(prefix length, contracted dims, output dims, kernel permutation)`` when ``subscripts`` is a projection
+    of ``operands[0]`` by ``operands[1]`` (see :func:`dense_einsums_as_matmuls`), with static kernel and
+    contracted dims; else None."""
+    if not isinstance(subscripts, str) or "..." in subscripts or subscripts.count("->") != 1:
+        return None
+    inputs, output = subscripts.replace(" ", "").split("->")
+    if inputs.count(",") != 1:
+        return None
+    a, b = inputs.split(",")
+    x, kernel = operands
+    if len(set(a)) != len(a) or len(set(b)) != len(b) or len(set(output)) != len(output):
+        return None
+    contracted = [c for c in a if c not in output]
+    out = [c for c in output if c not in a]
+    prefix = len(a) - len(contracted)
+    if (
+        not contracted
+        or not out
+        or a[prefix:] != "".join(contracted)
+        or output != a[:prefix] + "".join(out)
+        or sorted(b) != sorted(contracted + out)
+        or any(c in b for c in a[:prefix])
+    ):
+        return None
+    x_shape, k_shape = getattr(x, "shape", None), getattr(kernel, "shape", None)
+    if x_shape is None or k_shape is None or len(x_shape) != len(a) or len(k_shape) != len(b):
+        return None
+    if any(d is None for d in k_shape) or any(d is None for d in x_shape[prefix:]):
+        return None
+    perm = [b.index(c) for c in contracted + out]
+    return prefix, contracted, [int(k_shape[b.index(c)]) for c in out], perm
 
 
 @contextlib.contextmanager
