@@ -613,6 +613,7 @@ def test_causal_mask_windows_and_rotary_are_computed_once_a_step(monkeypatch):
         ("btd,df->btf", (2, 3, 8), (8, 6), True),
         ("bi,j->bij", (2, 3), (4,), False),  # not a projection (rotary frequencies): keras's einsum
         ("btd,bd->bt", (2, 3, 8), (2, 8), False),
+        ("d,dnh->nh", (8,), (8, 4, 5), False),  # nothing left of the input to keep: keras's einsum
     ],
 )
 def test_dense_einsums_are_traced_as_one_matmul(equation, x_shape, kernel_shape, lowered):
@@ -622,13 +623,14 @@ def test_dense_einsums_are_traced_as_one_matmul(equation, x_shape, kernel_shape,
     import keras
     import tensorflow as tf
 
-    from attnkit.models.keras_hub_trace import dense_einsums_as_matmuls
+    from attnkit.models.keras_hub_trace import _projection, dense_einsums_as_matmuls
 
     original = keras.ops.einsum
     rng = np.random.default_rng(27)
     x = rng.standard_normal(x_shape).astype("float32")
     kernel = rng.standard_normal(kernel_shape).astype("float32")
-    spec = [tf.TensorSpec([None] * 2 + list(x_shape[2:])), tf.TensorSpec(kernel_shape)]
+    batch_and_length = tf.TensorSpec([None, None] + list(x_shape[2:]))
+    spec = [batch_and_length if len(x_shape) > 1 else tf.TensorSpec(x_shape), tf.TensorSpec(kernel_shape)]
 
     def project(x, kernel):
         with dense_einsums_as_matmuls():
@@ -639,3 +641,5 @@ def test_dense_einsums_are_traced_as_one_matmul(equation, x_shape, kernel_shape,
     assert ("Einsum" not in kinds and "BatchMatMulV2" in kinds) if lowered else "BatchMatMulV2" not in kinds, kinds
     np.testing.assert_allclose(traced(x, kernel).numpy(), np.einsum(equation, x, kernel), rtol=1e-5, atol=1e-5)
     assert keras.ops.einsum is original
+    # operands of two dtypes are Keras's to cast: passed on
+    assert _projection(equation, (tf.zeros(x_shape, tf.float16), tf.zeros(kernel_shape))) is None
