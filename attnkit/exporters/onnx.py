@@ -15,9 +15,10 @@ What tf2onnx does not do for Keras 3 models, written here:
 - tf2onnx freezes the variables through TensorFlow's ``convert_variables_to_constants_v2``, which builds a
   concrete function back from the frozen graph: on keras-hub Gemma 3 270M (1.07 GB of weights) the process
   grew past this machine's 24 GB inside that round trip (``wrap_function`` -> ``get_function_def``, seen with
-  py-spy) and was killed. We freeze with the graph-def half of the same TensorFlow machinery (``_replace_variables_by_constants``, which tf2onnx's own
-  ``large_model`` path uses) and keep every later step of tf2onnx's normal path (its freeze fix-ups,
-  grappler): the same ONNX ops and weights, outputs bit-identical (tested), Gemma 3 270M converts.
+  py-spy) and was killed. We freeze with the graph-def half of the same TensorFlow machinery
+  (``_replace_variables_by_constants``, which tf2onnx's own ``large_model`` path uses) and keep every later step
+  of tf2onnx's normal path (its freeze fix-ups, grappler): the same ONNX ops and weights, outputs bit-identical
+  (tested), Gemma 3 270M converts.
 """
 
 from __future__ import annotations

@@ -15,10 +15,32 @@ arithmetic stays keras-hub's; every change is an equal value in fewer, or fused,
 from __future__ import annotations
 
 import contextlib
+import math
 
 from keras import ops
 
 from ..core.errors import ModelError
+
+_ABSENT = object()
+
+
+@contextlib.contextmanager
+def _patched(targets, name: str, make):
+    """Attribute ``name`` of each of ``targets`` (modules or layers) set to ``make(target)`` for the block, then
+    put back: the target's own value restored, or removed where it had none (a layer's method is its class's
+    again). Every patch of this module goes through here."""
+    targets = list(targets)
+    saved = [vars(target).get(name, _ABSENT) for target in targets]
+    for target in targets:
+        setattr(target, name, make(target))
+    try:
+        yield
+    finally:
+        for target, value in zip(targets, saved):
+            if value is _ABSENT:
+                delattr(target, name)
+            else:
+                setattr(target, name, value)
 
 
 @contextlib.contextmanager
@@ -42,11 +64,8 @@ def slice_update_as_concat():
         index, new = list(start_indices)[1], ops.shape(updates)[1]
         return ops.concatenate([inputs[:, :index], ops.cast(updates, inputs.dtype), inputs[:, index + new :]], axis=1)
 
-    keras.ops.slice_update = lowered
-    try:
+    with _patched([keras.ops], "slice_update", lambda _: lowered):
         yield
-    finally:
-        keras.ops.slice_update = original
 
 
 @contextlib.contextmanager
@@ -70,15 +89,13 @@ def keras_attention_op(model):
         and getattr(layer, "logit_soft_cap", None) is None
         and not getattr(layer, "dropout", 0)
     ]
-    for layer in layers:
-        layer._use_fused_attention_op = lambda: True
-    keras.ops.dot_product_attention = lambda *args, **kwargs: _attention_as_matmuls(original, *args, **kwargs)
-    try:
-        yield
-    finally:
-        keras.ops.dot_product_attention = original
-        for layer in layers:
-            del layer._use_fused_attention_op
+
+    def traced(*args, **kwargs):
+        return _attention_as_matmuls(original, *args, **kwargs)
+
+    with _patched(layers, "_use_fused_attention_op", lambda _: lambda: True):
+        with _patched([keras.ops], "dot_product_attention", lambda _: traced):
+            yield
 
 
 @contextlib.contextmanager
@@ -120,8 +137,8 @@ def dense_einsums_as_matmuls():
         lead = tf.shape(x)[:prefix]
         if perm != sorted(perm):
             kernel = tf.transpose(kernel, perm)
-        size = _product(kernel.shape[: len(contracted)])
-        kernel = tf.reshape(kernel, (size, _product(kernel.shape[len(contracted) :])))
+        size = math.prod(int(d) for d in kernel.shape[: len(contracted)])
+        kernel = tf.reshape(kernel, (size, math.prod(int(d) for d in kernel.shape[len(contracted) :])))
         if len(contracted) > 1:
             x = tf.reshape(x, tf.concat([lead, [size]], 0))
         # a batched MatMul by a matrix (BatchMatMulV2 broadcasts it): ONNX's MatMul of the input as it is, where
@@ -129,21 +146,8 @@ def dense_einsums_as_matmuls():
         y = tf.linalg.matmul(x, kernel)
         return tf.reshape(y, tf.concat([lead, out], 0)) if len(out) > 1 else y
 
-    bound = {module: module.einsum for module in (src_ops, keras.ops) if module.einsum is original}
-    for module in bound:
-        module.einsum = lowered
-    try:
+    with _patched([m for m in (src_ops, keras.ops) if m.einsum is original], "einsum", lambda _: lowered):
         yield
-    finally:
-        for module, function in bound.items():
-            module.einsum = function
-
-
-def _product(dims) -> int:
-    out = 1
-    for d in dims:
-        out *= int(d)
-    return out
 
 
 def _projection(subscripts, operands):
@@ -192,11 +196,11 @@ def once_per_step(model, index):
     keys). transformers computes both once a forward pass (``LlamaModel.forward``: ``causal_mask``,
     ``position_embeddings``), and so does the peers' IR; keras-hub's step carried them once a layer, about
     40 compiled nodes a layer on OpenVINO whose shapes change every step (Gemma 3 270M: 1738 -> 1012 compiled
-    nodes a step; optimum-intel's IR of the same weights: 628). Nothing is shared across layers that could differ: a mask only for
-    calls at this call's own cache ``index`` (the same object), whose queries are the residual stream (one
-    batch, one length, in every layer) and whose keys are the cache (one length in every layer); a rotary
-    embedding only between layers of one class and one config, at ``index``, positions not given. The
-    export's check holds the result to keras-hub's eager decode, token for token.
+    nodes a step; optimum-intel's IR of the same weights: 628). Nothing is shared across layers that could
+    differ: a mask only for calls at this call's own cache ``index`` (the same object), whose queries are the
+    residual stream (one batch, one length, in every layer) and whose keys are the cache (one length in every
+    layer); a rotary embedding only between layers of one class and one config, at ``index``, positions not
+    given. The export's check holds the result to keras-hub's eager decode, token for token.
 
     Written by hand: keras-hub has no hook to hand its layers a precomputed mask or embedding in a cached call.
     """
@@ -221,9 +225,7 @@ def once_per_step(model, index):
         for name, m in list(sys.modules.items())
         if name.startswith("keras_hub.") and getattr(m, "compute_causal_mask", None) is original
     ]
-    for m in modules:
-        m.compute_causal_mask = causal_mask
-    rotaries = [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, RotaryEmbedding)]
+    layers = list(model._flatten_layers(include_self=False))
 
     def shared_rotary(layer):
         compute = layer._compute_cos_sin_embedding
@@ -240,25 +242,7 @@ def once_per_step(model, index):
 
         return cos_sin
 
-    for layer in rotaries:
-        layer._compute_cos_sin_embedding = shared_rotary(layer)
-    try:
-        with _shared_sliding_windows(model, index, memo):
-            yield
-    finally:
-        for m in modules:
-            m.compute_causal_mask = original
-        for layer in rotaries:
-            del layer._compute_cos_sin_embedding
-
-
-@contextlib.contextmanager
-def _shared_sliding_windows(model, index, memo: dict):
-    """Each layer's ``_mask_sliding_window`` (:func:`sliding_window_by_position`, entered first) reused between
-    layers of one window given the same mask at ``index`` (:func:`once_per_step`)."""
-    layers = [layer for layer in model._flatten_layers(include_self=False) if "_mask_sliding_window" in vars(layer)]
-
-    def shared(layer):
+    def shared_window(layer):  # sliding_window_by_position's mask (entered first), one a window size
         compute = layer._mask_sliding_window
 
         def mask(attention_mask, cache_update_index=0):
@@ -271,14 +255,13 @@ def _shared_sliding_windows(model, index, memo: dict):
 
         return mask
 
-    entered = {id(layer): layer._mask_sliding_window for layer in layers}
-    for layer in layers:
-        layer._mask_sliding_window = shared(layer)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_patched(modules, "compute_causal_mask", lambda _: causal_mask))
+        rotaries = [layer for layer in layers if isinstance(layer, RotaryEmbedding)]
+        stack.enter_context(_patched(rotaries, "_compute_cos_sin_embedding", shared_rotary))
+        windows = [layer for layer in layers if "_mask_sliding_window" in vars(layer)]
+        stack.enter_context(_patched(windows, "_mask_sliding_window", shared_window))
         yield
-    finally:
-        for layer in layers:  # back to sliding_window_by_position's, which restores keras-hub's
-            layer._mask_sliding_window = entered[id(layer)]
 
 
 @contextlib.contextmanager
@@ -308,13 +291,8 @@ def sliding_window_by_position(model):
 
         return mask
 
-    for layer in layers:
-        layer._mask_sliding_window = by_position(layer)
-    try:
+    with _patched(layers, "_mask_sliding_window", by_position):
         yield
-    finally:
-        for layer in layers:
-            del layer._mask_sliding_window
 
 
 def _attention_as_matmuls(original, query, key, value, bias=None, mask=None, scale=None, is_causal=False, **kwargs):
@@ -375,7 +353,6 @@ def cache_writes_from(past):
     """
     import keras
 
-    original = keras.ops.slice_update
     pending = [ops.transpose(t, (0, 2, 1, 3)) for pair in past for t in pair]  # keras-hub's (batch, seq, heads, depth)
     expected = len(pending)
     presents: list = []
@@ -391,12 +368,9 @@ def cache_writes_from(past):
         presents.append(present)
         return present
 
-    keras.ops.slice_update = write
     out: list = []
-    try:
+    with _patched([keras.ops], "slice_update", lambda _: write):
         yield out
-    finally:
-        keras.ops.slice_update = original
     if pending or len(presents) != expected:
         raise ModelError(
             f"a keras-hub cached call made {len(presents)} cache writes for {expected} past tensors; attnkit "
