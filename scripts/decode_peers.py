@@ -22,7 +22,11 @@ instead (issue 36), in one run on this machine, with the DRAM bandwidth measured
    the first and after every peer; the bound of the table is the highest probe of the run, attnkit's included.
    Beside each, a read-only probe of the same size (a float32 matrix-vector product, how a step reads its
    weights; its "% of read probe" column): a copy counts its writes too, and a step only reads.
-5. ``--rounds N``: all of 3 and 2 again, N times in turn, each row's tok/s the median of its N (a shared VM's
+5. ``--peer-pages 4k,2m``: every peer on the 4 KiB pages it gets by default and again with its weights on 2 MiB
+   pages (glibc's ``glibc.malloc.hugetlb=1``; llama.cpp reading its GGUF into memory), since attnkit's runners
+   put theirs there (:mod:`attnkit.core.hugepages`): the best peer configuration includes it. Each row says how
+   many MiB of its process were on huge pages.
+6. ``--rounds N``: all of 3 and 2 again, N times in turn, each row's tok/s the median of its N (a shared VM's
    bandwidth drifts over minutes, and rows run one after another; measured 38-53 GB/s within one run).
 
 Writes ``DIR/peers.json`` and prints a markdown table: tokens/s, its ratio to the best peer, GB/s of weights
@@ -46,6 +50,8 @@ PEER_PY = ROOT / ".venv-peers" / "bin" / "python"
 PEER_SCRIPT = ROOT / "scripts" / "peers" / "decode_peer.py"
 ATTNKIT = ROOT / ".venv" / "bin" / "attnkit"
 DEFAULT_PEERS = "transformers,optimum-intel,openvino-genai,onnxruntime-genai,llama.cpp"
+#: ``--peer-pages``: how a peer's weights are paged (attnkit's runners: 2 MiB, attnkit.core.hugepages)
+PAGES = {"4k": "4 KiB", "2m": "2 MiB"}
 #: bytes a weight takes in the precision a row ran in, against fp32
 WEIGHT_SCALE = {"fp32": 1.0, "f32": 1.0, "bf16": 0.5, "f16": 0.5}
 
@@ -105,16 +111,19 @@ def keras_hub_tokens(model, prompts: np.ndarray, n: int) -> np.ndarray:
     return np.asarray(out["token_ids"])[:, length:]
 
 
-def run_peer(peer: str, precision: str, args, hf: Path, prompts_path: Path) -> dict:
-    out = args.work / f"peer-{peer}-{precision}.json"
+def run_peer(peer: str, precision: str, args, hf: Path, prompts_path: Path, pages: str = "4k") -> dict:
+    out = args.work / f"peer-{peer}-{precision}-{pages}.json"
     cmd = [str(PEER_PY), str(PEER_SCRIPT), peer, "--model", str(hf), "--work", str(args.work / "peers"),
            "--prompts", str(prompts_path), "--precision", precision, "--new-tokens", str(args.new_tokens),
            "--repeats", str(args.repeats), "--out", str(out)]  # fmt: skip
     env = {**os.environ, "PEER_THREADS": str(args.threads)}
+    if pages == "2m":  # glibc's own switch, read when the process starts (scripts/peers/decode_peer.py)
+        cmd.append("--huge-pages")
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), "glibc.malloc.hugetlb=1"]))
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        return {"peer": peer, "precision": precision, "error": tail[0][:300]}
+        return {"peer": peer, "precision": precision, "pages": PAGES[pages], "error": tail[0][:300]}
     return json.loads(out.read_text())
 
 
@@ -144,6 +153,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--peers", default=DEFAULT_PEERS)
     ap.add_argument("--precisions", default="default,f32", help="peer precisions: default (its own), f32")
+    ap.add_argument(
+        "--peer-pages",
+        default="4k,2m",
+        help="peers' weights on 4 KiB pages (their default) and/or 2 MiB pages (as attnkit loads its own)",
+    )
     ap.add_argument("--attnkit-backends", default="onnxruntime,openvino-stateful,openvino-genai")
     ap.add_argument("--attnkit-precisions", default="fp32", help="bench-generate's --precision (bf16: OpenVINO's hint)")
     ap.add_argument("--attnkit-export", type=Path, help="an existing `attnkit export --generate` of MODEL to use")
@@ -186,18 +200,19 @@ def main() -> None:
                     continue  # the builder's fp32 is its default for -p fp32; no runtime precision switch
                 if peer == "llama.cpp" and precision == "default":
                     continue  # llama.cpp runs the GGUF's own types: f32 asked
-                started = time.perf_counter()
-                result = run_peer(peer, precision, args, hf, prompts_path)
-                result["wall_s"] = round(time.perf_counter() - started, 1)
-                copies.append(probe())
-                peer_rounds[-1].append(result)
-                print(
-                    f"[{round_ + 1}] {peer} {precision}: {result.get('tokens_per_s') or result.get('error')}",
-                    flush=True,
-                )
+                for pages in args.peer_pages.split(","):
+                    if peer == "transformers" and pages != "4k":
+                        continue  # the reference, not a contender
+                    started = time.perf_counter()
+                    result = run_peer(peer, precision, args, hf, prompts_path, pages)
+                    result["wall_s"] = round(time.perf_counter() - started, 1)
+                    copies.append(probe())
+                    peer_rounds[-1].append(result)
+                    print(f"[{round_ + 1}] {peer} {precision} {PAGES[pages]}: "
+                          f"{result.get('tokens_per_s') or result.get('error')}", flush=True)  # fmt: skip
         rounds.append(attnkit_rows(args, args.model, round_))
         copies.append(probe())
-    peers = merge_rounds(peer_rounds, lambda p: (p["peer"], p["precision"]))
+    peers = merge_rounds(peer_rounds, lambda p: (p["peer"], p["precision"], p.get("pages")))
     ours = rounds[0]
     ours["rows"] = merge_rounds([o["rows"] for o in rounds], lambda r: (r["label"], r["precision"]))
 
@@ -213,16 +228,19 @@ def main() -> None:
     rows = []
     for r in ours["rows"]:
         if r.get("tokens_per_s"):
-            rows.append({"who": "attnkit", "row": f"{r['label']} ({r['precision']})", "ran_as": r["precision"],
+            paged = (ours.get("environment") or {}).get("huge_pages", "4 KiB pages")
+            rows.append({"who": "attnkit", "row": f"{r['label']} ({r['precision']}, {paged})", "ran_as": r["precision"],
                          "tokens_per_s": r["tokens_per_s"], "bytes": r.get("bytes_per_step"),
                          "rounds": r.get("rounds_tokens_per_s"),
                          "tokens": f"identical to keras-hub eager: {r.get('token_match')}"})  # fmt: skip
     for p in peers:
         if "tokens_per_s" not in p:
-            rows.append({"who": p["peer"], "row": f"{p['peer']} ({p['precision']})", "error": p["error"]})
+            rows.append({"who": p["peer"], "row": f"{p['peer']} ({p['precision']}, {p.get('pages')})",
+                         "error": p["error"]})  # fmt: skip
             continue
         scale = WEIGHT_SCALE.get(p["ran_as"].split(" ")[0], 1.0)
-        rows.append({"who": p["peer"], "row": f"{p['peer']} ({p['precision']})", "ran_as": p["ran_as"],
+        pages = f"{p.get('pages')} pages, {p.get('anon_huge_mib')} MiB huge"
+        rows.append({"who": p["peer"], "row": f"{p['peer']} ({p['precision']}, {pages})", "ran_as": p["ran_as"],
                      "tokens_per_s": p["tokens_per_s"], "bytes": weight_bytes and weight_bytes * scale,
                      "rounds": p.get("rounds_tokens_per_s"),
                      "tokens": f"match vs transformers: {p.get('token_match_vs_transformers')}"})  # fmt: skip

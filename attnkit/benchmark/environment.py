@@ -39,6 +39,13 @@ def git_commit() -> str | None:
         return None
 
 
+def huge_pages() -> str:
+    from ..core.hugepages import unavailable
+
+    reason = unavailable()
+    return f"4 KiB pages ({reason})" if reason else "2 MiB pages for loaded weights (MADV_COLLAPSE)"
+
+
 def collect(threads: dict | None = None) -> dict:
     """A JSON-able description of this machine and software stack."""
     from .._version import __version__
@@ -54,9 +61,11 @@ def collect(threads: dict | None = None) -> dict:
         "git_commit": git_commit(),
         "versions": library_versions(("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy")),
         "threads": threads or {},
+        # how runners' weights are paged (attnkit.core.hugepages): "2 MiB pages (MADV_COLLAPSE)" or why not
+        "huge_pages": huge_pages(),
         "env_vars": {
             k: os.environ[k]
-            for k in ("OMP_NUM_THREADS", "TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTRAOP_THREADS")
+            for k in ("OMP_NUM_THREADS", "TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTRAOP_THREADS", "ATTNKIT_HUGE_PAGES")
             if k in os.environ
         },
     }

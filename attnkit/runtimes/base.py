@@ -151,6 +151,8 @@ class Loadable(ABC):
         self.computes_in: str | None = None
         self.threads = threads
         self.loaded = False
+        #: what ``load`` moved onto 2 MiB pages (:class:`attnkit.core.hugepages.Collapsed`), after load
+        self.huge_pages = None
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -176,7 +178,11 @@ class Loadable(ABC):
             reason = self.unavailable_reason()
             if reason:
                 raise BackendError(f"backend `{self.name}` cannot run here: {reason}.")
-            self._load()
+            from ..core.hugepages import huge_pages_after
+
+            # the weights it loaded, onto 2 MiB pages (every backend alike; why and how: core.hugepages)
+            with huge_pages_after() as self.huge_pages:
+                self._load()
             self.loaded = True
         return self
 

@@ -17,6 +17,12 @@ generations; tokens/s is batch x new tokens over the median wall time of a whole
 included: attnkit's ``bench-generate`` counts the same). The result records the precision the peer really ran
 in (OpenVINO: the compiled model's ``INFERENCE_PRECISION_HINT`` and ``KV_CACHE_PRECISION``) and its tokens,
 which the orchestrator compares with the transformers fp32 reference.
+
+``--huge-pages``: the peer's weights on 2 MiB pages, as attnkit's runners load theirs (attnkit.core.hugepages),
+the way a user of the peer would get them: glibc's ``glibc.malloc.hugetlb=1`` tunable in the environment the
+process starts with (the orchestrator sets it; refused here without it) and, for llama.cpp, its weights read into
+memory (``use_mmap=False``) rather than mapped from the GGUF file's 4 KiB page-cache pages. The result records
+the process's ``AnonHugePages`` either way, so a row says what it really ran on.
 """
 
 from __future__ import annotations
@@ -34,6 +40,16 @@ from pathlib import Path
 import numpy as np
 
 PEERS = ("transformers", "optimum-intel", "openvino-genai", "onnxruntime-genai", "llama.cpp")
+
+
+#: set by ``--huge-pages`` (see the module docstring)
+HUGE_PAGES = False
+TUNABLE = "glibc.malloc.hugetlb=1"
+
+
+def _anon_huge_mib() -> float:
+    with open("/proc/self/smaps_rollup") as f:
+        return int(f.read().split("AnonHugePages:")[1].split()[0]) / 1024
 
 
 def _threads() -> int:
@@ -234,7 +250,7 @@ class LlamaCpp(Peer):
         from llama_cpp import Llama
 
         self.llm = Llama(model_path=str(path), n_threads=_threads(), n_threads_batch=_threads(), n_ctx=1024,
-                         n_batch=512, verbose=False)  # fmt: skip
+                         n_batch=512, verbose=False, use_mmap=not HUGE_PAGES)  # fmt: skip
         self.ran_as = "fp32" if precision in ("default", "f32") else precision
 
     def generate(self, prompts, n):
@@ -264,7 +280,14 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--huge-pages", action="store_true", help=f"weights on 2 MiB pages (needs GLIBC_TUNABLES={TUNABLE})"
+    )
     args = ap.parse_args()
+    if args.huge_pages and TUNABLE not in os.environ.get("GLIBC_TUNABLES", ""):
+        raise SystemExit(f"--huge-pages: start this process with GLIBC_TUNABLES={TUNABLE} (malloc reads it at start)")
+    global HUGE_PAGES
+    HUGE_PAGES = args.huge_pages
     prompts = np.load(args.prompts).astype(np.int64)
     started = time.perf_counter()
     artifact = prepare(args.peer, args.model, args.work, args.precision)
@@ -283,7 +306,8 @@ def main() -> None:
         "batch": int(prompts.shape[0]), "prompt_length": int(prompts.shape[1]), "new_tokens": args.new_tokens,
         "threads": _threads(), "prepare_s": round(prepared_s, 1), "walls_s": [round(w, 4) for w in walls],
         "tokens_per_s": prompts.shape[0] * args.new_tokens / median, "repeatable": repeatable,
-        "tokens": tokens.tolist(),
+        "tokens": tokens.tolist(), "pages": "2 MiB" if args.huge_pages else "4 KiB",
+        "anon_huge_mib": round(_anon_huge_mib()),
     }  # fmt: skip
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result))
