@@ -334,6 +334,14 @@ def test_openvino_stateful_and_genai_on_keras_hub_llama3(hub_export):
     # keras-hub's stacked rotate-half, rewritten as transformers writes it: one RoPE node per query and key
     assert stateful.extra["rotary_rewritten"] == 2 * layers
     assert kinds.count("RoPE") == 2 * layers, sorted(set(kinds))
+    # each rotated before its Transpose to attention's layout, which the RoPE node then absorbs: only the values'
+    # and the output's Transposes are left a layer (the peers' IR has those two too), none on a RoPE's output
+    assert stateful.extra["rotary_transposed"] == 2 * layers
+    runtime = compiled.get_runtime_model()
+    layer_type = {op.get_friendly_name(): op.get_rt_info()["layerType"].astype(str) for op in runtime.get_ops()}
+    after_rope = [op for op in runtime.get_ops() if layer_type[op.get_friendly_name()] == "Transpose"
+                  and layer_type[op.input_value(0).get_node().get_friendly_name()] == "RoPE"]  # fmt: skip
+    assert not after_rope and kinds.count("Transpose") <= 2 * layers, kinds.count("Transpose")
     # and its RMS norms (two a layer and the final one), reassociated as OpenVINO's RMSFusion matches them
     assert stateful.extra["rms_rewritten"] == 2 * layers + 1 == kinds.count("RMS"), sorted(set(kinds))
     # the paged-attention rewrite would take the fused graph, but a keras-hub step reads its positions from the
@@ -371,6 +379,7 @@ def test_openvino_attention_fusion_is_proven_or_refused(hub_export, tmp_path, mo
     assert done.attention == done.softmax == g.num_layers and done.caches == 2 * g.num_layers, (family, done)
     llama = family == "llama3"  # GPT-2: no rotary, LayerNorm
     assert (done.rotary, done.rms) == ((2 * g.num_layers, 2 * g.num_layers + 1) if llama else (0, 0)), (family, done)
+    assert done.rotary_transposed == done.rotary, (family, done)
     kinds = [op.get_type_name() for op in model.get_ops()]
     assert kinds.count("ScaledDotProductAttention") == g.num_layers and "Softmax" not in kinds
     assert fusion.agrees(core.read_model(str(xml)), model, pairs, g.ids, None) is None

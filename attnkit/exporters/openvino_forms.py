@@ -172,3 +172,67 @@ def canonical_rms(model) -> int:
             done += 1
             break
     return done
+
+
+def _rotary_parts(add):
+    """``(x, cos, sin, split)`` if ``add`` is ``x * cos + concat(-x2, x1) * sin`` in rotate-half form on a rank-4
+    ``x`` (the form :func:`canonical_rotary` writes); else None."""
+    if add.get_type_name() != "Add":
+        return None
+    for i in (0, 1):
+        direct, rotated = add.input_value(i).get_node(), add.input_value(1 - i).get_node()
+        if direct.get_type_name() != "Multiply" or rotated.get_type_name() != "Multiply":
+            continue
+        for j in (0, 1):
+            concat, sin = rotated.input_value(j).get_node(), rotated.input_value(1 - j)
+            if concat.get_type_name() != "Concat" or concat.get_input_size() != 2 or concat.get_axis() % 4 != 3:
+                continue
+            x = _halves(concat.input_value(0), concat.input_value(1))
+            if x is None:
+                continue
+            for k in (0, 1):
+                if direct.input_value(k) == x and rank_of(direct.input_value(1 - k).get_partial_shape()) == 4:
+                    cos = direct.input_value(1 - k)
+                    if rank_of(sin.get_partial_shape()) == 4:
+                        return x, cos, sin, concat.input_value(1).get_node()
+    return None
+
+
+def rotary_after_transpose(model) -> int:
+    """In place: every ``Transpose(rotary(x, cos, sin), [0, 2, 1, 3])`` becomes ``rotary(Transpose(x), ...)``
+    with ``cos`` and ``sin`` transposed alike (once each, shared by the layers that read them); returns how many.
+
+    Why: keras-hub rotates queries and keys in (batch, sequence, heads, depth) and then transposes them for
+    attention; transformers transposes first. OpenVINO's RoPE fusion folds a Transpose *before* the rotation into
+    its ``RoPE`` node (``input_trans0213``) but keeps one after it as a node of its own: two Transposes a layer a
+    step in keras-hub's graph, none in the peers' (llama3-124m: 48 against 25 compiled Transposes). The rotation
+    is element-wise over the last axis, which the permutation leaves in place, so it commutes with it: the same
+    values in another order of operations."""
+    import numpy as np
+    from openvino import opset13
+
+    perm = [0, 2, 1, 3]
+    done, moved = 0, {}
+
+    def transposed(output):
+        key = (output.get_node().get_friendly_name(), output.get_index())
+        if key not in moved:
+            moved[key] = opset13.transpose(output, opset13.constant(np.array(perm, np.int64))).output(0)
+        return moved[key]
+
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "Transpose":
+            continue
+        order = constant_values(node.input_value(1))
+        parts = _rotary_parts(node.input_value(0).get_node())
+        if order is None or [int(v) for v in np.ravel(order)] != perm or parts is None:
+            continue
+        x, cos, sin, split = parts
+        xt = transposed(x)
+        halves = opset13.variadic_split(xt, split.input_value(1), split.input_value(2))
+        minus = opset13.multiply(halves.output(1), opset13.constant(np.array(-1.0, x.get_element_type().to_dtype())))
+        rotated = opset13.concat([minus.output(0), halves.output(0)], -1)
+        out = opset13.add(opset13.multiply(xt, transposed(cos)), opset13.multiply(rotated, transposed(sin)))
+        node.output(0).replace(out.output(0))
+        done += 1
+    return done
