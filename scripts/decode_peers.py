@@ -166,6 +166,8 @@ def main() -> None:
                     help="run every row this many times, the rows in turn each round; a row's tok/s is its median over "
                          "the rounds (a shared VM's bandwidth drifts while rows run one after another)")  # fmt: skip
     args = ap.parse_args()
+    if not set(args.peer_pages.split(",")) <= set(PAGES):
+        ap.error(f"--peer-pages takes a comma list of {', '.join(PAGES)}, not {args.peer_pages!r}")
     if not PEER_PY.exists():
         sys.exit("no peers venv: run `make peers` first (.venv-peers, scripts/peers/requirements.txt)")
     args.work.mkdir(parents=True, exist_ok=True)
