@@ -14,6 +14,12 @@ from attnkit.runtimes import base
 MIB = 1 << 20
 
 
+def private_anonymous(size: int) -> mmap.mmap:
+    """Anonymous private memory, as allocators map it (Python's default ``mmap(-1, n)`` is shared memory, which
+    transparent huge pages treat apart)."""
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+
 def smaps_kb(start: int, end: int, field: str) -> int:
     """``field`` (kB) summed over this process's mappings that overlap ``[start, end)``."""
     total, inside = 0, False
@@ -36,7 +42,7 @@ def skip_unless_collapsible(got: hp.Collapsed) -> None:
 def test_written_memory_is_collapsed_and_a_sparse_reservation_is_not(rng):
     with hp.huge_pages_after() as got:
         weights = rng.standard_normal(16 * MIB // 8)  # 16 MiB, every page written
-        sparse = mmap.mmap(-1, 16 * MIB)
+        sparse = private_anonymous(16 * MIB)
         for i in range(0, len(sparse), 2 * MIB):  # one page touched per 2 MiB
             sparse[i] = 1
     skip_unless_collapsible(got)
@@ -81,3 +87,27 @@ def test_every_runner_load_moves_its_weights(rng):
         w = runner.weights.ctypes.data
         assert runner.huge_pages.bytes >= 4 * MIB  # at least the 6 MiB of float32's aligned 2 MiB chunks
         assert smaps_kb(w, w + runner.weights.nbytes, "AnonHugePages") >= 4 * 1024
+
+
+def test_a_mapping_marked_no_huge_pages_is_skipped_and_the_rest_collapsed():
+    """A library may mark its memory MADV_NOHUGEPAGE (the kernel then refuses MADV_COLLAPSE there with EINVAL, as a
+    kernel without MADV_COLLAPSE would): that mapping keeps its pages, the next one is still collapsed."""
+    probe = private_anonymous(4 * MIB)
+    probe.write(b"\x01" * len(probe))
+    start = ctypes.addressof((ctypes.c_char * len(probe)).from_buffer(probe))
+    skip_unless_collapsible(hp.collapse([(start, start + len(probe))]))  # asked of the kernel, on plain memory
+    libc = hp._libc()
+    marked, plain = private_anonymous(8 * MIB), private_anonymous(8 * MIB)
+    addr = [ctypes.addressof((ctypes.c_char * len(m)).from_buffer(m)) for m in (marked, plain)]
+    try:
+        assert libc.madvise(addr[0], len(marked), 15) == 0  # MADV_NOHUGEPAGE
+        for m in (marked, plain):
+            m.write(b"\x01" * len(m))  # every page resident
+        got = hp.collapse([(a, a + 8 * MIB) for a in addr])
+        assert got.reason is None, got.reason  # the marked mapping's refusal is not taken for the kernel's
+        assert got.chunks_failed >= 3 and got.bytes >= 6 * MIB, got
+        assert smaps_kb(addr[0], addr[0] + 8 * MIB, "AnonHugePages") == 0
+        assert smaps_kb(addr[1], addr[1] + 8 * MIB, "AnonHugePages") >= 6 * 1024
+    finally:
+        marked.close()
+        plain.close()

@@ -119,17 +119,19 @@ def collapse(ranges: list[tuple[int, int]]) -> Collapsed:
     if reason:
         return Collapsed(reason=reason)
     libc = _libc()
-    done = Collapsed()
+    done, refused = Collapsed(), 0
     for start, end in ranges:
         for a, b in resident_chunks(libc, start, end):
             if libc.madvise(a, b - a, MADV_COLLAPSE) == 0:
                 done.bytes += b - a
                 done.regions.append((a, b))
                 continue
-            errno = ctypes.get_errno()
-            if errno == 22 and not done.bytes:  # EINVAL: no MADV_COLLAPSE in this kernel (before 6.1)
-                return Collapsed(reason="the kernel refuses MADV_COLLAPSE (Linux 6.1 or newer has it)")
-            done.chunks_failed += (b - a) // HUGE  # busy pages (EAGAIN) or no free huge page (ENOMEM): kept as is
+            # EINVAL: no MADV_COLLAPSE in this kernel (before 6.1), or a mapping some library marked
+            # MADV_NOHUGEPAGE; EAGAIN/ENOMEM: busy pages or no free huge page. Either way the chunk stays as it is
+            refused += ctypes.get_errno() == 22
+            done.chunks_failed += (b - a) // HUGE
+    if refused and not done.bytes:
+        return Collapsed(reason="the kernel refuses MADV_COLLAPSE (Linux 6.1 or newer has it)")
     return done
 
 
