@@ -5,8 +5,8 @@ A decode step streams every weight once a token; at batch 1 it is bound by how f
 asked (``/sys/kernel/mm/transparent_hugepage/enabled`` = ``madvise``, the default of Debian, Ubuntu and the
 machines measured here), and nothing in OpenVINO, onnxruntime or their GenAI pipelines asks: the buffers they
 repack weights into are plain ``malloc`` on 4 KiB pages. Measured on an AVX2 EPYC (2 vCPU VM; BENCHMARKS.md,
-``scripts/measure_huge_pages.py``), llama3-124m's stateful OpenVINO step ran faster on 2 MiB pages in every
-interleaved round.
+``scripts/measure_huge_pages.py``, 8 interleaved rounds in one process), llama3-124m decoded 1.01-1.09x faster on
+2 MiB pages over two runs (OpenVINO stateful 1.09x and 1.03x, OpenVINO GenAI 1.05x and 1.01x, onnxruntime 1.02x).
 
 How: once a backend has loaded, every 2 MiB-aligned chunk of the process's anonymous read-write memory whose
 512 pages are all resident (``mincore``) is collapsed with ``madvise(MADV_COLLAPSE)`` (Linux 6.1+, independent
