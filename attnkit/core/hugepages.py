@@ -78,21 +78,23 @@ def unavailable() -> str | None:
     return None
 
 
-def anonymous_regions() -> dict[int, int]:
-    """``{start: end}`` of this process's anonymous read-write mappings (the heap included)."""
-    regions = {}
+def anonymous_regions() -> list[tuple[int, int]]:
+    """``(start, end)`` of this process's anonymous read-write mappings (the heap included), in address order."""
+    regions = []
     with open("/proc/self/maps") as f:
         for line in f:
             parts = line.split()
             anonymous = len(parts) == 5 or (len(parts) == 6 and parts[5] == "[heap]")
             if anonymous and parts[1].startswith("rw"):
                 start, end = (int(x, 16) for x in parts[0].split("-"))
-                regions[start] = end
+                regions.append((start, end))
     return regions
 
 
 def resident_chunks(libc, start: int, end: int) -> list[tuple[int, int]]:
     """Runs of 2 MiB-aligned chunks in ``[start, end)`` whose every page is resident."""
+    import numpy as np
+
     lo, hi = -(-start // HUGE) * HUGE, end // HUGE * HUGE
     if hi <= lo:
         return []
@@ -100,8 +102,6 @@ def resident_chunks(libc, start: int, end: int) -> list[tuple[int, int]]:
     vec = (ctypes.c_ubyte * pages)()
     if libc.mincore(lo, hi - lo, vec) != 0:
         return []
-    import numpy as np
-
     full = (np.frombuffer(vec, np.uint8).reshape(-1, HUGE // PAGE) & 1).all(axis=1)
     runs: list[list[int]] = []
     for i in np.flatnonzero(full):
@@ -142,4 +142,4 @@ def huge_pages_after() -> Iterator[Collapsed]:
     got = Collapsed(reason=unavailable())
     yield got
     if got.reason is None:
-        got.__dict__.update(collapse(sorted(anonymous_regions().items())).__dict__)
+        got.__dict__.update(collapse(anonymous_regions()).__dict__)

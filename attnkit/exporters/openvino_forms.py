@@ -84,9 +84,6 @@ def canonical_rotary(model) -> int:
     back to rank 4 with ``x``'s last dimension becomes ``Concat(-x2, x1, axis=-1)`` over a ``VariadicSplit`` of
     ``x``; returns how many. (Why the same values: stacking two halves of ``h`` on a new axis before the last
     and merging the two axes lays out, per row, the ``h`` values of ``-x2`` then the ``h`` of ``x1``.)"""
-    import numpy as np
-    from openvino import opset13
-
     done = 0
     for node in model.get_ordered_ops():
         if node.get_type_name() != "Reshape":
@@ -101,13 +98,21 @@ def canonical_rotary(model) -> int:
         out = node.get_output_partial_shape(0)
         if x is None or rank_of(out) != 4 or not out[3].is_static or out[3] != x.get_partial_shape()[3]:
             continue
-        half = x.get_partial_shape()[3].get_length() // 2
-        lengths = opset13.constant(np.array([half, half], np.int64))
-        split = opset13.variadic_split(x, opset13.constant(np.int64(3)), lengths)
-        minus = opset13.multiply(split.output(1), opset13.constant(np.array(-1.0, x.get_element_type().to_dtype())))
-        node.output(0).replace(opset13.concat([minus.output(0), split.output(0)], -1).output(0))
+        node.output(0).replace(_rotate_half(x))
         done += 1
     return done
+
+
+def _rotate_half(x):
+    """``concat(-x2, x1)`` over a ``VariadicSplit`` of rank-4 ``x``'s last axis into halves: the rotate-half form
+    of transformers, which ``RoPEFusionGPTNEOX`` matches."""
+    import numpy as np
+    from openvino import opset13
+
+    half = x.get_partial_shape()[3].get_length() // 2
+    split = opset13.variadic_split(x, opset13.constant(np.int64(3)), opset13.constant(np.array([half, half], np.int64)))
+    minus = opset13.multiply(split.output(1), opset13.constant(np.array(-1.0, x.get_element_type().to_dtype())))
+    return opset13.concat([minus.output(0), split.output(0)], -1).output(0)
 
 
 def _one_over_root_mean_square(output, x):
@@ -175,7 +180,7 @@ def canonical_rms(model) -> int:
 
 
 def _rotary_parts(add):
-    """``(x, cos, sin, split)`` if ``add`` is ``x * cos + concat(-x2, x1) * sin`` in rotate-half form on a rank-4
+    """``(x, cos, sin)`` if ``add`` is ``x * cos + concat(-x2, x1) * sin`` in rotate-half form on a rank-4
     ``x`` (the form :func:`canonical_rotary` writes); else None."""
     if add.get_type_name() != "Add":
         return None
@@ -194,7 +199,7 @@ def _rotary_parts(add):
                 if direct.input_value(k) == x and rank_of(direct.input_value(1 - k).get_partial_shape()) == 4:
                     cos = direct.input_value(1 - k)
                     if rank_of(sin.get_partial_shape()) == 4:
-                        return x, cos, sin, concat.input_value(1).get_node()
+                        return x, cos, sin
     return None
 
 
@@ -215,7 +220,7 @@ def rotary_after_transpose(model) -> int:
     done, moved = 0, {}
 
     def transposed(output):
-        key = (output.get_node().get_friendly_name(), output.get_index())
+        key = (output.get_node().get_name(), output.get_index())  # the unique name: friendly names may repeat
         if key not in moved:
             moved[key] = opset13.transpose(output, opset13.constant(np.array(perm, np.int64))).output(0)
         return moved[key]
@@ -227,12 +232,9 @@ def rotary_after_transpose(model) -> int:
         parts = _rotary_parts(node.input_value(0).get_node())
         if order is None or [int(v) for v in np.ravel(order)] != perm or parts is None:
             continue
-        x, cos, sin, split = parts
+        x, cos, sin = parts
         xt = transposed(x)
-        halves = opset13.variadic_split(xt, split.input_value(1), split.input_value(2))
-        minus = opset13.multiply(halves.output(1), opset13.constant(np.array(-1.0, x.get_element_type().to_dtype())))
-        rotated = opset13.concat([minus.output(0), halves.output(0)], -1)
-        out = opset13.add(opset13.multiply(xt, transposed(cos)), opset13.multiply(rotated, transposed(sin)))
+        out = opset13.add(opset13.multiply(xt, transposed(cos)), opset13.multiply(_rotate_half(xt), transposed(sin)))
         node.output(0).replace(out.output(0))
         done += 1
     return done
