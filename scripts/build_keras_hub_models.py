@@ -13,7 +13,8 @@ value kernels, which OpenVINO merges into one projection (files built before 202
 ``qwen2-150m`` (QwenCausalLM, 12 layers, hidden 896, 14 query heads over 2 key/value heads, FFN 2432, vocab
 32000, untied output) is a third family and size, built only when asked; so is ``gemma3-270m`` (Gemma 3 270M's
 own shape: Gemma3CausalLM, 18 layers, hidden 640, 4 query heads over 1 key/value head of 256, FFN 2048, vocab
-262144 tied, five sliding-window layers (512) to one global, q/k norms).
+262144 tied, five sliding-window layers (512) to one global, q/k norms); and ``mistral-160m`` (MistralCausalLM,
+8 layers, hidden 1024, 16 query heads over 8 key/value heads, FFN 2816, vocab 32768, untied output).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def build(name: str, seed: int):
         backbone = m.QwenBackbone(vocabulary_size=32000, num_layers=12, num_query_heads=14, num_key_value_heads=2,
                                   hidden_dim=896, intermediate_dim=2432, tie_word_embeddings=False)  # fmt: skip
         return m.QwenCausalLM(backbone=backbone, preprocessor=None)
+    if name == "mistral-160m":  # a fourth family and size: wider and shallower (8 layers of 1024, 16 heads over 8)
+        backbone = m.MistralBackbone(vocabulary_size=32768, num_layers=8, num_query_heads=16, num_key_value_heads=8,
+                                     hidden_dim=1024, intermediate_dim=2816)  # fmt: skip
+        return m.MistralCausalLM(backbone=backbone, preprocessor=None)
     if name == "gemma3-270m":  # Gemma 3 270M's config; text only (no vision encoder)
         backbone = m.Gemma3Backbone(vocabulary_size=262144, image_size=896, num_layers=18, num_query_heads=4,
                                     num_key_value_heads=1, hidden_dim=640, intermediate_dim=2048, head_dim=256,

@@ -391,7 +391,8 @@ def test_openvino_attention_fusion_is_proven_or_refused(hub_export, tmp_path, mo
     assert weights - streamed_weight_bytes(xml) >= VOCAB * 64 * 4, family
 
     right = fusion._scores
-    monkeypatch.setattr(fusion, "_scores", lambda out: (lambda m: m and (m[0], 2 * m[1], m[2]))(right(out)))
+    doubled = lambda m: m and (m[0], 2 * m[1], *m[2:])  # noqa: E731 (a wrong scale: the proof must refuse it)
+    monkeypatch.setattr(fusion, "_scores", lambda out, bias_allowed=True: doubled(right(out, bias_allowed)))
     before = xml.read_bytes()
     record = fusion.fuse_ir(xml, pairs, g.ids, None)
     assert record["fused_attention"] == 0 and "logits differs" in record["fusion_refused"], record

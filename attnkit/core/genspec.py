@@ -45,6 +45,7 @@ class GenerationSpec:
     encoder_ids: str = "encoder_token_ids"
     encoder_mask: str = "encoder_padding_mask"
     positions: str = "mask"  # "mask": cumsum(padding_mask) - 1 per row; "slot": the cache slot (keras-hub)
+    position_ids: str | None = None  # the full model's positions input, if it has one (keras-hub Gemma 4): 0..n-1
 
     @property
     def seq2seq(self) -> bool:

@@ -51,6 +51,31 @@ def pin_runtime_options(model, **options) -> None:
         model.set_rt_info(str(value), ["runtime_options", key])
 
 
+#: what OpenVINO's CPU plugin says when its snippets (the JIT-compiled fused eltwise and MHA subgraphs) run out
+#: of vector registers; and the property that compiles without them
+SNIPPETS_OUT_OF_REGISTERS = "Can't allocate registers for a snippet"
+SNIPPETS_OFF = {"SNIPPETS_MODE": "DISABLE"}
+
+
+def compile_with_fallback(build, config: dict):
+    """``(build(config), what was added to config)``: ``build`` compiles (``core.compile_model`` or GenAI's
+    ``LLMPipeline``); if OpenVINO's CPU plugin cannot allocate registers for a snippet, compiled again with
+    snippets off (``SNIPPETS_MODE: DISABLE``: the same ops as ordinary nodes, same answers).
+
+    Why: OpenVINO 2026.4's CPU plugin fails to compile attention whose scores carry an additive bias inside
+    the scale and keras-hub's masked softmax (``MatMul -> Add(alibi) -> Multiply -> where -> Softmax -> where
+    -> MatMul``, keras-hub Falcon and Bloom) on an AVX2-only CPU, 16 vector registers (measured on an AVX2
+    EPYC: "not enough registers", for the forward IR, the step and GenAI alike; ``SNIPPETS_MODE`` pinned in
+    the IR's ``runtime_options`` is not honoured). Whether a CPU hits it is asked of the plugin by compiling,
+    never predicted from CPU flags; nothing else is retried."""
+    try:
+        return build(config), {}
+    except RuntimeError as error:
+        if SNIPPETS_OUT_OF_REGISTERS not in str(error):
+            raise
+    return build({**config, **SNIPPETS_OFF}), dict(SNIPPETS_OFF)
+
+
 #: the stateful decoder's extra input: which row of the cache each row continues from (optimum-intel's name)
 BEAM_IDX = "beam_idx"
 #: the stateful decoder's positions input, (batch, new) i64, where the step took them from its mask

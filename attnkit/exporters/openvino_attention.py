@@ -19,8 +19,10 @@ The rewrite here is five steps, all on the decode step's IR (before it is made s
    ``Concat(past, Transpose(new))`` on the sequence axis of (batch, heads, sequence, depth), the layout of
    the step's own inputs and outputs; what read the old concat reads a Transpose of the new one.
 2. :func:`fuse_attention`: each ``Softmax`` whose input is a MatMul of the queries and the (repeated) cached
-   keys, scaled by a constant and masked by ``where(mask, scores, very negative)`` or an additive bias, and
-   whose output is multiplied by the (repeated) cached values, becomes
+   keys, scaled by a constant, masked by ``where(mask, scores, very negative)`` or an additive bias, possibly
+   with a bias added inside the scale (keras-hub Falcon's and Bloom's ALiBi, ``(q k^T + alibi) * c``), and
+   whose output is multiplied by the (repeated) cached values (identity Slices between, keras-hub Gemma 4's,
+   taken as layout), becomes
    ``ScaledDotProductAttention(q, repeat(keys), repeat(values), mask, scale)`` with the repeat written as
    OpenVINO's GQA pattern (``Unsqueeze -> Broadcast(bidirectional) -> Reshape``).
 3. ``openvino_forms.canonical_rotary``: keras-hub's rotary embedding rotates half of each head as
@@ -161,25 +163,54 @@ def _cached(output, caches: dict):
         name = node.get_friendly_name()
         if name in caches:
             return caches[name]
-        if node.get_type_name() not in _LAYOUT:
+        if node.get_type_name() not in _LAYOUT and not _identity_slice(node):
             return None
         output = node.input_value(0)
         seen += 1
     return None
 
 
-def _scores(output):
-    """``(qk MatMul node, scale, transposed)`` of the scores ``output``: a MatMul, possibly scaled by a constant
-    (``* c``, ``/ c``) and possibly with its last two axes swapped (``transposed``: tf2onnx computes Keras's
-    ``MultiHeadAttention`` einsum as ``(k q^T)^T``), in either order; else None."""
-    scale, transposed = 1.0, False
-    for _ in range(3):
+def _identity_slice(node) -> bool:
+    """A ``Slice`` that keeps all of every axis it slices (start 0, step 1, end past a static length): keras-hub
+    Gemma 4 slices its cached keys and values so (``x[..., :heads, :depth]``)."""
+    if node.get_type_name() != "Slice" or node.get_input_size() < 4:
+        return False
+    starts, ends, steps = (constant_values(node.input_value(i)) for i in (1, 2, 3))
+    axes = constant_values(node.input_value(4)) if node.get_input_size() > 4 else None
+    shape = node.get_input_partial_shape(0)
+    if starts is None or ends is None or steps is None or shape.rank.is_dynamic:
+        return False
+    axes = range(len(starts)) if axes is None else axes
+    for axis, start, end, step in zip(axes, starts, ends, steps):
+        dim = shape[int(axis)]
+        if start != 0 or step != 1 or not dim.is_static or end < dim.get_length():
+            return False
+    return True
+
+
+def _scores(output, bias_allowed: bool = True):
+    """``(qk MatMul node, scale, transposed, bias, bias_scale)`` of the scores ``output``: a MatMul, possibly scaled by a
+    constant (``* c``, ``/ c``), possibly with its last two axes swapped (``transposed``: tf2onnx computes
+    Keras's ``MultiHeadAttention`` einsum as ``(k q^T)^T``), and possibly plus one additive bias that is not
+    itself scores (keras-hub Falcon's and Bloom's ALiBi, added before the scale), in any order; else None.
+    ``bias`` is that tensor (or None) and ``bias_scale`` the scale applied after it: SDPA adds its mask after
+    scaling, so the mask it needs is ``bias_scale * bias``. Builds nothing (callers probe with it)."""
+    scale, transposed, bias, bias_scale = 1.0, False, None, 1.0
+    for _ in range(5):
         node = output.get_node()
         kind = node.get_type_name()
         if kind == "MatMul":
-            return node, scale, transposed
-        if kind == "Transpose" and _is_perm(output, [0, 1, 3, 2]) and not transposed:
+            return node, scale, transposed, bias, bias_scale
+        if kind == "Transpose" and _is_perm(output, [0, 1, 3, 2]) and not transposed and bias is None:
             transposed, output = True, node.input_value(0)
+            continue
+        if kind == "Add" and bias_allowed and bias is None and not transposed:
+            a, b = node.input_value(0), node.input_value(1)
+            sides = [(x, y) for x, y in ((a, b), (b, a)) if _scores(x, False) and not _scores(y, False)]
+            if len(sides) != 1:
+                return None
+            output, bias = sides[0]
+            bias_scale = scale  # output = scale * (scores + bias): the mask SDPA adds is scale * bias
             continue
         if kind not in ("Multiply", "Divide"):
             return None
@@ -321,7 +352,7 @@ def _fuse_one(softmax, caches: dict):
     found = _scores(scores)
     if found is None:
         return "its input is not a (scaled) MatMul"
-    qk, scale, transposed = found
+    qk, scale, transposed, bias, bias_scale = found
     query, key_side = _query_and_keys(qk, transposed)
     keys = _cached(key_side, caches)
     values = _cached(pv.input_value(1), caches)
@@ -333,6 +364,15 @@ def _fuse_one(softmax, caches: dict):
         return "head counts not static multiples"
     dtype = query.get_element_type()
     scale_c = opset13.constant(np.array(scale, dtype.to_dtype()))
+    if bias is not None:  # SDPA takes one mask: the bias, scaled, where the mask allows (else the lowest float)
+        bias = opset13.multiply(bias, opset13.constant(np.array(bias_scale, dtype.to_dtype()))).output(0)
+        if mask is None:
+            mask = bias
+        elif mask.get_element_type().is_real():
+            mask = opset13.add(mask, bias).output(0)
+        else:
+            lowest = opset13.constant(np.array(np.finfo(dtype.to_dtype()).min, dtype.to_dtype()))
+            mask = opset13.select(mask, bias, lowest).output(0)
     if mask is None:
         mask = opset13.constant(np.array(0, dtype.to_dtype())).output(0)
     sdpa = opset13.scaled_dot_product_attention(
@@ -394,11 +434,13 @@ def agrees(original, fused, pairs: dict[str, str], ids: str, mask: str | None) -
     import openvino as ov
 
     from ..core.compare import DEFAULT_TOLERANCES
+    from .openvino import compile_with_fallback
 
     tol = DEFAULT_TOLERANCES["fp32"]
     core = ov.Core()
     config = {"INFERENCE_PRECISION_HINT": "f32"}
-    a, b = core.compile_model(original, "CPU", config), core.compile_model(fused, "CPU", config)
+    a, _ = compile_with_fallback(lambda c: core.compile_model(original, "CPU", c), config)
+    b, _ = compile_with_fallback(lambda c: core.compile_model(fused, "CPU", c), config)
     rng = np.random.default_rng(0)
     for batch, past, new in ((2, 0, 5), (2, 7, 1)):
         feeds = _feeds(original, pairs, ids, mask, batch, past, new, rng)

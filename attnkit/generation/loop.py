@@ -235,6 +235,8 @@ def recompute(
         for b, r in enumerate(rows):
             ids[b, : len(r)], mask[b, : len(r)] = r, 1
         feeds = {g.ids: ids, g.mask: mask, **prompts.source_feeds(g)}
+        if g.position_ids:  # rows packed on the right: each token's position is its column (keras-hub's own)
+            feeds[g.position_ids] = np.broadcast_to(np.arange(width, dtype="int32"), ids.shape).copy()
         if g.seq2seq:
             feeds = {g.encoder_ids: prompts.source_ids, g.encoder_mask: prompts.source_mask, **feeds}
         logits = np.asarray(full(feeds))[np.arange(prompts.batch), [len(r) - 1 for r in rows]]

@@ -92,6 +92,12 @@ def has_cached_call(model) -> bool:
     return callable(getattr(model, "call_with_cache", None)) and callable(getattr(model, "_build_cache", None))
 
 
+def _input_names(backbone) -> set[str]:
+    """The names of a functional backbone's inputs (a dict of inputs, keras-hub's way), else none."""
+    inputs = getattr(backbone, "input", None)
+    return set(inputs) if isinstance(inputs, dict) else set()
+
+
 class CachedCallDecoding:
     """Prefill / decode-step functions over a keras-hub ``CausalLM`` (same interface as
     :class:`attnkit.models.decoding.Decoding`: ``spec``, ``step``).
@@ -114,6 +120,7 @@ class CachedCallDecoding:
         self.model = model
         self.seq2seq = callable(getattr(model, "call_decoder_with_cache", None))
         self.per_layer = False
+        described = ""
         backbone = model.backbone
         if self.seq2seq:  # BartSeq2SeqLM: (batch, layers, 2, length, heads, depth) for both caches
             shape = (1, int(backbone.num_layers), 2, 1, int(backbone.num_heads),
@@ -136,14 +143,20 @@ class CachedCallDecoding:
                 key = cache[0][0]
                 shape = (int(key.shape[0]), len(cache), 2, *(int(d) for d in key.shape[1:]))
                 self.dtype = key.dtype
-            else:
-                shape = tuple(int(d) for d in getattr(cache, "shape", ()))
+            elif hasattr(cache, "shape") and hasattr(cache, "dtype"):
+                shape = tuple(int(d) for d in cache.shape)
                 self.dtype = cache.dtype
+            else:  # Qwen 3.5's linear-attention layers keep recurrent and convolution states beside keys and values
+                shape = ()
+                described = (
+                    f"a {type(cache).__name__} of {len(cache)} items" if isinstance(cache, (tuple, list)) else ""
+                )
         if len(shape) != 6 or shape[2] != 2:
             raise ModelError(
-                f"`{name}`'s call_with_cache cache has shape {shape}, not keras-hub's "
-                "(batch, layers, 2, length, heads, depth).",
-                flag="MODEL",
+                f"`{name}`'s call_with_cache cache is {described or f'of shape {shape}'}, not keras-hub's "
+                "(batch, layers, 2, length, heads, depth) nor one (key, value) pair a layer: attnkit cannot export "
+                "its decode step (export it without --generate).",
+                flag="--generate",
             )
         max_length = getattr(backbone, "max_sequence_length", None) or ROTARY_MAX_LENGTH
         prefix = "decoder_" if self.seq2seq else ""
@@ -158,6 +171,8 @@ class CachedCallDecoding:
             ids=f"{prefix}token_ids",
             mask=f"{prefix}padding_mask",
             positions="slot",
+            # keras-hub Gemma 4's backbone takes its positions as an input (its preprocessor feeds 0..n-1)
+            position_ids="position_ids" if "position_ids" in _input_names(backbone) else None,
         )
 
     @staticmethod
@@ -223,6 +238,11 @@ class CachedCallDecoding:
             # (tf2onnx keeps it), 256x smaller than keras-hub's layout for 4 heads of 64
             index = ops.shape(past[0][0])[2]
             cache = self._zeros(batch, index + new, 1, 1)
+        if isinstance(index, int) and not self.seq2seq:
+            # a tensor, as keras-hub's generate() passes it: SmolLM3's layers take the cache and its index through
+            # **kwargs, where Keras refuses a Python int beside a tensor; a traced step (dynamic shapes) has a
+            # tensor here already, so its graph is the same
+            index = ops.convert_to_tensor(index, "int32")
         if self.seq2seq:
             source = ops.shape(cross[0][0])[2]
             # the encoder output is not read when the cross cache is given (update index None): zeros of its shape

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.names import OPENVINO_HINTS, OPENVINO_RAN_AS, ROLE_DECODER_STATEFUL, ROLE_ENCODER
-from ..exporters.openvino import BEAM_IDX, IR_XML, POSITION_IDS, positions_from_mask
+from ..exporters.openvino import BEAM_IDX, IR_XML, POSITION_IDS, compile_with_fallback, positions_from_mask
 from .base import Runner, StepRunner, register
 
 
@@ -49,7 +49,7 @@ def compile_ir(path, precision: str, threads: int | None = None, stateful: bool 
         config["INFERENCE_PRECISION_HINT"] = pinned_precision(model)
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    compiled = core.compile_model(model, "CPU", config)
+    compiled, _ = compile_with_fallback(lambda c: core.compile_model(model, "CPU", c), config)
     took = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", "f16"
     ran_as = OPENVINO_RAN_AS.get(took, took)
     if precision == "int8":

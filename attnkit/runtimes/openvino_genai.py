@@ -21,6 +21,7 @@ import numpy as np
 
 from ..core.names import LENGTHS, OPENVINO_HINTS, OUTPUT_IDS, ROLE_DECODER_GENAI
 from ..core.sampling import sequence_lengths
+from ..exporters.openvino import compile_with_fallback
 from .base import GenerateRunner, by_prompt_length, register, token_array
 
 
@@ -78,7 +79,9 @@ class OpenVINOGenAIGenerate(GenerateRunner):
 
     def _load(self):
         path, config = self._layout()
-        self.pipe = self._og.LLMPipeline(path, "CPU", ATTENTION_BACKEND="SDPA", **config)
+        self.pipe, _ = compile_with_fallback(
+            lambda c: self._og.LLMPipeline(path, "CPU", ATTENTION_BACKEND="SDPA", **c), config
+        )
 
     def _run(self, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, eos_id: int) -> list[np.ndarray]:
         """GenAI's greedy loop on one batch (``mask``: 1 = token); the new tokens of each row (up to its stop)."""

@@ -16,6 +16,7 @@ dynamic quantisation off (int8 is weight-only). Greedy; each row of a batch is o
 from __future__ import annotations
 
 from ..core.names import ROLE_DECODER_GENAI
+from ..exporters.openvino import compile_with_fallback
 from .base import register
 from .openvino_genai import OpenVINOGenAIGenerate
 
@@ -42,7 +43,9 @@ class OpenVINOContinuousBatching(OpenVINOGenAIGenerate):
     def _load(self):
         path, config = self._layout()
         # SchedulerConfig's defaults: the CPU grows the block cache as requests need it (cache_size 0)
-        self.pipe = self._og.ContinuousBatchingPipeline(path, self._og.SchedulerConfig(), "CPU", config)
+        self.pipe, _ = compile_with_fallback(
+            lambda c: self._og.ContinuousBatchingPipeline(path, self._og.SchedulerConfig(), "CPU", c), config
+        )
 
     def _rows(self, ids, mask, max_new_tokens, eos_id):
         """Each row one request, its padding removed; GenAI schedules them together."""
