@@ -84,6 +84,13 @@ def test_keras_hub_family_decodes_token_exact_with_attention_fused(family, fused
     for role in ("decoder_stateful", "decoder_genai"):
         extra = result.manifest.generation.artifact(role, "openvino").extra
         assert extra["fused_attention"] == extra["softmax"] == fused, (role, extra)
+    # every RMS norm (keras-hub's Llama, Gemma and Gemma 4 forms) compiled as one node: no Sqrt or Power left
+    import openvino as ov
+
+    record = result.manifest.generation.artifact("decoder_stateful", "openvino")
+    compiled = ov.Core().compile_model(str(result.out / record.path / "model.xml"), "CPU")
+    kinds = {op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ops()}
+    assert not {"Sqrt", "Power"} & kinds, sorted(kinds)
 
 
 class _Refuses:
@@ -151,3 +158,44 @@ def test_falcon_step_compiles_on_this_cpu_with_what_the_runner_asks():
     p = np.exp(s - s.max(-1, keepdims=True))
     want = (p / p.sum(-1, keepdims=True)) @ feeds[2]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("form", ["x * (r * scale)", "(x * r) * scale"])
+@pytest.mark.parametrize("root", ["1 / sqrt", "** -0.5"])
+def test_rms_norm_forms_become_one_compiled_rms_node(form, root):
+    """keras-hub's RMS norms (Llama's ``x * (1/sqrt(v + eps) * scale)``, Gemma 4's ``(x * (v + eps) ** -0.5) *
+    scale``) rewritten to the form OpenVINO's ``RMSFusion`` matches: the same values at fp32's tolerance, and
+    the compiled model (asked, not predicted) has one ``RMS`` node and no ``Sqrt``/``Power`` left."""
+    if not HAS_OPENVINO_GENAI:
+        pytest.skip("needs the openvino extra (pip install 'attnkit[openvino]')")
+    import numpy as np
+    import openvino as ov
+    from openvino import opset13
+
+    from attnkit.exporters.openvino_forms import canonical_rms
+
+    def build():
+        x = opset13.parameter([2, 3, 64], np.float32, name="x")
+        mean = opset13.reduce_mean(opset13.multiply(x, x), np.array([2], np.int64), True)
+        v = opset13.add(mean, np.float32(1e-6))
+        if root == "1 / sqrt":
+            r = opset13.divide(np.float32(1.0), opset13.sqrt(v))
+        else:
+            r = opset13.power(v, np.float32(-0.5))
+        scale = np.random.default_rng(3).standard_normal(64).astype("float32")
+        y = (
+            opset13.multiply(x, opset13.multiply(r, scale))
+            if form == "x * (r * scale)"
+            else opset13.multiply(opset13.multiply(x, r), scale)
+        )
+        return ov.Model([y], [x])
+
+    before, after = build(), build()
+    assert canonical_rms(after) == 1
+    core = ov.Core()
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    a, b = core.compile_model(before, "CPU", config), core.compile_model(after, "CPU", config)
+    feed = np.random.default_rng(4).standard_normal((2, 3, 64)).astype("float32")
+    np.testing.assert_allclose(b(feed)[0], a(feed)[0], rtol=1e-5, atol=1e-6)
+    kinds = [op.get_rt_info()["layerType"].astype(str) for op in b.get_runtime_model().get_ops()]
+    assert kinds.count("RMS") == 1 and not {"Sqrt", "Power"} & set(kinds), kinds

@@ -116,16 +116,22 @@ def _rotate_half(x):
 
 
 def _one_over_root_mean_square(output, x):
-    """``eps`` if ``output`` is ``1 / sqrt(ReduceMean(x ** 2, last axis) + eps)`` with a constant ``eps``; else
-    None."""
+    """``eps`` if ``output`` is ``1 / sqrt(ReduceMean(x ** 2, last axis) + eps)`` (or ``(...) ** -0.5``) with a
+    constant ``eps``; else None."""
     import numpy as np
 
     div = output.get_node()
-    one = constant_values(div.input_value(0)) if div.get_type_name() == "Divide" else None
-    if one is None or one.size != 1 or float(np.ravel(one)[0]) != 1.0:
-        return None
-    sqrt = div.input_value(1).get_node()
-    add = sqrt.input_value(0).get_node() if sqrt.get_type_name() == "Sqrt" else None
+    if div.get_type_name() == "Power":  # keras-hub Gemma 4: ``power(mean + eps, -0.5)``
+        half = constant_values(div.input_value(1))
+        if half is None or half.size != 1 or float(np.ravel(half)[0]) != -0.5:
+            return None
+        add = div.input_value(0).get_node()
+    else:
+        one = constant_values(div.input_value(0)) if div.get_type_name() == "Divide" else None
+        if one is None or one.size != 1 or float(np.ravel(one)[0]) != 1.0:
+            return None
+        sqrt = div.input_value(1).get_node()
+        add = sqrt.input_value(0).get_node() if sqrt.get_type_name() == "Sqrt" else None
     if add is None or add.get_type_name() != "Add":
         return None
     for i in (0, 1):
@@ -152,30 +158,44 @@ def _squares(node, x) -> bool:
 
 
 def canonical_rms(model) -> int:
-    """In place: every ``x * (1 / sqrt(mean(x^2) + eps) * scale)`` (scale a constant, ``x^2`` a Power or
-    ``x * x``) becomes ``scale * (x * 1 / sqrt(mean(x ** 2, axis=-1) + eps))``; returns how many."""
+    """In place: every ``x * (r * scale)`` and ``(x * r) * scale`` with ``r`` = ``1 / sqrt(mean(x^2) + eps)`` or
+    ``(mean(x^2) + eps) ** -0.5`` (scale a constant, ``x^2`` a Power or ``x * x``; keras-hub's Llama, Gemma and
+    Gemma 4 forms) becomes ``scale * (x * 1 / sqrt(mean(x ** 2, axis=-1) + eps))``; returns how many."""
     import numpy as np
     from openvino import opset13
 
+    def canonical(x, eps, scale):
+        dtype = x.get_element_type().to_dtype()
+        square = opset13.power(x, opset13.constant(np.array(2.0, dtype)))
+        square_mean = opset13.reduce_mean(square, opset13.constant(np.array([-1], np.int64)), True)
+        root = opset13.sqrt(opset13.add(square_mean, eps))
+        normed = opset13.multiply(x, opset13.divide(opset13.constant(np.array(1.0, dtype)), root))
+        return opset13.multiply(scale, normed).output(0)
+
+    def match(mul):
+        """``(x, eps, scale)`` of one of the two forms at ``mul``, else None."""
+        for i in (0, 1):
+            other = mul.input_value(1 - i)
+            node = other.get_node()
+            if node.get_type_name() != "Multiply":
+                continue
+            for j in (0, 1):
+                if constant_values(node.input_value(1 - j)) is not None:  # x * (r * scale)
+                    eps = _one_over_root_mean_square(node.input_value(j), mul.input_value(i))
+                    if eps is not None:
+                        return mul.input_value(i), eps, node.input_value(1 - j)
+                if constant_values(mul.input_value(i)) is not None:  # (x * r) * scale
+                    eps = _one_over_root_mean_square(node.input_value(1 - j), node.input_value(j))
+                    if eps is not None:
+                        return node.input_value(j), eps, mul.input_value(i)
+        return None
+
     done = 0
     for mul in model.get_ordered_ops():
-        if mul.get_type_name() != "Multiply":
-            continue
-        for xi, ri in ((0, 0), (0, 1), (1, 0), (1, 1)):
-            x, scaled = mul.input_value(xi), mul.input_value(1 - xi).get_node()
-            if scaled.get_type_name() != "Multiply" or constant_values(scaled.input_value(1 - ri)) is None:
-                continue
-            eps = _one_over_root_mean_square(scaled.input_value(ri), x)
-            if eps is None:
-                continue
-            square = opset13.power(x, opset13.constant(np.array(2.0, x.get_element_type().to_dtype())))
-            square_mean = opset13.reduce_mean(square, opset13.constant(np.array([-1], np.int64)), True)
-            root = opset13.sqrt(opset13.add(square_mean, eps))
-            one = scaled.input_value(ri).get_node().input_value(0)
-            normed = opset13.multiply(x, opset13.divide(one, root))
-            mul.output(0).replace(opset13.multiply(scaled.input_value(1 - ri), normed).output(0))
+        found = match(mul) if mul.get_type_name() == "Multiply" else None
+        if found is not None:
+            mul.output(0).replace(canonical(*found))
             done += 1
-            break
     return done
 
 

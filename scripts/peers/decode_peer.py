@@ -87,8 +87,17 @@ def prepare(peer: str, model: Path, work: Path, precision: str) -> Path:
         out = work / f"ortgenai-{precision}"
         if not (out / "genai_config.json").exists():
             p = "fp32" if precision in ("default", "f32") else precision
-            _run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(model), "-o", str(out),
-                  "-p", p, "-e", "cpu", "-c", str(work / "ortgenai-cache")])  # fmt: skip
+            build = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-o", str(out), "-p", p, "-e", "cpu",
+                     "-c", str(work / "ortgenai-cache"), "-i"]  # fmt: skip
+            try:
+                _run(build + [str(model)])
+            except SystemExit as e:
+                # the builder saves the model's tokenizer too; with none beside it (keras-hub's exporter writes none
+                # for a model built without one) transformers' Mistral class tries to convert a slow one and fails;
+                # the stub vocabulary llama.cpp gets (never read: the peers are fed token ids) gives it one
+                if "tokenizer" not in str(e):
+                    raise
+                _run(build + [str(_with_stub_vocabulary(model, work / "gguf-source"))])
         return out
     if peer == "llama.cpp":
         outtype = "f32" if precision in ("default", "f32") else precision
