@@ -51,7 +51,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .openvino_forms import canonical_rms, canonical_rotary, constant_values, rank_of, rotary_after_transpose
+from .openvino_forms import (
+    bool_source,
+    canonical_rms,
+    canonical_rotary,
+    constant_values,
+    identity_slice,
+    rank_of,
+    rotary_after_transpose,
+    unwhere,
+)
 
 #: the permutation between (batch, sequence, heads, depth) and (batch, heads, sequence, depth); its own inverse
 BSHD_BHSD = [0, 2, 1, 3]
@@ -163,29 +172,11 @@ def _cached(output, caches: dict):
         name = node.get_friendly_name()
         if name in caches:
             return caches[name]
-        if node.get_type_name() not in _LAYOUT and not _identity_slice(node):
+        if node.get_type_name() not in _LAYOUT and not identity_slice(node):
             return None
         output = node.input_value(0)
         seen += 1
     return None
-
-
-def _identity_slice(node) -> bool:
-    """A ``Slice`` that keeps all of every axis it slices (start 0, step 1, end past a static length): keras-hub
-    Gemma 4 slices its cached keys and values so (``x[..., :heads, :depth]``)."""
-    if node.get_type_name() != "Slice" or node.get_input_size() < 4:
-        return False
-    starts, ends, steps = (constant_values(node.input_value(i)) for i in (1, 2, 3))
-    axes = constant_values(node.input_value(4)) if node.get_input_size() > 4 else None
-    shape = node.get_input_partial_shape(0)
-    if starts is None or ends is None or steps is None or shape.rank.is_dynamic:
-        return False
-    axes = range(len(starts)) if axes is None else axes
-    for axis, start, end, step in zip(axes, starts, ends, steps):
-        dim = shape[int(axis)]
-        if start != 0 or step != 1 or not dim.is_static or end < dim.get_length():
-            return False
-    return True
 
 
 def _scores(output, bias_allowed: bool = True):
@@ -245,16 +236,6 @@ def _query_and_keys(qk, transposed: bool):
     return (y if attrs.get("transpose_b") else _swap_last(y)), x
 
 
-def _bool_source(output):
-    """``m`` of ``Convert(m)`` where m is boolean, else None."""
-    from openvino import Type
-
-    node = output.get_node()
-    if node.get_type_name() == "Convert" and node.input_value(0).get_element_type() == Type.boolean:
-        return node.input_value(0)
-    return None
-
-
 def _masked(output):
     """``(scores output, mask output or None)`` of the Softmax's input: TensorFlow's ``where(m, s, neg)`` as
     tf2onnx lowers it (``Convert(m) * s + Convert(not m) * neg``), an additive bias ``s + b``, or plain ``s``."""
@@ -266,11 +247,11 @@ def _masked(output):
         if left.get_node().get_type_name() == "Multiply":
             mul = left.get_node()
             for i in (0, 1):
-                mask = _bool_source(mul.input_value(i))
+                mask = bool_source(mul.input_value(i))
                 if mask is None or right.get_node().get_type_name() != "Multiply":
                     continue
                 other = right.get_node()
-                nots = [_bool_source(other.input_value(j)) for j in (0, 1)]
+                nots = [bool_source(other.input_value(j)) for j in (0, 1)]
                 negs = [constant_values(other.input_value(j)) for j in (0, 1)]
                 for j in (0, 1):
                     n = nots[j]
@@ -283,35 +264,6 @@ def _masked(output):
         if _scores(left) is not None and _scores(right) is None:
             return left, right
     return output, None
-
-
-def _unwhere(probs, mask):
-    """The output after Keras's ``where(mask, softmax, 0)`` (its ``Softmax`` layer zeroes masked positions
-    again; tf2onnx: ``Convert(m) * p + Convert(not m) * 0``) when ``mask`` is the mask the scores were masked
-    with, else ``probs``. With the same mask the where changes nothing but rows with no position allowed,
-    which a causal step does not have (every token attends to itself)."""
-    if mask is None:
-        return probs
-    targets = list(probs.get_target_inputs())
-    if len(targets) != 1 or targets[0].get_node().get_type_name() != "Multiply":
-        return probs
-    mul = targets[0].get_node()
-    if _bool_source(mul.input_value(1 - targets[0].get_index())) != mask:
-        return probs
-    after = list(mul.output(0).get_target_inputs())
-    if len(after) != 1 or after[0].get_node().get_type_name() != "Add":
-        return probs
-    add = after[0].get_node()
-    other = add.input_value(1 - after[0].get_index()).get_node()
-    if other.get_type_name() != "Multiply":
-        return probs
-    for j in (0, 1):
-        n = _bool_source(other.input_value(j))
-        zero = constant_values(other.input_value(1 - j))
-        if n is not None and n.get_node().get_type_name() == "LogicalNot" and n.get_node().input_value(0) == mask:
-            if zero is not None and not zero.any():
-                return add.output(0)
-    return probs
 
 
 def _repeat_heads(kv, heads: int):
@@ -342,7 +294,7 @@ def _fuse_one(softmax, caches: dict):
     if softmax.get_attributes().get("axis") not in (-1, 3):
         return "softmax not over the last axis"
     scores, mask = _masked(softmax.input_value(0))
-    probs = _unwhere(softmax.output(0), mask)
+    probs = unwhere(softmax.output(0), mask)
     targets = list(probs.get_target_inputs())
     if len(targets) != 1 or targets[0].get_node().get_type_name() != "MatMul" or targets[0].get_index() != 0:
         return "its output is not only the left side of one MatMul"

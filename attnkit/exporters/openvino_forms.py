@@ -14,7 +14,8 @@ form differs:
   ``RMSFusion`` matches, ``scale * (x * 1 / sqrt(mean(x^2, axis=-1) + eps))``, becomes one ``RMS`` node.
 
 Each function rewrites an ``ov.Model`` in place and returns how many places it rewrote; anything that does
-not match is left as it was.
+not match is left as it was. At the end, the readers of the attention's own forms that the fusion matches
+(a where as tf2onnx lowers it, an identity Slice): they rewrite nothing.
 """
 
 from __future__ import annotations
@@ -258,3 +259,63 @@ def rotary_after_transpose(model) -> int:
         node.output(0).replace(out.output(0))
         done += 1
     return done
+
+
+# the attention of a traced step as tf2onnx and OpenVINO write it (read by openvino_attention.fuse_attention)
+
+
+def identity_slice(node) -> bool:
+    """A ``Slice`` that keeps all of every axis it slices (start 0, step 1, end past a static length): keras-hub
+    Gemma 4 slices its cached keys and values so (``x[..., :heads, :depth]``)."""
+    if node.get_type_name() != "Slice" or node.get_input_size() < 4:
+        return False
+    starts, ends, steps = (constant_values(node.input_value(i)) for i in (1, 2, 3))
+    axes = constant_values(node.input_value(4)) if node.get_input_size() > 4 else None
+    shape = node.get_input_partial_shape(0)
+    if starts is None or ends is None or steps is None or shape.rank.is_dynamic:
+        return False
+    axes = range(len(starts)) if axes is None else axes
+    for axis, start, end, step in zip(axes, starts, ends, steps):
+        dim = shape[int(axis)]
+        if start != 0 or step != 1 or not dim.is_static or end < dim.get_length():
+            return False
+    return True
+
+
+def bool_source(output):
+    """``m`` of ``Convert(m)`` where m is boolean, else None."""
+    from openvino import Type
+
+    node = output.get_node()
+    if node.get_type_name() == "Convert" and node.input_value(0).get_element_type() == Type.boolean:
+        return node.input_value(0)
+    return None
+
+
+def unwhere(probs, mask):
+    """The output after Keras's ``where(mask, softmax, 0)`` (its ``Softmax`` layer zeroes masked positions
+    again; tf2onnx: ``Convert(m) * p + Convert(not m) * 0``) when ``mask`` is the mask the scores were masked
+    with, else ``probs``. With the same mask the where changes nothing but rows with no position allowed,
+    which a causal step does not have (every token attends to itself)."""
+    if mask is None:
+        return probs
+    targets = list(probs.get_target_inputs())
+    if len(targets) != 1 or targets[0].get_node().get_type_name() != "Multiply":
+        return probs
+    mul = targets[0].get_node()
+    if bool_source(mul.input_value(1 - targets[0].get_index())) != mask:
+        return probs
+    after = list(mul.output(0).get_target_inputs())
+    if len(after) != 1 or after[0].get_node().get_type_name() != "Add":
+        return probs
+    add = after[0].get_node()
+    other = add.input_value(1 - after[0].get_index()).get_node()
+    if other.get_type_name() != "Multiply":
+        return probs
+    for j in (0, 1):
+        n = bool_source(other.input_value(j))
+        zero = constant_values(other.input_value(1 - j))
+        if n is not None and n.get_node().get_type_name() == "LogicalNot" and n.get_node().input_value(0) == mask:
+            if zero is not None and not zero.any():
+                return add.output(0)
+    return probs
