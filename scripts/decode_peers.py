@@ -228,9 +228,9 @@ def main() -> None:
     # that does not
     bound = max(copies + [p["gbps"] for p in ours["bandwidth"].get("probes", []) if p.get("kind") == "copy"])
     rows = []
+    paged = (ours.get("environment") or {}).get("huge_pages", "4 KiB pages")  # how attnkit's runners paged theirs
     for r in ours["rows"]:
         if r.get("tokens_per_s"):
-            paged = (ours.get("environment") or {}).get("huge_pages", "4 KiB pages")
             rows.append({"who": "attnkit", "row": f"{r['label']} ({r['precision']}, {paged})", "ran_as": r["precision"],
                          "tokens_per_s": r["tokens_per_s"], "bytes": r.get("bytes_per_step"),
                          "rounds": r.get("rounds_tokens_per_s"),

@@ -52,18 +52,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .openvino_forms import (
+    BSHD_BHSD,
     bool_source,
     canonical_rms,
     canonical_rotary,
     constant_values,
     identity_slice,
+    is_perm,
     rank_of,
     rotary_after_transpose,
     unwhere,
 )
 
-#: the permutation between (batch, sequence, heads, depth) and (batch, heads, sequence, depth); its own inverse
-BSHD_BHSD = [0, 2, 1, 3]
 #: ops between a cached tensor and the MatMul that reads it that only repeat heads or move axes
 _LAYOUT = {"Transpose", "Reshape", "Tile", "Unsqueeze", "Squeeze", "Broadcast"}
 
@@ -89,20 +89,12 @@ class Fused:
                 **({"not_fused": self.left} if self.left else {})}  # fmt: skip
 
 
-def _is_perm(output, perm) -> bool:
-    node = output.get_node()
-    if node.get_type_name() != "Transpose":
-        return False
-    order = constant_values(node.input_value(1))
-    return order is not None and [int(v) for v in order.ravel()] == perm
-
-
 def _swapped(output):
     """The input of ``output``'s op if that op swaps axes 1 and 2 of a rank-4 tensor: a Transpose by
     ``BSHD_BHSD``, or a Reshape that does the same because the axis it moves has size 1 (OpenVINO writes a
     single key/value head's Transpose so); else None."""
     node = output.get_node()
-    if _is_perm(output, BSHD_BHSD):
+    if is_perm(output, BSHD_BHSD):
         return node.input_value(0)
     if node.get_type_name() != "Reshape":
         return None
@@ -192,7 +184,7 @@ def _scores(output, bias_allowed: bool = True):
         kind = node.get_type_name()
         if kind == "MatMul":
             return node, scale, transposed, bias, bias_scale
-        if kind == "Transpose" and _is_perm(output, [0, 1, 3, 2]) and not transposed and bias is None:
+        if kind == "Transpose" and is_perm(output, [0, 1, 3, 2]) and not transposed and bias is None:
             transposed, output = True, node.input_value(0)
             continue
         if kind == "Add" and bias_allowed and bias is None and not transposed:

@@ -20,6 +20,9 @@ not match is left as it was. At the end, the readers of the attention's own form
 
 from __future__ import annotations
 
+#: the permutation between (batch, sequence, heads, depth) and (batch, heads, sequence, depth); its own inverse
+BSHD_BHSD = [0, 2, 1, 3]
+
 
 def constant_values(output):
     """The values of a Constant output, else None."""
@@ -27,6 +30,15 @@ def constant_values(output):
     if node.get_type_name() != "Constant":
         return None
     return node.get_data()
+
+
+def is_perm(output, perm) -> bool:
+    """True if ``output`` is a Transpose by the constant permutation ``perm``."""
+    node = output.get_node()
+    if node.get_type_name() != "Transpose":
+        return False
+    order = constant_values(node.input_value(1))
+    return order is not None and [int(v) for v in order.ravel()] == perm
 
 
 def rank_of(shape) -> int:
@@ -237,21 +249,17 @@ def rotary_after_transpose(model) -> int:
     import numpy as np
     from openvino import opset13
 
-    perm = [0, 2, 1, 3]
     done, moved = 0, {}
 
     def transposed(output):
         key = (output.get_node().get_name(), output.get_index())  # the unique name: friendly names may repeat
         if key not in moved:
-            moved[key] = opset13.transpose(output, opset13.constant(np.array(perm, np.int64))).output(0)
+            moved[key] = opset13.transpose(output, opset13.constant(np.array(BSHD_BHSD, np.int64))).output(0)
         return moved[key]
 
     for node in model.get_ordered_ops():
-        if node.get_type_name() != "Transpose":
-            continue
-        order = constant_values(node.input_value(1))
-        parts = _rotary_parts(node.input_value(0).get_node())
-        if order is None or [int(v) for v in np.ravel(order)] != perm or parts is None:
+        parts = _rotary_parts(node.input_value(0).get_node()) if is_perm(node.output(0), BSHD_BHSD) else None
+        if parts is None:
             continue
         x, cos, sin = parts
         xt = transposed(x)
