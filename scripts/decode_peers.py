@@ -9,9 +9,10 @@ instead (issue 36), in one run on this machine, with the DRAM bandwidth measured
 1. The checkpoint: keras-hub's own ``export_to_transformers`` writes MODEL's weights as a Hugging Face
    checkpoint (``DIR/hf``), so every peer runs the same weights (Llama 3, GPT-2, Mistral, Gemma, Qwen: the
    architectures keras-hub exports).
-2. attnkit: ``attnkit export MODEL --generate --format onnx,openvino --precision fp32`` (``DIR/attnkit``, made
-   once) and ``attnkit bench-generate`` over it (its rows checked token for token against keras-hub's eager
-   decode, its own bandwidth probes).
+2. attnkit: ``attnkit export MODEL --generate --format onnx,openvino --precision fp32[,bf16]`` (``DIR/attnkit``,
+   made once; bf16 where OpenVINO's plugin computes a bf16 hint in bf16 here, asked of it, as the peers' OpenVINO
+   defaults do) and ``attnkit bench-generate`` over it (fp32 rows checked token for token against keras-hub's
+   eager decode, bf16 rows on bf16's logits tolerance with their token match reported; its own bandwidth probes).
 3. Each peer through its own exporter and API (``scripts/peers/decode_peer.py`` in ``.venv-peers``): the
    transformers model (PyTorch eager, the architecture's reference), optimum-intel's stateful OpenVINO model,
    OpenVINO GenAI's ``LLMPipeline`` on it, onnxruntime-genai's model builder output, llama.cpp's GGUF; each
@@ -131,7 +132,7 @@ def attnkit_rows(args, model_path: Path, round_: int = 0) -> dict:
     exp = args.attnkit_export or args.work / "attnkit"
     if not (exp / "manifest.json").exists():
         subprocess.run([str(ATTNKIT), "export", str(model_path), "--out", str(exp), "--generate",
-                        "--format", "onnx,openvino", "--precision", "fp32"], check=True)  # fmt: skip
+                        "--format", "onnx,openvino", "--precision", args.attnkit_precisions], check=True)  # fmt: skip
     out = args.work / ("attnkit-bench" if not round_ else f"attnkit-bench-{round_ + 1}")
     subprocess.run([str(ATTNKIT), "bench-generate", str(exp), "--backends", args.attnkit_backends,
                     "--batch-sizes", str(args.batch), "--prompt-lengths", str(args.prompt_length),
@@ -152,20 +153,30 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--peers", default=DEFAULT_PEERS)
-    ap.add_argument("--precisions", default="default,f32", help="peer precisions: default (its own), f32")
+    ap.add_argument("--precisions", default=None,
+                    help="peer precisions: default (its own), f32, bf16 (llama.cpp's bf16 GGUF) [default: default,f32, "
+                         "and bf16 where attnkit's rows include bf16]")  # fmt: skip
     ap.add_argument(
         "--peer-pages",
         default="4k,2m",
         help="peers' weights on 4 KiB pages (their default) and/or 2 MiB pages (as attnkit loads its own)",
     )
     ap.add_argument("--attnkit-backends", default="onnxruntime,openvino-stateful,openvino-genai")
-    ap.add_argument("--attnkit-precisions", default="fp32", help="bench-generate's --precision (bf16: OpenVINO's hint)")
+    ap.add_argument("--attnkit-precisions", default=None,
+                    help="export's and bench-generate's --precision [default: fp32, and bf16 where OpenVINO's plugin "
+                         "computes a bf16 hint in bf16 here (asked of it), as the peers' OpenVINO defaults do]")  # fmt: skip
     ap.add_argument("--attnkit-export", type=Path, help="an existing `attnkit export --generate` of MODEL to use")
     ap.add_argument("--skip-reference", action="store_true", help="no keras-hub generate() cross-check")
     ap.add_argument("--rounds", type=int, default=1,
                     help="run every row this many times, the rows in turn each round; a row's tok/s is its median over "
                          "the rounds (a shared VM's bandwidth drifts while rows run one after another)")  # fmt: skip
     args = ap.parse_args()
+    if args.attnkit_precisions is None:
+        from attnkit.core.machine import openvino_compiles
+
+        args.attnkit_precisions = "fp32,bf16" if openvino_compiles("bf16") == "bf16" else "fp32"
+    if args.precisions is None:  # the best peer configuration includes llama.cpp's bf16 wherever attnkit runs bf16
+        args.precisions = "default,f32" + (",bf16" if "bf16" in args.attnkit_precisions else "")
     if not set(args.peer_pages.split(",")) <= set(PAGES):
         ap.error(f"--peer-pages takes a comma list of {', '.join(PAGES)}, not {args.peer_pages!r}")
     if not PEER_PY.exists():
@@ -202,6 +213,9 @@ def main() -> None:
                     continue  # the builder's fp32 is its default for -p fp32; no runtime precision switch
                 if peer == "llama.cpp" and precision == "default":
                     continue  # llama.cpp runs the GGUF's own types: f32 asked
+                if precision == "bf16" and peer != "llama.cpp":
+                    continue  # OpenVINO's default is its bf16 where native; ORT's CPU has no fast bf16 MatMul
+
                 for pages in args.peer_pages.split(","):
                     if peer == "transformers" and pages != "4k":
                         continue  # the reference, not a contender
@@ -231,7 +245,8 @@ def main() -> None:
     paged = (ours.get("environment") or {}).get("huge_pages", "4 KiB pages")  # how attnkit's runners paged theirs
     for r in ours["rows"]:
         if r.get("tokens_per_s"):
-            rows.append({"who": "attnkit", "row": f"{r['label']} ({r['precision']}, {paged})", "ran_as": r["precision"],
+            rows.append({"who": "attnkit", "row": f"{r['label']} ({r['precision']}, {paged})",
+                         "ran_as": r.get("ran_as") or r["precision"],
                          "tokens_per_s": r["tokens_per_s"], "bytes": r.get("bytes_per_step"),
                          "rounds": r.get("rounds_tokens_per_s"),
                          "tokens": f"identical to keras-hub eager: {r.get('token_match')}"})  # fmt: skip

@@ -9,6 +9,9 @@ How BENCHMARKS.md measured keras-hub's per-layer causal masks and rotary embeddi
 computed once a step (issue 36, Gemma 3 270M), beside optimum-intel's IR of the same weights.
 
     python scripts/measure_step_overhead.py DIR_OR_XML [DIR_OR_XML ...] [--rounds 3] [--steps 60] [--profile]
+        [--precision bf16]     # compute and KV cache in bf16 (what OpenVINO runs by default on a CPU with bf16)
+
+With ``--profile``, also each model's kernel ms a step by node type (the ten largest), from the same snapshots.
 
 A directory is an attnkit export (its ``openvino_decoder_stateful/model.xml``) or an optimum-intel model
 directory (``openvino_model.xml``: ``input_ids``, ``attention_mask``, ``position_ids``, ``beam_idx``).
@@ -22,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}
+CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "INFERENCE_NUM_THREADS": 2}
 
 
 def xml_of(path: str) -> Path:
@@ -58,7 +61,13 @@ class Stepper:
         return sum(1 for n in ops if str(n.get_rt_info()["layerType"].astype(str)) != "Const")
 
     def kernels_ms(self) -> float:
-        return 1e3 * sum(p.real_time.total_seconds() for p in self.request.profiling_info)
+        return sum(self.by_type().values())
+
+    def by_type(self) -> dict[str, float]:
+        out: dict[str, float] = collections.defaultdict(float)
+        for p in self.request.profiling_info:
+            out[p.node_type] += 1e3 * p.real_time.total_seconds()
+        return out
 
     def round(self, steps: int, profile: bool) -> tuple[float, float | None]:
         """Median wall ms of a step, and with ``profile`` the kernel ms of the steps after the first 10."""
@@ -74,11 +83,12 @@ class Stepper:
             walls.append(time.perf_counter() - t)
             position += 1
             if profile and step == 9:
-                first = (self.kernels_ms(), step + 2)  # averages over step + 2 inferences (prefill included)
+                first = (self.by_type(), step + 2)  # averages over step + 2 inferences (prefill included)
         kernel = None
         if profile:
-            total, done = self.kernels_ms(), steps + 1
-            kernel = (total * done - first[0] * first[1]) / (done - first[1])
+            total, done = self.by_type(), steps + 1
+            self.types = {k: (v * done - first[0].get(k, 0.0) * first[1]) / (done - first[1]) for k, v in total.items()}
+            kernel = sum(self.types.values())
         return 1e3 * float(np.median(walls[10:])), kernel
 
 
@@ -88,7 +98,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--profile", action="store_true", help="also the kernel time of a step (PERF_COUNT)")
+    parser.add_argument("--precision", choices=("f32", "bf16"), default="f32", help="compute and KV cache precision")
     args = parser.parse_args()
+    CONFIG.update(INFERENCE_PRECISION_HINT=args.precision, KV_CACHE_PRECISION=args.precision)
     core = ov.Core()
     steppers = {m: Stepper(core, xml_of(m), args.profile) for m in args.models}
     walls, kernels = collections.defaultdict(list), collections.defaultdict(list)
@@ -106,6 +118,10 @@ def main() -> None:
         kernel = f"{np.median(kernels[m]):.2f}" if kernels[m] else "-"
         outside = f"{wall - np.median(kernels[m]):.2f}" if kernels[m] else "-"
         print(f"| {m} | {s.nodes()} | {wall:.2f} ({rounds}) | {kernel} | {outside} |")
+    for m, s in steppers.items():
+        if args.profile:
+            top = sorted(s.types.items(), key=lambda kv: -kv[1])[:10]
+            print(f"{m}: " + ", ".join(f"{k} {v:.2f}" for k, v in top))
 
 
 if __name__ == "__main__":

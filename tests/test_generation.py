@@ -497,3 +497,20 @@ def test_sampler_is_one_seam_for_numpy_and_tensorflow():
     np.testing.assert_array_equal(token, expected)
     np.testing.assert_array_equal(now_done, done | (expected == eos))
     assert token[1] == eos and now_done[2] and token.dtype == np.int32
+
+
+def test_a_row_streams_the_bytes_of_what_its_runtime_ran():
+    """The roofline's bytes follow what the runtime said it computed and cached in: OpenVINO repacks f32 weights
+    into bf16 when it computes in bf16 (half the IR's bytes), a u8 cache is one byte a value; a row whose bf16
+    hint ran as f32, or another runtime's row, streams what it holds."""
+    from attnkit.generation.bench import GenerationRow
+    from attnkit.generation.traffic import widths
+
+    def row(backend, precision, ran_as=None):
+        return GenerationRow(backend, precision, "decode_step", 1, 32, 128, ran_as=ran_as)
+
+    assert widths(row("openvino-stateful", "bf16", "bf16")) == (0.5, 2)
+    assert widths(row("openvino-genai", "bf16", "fp32")) == (1.0, 4)
+    assert widths(row("openvino-stateful", "fp32", "fp32 (kv-cache u8)")) == (1.0, 1)
+    assert widths(row("openvino-stateful", "int8", "int8")) == (1.0, 4)
+    assert widths(row("onnxruntime", "fp16")) == (1.0, 4)

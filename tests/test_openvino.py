@@ -439,7 +439,7 @@ def test_openvino_decode_step_is_token_exact(family, tmp_path_factory):
 
     path = _save(tmp_path_factory, family, seed=21)
     result = attnkit.export(str(path), tmp_path_factory.mktemp("ovgen") / family, formats="onnx,openvino",
-                            precision="fp32,int8" if family == "decoder" else "fp32", generate=True)  # fmt: skip
+                            precision="fp32,bf16,int8" if family == "decoder" else "fp32", generate=True)  # fmt: skip
     roles = {(a.role, a.format) for a in result.manifest.generation.artifacts}
     assert {("decoder_with_past", "openvino"), ("decoder_stateful", "openvino")} <= roles
     assert (("encoder", "openvino") in roles) == (family == "seq2seq")
@@ -452,6 +452,7 @@ def test_openvino_decode_step_is_token_exact(family, tmp_path_factory):
     _stateful_ir_keeps_the_cache_inside(result.out, result.manifest.generation.spec)
     if family == "decoder":  # int8 steps: one family is enough (the same code path)
         _int8_steps_stream_a_quarter_and_agree(result)
+        _bf16_steps_share_the_ir_and_say_what_the_plugin_ran(result)
         _genai_layout_is_what_llmpipeline_reads(result)
         _arrivals_are_served_by_both_batchings_with_the_same_tokens(result)
     else:
@@ -490,6 +491,38 @@ def _genai_layout_is_what_llmpipeline_reads(result):
     assert not {n for i in model.inputs for n in i.get_names()} & {"attention_mask", "beam_idx"}
     stateful = result.out / section.artifact("decoder_stateful", "openvino").path / "model.bin"
     assert (genai / "openvino_model.bin").stat().st_ino == stateful.stat().st_ino  # one copy of the weights
+
+
+def _bf16_steps_share_the_ir_and_say_what_the_plugin_ran(result):
+    """bf16 decode (what OpenVINO runs by default where a CPU has bf16): the fp32 IRs recorded again with a bf16
+    hint, no second copy; each row within bf16's tolerance up to its first other token, and labelled with what the
+    plugin computed, asked of it by compiling the same IR with the same hint. Where it computed bf16, the logits
+    differ from fp32's (the row did not quietly run f32) and the stateful cache is held in bf16; where it
+    computed f32 (no bf16 instructions), the label says so."""
+    import openvino as ov
+
+    from attnkit.core.machine import openvino_compiles
+    from attnkit.runtimes.base import Source
+    from attnkit.runtimes.registry import runner_class
+
+    section = result.manifest.generation
+    for role in ("decoder_with_past", "decoder_stateful", "decoder_genai"):
+        assert section.artifact(role, "openvino", "bf16").path == section.artifact(role, "openvino", "fp32").path
+    xml = result.out / section.artifact("decoder_stateful", "openvino", "bf16").path / "model.xml"
+    took = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    ran = _OV_TYPES[took.get_property("INFERENCE_PRECISION_HINT").get_type_name()]
+    assert openvino_compiles("bf16") == ran  # GenAI's label asks the plugin the same question
+    checks = {(c.backend, c.precision): c for c in result.report.generation.checks}
+    for backend in ("openvino", "openvino-stateful", "openvino-genai"):
+        check = checks[(backend, "bf16")]
+        assert check.passed and not check.tokens_required and check.ran_as == ran, (backend, check.ran_as)
+        assert check.label.endswith("[bf16]" if ran == "bf16" else f"[bf16] (ran {ran})"), check.label
+        if backend != "openvino-genai":  # GenAI's logits are not observable
+            assert check.steps_compared >= 1
+            assert (check.rel_l2 > 1e-5) == (ran == "bf16"), (backend, check.rel_l2)
+    with runner_class("openvino-stateful", "decode_step")(Source(result.out), "bf16") as runner:
+        kv = runner.step.compiled.get_property("KV_CACHE_PRECISION").get_type_name()
+        assert kv == "bf16" or ran != "bf16", kv
 
 
 def _arrivals_are_served_by_both_batchings_with_the_same_tokens(result):
@@ -651,3 +684,49 @@ def test_int8_search_stops_starting_candidates_when_its_budget_is_spent(ov_expor
     rest = [c for c in choice.candidates if c.name != WEIGHT_ONLY]
     assert rest and all(c.ms is None and c.error.startswith("not measured: the search's time budget") for c in rest)
     assert [c.name for c in choice.candidates][:2] == [WEIGHT_ONLY, PTQ_BF16]  # the most promising first
+
+
+def test_a_generate_export_adds_openvino_bf16_where_the_plugin_computes_it(monkeypatch):
+    """With no --precision, a --generate export with OpenVINO IR adds bf16 records exactly where the plugin says it
+    computes a bf16 hint in bf16 (its answer injected here, so the rule is tested on any CPU); an explicit
+    --precision or --openvino-precision, no --generate, or no OpenVINO format adds nothing."""
+    from attnkit.core import machine
+    from attnkit.orchestration.export import ExportOptions
+    from attnkit.orchestration.options import openvino_decode_default
+
+    fmts = ("onnx", "openvino")
+    for plugin, added in (("bf16", ("bf16",)), ("fp32", ())):
+        monkeypatch.setattr(machine, "openvino_compiles", lambda precision, took=plugin: took)
+        assert openvino_decode_default(ExportOptions(generate=True), fmts) == added
+    assert openvino_decode_default(ExportOptions(generate=True, precision="fp32"), fmts) == ()
+    assert openvino_decode_default(ExportOptions(generate=True, openvino_precision="fp32"), fmts) == ()
+    assert openvino_decode_default(ExportOptions(), fmts) == ()
+    assert openvino_decode_default(ExportOptions(generate=True), ("onnx",)) == ()
+
+
+def test_a_default_bf16_that_fails_its_check_is_dropped_not_fatal(monkeypatch, tmp_path_factory):
+    """A precision the export added by itself and whose check fails (bf16's tolerance made impossible here, the
+    plugin's answer injected) leaves the export standing: its OpenVINO records and rows are gone, a warning names
+    the flag that asks for it, and the fp32 artifacts are checked and kept."""
+    from test_generation import _save
+
+    import attnkit
+    from attnkit.core import compare, machine
+    from attnkit.exporters.manifest import Manifest
+
+    monkeypatch.setattr(machine, "openvino_compiles", lambda precision: "bf16")
+    monkeypatch.setitem(compare.DEFAULT_TOLERANCES, "bf16", compare.Tolerance(0.0, 0.0, 0.0, 1.0))
+    path = _save(tmp_path_factory, "decoder", seed=23)
+    result = attnkit.export(str(path), tmp_path_factory.mktemp("ovdrop") / "out", formats="onnx,openvino",
+                            generate=True)  # fmt: skip
+    warning = next(w for w in result.report.warnings if w.startswith("openvino bf16 left out"))
+    assert "--precision fp32,bf16" in warning
+    manifest = Manifest.load(result.out)
+    records = manifest.artifacts + manifest.generation.artifacts
+    assert not [a for a in records if a.precision == "bf16"]
+    assert {("decoder_stateful", "fp32"), ("decoder_genai", "fp32")} <= {
+        (a.role, a.precision) for a in manifest.generation.artifacts if a.format == "openvino"
+    }
+    checks = result.report.results + result.report.generation.checks
+    assert checks and all(c.precision == "fp32" and c.passed for c in checks if not c.skipped)
+    assert not [k for k in manifest.generation.agreement["checks"] if "bf16" in k]

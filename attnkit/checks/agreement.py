@@ -83,6 +83,8 @@ class VerifyReport:
     data: dict | None = None
     data_base: Any = None
     data_checks: list = field(default_factory=list)
+    #: warnings of the export that made the report (a default precision it left out, and why)
+    notes: list[str] = field(default_factory=list)
 
     def _checks(self) -> list:
         return self.results + (self.generation.checks if self.generation is not None else []) + self.data_checks
@@ -98,7 +100,7 @@ class VerifyReport:
 
     @property
     def warnings(self) -> list[str]:
-        return list(dict.fromkeys(line for line, _ in self.mismatches.values()))
+        return list(dict.fromkeys([line for line, _ in self.mismatches.values()] + self.notes))
 
     @property
     def ok_where_fit(self) -> bool:

@@ -84,7 +84,7 @@ def _precision(item: str) -> None:
 
 
 def _formats() -> tuple[str, ...]:
-    from ..orchestration.export import FORMATS
+    from ..orchestration.options import FORMATS
 
     return FORMATS
 

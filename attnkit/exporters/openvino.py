@@ -289,7 +289,7 @@ def _share_weights(source_xml: Path, written_xml: Path) -> None:
 
 def streamed_weight_bytes(xml: Path) -> int:
     """Bytes of the weights one step of the IR reads: every constant except tables only gathered from (a step
-    reads one row of the token embedding per token), as :func:`attnkit.generation.bench.streamed_weight_bytes`
+    reads one row of the token embedding per token), as :func:`attnkit.generation.traffic.streamed_weight_bytes`
     counts them for ONNX; compressed weights count at their stored width."""
     ov = require()
     decompression = {"Convert", "Subtract", "Multiply", "Reshape"}

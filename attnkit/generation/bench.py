@@ -30,10 +30,11 @@ import numpy as np
 from ..benchmark.stats import summarise
 from ..core.compare import DEFAULT_TOLERANCES
 from ..core.errors import AttnkitError
-from ..core.names import FORWARD, GENERATE, ROLE_DECODER_WITH_PAST
-from ..runtimes.base import label
+from ..core.names import FORWARD, GENERATE
+from ..runtimes.base import label, ran_label
 from ..runtimes.registry import format_of, generation_pairs, tasks_of
 from .loop import Prompts, full_logits, recompute
+from .traffic import streamed_bytes, widths
 from .verify import GenerationCheck, _compare_steps, run_generation, unavailable_notes
 
 #: six consecutive 0.3 s copy probes on a steady 2-core machine differed by <= 3 % (43.2-44.5 GB/s); a spread
@@ -71,10 +72,12 @@ class GenerationRow:
     agreement: str = ""
     skipped: str | None = None
     error: str | None = None
+    #: what the runtime computed in, read back from it (OpenVINO: the compiled model's precision and KV cache)
+    ran_as: str | None = None
 
     @property
     def label(self) -> str:
-        return label(self.backend, self.precision, self.task)
+        return ran_label(label(self.backend, self.precision, self.task), self.precision, self.ran_as)
 
 
 @dataclass
@@ -125,41 +128,6 @@ class GenerationBenchReport:
             "notes": self.notes,
             "rows": [{**asdict(r), "label": r.label} for r in self.rows],
         }
-
-
-def streamed_weight_bytes(onnx_path: Path) -> int:
-    """Bytes of the weights one decode step reads: every initializer except tables only gathered from
-    (the token embedding and positional table: a step reads one row of them per token)."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(onnx_path))
-    readers: dict[str, set[str]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            readers.setdefault(i, set()).add(n.op_type)
-    total = 0
-    for init in model.graph.initializer:
-        if readers.get(init.name, set()) <= {"Gather"} and init.name in readers:
-            continue
-        total += numpy_helper.to_array(init).nbytes
-    return total
-
-
-def _streamed_bytes(source, fmt: str, precision: str) -> int | None:
-    """Weight bytes a decode step of the ``fmt``/``precision`` artifact streams (fp32 ONNX when nothing closer)."""
-    if fmt == "openvino":
-        from ..exporters.openvino import IR_XML
-        from ..exporters.openvino import streamed_weight_bytes as ir_bytes
-
-        record = source.generation.artifact(ROLE_DECODER_WITH_PAST, "openvino", precision)
-        if record is not None:
-            return ir_bytes(source.root / record.path / IR_XML)
-        precision = "fp32"
-    record = source.generation.artifact(ROLE_DECODER_WITH_PAST, "onnx", precision)
-    if record is None:
-        record = source.manifest.artifact("onnx", "fp32") if precision == "fp32" else None
-    return streamed_weight_bytes(source.root / record.path) if record is not None else None
 
 
 def _forward_runner(source, backend: str, precision: str):
@@ -224,7 +192,7 @@ def bench_generation(
         fmt = format_of(name)
         key = (fmt, precision) if fmt in ("onnx", "openvino") else ("onnx", "fp32")
         if key not in weight_bytes:
-            weight_bytes[key] = _streamed_bytes(source, *key)
+            weight_bytes[key] = streamed_bytes(source, *key)
         return weight_bytes[key]
 
     prompts = _prompts(source, g, batches, prompt_lengths, new_tokens, seed, data, report)
@@ -252,6 +220,7 @@ def bench_generation(
         try:
             with cls(source, precision, threads) as runner:
                 for shape, row in rows.items():
+                    row.ran_as = runner.ran_as
                     say(f"{runner.label}: batch {shape[0]}, prompt {shape[1]}, {shape[2]} new tokens")
                     _measure(row, runner, prompts[shape], shape[2], refs[shape], repeats)
             baseline = _full_baseline(source, cls.full_model or cls.name, precision, baselines, prompts,
@@ -388,8 +357,10 @@ def _derive(row, g, recompute_s, eager_recompute_s, weights_of) -> None:
     row.speedup_vs_eager_recompute = eager_recompute_s / row.total_s
     weights = weights_of(row.backend, row.precision)
     if weights and row.itl_ms.get("p50"):
+        scale, cache_width = widths(row)
+        weights = int(weights * scale)
         context = row.prompt_length + np.arange(1, row.new_tokens)  # keys each decode step attends to
-        cache = int(g.cache_bytes_per_token() * row.batch * context.mean()) if row.new_tokens > 1 else 0
+        cache = int(g.cache_bytes_per_token(cache_width) * row.batch * context.mean()) if row.new_tokens > 1 else 0
         row.bytes_per_step = weights + cache
         row.achieved_gbps = row.bytes_per_step / (row.itl_ms["p50"] / 1e3) / 1e9
 

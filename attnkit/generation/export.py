@@ -91,6 +91,7 @@ def write_openvino(
     steps with NNCF's weight-only int8 (``..._int8/``; the encoder, run once a request, stays fp32); for a
     decoder-only model, each stateful decoder in OpenVINO GenAI's layout too (``openvino_genai[_int8]/``,
     :func:`attnkit.exporters.openvino.write_genai`; ``eos_token_id`` goes into its generation config)."""
+    from ..core.targets import OPENVINO_BF16_REQUIREMENT
     from ..exporters.openvino import IR_XML, write_ir, write_stateful
     from ..exporters.openvino import write_genai as write_genai_ir
     from ..exporters.openvino_attention import fuse_ir
@@ -99,8 +100,13 @@ def write_openvino(
     out = []
 
     def add(rel: str, role: str, **extra) -> None:
-        """The fp32 IR's record and, for a decode step with int8 asked, its weight-only int8 IR's."""
+        """The fp32 IR's record; for a decode step with bf16 asked, the same IR's bf16 record (compiled with a bf16
+        hint, its cache in bf16: what OpenVINO runs by default on a CPU with bf16 instructions, the plugin's own
+        choice read back by the runners); with int8 asked, its weight-only int8 IR's."""
         out.append(ArtifactRecord.of(stage, "openvino", rel, "fp32", role=role, inference_precision="f32", **extra))
+        if role != ROLE_ENCODER and "bf16" in precisions:
+            out.append(ArtifactRecord.of(stage, "openvino", rel, "bf16", role=role, inference_precision="bf16",
+                                         requires=OPENVINO_BF16_REQUIREMENT, **extra))  # fmt: skip
         if role != ROLE_ENCODER and "int8" in precisions:
             say(f"compressing {rel}'s weights to int8 (NNCF, weight-only)")
             rel8 = write_int8(stage, stage / rel, f"{rel}_int8")
@@ -124,10 +130,13 @@ def write_openvino(
                                       g.ids, positions=not g.slot)  # fmt: skip
             add(stateful, ROLE_DECODER_STATEFUL, **fusion)
     if not g.seq2seq:  # GenAI's LLMPipeline is decoder-only
+        written: dict[str, tuple[str, str | None]] = {}  # stateful IR -> its GenAI directory (bf16 shares fp32's)
         for made in [r for r in out if r.role == ROLE_DECODER_STATEFUL]:
-            say(f"writing {made.path} in OpenVINO GenAI's layout")
-            rel = "openvino_genai" + ("" if made.precision == "fp32" else f"_{made.precision}")
-            rel, refused = write_genai_ir(stage, stage / made.path, rel, g, eos_token_id)
+            if made.path not in written:
+                say(f"writing {made.path} in OpenVINO GenAI's layout")
+                rel = "openvino_genai" + ("" if made.precision == "fp32" else f"_{made.precision}")
+                written[made.path] = write_genai_ir(stage, stage / made.path, rel, g, eos_token_id)
+            rel, refused = written[made.path]
             extra = {**made.extra, "eos_token_id": eos_token_id, "paged_attention": refused is None}
             if refused:
                 extra["paged_attention_refused"] = refused

@@ -8,7 +8,7 @@ the SavedModel's ``decode_step`` and ``generate`` signatures, and onnxruntime on
 
 - fp32 backends pass when their tokens are identical to the reference's and the logits of every step
   agree within the fp32 tolerance of :mod:`attnkit.core.compare`.
-- Reduced precisions (fp16, int8) report the token match rate and the first step whose token differs;
+- Reduced precisions (bf16, fp16, int8) report the token match rate and the first step whose token differs;
   they pass on their logits tolerance, measured on the steps before the first difference (after it the
   two sequences are different inputs). Their tokens are reported, not required to match: a greedy
   argmax can flip on a near-tie at any precision but fp32.
@@ -26,6 +26,7 @@ import numpy as np
 from ..core.compare import DEFAULT_TOLERANCES, compare_outputs
 from ..core.errors import AttnkitError
 from ..core.names import DECODE_STEP, GENERATE, OUTPUT_IDS
+from ..runtimes.base import ran_label
 from ..runtimes.registry import all_backends, generation_pairs, generation_runners, label, runner_class, why_not
 from .loop import Generation, Prompts, decode, full_logits, recompute
 
@@ -56,6 +57,7 @@ class GenerationCheck:
     #: row keeps identical before its first divergence (the task metrics of generation)
     sequences_identical: float = 0.0
     identical_prefix: float = 0.0
+    ran_as: str | None = None  # what the runtime computed in, read back from it (see runtimes.base.ran_label)
 
     @property
     def passed(self) -> bool:
@@ -67,7 +69,7 @@ class GenerationCheck:
 
     @property
     def label(self) -> str:
-        return label(self.backend, self.precision, self.task)
+        return ran_label(label(self.backend, self.precision, self.task), self.precision, self.ran_as)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "label": self.label, "passed": None if self.skipped else self.passed}
@@ -209,6 +211,7 @@ def verify_generation(
         say(check.label)
         try:
             with cls(source, precision) as runner:
+                check.ran_as = runner.ran_as
                 gen = run_generation(runner, prompts, max_new_tokens, eos_id)
         except AttnkitError:
             raise

@@ -11,15 +11,18 @@ from ..checks.agreement import VerifyReport, verify
 from ..core.errors import AgreementError, AttnkitError
 from ..core.names import (
     PLAN_PRECISIONS,
-    PRECISIONS,
-    WEIGHT_ONLY,
 )
 from ..exporters.manifest import Manifest, atomic_directory, check_writable_out
-from ..tracing import canonical_precision
+from .options import (
+    DEFAULT_FORMATS,
+    _check_addition,
+    _check_tensorrt_options,
+    _openvino_precisions,
+    openvino_decode_default,
+    parse_formats,
+    parse_precisions,
+)
 from .writers import plan_name, tensorrt_plan, write_artifacts, write_tensorrt
-
-FORMATS = ("savedmodel", "onnx", "openvino", "tensorrt", "triton")
-DEFAULT_FORMATS = ("savedmodel", "onnx")
 
 
 @dataclass
@@ -31,111 +34,14 @@ class ExportResult:
     report: VerifyReport | None
 
 
-def parse_formats(formats: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    items = [f.strip() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()]
-    bad = [f for f in items if f not in FORMATS]
-    if bad or not items:
-        raise AttnkitError(
-            f"unknown format {', '.join(bad) or '(empty)'}. Valid formats: {', '.join(FORMATS)}.",
-            flag="--format",
-            hint="Give a comma-separated list, e.g. --format savedmodel,onnx.",
-        )
-    return tuple(dict.fromkeys(items))
-
-
-def _canonical(precision: str | tuple[str, ...]) -> tuple[str, ...]:
-    """``"fp32,FP16,fp32"`` or a tuple -> canonical names, in order, once each."""
-    items = precision.split(",") if isinstance(precision, str) else list(precision)
-    return tuple(dict.fromkeys(canonical_precision(p.strip(), PRECISIONS) for p in items if p.strip()))
-
-
-def parse_precisions(precision: str | tuple[str, ...], fmts: tuple[str, ...]) -> tuple[str, ...]:
-    """``"fp32,fp16,int8"`` -> canonical names, checked against the formats that can hold them."""
-    from ..exporters.precision import BF16_REASON
-
-    precs = _canonical(precision)
-    if not precs:
-        raise AttnkitError(f"is empty; give a comma list of {', '.join(PRECISIONS)}.", flag="--precision")
-    onnx_only = [p for p in precs if p in ("int8",) + WEIGHT_ONLY]
-    if onnx_only and "onnx" not in fmts:
-        raise AttnkitError(
-            f"{', '.join(onnx_only)} is produced on the ONNX graph only.",
-            flag="--precision",
-            hint="Add onnx to --format, e.g. --format savedmodel,onnx.",
-        )
-    if "bf16" in precs and "savedmodel" not in fmts and "openvino" not in fmts:
-        raise AttnkitError(
-            f"a bf16 ONNX graph is not produced: {BF16_REASON}.",
-            flag="--precision",
-            hint="Add savedmodel (a bf16 SavedModel) or openvino (its IR run in bf16) to --format.",
-        )
-    return precs
-
-
-def _openvino_precisions(asked, precisions: tuple[str, ...], fmts: tuple[str, ...]) -> tuple[str, ...]:
-    """``--openvino-precision``: the OpenVINO IR's precisions, a subset of ``--precision`` (default: all of it)."""
-    if asked is None:
-        return precisions
-    flag = "--openvino-precision"
-    if "openvino" not in fmts:
-        raise AttnkitError("applies to the OpenVINO IR only.", flag=flag, hint="Add openvino to --format.")
-    chosen = _canonical(asked)
-    outside = [p for p in chosen if p not in precisions]
-    if not chosen or outside:
-        raise AttnkitError(
-            f"{', '.join(outside) or 'nothing'} is not among --precision's {','.join(precisions)}.",
-            flag=flag,
-            hint="Give a subset of --precision, e.g. --precision fp32,fp16,int8 --openvino-precision fp32,int8.",
-        )
-    return chosen
-
-
-def _check_tensorrt_options(fmts, precisions, trt_target, batch, seq, trt_cache) -> None:
-    """TensorRT options without --format tensorrt, or a plan precision TensorRT builds none of: refused."""
-    if "tensorrt" not in fmts:
-        given = [
-            f
-            for f, v in (("--trt-target", trt_target), ("--batch", batch), ("--seq", seq), ("--trt-cache", trt_cache))
-            if v
-        ]
-        if given:
-            raise AttnkitError(
-                "applies to TensorRT plans only, and --format has no tensorrt.",
-                flag=given[0],
-                hint="Add tensorrt to --format, or drop the option.",
-            )
-        return
-    if not any(p in PLAN_PRECISIONS for p in precisions):
-        raise AttnkitError(
-            f"TensorRT plans are built for {', '.join(PLAN_PRECISIONS)}; asked for {', '.join(precisions)}. "
-            "int8 plans need static Q/DQ quantisation, which attnkit does not produce.",
-            flag="--precision",
-            hint="Add fp32 or fp16 to --precision.",
-        )
-
-
-def _check_addition(root: Path, requested: tuple[str, ...], out) -> None:
-    """What may be added to an existing export directory: TensorRT plans, in place."""
-    if set(requested) != {"tensorrt"}:
-        raise AttnkitError(
-            f"`{root}` is an export directory; only --format tensorrt can be added to it (asked: {','.join(requested)}).",
-            flag="--format",
-            hint="Export MODEL again into a new --out for other formats.",
-        )
-    if out is not None and Path(out).resolve() != root.resolve():
-        raise AttnkitError(
-            f"plans are added to `{root}` in place, not written to `{out}`.",
-            flag="--out",
-            hint=f"Drop --out, or copy the directory first (cp -r {root} {out}) and add plans to the copy.",
-        )
-
-
 @dataclass(frozen=True)
 class ExportOptions:
     """Everything ``export`` can be asked for besides MODEL and --out (the CLI's flags, by name)."""
 
     formats: str | tuple[str, ...] = DEFAULT_FORMATS
-    precision: str | tuple[str, ...] = "fp32"
+    #: None: fp32, and for a --generate export with OpenVINO IR also bf16 where this machine's OpenVINO plugin
+    #: computes a bf16 hint in bf16 (:func:`attnkit.orchestration.options.openvino_decode_default`)
+    precision: str | tuple[str, ...] | None = None
     opset: int = 17
     imports: tuple[str, ...] = ()
     seed: int = 0
@@ -179,7 +85,8 @@ def export(
         out: export directory; default ``artifacts/<name>``.
         formats: subset of ``savedmodel``, ``onnx``, ``openvino``, ``tensorrt`` and ``triton`` (a model
             repository of the others).
-        precision: comma list of ``fp32``, ``bf16``, ``fp16``, ``int8``. A SavedModel is traced under
+        precision: comma list of ``fp32``, ``bf16``, ``fp16``, ``int8`` [default: fp32; with ``generate`` and
+            OpenVINO IR, bf16 too where OpenVINO computes it natively here]. A SavedModel is traced under
             each TF policy listed (``savedmodel/1`` for fp32, ``savedmodel_<p>/1`` otherwise); the ONNX
             graph is exported float32 (``model.onnx``) and lowered on the graph to
             ``model.fp16.onnx`` / ``model.int8.onnx``.
@@ -265,6 +172,8 @@ def export(
             _write_plans(stage, spec, plan.precisions, manifest, say, trt, opts.trt_cache)
         manifest.write(stage)
         report = _check(stage, out, manifest, opts, decoding is not None, data, say) if opts.check else None
+        if report is not None and plan.ov_added:
+            _drop_failed_default(stage, manifest, report, plan.ov_added, say)
     if plan.triton:
         from .package import package
 
@@ -291,6 +200,7 @@ class _Plan:
     ov_precisions: tuple[str, ...] | None
     target: object  # attnkit.core.targets.Target
     trt_target: str | None
+    ov_added: tuple[str, ...] = ()  # OpenVINO precisions added by default (options.openvino_decode_default)
 
 
 def _plan(opts: ExportOptions) -> _Plan:
@@ -312,11 +222,42 @@ def _plan(opts: ExportOptions) -> _Plan:
         from ..exporters.openvino import require
 
         require()  # a missing package is named (with its extra) before any work
-    precisions = parse_precisions(opts.precision, fmts)
+    precisions = parse_precisions("fp32" if opts.precision is None else opts.precision, fmts)
     ov_precisions = _openvino_precisions(opts.openvino_precision, precisions, fmts)
+    ov_added = openvino_decode_default(opts, fmts)
+    if ov_added:
+        ov_precisions = precisions + ov_added
     _check_tensorrt_options(fmts, precisions, opts.trt_target, opts.batch, opts.seq, opts.trt_cache)
     return _Plan(requested, fmts, "triton" in requested, precisions, ov_precisions, resolved,
-                 resolved.trt_target or opts.trt_target)  # fmt: skip
+                 resolved.trt_target or opts.trt_target, ov_added)  # fmt: skip
+
+
+def _drop_failed_default(stage: Path, manifest: Manifest, report: VerifyReport, added, say) -> None:
+    """The OpenVINO records of a precision :func:`~attnkit.orchestration.options.openvino_decode_default` added, and their checks, removed where
+    any of its checks failed, with a warning naming the flag that asks for it (then it is checked as asked)."""
+    from ..runtimes.registry import format_of
+
+    def ours(c, precision) -> bool:
+        return c.precision == precision and format_of(c.backend) == "openvino"
+
+    gen = report.generation.checks if report.generation is not None else []
+    for precision in added:
+        if not any(c.failed for c in report.results + gen + report.data_checks if ours(c, precision)):
+            continue
+        line = (f"openvino {precision} left out: its answers were outside {precision}'s tolerance on this model; "
+                f"ask for it with --precision fp32,{precision} to see them")  # fmt: skip
+        say(f"warning: {line}")
+        report.notes.append(line)
+        report.results = [c for c in report.results if not ours(c, precision)]
+        report.data_checks = [c for c in report.data_checks if not ours(c, precision)]
+        if report.generation is not None:
+            report.generation.checks = [c for c in gen if not ours(c, precision)]
+        manifest.artifacts = [a for a in manifest.artifacts if (a.format, a.precision) != ("openvino", precision)]
+        if manifest.generation is not None:
+            section = manifest.generation
+            section.artifacts = [a for a in section.artifacts if (a.format, a.precision) != ("openvino", precision)]
+        _record_agreement(manifest, report)
+        manifest.write(stage)
 
 
 def _write_plans(stage: Path, spec, precisions, manifest: Manifest, say, trt: dict, trt_cache) -> None:

@@ -70,10 +70,12 @@ def write_artifacts(
             stage, precisions if ov_precisions is None else ov_precisions, manifest, say, spec, target, data
         )
     if decoding is not None:
-        _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, per_channel, target, spec.opset)
+        _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, per_channel, target, spec.opset,
+                          precisions if ov_precisions is None else ov_precisions)  # fmt: skip
 
 
-def _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, per_channel, target, opset) -> None:
+def _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, per_channel, target, opset,
+                      ov_precisions) -> None:  # fmt: skip
     from ..core.targets import resolve as resolve_target
     from ..generation.export import section, signatures_record, write_genai, write_onnx
 
@@ -87,7 +89,7 @@ def _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, pe
         from ..exporters.genai import end_token_id
         from ..generation.export import write_openvino
 
-        records += write_openvino(stage, records, decoding.spec, precisions, say, end_token_id(decoding.model))
+        records += write_openvino(stage, records, decoding.spec, ov_precisions, say, end_token_id(decoding.model))
     manifest.generation = section(decoding, records)
 
 

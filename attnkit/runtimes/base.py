@@ -350,6 +350,12 @@ def label(name: str, precision: str = "fp32", task: str = FORWARD) -> str:
     return base if precision == "fp32" else f"{base}[{precision}]"
 
 
+def ran_label(text: str, precision: str, ran_as: str | None) -> str:
+    """``text`` with what the runtime really computed in where that is not ``precision`` (OpenVINO's plugin takes
+    a bf16 hint as f32 on a CPU without bf16, or keeps its cache in u8): ``openvino-genai[bf16] (ran fp32)``."""
+    return text if not ran_as or ran_as == precision else f"{text} (ran {ran_as})"
+
+
 #: backend name -> task -> runner class; filled by @register in each backend module, read by the registry
 REGISTRY: dict[str, dict[str, type[Loadable]]] = {}
 

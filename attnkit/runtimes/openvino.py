@@ -113,11 +113,12 @@ class OpenVINORunner(Runner):
 @register
 class OpenVINOStep(StepRunner):
     """The decode step's IR (``openvino_decoder_with_past/``; the prefill is the step with an empty past) and
-    the seq2seq encoder's, compiled with f32 forced, driven by the same numpy loop as every step runner."""
+    the seq2seq encoder's, compiled with f32 forced (bf16 asked for the bf16 row, its cache in bf16 too, and
+    the plugin's answer reported as :attr:`ran_as`), driven by the same numpy loop as every step runner."""
 
     name = "openvino"
     needs = "openvino"
-    precisions = ("fp32", "int8")
+    precisions = ("fp32", "bf16", "int8")
     unavailable_reason = staticmethod(_unavailable)
 
     def _load(self) -> None:

@@ -3,7 +3,8 @@
 a CPU LLM service built on OpenVINO runs it (its own loop, cache, search and stopping rule).
 
 Compiled as attnkit's OpenVINO runners compile: f32 inference and cache, dynamic quantisation off (int8 is
-weight-only), ``ATTENTION_BACKEND: SDPA``: the stateful model as written (GenAI's default on CPU is its
+weight-only; bf16, where the export has it, asks bf16 of both, as OpenVINO runs by default on a CPU with bf16
+instructions, and reports what the plugin takes), ``ATTENTION_BACKEND: SDPA``: the stateful model as written (GenAI's default on CPU is its
 paged-attention rewrite, which keras-hub models do not take and which the ``openvino-genai-cb`` backend runs
 where they do). No tokenizer: prompts go in as ``TokenizedInputs``. Greedy; ``eos_id`` -1 asks GenAI to
 ignore its end token.
@@ -40,7 +41,7 @@ class OpenVINOGenAIGenerate(GenerateRunner):
     name = "openvino-genai"
     needs = "openvino"
     role = ROLE_DECODER_GENAI
-    precisions = ("fp32", "int8")
+    precisions = ("fp32", "bf16", "int8")
     not_for = {
         "forward": "openvino-genai runs generation only (the forward pass: openvino)",
         "decode_step": "openvino-genai runs its own loop (the generate task); the step: openvino, openvino-stateful",
@@ -75,6 +76,12 @@ class OpenVINOGenAIGenerate(GenerateRunner):
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
         self._og = og
         self.eos = int(record.extra.get("eos_token_id", 0))
+        if self.precision == "bf16":
+            # GenAI keeps its compiled model to itself: what the plugin computes a bf16 hint in here is asked of
+            # it with the same hint (core.machine.openvino_compiles), so a CPU without bf16 says f32, not bf16
+            from ..core.machine import openvino_compiles
+
+            self.ran_as = openvino_compiles(self.precision) or self.precision
         return str(self.source.root / record.path), config
 
     def _load(self):
