@@ -9,10 +9,11 @@ instead (issue 36), in one run on this machine, with the DRAM bandwidth measured
 1. The checkpoint: keras-hub's own ``export_to_transformers`` writes MODEL's weights as a Hugging Face
    checkpoint (``DIR/hf``), so every peer runs the same weights (Llama 3, GPT-2, Mistral, Gemma, Qwen: the
    architectures keras-hub exports).
-2. attnkit: ``attnkit export MODEL --generate --format onnx,openvino --precision fp32[,bf16]`` (``DIR/attnkit``,
-   made once; bf16 where OpenVINO's plugin computes a bf16 hint in bf16 here, asked of it, as the peers' OpenVINO
-   defaults do) and ``attnkit bench-generate`` over it (fp32 rows checked token for token against keras-hub's
-   eager decode, bf16 rows on bf16's logits tolerance with their token match reported; its own bandwidth probes).
+2. attnkit: ``attnkit export MODEL --generate --format onnx,openvino --precision fp32,fp16[,bf16]``
+   (``DIR/attnkit``, made once; fp16: OpenVINO's weight-only f16 step, f32 compute; bf16 where OpenVINO's plugin
+   computes a bf16 hint in bf16 here, asked of it, as the peers' OpenVINO defaults do) and ``attnkit
+   bench-generate`` over it (fp32 rows checked token for token against keras-hub's eager decode, fp16 and bf16
+   rows on their logits tolerance with their token match reported; its own bandwidth probes).
 3. Each peer through its own exporter and API (``scripts/peers/decode_peer.py`` in ``.venv-peers``): the
    transformers model (PyTorch eager, the architecture's reference), optimum-intel's stateful OpenVINO model,
    OpenVINO GenAI's ``LLMPipeline`` on it, onnxruntime-genai's model builder output, llama.cpp's GGUF; each
@@ -163,8 +164,9 @@ def main() -> None:
     )
     ap.add_argument("--attnkit-backends", default="onnxruntime,openvino-stateful,openvino-genai")
     ap.add_argument("--attnkit-precisions", default=None,
-                    help="export's and bench-generate's --precision [default: fp32, and bf16 where OpenVINO's plugin "
-                         "computes a bf16 hint in bf16 here (asked of it), as the peers' OpenVINO defaults do]")  # fmt: skip
+                    help="export's and bench-generate's --precision [default: fp32, fp16 (OpenVINO: f16 weights, f32 "
+                         "compute), and bf16 where OpenVINO's plugin computes a bf16 hint in bf16 here (asked of it), "
+                         "as the peers' OpenVINO defaults do]")  # fmt: skip
     ap.add_argument("--attnkit-export", type=Path, help="an existing `attnkit export --generate` of MODEL to use")
     ap.add_argument("--skip-reference", action="store_true", help="no keras-hub generate() cross-check")
     ap.add_argument("--rounds", type=int, default=1,
@@ -174,7 +176,7 @@ def main() -> None:
     if args.attnkit_precisions is None:
         from attnkit.core.machine import openvino_compiles
 
-        args.attnkit_precisions = "fp32,bf16" if openvino_compiles("bf16") == "bf16" else "fp32"
+        args.attnkit_precisions = "fp32,fp16" + (",bf16" if openvino_compiles("bf16") == "bf16" else "")
     if args.precisions is None:  # the best peer configuration includes llama.cpp's bf16 wherever attnkit runs bf16
         args.precisions = "default,f32" + (",bf16" if "bf16" in args.attnkit_precisions else "")
     if not set(args.peer_pages.split(",")) <= set(PAGES):

@@ -1,6 +1,7 @@
 """OpenVINO GenAI's ``LLMPipeline`` on one IR directory in several (compute, KV cache) precisions, rounds
-interleaved in one process, every other round in reverse order, so a shared VM's bandwidth drift falls on all (issue 36: the peers' default OpenVINO
-rows keep a reduced cache, and on a CPU with bf16 compute in bf16; how much of their speed is that?).
+interleaved in one process, every other round in reverse order, so a shared VM's bandwidth drift falls on all
+(issue 36: the peers' default OpenVINO rows keep a reduced cache, and on a CPU with bf16 compute in bf16; how
+much of their speed is that?).
 
     python scripts/measure_kv_cache_precision.py EXPORT/openvino_genai [MORE_DIRS ...] [--rounds 6]
         [--new-tokens 128] [--configs f32:f32,f32:f16]   # COMPUTE:CACHE; e.g. bf16:bf16,bf16:u8 where the CPU has bf16

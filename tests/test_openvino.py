@@ -439,7 +439,7 @@ def test_openvino_decode_step_is_token_exact(family, tmp_path_factory):
 
     path = _save(tmp_path_factory, family, seed=21)
     result = attnkit.export(str(path), tmp_path_factory.mktemp("ovgen") / family, formats="onnx,openvino",
-                            precision="fp32,bf16,int8" if family == "decoder" else "fp32", generate=True)  # fmt: skip
+                            precision="fp32,bf16,fp16,int8" if family == "decoder" else "fp32", generate=True)  # fmt: skip
     roles = {(a.role, a.format) for a in result.manifest.generation.artifacts}
     assert {("decoder_with_past", "openvino"), ("decoder_stateful", "openvino")} <= roles
     assert (("encoder", "openvino") in roles) == (family == "seq2seq")
@@ -453,6 +453,7 @@ def test_openvino_decode_step_is_token_exact(family, tmp_path_factory):
     if family == "decoder":  # int8 steps: one family is enough (the same code path)
         _int8_steps_stream_a_quarter_and_agree(result)
         _bf16_steps_share_the_ir_and_say_what_the_plugin_ran(result)
+        _fp16_steps_store_f16_weights_and_compute_in_f32(result)
         _genai_layout_is_what_llmpipeline_reads(result)
         _arrivals_are_served_by_both_batchings_with_the_same_tokens(result)
     else:
@@ -523,6 +524,36 @@ def _bf16_steps_share_the_ir_and_say_what_the_plugin_ran(result):
     with runner_class("openvino-stateful", "decode_step")(Source(result.out), "bf16") as runner:
         kv = runner.step.compiled.get_property("KV_CACHE_PRECISION").get_type_name()
         assert kv == "bf16" or ran != "bf16", kv
+
+
+def _fp16_steps_store_f16_weights_and_compute_in_f32(result):
+    """Weight-only fp16 decode: its own IRs with the weights stored in f16 (about half the fp32 step's bytes), compiled
+    with f32 inference and an f32 cache (asked of the compiled model), labelled fp16, and within fp16's tolerance
+    but not bit-equal to fp32 (the weights were rounded), in the stateless and stateful steps and GenAI."""
+    from attnkit.exporters.openvino import streamed_weight_bytes
+    from attnkit.runtimes.base import Source
+    from attnkit.runtimes.registry import runner_class
+
+    section = result.manifest.generation
+    for role in ("decoder_with_past", "decoder_stateful", "decoder_genai"):
+        record = section.artifact(role, "openvino", "fp16")
+        assert record.path != section.artifact(role, "openvino", "fp32").path, role
+        assert (record.extra["weights"], record.extra["inference_precision"]) == ("f16", "f32"), role
+    sizes = [
+        streamed_weight_bytes(result.out / section.artifact("decoder_stateful", "openvino", p).path / "model.xml")
+        for p in ("fp32", "fp16")
+    ]
+    assert 1.8 < sizes[0] / sizes[1] <= 2.0, sizes
+    checks = {(c.backend, c.precision): c for c in result.report.generation.checks}
+    for backend in ("openvino", "openvino-stateful", "openvino-genai"):
+        check = checks[(backend, "fp16")]
+        assert check.passed and check.ran_as == "fp16" and check.label.endswith("[fp16]"), (backend, check.label)
+        if backend != "openvino-genai":
+            assert 1e-7 < check.rel_l2, (backend, check.rel_l2)
+    with runner_class("openvino-stateful", "decode_step")(Source(result.out), "fp16") as runner:
+        compiled = runner.step.compiled
+        assert compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
+        assert compiled.get_property("KV_CACHE_PRECISION").get_type_name() == "f32"
 
 
 def _arrivals_are_served_by_both_batchings_with_the_same_tokens(result):
@@ -687,15 +718,15 @@ def test_int8_search_stops_starting_candidates_when_its_budget_is_spent(ov_expor
 
 
 def test_a_generate_export_adds_openvino_bf16_where_the_plugin_computes_it(monkeypatch):
-    """With no --precision, a --generate export with OpenVINO IR adds bf16 records exactly where the plugin says it
-    computes a bf16 hint in bf16 (its answer injected here, so the rule is tested on any CPU); an explicit
-    --precision or --openvino-precision, no --generate, or no OpenVINO format adds nothing."""
+    """With no --precision, a --generate export with OpenVINO IR adds the decode step in bf16 and with f16 weights
+    exactly where the plugin says it computes a bf16 hint in bf16 (its answer injected here, so the rule is tested on
+    any CPU); an explicit --precision or --openvino-precision, no --generate, or no OpenVINO format adds nothing."""
     from attnkit.core import machine
     from attnkit.orchestration.export import ExportOptions
     from attnkit.orchestration.options import openvino_decode_default
 
     fmts = ("onnx", "openvino")
-    for plugin, added in (("bf16", ("bf16",)), ("fp32", ())):
+    for plugin, added in (("bf16", ("bf16", "fp16")), ("fp32", ())):
         monkeypatch.setattr(machine, "openvino_compiles", lambda precision, took=plugin: took)
         assert openvino_decode_default(ExportOptions(generate=True), fmts) == added
     assert openvino_decode_default(ExportOptions(generate=True, precision="fp32"), fmts) == ()
@@ -704,10 +735,10 @@ def test_a_generate_export_adds_openvino_bf16_where_the_plugin_computes_it(monke
     assert openvino_decode_default(ExportOptions(generate=True), ("onnx",)) == ()
 
 
-def test_a_default_bf16_that_fails_its_check_is_dropped_not_fatal(monkeypatch, tmp_path_factory):
-    """A precision the export added by itself and whose check fails (bf16's tolerance made impossible here, the
-    plugin's answer injected) leaves the export standing: its OpenVINO records and rows are gone, a warning names
-    the flag that asks for it, and the fp32 artifacts are checked and kept."""
+def test_a_default_decode_precision_that_fails_its_check_is_dropped_not_fatal(monkeypatch, tmp_path_factory):
+    """Precisions the export added by itself whose checks fail (bf16's and fp16's tolerances made impossible here,
+    the plugin's answer injected) leave the export standing: their records, rows and files are gone, a warning
+    names the flag that asks for each, the forward IR got no extra record, and the fp32 artifacts are kept."""
     from test_generation import _save
 
     import attnkit
@@ -715,18 +746,20 @@ def test_a_default_bf16_that_fails_its_check_is_dropped_not_fatal(monkeypatch, t
     from attnkit.exporters.manifest import Manifest
 
     monkeypatch.setattr(machine, "openvino_compiles", lambda precision: "bf16")
-    monkeypatch.setitem(compare.DEFAULT_TOLERANCES, "bf16", compare.Tolerance(0.0, 0.0, 0.0, 1.0))
+    for precision in ("bf16", "fp16"):
+        monkeypatch.setitem(compare.DEFAULT_TOLERANCES, precision, compare.Tolerance(0.0, 0.0, 0.0, 1.0))
     path = _save(tmp_path_factory, "decoder", seed=23)
     result = attnkit.export(str(path), tmp_path_factory.mktemp("ovdrop") / "out", formats="onnx,openvino",
                             generate=True)  # fmt: skip
-    warning = next(w for w in result.report.warnings if w.startswith("openvino bf16 left out"))
-    assert "--precision fp32,bf16" in warning
+    for precision in ("bf16", "fp16"):
+        warning = next(w for w in result.report.warnings if w.startswith(f"openvino {precision} decode left out"))
+        assert f"--precision fp32,{precision}" in warning
     manifest = Manifest.load(result.out)
-    records = manifest.artifacts + manifest.generation.artifacts
-    assert not [a for a in records if a.precision == "bf16"]
+    assert {a.precision for a in manifest.artifacts + manifest.generation.artifacts} == {"fp32"}
+    assert not [p for p in result.out.iterdir() if p.name.endswith("_fp16")]  # nothing of theirs left on disk
     assert {("decoder_stateful", "fp32"), ("decoder_genai", "fp32")} <= {
         (a.role, a.precision) for a in manifest.generation.artifacts if a.format == "openvino"
     }
     checks = result.report.results + result.report.generation.checks
     assert checks and all(c.precision == "fp32" and c.passed for c in checks if not c.skipped)
-    assert not [k for k in manifest.generation.agreement["checks"] if "bf16" in k]
+    assert not [k for k in manifest.generation.agreement["checks"] if "bf16" in k or "fp16" in k]

@@ -92,7 +92,7 @@ def write_openvino(
     decoder-only model, each stateful decoder in OpenVINO GenAI's layout too (``openvino_genai[_int8]/``,
     :func:`attnkit.exporters.openvino.write_genai`; ``eos_token_id`` goes into its generation config)."""
     from ..core.targets import OPENVINO_BF16_REQUIREMENT
-    from ..exporters.openvino import IR_XML, write_ir, write_stateful
+    from ..exporters.openvino import IR_XML, write_f16_weights, write_ir, write_stateful
     from ..exporters.openvino import write_genai as write_genai_ir
     from ..exporters.openvino_attention import fuse_ir
     from ..exporters.openvino_int8 import WEIGHT_ONLY, scheme_record, write_int8
@@ -102,11 +102,17 @@ def write_openvino(
     def add(rel: str, role: str, **extra) -> None:
         """The fp32 IR's record; for a decode step with bf16 asked, the same IR's bf16 record (compiled with a bf16
         hint, its cache in bf16: what OpenVINO runs by default on a CPU with bf16 instructions, the plugin's own
-        choice read back by the runners); with int8 asked, its weight-only int8 IR's."""
+        choice read back by the runners); with fp16 asked, its weights stored in f16 and computed in f32 (weight-only,
+        :func:`attnkit.exporters.openvino.write_f16_weights`); with int8 asked, its weight-only int8 IR's."""
         out.append(ArtifactRecord.of(stage, "openvino", rel, "fp32", role=role, inference_precision="f32", **extra))
         if role != ROLE_ENCODER and "bf16" in precisions:
             out.append(ArtifactRecord.of(stage, "openvino", rel, "bf16", role=role, inference_precision="bf16",
                                          requires=OPENVINO_BF16_REQUIREMENT, **extra))  # fmt: skip
+        if role != ROLE_ENCODER and "fp16" in precisions:
+            say(f"storing {rel}'s weights in f16 (weight-only, f32 compute)")
+            rel16 = write_f16_weights(stage, stage / rel, f"{rel}_fp16")
+            out.append(ArtifactRecord.of(stage, "openvino", rel16, "fp16", role=role, inference_precision="f32",
+                                         weights="f16", **extra))  # fmt: skip
         if role != ROLE_ENCODER and "int8" in precisions:
             say(f"compressing {rel}'s weights to int8 (NNCF, weight-only)")
             rel8 = write_int8(stage, stage / rel, f"{rel}_int8")

@@ -49,15 +49,26 @@ def streamed_bytes(source, fmt: str, precision: str) -> int | None:
 _WIDTH = {"fp32": 4, "f32": 4, "bf16": 2, "fp16": 2, "f16": 2, "u8": 1, "i8": 1}
 
 
+#: OpenVINO decode records whose IR stores its weights at their width (weight-only: f32 compute unless the label
+#: says ``+bf16``); any other is the f32 IR under a hint
+WEIGHT_ONLY_IR = ("int8", "fp16")
+
+
 def widths(row) -> tuple[float, int]:
-    """``(share of the fp32 IR's weight bytes, bytes of a cached value)`` an OpenVINO row streams, from what its
-    runtime said it ran in (``bf16``, ``fp32 (kv-cache u8)``): the plugin repacks f32 weights into the 16-bit
-    precision it computes in when it compiles, so a bf16 row reads half the IR's bytes (int8 IRs are counted at
-    their stored width already), and holds its cache in the precision it reports. Other runtimes' rows: their
-    artifact's weights as stored, an f32 cache."""
+    """``(share of the IR's stored weight bytes, bytes of a cached value)`` an OpenVINO row streams, from what its
+    runtime said it ran in (``bf16``, ``fp32 (kv-cache u8)``, ``fp16``): the plugin repacks an f32 IR's weights into
+    the 16-bit precision it computes in when it compiles, so a bf16 row reads half the IR's bytes; a weight-only IR
+    (int8, fp16) is counted at its stored width already, and computes in f32. The cache is held in the precision
+    it reports, else in the one it computes in. Other runtimes' rows: their artifact's weights as stored, an f32
+    cache."""
     if format_of(row.backend) != "openvino":
         return 1.0, 4
     ran = row.ran_as or row.precision
-    compute = ran.split()[0]
+    head = ran.split()[0]
+    if "+" in head:
+        compute = head.split("+")[-1]
+    else:
+        compute = "fp32" if row.precision in WEIGHT_ONLY_IR else head
     kv = ran.split("kv-cache ")[1].rstrip(")") if "kv-cache " in ran else compute
-    return 0.5 if compute in ("bf16", "fp16") else 1.0, _WIDTH.get(kv, 4)
+    repacked = row.precision not in WEIGHT_ONLY_IR and compute in ("bf16", "fp16")
+    return 0.5 if repacked else 1.0, _WIDTH.get(kv, 4)

@@ -39,8 +39,8 @@ class ExportOptions:
     """Everything ``export`` can be asked for besides MODEL and --out (the CLI's flags, by name)."""
 
     formats: str | tuple[str, ...] = DEFAULT_FORMATS
-    #: None: fp32, and for a --generate export with OpenVINO IR also bf16 where this machine's OpenVINO plugin
-    #: computes a bf16 hint in bf16 (:func:`attnkit.orchestration.options.openvino_decode_default`)
+    #: None: fp32, and for a --generate export with OpenVINO IR also the decode step in bf16 and with f16 weights where
+    #: this machine's OpenVINO plugin computes a bf16 hint in bf16 (:func:`attnkit.orchestration.options.openvino_decode_default`)
     precision: str | tuple[str, ...] | None = None
     opset: int = 17
     imports: tuple[str, ...] = ()
@@ -86,7 +86,7 @@ def export(
         formats: subset of ``savedmodel``, ``onnx``, ``openvino``, ``tensorrt`` and ``triton`` (a model
             repository of the others).
         precision: comma list of ``fp32``, ``bf16``, ``fp16``, ``int8`` [default: fp32; with ``generate`` and
-            OpenVINO IR, bf16 too where OpenVINO computes it natively here]. A SavedModel is traced under
+            OpenVINO IR, the decode step in bf16 and with f16 weights too where OpenVINO computes bf16 natively here]. A SavedModel is traced under
             each TF policy listed (``savedmodel/1`` for fp32, ``savedmodel_<p>/1`` otherwise); the ONNX
             graph is exported float32 (``model.onnx``) and lowered on the graph to
             ``model.fp16.onnx`` / ``model.int8.onnx``.
@@ -166,7 +166,7 @@ def export(
     with atomic_directory(out, opts.force) as stage:
         write_artifacts(
             stage, model, keras_model, spec, plan.formats, plan.precisions, manifest, say, opts.fuse,
-            opts.per_channel, plan.target, decoding, plan.ov_precisions, data,
+            opts.per_channel, plan.target, decoding, plan.ov_precisions, data, plan.ov_added,
         )  # fmt: skip
         if trt:
             _write_plans(stage, spec, plan.precisions, manifest, say, trt, opts.trt_cache)
@@ -200,7 +200,7 @@ class _Plan:
     ov_precisions: tuple[str, ...] | None
     target: object  # attnkit.core.targets.Target
     trt_target: str | None
-    ov_added: tuple[str, ...] = ()  # OpenVINO precisions added by default (options.openvino_decode_default)
+    ov_added: tuple[str, ...] = ()  # the OpenVINO decode step's default extras (options.openvino_decode_default)
 
 
 def _plan(opts: ExportOptions) -> _Plan:
@@ -225,37 +225,38 @@ def _plan(opts: ExportOptions) -> _Plan:
     precisions = parse_precisions("fp32" if opts.precision is None else opts.precision, fmts)
     ov_precisions = _openvino_precisions(opts.openvino_precision, precisions, fmts)
     ov_added = openvino_decode_default(opts, fmts)
-    if ov_added:
-        ov_precisions = precisions + ov_added
     _check_tensorrt_options(fmts, precisions, opts.trt_target, opts.batch, opts.seq, opts.trt_cache)
     return _Plan(requested, fmts, "triton" in requested, precisions, ov_precisions, resolved,
                  resolved.trt_target or opts.trt_target, ov_added)  # fmt: skip
 
 
 def _drop_failed_default(stage: Path, manifest: Manifest, report: VerifyReport, added, say) -> None:
-    """The OpenVINO records of a precision :func:`~attnkit.orchestration.options.openvino_decode_default` added, and their checks, removed where
-    any of its checks failed, with a warning naming the flag that asks for it (then it is checked as asked)."""
+    """The OpenVINO decode records of a precision :func:`~attnkit.orchestration.options.openvino_decode_default`
+    added, their files (where no other record shares them) and their checks, removed where any of its checks failed,
+    with a warning naming the flag that asks for it (then it is checked as asked)."""
+    import shutil
+
     from ..runtimes.registry import format_of
 
     def ours(c, precision) -> bool:
         return c.precision == precision and format_of(c.backend) == "openvino"
 
-    gen = report.generation.checks if report.generation is not None else []
+    section = manifest.generation
     for precision in added:
-        if not any(c.failed for c in report.results + gen + report.data_checks if ours(c, precision)):
+        gen = report.generation.checks if report.generation is not None else []
+        if section is None or not any(c.failed for c in gen + report.data_checks if ours(c, precision)):
             continue
-        line = (f"openvino {precision} left out: its answers were outside {precision}'s tolerance on this model; "
-                f"ask for it with --precision fp32,{precision} to see them")  # fmt: skip
+        line = (f"openvino {precision} decode left out: its answers were outside {precision}'s tolerance on this "
+                f"model; ask for it with --precision fp32,{precision} to see them")  # fmt: skip
         say(f"warning: {line}")
         report.notes.append(line)
-        report.results = [c for c in report.results if not ours(c, precision)]
+        report.generation.checks = [c for c in gen if not ours(c, precision)]
         report.data_checks = [c for c in report.data_checks if not ours(c, precision)]
-        if report.generation is not None:
-            report.generation.checks = [c for c in gen if not ours(c, precision)]
-        manifest.artifacts = [a for a in manifest.artifacts if (a.format, a.precision) != ("openvino", precision)]
-        if manifest.generation is not None:
-            section = manifest.generation
-            section.artifacts = [a for a in section.artifacts if (a.format, a.precision) != ("openvino", precision)]
+        dropped = [a for a in section.artifacts if (a.format, a.precision) == ("openvino", precision)]
+        section.artifacts = [a for a in section.artifacts if a not in dropped]
+        kept = {a.path for a in section.artifacts + manifest.artifacts}
+        for path in {a.path for a in dropped} - kept:
+            shutil.rmtree(stage / path, ignore_errors=True)
         _record_agreement(manifest, report)
         manifest.write(stage)
 

@@ -35,7 +35,10 @@ def write_artifacts(
     decoding=None,
     ov_precisions=None,
     data=None,
+    decode_added: tuple[str, ...] = (),
 ) -> None:
+    """Every artifact of an export into ``stage``; ``decode_added``: precisions the OpenVINO decode step gets
+    besides ``ov_precisions`` (:func:`attnkit.orchestration.options.openvino_decode_default`)."""
     from ..core.targets import BF16_REQUIREMENT
     from ..exporters.savedmodel import export_savedmodel
     from ..models import is_keras_path
@@ -70,8 +73,9 @@ def write_artifacts(
             stage, precisions if ov_precisions is None else ov_precisions, manifest, say, spec, target, data
         )
     if decoding is not None:
+        decode_ov = tuple(precisions if ov_precisions is None else ov_precisions) + tuple(decode_added)
         _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, per_channel, target, spec.opset,
-                          precisions if ov_precisions is None else ov_precisions)  # fmt: skip
+                          decode_ov)  # fmt: skip
 
 
 def _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, per_channel, target, opset,

@@ -18,24 +18,25 @@ from ..exporters.openvino import BEAM_IDX, IR_XML, POSITION_IDS, compile_with_fa
 from .base import Runner, StepRunner, register
 
 
-def compile_ir(path, precision: str, threads: int | None = None, stateful: bool = False):
+def compile_ir(path, precision: str, threads: int | None = None, stateful: bool = False, hint: str | None = None):
     """``(compiled model, precision it runs in)`` for the CPU device, latency-oriented.
 
     The KV cache of a ``stateful`` model is held in the asked precision too: OpenVINO's CPU plugin otherwise
     keeps it in u8 (``KV_CACHE_PRECISION`` reads back ``u8`` with f32 inference, measured with OpenVINO
     2026.4 on an AVX2 EPYC; decoder-small's logits then drift by rel L2 1.45e-3, 145x the fp32 tolerance).
     Dynamic quantisation of activations is off for fp32 for the same reason. A plugin that does not take
-    what was asked is reported in the label: ``fp32 (kv-cache u8)``.
+    what was asked is reported in the label: ``fp32 (kv-cache u8)``. ``hint``: the inference precision the
+    artifact's record asks (a weight-only fp16 decode step: f32), else the precision's own.
     """
     import openvino as ov
 
     core = ov.Core()
     model = core.read_model(str(path))  # read once: the int8 branch reads what it pins, then it is compiled
-    hint = OPENVINO_HINTS[precision]
+    hint = hint or OPENVINO_HINTS[precision]
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
     if stateful:
         config["KV_CACHE_PRECISION"] = hint
-    if precision == "fp32":
+    if precision == "fp32" or precision == "fp16" and hint == "f32":
         # OpenVINO would quantise activations on the fly where it has int8 dot products (VNNI/AMX): fp32 means
         # f32 compute on every CPU
         config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = 0
@@ -56,6 +57,9 @@ def compile_ir(path, precision: str, threads: int | None = None, stateful: bool 
         # int8 weights, decompressed and computed in f32 as asked (see exporters.openvino), or int8 MatMuls with
         # the rest in bf16 (a PTQ_BF16 IR on a CPU that took the hint): never labelled plain bf16 or fp32
         ran_as = "int8" if ran_as == "fp32" else f"int8+{ran_as}"
+    elif precision == "fp16" and hint == "f32":
+        # f16 weights computed in f32 (a weight-only fp16 decode step): labelled by its weights, as int8's is
+        ran_as = "fp16" if ran_as == "fp32" else f"fp16+{ran_as}"
     if stateful:  # the cache is read back only where there is one
         kv = compiled.get_property("KV_CACHE_PRECISION").get_type_name()
         if OPENVINO_RAN_AS.get(kv, kv) != OPENVINO_RAN_AS.get(took, took):
@@ -74,8 +78,8 @@ def _unavailable() -> str | None:
 class _Compiled:
     """One compiled IR and its infer request: named host arrays in, named host arrays out."""
 
-    def __init__(self, path, precision: str, threads: int | None, stateful: bool = False):
-        self.compiled, self.ran_as = compile_ir(path / IR_XML, precision, threads, stateful)
+    def __init__(self, path, precision: str, threads: int | None, stateful: bool = False, hint: str | None = None):
+        self.compiled, self.ran_as = compile_ir(path / IR_XML, precision, threads, stateful, hint)
         self.request = self.compiled.create_infer_request()
         self.inputs = {i.any_name for i in self.compiled.inputs}
         self.outputs = [(o, o.any_name) for o in self.compiled.outputs]
@@ -118,12 +122,14 @@ class OpenVINOStep(StepRunner):
 
     name = "openvino"
     needs = "openvino"
-    precisions = ("fp32", "bf16", "int8")
+    precisions = ("fp32", "bf16", "fp16", "int8")
     unavailable_reason = staticmethod(_unavailable)
 
     def _load(self) -> None:
         path = self.source.generation_path(self.role, "openvino", self.precision)
-        self.step = _Compiled(path, self.precision, self.threads, stateful=self.keeps_cache)
+        record = self.source.generation.artifact(self.role, "openvino", self.precision)
+        hint = record.extra.get("inference_precision") if record is not None else None
+        self.step = _Compiled(path, self.precision, self.threads, stateful=self.keeps_cache, hint=hint)
         self.ran_as = self.step.ran_as
         self.encoder = None
         if self.gspec.seq2seq:

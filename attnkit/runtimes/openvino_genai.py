@@ -41,7 +41,7 @@ class OpenVINOGenAIGenerate(GenerateRunner):
     name = "openvino-genai"
     needs = "openvino"
     role = ROLE_DECODER_GENAI
-    precisions = ("fp32", "bf16", "int8")
+    precisions = ("fp32", "bf16", "fp16", "int8")
     not_for = {
         "forward": "openvino-genai runs generation only (the forward pass: openvino)",
         "decode_step": "openvino-genai runs its own loop (the generate task); the step: openvino, openvino-stateful",
@@ -70,7 +70,8 @@ class OpenVINOGenAIGenerate(GenerateRunner):
         import openvino_genai as og
 
         record = self.source.generation.artifact(ROLE_DECODER_GENAI, "openvino", self.precision)
-        hint = OPENVINO_HINTS[self.precision]
+        # the record's inference precision (a weight-only fp16 step: f32), else the precision's own hint
+        hint = record.extra.get("inference_precision") or OPENVINO_HINTS[self.precision]
         config = {"INFERENCE_PRECISION_HINT": hint, "KV_CACHE_PRECISION": hint, "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
