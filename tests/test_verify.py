@@ -142,3 +142,40 @@ def test_a_failure_just_beyond_its_tolerance_reads_beyond_it(rng):
     assert a.failures == ["relative L2 error 0.03001 > 0.03"]
     (b,) = compare_outputs({"y": ref}, {"y": ref * 1.5}, TIGHT)  # far beyond: three digits as before
     assert "relative L2 error 0.5 > 0.01" in b.failures
+
+
+def test_a_row_is_judged_by_the_precision_it_ran_in(rng):
+    """A runner that asked fp16 and says it computed bf16 (OpenVINO's f16 hint on AMD Zen 4/5) is held to bf16's
+    tolerance and says so; the same answers from a runner that computed fp16 fail fp16's; a tolerance given on the
+    command line stays the asked precision's."""
+    from attnkit.checks.agreement import _check, judged_tolerance
+
+    ref = rng.standard_normal((2, 16, 32)).astype("float32")
+    noise = rng.standard_normal(ref.shape).astype("float32")
+    got = ref + 0.015 * np.linalg.norm(ref) / np.linalg.norm(noise) * noise  # rel L2 0.015: fp16 < it < bf16
+
+    class Runner:
+        name, precision = "openvino", "fp16"
+
+        def __init__(self, ran_as):
+            self.ran_as = ran_as
+
+        def unavailable_reason(self):
+            return None
+
+        def load(self):
+            return self
+
+        def infer(self, feeds):
+            return {"y": got}
+
+        def close(self):
+            pass
+
+    feeds, reference = {(2, 16): {}}, {(2, 16): {"y": ref}}
+    (as_bf16,) = _check(Runner("bf16"), feeds, reference, judged_tolerance("fp16", None, None))
+    assert as_bf16.passed and as_bf16.ran_as == "bf16"
+    (as_fp16,) = _check(Runner("fp16"), feeds, reference, judged_tolerance("fp16", None, None))
+    assert not as_fp16.passed and as_fp16.ran_as is None
+    (asked,) = _check(Runner("bf16"), feeds, reference, judged_tolerance("fp16", 1e9, None))
+    assert not asked.passed  # --atol given: fp16's rel-L2 bound still applies

@@ -38,6 +38,8 @@ class CheckResult:
     #: input draws the agreements stand for (their worst): 1, or 1 + MORE_DRAWS when the first left it near
     #: its tolerance
     draws: int = 1
+    #: what the runtime computed in when not ``precision`` (OpenVINO's f16 hint on Zen 4: bf16); judged by it
+    ran_as: str | None = None
 
     @property
     def shape(self) -> str:
@@ -168,6 +170,19 @@ def _check_data(report, source, pairs, data, accuracy_target, atol, rtol, progre
     return data
 
 
+def judged_tolerance(precision: str, atol, rtol) -> Callable[[str | None], Tolerance]:
+    """The tolerance of the precision a runner really computed in, once it says (``ran_as``): an OpenVINO f16 hint
+    that the plugin computes in bf16 (AMD Zen 4 and 5) is a bf16 computation, labelled so, and judged by bf16's
+    tolerance, not failed against fp16's; one computed in f32 by fp32's. A tolerance given on the command line
+    (``--atol``/``--rtol``) stays the asked precision's."""
+
+    def tolerance(ran: str | None) -> Tolerance:
+        own = ran if ran in DEFAULT_TOLERANCES and atol is None and rtol is None else precision
+        return resolve_tolerance(own, atol, rtol)
+
+    return tolerance
+
+
 def resolve_tolerance(precision: str, atol: float | dict | None, rtol: float | dict | None) -> Tolerance:
     """Default tolerance of a precision with ``--atol/--rtol`` overrides (a number or {precision: number})."""
 
@@ -180,7 +195,8 @@ def resolve_tolerance(precision: str, atol: float | dict | None, rtol: float | d
 def _check(runner: Runner, feeds_by_shape, reference, tolerance, draws=None) -> list[CheckResult]:
     """``draws``: per shape, (feeds, reference) of the input draws after the first; a shape whose first draw
     agreed beyond :data:`~attnkit.core.compare.HEADROOM` of the rel-L2 tolerance must agree on them too (mha's int8:
-    0.020 to 0.034 across draws at 8x128, against 0.03), and reports the worst."""
+    0.020 to 0.034 across draws at 8x128, against 0.03), and reports the worst. ``tolerance``: a Tolerance, or a
+    callable given the precision the loaded runner says it ran in (:func:`judged_tolerance`)."""
     results = []
     reason = runner.unavailable_reason()
     if reason:
@@ -192,9 +208,12 @@ def _check(runner: Runner, feeds_by_shape, reference, tolerance, draws=None) -> 
             CheckResult(runner.name, runner.precision, b, s, error=f"{type(e).__name__}: {e}")
             for (b, s) in feeds_by_shape
         ]
+    ran = runner.ran_as if runner.ran_as != runner.precision else None
+    if callable(tolerance):
+        tolerance = tolerance(runner.ran_as)
     try:
         for (b, s), feeds in feeds_by_shape.items():
-            r = CheckResult(runner.name, runner.precision, b, s)
+            r = CheckResult(runner.name, runner.precision, b, s, ran_as=ran)
             try:
                 r.agreements = compare_outputs(reference[(b, s)], runner.infer(feeds), tolerance)
                 more = (draws or {}).get((b, s))
@@ -301,7 +320,7 @@ def verify(
         except AttnkitError as e:
             report.results += [CheckResult(name, precision, b, s, error=str(e)) for (b, s) in shapes]
             continue
-        report.results += _check(runner, feeds, reference, resolve_tolerance(precision, atol, rtol), draws)
+        report.results += _check(runner, feeds, reference, judged_tolerance(precision, atol, rtol), draws)
     if data is not None:
         data = _check_data(report, source, pairs, data, accuracy_target, atol, rtol, progress)
     if generation is not None and source.manifest.generation is not None:

@@ -62,7 +62,7 @@ def agreement_table(report: VerifyReport, width: int | None = None) -> Table:
     ]
     rows: list = []
     for r in report.results:
-        lead = [r.backend, r.precision, r.shape]
+        lead = [r.backend, r.precision + (f" (ran {r.ran_as})" if r.ran_as else ""), r.shape]
         if r.skipped:
             rows.append((lead, f"[yellow]skipped[/]: {r.skipped[:80]}"))
             continue
