@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from ..checks.agreement import VerifyReport
+from ..runtimes.base import ran_label
 
 
 def _si(n: float, unit: str = "") -> str:
@@ -62,7 +63,7 @@ def agreement_table(report: VerifyReport, width: int | None = None) -> Table:
     ]
     rows: list = []
     for r in report.results:
-        lead = [r.backend, r.precision + (f" (ran {r.ran_as})" if r.ran_as else ""), r.shape]
+        lead = [r.backend, ran_label(r.precision, r.precision, r.ran_as), r.shape]
         if r.skipped:
             rows.append((lead, f"[yellow]skipped[/]: {r.skipped[:80]}"))
             continue

@@ -15,10 +15,10 @@ from ..core.names import (
 from ..exporters.manifest import Manifest, atomic_directory, check_writable_out
 from .options import (
     DEFAULT_FORMATS,
-    _check_addition,
-    _check_tensorrt_options,
-    _openvino_precisions,
+    check_addition,
+    check_tensorrt_options,
     openvino_decode_default,
+    openvino_precisions,
     parse_formats,
     parse_precisions,
 )
@@ -128,7 +128,7 @@ def export(
     plan = _plan(opts)
     ref = classify(str(model), flag="MODEL")
     if ref.is_export:
-        _check_addition(Path(model), plan.requested, out)
+        check_addition(Path(model), plan.requested, out)
         return add_tensorrt(
             model, plan.precisions, trt_target=plan.trt_target, batch=opts.batch, seq=opts.seq,
             trt_cache=opts.trt_cache, force=opts.force, progress=progress,
@@ -223,9 +223,9 @@ def _plan(opts: ExportOptions) -> _Plan:
 
         require()  # a missing package is named (with its extra) before any work
     precisions = parse_precisions("fp32" if opts.precision is None else opts.precision, fmts)
-    ov_precisions = _openvino_precisions(opts.openvino_precision, precisions, fmts)
+    ov_precisions = openvino_precisions(opts.openvino_precision, precisions, fmts)
     ov_added = openvino_decode_default(opts, fmts)
-    _check_tensorrt_options(fmts, precisions, opts.trt_target, opts.batch, opts.seq, opts.trt_cache)
+    check_tensorrt_options(fmts, precisions, opts.trt_target, opts.batch, opts.seq, opts.trt_cache)
     return _Plan(requested, fmts, "triton" in requested, precisions, ov_precisions, resolved,
                  resolved.trt_target or opts.trt_target, ov_added)  # fmt: skip
 

@@ -54,7 +54,7 @@ def parse_precisions(precision: str | tuple[str, ...], fmts: tuple[str, ...]) ->
     return precs
 
 
-def _openvino_precisions(asked, precisions: tuple[str, ...], fmts: tuple[str, ...]) -> tuple[str, ...]:
+def openvino_precisions(asked, precisions: tuple[str, ...], fmts: tuple[str, ...]) -> tuple[str, ...]:
     """``--openvino-precision``: the OpenVINO IR's precisions, a subset of ``--precision`` (default: all of it)."""
     if asked is None:
         return precisions
@@ -72,7 +72,7 @@ def _openvino_precisions(asked, precisions: tuple[str, ...], fmts: tuple[str, ..
     return chosen
 
 
-def _check_tensorrt_options(fmts, precisions, trt_target, batch, seq, trt_cache) -> None:
+def check_tensorrt_options(fmts, precisions, trt_target, batch, seq, trt_cache) -> None:
     """TensorRT options without --format tensorrt, or a plan precision TensorRT builds none of: refused."""
     if "tensorrt" not in fmts:
         given = [
@@ -96,7 +96,7 @@ def _check_tensorrt_options(fmts, precisions, trt_target, batch, seq, trt_cache)
         )
 
 
-def _check_addition(root: Path, requested: tuple[str, ...], out) -> None:
+def check_addition(root: Path, requested: tuple[str, ...], out) -> None:
     """What may be added to an existing export directory: TensorRT plans, in place."""
     if set(requested) != {"tensorrt"}:
         raise AttnkitError(

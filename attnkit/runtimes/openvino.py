@@ -36,11 +36,7 @@ def compile_ir(path, precision: str, threads: int | None = None, stateful: bool 
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
     if stateful:
         config["KV_CACHE_PRECISION"] = hint
-    if precision == "fp32" or precision == "fp16" and hint == "f32":
-        # OpenVINO would quantise activations on the fly where it has int8 dot products (VNNI/AMX): fp32 means
-        # f32 compute on every CPU
-        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = 0
-    elif precision == "int8":
+    if precision == "int8":
         # what the IR pins: 0 (f32 compute) unless the export measured dynamic activation quantisation on the
         # CPU it was made for and found it within int8's tolerance and faster (attnkit.exporters.openvino_int8);
         # the rest in f32 unless the export measured full PTQ with the rest in bf16 there (PTQ_BF16)
@@ -48,6 +44,10 @@ def compile_ir(path, precision: str, threads: int | None = None, stateful: bool 
 
         config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = pinned_group(model)
         config["INFERENCE_PRECISION_HINT"] = pinned_precision(model)
+    elif hint == "f32":
+        # OpenVINO would quantise activations on the fly where it has int8 dot products (VNNI/AMX): f32 compute
+        # (fp32, and the weight-only fp16 step) means f32 compute on every CPU
+        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = 0
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     compiled, _ = compile_with_fallback(lambda c: core.compile_model(model, "CPU", c), config)
