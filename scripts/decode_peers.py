@@ -155,8 +155,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--peers", default=DEFAULT_PEERS)
     ap.add_argument("--precisions", default=None,
-                    help="peer precisions: default (its own), f32, bf16 (llama.cpp's bf16 GGUF) [default: default,f32, "
-                         "and bf16 where attnkit's rows include bf16]")  # fmt: skip
+                    help="peer precisions: default (its own), f32, f16 (llama.cpp's f16 GGUF, optimum-cli's fp16-weight IR), "
+                         "bf16 (llama.cpp's bf16 GGUF) [default: default,f32, and f16/bf16 where attnkit's rows include "
+                         "fp16/bf16]")  # fmt: skip
     ap.add_argument(
         "--peer-pages",
         default="4k,2m",
@@ -177,8 +178,11 @@ def main() -> None:
         from attnkit.core.machine import openvino_compiles
 
         args.attnkit_precisions = "fp32,fp16" + (",bf16" if openvino_compiles("bf16") == "bf16" else "")
-    if args.precisions is None:  # the best peer configuration includes llama.cpp's bf16 wherever attnkit runs bf16
-        args.precisions = "default,f32" + (",bf16" if "bf16" in args.attnkit_precisions else "")
+    if args.precisions is None:
+        # the best peer configuration includes the peers' 16-bit weights wherever attnkit runs 16-bit rows: llama.cpp's
+        # f16 GGUF and optimum-cli's fp16-weight IR beside attnkit's f16-weight step; llama.cpp's bf16 beside bf16
+        ours = args.attnkit_precisions.split(",")
+        args.precisions = "default,f32" + "".join(f",{p}" for p, a in (("f16", "fp16"), ("bf16", "bf16")) if a in ours)
     if not set(args.peer_pages.split(",")) <= set(PAGES):
         ap.error(f"--peer-pages takes a comma list of {', '.join(PAGES)}, not {args.peer_pages!r}")
     if not PEER_PY.exists():
@@ -217,6 +221,8 @@ def main() -> None:
                     continue  # llama.cpp runs the GGUF's own types: f32 asked
                 if precision == "bf16" and peer != "llama.cpp":
                     continue  # OpenVINO's default is its bf16 where native; ORT's CPU has no fast bf16 MatMul
+                if precision == "f16" and peer not in ("llama.cpp", "optimum-intel", "openvino-genai"):
+                    continue  # onnxruntime's CPU provider computes an fp16 model by casting; transformers: fp32
 
                 for pages in args.peer_pages.split(","):
                     if peer == "transformers" and pages != "4k":

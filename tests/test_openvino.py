@@ -528,7 +528,7 @@ def _bf16_steps_share_the_ir_and_say_what_the_plugin_ran(result):
 
 def _fp16_steps_store_f16_weights_and_compute_in_f32(result):
     """Weight-only fp16 decode: its own IRs with the weights stored in f16 (about half the fp32 step's bytes), compiled
-    with f32 inference and an f32 cache (asked of the compiled model), labelled fp16, and within fp16's tolerance
+    with f32 inference and an f16 cache (asked of the compiled model), labelled fp16, and within fp16's tolerance
     but not bit-equal to fp32 (the weights were rounded), in the stateless and stateful steps and GenAI."""
     from attnkit.exporters.openvino import streamed_weight_bytes
     from attnkit.runtimes.base import Source
@@ -553,7 +553,7 @@ def _fp16_steps_store_f16_weights_and_compute_in_f32(result):
     with runner_class("openvino-stateful", "decode_step")(Source(result.out), "fp16") as runner:
         compiled = runner.step.compiled
         assert compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
-        assert compiled.get_property("KV_CACHE_PRECISION").get_type_name() == "f32"
+        assert compiled.get_property("KV_CACHE_PRECISION").get_type_name() == "f16"
 
 
 def _arrivals_are_served_by_both_batchings_with_the_same_tokens(result):

@@ -39,6 +39,26 @@ def write_ir(stage: Path, onnx_path: Path, rel_dir: str = IR_DIR) -> str:
     return rel_dir
 
 
+def cache_hint(precision: str, hint: str) -> str:
+    """The KV cache precision a stateful decoder of ``precision`` compiled with inference ``hint`` is asked to keep.
+
+    - f16 for the weight-only fp16 step (f16 weights, f32 compute), whose rows are judged by fp16's tolerance: OpenVINO's
+      SDPA with an f16 cache decoded mistral-160m 1.06-1.09x faster than with an f32 one, f32 compute, on an AVX2
+      EPYC and on Zen 4 (BENCHMARKS.md), and the peers' OpenVINO defaults keep it so.
+    - A bf16 hint's cache in what the plugin computes that hint in here (asked of it,
+      :func:`attnkit.core.machine.openvino_compiles`): bf16 where it computes bf16, else f32, so that a bf16 row on a
+      CPU without bf16 is wholly the fp32 row it says it ran as. GenAI's paged attention refuses a bf16 cache beside
+      f32 compute (2026.4 on an AVX2 EPYC: "Check 'all_of(ov::element::f32, key_cache_type, value_cache_type)'").
+    - Else the hint's own."""
+    if precision == "fp16" and hint == "f32":
+        return "f16"
+    if hint == "bf16":
+        from ..core.machine import openvino_compiles
+
+        return "bf16" if openvino_compiles("bf16") in (None, "bf16") else "f32"
+    return hint
+
+
 def write_f16_weights(stage: Path, fp32_dir: Path, rel_dir: str) -> str:
     """The IR in ``fp32_dir`` with its weights stored in f16 (OpenVINO's own ``compress_to_fp16``: each f32 constant
     that f16 holds becomes f16 + Convert), saved as ``rel_dir/model.xml``: attnkit's weight-only fp16 decode step,

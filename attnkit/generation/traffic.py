@@ -59,7 +59,7 @@ def widths(row) -> tuple[float, int]:
     runtime said it ran in (``bf16``, ``fp32 (kv-cache u8)``, ``fp16``): the plugin repacks an f32 IR's weights into
     the 16-bit precision it computes in when it compiles, so a bf16 row reads half the IR's bytes; a weight-only IR
     (int8, fp16) is counted at its stored width already, and computes in f32. The cache is held in the precision
-    it reports, else in the one it computes in. Other runtimes' rows: their artifact's weights as stored, an f32
+    it reports, else in the one it computes in (f16 for a weight-only fp16 step). Other runtimes' rows: their artifact's weights as stored, an f32
     cache."""
     if format_of(row.backend) != "openvino":
         return 1.0, 4
@@ -69,6 +69,8 @@ def widths(row) -> tuple[float, int]:
         compute = head.split("+")[-1]
     else:
         compute = "fp32" if row.precision in WEIGHT_ONLY_IR else head
-    kv = ran.split("kv-cache ")[1].rstrip(")") if "kv-cache " in ran else compute
+    # a weight-only fp16 step keeps an f16 cache (exporters.openvino.cache_hint) unless its label says otherwise
+    implied = "fp16" if row.precision == "fp16" and compute == "fp32" else compute
+    kv = ran.split("kv-cache ")[1].rstrip(")") if "kv-cache " in ran else implied
     repacked = row.precision not in WEIGHT_ONLY_IR and compute in ("bf16", "fp16")
     return 0.5 if repacked else 1.0, _WIDTH.get(kv, 4)

@@ -14,7 +14,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.names import OPENVINO_HINTS, OPENVINO_RAN_AS, ROLE_DECODER_STATEFUL, ROLE_ENCODER
-from ..exporters.openvino import BEAM_IDX, IR_XML, POSITION_IDS, compile_with_fallback, positions_from_mask
+from ..exporters.openvino import (
+    BEAM_IDX,
+    IR_XML,
+    POSITION_IDS,
+    cache_hint,
+    compile_with_fallback,
+    positions_from_mask,
+)
 from .base import Runner, StepRunner, register
 
 
@@ -35,7 +42,7 @@ def compile_ir(path, precision: str, threads: int | None = None, stateful: bool 
     hint = hint or OPENVINO_HINTS[precision]
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
     if stateful:
-        config["KV_CACHE_PRECISION"] = hint
+        config["KV_CACHE_PRECISION"] = cache_hint(precision, hint)
     if precision == "int8":
         # what the IR pins: 0 (f32 compute) unless the export measured dynamic activation quantisation on the
         # CPU it was made for and found it within int8's tolerance and faster (attnkit.exporters.openvino_int8);
@@ -60,9 +67,10 @@ def compile_ir(path, precision: str, threads: int | None = None, stateful: bool 
     elif precision == "fp16" and hint == "f32":
         # f16 weights computed in f32 (a weight-only fp16 decode step): labelled by its weights, as int8's is
         ran_as = "fp16" if ran_as == "fp32" else f"fp16+{ran_as}"
-    if stateful:  # the cache is read back only where there is one
+    if stateful:  # the cache is read back only where there is one; said where it is not what the label implies
         kv = compiled.get_property("KV_CACHE_PRECISION").get_type_name()
-        if OPENVINO_RAN_AS.get(kv, kv) != OPENVINO_RAN_AS.get(took, took):
+        implied = "f16" if cache_hint(precision, hint) == "f16" and took == "f32" else took
+        if OPENVINO_RAN_AS.get(kv, kv) != OPENVINO_RAN_AS.get(implied, implied):
             ran_as += f" (kv-cache {kv})"
     return compiled, ran_as
 

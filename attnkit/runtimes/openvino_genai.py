@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core.names import LENGTHS, OPENVINO_HINTS, OUTPUT_IDS, ROLE_DECODER_GENAI
 from ..core.sampling import sequence_lengths
-from ..exporters.openvino import compile_with_fallback
+from ..exporters.openvino import cache_hint, compile_with_fallback
 from .base import GenerateRunner, by_prompt_length, register, token_array
 
 
@@ -72,7 +72,8 @@ class OpenVINOGenAIGenerate(GenerateRunner):
         record = self.source.generation.artifact(ROLE_DECODER_GENAI, "openvino", self.precision)
         # the record's inference precision (a weight-only fp16 step: f32), else the precision's own hint
         hint = record.extra.get("inference_precision") or OPENVINO_HINTS[self.precision]
-        config = {"INFERENCE_PRECISION_HINT": hint, "KV_CACHE_PRECISION": hint, "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
+        cache = cache_hint(self.precision, hint)
+        config = {"INFERENCE_PRECISION_HINT": hint, "KV_CACHE_PRECISION": cache, "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
         self._og = og

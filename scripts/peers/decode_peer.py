@@ -9,7 +9,7 @@ same weights), prepares each peer's artifact with :func:`prepare` and calls this
 precision, in the same run as attnkit's rows.
 
     decode_peer.py PEER --model HF_DIR --work DIR --prompts prompts.npy --new-tokens 128 --repeats 3 \
-        [--precision default|f32] --out result.json
+        [--precision default|f32|f16|bf16] --out result.json
 
 Every peer gets the same prompts (``prompts.npy``: int64 (batch, prompt_length)), generates exactly
 ``--new-tokens`` tokens greedily (end-of-sequence ignored), one untimed warm-up, then ``--repeats`` timed
@@ -66,11 +66,13 @@ def prepare(peer: str, model: Path, work: Path, precision: str) -> Path:
     if peer in ("transformers",):
         return model
     if peer in ("optimum-intel", "openvino-genai"):
-        out = work / "optimum-openvino"
+        # fp32 weights in the IR, the precision the compile-time hint (run()); f16: the IR optimum-cli writes with
+        # `--weight-format fp16` (what an OpenVINO user picks to halve a decode's bytes), at the plugin's defaults
+        weights = "fp16" if precision == "f16" else "fp32"
+        out = work / ("optimum-openvino" if weights == "fp32" else f"optimum-openvino-{weights}")
         if not (out / "openvino_model.xml").exists():
-            # fp32 weights in the IR; the precision is the compile-time hint (run())
             cmd = [sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model", str(model),
-                   "--task", "text-generation-with-past", "--weight-format", "fp32", str(out)]  # fmt: skip
+                   "--task", "text-generation-with-past", "--weight-format", weights, str(out)]  # fmt: skip
             try:
                 _run(cmd)
             except SystemExit as e:
@@ -158,10 +160,12 @@ def _openvino_config(precision: str) -> dict:
     return config
 
 
-def _ran_as(compiled) -> str:
+def _ran_as(compiled, precision: str = "default") -> str:
+    """What the plugin computes and caches in, asked of the compiled model; an f16-weight IR says so first."""
     hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
     kv = compiled.get_property("KV_CACHE_PRECISION").get_type_name()
-    return hint if kv == hint else f"{hint} (kv-cache {kv})"
+    ran = hint if kv == hint else f"{hint} (kv-cache {kv})"
+    return f"f16 weights, {ran}" if precision == "f16" else ran
 
 
 class Peer:
@@ -198,7 +202,7 @@ class OptimumIntel(Peer):
         torch.set_num_threads(_threads())
         self.torch = torch
         self.model = OVModelForCausalLM.from_pretrained(path, ov_config=_openvino_config(precision), compile=True)
-        self.ran_as = _ran_as(self.model.request.get_compiled_model())
+        self.ran_as = _ran_as(self.model.request.get_compiled_model(), precision)
 
     def generate(self, prompts, n):
         ids = self.torch.from_numpy(prompts)
@@ -218,7 +222,7 @@ class OpenVINOGenAI(Peer):
         self.pipe = og.LLMPipeline(str(path), "CPU", **_openvino_config(precision))
         # the pipeline does not say what it compiled to: the plugin's choice for the same IR and properties does
         probe = ov.Core().compile_model(str(Path(path) / "openvino_model.xml"), "CPU", _openvino_config(precision))
-        self.ran_as = _ran_as(probe)
+        self.ran_as = _ran_as(probe, precision)
         del probe
 
     def generate(self, prompts, n):
