@@ -717,16 +717,16 @@ def test_int8_search_stops_starting_candidates_when_its_budget_is_spent(ov_expor
     assert [c.name for c in choice.candidates][:2] == [WEIGHT_ONLY, PTQ_BF16]  # the most promising first
 
 
-def test_a_generate_export_adds_openvino_bf16_where_the_plugin_computes_it(monkeypatch):
-    """With no --precision, a --generate export with OpenVINO IR adds the decode step in bf16 and with f16 weights
-    exactly where the plugin says it computes a bf16 hint in bf16 (its answer injected here, so the rule is tested on
-    any CPU); an explicit --precision or --openvino-precision, no --generate, or no OpenVINO format adds nothing."""
+def test_a_generate_export_adds_f16_weights_and_bf16_where_the_plugin_computes_it(monkeypatch):
+    """With no --precision, a --generate export with OpenVINO IR adds the decode step with f16 weights on every CPU,
+    and in bf16 exactly where the plugin says it computes a bf16 hint in bf16 (its answer injected here, so the rule
+    is tested on any CPU); an explicit --precision or --openvino-precision, no --generate, or no OpenVINO format adds nothing."""
     from attnkit.core import machine
     from attnkit.orchestration.export import ExportOptions
     from attnkit.orchestration.options import openvino_decode_default
 
     fmts = ("onnx", "openvino")
-    for plugin, added in (("bf16", ("bf16", "fp16")), ("fp32", ())):
+    for plugin, added in (("bf16", ("bf16", "fp16")), ("fp32", ("fp16",))):
         monkeypatch.setattr(machine, "openvino_compiles", lambda precision, took=plugin: took)
         assert openvino_decode_default(ExportOptions(generate=True), fmts) == added
     assert openvino_decode_default(ExportOptions(generate=True, precision="fp32"), fmts) == ()

@@ -59,7 +59,7 @@ def models(seq: int, **kw):
     type=PRECISIONS,
     default=None,
     help="Comma list of fp32, bf16, fp16, int8, q8, q4 [default: fp32; with --generate --format openvino, the "
-    "decode step in bf16 and with f16 weights too where OpenVINO computes bf16 natively here]. SavedModels are traced under each TF policy (bf16 = "
+    "decode step with f16 weights too, and in bf16 where OpenVINO computes bf16 natively here]. SavedModels are traced under each TF policy (bf16 = "
     "mixed_bfloat16, fp16 = mixed_float16); ONNX is lowered on the graph (model.fp16.onnx, model.int8.onnx with "
     "the --target's int8 scheme, q8/q4 weight-only MatMulNBits); OpenVINO IR is one fp32 IR run under each precision hint, int8 a "
     "weight-only IR (NNCF); plans are fp32/fp16.",

@@ -39,7 +39,7 @@ class ExportOptions:
     """Everything ``export`` can be asked for besides MODEL and --out (the CLI's flags, by name)."""
 
     formats: str | tuple[str, ...] = DEFAULT_FORMATS
-    #: None: fp32, and for a --generate export with OpenVINO IR also the decode step in bf16 and with f16 weights where
+    #: None: fp32, and for a --generate export with OpenVINO IR also the decode step with f16 weights, and in bf16 where
     #: this machine's OpenVINO plugin computes a bf16 hint in bf16 (:func:`attnkit.orchestration.options.openvino_decode_default`)
     precision: str | tuple[str, ...] | None = None
     opset: int = 17
@@ -86,7 +86,7 @@ def export(
         formats: subset of ``savedmodel``, ``onnx``, ``openvino``, ``tensorrt`` and ``triton`` (a model
             repository of the others).
         precision: comma list of ``fp32``, ``bf16``, ``fp16``, ``int8`` [default: fp32; with ``generate`` and
-            OpenVINO IR, the decode step in bf16 and with f16 weights too where OpenVINO computes bf16 natively here]. A SavedModel is traced under
+            OpenVINO IR, the decode step with f16 weights too, and in bf16 where OpenVINO computes bf16 natively here]. A SavedModel is traced under
             each TF policy listed (``savedmodel/1`` for fp32, ``savedmodel_<p>/1`` otherwise); the ONNX
             graph is exported float32 (``model.onnx``) and lowered on the graph to
             ``model.fp16.onnx`` / ``model.int8.onnx``.

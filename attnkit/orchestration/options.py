@@ -113,21 +113,23 @@ def check_addition(root: Path, requested: tuple[str, ...], out) -> None:
 
 
 def openvino_decode_default(opts, fmts: tuple[str, ...]) -> tuple[str, ...]:
-    """``("bf16", "fp16")`` for the OpenVINO decode step of a ``--generate`` export with OpenVINO IR and no
-    ``--precision``/``--openvino-precision`` given, where this machine's OpenVINO plugin computes a bf16 hint in bf16
-    (asked of it, :func:`attnkit.core.machine.openvino_compiles`); else ``()``. The forward IR is not touched.
+    """The precisions added to the OpenVINO decode step of a ``--generate`` export with OpenVINO IR and no
+    ``--precision``/``--openvino-precision`` given: ``fp16`` (the step with its weights stored in f16, computed in
+    f32) on every CPU, and ``bf16`` first where this machine's OpenVINO plugin computes a bf16 hint in bf16 (asked of
+    it, :func:`attnkit.core.machine.openvino_compiles`); else ``()``. The forward IR is not touched.
 
-    Why: OpenVINO runs bf16 by default on such a CPU, so that is what a user of OpenVINO GenAI gets there; and a
-    decode step, bound by the bytes of weights it streams, ran 1.4x faster in bf16 and 1.9x faster with its weights
-    stored in f16 and computed in f32 (more exact than bf16) than in f32 (mistral-160m, AMD Zen 4, one interleaved
-    run, BENCHMARKS.md). bf16 costs no file (the fp32 IR under a bf16 hint); fp16 is a second IR of half the size.
-    Both are checked like any row (their logits tolerance, tokens reported); where one fails, the export drops it
-    with a warning (``attnkit.orchestration.export._drop_failed_default``) instead of failing, since nobody asked
-    for it. On a CPU without bf16 nothing is added: the f16 weights' speed was not measured there."""
+    Why: a decode step is bound by the bytes of weights it streams. With f16 weights (f32 compute, an f16 cache, more
+    exact than bf16) mistral-160m decoded 1.89x faster than in f32 on an AVX2 EPYC (OpenVINO GenAI, one interleaved
+    run) and its step ran 1.9x faster on AMD Zen 4 (BENCHMARKS.md). OpenVINO runs bf16 by default on a CPU with it,
+    so that is what a user of OpenVINO GenAI gets there (1.4x f32's step on Zen 4); on a CPU without it a bf16 row
+    would be the fp32 row again. bf16 costs no file (the fp32 IR under a bf16 hint); fp16 is a second IR of half
+    the size. Both are checked like any row (their logits tolerance, tokens reported); where one fails, the export
+    drops it with a warning (``attnkit.orchestration.export._drop_failed_default``) instead of failing, since
+    nobody asked for it."""
     if opts.precision is not None or opts.openvino_precision is not None or not opts.generate:
         return ()
     if "openvino" not in fmts:
         return ()
     from ..core.machine import openvino_compiles
 
-    return ("bf16", "fp16") if openvino_compiles("bf16") == "bf16" else ()
+    return ("bf16", "fp16") if openvino_compiles("bf16") == "bf16" else ("fp16",)
