@@ -10,6 +10,7 @@ computed once a step (issue 36, Gemma 3 270M), beside optimum-intel's IR of the 
 
     python scripts/measure_step_overhead.py DIR_OR_XML [DIR_OR_XML ...] [--rounds 3] [--steps 60] [--profile]
         [--precision bf16]     # compute and KV cache in bf16 (what OpenVINO runs by default on a CPU with bf16)
+        [--cache f16]          # the KV cache in another precision (attnkit's weight-only fp16 step: f32 compute, f16)
 
 With ``--profile``, also each model's kernel ms a step by node type (the ten largest), from the same snapshots.
 
@@ -99,8 +100,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--profile", action="store_true", help="also the kernel time of a step (PERF_COUNT)")
     parser.add_argument("--precision", choices=("f32", "bf16"), default="f32", help="compute and KV cache precision")
+    parser.add_argument("--cache", choices=("f32", "f16", "bf16", "u8"), help="KV cache precision [default: --precision]")
     args = parser.parse_args()
-    CONFIG.update(INFERENCE_PRECISION_HINT=args.precision, KV_CACHE_PRECISION=args.precision)
+    CONFIG.update(INFERENCE_PRECISION_HINT=args.precision, KV_CACHE_PRECISION=args.cache or args.precision)
     core = ov.Core()
     steppers = {m: Stepper(core, xml_of(m), args.profile) for m in args.models}
     walls, kernels = collections.defaultdict(list), collections.defaultdict(list)
