@@ -18,7 +18,9 @@ instead (issue 36), in one run on this machine, with the DRAM bandwidth measured
    transformers model (PyTorch eager, the architecture's reference), optimum-intel's stateful OpenVINO model,
    OpenVINO GenAI's ``LLMPipeline`` on it, onnxruntime-genai's model builder output, llama.cpp's GGUF; each
    at its defaults (OpenVINO's default on a CPU with bf16 is bf16 compute and a u8 KV cache, labelled so)
-   and in fp32. Peer tokens are compared with the transformers fp32 reference; the transformers reference
+   and in fp32; beside attnkit's fp16 rows, llama.cpp's f16 GGUF and OpenVINO on optimum-cli's ``--weight-format
+   fp16`` IR (``--precisions ...,f16``), beside its bf16 rows llama.cpp's bf16 GGUF, beside its int8 rows (weight-only)
+   llama.cpp's q8_0 GGUF and optimum-cli's ``--weight-format int8`` IR (``q8``). Peer tokens are compared with the transformers fp32 reference; the transformers reference
    with keras-hub's own ``generate()`` on the same prompts (the same weights give the same tokens).
 4. A DRAM copy probe (attnkit's :class:`~attnkit.benchmark.roofline.BandwidthProbes`, same threads) before
    the first and after every peer; the bound of the table is the highest probe of the run, attnkit's included.
@@ -55,7 +57,7 @@ DEFAULT_PEERS = "transformers,optimum-intel,openvino-genai,onnxruntime-genai,lla
 #: ``--peer-pages``: how a peer's weights are paged (attnkit's runners: 2 MiB, attnkit.core.hugepages)
 PAGES = {"4k": "4 KiB", "2m": "2 MiB"}
 #: bytes a weight takes in the precision a row ran in, against fp32
-WEIGHT_SCALE = {"fp32": 1.0, "f32": 1.0, "bf16": 0.5, "f16": 0.5}
+WEIGHT_SCALE = {"fp32": 1.0, "f32": 1.0, "bf16": 0.5, "f16": 0.5, "int8": 0.25, "q8_0": 34 / 128}  # q8_0: 32 + a scale
 
 
 def export_checkpoint(model_path: Path, out: Path):
@@ -156,8 +158,8 @@ def main() -> None:
     ap.add_argument("--peers", default=DEFAULT_PEERS)
     ap.add_argument("--precisions", default=None,
                     help="peer precisions: default (its own), f32, f16 (llama.cpp's f16 GGUF, optimum-cli's fp16-weight IR), "
-                         "bf16 (llama.cpp's bf16 GGUF) [default: default,f32, and f16/bf16 where attnkit's rows include "
-                         "fp16/bf16]")  # fmt: skip
+                         "bf16 (llama.cpp's bf16 GGUF), q8 (llama.cpp's q8_0, optimum-cli's int8 weights) [default: "
+                         "default,f32, and f16/bf16/q8 where attnkit's rows include fp16/bf16/int8]")  # fmt: skip
     ap.add_argument(
         "--peer-pages",
         default="4k,2m",
@@ -182,7 +184,8 @@ def main() -> None:
         # the best peer configuration includes the peers' 16-bit weights wherever attnkit runs 16-bit rows: llama.cpp's
         # f16 GGUF and optimum-cli's fp16-weight IR beside attnkit's f16-weight step; llama.cpp's bf16 beside bf16
         ours = args.attnkit_precisions.split(",")
-        args.precisions = "default,f32" + "".join(f",{p}" for p, a in (("f16", "fp16"), ("bf16", "bf16")) if a in ours)
+        pairs = (("f16", "fp16"), ("bf16", "bf16"), ("q8", "int8"))
+        args.precisions = "default,f32" + "".join(f",{p}" for p, a in pairs if a in ours)
     if not set(args.peer_pages.split(",")) <= set(PAGES):
         ap.error(f"--peer-pages takes a comma list of {', '.join(PAGES)}, not {args.peer_pages!r}")
     if not PEER_PY.exists():
@@ -221,7 +224,7 @@ def main() -> None:
                     continue  # llama.cpp runs the GGUF's own types: f32 asked
                 if precision == "bf16" and peer != "llama.cpp":
                     continue  # OpenVINO's default is its bf16 where native; ORT's CPU has no fast bf16 MatMul
-                if precision == "f16" and peer not in ("llama.cpp", "optimum-intel", "openvino-genai"):
+                if precision in ("f16", "q8") and peer not in ("llama.cpp", "optimum-intel", "openvino-genai"):
                     continue  # onnxruntime's CPU provider computes an fp16 model by casting; transformers: fp32
 
                 for pages in args.peer_pages.split(","):

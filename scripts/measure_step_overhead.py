@@ -100,7 +100,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--profile", action="store_true", help="also the kernel time of a step (PERF_COUNT)")
     parser.add_argument("--precision", choices=("f32", "bf16"), default="f32", help="compute and KV cache precision")
-    parser.add_argument("--cache", choices=("f32", "f16", "bf16", "u8"), help="KV cache precision [default: --precision]")
+    parser.add_argument(
+        "--cache", choices=("f32", "f16", "bf16", "u8"), help="KV cache precision [default: --precision]"
+    )
     args = parser.parse_args()
     CONFIG.update(INFERENCE_PRECISION_HINT=args.precision, KV_CACHE_PRECISION=args.cache or args.precision)
     core = ov.Core()

@@ -9,7 +9,7 @@ same weights), prepares each peer's artifact with :func:`prepare` and calls this
 precision, in the same run as attnkit's rows.
 
     decode_peer.py PEER --model HF_DIR --work DIR --prompts prompts.npy --new-tokens 128 --repeats 3 \
-        [--precision default|f32|f16|bf16] --out result.json
+        [--precision default|f32|f16|bf16|q8] --out result.json
 
 Every peer gets the same prompts (``prompts.npy``: int64 (batch, prompt_length)), generates exactly
 ``--new-tokens`` tokens greedily (end-of-sequence ignored), one untimed warm-up, then ``--repeats`` timed
@@ -68,7 +68,8 @@ def prepare(peer: str, model: Path, work: Path, precision: str) -> Path:
     if peer in ("optimum-intel", "openvino-genai"):
         # fp32 weights in the IR, the precision the compile-time hint (run()); f16: the IR optimum-cli writes with
         # `--weight-format fp16` (what an OpenVINO user picks to halve a decode's bytes), at the plugin's defaults
-        weights = "fp16" if precision == "f16" else "fp32"
+        # q8: `--weight-format int8` (NNCF's 8-bit weight compression, optimum-cli's default above 1 B parameters)
+        weights = {"f16": "fp16", "q8": "int8"}.get(precision, "fp32")
         out = work / ("optimum-openvino" if weights == "fp32" else f"optimum-openvino-{weights}")
         if not (out / "openvino_model.xml").exists():
             cmd = [sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model", str(model),
@@ -102,7 +103,7 @@ def prepare(peer: str, model: Path, work: Path, precision: str) -> Path:
                 _run(build + [str(_with_stub_vocabulary(model, work / "gguf-source"))])
         return out
     if peer == "llama.cpp":
-        outtype = "f32" if precision in ("default", "f32") else precision
+        outtype = {"default": "f32", "q8": "q8_0"}.get(precision, precision)  # q8: llama.cpp's own 8-bit blocks
         out = work / f"model-{outtype}.gguf"
         if not out.exists():
             source = _with_stub_vocabulary(model, work / "gguf-source")
@@ -165,7 +166,8 @@ def _ran_as(compiled, precision: str = "default") -> str:
     hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
     kv = compiled.get_property("KV_CACHE_PRECISION").get_type_name()
     ran = hint if kv == hint else f"{hint} (kv-cache {kv})"
-    return f"f16 weights, {ran}" if precision == "f16" else ran
+    weights = {"f16": "f16", "q8": "int8"}.get(precision)
+    return f"{weights} weights, {ran}" if weights else ran
 
 
 class Peer:
@@ -264,7 +266,7 @@ class LlamaCpp(Peer):
 
         self.llm = Llama(model_path=str(path), n_threads=_threads(), n_threads_batch=_threads(), n_ctx=1024,
                          n_batch=512, verbose=False, use_mmap=not HUGE_PAGES)  # fmt: skip
-        self.ran_as = "fp32" if precision in ("default", "f32") else precision
+        self.ran_as = {"default": "fp32", "f32": "fp32", "q8": "q8_0"}.get(precision, precision)
 
     def generate(self, prompts, n):
         if prompts.shape[0] != 1:
