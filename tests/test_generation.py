@@ -512,7 +512,7 @@ def test_a_row_streams_the_bytes_of_what_its_runtime_ran():
     assert widths(row("openvino-stateful", "bf16", "bf16")) == (0.5, 2)
     assert widths(row("openvino-genai", "bf16", "fp32")) == (1.0, 4)
     assert widths(row("openvino-stateful", "fp32", "fp32 (kv-cache u8)")) == (1.0, 1)
-    assert widths(row("openvino-stateful", "int8", "int8")) == (1.0, 4)
+    assert widths(row("openvino-stateful", "int8", "int8")) == (1.0, 2)  # int8 weights as stored, f16 cache
     assert widths(row("openvino-genai", "fp16", "fp16")) == (1.0, 2)  # f16 weights as stored and f16 cache, f32 compute
     assert widths(row("openvino-stateful", "fp16", "fp16 (kv-cache f32)")) == (1.0, 4)  # a plugin that kept f32 says so
     assert widths(row("openvino-stateful", "fp16", "fp16+bf16")) == (1.0, 2)

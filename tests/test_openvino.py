@@ -575,14 +575,22 @@ def _arrivals_are_served_by_both_batchings_with_the_same_tokens(result):
 
 
 def _int8_steps_stream_a_quarter_and_agree(result):
-    """Weight-only int8 steps: logits within int8's tolerance up to the first different token, and a step
-    streams about a quarter of the fp32 step's weight bytes (plus per-channel scales)."""
+    """Weight-only int8 steps: logits within int8's tolerance up to the first different token, the stateful step's
+    cache held in f16 beside f32 compute (asked of the compiled model) and labelled plain int8, and a step streams
+    about a quarter of the fp32 step's weight bytes (plus per-channel scales)."""
     from attnkit.exporters.openvino import streamed_weight_bytes
+    from attnkit.runtimes.base import Source
+    from attnkit.runtimes.registry import runner_class
 
     report = result.report.generation
     for backend in ("openvino[int8]", "openvino-stateful[int8]"):
         check = next(c for c in report.checks if c.label == backend)
         assert check.passed and check.token_match is not None and check.rel_l2 > 1e-5, backend
+        assert check.ran_as == "int8", (backend, check.ran_as)
+    with runner_class("openvino-stateful", "decode_step")(Source(result.out), "int8") as runner:
+        compiled = runner.step.compiled
+        assert compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
+        assert compiled.get_property("KV_CACHE_PRECISION").get_type_name() == "f16"
     section = result.manifest.generation
     sizes = [
         streamed_weight_bytes(result.out / section.artifact("decoder_stateful", "openvino", p).path / "model.xml")

@@ -39,18 +39,24 @@ def write_ir(stage: Path, onnx_path: Path, rel_dir: str = IR_DIR) -> str:
     return rel_dir
 
 
+#: attnkit precisions whose OpenVINO decode IRs store their weights reduced and compute in f32
+WEIGHT_ONLY = ("fp16", "int8")
+
+
 def cache_hint(precision: str, hint: str) -> str:
     """The KV cache precision a stateful decoder of ``precision`` compiled with inference ``hint`` is asked to keep.
 
-    - f16 for the weight-only fp16 step (f16 weights, f32 compute), whose rows are judged by fp16's tolerance: OpenVINO's
-      SDPA with an f16 cache decoded mistral-160m 1.06-1.09x faster than with an f32 one, f32 compute, on an AVX2
-      EPYC and on Zen 4 (BENCHMARKS.md), and the peers' OpenVINO defaults keep it so.
+    - f16 for the weight-only steps (fp16 and int8 weights, f32 compute), whose rows are judged by fp16's and int8's
+      tolerances: OpenVINO's SDPA with an f16 cache decoded mistral-160m 1.06-1.16x faster than with an f32 one, f32
+      compute, on an AVX2 EPYC and on Zen 4 (1.09x with int8 weights, tokens identical; BENCHMARKS.md), and the
+      peers' OpenVINO defaults keep a 16-bit or u8 cache. The IRs keep the f32 cache pinned for consumers that
+      compile with OpenVINO's defaults (:func:`pin_runtime_options`): more exact than what attnkit checked.
     - A bf16 hint's cache in what the plugin computes that hint in here (asked of it,
       :func:`attnkit.core.machine.openvino_compiles`): bf16 where it computes bf16, else f32, so that a bf16 row on a
       CPU without bf16 is wholly the fp32 row it says it ran as. GenAI's paged attention refuses a bf16 cache beside
       f32 compute (2026.4 on an AVX2 EPYC: "Check 'all_of(ov::element::f32, key_cache_type, value_cache_type)'").
     - Else the hint's own."""
-    if precision == "fp16" and hint == "f32":
+    if precision in WEIGHT_ONLY and hint == "f32":
         return "f16"
     if hint == "bf16":
         from ..core.machine import openvino_compiles

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.names import ROLE_DECODER_WITH_PAST
+from ..exporters.openvino import WEIGHT_ONLY
 from ..runtimes.registry import format_of
 
 
@@ -49,17 +50,12 @@ def streamed_bytes(source, fmt: str, precision: str) -> int | None:
 _WIDTH = {"fp32": 4, "f32": 4, "bf16": 2, "fp16": 2, "f16": 2, "u8": 1, "i8": 1}
 
 
-#: OpenVINO decode records whose IR stores its weights at their width (weight-only: f32 compute unless the label
-#: says ``+bf16``); any other is the f32 IR under a hint
-WEIGHT_ONLY_IR = ("int8", "fp16")
-
-
 def widths(row) -> tuple[float, int]:
     """``(share of the IR's stored weight bytes, bytes of a cached value)`` an OpenVINO row streams, from what its
     runtime said it ran in (``bf16``, ``fp32 (kv-cache u8)``, ``fp16``): the plugin repacks an f32 IR's weights into
     the 16-bit precision it computes in when it compiles, so a bf16 row reads half the IR's bytes; a weight-only IR
     (int8, fp16) is counted at its stored width already, and computes in f32. The cache is held in the precision
-    it reports, else in the one it computes in (f16 for a weight-only fp16 step). Other runtimes' rows: their artifact's weights as stored, an f32
+    it reports, else in the one it computes in (f16 for a weight-only step). Other runtimes' rows: their artifact's weights as stored, an f32
     cache."""
     if format_of(row.backend) != "openvino":
         return 1.0, 4
@@ -68,9 +64,9 @@ def widths(row) -> tuple[float, int]:
     if "+" in head:
         compute = head.split("+")[-1]
     else:
-        compute = "fp32" if row.precision in WEIGHT_ONLY_IR else head
-    # a weight-only fp16 step keeps an f16 cache (exporters.openvino.cache_hint) unless its label says otherwise
-    implied = "fp16" if row.precision == "fp16" and compute == "fp32" else compute
+        compute = "fp32" if row.precision in WEIGHT_ONLY else head
+    # a weight-only step keeps an f16 cache (exporters.openvino.cache_hint) unless its label says otherwise
+    implied = "fp16" if row.precision in WEIGHT_ONLY and compute == "fp32" else compute
     kv = ran.split("kv-cache ")[1].rstrip(")") if "kv-cache " in ran else implied
-    repacked = row.precision not in WEIGHT_ONLY_IR and compute in ("bf16", "fp16")
+    repacked = row.precision not in WEIGHT_ONLY and compute in ("bf16", "fp16")
     return 0.5 if repacked else 1.0, _WIDTH.get(kv, 4)
