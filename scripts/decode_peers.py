@@ -225,7 +225,7 @@ def main() -> None:
                 if precision == "bf16" and peer != "llama.cpp":
                     continue  # OpenVINO's default is its bf16 where native; ORT's CPU has no fast bf16 MatMul
                 if precision in ("f16", "q8") and peer not in ("llama.cpp", "optimum-intel", "openvino-genai"):
-                    continue  # onnxruntime's CPU provider computes an fp16 model by casting; transformers: fp32
+                    continue  # the peers whose own exporters write f16/8-bit weights for a CPU; transformers: fp32
 
                 for pages in args.peer_pages.split(","):
                     if peer == "transformers" and pages != "4k":

@@ -41,8 +41,9 @@ def compile_ir(path, precision: str, threads: int | None = None, stateful: bool 
     model = core.read_model(str(path))  # read once: the int8 branch reads what it pins, then it is compiled
     hint = hint or OPENVINO_HINTS[precision]
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
+    cache = cache_hint(precision, hint)
     if stateful:
-        config["KV_CACHE_PRECISION"] = cache_hint(precision, hint)
+        config["KV_CACHE_PRECISION"] = cache
     if precision == "int8":
         # what the IR pins: 0 (f32 compute) unless the export measured dynamic activation quantisation on the
         # CPU it was made for and found it within int8's tolerance and faster (attnkit.exporters.openvino_int8);
@@ -69,7 +70,7 @@ def compile_ir(path, precision: str, threads: int | None = None, stateful: bool 
         ran_as = "fp16" if ran_as == "fp32" else f"fp16+{ran_as}"
     if stateful:  # the cache is read back only where there is one; said where it is not what the label implies
         kv = compiled.get_property("KV_CACHE_PRECISION").get_type_name()
-        implied = "f16" if cache_hint(precision, hint) == "f16" and took == "f32" else took
+        implied = "f16" if cache == "f16" and took == "f32" else took
         if OPENVINO_RAN_AS.get(kv, kv) != OPENVINO_RAN_AS.get(implied, implied):
             ran_as += f" (kv-cache {kv})"
     return compiled, ran_as
