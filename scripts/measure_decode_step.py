@@ -53,11 +53,18 @@ def ov_step(path, n=128):
     r = c.create_infer_request()
     r.reset_state()
     beam = np.zeros((1,), np.int32)
-    r.infer({"token_ids": np.full((1, 32), 7, np.int32), "beam_idx": beam})
+    # a keras-hub stateful IR exported from 2026-12-07 takes its cache slots as position_ids
+    names = {n for port in c.inputs for n in port.get_names()}
+
+    def feed(tokens, at):
+        extra = {"position_ids": np.arange(at, at + tokens.shape[1])[None]} if "position_ids" in names else {}
+        return {"token_ids": tokens, "beam_idx": beam, **extra}
+
+    r.infer(feed(np.full((1, 32), 7, np.int32), 0))
     t = time.perf_counter()
-    for _ in range(n):
+    for i in range(n):
         nxt = r.get_tensor("logits").data[:, -1].argmax(-1).astype(np.int32)[:, None]
-        r.infer({"token_ids": nxt, "beam_idx": beam})
+        r.infer(feed(nxt, 32 + i))
     return (time.perf_counter() - t) / n * 1000
 
 

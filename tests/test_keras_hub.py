@@ -297,7 +297,7 @@ def test_openvino_stateful_and_genai_on_keras_hub_llama3(hub_export):
     """keras-hub Llama 3 (GQA, rotary, positions by cache slot) through OpenVINO: the step IR, the stateful
     decoder, and OpenVINO GenAI's LLMPipeline on its layout (an attention_mask it may set and the graph
     ignores) — every token of a ragged batch equal to eager full recompute, the step logits within fp32's;
-    continuous batching (paged attention) refused with the reason."""
+    continuous batching (paged attention) on the positions made an input, every token too."""
     family, _, result = hub_export
     if family != "llama3":
         pytest.skip("checked once, on Llama 3")
@@ -328,7 +328,7 @@ def test_openvino_stateful_and_genai_on_keras_hub_llama3(hub_export):
     request = compiled.create_infer_request()
     ids = np.random.default_rng(3).integers(1, 100, (1, 3))
     request.infer({"token_ids": ids.astype(compiled.input("token_ids").get_element_type().to_dtype()),
-                   "beam_idx": np.zeros(1, np.int32)})  # fmt: skip
+                   "beam_idx": np.zeros(1, np.int32), "position_ids": np.arange(3)[None]})  # fmt: skip
     kinds = [info.node_type for info in request.profiling_info]
     assert kinds.count("ScaledDotProductAttentionWithKVCache") == layers, sorted(set(kinds))
     # keras-hub's stacked rotate-half, rewritten as transformers writes it: one RoPE node per query and key
@@ -344,17 +344,19 @@ def test_openvino_stateful_and_genai_on_keras_hub_llama3(hub_export):
     assert not after_rope and kinds.count("Transpose") <= 2 * layers, kinds.count("Transpose")
     # and its RMS norms (two a layer and the final one), reassociated as OpenVINO's RMSFusion matches them
     assert stateful.extra["rms_rewritten"] == 2 * layers + 1 == kinds.count("RMS"), sorted(set(kinds))
-    # the paged-attention rewrite would take the fused graph, but a keras-hub step reads its positions from the
-    # cache's length, which the rewrite removes: the export records why and continuous batching is refused with it
-    from attnkit.core.errors import BackendError
-    from attnkit.runtimes.base import Source
-    from attnkit.runtimes.registry import generation_pairs
+    # its positions by cache slot became a position_ids input of the stateful IR (the causal mask still reads the
+    # cache's length), so OpenVINO's paged-attention rewrite takes it: one PagedAttention a layer, and GenAI's
+    # continuous batching (each row of the ragged batch one request) gave every token of the eager decode
+    from openvino._offline_transformations import paged_attention_transformation
 
+    assert {n for port in compiled.inputs for n in port.get_names()} >= {"token_ids", "beam_idx", "position_ids"}
     extra = generation.artifact("decoder_genai", "openvino").extra
-    assert extra["paged_attention"] is False and "cache slot" in extra["paged_attention_refused"]
-    assert "openvino-genai-cb/generate" not in checks
-    with pytest.raises(BackendError, match="paged-attention rewrite does not take this model .*cache slot"):
-        generation_pairs(Source(result.out), ["openvino-genai-cb"])
+    assert extra["paged_attention"] is True and "paged_attention_refused" not in extra
+    cb = checks["openvino-genai-cb/generate"]
+    assert cb.passed and cb.token_match == 1.0 and cb.first_mismatch is None, cb
+    paged = core.read_model(str(result.out / generation.artifact("decoder_genai", "openvino").path / "openvino_model.xml"))
+    paged_attention_transformation(paged)
+    assert [op.get_type_name() for op in paged.get_ops()].count("PagedAttentionExtension") == layers
 
 
 def test_openvino_attention_fusion_is_proven_or_refused(hub_export, tmp_path, monkeypatch):

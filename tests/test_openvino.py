@@ -771,3 +771,59 @@ def test_a_default_decode_precision_that_fails_its_check_is_dropped_not_fatal(mo
     checks = result.report.results + result.report.generation.checks
     assert checks and all(c.precision == "fp32" and c.passed for c in checks if not c.skipped)
     assert not [k for k in manifest.generation.agreement["checks"] if "bf16" in k or "fp16" in k]
+
+
+def test_slot_positions_become_an_input_for_their_readers_only():
+    """A step positioned by cache slot (``arange(new) + past``, past read from the cache's shape, one row for the
+    whole batch) gets a ``position_ids`` input (batch, new) for the readers of those positions: the rotary sines
+    (through an Unsqueeze to (1, new) and a Reshape that pinned its batch of 1), a position table's Gather, and a
+    position table sliced from the cache index (GPT-2's form), each answering by the row's own positions; the
+    causal mask's reader keeps the slots. A graph whose positions feed nothing rotary is refused with the reason,
+    and the model given is never changed."""
+    import openvino as ov
+    from openvino import Type, opset13
+
+    from attnkit.exporters.openvino import POSITION_IDS, expose_slot_positions
+
+    rng = np.random.default_rng(8)
+    table, sliced = rng.standard_normal((32, 3)).astype("float32"), rng.standard_normal((32, 5)).astype("float32")
+    freq = np.array([1.0, 0.5, 0.25, 0.125], "float32")
+
+    def step(readers: bool):
+        ids = opset13.parameter([-1, -1], Type.i64, name="input_ids")
+        past = opset13.parameter([-1, 2, -1, 4], Type.f32, name="past")
+        length = opset13.squeeze(opset13.gather(opset13.shape_of(past, "i64"), opset13.constant([2]), 0), [0])
+        new = opset13.squeeze(opset13.gather(opset13.shape_of(ids, "i64"), opset13.constant([1]), 0), [0])
+        slots = opset13.add(
+            opset13.range(opset13.constant(np.int64(0)), new, opset13.constant(np.int64(1)), "i64"), length
+        )
+        row = opset13.convert(opset13.unsqueeze(slots, opset13.constant([0])), "f32")  # (1, new)
+        angles = opset13.multiply(opset13.unsqueeze(row, opset13.constant([2])), opset13.constant(freq))  # (1, new, 4)
+        sines = opset13.sin(opset13.reshape(angles, opset13.constant(np.array([1, 0, 4], np.int64)), True))
+        mask = opset13.less_equal(
+            opset13.unsqueeze(slots, opset13.constant([0])), opset13.unsqueeze(slots, opset13.constant([1]))
+        )
+        start = opset13.unsqueeze(length, 0)
+        window = opset13.slice(opset13.constant(sliced), start, opset13.add(start, opset13.unsqueeze(new, 0)),
+                               opset13.constant([1]), opset13.constant([0]))  # fmt: skip
+        outs = [mask, sines, opset13.gather(opset13.constant(table), slots, 0), window] if readers else [mask]
+        return ov.Model([opset13.result(o) for o in outs], [ids, past])
+
+    bare = step(False)
+    same, why = expose_slot_positions(bare)
+    assert same is bare and "feed no rotary embedding or position table" in why
+    model = step(True)
+    rewritten, why = expose_slot_positions(model)
+    assert why is None and rewritten is not model
+    assert POSITION_IDS not in {n for i in model.inputs for n in i.get_names()}  # the given model untouched
+    assert {n for i in rewritten.inputs for n in i.get_names()} == {"input_ids", "past", POSITION_IDS}
+    ids = np.ones((2, 3), np.int64)
+    past = np.random.default_rng(9).standard_normal((2, 2, 5, 4)).astype("float32")
+    positions = np.array([[5, 6, 7], [9, 12, 20]], np.int64)  # each row its own: not what the slots give
+    compiled = ov.Core().compile_model(rewritten, "CPU")
+    mask, sines, rows, window = compiled({"input_ids": ids, "past": past, POSITION_IDS: positions}).values()
+    slots = np.arange(5, 8)
+    np.testing.assert_array_equal(mask, slots[None, :] <= slots[:, None])  # the mask still reads the cache
+    np.testing.assert_allclose(sines, np.sin(positions[..., None] * freq), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(rows, table[positions])
+    np.testing.assert_array_equal(window, sliced[positions])

@@ -16,6 +16,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.errors import DependencyError
+from .openvino_positions import (  # noqa: F401 (re-exported: the stateful runner and tests import them here)
+    POSITION_IDS,
+    SLOT_WINDOW_REFUSED,
+    expose_positions,
+    expose_slot_positions,
+    positions_from_mask,
+    takes_paged_attention,
+)
 
 IR_DIR = "openvino"
 IR_XML = "model.xml"
@@ -121,86 +129,6 @@ def compile_with_fallback(build, config: dict):
 
 #: the stateful decoder's extra input: which row of the cache each row continues from (optimum-intel's name)
 BEAM_IDX = "beam_idx"
-#: the stateful decoder's positions input, (batch, new) i64, where the step took them from its mask
-#: (optimum-intel's name, which OpenVINO's paged-attention rewrite and GenAI feed by)
-POSITION_IDS = "position_ids"
-
-
-def positions_from_mask(mask, new: int):
-    """What a mask-positioned step computes from its ``padding_mask`` (attnkit's ``TransformerLM.step``):
-    each token's position among its row's tokens, padding taking none; the last ``new`` columns, i64."""
-    import numpy as np
-
-    return np.maximum(np.cumsum(np.asarray(mask, "int64"), axis=1) - 1, 0)[:, mask.shape[1] - new :]
-
-
-def expose_positions(model) -> bool:
-    """Give a step that derives its positions from its mask (``max(cumsum(mask) - 1, 0)``, sliced to the new
-    tokens, into the position table's Gather) a ``position_ids`` input in their place, in place; the mask then
-    feeds only the attention. True if the graph had that one path (one CumSum reaching one Gather's indices).
-
-    Why: OpenVINO's ``SDPAToPagedAttention`` (what GenAI's ``ContinuousBatchingPipeline``, the default
-    attention backend of its ``LLMPipeline`` on CPU, and OpenVINO Model Server run) drops ``attention_mask``
-    and feeds positions through ``position_ids``; a mask still read for positions leaves the rewritten
-    graph referring to a removed input ("Model references undeclared parameters: padding_mask", measured
-    with GenAI 2026.4 on decoder-small). Written by hand: optimum-intel traces ``position_ids`` from a
-    transformers model; OpenVINO has no pass that turns a computed position into an input."""
-    from openvino import Type, opset13
-
-    cumsums = [op for op in model.get_ops() if op.get_type_name() == "CumSum"]
-    if len(cumsums) != 1:
-        return False
-    gathers, seen, todo = {}, set(), [cumsums[0]]
-    while todo:  # everything downstream of the CumSum, up to the Gather that takes it as indices
-        for output in todo.pop().outputs():
-            for target in output.get_target_inputs():
-                node = target.get_node()
-                if node.get_type_name() == "Gather" and target.get_index() == 1:
-                    gathers[node.get_friendly_name()] = target
-                elif node.get_friendly_name() not in seen:
-                    seen.add(node.get_friendly_name())
-                    todo.append(node)
-    if len(gathers) != 1:
-        return False
-    (indices,) = gathers.values()
-    if indices.get_partial_shape().rank.get_length() != 2:
-        return False
-    positions = opset13.parameter([-1, -1], Type.i64, name=POSITION_IDS)
-    positions.output(0).get_tensor().set_names({POSITION_IDS})
-    model.add_parameters([positions])
-    indices.replace_source_output(opset13.convert(positions, indices.get_element_type()).output(0))
-    model.validate_nodes_and_infer_types()
-    return True
-
-
-#: why a step positioned by cache slot (keras-hub's) is not handed to OpenVINO's paged-attention rewrite, even
-#: with its attention fused: the step reads its rotary position and causal mask from the cache's length, which the
-#: rewrite removes (measured on llama3-124m with GenAI 2026.4: the graph validates, 25 % of tokens match)
-SLOT_POSITIONS_REFUSED = (
-    "positions by cache slot: the step reads its positions and causal mask from the cache's length, which "
-    "OpenVINO's paged-attention rewrite removes (its tokens then differ)"
-)
-
-
-def takes_paged_attention(model) -> str | None:
-    """None if OpenVINO's paged-attention rewrite (``SDPAToPagedAttention``, as GenAI applies it) turns a copy
-    of ``model`` into a valid graph (ScaledDotProductAttention ops fed by the cache state, ``input_ids`` and
-    ``position_ids`` inputs, the mask read by nothing else); else why not, in the rewrite's own words (a step
-    whose attention is not ScaledDotProductAttention: "No ScaledDotProductAttention operation observed in the
-    graph", as keras-hub's were before :mod:`attnkit.exporters.openvino_attention` fused them). Asked for
-    mask-positioned steps only (:data:`SLOT_POSITIONS_REFUSED`)."""
-    from openvino._offline_transformations import paged_attention_transformation
-
-    copy = model.clone()
-    try:
-        paged_attention_transformation(copy)
-        copy.validate_nodes_and_infer_types()
-    except RuntimeError as e:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        return next((line for line in lines[1:] if not line.startswith("Check ")), lines[0] if lines else "failed")
-    if not any(op.get_type_name() == "PagedAttentionExtension" for op in copy.get_ops()):
-        return "the rewrite left no PagedAttention op"
-    return None
 
 
 def make_stateful(model, pairs: dict[str, str], batch_input: str):
@@ -246,14 +174,18 @@ def make_stateful(model, pairs: dict[str, str], batch_input: str):
 
 
 def write_stateful(stage: Path, step_dir: Path, rel_dir: str, pairs: dict[str, str], batch_input: str,
-                   positions: bool = False) -> str:  # fmt: skip
+                   positions: str | None = None) -> str:  # fmt: skip
     """The stateful decoder (:func:`make_stateful`) of the step IR in ``step_dir``, saved as ``rel_dir/model.xml``;
-    ``positions``: with a ``position_ids`` input where the step computed them from its mask
-    (:func:`expose_positions`)."""
+    ``positions`` (how the step positions its tokens, :data:`attnkit.core.genspec.POSITIONS`): with a
+    ``position_ids`` input in place of what it computed them from, its mask (:func:`expose_positions`) or its
+    cache slot (:func:`expose_slot_positions`; a step whose positions are not found keeps computing them), as
+    optimum-intel's stateful models take them."""
     ov = require()
     model = make_stateful(ov.Core().read_model(str(step_dir / IR_XML)), pairs, batch_input)
-    if positions:
+    if positions == "mask":
         expose_positions(model)
+    elif positions == "slot":
+        model, _ = expose_slot_positions(model)
     pin_runtime_options(model, KV_CACHE_PRECISION="f32")  # OpenVINO's default u8 cache: rel L2 1.45e-3
     (stage / rel_dir).mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(stage / rel_dir / IR_XML), compress_to_fp16=False)
@@ -265,7 +197,8 @@ GENAI_XML = "openvino_model.xml"
 GENAI_CONFIG = "generation_config.json"
 
 
-def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: int) -> tuple[str, str | None]:
+def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: int,
+                window: int | None = None) -> tuple[str, str | None]:  # fmt: skip
     """The stateful decoder in OpenVINO GenAI's layout, saved as ``rel_dir/openvino_model.xml`` with a
     ``generation_config.json``: the directory ``openvino_genai.LLMPipeline`` loads (no tokenizer: it is fed
     token ids, ``TokenizedInputs``).
@@ -279,10 +212,10 @@ def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: 
     this layout, exports from a transformers model, not from an IR. The runtime options pinned in the
     stateful IR (f32 cache, no dynamic quantisation) are kept. ``eos_token_id``: GenAI needs one inside the
     vocabulary (attnkit's runner asks it to ignore it unless a request names one). Returns ``rel_dir`` and
-    None if the model takes GenAI's paged attention, else why not (:func:`takes_paged_attention`: attnkit's
-    decoders, whose stateful IR has ``position_ids``, take it; keras-hub's, positioned by cache slot, do not:
-    :data:`SLOT_POSITIONS_REFUSED`), which
-    ``ContinuousBatchingPipeline`` and OpenVINO Model Server need.
+    None if the model takes GenAI's paged attention, which ``ContinuousBatchingPipeline`` and OpenVINO Model
+    Server need, else why not: a sliding ``window`` shorter than the model's maximum length
+    (:data:`SLOT_WINDOW_REFUSED`), a stateful IR without ``position_ids`` (:func:`expose_slot_positions` says
+    why), or the rewrite's own refusal (:func:`takes_paged_attention`).
     """
     import json
 
@@ -307,7 +240,12 @@ def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: 
         names = parameter.output(0).get_names() & {"input_ids", "attention_mask", BEAM_IDX, POSITION_IDS}
         if names:
             parameter.set_friendly_name(next(iter(names)))
-    refused = SLOT_POSITIONS_REFUSED if g.slot else takes_paged_attention(model)
+    if window and window < g.max_length:
+        refused = SLOT_WINDOW_REFUSED.format(window=window, max_length=g.max_length)
+    elif g.slot and POSITION_IDS not in {n for port in model.inputs for n in port.get_names()}:
+        refused = f"its positions by cache slot are not an input: {expose_slot_positions(model)[1]}"
+    else:
+        refused = takes_paged_attention(model)
     (stage / rel_dir).mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(stage / rel_dir / GENAI_XML), compress_to_fp16=False)
     _share_weights(stateful_dir / IR_XML, stage / rel_dir / GENAI_XML)

@@ -82,7 +82,7 @@ def write_onnx(
 
 
 def write_openvino(
-    stage: Path, records: list[ArtifactRecord], g, precisions, say, eos_token_id: int = 0
+    stage: Path, records: list[ArtifactRecord], g, precisions, say, eos_token_id: int = 0, window: int | None = None
 ) -> list[ArtifactRecord]:
     """OpenVINO IR of the fp32 decode step (and seq2seq encoder), converted from their ONNX graphs as the
     forward IR is (:mod:`attnkit.exporters.openvino`): ``openvino_decoder_with_past/``, ``openvino_encoder/``;
@@ -90,7 +90,8 @@ def write_openvino(
     optimum-intel's layout, :func:`attnkit.exporters.openvino.make_stateful`); with int8 asked, both decode
     steps with NNCF's weight-only int8 (``..._int8/``; the encoder, run once a request, stays fp32); for a
     decoder-only model, each stateful decoder in OpenVINO GenAI's layout too (``openvino_genai[_int8]/``,
-    :func:`attnkit.exporters.openvino.write_genai`; ``eos_token_id`` goes into its generation config)."""
+    :func:`attnkit.exporters.openvino.write_genai`; ``eos_token_id`` goes into its generation config; a sliding
+    ``window`` keeps it from GenAI's paged attention)."""
     from ..core.targets import OPENVINO_BF16_REQUIREMENT
     from ..exporters.openvino import IR_XML, write_f16_weights, write_ir, write_stateful
     from ..exporters.openvino import write_genai as write_genai_ir
@@ -133,7 +134,7 @@ def write_openvino(
         if item.role == ROLE_DECODER_WITH_PAST:
             say("making the OpenVINO decode step stateful (KV cache as state)")
             stateful = write_stateful(stage, stage / rel, f"openvino_{ROLE_DECODER_STATEFUL}", g.past_from_present(),
-                                      g.ids, positions=not g.slot)  # fmt: skip
+                                      g.ids, positions=g.positions)  # fmt: skip
             add(stateful, ROLE_DECODER_STATEFUL, **fusion)
     if not g.seq2seq:  # GenAI's LLMPipeline is decoder-only
         written: dict[str, tuple[str, str | None]] = {}  # stateful IR -> its GenAI directory (bf16 shares fp32's)
@@ -141,7 +142,7 @@ def write_openvino(
             if made.path not in written:
                 say(f"writing {made.path} in OpenVINO GenAI's layout")
                 rel = "openvino_genai" + ("" if made.precision == "fp32" else f"_{made.precision}")
-                written[made.path] = write_genai_ir(stage, stage / made.path, rel, g, eos_token_id)
+                written[made.path] = write_genai_ir(stage, stage / made.path, rel, g, eos_token_id, window)
             rel, refused = written[made.path]
             extra = {**made.extra, "eos_token_id": eos_token_id, "paged_attention": refused is None}
             if refused:

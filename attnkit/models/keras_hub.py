@@ -83,6 +83,23 @@ def text_inputs(model, inputs: dict) -> dict:
     return inputs
 
 
+def sliding_window(model) -> int | None:
+    """The narrowest sliding attention window of ``model``'s layers, in tokens, else None (full attention, and
+    any model that is not keras-hub's). keras-hub spells it three ways: ``use_sliding_window_attention`` with
+    ``sliding_window_size`` (Gemma, Gemma 3's local layers, Qwen), ``sliding_window_size`` alone (Qwen 3), and
+    ``sliding_window`` / ``_sliding_window`` (Mistral, Mixtral, GPT-OSS, Gemma 3n)."""
+    windows = []
+    for layer in getattr(model, "_flatten_layers", lambda **_: [])(include_self=False):
+        if hasattr(layer, "use_sliding_window_attention"):
+            size = getattr(layer, "sliding_window_size", None) if layer.use_sliding_window_attention else None
+        else:
+            size = next((getattr(layer, a) for a in ("sliding_window_size", "sliding_window", "_sliding_window")
+                         if isinstance(getattr(layer, a, None), int)), None)  # fmt: skip
+        if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+            windows.append(size)
+    return min(windows) if windows else None
+
+
 def has_cached_call(model) -> bool:
     """True for a model that provides keras-hub's ``CausalLM`` cache contract: ``call_with_cache`` and
     ``_build_cache`` (which gives the cache's layout), with a ``backbone`` that has ``vocabulary_size`` and

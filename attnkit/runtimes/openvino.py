@@ -164,12 +164,14 @@ class OpenVINOStatefulStep(OpenVINOStep):
     """The stateful decoder (``openvino_decoder_stateful/``, optimum-intel's layout): the KV cache stays in the
     infer request's state, so a step sends one token and its mask and gets logits back, with no cache
     crossing the API. ``prefill`` resets the state (a new batch of prompts); every row continues its own
-    cache (``beam_idx`` = the row's own index: greedy has no beams to reorder). A mask-positioned step's IR
-    takes ``position_ids`` (optimum-intel's input, what paged attention needs), fed as the step computed them."""
+    cache (``beam_idx`` = the row's own index: greedy has no beams to reorder). The IR takes ``position_ids``
+    (optimum-intel's input, what paged attention needs) where the export found them, fed as the step computed
+    them: from the mask (attnkit's decoders) or the cache slot (keras-hub's, counted here as the state fills)."""
 
     name = "openvino-stateful"
     role = ROLE_DECODER_STATEFUL
     keeps_cache = True
+    slots = 0  # cache slots the state holds (a slot-positioned step's next position)
     full_model = "openvino"
     not_for = {"forward": "openvino-stateful is the stateful decode step only (the forward pass: openvino)"}
 
@@ -181,12 +183,17 @@ class OpenVINOStatefulStep(OpenVINOStep):
 
     def _prefill(self, feeds):
         self.step.request.reset_state()
+        self.slots = 0
         return self._decode(feeds)
 
     def _decode(self, feeds):
         g = self.gspec
-        rows = np.arange(feeds[g.ids].shape[0], dtype="int32")
-        extra = {BEAM_IDX: rows}
-        if POSITION_IDS in self.step.inputs:  # what the step computed from its mask (exporters.openvino)
-            extra[POSITION_IDS] = positions_from_mask(feeds[g.mask], feeds[g.ids].shape[1])
+        batch, new = feeds[g.ids].shape
+        extra = {BEAM_IDX: np.arange(batch, dtype="int32")}
+        if POSITION_IDS in self.step.inputs:  # what the step computed, from its mask or its cache slot
+            if g.slot:  # the slots the state holds, then the new ones, every row alike
+                extra[POSITION_IDS] = np.tile(np.arange(self.slots, self.slots + new, dtype="int64"), (batch, 1))
+            else:
+                extra[POSITION_IDS] = positions_from_mask(feeds[g.mask], new)
+        self.slots += new
         return self.step({**feeds, **extra})

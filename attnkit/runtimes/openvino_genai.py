@@ -5,8 +5,8 @@ a CPU LLM service built on OpenVINO runs it (its own loop, cache, search and sto
 Compiled as attnkit's OpenVINO runners compile: f32 inference and cache, dynamic quantisation off (int8 is
 weight-only; bf16, where the export has it, asks bf16 of both, as OpenVINO runs by default on a CPU with bf16
 instructions, and reports what the plugin takes), ``ATTENTION_BACKEND: SDPA``: the stateful model as written (GenAI's default on CPU is its
-paged-attention rewrite, which keras-hub models do not take and which the ``openvino-genai-cb`` backend runs
-where they do). No tokenizer: prompts go in as ``TokenizedInputs``. Greedy; ``eos_id`` -1 asks GenAI to
+paged-attention rewrite, which the ``openvino-genai-cb`` backend runs where the export recorded that it takes
+the model). No tokenizer: prompts go in as ``TokenizedInputs``. Greedy; ``eos_id`` -1 asks GenAI to
 ignore its end token.
 
 Batches: a ragged batch goes in whole, left-padded as GenAI pads (attnkit pads on the right), for attnkit's
