@@ -354,7 +354,8 @@ def test_openvino_stateful_and_genai_on_keras_hub_llama3(hub_export):
     assert extra["paged_attention"] is True and "paged_attention_refused" not in extra
     cb = checks["openvino-genai-cb/generate"]
     assert cb.passed and cb.token_match == 1.0 and cb.first_mismatch is None, cb
-    paged = core.read_model(str(result.out / generation.artifact("decoder_genai", "openvino").path / "openvino_model.xml"))
+    genai_dir = result.out / generation.artifact("decoder_genai", "openvino").path
+    paged = core.read_model(str(genai_dir / "openvino_model.xml"))
     paged_attention_transformation(paged)
     assert [op.get_type_name() for op in paged.get_ops()].count("PagedAttentionExtension") == layers
 

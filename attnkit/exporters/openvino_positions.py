@@ -141,17 +141,18 @@ def _slot_positions(model) -> list:
 
 
 def expose_slot_positions(model):
-    """``(model, None)``: a copy of a step positioned by cache slot with a ``position_ids`` input (batch, new), i64,
-    in place of the positions
-    its rotary embedding's sines and cosines or its position table's Gather read; the causal mask keeps reading
-    the cache's length (the rewrite drops it, and the stateful step without the rewrite still needs it). Each
-    such reader is an ``Unsqueeze`` to (1, new) (or to (1, 1, new) through two), replaced by the input (a
-    Reshape after it that pinned that batch of 1 now takes any), or the Gather itself, whose output gains the
-    batch; a Slice of a position table from the cache index (GPT-2, OPT) becomes a Gather of each row's positions.
-    Else ``(model, why not)``, ``model`` itself untouched (the copy is rewritten, and returned only when every reader took the input).
+    """``(model, None)``: a copy of a step positioned by cache slot with a ``position_ids`` input (batch, new),
+    i64, in place of the positions its rotary embedding's sines and cosines or its position table read; the causal
+    mask keeps reading the cache's length (the rewrite drops it, and the stateful step without the rewrite still
+    needs it). Each such reader is an ``Unsqueeze`` to (1, new) (or to (1, 1, new) through two), replaced by the
+    input (a Reshape after it that pinned that batch of 1 now takes any), or a position table's Gather, whose
+    output gains the batch; a Slice of a position table from the cache index (GPT-2, OPT) becomes a Gather of
+    each row's positions. Else ``(model, why not)``, ``model`` itself untouched (the copy is rewritten, and
+    returned only when every reader took the input).
 
-    Checked where it counts: the export runs GenAI's continuous batching on the rewritten directory, tokens
-    against the model's own eager decode, and refuses paged attention for the model if they differ."""
+    Checked where it counts: the export's check runs the stateful step and GenAI's continuous batching on the
+    rewritten IR, token for token against the model's own eager decode (a difference fails the export, as any
+    artifact's would)."""
     import numpy as np
     from openvino import Type, opset13
 

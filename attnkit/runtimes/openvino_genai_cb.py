@@ -9,7 +9,8 @@ against the model's own decode): attnkit's decoders and keras-hub's, whose state
 (:mod:`attnkit.exporters.openvino_positions`), except a keras-hub model with sliding-window attention (its window
 lives in the mask the rewrite drops); the refusal says why. This pipeline has no SDPA fallback, unlike
 ``LLMPipeline`` (the ``openvino-genai`` backend, which this module shares loading rules with). Compiled as
-attnkit's other OpenVINO runners: f32 inference and cache, dynamic quantisation off (int8 is weight-only). Greedy; each row of a batch is one request.
+attnkit's other OpenVINO runners: f32 inference and cache, dynamic quantisation off (int8 is weight-only).
+Greedy; each row of a batch is one request.
 """
 
 from __future__ import annotations
