@@ -174,22 +174,24 @@ def make_stateful(model, pairs: dict[str, str], batch_input: str):
 
 
 def write_stateful(stage: Path, step_dir: Path, rel_dir: str, pairs: dict[str, str], batch_input: str,
-                   positions: str | None = None) -> str:  # fmt: skip
+                   positions: str | None = None) -> tuple[str, str | None]:  # fmt: skip
     """The stateful decoder (:func:`make_stateful`) of the step IR in ``step_dir``, saved as ``rel_dir/model.xml``;
     ``positions`` (how the step positions its tokens, :data:`attnkit.core.genspec.POSITIONS`): with a
     ``position_ids`` input in place of what it computed them from, its mask (:func:`expose_positions`) or its
     cache slot (:func:`expose_slot_positions`; a step whose positions are not found keeps computing them), as
-    optimum-intel's stateful models take them."""
+    optimum-intel's stateful models take them. Returns ``rel_dir`` and, for a slot-positioned step whose positions
+    were not found, why not (:func:`write_genai` refuses paged attention with it), else None."""
     ov = require()
     model = make_stateful(ov.Core().read_model(str(step_dir / IR_XML)), pairs, batch_input)
+    unpositioned = None
     if positions == "mask":
         expose_positions(model)
     elif positions == "slot":
-        model, _ = expose_slot_positions(model)
+        model, unpositioned = expose_slot_positions(model)
     pin_runtime_options(model, KV_CACHE_PRECISION="f32")  # OpenVINO's default u8 cache: rel L2 1.45e-3
     (stage / rel_dir).mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(stage / rel_dir / IR_XML), compress_to_fp16=False)
-    return rel_dir
+    return rel_dir, unpositioned
 
 
 #: OpenVINO GenAI's file names in a model directory (``openvino_genai.LLMPipeline(DIR, "CPU")``)
@@ -197,8 +199,8 @@ GENAI_XML = "openvino_model.xml"
 GENAI_CONFIG = "generation_config.json"
 
 
-def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: int,
-                window: int | None = None) -> tuple[str, str | None]:  # fmt: skip
+def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: int, window: int | None = None,
+                unpositioned: str | None = None) -> tuple[str, str | None]:  # fmt: skip
     """The stateful decoder in OpenVINO GenAI's layout, saved as ``rel_dir/openvino_model.xml`` with a
     ``generation_config.json``: the directory ``openvino_genai.LLMPipeline`` loads (no tokenizer: it is fed
     token ids, ``TokenizedInputs``).
@@ -214,8 +216,8 @@ def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: 
     vocabulary (attnkit's runner asks it to ignore it unless a request names one). Returns ``rel_dir`` and
     None if the model takes GenAI's paged attention, which ``ContinuousBatchingPipeline`` and OpenVINO Model
     Server need, else why not: a sliding ``window`` shorter than the model's maximum length
-    (:data:`SLOT_WINDOW_REFUSED`), a stateful IR without ``position_ids`` (:func:`expose_slot_positions` says
-    why), or the rewrite's own refusal (:func:`takes_paged_attention`).
+    (:data:`SLOT_WINDOW_REFUSED`), a slot-positioned stateful IR without ``position_ids`` (``unpositioned``: why
+    :func:`write_stateful` found none), or the rewrite's own refusal (:func:`takes_paged_attention`).
     """
     import json
 
@@ -242,8 +244,8 @@ def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: 
             parameter.set_friendly_name(next(iter(names)))
     if window and window < g.max_length:
         refused = SLOT_WINDOW_REFUSED.format(window=window, max_length=g.max_length)
-    elif g.slot and POSITION_IDS not in {n for port in model.inputs for n in port.get_names()}:
-        refused = f"its positions by cache slot are not an input: {expose_slot_positions(model)[1]}"
+    elif unpositioned:
+        refused = f"its positions by cache slot are not an input: {unpositioned}"
     else:
         refused = takes_paged_attention(model)
     (stage / rel_dir).mkdir(parents=True, exist_ok=True)

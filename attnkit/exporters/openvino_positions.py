@@ -166,13 +166,11 @@ def expose_slot_positions(model):
     for add in adds:
         for target in list(add.output(0).get_target_inputs()):
             reader = target.get_node()
-            kinds = _readers(reader.output(0))
-            if not kinds & {"Sin", "Cos", "Gather:indices"} and not (
-                reader.get_type_name() == "Gather" and target.get_index() == 1
-            ):
-                continue  # the causal mask's, or another reader that feeds no position
             kind = reader.get_type_name()
-            if kind == "Gather" and target.get_index() == 1:
+            table = kind == "Gather" and target.get_index() == 1  # a position table's read of them
+            if not table and not _readers(reader.output(0)) & {"Sin", "Cos", "Gather:indices"}:
+                continue  # the causal mask's, or another reader that feeds no position
+            if table:
                 target.replace_source_output(opset13.convert(positions, add.get_output_element_type(0)).output(0))
             elif _leading_unsqueeze(reader):
                 # (1, new), or (1, 1, new) after another leading Unsqueeze (SmolLM3): (batch, [1,] new) in its place

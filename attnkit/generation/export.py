@@ -122,6 +122,7 @@ def write_openvino(
                 ArtifactRecord.of(stage, "openvino", rel8, "int8", role=role, inference_precision="f32", **scheme)
             )
 
+    unpositioned = None  # why a slot-positioned stateful IR has no position_ids (exporters.openvino.write_stateful)
     for item in [r for r in records if r.format == "onnx" and r.precision == "fp32"]:
         say(f"converting {item.path} to OpenVINO IR")
         rel = write_ir(stage, stage / item.path, f"openvino_{item.role}")
@@ -133,8 +134,8 @@ def write_openvino(
         add(rel, item.role, **fusion)
         if item.role == ROLE_DECODER_WITH_PAST:
             say("making the OpenVINO decode step stateful (KV cache as state)")
-            stateful = write_stateful(stage, stage / rel, f"openvino_{ROLE_DECODER_STATEFUL}", g.past_from_present(),
-                                      g.ids, positions=g.positions)  # fmt: skip
+            stateful, unpositioned = write_stateful(stage, stage / rel, f"openvino_{ROLE_DECODER_STATEFUL}",
+                                                    g.past_from_present(), g.ids, positions=g.positions)  # fmt: skip
             add(stateful, ROLE_DECODER_STATEFUL, **fusion)
     if not g.seq2seq:  # GenAI's LLMPipeline is decoder-only
         written: dict[str, tuple[str, str | None]] = {}  # stateful IR -> its GenAI directory (bf16 shares fp32's)
@@ -142,7 +143,8 @@ def write_openvino(
             if made.path not in written:
                 say(f"writing {made.path} in OpenVINO GenAI's layout")
                 rel = "openvino_genai" + ("" if made.precision == "fp32" else f"_{made.precision}")
-                written[made.path] = write_genai_ir(stage, stage / made.path, rel, g, eos_token_id, window)
+                written[made.path] = write_genai_ir(stage, stage / made.path, rel, g, eos_token_id, window,
+                                                    unpositioned)  # fmt: skip
             rel, refused = written[made.path]
             extra = {**made.extra, "eos_token_id": eos_token_id, "paged_attention": refused is None}
             if refused:

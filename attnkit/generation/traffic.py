@@ -55,8 +55,8 @@ def widths(row) -> tuple[float, int]:
     runtime said it ran in (``bf16``, ``fp32 (kv-cache u8)``, ``fp16``): the plugin repacks an f32 IR's weights into
     the 16-bit precision it computes in when it compiles, so a bf16 row reads half the IR's bytes; a weight-only IR
     (int8, fp16) is counted at its stored width already, and computes in f32. The cache is held in the precision
-    it reports, else in the one it computes in (f16 for a weight-only step). Other runtimes' rows: their artifact's weights as stored, an f32
-    cache."""
+    it reports, else in the one it computes in (f16 for a weight-only step). Other runtimes' rows: their artifact's
+    weights as stored, an f32 cache."""
     if format_of(row.backend) != "openvino":
         return 1.0, 4
     ran = row.ran_as or row.precision
