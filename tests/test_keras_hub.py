@@ -516,7 +516,8 @@ def test_gemma3_per_layer_cache_and_sliding_window_decode_with_fused_attention(t
     """keras-hub Gemma 3 (its cache one (key, value) pair a layer; five sliding-window layers to one global,
     q/k norms, multi-query): exported with --generate, prompts and new tokens longer than its window of 16, so
     the sliding mask cuts in; every backend's tokens equal eager full recompute and keras-hub's own generate()
-    (which takes a text prompt only with zero images), and every layer's attention fused for OpenVINO."""
+    (which takes a text prompt only with zero images), GenAI's paged attention included (each local layer's
+    window given to it, the global layer none), and every layer's attention fused for OpenVINO."""
     if not HAS_OPENVINO_GENAI:
         pytest.skip("needs the openvino extra (pip install 'attnkit[openvino]')")
     import keras
@@ -539,8 +540,10 @@ def test_gemma3_per_layer_cache_and_sliding_window_decode_with_fused_attention(t
     generation = result.report.generation
     assert max(generation.prompt_lengths) + generation.max_new_tokens > 16  # past the window
     checks = {c.label: c for c in generation.checks}
-    for label in ("keras/generate", "onnxruntime", "openvino", "openvino-stateful", "openvino-genai/generate"):
+    for label in ("keras/generate", "onnxruntime", "openvino", "openvino-stateful", "openvino-genai/generate",
+                  "openvino-genai-cb/generate"):  # fmt: skip
         assert checks[label].passed and checks[label].token_match == 1.0, (label, checks[label])
+    assert result.manifest.generation.artifact("decoder_genai", "openvino").extra["paged_attention"] is True
     stateful = result.manifest.generation.artifact("decoder_stateful", "openvino")
     assert stateful.extra["fused_attention"] == stateful.extra["softmax"] == 6
     assert stateful.extra["rotary_rewritten"] == 12, stateful.extra

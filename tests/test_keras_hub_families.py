@@ -18,10 +18,10 @@ keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is not installed 
 HAS_OPENVINO_GENAI = importlib.util.find_spec("openvino_genai") is not None
 VOCAB = 384
 LABELS = ("keras", "keras/generate", "onnxruntime", "openvino", "openvino-stateful", "openvino-genai/generate")
-#: the families GenAI's paged attention takes (rotary positions made an input); the others, and why not
-PAGED = {"phi3", "qwen3", "smollm3"}
-REFUSED = {"mistral": "sliding-window attention (16 tokens", "gemma4": "sliding-window attention (16 tokens",
-           "falcon": "not an input", "bloom": "not an input"}  # fmt: skip
+#: the families GenAI's paged attention takes (rotary positions made an input; Mistral's and Gemma 4's sliding
+#: windows given to it, each layer its own); the others, and why not
+PAGED = {"phi3", "qwen3", "smollm3", "mistral", "gemma4"}
+REFUSED = {"falcon": "not an input", "bloom": "not an input"}
 
 
 def _build(family: str):
@@ -88,8 +88,8 @@ def test_keras_hub_family_decodes_token_exact_with_attention_fused(family, fused
     for role in ("decoder_stateful", "decoder_genai"):
         extra = result.manifest.generation.artifact(role, "openvino").extra
         assert extra["fused_attention"] == extra["softmax"] == fused, (role, extra)
-    # GenAI's paged attention (continuous batching) where the positions became an input and no window is shorter
-    # than the model: then every token of the ragged batch, each row one request; else refused, saying why
+    # GenAI's paged attention (continuous batching) where the positions became an input: then every token of the
+    # ragged batch, each row one request (16 + 32 tokens: past the 16-token windows); else refused, saying why
     genai = result.manifest.generation.artifact("decoder_genai", "openvino").extra
     assert genai["paged_attention"] == (family in PAGED), (family, genai.get("paged_attention_refused"))
     if family in PAGED:
@@ -110,16 +110,19 @@ def test_keras_hub_family_decodes_token_exact_with_attention_fused(family, fused
 def test_sliding_window_is_read_from_the_layers():
     """The narrowest sliding window of a keras-hub model's layers, each family's spelling: Mistral's ``sliding_window``,
     Qwen 3's ``sliding_window_size`` alone (its default, 32768), none for Phi-3 and Falcon (full attention), nor for a
-    model that is not keras-hub's."""
+    model that is not keras-hub's; and each transformer layer's own (Gemma 4: five local layers to one global)."""
     import keras
 
-    from attnkit.models.keras_hub import sliding_window
+    from attnkit.models.keras_hub import layer_windows, sliding_window
 
     keras.utils.set_random_seed(5)
     assert sliding_window(_build("mistral")) == 16
     assert sliding_window(_build("qwen3")) == 32768
     assert sliding_window(_build("phi3")) is None and sliding_window(_build("falcon")) is None
     assert sliding_window(object()) is None
+    assert layer_windows(_build("mistral")) == [16, 16]
+    assert layer_windows(_build("gemma4")) == [16] * 5 + [None]
+    assert layer_windows(_build("phi3")) == [None, None] and layer_windows(object()) is None
 
 
 class _Refuses:

@@ -18,7 +18,6 @@ from pathlib import Path
 from ..core.errors import DependencyError
 from .openvino_positions import (  # noqa: F401 (re-exported: the stateful runner and tests import them here)
     POSITION_IDS,
-    SLOT_WINDOW_REFUSED,
     expose_positions,
     expose_slot_positions,
     positions_from_mask,
@@ -174,24 +173,33 @@ def make_stateful(model, pairs: dict[str, str], batch_input: str):
 
 
 def write_stateful(stage: Path, step_dir: Path, rel_dir: str, pairs: dict[str, str], batch_input: str,
-                   positions: str | None = None) -> tuple[str, str | None]:  # fmt: skip
+                   positions: str | None = None, windows: list | None = None) -> tuple[str, str | None]:  # fmt: skip
     """The stateful decoder (:func:`make_stateful`) of the step IR in ``step_dir``, saved as ``rel_dir/model.xml``;
     ``positions`` (how the step positions its tokens, :data:`attnkit.core.genspec.POSITIONS`): with a
     ``position_ids`` input in place of what it computed them from, its mask (:func:`expose_positions`) or its
     cache slot (:func:`expose_slot_positions`; a step whose positions are not found keeps computing them), as
-    optimum-intel's stateful models take them. Returns ``rel_dir`` and, for a slot-positioned step whose positions
-    were not found, why not (:func:`write_genai` refuses paged attention with it), else None."""
+    optimum-intel's stateful models take them; a slot-positioned step's sliding ``windows`` (one per attention
+    layer, None for full attention: :func:`attnkit.models.keras_hub.layer_windows`) in the form GenAI's paged
+    attention reads (:func:`attnkit.exporters.openvino_window.window_for_paged_attention`; written here, not only
+    in the GenAI layout, so both share one ``.bin``). Returns ``rel_dir`` and why paged attention cannot take the
+    step (:func:`write_genai` refuses it with that), else None."""
+    from .openvino_window import WINDOW_REFUSED, window_for_paged_attention
+
     ov = require()
     model = make_stateful(ov.Core().read_model(str(step_dir / IR_XML)), pairs, batch_input)
-    unpositioned = None
+    refused = None
     if positions == "mask":
         expose_positions(model)
     elif positions == "slot":
         model, unpositioned = expose_slot_positions(model)
+        refused = unpositioned and f"its positions by cache slot are not an input: {unpositioned}"
+        if not refused and any(windows or []):
+            why = window_for_paged_attention(model, windows)
+            refused = why and WINDOW_REFUSED.format(why=why)
     pin_runtime_options(model, KV_CACHE_PRECISION="f32")  # OpenVINO's default u8 cache: rel L2 1.45e-3
     (stage / rel_dir).mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(stage / rel_dir / IR_XML), compress_to_fp16=False)
-    return rel_dir, unpositioned
+    return rel_dir, refused
 
 
 #: OpenVINO GenAI's file names in a model directory (``openvino_genai.LLMPipeline(DIR, "CPU")``)
@@ -199,8 +207,8 @@ GENAI_XML = "openvino_model.xml"
 GENAI_CONFIG = "generation_config.json"
 
 
-def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: int, window: int | None = None,
-                unpositioned: str | None = None) -> tuple[str, str | None]:  # fmt: skip
+def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: int, windows: list | None = None,
+                refused: str | None = None) -> tuple[str, str | None]:  # fmt: skip
     """The stateful decoder in OpenVINO GenAI's layout, saved as ``rel_dir/openvino_model.xml`` with a
     ``generation_config.json``: the directory ``openvino_genai.LLMPipeline`` loads (no tokenizer: it is fed
     token ids, ``TokenizedInputs``).
@@ -215,9 +223,9 @@ def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: 
     stateful IR (f32 cache, no dynamic quantisation) are kept. ``eos_token_id``: GenAI needs one inside the
     vocabulary (attnkit's runner asks it to ignore it unless a request names one). Returns ``rel_dir`` and
     None if the model takes GenAI's paged attention, which ``ContinuousBatchingPipeline`` and OpenVINO Model
-    Server need, else why not: a sliding ``window`` shorter than the model's maximum length
-    (:data:`SLOT_WINDOW_REFUSED`), a slot-positioned stateful IR without ``position_ids`` (``unpositioned``: why
-    :func:`write_stateful` found none), or the rewrite's own refusal (:func:`takes_paged_attention`).
+    Server need, else why not: ``refused`` (why :func:`write_stateful` could not make the step take it), or the
+    rewrite's own refusal (:func:`takes_paged_attention`, which also asks that each attention get its layer's
+    sliding window of ``windows``).
     """
     import json
 
@@ -242,12 +250,7 @@ def write_genai(stage: Path, stateful_dir: Path, rel_dir: str, g, eos_token_id: 
         names = parameter.output(0).get_names() & {"input_ids", "attention_mask", BEAM_IDX, POSITION_IDS}
         if names:
             parameter.set_friendly_name(next(iter(names)))
-    if window and window < g.max_length:
-        refused = SLOT_WINDOW_REFUSED.format(window=window, max_length=g.max_length)
-    elif unpositioned:
-        refused = f"its positions by cache slot are not an input: {unpositioned}"
-    else:
-        refused = takes_paged_attention(model)
+    refused = refused or takes_paged_attention(model, windows)
     (stage / rel_dir).mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(stage / rel_dir / GENAI_XML), compress_to_fp16=False)
     _share_weights(stateful_dir / IR_XML, stage / rel_dir / GENAI_XML)

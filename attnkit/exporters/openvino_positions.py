@@ -70,13 +70,15 @@ def expose_positions(model) -> bool:
     return True
 
 
-def takes_paged_attention(model) -> str | None:
+def takes_paged_attention(model, windows: list | None = None) -> str | None:
     """None if OpenVINO's paged-attention rewrite (``SDPAToPagedAttention``, as GenAI applies it) turns a copy
     of ``model`` into a valid graph (ScaledDotProductAttention ops fed by the cache state, ``input_ids`` and
     ``position_ids`` inputs, the mask read by nothing else); else why not, in the rewrite's own words (a step
     whose attention is not ScaledDotProductAttention: "No ScaledDotProductAttention operation observed in the
     graph", as keras-hub's were before :mod:`attnkit.exporters.openvino_attention` fused them). A step
-    positioned by cache slot is asked after :func:`expose_slot_positions`."""
+    positioned by cache slot is asked after :func:`expose_slot_positions`; one with sliding ``windows`` (one per
+    attention layer, None for full attention) also that each PagedAttention op took its layer's."""
+    from .openvino_window import paged_windows
     from openvino._offline_transformations import paged_attention_transformation
 
     copy = model.clone()
@@ -88,19 +90,16 @@ def takes_paged_attention(model) -> str | None:
         return next((line for line in lines[1:] if not line.startswith("Check ")), lines[0] if lines else "failed")
     if not any(op.get_type_name() == "PagedAttentionExtension" for op in copy.get_ops()):
         return "the rewrite left no PagedAttention op"
+    if any(windows or []):
+        took, wanted = paged_windows(copy), [w or 0 for w in windows]
+        if took != wanted:
+            return f"the rewrite gave its attention ops sliding windows {took}, not the layers' {wanted}"
     return None
 
 
-#: why a keras-hub step whose sliding attention window is shorter than its maximum length is not handed to the
-#: paged-attention rewrite: the window lives in the step's mask, which the rewrite drops (it recognises only the
-#: window patterns of transformers' graphs), so tokens past the window would differ
-SLOT_WINDOW_REFUSED = (
-    "sliding-window attention ({window} tokens, shorter than the model's {max_length}): OpenVINO's paged-attention "
-    "rewrite drops the step's mask, which holds the window, so tokens past it would differ"
-)
-
-#: nodes that end the search for what the positions reach: the attention takes them no further
-_PAST_ATTENTION = {"ScaledDotProductAttention", "Result", "Assign"}
+#: nodes that end the search for what the positions reach: the attention takes them no further, and a ShapeOf
+#: reads no values (Gemma 4: the mask reaches the attention's output, whose shape a later layer's rotary reads)
+_PAST_ATTENTION = {"ScaledDotProductAttention", "Result", "Assign", "ShapeOf"}
 #: nodes that end the positions' own computation: the rotary sines and cosines, a position table's read
 _POSITIONS_END = {"Sin", "Cos", "Gather"} | _PAST_ATTENTION
 

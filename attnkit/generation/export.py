@@ -82,7 +82,7 @@ def write_onnx(
 
 
 def write_openvino(
-    stage: Path, records: list[ArtifactRecord], g, precisions, say, eos_token_id: int = 0, window: int | None = None
+    stage: Path, records: list[ArtifactRecord], g, precisions, say, eos_token_id: int = 0, windows: list | None = None
 ) -> list[ArtifactRecord]:
     """OpenVINO IR of the fp32 decode step (and seq2seq encoder), converted from their ONNX graphs as the
     forward IR is (:mod:`attnkit.exporters.openvino`): ``openvino_decoder_with_past/``, ``openvino_encoder/``;
@@ -90,8 +90,8 @@ def write_openvino(
     optimum-intel's layout, :func:`attnkit.exporters.openvino.make_stateful`); with int8 asked, both decode
     steps with NNCF's weight-only int8 (``..._int8/``; the encoder, run once a request, stays fp32); for a
     decoder-only model, each stateful decoder in OpenVINO GenAI's layout too (``openvino_genai[_int8]/``,
-    :func:`attnkit.exporters.openvino.write_genai`; ``eos_token_id`` goes into its generation config; a sliding
-    ``window`` keeps it from GenAI's paged attention)."""
+    :func:`attnkit.exporters.openvino.write_genai`; ``eos_token_id`` goes into its generation config; ``windows``, each
+    transformer layer's sliding window, are given to GenAI's paged attention)."""
     from ..core.targets import OPENVINO_BF16_REQUIREMENT
     from ..exporters.openvino import IR_XML, write_f16_weights, write_ir, write_stateful
     from ..exporters.openvino import write_genai as write_genai_ir
@@ -122,7 +122,10 @@ def write_openvino(
                 ArtifactRecord.of(stage, "openvino", rel8, "int8", role=role, inference_precision="f32", **scheme)
             )
 
-    unpositioned = None  # why a slot-positioned stateful IR has no position_ids (exporters.openvino.write_stateful)
+    from ..exporters.openvino_window import narrow_windows
+
+    windows = narrow_windows(windows, g.max_length)
+    refused = None  # why paged attention cannot take the stateful step (exporters.openvino.write_stateful)
     for item in [r for r in records if r.format == "onnx" and r.precision == "fp32"]:
         say(f"converting {item.path} to OpenVINO IR")
         rel = write_ir(stage, stage / item.path, f"openvino_{item.role}")
@@ -134,8 +137,8 @@ def write_openvino(
         add(rel, item.role, **fusion)
         if item.role == ROLE_DECODER_WITH_PAST:
             say("making the OpenVINO decode step stateful (KV cache as state)")
-            stateful, unpositioned = write_stateful(stage, stage / rel, f"openvino_{ROLE_DECODER_STATEFUL}",
-                                                    g.past_from_present(), g.ids, positions=g.positions)  # fmt: skip
+            stateful, refused = write_stateful(stage, stage / rel, f"openvino_{ROLE_DECODER_STATEFUL}",
+                                               g.past_from_present(), g.ids, g.positions, windows)  # fmt: skip
             add(stateful, ROLE_DECODER_STATEFUL, **fusion)
     if not g.seq2seq:  # GenAI's LLMPipeline is decoder-only
         written: dict[str, tuple[str, str | None]] = {}  # stateful IR -> its GenAI directory (bf16 shares fp32's)
@@ -143,8 +146,8 @@ def write_openvino(
             if made.path not in written:
                 say(f"writing {made.path} in OpenVINO GenAI's layout")
                 rel = "openvino_genai" + ("" if made.precision == "fp32" else f"_{made.precision}")
-                written[made.path] = write_genai_ir(stage, stage / made.path, rel, g, eos_token_id, window,
-                                                    unpositioned)  # fmt: skip
+                written[made.path] = write_genai_ir(stage, stage / made.path, rel, g, eos_token_id, windows,
+                                                    refused)  # fmt: skip
             rel, refused = written[made.path]
             extra = {**made.extra, "eos_token_id": eos_token_id, "paged_attention": refused is None}
             if refused:

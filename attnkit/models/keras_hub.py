@@ -83,21 +83,39 @@ def text_inputs(model, inputs: dict) -> dict:
     return inputs
 
 
+def _window_of(layer) -> int | None:
+    """``layer``'s own sliding window, in tokens, else None. keras-hub spells it three ways:
+    ``use_sliding_window_attention`` with ``sliding_window_size`` (Gemma, Gemma 3's local layers, Qwen),
+    ``sliding_window_size`` alone (Qwen 3), and ``sliding_window`` / ``_sliding_window`` (Mistral, Mixtral, GPT-OSS,
+    Gemma 3n)."""
+    if hasattr(layer, "use_sliding_window_attention"):
+        size = getattr(layer, "sliding_window_size", None) if layer.use_sliding_window_attention else None
+    else:
+        size = next((getattr(layer, a) for a in ("sliding_window_size", "sliding_window", "_sliding_window")
+                     if isinstance(getattr(layer, a, None), int)), None)  # fmt: skip
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+
+
+def _narrowest(layers) -> int | None:
+    windows = [w for w in map(_window_of, layers) if w]
+    return min(windows) if windows else None
+
+
 def sliding_window(model) -> int | None:
     """The narrowest sliding attention window of ``model``'s layers, in tokens, else None (full attention, and
-    any model that is not keras-hub's). keras-hub spells it three ways: ``use_sliding_window_attention`` with
-    ``sliding_window_size`` (Gemma, Gemma 3's local layers, Qwen), ``sliding_window_size`` alone (Qwen 3), and
-    ``sliding_window`` / ``_sliding_window`` (Mistral, Mixtral, GPT-OSS, Gemma 3n)."""
-    windows = []
-    for layer in getattr(model, "_flatten_layers", lambda **_: [])(include_self=False):
-        if hasattr(layer, "use_sliding_window_attention"):
-            size = getattr(layer, "sliding_window_size", None) if layer.use_sliding_window_attention else None
-        else:
-            size = next((getattr(layer, a) for a in ("sliding_window_size", "sliding_window", "_sliding_window")
-                         if isinstance(getattr(layer, a, None), int)), None)  # fmt: skip
-        if isinstance(size, int) and not isinstance(size, bool) and size > 0:
-            windows.append(size)
-    return min(windows) if windows else None
+    any model that is not keras-hub's)."""
+    return _narrowest(getattr(model, "_flatten_layers", lambda **_: [])(include_self=False))
+
+
+def layer_windows(model) -> list | None:
+    """The sliding window of each of ``model``'s transformer layers, in order (keras-hub's
+    ``backbone.transformer_layers``): the narrowest of the layer's and its sublayers', None for full attention
+    (Gemma 3's and Gemma 4's global layers); None for a model without that list. What
+    :func:`attnkit.exporters.openvino_window.window_for_paged_attention` gives each layer's attention."""
+    blocks = getattr(getattr(model, "backbone", None), "transformer_layers", None)
+    if not isinstance(blocks, (list, tuple)) or not blocks:
+        return None
+    return [_narrowest([block, *block._flatten_layers(include_self=False)]) for block in blocks]
 
 
 def has_cached_call(model) -> bool:

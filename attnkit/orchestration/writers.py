@@ -92,10 +92,10 @@ def _write_generation(stage, decoding, fmts, precisions, manifest, say, fuse, pe
     if "openvino" in fmts:
         from ..exporters.genai import end_token_id
         from ..generation.export import write_openvino
-        from ..models.keras_hub import sliding_window
+        from ..models.keras_hub import layer_windows
 
         records += write_openvino(stage, records, decoding.spec, ov_precisions, say, end_token_id(decoding.model),
-                                  sliding_window(decoding.model))  # fmt: skip
+                                  layer_windows(decoding.model))  # fmt: skip
     manifest.generation = section(decoding, records)
 
 
