@@ -35,6 +35,7 @@ def _step(seed: int):
     x = opset13.add(x, opset13.convert(opset13.unsqueeze(positions, [2]), "f32"))
     assigns = []
     for layer in range(2):
+
         def heads(y):
             y = opset13.matmul(y, opset13.constant((rng.standard_normal((width, width)) * 0.3).astype("f4")), 0, 0)
             y = opset13.reshape(y, opset13.constant(np.array([0, 0, HEADS, DEPTH], np.int64)), True)
@@ -47,8 +48,10 @@ def _step(seed: int):
             info.variable_id = f"{name}.{layer}"
             variable = ov.op.util.Variable(info)
             batch = opset13.gather(opset13.shape_of(ids), opset13.constant([0]), 0)
-            empty = opset13.broadcast(opset13.constant(np.float32(0)),
-                                      opset13.concat([batch, opset13.constant(np.array([HEADS, 0, DEPTH]))], 0))
+            empty = opset13.broadcast(
+                opset13.constant(np.float32(0)),
+                opset13.concat([batch, opset13.constant(np.array([HEADS, 0, DEPTH]))], 0),
+            )
             both = opset13.concat([opset13.gather(opset6.read_value(empty, variable), beam, 0), heads(x)], 2)
             assigns.append(opset6.assign(both, variable))
             kv.append(both)

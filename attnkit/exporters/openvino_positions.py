@@ -78,8 +78,9 @@ def takes_paged_attention(model, windows: list | None = None) -> str | None:
     graph", as keras-hub's were before :mod:`attnkit.exporters.openvino_attention` fused them). A step
     positioned by cache slot is asked after :func:`expose_slot_positions`; one with sliding ``windows`` (one per
     attention layer, None for full attention) also that each PagedAttention op took its layer's."""
-    from .openvino_window import paged_windows
     from openvino._offline_transformations import paged_attention_transformation
+
+    from .openvino_window import paged_windows
 
     copy = model.clone()
     try:

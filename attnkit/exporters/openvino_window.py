@@ -41,7 +41,9 @@ def window_for_paged_attention(model, windows: list) -> str | None:
     else why not, ``model`` untouched."""
     sdpas = [op for op in model.get_ordered_ops() if op.get_type_name() == "ScaledDotProductAttention"]
     if len(sdpas) != len(windows):
-        return f"{len(sdpas)} fused attention ops for {len(windows)} attention layers: which has which window is unknown"
+        return (
+            f"{len(sdpas)} fused attention ops for {len(windows)} attention layers: which has which window is unknown"
+        )
     if any(sdpa.get_input_size() < 4 for sdpa, window in zip(sdpas, windows) if window):
         return "a windowed attention has no mask input"
     for sdpa, window in zip(sdpas, windows):
