@@ -103,8 +103,13 @@ def test_keras_hub_family_decodes_token_exact_with_attention_fused(family, fused
 
     record = result.manifest.generation.artifact("decoder_stateful", "openvino")
     compiled = ov.Core().compile_model(str(result.out / record.path / "model.xml"), "CPU")
-    kinds = {op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ops()}
-    assert not {"Sqrt", "Power"} & kinds, sorted(kinds)
+    kinds = [op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ops()]
+    assert not {"Sqrt", "Power"} & set(kinds), sorted(set(kinds))
+    # and every attention compiled as one node with its cache inside (a window written for paged attention that
+    # read the cache's concatenation kept the plugin from it: none of mistral-160m's 8); Bloom's the plugin
+    # decomposes (OpenVINO 2026.4, AMX Xeon; before the windows were written too, not looked into)
+    if family != "bloom":
+        assert kinds.count("ScaledDotProductAttention") == fused, sorted(set(kinds))
 
 
 def test_sliding_window_is_read_from_the_layers():

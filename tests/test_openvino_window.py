@@ -52,11 +52,14 @@ def _step(seed: int):
                 opset13.constant(np.float32(0)),
                 opset13.concat([batch, opset13.constant(np.array([HEADS, 0, DEPTH]))], 0),
             )
-            both = opset13.concat([opset13.gather(opset6.read_value(empty, variable), beam, 0), heads(x)], 2)
+            past = opset6.read_value(empty, variable)
+            both = opset13.concat([opset13.gather(past, beam, 0), heads(x)], 2)
             assigns.append(opset6.assign(both, variable))
             kv.append(both)
-        total = opset13.gather(opset13.shape_of(kv[0]), opset13.constant(np.int64(2)), 0)
+        # the slots from the cache state's length and the new tokens', as keras-hub's step reads them: a reader of
+        # the concatenation would keep the CPU plugin from fusing the cache into the attention
         new = opset13.gather(opset13.shape_of(q), opset13.constant(np.int64(2)), 0)
+        total = opset13.add(opset13.gather(opset13.shape_of(past), opset13.constant(np.int64(2)), 0), new)
         one = opset13.constant(np.int64(1))
         rows = opset13.unsqueeze(opset13.range(opset13.subtract(total, new), total, one, "i64"), [1])
         cols = opset13.unsqueeze(opset13.range(opset13.constant(np.int64(0)), total, one, "i64"), [0])
@@ -90,7 +93,8 @@ def test_windows_written_for_paged_attention_keep_the_answers_and_reach_each_lay
     """Layer 0's window in GPT-OSS's form: the step's logits over a prompt longer than the window and four
     steps after it are the unrewritten step's (a query or key slot off by one would cut the band and change
     them), and OpenVINO's paged-attention rewrite gives PagedAttention window 3 to layer 0 and none (0) to
-    layer 1; asked for another window, :func:`takes_paged_attention` says which it got. A window list that does
+    layer 1; the cache's concatenation gets no new reader; asked for another window, :func:`takes_paged_attention`
+    says which it got. A window list that does
     not match the attention ops is refused with the reason and leaves the step as it was."""
     from attnkit.exporters.openvino_positions import takes_paged_attention
     from attnkit.exporters.openvino_window import window_for_paged_attention
@@ -101,8 +105,17 @@ def test_windows_written_for_paged_attention_keep_the_answers_and_reach_each_lay
     ops = len(model.get_ops())
     assert "2 fused attention ops for 3 attention layers" in window_for_paged_attention(model, [WINDOW, None, 1])
     assert len(model.get_ops()) == ops
+    sdpas = [op for op in model.get_ordered_ops() if op.get_type_name() == "ScaledDotProductAttention"]
+
+    def readers():  # who reads each attention's keys and values (the cache's concatenation)
+        return [sorted(t.get_node().get_type_name() for t in op.input_value(i).get_target_inputs())
+                for op in sdpas for i in (1, 2)]  # fmt: skip
+
+    before_readers = readers()
     assert window_for_paged_attention(model, [WINDOW, None]) is None
     assert len(model.get_ops()) > ops
+    # no new reader of the cache: one would keep the CPU plugin from fusing it into the attention
+    assert readers() == before_readers
     np.testing.assert_allclose(_decode(model, ids, 4), before, rtol=1e-5, atol=1e-5)
     assert takes_paged_attention(model, [WINDOW, None]) is None
     assert "sliding windows [3, 0], not the layers' [4, 0]" in takes_paged_attention(model, [WINDOW + 1, None])
