@@ -61,7 +61,7 @@ def _windowed_mask(sdpa, window: int):
     tokens), so query ``i`` is slot ``total - new + i`` and key ``j`` slot ``j``; both lengths are read off the mask's
     shape (its last two axes), not the keys': another reader of the cache's concatenation keeps OpenVINO's CPU
     plugin from fusing the cache into the attention (``ScaledDotProductAttentionWithKVCache``; measured: none of
-    mistral-160m's 8 fused, its stateful step 0.66x as fast)."""
+    mistral-160m's 8 fused, its stateful step at 0.79x the tokens/s, two runs on one day, BENCHMARKS.md)."""
     import numpy as np
     from openvino import opset13
 
