@@ -7,10 +7,10 @@ Only where the export recorded that the rewrite takes the model (``paged_attenti
 checked at export by :func:`attnkit.exporters.openvino.takes_paged_attention`, then by this pipeline's tokens
 against the model's own decode): attnkit's decoders and keras-hub's, whose stateful IRs take ``position_ids``
 (:mod:`attnkit.exporters.openvino_positions`) and give each layer's sliding window in the form the rewrite reads
-(:mod:`attnkit.exporters.openvino_window`), except ALiBi models (Falcon, Bloom); the refusal says why. This pipeline has no SDPA fallback, unlike
-``LLMPipeline`` (the ``openvino-genai`` backend, which this module shares loading rules with). Compiled as
-attnkit's other OpenVINO runners: f32 inference and cache, dynamic quantisation off (int8 is weight-only).
-Greedy; each row of a batch is one request.
+(:mod:`attnkit.exporters.openvino_window`), except ALiBi models (Falcon, Bloom); the refusal says why. This
+pipeline has no SDPA fallback, unlike ``LLMPipeline`` (the ``openvino-genai`` backend, which this module shares
+loading rules with). Compiled as attnkit's other OpenVINO runners: f32 inference and cache, dynamic quantisation
+off (int8 is weight-only). Greedy; each row of a batch is one request.
 """
 
 from __future__ import annotations
